@@ -1,0 +1,19 @@
+"""Routing: assign MoE tokens to experts under capacity, near their expert.
+
+One entry point, :func:`plan_routing`; :func:`load_routing_inputs` reads the
+two files; :func:`capacity_sweep` shows what capacity buys.
+"""
+
+from qflow.routing._plan import capacity_sweep, load_routing_inputs, min_capacity_factor, plan_routing
+from qflow.routing._schemas import ModelGraph, RoutingConfig, RoutingInputs, parse_model_graph
+
+__all__ = [
+    "RoutingConfig",
+    "RoutingInputs",
+    "ModelGraph",
+    "capacity_sweep",
+    "load_routing_inputs",
+    "min_capacity_factor",
+    "parse_model_graph",
+    "plan_routing",
+]

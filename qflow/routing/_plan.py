@@ -1,0 +1,348 @@
+"""``plan_routing``: the routing module's one entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.io import digest_frame, digest_mapping, load_mapping, load_table
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.routing._classical import (
+    drop_penalty,
+    dual_bound,
+    exact_optimum,
+    greedy_balanced,
+    hash_experts,
+    hash_route,
+    objective,
+    route_balanced,
+    route_metrics,
+    top1_gating,
+    utility_matrix,
+)
+from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
+from qflow.routing._schemas import RoutingConfig, RoutingProblem, build_problem
+
+__all__ = ["plan_routing", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
+
+Progress = Callable[[float, str], None]
+
+
+def load_routing_inputs(tokens: Any, model_graph: Any) -> tuple[pd.DataFrame, dict[str, Any], list[InputDigest]]:
+    """Load the two routing files (path, bytes or upload) with validation.
+
+    ``tokens`` is CSV or a JSON list (optionally under a ``"tokens"`` key);
+    ``model_graph`` is JSON or YAML (native or NetworkX node-link).
+    """
+    frame, raw_tokens = load_table(tokens, records_key="tokens")
+    graph = load_mapping(model_graph)
+    raw_graph_name = getattr(model_graph, "name", None)
+    digests = [
+        raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)),
+        digest_mapping(graph, "model_graph", source=str(raw_graph_name or model_graph) if not isinstance(model_graph, bytes) else None),
+    ]
+    return frame, graph, digests
+
+
+def min_capacity_factor(problem: RoutingProblem) -> float | None:
+    """Smallest ``capacity_factor`` at which total capacity holds every token.
+
+    ``None`` when the experts' own capacity limits cannot hold them at any
+    factor. (With uneven complexities, packing can still need a little more.)
+    """
+    total = float(problem.complexity.sum())
+    limit = problem.graph.expert_capacity_limit
+    if np.minimum(limit, np.inf).sum() < total - 1e-9:
+        return None
+    lo, hi = 1e-6, 64.0
+    if problem.capacity(hi).sum() < total - 1e-9:
+        return None
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if problem.capacity(mid).sum() >= total - 1e-9:
+            hi = mid
+        else:
+            lo = mid
+    return float(np.ceil(hi * 1e4) / 1e4)
+
+
+def _as_frame(tokens: Any, name: str) -> pd.DataFrame:
+    if isinstance(tokens, pd.DataFrame):
+        return tokens
+    if isinstance(tokens, Sequence) and not isinstance(tokens, (str, bytes)) and all(isinstance(t, Mapping) for t in tokens):
+        return pd.DataFrame.from_records(list(tokens))
+    raise InputError(name, "(top level)", "wrong type", "a DataFrame or a list of token records", type(tokens).__name__)
+
+
+def _requested_path(config: RoutingConfig) -> str:
+    if config.qaoa:
+        return "qaoa+hqc" if config.hqc else "qaoa"
+    return "hash" if config.deterministic_fallback else "classical"
+
+
+def plan_routing(
+    tokens: pd.DataFrame | Sequence[Mapping[str, Any]],
+    model_graph: Mapping[str, Any] | nx.Graph,
+    config: RoutingConfig | Mapping[str, Any] | None = None,
+    *,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Assign MoE tokens to experts under capacity, with locality.
+
+    Parameters
+    ----------
+    tokens : DataFrame or list of dicts
+        One row per token: ``token_id`` (required, unique), ``source``,
+        ``complexity``, ``scores`` or ``score_0..score_{E-1}``, ``hint``,
+        ``padding``; other columns are carried, not used.
+    model_graph : dict or networkx.Graph
+        Experts, nodes and links (see :func:`qflow.routing.parse_model_graph`).
+    config : RoutingConfig or mapping, optional
+    digests : list of InputDigest, optional
+        Digests of the files the inputs came from (front ends pass them).
+    progress : callable, optional
+        ``progress(fraction, message)`` for long work.
+
+    Returns
+    -------
+    Plan
+        ``result.assignments`` maps token id to expert id (``None`` if dropped).
+
+    Examples
+    --------
+    >>> graph = {"nodes": [{"id": "n0"}, {"id": "n1"}],
+    ...          "experts": [{"id": "e0", "node": "n0"}, {"id": "e1", "node": "n1"}]}
+    >>> tokens = [{"token_id": i, "source": "n0", "scores": [0.9, 0.1]} for i in range(4)]
+    >>> plan = plan_routing(tokens, graph, {"capacity_factor": 1.0})
+    >>> plan.metrics["expert_load"], plan.metrics["dropped_tokens"]
+    ([2.0, 2.0], 0)
+    """
+    if not isinstance(config, RoutingConfig):
+        config = RoutingConfig.from_mapping(config, "config")
+    report = progress or (lambda fraction, message: None)
+    timer = StageTimer()
+    frame = _as_frame(tokens, "tokens")
+    with timer.stage("validate"):
+        problem = build_problem(frame, model_graph, config)
+    if digests is None:
+        graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
+        digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
+    diagnostics = list(problem.notes)
+    if config.hqc and not config.qaoa:
+        diagnostics.append("hqc warm-starts QAOA and has no effect while qaoa is off")
+
+    report(0.05, "building utilities")
+    w = problem.complexity
+    capacity = problem.capacity(config.capacity_factor)
+    with timer.stage("utility"):
+        u = utility_matrix(problem, config.locality_weight)
+        penalty = drop_penalty(u)
+
+    solver = SolverReport(requested=_requested_path(config), ran="classical")
+    report(0.15, "routing")
+    with timer.stage("route"):
+        if config.deterministic_fallback and not config.qaoa:
+            expert = hash_route(problem.token_ids, w, capacity)
+            solver.ran = "hash"
+            prices = None
+            router_iterations = 0
+        else:
+            balanced = route_balanced(u, w, capacity, penalty=penalty)
+            expert, prices, router_iterations = balanced.expert, balanced.prices, balanced.iterations
+    classical_expert = expert
+
+    if config.qaoa:
+        report(0.35, "QAOA refinement")
+        with timer.stage("qaoa"):
+            expert, solver = _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics)
+    report(0.6, "measuring against the optimum")
+
+    metrics = route_metrics(problem, expert, u, capacity, penalty)
+    plan_value = objective(u, w, expert, penalty)
+    with timer.stage("bound"):
+        bound_prices = prices if prices is not None else route_balanced(u, w, capacity, penalty=penalty).prices
+        bound = dual_bound(u, w, capacity, bound_prices, penalty)
+    metrics["objective_upper_bound"] = bound
+    metrics["gap_to_upper_bound"] = _relative_gap(bound, plan_value)
+    metrics["affinity_gap_to_optimum"] = None
+    metrics["optimum_kind"] = None
+    if 0 < problem.n_tokens <= config.exact_max_tokens:
+        with timer.stage("exact"):
+            exact = exact_optimum(u, w, capacity, penalty, prices=bound_prices)
+        metrics["objective_optimum"] = exact["value"]
+        metrics["optimum_kind"] = exact["kind"]
+        metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], plan_value)
+    elif config.exact_max_tokens:
+        diagnostics.append(
+            f"exact optimum skipped: {problem.n_tokens} tokens > exact_max_tokens={config.exact_max_tokens}; "
+            "gap_to_upper_bound is a certified bound instead"
+        )
+    metrics["router_iterations"] = router_iterations
+    metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
+    quantum = solver.quantum
+    metrics["qaoa_blocks"] = len(quantum.block_ratios) if quantum else 0
+    metrics["qaoa_mean_ratio"] = float(np.mean([r for r in quantum.block_ratios if r is not None])) if quantum and quantum.block_ratios else None
+    metrics["circuit_evaluations"] = quantum.circuits_run if quantum else 0
+    if config.qaoa:
+        metrics["tokens_moved_by_qaoa"] = int((expert != classical_expert).sum())
+
+    baselines: dict[str, dict[str, Any]] = {}
+    if config.baselines:
+        report(0.75, "baselines")
+        with timer.stage("baselines"):
+            baselines = _baselines(problem, u, w, capacity, penalty)
+
+    with timer.stage("result"):
+        result = _result(problem, expert, capacity, config)
+    report(1.0, "done")
+    return Plan(
+        module="routing",
+        inputs=digests,
+        config=config.model_dump(),
+        solver=solver,
+        result=result,
+        metrics=metrics,
+        baselines=baselines,
+        timings_s=timer.timings_s,
+        diagnostics=diagnostics,
+    )
+
+
+def _relative_gap(reference: float, value: float) -> float:
+    return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
+
+
+def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics):
+    """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment."""
+    to = "hash" if config.deterministic_fallback else "classical"
+    try:
+        device = choose_device()
+    except QuantumUnavailableError as exc:
+        solver.fall_back(solver.requested, to, str(exc))
+        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+    kwargs = {"solver": classical_drop_in} if config.simulator else {}
+    try:
+        refined, blocks = refine_with_qaoa(
+            u, w, expert, capacity,
+            layers=config.qaoa_layers, block_size=config.max_qubits, n_blocks=config.qaoa_blocks,
+            warm_start=config.hqc, device=device, budget=budget, max_steps=config.qaoa_steps,
+            seed=config.seed, **kwargs,
+        )
+    except QuantumUnavailableError as exc:
+        solver.fall_back(solver.requested, to, str(exc))
+        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+    solver.ran = solver.requested
+    if config.simulator:
+        solver.fall_back(solver.requested, "classical-drop-in", "simulator toggle on: each QAOA call replaced by exact enumeration")
+    solver.quantum = QuantumReport(
+        device="classical-drop-in" if config.simulator else device.name,
+        device_reason="simulator toggle on" if config.simulator else device.reason,
+        layers=config.qaoa_layers,
+        qubits_per_circuit=[b["qubits"] for b in blocks],
+        circuits_run=sum(b["circuits"] for b in blocks),
+        optimizer_steps=[b["steps"] for b in blocks],
+        block_ratios=[round(b["ratio"], 6) for b in blocks],
+        exact_checked=[True for _ in blocks],
+        convergence=[b["history"] for b in blocks],
+        blocks=[{k: v for k, v in b.items() if k != "history"} for b in blocks],
+    )
+    if not blocks:
+        diagnostics.append("QAOA found no expert pair with tokens to exchange")
+    return refined, solver
+
+
+def _hash_plan(problem: RoutingProblem, w: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    return hash_route(problem.token_ids, w, capacity)
+
+
+def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float) -> dict[str, dict[str, Any]]:
+    E = problem.graph.n_experts
+    plain_hash = hash_experts(problem.token_ids, E)
+    out = {
+        "hash": route_metrics(problem, plain_hash, u, capacity, penalty),
+        "top1_gating": route_metrics(problem, top1_gating(problem.affinity, w, capacity), u, capacity, penalty),
+        "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
+    }
+    return out
+
+
+def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, config: RoutingConfig) -> dict[str, Any]:
+    ids = problem.graph.expert_ids
+    token_ids = problem.token_ids.tolist()
+    names = np.asarray(ids, dtype=object)
+    routed = expert >= 0
+    assigned = np.where(routed, names[np.maximum(expert, 0)], None)
+    assignments = dict(zip(token_ids, assigned.tolist(), strict=True))
+    order = np.argsort(expert, kind="stable")
+    bounds = np.searchsorted(expert[order], np.arange(len(ids) + 1))
+    tokens_arr = problem.token_ids
+    queues = {ids[e]: tokens_arr[order[bounds[e]:bounds[e + 1]]].tolist() for e in range(len(ids))}
+    dropped_ids = tokens_arr[~routed].tolist()
+    total = float(problem.complexity.sum())
+    dropped = {"count": len(dropped_ids), "token_ids": dropped_ids, "reason": None, "min_capacity_factor_no_drop": None}
+    if dropped_ids:
+        need = min_capacity_factor(problem)
+        dropped["min_capacity_factor_no_drop"] = need
+        if capacity.sum() < total - 1e-9:
+            dropped["reason"] = (
+                f"total capacity {capacity.sum():g} < total complexity {total:g} at capacity_factor={config.capacity_factor:g}; "
+                + (f"capacity_factor >= {need:g} would drop none" if need else "the experts' own capacity limits cannot hold every token")
+            )
+        else:
+            dropped["reason"] = "capacity left on experts is smaller than the remaining tokens' complexity (packing)"
+    N = len(problem.graph.node_ids)
+    known = routed & (problem.source_node >= 0)
+    traffic = np.zeros((N, N), dtype=np.int64)
+    np.add.at(traffic, (problem.source_node[known], problem.graph.expert_node[expert[known]]), 1)
+    return {
+        "assignments": assignments,
+        "expert_queues": queues,
+        "dropped": dropped,
+        "padding_token_ids": problem.padding_ids,
+        "expert_capacity": dict(zip(ids, [round(float(c), 6) for c in capacity], strict=True)),
+        "expert_node": dict(zip(ids, [problem.graph.node_ids[i] for i in problem.graph.expert_node], strict=True)),
+        "node_ids": problem.graph.node_ids,
+        "node_traffic_tokens": traffic.tolist(),
+        "score_kind": problem.score_kind,
+    }
+
+
+def capacity_sweep(
+    tokens: pd.DataFrame | Sequence[Mapping[str, Any]],
+    model_graph: Mapping[str, Any] | nx.Graph,
+    config: RoutingConfig | Mapping[str, Any] | None = None,
+    factors: Sequence[float] = (0.5, 0.75, 1.0, 1.1, 1.25, 1.5, 2.0),
+) -> list[dict[str, float]]:
+    """Dropped tokens and affinity against ``capacity_factor``: router vs top-1 gating.
+
+    Returns
+    -------
+    list of dict
+        One row per factor: ``capacity_factor``, ``method`` ("plan" or
+        "top1_gating"), ``dropped_tokens``, ``total_affinity``,
+        ``load_imbalance``.
+    """
+    if not isinstance(config, RoutingConfig):
+        config = RoutingConfig.from_mapping(config, "config")
+    problem = build_problem(_as_frame(tokens, "tokens"), model_graph, config)
+    u = utility_matrix(problem, config.locality_weight)
+    penalty = drop_penalty(u)
+    rows = []
+    for factor in factors:
+        cap = problem.capacity(float(factor))
+        for method, expert in (
+            ("plan", route_balanced(u, problem.complexity, cap, penalty=penalty).expert),
+            ("top1_gating", top1_gating(problem.affinity, problem.complexity, cap)),
+        ):
+            m = route_metrics(problem, expert, u, cap, penalty)
+            rows.append({"capacity_factor": float(factor), "method": method, "dropped_tokens": m["dropped_tokens"],
+                         "total_affinity": m["total_affinity"], "load_imbalance": m["load_imbalance"]})
+    return rows

@@ -1,0 +1,504 @@
+"""Routing inputs and config: parse once, validate once, then trust.
+
+:func:`build_problem` turns the tokens table and the model graph into a
+:class:`RoutingProblem` of plain arrays; every check that can fail lives here
+and raises :class:`~qflow.core.errors.InputError` naming the file and field.
+The solvers in ``_classical`` and ``_quantum`` take a ``RoutingProblem`` and
+assume it is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from qflow.core.config import QflowConfig
+from qflow.core.errors import InputError
+from qflow.core.quantum import HARD_MAX_QUBITS
+
+__all__ = ["RoutingConfig", "RoutingInputs", "RoutingProblem", "ModelGraph", "build_problem", "parse_model_graph"]
+
+_SCORE_COLUMN = re.compile(r"^score_(\d+)$")
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+class RoutingConfig(QflowConfig):
+    """Toggles and settings of the router (page widgets, CLI flags, API form)."""
+
+    qaoa: bool = Field(False, description="Refine the classical plan with QAOA on expert-pair sub-problems.")
+    qaoa_layers: int = Field(2, ge=1, le=8, description="QAOA depth p: alternating cost and mixer layers.")
+    hqc: bool = Field(False, description="Warm-start each QAOA circuit from the classical plan (hybrid quantum-classical).")
+    deterministic_fallback: bool = Field(
+        False,
+        description="Use the stable token-id hash router (capacity-bounded) instead of the optimiser, "
+        "and as the fallback when the quantum path fails.",
+    )
+    simulator: bool = Field(
+        False, description="Replace each QAOA call by the classical drop-in with the same signature (exact block solve)."
+    )
+    capacity_factor: float = Field(
+        1.25, gt=0, le=64, description="Expert capacity = capacity_factor x total complexity / experts."
+    )
+    locality_weight: float = Field(
+        0.1, ge=0, le=100, description="Affinity lost per unit of node-to-node distance between a token and its expert."
+    )
+    hint_bonus: float = Field(0.25, ge=0, le=10, description="Affinity added to a token's hinted expert.")
+    max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit (qubits = tokens per block).")
+    qaoa_blocks: int = Field(4, ge=1, le=64, description="How many expert-pair sub-problems QAOA refines.")
+    qaoa_steps: int = Field(40, ge=1, le=500, description="Optimiser steps per QAOA block at most.")
+    quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all QAOA circuits of one plan, s.")
+    baselines: bool = Field(True, description="Also run hash routing, top-1 gating and greedy balanced on the same input.")
+    exact_max_tokens: int = Field(
+        20_000, ge=0, le=200_000, description="Solve the exact LP optimum when at most this many tokens (0 = never)."
+    )
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    """Experts, the nodes they sit on, and node-to-node distances.
+
+    Attributes
+    ----------
+    expert_ids : list of str, length E
+    expert_node : ndarray of shape (E,)
+        Node index of each expert.
+    expert_capacity_limit : ndarray of shape (E,)
+        Hard per-expert cap from the file (``inf`` where none is given).
+    node_ids : list of str, length N
+    node_distance : ndarray of shape (N, N)
+        Path cost between nodes in [0, 1]: 0 on the diagonal, 1 for the
+        farthest pair; a link costs 1 / bandwidth, summed along the shortest
+        path.
+    locator : dict
+        Node or GPU id -> node index (how a token's ``source`` is resolved).
+    """
+
+    expert_ids: list[str]
+    expert_node: np.ndarray
+    expert_capacity_limit: np.ndarray
+    node_ids: list[str]
+    node_distance: np.ndarray
+    locator: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.expert_ids)
+
+
+@dataclass(frozen=True)
+class RoutingProblem:
+    """A validated routing instance (non-padding tokens only).
+
+    Attributes
+    ----------
+    token_ids : ndarray of shape (n,), object (str)
+    complexity : ndarray of shape (n,), float64, > 0
+    affinity : ndarray of shape (n, E), float32
+        Router probability per expert (softmax of logits when logits were
+        given) plus ``hint_bonus`` on the hinted expert.
+    source_node : ndarray of shape (n,), int64
+        Node index of each token, -1 when unknown.
+    hint : ndarray of shape (n,), int64
+        Hinted expert index, -1 when none.
+    graph : ModelGraph
+    padding_ids : list of str
+        Padding tokens: never routed, never counted.
+    score_kind : str
+        ``"probabilities"``, ``"logits"``, or ``"none"``.
+    """
+
+    token_ids: np.ndarray
+    complexity: np.ndarray
+    affinity: np.ndarray
+    source_node: np.ndarray
+    hint: np.ndarray
+    graph: ModelGraph
+    padding_ids: list[str]
+    score_kind: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    @property
+    def unit_weights(self) -> bool:
+        return bool(np.all(self.complexity == np.round(self.complexity)))
+
+    def capacity(self, capacity_factor: float) -> np.ndarray:
+        """Per-expert capacity in complexity units, shape (E,).
+
+        ``capacity_factor x total / E``, capped by each expert's own limit,
+        and rounded down when every complexity is a whole number (a load can
+        then only be whole).
+        """
+        E = self.graph.n_experts
+        fair = capacity_factor * float(self.complexity.sum()) / E
+        cap = np.minimum(np.full(E, fair), self.graph.expert_capacity_limit)
+        if self.unit_weights:
+            cap = np.floor(cap + 1e-9)
+        return cap
+
+
+@dataclass(frozen=True)
+class RoutingInputs:
+    """What :func:`plan_routing` takes: the two inputs and their names."""
+
+    tokens: pd.DataFrame
+    model_graph: Mapping[str, Any] | nx.Graph
+    tokens_name: str = "tokens"
+    model_graph_name: str = "model_graph"
+
+
+# --- model graph -------------------------------------------------------------
+
+
+def _node_link_to_native(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Translate NetworkX node-link data (nodes with ``kind``) to the native form."""
+    nodes, experts = [], []
+    for i, node in enumerate(data.get("nodes", [])):
+        if not isinstance(node, Mapping) or "id" not in node:
+            raise InputError(source, f"nodes[{i}]", "missing id", "an object with 'id'", node)
+        if str(node.get("kind", node.get("type", "node"))) == "expert":
+            experts.append({"id": node["id"], "node": node.get("node"), "capacity": node.get("capacity")})
+        else:
+            nodes.append({"id": node["id"], "gpus": node.get("gpus", [])})
+    links = data.get("links", data.get("edges", []))
+    expert_ids = {str(e["id"]) for e in experts}
+    node_links = []
+    for link in links:
+        if not isinstance(link, Mapping):
+            continue
+        a, b = str(link.get("source")), str(link.get("target"))
+        if a in expert_ids or b in expert_ids:
+            # An expert-to-node edge says where the expert lives.
+            exp, other = (a, b) if a in expert_ids else (b, a)
+            for e in experts:
+                if str(e["id"]) == exp and e["node"] is None:
+                    e["node"] = other
+        else:
+            node_links.append(link)
+    return {"nodes": nodes, "experts": experts, "links": node_links}
+
+
+def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_graph") -> ModelGraph:
+    """Validate a model graph (native JSON, node-link JSON, or ``nx.Graph``).
+
+    Native form::
+
+        {"nodes": [{"id": "node0", "gpus": ["gpu0", ...]}, ...],
+         "experts": [{"id": "e0", "node": "node0", "capacity": 500}, ...],
+         "links": [{"source": "node0", "target": "node1", "bandwidth_gbps": 900}]}
+
+    ``capacity`` and ``links`` are optional; without links every pair of
+    distinct nodes is one unit apart.
+    """
+    if isinstance(data, nx.Graph):
+        data = nx.node_link_data(data, edges="links")
+    if not isinstance(data, Mapping):
+        raise InputError(source, "(top level)", "wrong type", "a JSON object with 'experts' and 'nodes'", type(data).__name__)
+    if "experts" not in data:
+        if "nodes" in data and ("links" in data or "edges" in data):
+            data = _node_link_to_native(data, source)
+        else:
+            raise InputError(source, "experts", "missing field", "a list of experts with 'id' and 'node'")
+    raw_nodes = data.get("nodes")
+    raw_experts = data["experts"]
+    if not isinstance(raw_experts, list) or not raw_experts:
+        raise InputError(source, "experts", "wrong type", "a non-empty list of experts", type(raw_experts).__name__)
+
+    node_ids: list[str] = []
+    locator: dict[str, int] = {}
+    if raw_nodes is None:
+        raw_nodes = []
+    if not isinstance(raw_nodes, list):
+        raise InputError(source, "nodes", "wrong type", "a list of nodes", type(raw_nodes).__name__)
+    for i, node in enumerate(raw_nodes):
+        nid = node.get("id") if isinstance(node, Mapping) else node
+        if nid is None or isinstance(nid, (list, dict)):
+            raise InputError(source, f"nodes[{i}].id", "missing or invalid", "a node id (string)", node)
+        nid = str(nid)
+        if nid in locator:
+            raise InputError(source, f"nodes[{i}].id", "duplicate node id", "unique ids", nid)
+        locator[nid] = len(node_ids)
+        node_ids.append(nid)
+        gpus = node.get("gpus", []) if isinstance(node, Mapping) else []
+        if not isinstance(gpus, list):
+            raise InputError(source, f"nodes[{i}].gpus", "wrong type", "a list of GPU ids", gpus)
+        for gpu in gpus:
+            locator.setdefault(str(gpu), locator[nid])
+
+    expert_ids: list[str] = []
+    expert_node: list[int] = []
+    limits: list[float] = []
+    seen: set[str] = set()
+    for i, expert in enumerate(raw_experts):
+        if not isinstance(expert, Mapping) or expert.get("id") is None:
+            raise InputError(source, f"experts[{i}].id", "missing", "an object with 'id' and 'node'", expert)
+        eid = str(expert["id"])
+        if eid in seen:
+            raise InputError(source, f"experts[{i}].id", "duplicate expert id", "unique ids", eid)
+        seen.add(eid)
+        node = expert.get("node")
+        if node is None:
+            raise InputError(source, f"experts[{i}].node", "missing", "the id of the node hosting the expert")
+        node = str(node)
+        if node not in locator:
+            if raw_nodes:
+                raise InputError(source, f"experts[{i}].node", "unknown node", f"one of the {len(node_ids)} listed nodes", node)
+            locator[node] = len(node_ids)  # nodes may be implied by the experts alone
+            node_ids.append(node)
+        cap = expert.get("capacity")
+        if cap is None:
+            limits.append(np.inf)
+        else:
+            try:
+                cap_value = float(cap)
+            except (TypeError, ValueError):
+                raise InputError(source, f"experts[{i}].capacity", "not a number", "a positive number", cap) from None
+            if not np.isfinite(cap_value) or cap_value <= 0:
+                raise InputError(source, f"experts[{i}].capacity", "out of range", "a positive finite number", cap)
+            limits.append(cap_value)
+        expert_ids.append(eid)
+        expert_node.append(locator[node])
+
+    distance, notes = _node_distances(data.get("links") or [], node_ids, locator, source)
+    return ModelGraph(
+        expert_ids=expert_ids,
+        expert_node=np.asarray(expert_node, dtype=np.int64),
+        expert_capacity_limit=np.asarray(limits, dtype=float),
+        node_ids=node_ids,
+        node_distance=distance,
+        locator=locator,
+        notes=notes,
+    )
+
+
+def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], source: str) -> tuple[np.ndarray, list[str]]:
+    """Shortest-path cost between nodes (link cost 1 / bandwidth), scaled so the farthest pair is 1."""
+    N = len(node_ids)
+    if not isinstance(links, list):
+        raise InputError(source, "links", "wrong type", "a list of {source, target, bandwidth_gbps}", type(links).__name__)
+    if not links:
+        return (1.0 - np.eye(N)), []
+    graph = nx.Graph()
+    graph.add_nodes_from(range(N))
+    bandwidths = []
+    for i, link in enumerate(links):
+        if not isinstance(link, Mapping):
+            raise InputError(source, f"links[{i}]", "wrong type", "an object with source, target, bandwidth_gbps", link)
+        a, b = link.get("source"), link.get("target")
+        for end, name in ((a, "source"), (b, "target")):
+            if str(end) not in locator:
+                raise InputError(source, f"links[{i}].{name}", "unknown node", "a listed node id", end)
+        bw = link.get("bandwidth_gbps", 1.0)
+        try:
+            bw = float(bw)
+        except (TypeError, ValueError):
+            raise InputError(source, f"links[{i}].bandwidth_gbps", "not a number", "a positive number (Gb/s)", bw) from None
+        if not np.isfinite(bw) or bw <= 0:
+            raise InputError(source, f"links[{i}].bandwidth_gbps", "out of range", "a positive number (Gb/s)", bw)
+        bandwidths.append(bw)
+        graph.add_edge(locator[str(a)], locator[str(b)], bandwidth_gbps=bw)
+    fastest = max(bandwidths)
+    for _, _, attrs in graph.edges(data=True):
+        attrs["cost"] = fastest / attrs["bandwidth_gbps"]
+    lengths = dict(nx.all_pairs_dijkstra_path_length(graph, weight="cost"))
+    distance = np.zeros((N, N))
+    notes = []
+    finite_max = max((d for row in lengths.values() for d in row.values()), default=1.0) or 1.0
+    unreachable = 0
+    for i in range(N):
+        for j in range(N):
+            if i != j:
+                d = lengths.get(i, {}).get(j)
+                if d is None:
+                    unreachable += 1
+                    d = 2.0 * finite_max
+                distance[i, j] = d
+    distance /= distance.max() if distance.max() > 0 else 1.0
+    if unreachable:
+        notes.append(f"{unreachable // 2} node pairs have no link path; they are charged twice the longest path")
+    return distance, notes
+
+
+# --- tokens ------------------------------------------------------------------
+
+
+def _bool_column(values: pd.Series, source: str, name: str) -> np.ndarray:
+    if values.dtype == bool:
+        return values.to_numpy()
+    text = values.astype(str).str.strip().str.lower()
+    text = text.where(values.notna(), "")
+    bad = ~text.isin(_TRUE | _FALSE | {"nan", "none"})
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(source, f"{name}[row {row}]", "not a boolean", "true/false", values.iloc[row])
+    return text.isin(_TRUE).to_numpy()
+
+
+def _numeric(values: pd.Series, source: str, name: str) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(numbers)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(source, f"{name}[row {row}]", "not a finite number", "a finite number", values.iloc[row])
+    return numbers
+
+
+def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None:
+    numbered = {int(m.group(1)): c for c in frame.columns if (m := _SCORE_COLUMN.match(str(c)))}
+    if numbered and "scores" in frame.columns:
+        raise InputError(source, "scores", "ambiguous scores", "either a 'scores' column or score_0..score_{E-1}, not both")
+    if numbered:
+        if sorted(numbered) != list(range(E)):
+            missing = sorted(set(range(E)) - set(numbered))[:3]
+            raise InputError(
+                source, "score_*", "wrong number of score columns", f"score_0..score_{E - 1} for {E} experts",
+                f"{len(numbered)} columns" + (f", missing score_{missing[0]}" if missing else ""),
+            )
+        block = frame[[numbered[i] for i in range(E)]]
+        try:
+            scores = block.to_numpy(dtype=np.float32)
+        except (TypeError, ValueError):
+            for i in range(E):
+                _numeric(block.iloc[:, i], source, f"score_{i}")
+            raise
+        if not np.isfinite(scores).all():
+            row, col = np.argwhere(~np.isfinite(scores))[0]
+            raise InputError(source, f"score_{col}[row {row}]", "not a finite number", "a finite score", block.iat[row, col])
+        return scores
+    if "scores" in frame.columns:
+        rows = []
+        for i, value in enumerate(frame["scores"].tolist()):
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise InputError(source, f"scores[row {i}]", "not a list", "a JSON list of numbers", value) from None
+            if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != E:
+                raise InputError(source, f"scores[row {i}]", "wrong length", f"a list of {E} numbers (one per expert)", value)
+            rows.append(value)
+        try:
+            scores = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(source, "scores", "not numbers", "lists of numbers", rows[0]) from None
+        if not np.isfinite(scores).all():
+            row = int(np.argwhere(~np.isfinite(scores))[0][0])
+            raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", rows[row])
+        return scores
+    return None
+
+
+def _as_probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
+    """Probabilities stay; anything else is treated as logits and softmaxed."""
+    import torch
+
+    sums = scores.sum(axis=1, dtype=np.float64)
+    if scores.min() >= 0.0 and scores.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+        return scores, "probabilities"
+    tensor = torch.from_numpy(scores)
+    return torch.softmax(tensor, dim=1).numpy(), "logits"
+
+
+def build_problem(
+    tokens: pd.DataFrame,
+    model_graph: Mapping[str, Any] | nx.Graph | ModelGraph,
+    config: RoutingConfig,
+    tokens_name: str = "tokens",
+    model_graph_name: str = "model_graph",
+) -> RoutingProblem:
+    """Validate both inputs and build the arrays the solvers use."""
+    graph = model_graph if isinstance(model_graph, ModelGraph) else parse_model_graph(model_graph, model_graph_name)
+    if not isinstance(tokens, pd.DataFrame):
+        raise InputError(tokens_name, "(top level)", "wrong type", "a table of tokens", type(tokens).__name__)
+    if "token_id" not in tokens.columns:
+        raise InputError(tokens_name, "token_id", "missing column", "a 'token_id' column", ", ".join(map(str, tokens.columns[:6])))
+    if tokens.empty:
+        raise InputError(tokens_name, "(rows)", "no tokens", "at least one row")
+    ids = tokens["token_id"]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise InputError(tokens_name, f"token_id[row {row}]", "empty token id", "a non-empty id")
+    ids = ids.astype(str)
+    dup = ids.duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(tokens_name, f"token_id[row {row}]", "duplicate token id", "unique ids", ids.iloc[row])
+
+    E = graph.n_experts
+    notes: list[str] = []
+    padding = _bool_column(tokens["padding"], tokens_name, "padding") if "padding" in tokens.columns else np.zeros(len(tokens), bool)
+    complexity = np.ones(len(tokens))
+    if "complexity" in tokens.columns:
+        complexity = _numeric(tokens["complexity"], tokens_name, "complexity")
+        if (complexity <= 0).any():
+            row = int(np.flatnonzero(complexity <= 0)[0])
+            raise InputError(tokens_name, f"complexity[row {row}]", "not positive", "a positive weight", tokens["complexity"].iloc[row])
+
+    scores = _score_matrix(tokens, E, tokens_name)
+    if scores is None:
+        affinity, score_kind = np.full((len(tokens), E), 1.0 / E, dtype=np.float32), "none"
+    else:
+        affinity, score_kind = _as_probabilities(scores)
+        affinity = np.array(affinity, dtype=np.float32, copy=True)
+
+    hint = np.full(len(tokens), -1, dtype=np.int64)
+    if "hint" in tokens.columns:
+        hint = _resolve_hints(tokens["hint"], graph, tokens_name)
+        has = hint >= 0
+        affinity[np.flatnonzero(has), hint[has]] += config.hint_bonus
+        if score_kind == "none" and not has.any():
+            notes.append("no scores and no hints: affinity is uniform, the plan only balances load and locality")
+
+    source_node = np.full(len(tokens), -1, dtype=np.int64)
+    if "source" in tokens.columns:
+        src = tokens["source"]
+        mapped = src.astype(str).map(graph.locator)
+        unknown = src.notna() & mapped.isna()
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise InputError(tokens_name, f"source[row {row}]", "unknown node or GPU",
+                             f"one of the model graph's nodes or GPUs ({', '.join(graph.node_ids[:4])}, ...)", src.iloc[row])
+        source_node = mapped.fillna(-1).to_numpy(dtype=np.int64)
+        missing = int((~padding & (source_node < 0)).sum())
+        if missing:
+            notes.append(f"{missing} tokens have no source: no locality penalty for them")
+
+    keep = ~padding
+    return RoutingProblem(
+        token_ids=ids.to_numpy(dtype=object)[keep],
+        complexity=complexity[keep],
+        affinity=affinity[keep] if not keep.all() else affinity,
+        source_node=source_node[keep],
+        hint=hint[keep],
+        graph=graph,
+        padding_ids=ids[padding].tolist(),
+        score_kind=score_kind,
+        notes=notes + list(graph.notes),
+    )
+
+
+def _resolve_hints(values: pd.Series, graph: ModelGraph, source: str) -> np.ndarray:
+    index = {eid: i for i, eid in enumerate(graph.expert_ids)}
+    text = values.astype(str).str.strip()
+    mapped = text.map(index)
+    # Integer hints may also be expert positions when ids are not integers.
+    as_int = pd.to_numeric(values, errors="coerce")
+    positional = mapped.isna() & as_int.notna() & (as_int >= 0) & (as_int < graph.n_experts) & (as_int == as_int.round())
+    mapped = mapped.where(~positional, as_int)
+    unknown = values.notna() & (text != "") & mapped.isna()
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise InputError(source, f"hint[row {row}]", "unknown expert", "an expert id from the model graph", values.iloc[row])
+    return mapped.fillna(-1).to_numpy(dtype=np.int64)
