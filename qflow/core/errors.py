@@ -23,6 +23,8 @@ __all__ = [
 
 
 def _short(value: object, limit: int = 80) -> str:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalar: show 3, not np.int64(3)
     text = repr(value) if not isinstance(value, str) else value
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -31,6 +31,7 @@ __all__ = [
     "read_input",
     "load_table",
     "load_mapping",
+    "parse_mapping",
     "load_graph",
     "digest_frame",
     "digest_mapping",
@@ -127,7 +128,11 @@ def load_mapping(source: Source, name: str | None = None) -> dict[str, Any]:
     YAML is read with ``yaml.safe_load`` (no arbitrary objects). The format is
     chosen by suffix (``.yaml``/``.yml`` vs anything else as JSON).
     """
-    raw = read_input(source, name)
+    return parse_mapping(read_input(source, name))
+
+
+def parse_mapping(raw: RawInput) -> dict[str, Any]:
+    """Parse already-read bytes as a JSON or YAML mapping (see :func:`load_mapping`)."""
     data = _parse_yaml(raw) if raw.suffix in {".yaml", ".yml"} else _parse_json(raw)
     if not isinstance(data, dict):
         raise InputError(raw.name, "(top level)", "wrong type", "a mapping (JSON object)", type(data).__name__)

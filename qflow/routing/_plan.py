@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from qflow.core.errors import InputError, QuantumUnavailableError
-from qflow.core.io import digest_frame, digest_mapping, load_mapping, load_table
+from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.routing._classical import (
@@ -41,12 +41,9 @@ def load_routing_inputs(tokens: Any, model_graph: Any) -> tuple[pd.DataFrame, di
     ``model_graph`` is JSON or YAML (native or NetworkX node-link).
     """
     frame, raw_tokens = load_table(tokens, records_key="tokens")
-    graph = load_mapping(model_graph)
-    raw_graph_name = getattr(model_graph, "name", None)
-    digests = [
-        raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)),
-        digest_mapping(graph, "model_graph", source=str(raw_graph_name or model_graph) if not isinstance(model_graph, bytes) else None),
-    ]
+    raw_graph = read_input(model_graph)
+    graph = parse_mapping(raw_graph)
+    digests = [raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)), raw_graph.digest("model_graph")]
     return frame, graph, digests
 
 
@@ -129,8 +126,9 @@ def plan_routing(
     report = progress or (lambda fraction, message: None)
     timer = StageTimer()
     frame = _as_frame(tokens, "tokens")
+    names = {d.name: (d.source or d.name) for d in digests or []}
     with timer.stage("validate"):
-        problem = build_problem(frame, model_graph, config)
+        problem = build_problem(frame, model_graph, config, names.get("tokens", "tokens"), names.get("model_graph", "model_graph"))
     if digests is None:
         graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
         digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]

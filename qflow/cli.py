@@ -1,0 +1,224 @@
+"""Command line: ``python -m qflow MODULE --INPUT FILE ... [options]``.
+
+A thin adapter: flags become the module's config, files go through the
+module's loaders, the plan is written as JSON. Exit codes: 0 done, 2 bad
+input or infeasible instance (one ``error: ...`` line on stderr), 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qflow._version import __version__
+from qflow.core.config import QflowConfig
+from qflow.core.errors import InputError, QflowError
+from qflow.core.io import load_mapping
+from qflow.core.plan import Plan
+
+__all__ = ["main", "MODULES", "ModuleCommand"]
+
+
+@dataclass(frozen=True)
+class ModuleCommand:
+    """How the CLI (and the API) drive one module."""
+
+    name: str
+    help: str
+    config_cls: type[QflowConfig]
+    inputs: tuple[str, ...]  # engine input names, in order
+    input_help: dict[str, str]
+    run: Callable[[dict[str, Path], QflowConfig], Plan]
+    summarize: Callable[[Plan], list[str]]
+
+
+def _run_routing(files: dict[str, Path], config: QflowConfig) -> Plan:
+    from qflow.routing import load_routing_inputs, plan_routing
+
+    frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
+    return plan_routing(frame, graph, config, digests=digests)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _summarize_routing(plan: Plan) -> list[str]:
+    m = plan.metrics
+    keys = ("tokens_routed", "dropped_tokens", "capacity_violations", "load_imbalance", "total_affinity", "cross_node_fraction")
+    lines = [
+        f"  {'':<18}" + "".join(f"{k:>20}" for k in keys),
+        f"  {'plan':<18}" + "".join(f"{_fmt(m.get(k)):>20}" for k in keys),
+    ]
+    for name, base in plan.baselines.items():
+        lines.append(f"  {name:<18}" + "".join(f"{_fmt(base.get(k)):>20}" for k in keys))
+    lines.append(f"  gap to optimum: {_fmt(m.get('affinity_gap_to_optimum'))} ({_fmt(m.get('optimum_kind'))}); "
+                 f"certified gap bound: {_fmt(m.get('gap_to_upper_bound'))}")
+    quantum = plan.solver.quantum
+    if quantum is not None:
+        ratios = ", ".join(f"{r:.3f}" for r in quantum.block_ratios if r is not None)
+        lines.append(f"  QAOA on {quantum.device}: {len(quantum.block_ratios)} blocks, qubits {quantum.qubits_per_circuit}, "
+                     f"ratios [{ratios}], {quantum.circuits_run} circuit evaluations, moved {m.get('tokens_moved_by_qaoa', 0)} tokens")
+    dropped = plan.result.get("dropped", {})
+    if dropped.get("count"):
+        lines.append(f"  dropped {dropped['count']} tokens: {dropped.get('reason')}")
+    return lines
+
+
+def _routing_command() -> ModuleCommand:
+    from qflow.routing import RoutingConfig
+
+    return ModuleCommand(
+        name="routing",
+        help="assign MoE tokens to experts under capacity, near their expert",
+        config_cls=RoutingConfig,
+        inputs=("tokens", "model_graph"),
+        input_help={
+            "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
+            "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
+        },
+        run=_run_routing,
+        summarize=_summarize_routing,
+    )
+
+
+MODULES: dict[str, Callable[[], ModuleCommand]] = {"routing": _routing_command}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type[QflowConfig]) -> None:
+    group = parser.add_argument_group("config (the page's toggles; also --set name=value)")
+    for name, field in config_cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = (field.description or "") + f" (default: {field.default})"
+        if field.annotation is bool:
+            group.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f"cfg_{name}", default=None, metavar="VALUE", help=help_text)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qflow",
+        description="QuantumFlow: planning engine for GPU clusters. Each module reads its input files and writes a JSON plan.",
+    )
+    parser.add_argument("--version", action="version", version=f"qflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, factory in MODULES.items():
+        spec = factory()
+        p = sub.add_parser(name, help=spec.help, description=spec.help)
+        for input_name in spec.inputs:
+            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", required=True, metavar="FILE",
+                           help=spec.input_help.get(input_name))
+        p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                       help="set one config field (repeatable)")
+        p.add_argument("--out", metavar="FILE", help="write the plan JSON here")
+        p.add_argument("--json", action="store_true", help="print the plan JSON on stdout instead of the summary")
+        _add_config_flags(p, spec.config_cls)
+    sample = sub.add_parser("sample", help="write the bundled sample inputs of every module")
+    sample.add_argument("directory", nargs="?", default="sample_data")
+    sample.add_argument("--seed", type=int, default=0)
+    app = sub.add_parser("app", help="start the operator console (Streamlit) on http://localhost:PORT")
+    app.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def _parse_scalar(text: str) -> Any:
+    """``--set`` values: YAML scalars (``true``, ``2``, ``1.5``), else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowConfig:
+    values: dict[str, Any] = {}
+    source = "arguments"
+    if args.config:
+        source = Path(args.config).name
+        values.update(load_mapping(args.config))
+    for name in spec.config_cls.model_fields:
+        flag_value = getattr(args, f"cfg_{name}")
+        if flag_value is not None:
+            values[name] = flag_value
+    for item in args.overrides:
+        if "=" not in item:
+            raise InputError("--set", item, "not NAME=VALUE", "NAME=VALUE, e.g. capacity_factor=1.5", item)
+        key, text = item.split("=", 1)
+        values[key.strip()] = _parse_scalar(text.strip())
+    return spec.config_cls.from_mapping(values, source)
+
+
+def _run_module(args: argparse.Namespace) -> int:
+    spec = MODULES[args.command]()
+    config = _config_from_args(args, spec)
+    files = {name: Path(getattr(args, f"in_{name}")) for name in spec.inputs}
+    plan = spec.run(files, config)
+    text = plan.to_json()
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+        return 0
+    solver = plan.solver
+    print(f"qflow {spec.name}: requested {solver.requested}, ran {solver.ran}")
+    for fb in solver.fallbacks:
+        print(f"  fallback {fb.from_} -> {fb.to}: {fb.reason}")
+    for line in spec.summarize(plan):
+        print(line)
+    for note in plan.diagnostics:
+        print(f"  note: {note}")
+    print(f"  time: {sum(plan.timings_s.values()):.2f} s" + (f"; plan written to {args.out}" if args.out else ""))
+    return 0
+
+
+def _run_app(port: int) -> int:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    app = root / "app.py"
+    if not app.is_file():
+        raise InputError("app.py", "(file)", "not found", "a source checkout with app.py beside the qflow package", str(app))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true", "--server.port", str(port)]
+    return subprocess.call(cmd, cwd=root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``qflow`` / ``python -m qflow``; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sample":
+            from qflow.samples import write_samples
+
+            for path in write_samples(args.directory, seed=args.seed):
+                print(path)
+            return 0
+        if args.command == "app":
+            return _run_app(args.port)
+        return _run_module(args)
+    except QflowError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so, one line unless debugging
+        print(f"internal error (a bug in qflow): {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("QFLOW_DEBUG"):
+            traceback.print_exc()
+        else:
+            print("  rerun with QFLOW_DEBUG=1 for the traceback", file=sys.stderr)
+        return 1
