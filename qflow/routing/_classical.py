@@ -54,16 +54,16 @@ def utility_matrix(problem: RoutingProblem, locality_weight: float) -> np.ndarra
     ``u[t, e] = affinity[t, e] - locality_weight * distance(node(t), node(e))``;
     tokens with no known source pay no penalty.
     """
-    u = problem.affinity.astype(np.float32, copy=True)
-    if locality_weight > 0 and (problem.source_node >= 0).any():
-        # Penalty depends only on (source node, expert): an (N, E) table, gathered per token.
-        table = (locality_weight * problem.graph.node_distance[:, problem.graph.expert_node]).astype(np.float32)
-        known = problem.source_node >= 0
-        if known.all():
-            u -= table[problem.source_node]
-        else:
-            u[known] -= table[problem.source_node[known]]
-    return u
+    u = torch.from_numpy(problem.affinity.astype(np.float32, copy=True))
+    known = problem.source_node >= 0
+    if locality_weight > 0 and known.any():
+        # Penalty depends only on (source node, expert): an (N + 1, E) table
+        # gathered per token, with a zero row for tokens of unknown source.
+        table = locality_weight * problem.graph.node_distance[:, problem.graph.expert_node]
+        table = torch.from_numpy(np.vstack([table, np.zeros(table.shape[1])]).astype(np.float32))
+        index = torch.from_numpy(np.where(known, problem.source_node, table.shape[0] - 1))
+        u -= table.index_select(0, index)
+    return u.numpy()
 
 
 def drop_penalty(u: np.ndarray) -> float:
@@ -153,9 +153,10 @@ def route_balanced(
     weight: np.ndarray,
     capacity: np.ndarray,
     *,
-    candidates: int = 8,
+    candidates: int | None = None,
     max_iter: int = 30,
     penalty: float | None = None,
+    initial_prices: np.ndarray | None = None,
 ) -> BalancedRoute:
     """Capacity-constrained assignment by ascending expert prices.
 
@@ -167,58 +168,79 @@ def route_balanced(
         Complexity of each token (> 0).
     capacity : ndarray of shape (E,)
         Capacity of each expert, complexity units.
-    candidates : int
-        Experts per token kept for the price rounds (its best ``candidates``
-        by utility); the repair pass may use any expert.
+    candidates : int, optional
+        Experts per token kept for the price rounds: its best by utility
+        minus starting price. Default 16, or 8 above 10 million token-expert
+        pairs. The repair pass may use any expert.
     max_iter : int
-        Price rounds at most.
+        Price rounds at most; leftovers are fixed by the repair pass.
     penalty : float, optional
         Drop cost per unit complexity (default :func:`drop_penalty`).
+    initial_prices : ndarray of shape (E,), optional
+        Starting prices; they must not exceed the optimal ones by much, since
+        prices only rise.
 
     Returns
     -------
     BalancedRoute
         Loads never exceed ``capacity``.
+
+    Notes
+    -----
+    Above 60k tokens the prices are first solved on a random eighth of the
+    tokens (at least 20k; recursively) with capacities scaled to match (a sample-average approximation of
+    the dual) and shrunk by 2 % so they stay below the full problem's; the
+    full auction then only corrects the sampling error, in a few rounds
+    instead of dozens.
     """
     n, E = u.shape
     penalty = drop_penalty(u) if penalty is None else penalty
-    K = min(candidates, E)
+    prices = np.zeros(E) if initial_prices is None else np.maximum(np.asarray(initial_prices, dtype=float), 0.0)
+    if initial_prices is None and n > 60_000:
+        sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, 20_000), replace=False))
+        share = weight[sample].sum() / weight.sum()
+        coarse = route_balanced(u[sample], weight[sample], capacity * share, candidates=candidates,
+                                max_iter=max_iter, penalty=penalty)
+        prices = 0.98 * coarse.prices
+    K = min(candidates or (16 if n * E <= 10_000_000 else 8), E)
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
-    if K < E:
-        cand_u, cand_e = torch.topk(ut, K, dim=1, sorted=True)
-    else:
-        cand_u, cand_e = torch.sort(ut, dim=1, descending=True)
     w = torch.from_numpy(weight.astype(np.float32))
-    drop_value = (-penalty * w).unsqueeze(1)
-    cap = torch.from_numpy(capacity.astype(np.float64))
-    prices = torch.zeros(E, dtype=torch.float64)
+    start = ut - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32)) if prices.any() else ut
+    if K < E:
+        cand_e = torch.topk(start, K, dim=1, sorted=False).indices
+    else:
+        cand_e = torch.arange(E).expand(n, E)
+    cand_u = torch.gather(ut, 1, cand_e)
+    del start
+    drop_value = -penalty * w
+    cap = capacity.astype(np.float64)
     wd = weight.astype(np.float64)
+    wd_t = torch.from_numpy(wd)
     rows = torch.arange(n)
     eps = 1e-7 * max(1.0, float(np.abs(u).max()))
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
-        value = cand_u - w.unsqueeze(1) * prices.to(torch.float32)[cand_e]
-        value = torch.cat([value, drop_value], dim=1)
+        value = cand_u - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32))[cand_e]
         best_value, best_k = value.max(dim=1)
         value[rows, best_k] = -torch.inf
-        margin_all = best_value - value.amax(dim=1)
-        dropped = best_k == K
-        expert = torch.where(dropped, torch.full_like(best_k, -1), cand_e[rows, best_k.clamp(max=K - 1)])
-        assigned = ~dropped
-        load = torch.bincount(expert[assigned], weights=torch.from_numpy(wd)[assigned], minlength=E)
-        excess = (load - cap).numpy()
+        runner_up = torch.maximum(value.amax(dim=1), drop_value)
+        dropped = best_value < drop_value
+        margin_t = torch.where(dropped, drop_value - best_value, best_value - runner_up)
+        expert_t = torch.where(dropped, -1, cand_e[rows, best_k])
+        expert = expert_t.numpy()
+        assigned = expert >= 0
+        load = np.bincount(expert[assigned], weights=wd[assigned], minlength=E)
+        excess = load - cap
         over = excess > 1e-9
         if not over.any():
             break
-        exp_np = expert.numpy()
-        members = np.flatnonzero(over[np.where(exp_np >= 0, exp_np, 0)] & (exp_np >= 0))
-        margin = margin_all.numpy().astype(np.float64)[members] / wd[members]
-        _, threshold = _grouped_shed(exp_np[members], margin, wd[members], np.where(over, excess, 0.0))
-        raise_by = np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-        prices += torch.from_numpy(raise_by)
-    expert_np = expert.numpy().astype(np.int64)
-    expert_np, repaired = _repair(u, wd, capacity, expert_np, margin_all.numpy(), penalty)
-    return BalancedRoute(expert=expert_np, prices=prices.numpy(), iterations=iterations, repaired=repaired)
+        members = np.flatnonzero(assigned & over[np.maximum(expert, 0)])
+        margin = margin_t.numpy().astype(np.float64)[members] / wd[members]
+        _, threshold = _grouped_shed(expert[members], margin, wd[members], np.where(over, excess, 0.0))
+        prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
+    del wd_t
+    expert_np, repaired = _repair(u, wd, capacity, expert.astype(np.int64), margin_t.numpy(), penalty)
+    return BalancedRoute(expert=expert_np, prices=prices, iterations=iterations, repaired=repaired)
 
 
 def _repair(
