@@ -199,13 +199,19 @@ def route_balanced(
     if initial_prices is None and n > 60_000:
         sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, 20_000), replace=False))
         share = weight[sample].sum() / weight.sum()
+        # Coarse prices need not be exact: half the rounds, the full level corrects them.
         coarse = route_balanced(u[sample], weight[sample], capacity * share, candidates=candidates,
-                                max_iter=max_iter, penalty=penalty)
+                                max_iter=max(5, max_iter // 2), penalty=penalty)
         prices = 0.98 * coarse.prices
     K = min(candidates or (16 if n * E <= 10_000_000 else 8), E)
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32))
-    start = ut - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32)) if prices.any() else ut
+    unit = bool(np.all(weight == 1.0))  # skip the multiply in the common case
+    price_t = torch.from_numpy(prices.astype(np.float32))
+    if not prices.any():
+        start = ut
+    else:
+        start = ut - price_t if unit else ut - w.unsqueeze(1) * price_t
     if K < E:
         cand_e = torch.topk(start, K, dim=1, sorted=False).indices
     else:
@@ -215,12 +221,12 @@ def route_balanced(
     drop_value = -penalty * w
     cap = capacity.astype(np.float64)
     wd = weight.astype(np.float64)
-    wd_t = torch.from_numpy(wd)
     rows = torch.arange(n)
-    eps = 1e-7 * max(1.0, float(np.abs(u).max()))
+    eps = 1e-6 * penalty  # smallest price step; penalty already spans the utility range
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
-        value = cand_u - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32))[cand_e]
+        charged = torch.from_numpy(prices.astype(np.float32))[cand_e]
+        value = cand_u - charged if unit else cand_u - w.unsqueeze(1) * charged
         best_value, best_k = value.max(dim=1)
         value[rows, best_k] = -torch.inf
         runner_up = torch.maximum(value.amax(dim=1), drop_value)
@@ -235,10 +241,9 @@ def route_balanced(
         if not over.any():
             break
         members = np.flatnonzero(assigned & over[np.maximum(expert, 0)])
-        margin = margin_t.numpy().astype(np.float64)[members] / wd[members]
+        margin = margin_t.numpy()[members].astype(np.float64) / wd[members]
         _, threshold = _grouped_shed(expert[members], margin, wd[members], np.where(over, excess, 0.0))
         prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    del wd_t
     expert_np, repaired = _repair(u, wd, capacity, expert.astype(np.int64), margin_t.numpy(), penalty)
     return BalancedRoute(expert=expert_np, prices=prices, iterations=iterations, repaired=repaired)
 
