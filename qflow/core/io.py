@@ -203,9 +203,10 @@ def digest_frame(frame: pd.DataFrame, name: str, source: str | None = None) -> I
     """Digest of a DataFrame given directly (no file bytes to hash)."""
     # Object columns may hold lists (a ``scores`` column): hash their text form.
     safe = frame.copy(deep=False)
-    for col in safe.columns[safe.dtypes == object]:
-        safe[col] = safe[col].astype(str)
-    safe.columns = range(safe.shape[1])
+    safe.columns = range(safe.shape[1])  # positional: duplicate names are allowed here
+    for col in safe.columns:
+        if pd.api.types.is_object_dtype(safe[col].dtype):
+            safe[col] = safe[col].astype(str)
     hashed = pd.util.hash_pandas_object(safe, index=False)
     header = "\x1f".join(map(str, frame.columns)).encode()
     return InputDigest(
