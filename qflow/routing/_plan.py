@@ -34,14 +34,18 @@ __all__ = ["plan_routing", "load_routing_inputs", "capacity_sweep", "min_capacit
 Progress = Callable[[float, str], None]
 
 
-def load_routing_inputs(tokens: Any, model_graph: Any) -> tuple[pd.DataFrame, dict[str, Any], list[InputDigest]]:
+def load_routing_inputs(
+    tokens: Any, model_graph: Any, *, tokens_name: str | None = None, model_graph_name: str | None = None
+) -> tuple[pd.DataFrame, dict[str, Any], list[InputDigest]]:
     """Load the two routing files (path, bytes or upload) with validation.
 
     ``tokens`` is CSV or a JSON list (optionally under a ``"tokens"`` key);
-    ``model_graph`` is JSON or YAML (native or NetworkX node-link).
+    ``model_graph`` is JSON or YAML (native or NetworkX node-link; YAML is
+    recognised by a ``.yaml``/``.yml`` name). The ``*_name`` arguments name
+    raw bytes in messages and pick their format.
     """
-    frame, raw_tokens = load_table(tokens, records_key="tokens")
-    raw_graph = read_input(model_graph)
+    frame, raw_tokens = load_table(tokens, name=tokens_name, records_key="tokens")
+    raw_graph = read_input(model_graph, model_graph_name)
     graph = parse_mapping(raw_graph)
     digests = [raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)), raw_graph.digest("model_graph")]
     return frame, graph, digests
@@ -250,7 +254,8 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics):
         block_ratios=[round(b["ratio"], 6) for b in blocks],
         exact_checked=[True for _ in blocks],
         convergence=[b["history"] for b in blocks],
-        blocks=[{k: v for k, v in b.items() if k != "history"} for b in blocks],
+        blocks=[{**{k: v for k, v in b.items() if k != "history"}, "experts": [problem.graph.expert_ids[e] for e in b["experts"]]}
+                for b in blocks],
     )
     if not blocks:
         diagnostics.append("QAOA found no expert pair with tokens to exchange")
@@ -301,6 +306,7 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
     traffic = np.zeros((N, N), dtype=np.int64)
     np.add.at(traffic, (problem.source_node[known], problem.graph.expert_node[expert[known]]), 1)
     return {
+        "expert_ids": ids,  # the order of metrics.expert_load and expert_capacity
         "assignments": assignments,
         "expert_queues": queues,
         "dropped": dropped,

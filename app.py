@@ -1,0 +1,19 @@
+"""QuantumFlow console: ``streamlit run app.py`` (or ``python -m qflow app``).
+
+Navigation only: Home, one page per working module (:data:`ui.modules.MODULE_PAGES`),
+About. Pages compute nothing at import; the engine runs when a page's Run
+button is pressed.
+"""
+
+import streamlit as st
+
+from ui.modules import MODULE_PAGES
+
+st.set_page_config(layout="wide", page_title="QuantumFlow", page_icon=":material/hub:")
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    *(st.Page(m.path, title=m.title, icon=m.icon, url_path=m.name) for m in MODULE_PAGES),
+    st.Page("pages/about.py", title="About", icon=":material/info:", url_path="about"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,27 @@
+"""Home: what the console does, and a link to each working module."""
+
+import streamlit as st
+
+from ui.modules import MODULE_PAGES
+from ui.navigation import leave_legacy_pages_mode
+
+leave_legacy_pages_mode()
+
+st.title("QuantumFlow")
+st.markdown(
+    """
+QuantumFlow plans work on GPU clusters. Each module takes your input files (the bundled samples if you
+upload nothing), runs an optimiser, measures the result against the simple methods an operator would
+otherwise use on the same input, and gives you a JSON plan to download.
+
+Every plan says which path was requested, which path actually ran, and the reason for any fallback.
+Quantum paths are real PennyLane QAOA circuits run on a state-vector simulator (`lightning.qubit`, else
+`default.qubit`), so they work on sub-problems of the sizes a simulator holds (at most 24 qubits per
+circuit); every such sub-problem is also solved exactly, so the plan reports how close QAOA came.
+"""
+)
+st.subheader("Modules")
+for module in MODULE_PAGES:
+    st.page_link(module.path, label=module.title, icon=module.icon)
+    st.caption(module.summary)
+st.caption("Other modules (energy, compression, hpo, nvlink, attention) are listed here once they work.")

@@ -1,0 +1,69 @@
+"""Plain-data summaries of a plan for display: tables, messages, a shortened copy.
+
+No Streamlit here: every function takes the plan as a dict (``Plan.to_dict()``)
+and returns plain Python, so it is tested without an app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ROUTING_METRICS", "fallback_messages", "metrics_table", "plan_for_display"]
+
+#: Metrics compared between the plan and each baseline, in table order.
+ROUTING_METRICS: tuple[str, ...] = (
+    "tokens_routed",
+    "dropped_tokens",
+    "capacity_violations",
+    "max_overload",
+    "load_imbalance",
+    "total_affinity",
+    "objective",
+    "cross_node_fraction",
+)
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def metrics_table(plan: dict[str, Any], metrics: Sequence[str] = ROUTING_METRICS) -> list[dict[str, Any]]:
+    """One row for the plan (labelled with the path that ran), then one per baseline.
+
+    Metrics missing from a row show as ``None``; floats are rounded to 4 decimals.
+    """
+    rows = [{"method": f"plan ({plan['solver']['ran']})", **{m: _rounded(plan["metrics"].get(m)) for m in metrics}}]
+    for name, values in plan.get("baselines", {}).items():
+        rows.append({"method": name, **{m: _rounded(values.get(m)) for m in metrics}})
+    return rows
+
+
+def fallback_messages(plan: dict[str, Any]) -> list[str]:
+    """One sentence per fallback: which path gave way to which, and why."""
+    return [f"Requested path `{fb['from']}` fell back to `{fb['to']}`: {fb['reason']}" for fb in plan["solver"].get("fallbacks", [])]
+
+
+def plan_for_display(value: Any, list_limit: int = 12, dict_limit: int = 24) -> Any:
+    """A copy with long lists cut to ``list_limit`` items and big mappings to ``dict_limit``, for ``st.json``.
+
+    The limits differ because the plan's small mappings (metrics, config) are
+    worth showing whole, while per-token and per-expert ones are not. Cut lists
+    end with a note ``"... N more"``; cut mappings get a ``"..."`` key. The
+    plan itself is not changed (the download keeps everything).
+
+    >>> plan_for_display({"ids": list(range(5)), "n": 1}, list_limit=2)
+    {'ids': [0, 1, '... 3 more (in the download)'], 'n': 1}
+    """
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {key: plan_for_display(item, list_limit, dict_limit) for key, item in items[:dict_limit]}
+        if len(items) > dict_limit:
+            out["..."] = f"{len(items) - dict_limit} more entries (in the download)"
+        return out
+    if isinstance(value, list):
+        out_list = [plan_for_display(item, list_limit, dict_limit) for item in value[:list_limit]]
+        if len(value) > list_limit:
+            out_list.append(f"... {len(value) - list_limit} more (in the download)")
+        return out_list
+    return value

@@ -1,0 +1,122 @@
+"""Config forms generated from a module's pydantic config class.
+
+The config's fields are the page's widgets: same names, defaults, bounds and
+help text as the CLI flags, read from ``model_fields`` so nothing is restated
+here. Booleans become toggles, numbers become bounded number inputs.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import streamlit as st
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+__all__ = ["config_form", "field_bounds", "field_table", "ordered_fields"]
+
+
+def field_bounds(info: FieldInfo) -> dict[str, float]:
+    """The ``ge``/``gt``/``le``/``lt`` constraints declared on a field.
+
+    >>> from pydantic import Field
+    >>> field_bounds(Field(1, ge=0, lt=5))
+    {'ge': 0, 'lt': 5}
+    """
+    bounds: dict[str, float] = {}
+    for constraint in info.metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            value = getattr(constraint, name, None)
+            if value is not None:
+                bounds[name] = value
+    return bounds
+
+
+def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo]]:
+    """The module's own fields first, then those inherited from the base config (``seed``)."""
+    inherited = {name for base in config_cls.__mro__[1:] if isinstance(base, type) and issubclass(base, BaseModel)
+                 for name in base.model_fields}
+    fields = config_cls.model_fields
+    yield from ((name, info) for name, info in fields.items() if name not in inherited)
+    yield from ((name, info) for name, info in fields.items() if name in inherited)
+
+
+def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
+    """A number input bounded like the field.
+
+    An exclusive lower bound (``gt``) becomes the next allowed step above it,
+    because ``st.number_input`` only has inclusive bounds; the engine still
+    validates, so a bound stated here can only be tighter, never looser.
+    """
+    bounds = field_bounds(info)
+    is_int = info.annotation is int
+    step: int | float = 1 if is_int else (0.05 if abs(info.default) < 10 else 1.0)
+    low = bounds.get("ge", bounds["gt"] + step if "gt" in bounds else None)
+    high = bounds.get("le", bounds["lt"] - step if "lt" in bounds else None)
+    cast = int if is_int else float
+    return st.number_input(
+        name,
+        min_value=None if low is None else cast(low),
+        max_value=None if high is None else cast(high),
+        value=cast(info.default),
+        step=step,
+        format=None if is_int else "%g",
+        key=key,
+        help=info.description,
+    )
+
+
+def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
+    """Draw one widget per config field and return ``{field: value}``.
+
+    Toggles come first on one row, then number inputs in a grid. Widget keys
+    are ``f"{key_prefix}_{field}"`` so tests and automation can find them.
+
+    Raises
+    ------
+    TypeError
+        For a field type the form does not know yet (extend the form then).
+    """
+    toggles, numbers, choices = [], [], []
+    for name, info in ordered_fields(config_cls):
+        if info.annotation is bool:
+            toggles.append((name, info))
+        elif info.annotation in (int, float):
+            numbers.append((name, info))
+        elif typing.get_origin(info.annotation) is typing.Literal:
+            choices.append((name, info))
+        else:
+            raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
+
+    values: dict[str, Any] = {}
+    for column, (name, info) in zip(st.columns(max(len(toggles), 1)), toggles, strict=False):
+        with column:
+            values[name] = st.toggle(name, value=bool(info.default), key=f"{key_prefix}_{name}", help=info.description)
+    for name, info in choices:
+        options = list(typing.get_args(info.annotation))
+        values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
+                                    help=info.description)
+    grid = st.columns(columns)
+    for index, (name, info) in enumerate(numbers):
+        with grid[index % columns]:
+            values[name] = _number_input(name, info, f"{key_prefix}_{name}")
+    return values
+
+
+def field_table(config_cls: type[BaseModel]) -> list[dict[str, str]]:
+    """One row per field: name, type, default, allowed range and description (for the About page)."""
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    rows = []
+    for name, info in ordered_fields(config_cls):
+        bounds = field_bounds(info)
+        annotation = info.annotation
+        rows.append({
+            "field": name,
+            "type": getattr(annotation, "__name__", str(annotation)),
+            "default": str(info.default),
+            "allowed": ", ".join(f"{words[k]} {v}" for k, v in bounds.items()) or ("true / false" if annotation is bool else ""),
+            "description": info.description or "",
+        })
+    return rows
