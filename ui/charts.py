@@ -122,9 +122,8 @@ def qaoa_convergence_figure(plan: dict[str, Any]) -> go.Figure | None:
     quantum = plan["solver"].get("quantum")
     if not quantum:
         return None
-    experts = _expert_ids(plan)
     blocks = quantum.get("blocks") or [{} for _ in quantum["convergence"]]
-    labels = [_block_label(i, block, experts) for i, block in enumerate(blocks)]
+    labels = [_block_label(i, block) for i, block in enumerate(blocks)]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], horizontal_spacing=0.12,
                         subplot_titles=("Cost expectation per optimizer step", "Approximation ratio per block"))
     for label, history in zip(labels, quantum["convergence"], strict=False):
@@ -140,9 +139,8 @@ def qaoa_convergence_figure(plan: dict[str, Any]) -> go.Figure | None:
     return fig
 
 
-def _block_label(index: int, block: dict[str, Any], experts: list[str]) -> str:
-    """``"block 0: expert32/expert33 (6q)"``; expert positions are mapped to ids when they fit."""
-    pair = block.get("experts") or []
-    names = [experts[e] if isinstance(e, int) and 0 <= e < len(experts) else str(e) for e in pair]
+def _block_label(index: int, block: dict[str, Any]) -> str:
+    """``"block 0: expert32/expert33 (6q)"``; the plan names block experts by id."""
+    names = [str(e) for e in block.get("experts") or []]
     qubits = f" ({block['qubits']}q)" if "qubits" in block else ""
     return f"block {index}: {'/'.join(names)}{qubits}" if names else f"block {index}"

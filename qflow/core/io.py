@@ -139,7 +139,9 @@ def parse_mapping(raw: RawInput) -> dict[str, Any]:
     return data
 
 
-def load_table(source: Source, name: str | None = None, records_key: str | None = None) -> tuple[pd.DataFrame, RawInput]:
+def load_table(
+    source: Source, name: str | None = None, records_key: str | None = None, text_columns: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, RawInput]:
     """Load a CSV file or a JSON list of records into a DataFrame.
 
     Parameters
@@ -150,6 +152,9 @@ def load_table(source: Source, name: str | None = None, records_key: str | None 
     records_key : str, optional
         For JSON, a top-level key that may hold the list
         (``{"tokens": [...]}``).
+    text_columns : tuple of str
+        CSV columns read as text, never as numbers: identifiers such as
+        ``007`` keep their leading zeros.
 
     Returns
     -------
@@ -169,7 +174,7 @@ def load_table(source: Source, name: str | None = None, records_key: str | None 
         frame = pd.DataFrame.from_records(data)
     else:
         try:
-            frame = pd.read_csv(io.BytesIO(raw.data), skipinitialspace=True)
+            frame = pd.read_csv(io.BytesIO(raw.data), skipinitialspace=True, dtype=dict.fromkeys(text_columns, str))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(raw.name, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None

@@ -154,9 +154,8 @@ def route_balanced(
     capacity: np.ndarray,
     *,
     candidates: int | None = None,
-    max_iter: int = 30,
+    max_iter: int | None = None,
     penalty: float | None = None,
-    initial_prices: np.ndarray | None = None,
 ) -> BalancedRoute:
     """Capacity-constrained assignment by ascending expert prices.
 
@@ -172,13 +171,15 @@ def route_balanced(
         Experts per token kept for the price rounds: its best by utility
         minus starting price. Default 16, or 8 above 10 million token-expert
         pairs. The repair pass may use any expert.
-    max_iter : int
-        Price rounds at most; leftovers are fixed by the repair pass.
+    max_iter : int, optional
+        Price rounds at most; leftovers are fixed by the repair pass. Default:
+        a fixed amount of work, 5e7 candidate evaluations, clamped to
+        [30, 2000] rounds (small instances converge fully; a million tokens
+        get 30 rounds after the sampled warm start).
     penalty : float, optional
-        Drop cost per unit complexity (default :func:`drop_penalty`).
-    initial_prices : ndarray of shape (E,), optional
-        Starting prices; they must not exceed the optimal ones by much, since
-        prices only rise.
+        Drop cost per unit complexity (default :func:`drop_penalty`); the
+        returned prices are those of this formulation, so
+        :func:`dual_bound` with the same penalty is a valid bound.
 
     Returns
     -------
@@ -187,65 +188,158 @@ def route_balanced(
 
     Notes
     -----
+    When the experts cannot hold every token, a "drop" expert with the
+    missing capacity and utility 0 is added (the textbook reduction of an
+    unbalanced transportation problem): the auction then only decides *which*
+    tokens are dropped, instead of bidding prices up to the drop penalty one
+    small step at a time.
+
     Above 60k tokens the prices are first solved on a random eighth of the
-    tokens (at least 20k; recursively) with capacities scaled to match (a sample-average approximation of
-    the dual) and shrunk by 2 % so they stay below the full problem's; the
-    full auction then only corrects the sampling error, in a few rounds
-    instead of dozens.
+    tokens (at least 20k; recursively) with capacities scaled to match (a
+    sample-average approximation of the dual) and shrunk by 2 % so they stay
+    below the full problem's; the full auction then only corrects the
+    sampling error, in a few rounds instead of dozens.
     """
     n, E = u.shape
     penalty = drop_penalty(u) if penalty is None else penalty
-    prices = np.zeros(E) if initial_prices is None else np.maximum(np.asarray(initial_prices, dtype=float), 0.0)
+    shortfall = float(weight.sum() - capacity.sum())
+    capacity_all = np.append(capacity, shortfall) if shortfall > 1e-9 else capacity.astype(float)
+    state = _auction(u, weight, capacity_all, candidates=candidates, max_iter=max_iter, penalty=penalty)
+    expert = np.where(state.expert >= E, -1, state.expert)
+    prices = state.prices[:E]
+    if capacity_all.shape[0] > E:
+        # Shift every price by the same amount so the drop expert's price is
+        # the penalty: choices are unchanged (all capacity is used) and the
+        # prices become those of the penalty formulation.
+        prices = prices + (penalty - state.prices[E])
+    expert, repaired = _repair(u, weight.astype(np.float64), capacity, expert, state.margin, penalty)
+    expert = _fill_spare_capacity(state.cand_u, state.cand_e, u, weight.astype(np.float64), capacity, expert)
+    return BalancedRoute(expert=expert, prices=np.maximum(prices, 0.0), iterations=state.iterations, repaired=repaired)
+
+
+@dataclass
+class _AuctionState:
+    expert: np.ndarray  # (n,) index into capacity_all, -1 for the drop option
+    prices: np.ndarray  # (len(capacity_all),)
+    margin: np.ndarray  # (n,) value of the best choice over the runner-up
+    cand_e: np.ndarray  # (n, K) experts considered per token (real experts only)
+    cand_u: np.ndarray  # (n, K)
+    iterations: int
+
+
+BACKOFF = 10.0  # price give-back between epsilon phases, in units of the coarser step
+
+
+def _auction(
+    u: np.ndarray,
+    weight: np.ndarray,
+    capacity_all: np.ndarray,
+    *,
+    candidates: int | None,
+    max_iter: int | None,
+    penalty: float,
+    initial_prices: np.ndarray | None = None,
+) -> _AuctionState:
+    """Price rounds over real experts plus, when present, the drop expert (last, utility 0)."""
+    n, E = u.shape
+    has_drop = capacity_all.shape[0] > E
+    K = min(candidates or (16 if n * E <= 10_000_000 else 8), E)
+    if max_iter is None:
+        max_iter = int(np.clip(5e7 / max(n * K, 1), 30, 2000))
+    prices = np.zeros(capacity_all.shape[0]) if initial_prices is None else initial_prices.astype(float).copy()
     if initial_prices is None and n > 60_000:
         sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, 20_000), replace=False))
         share = weight[sample].sum() / weight.sum()
-        # Coarse prices need not be exact: half the rounds, the full level corrects them.
-        coarse = route_balanced(u[sample], weight[sample], capacity * share, candidates=candidates,
-                                max_iter=max(5, max_iter // 2), penalty=penalty)
+        coarse = _auction(u[sample], weight[sample], capacity_all * share, candidates=candidates, max_iter=None, penalty=penalty)
         prices = 0.98 * coarse.prices
-    K = min(candidates or (16 if n * E <= 10_000_000 else 8), E)
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32))
     unit = bool(np.all(weight == 1.0))  # skip the multiply in the common case
-    price_t = torch.from_numpy(prices.astype(np.float32))
-    if not prices.any():
+    real_prices = torch.from_numpy(prices[:E].astype(np.float32))
+    if not prices[:E].any():
         start = ut
     else:
-        start = ut - price_t if unit else ut - w.unsqueeze(1) * price_t
-    if K < E:
-        cand_e = torch.topk(start, K, dim=1, sorted=False).indices
-    else:
-        cand_e = torch.arange(E).expand(n, E)
+        start = ut - real_prices if unit else ut - w.unsqueeze(1) * real_prices
+    cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E)
     cand_u = torch.gather(ut, 1, cand_e)
     del start
+    if has_drop:  # every token may go to the drop expert (index E, utility 0)
+        cand_e_all = torch.cat([cand_e, torch.full((n, 1), E, dtype=cand_e.dtype)], dim=1)
+        cand_u_all = torch.cat([cand_u, torch.zeros((n, 1), dtype=cand_u.dtype)], dim=1)
+    else:
+        cand_e_all, cand_u_all = cand_e, cand_u
     drop_value = -penalty * w
-    cap = capacity.astype(np.float64)
+    cap = capacity_all.astype(np.float64)
     wd = weight.astype(np.float64)
     rows = torch.arange(n)
-    eps = 1e-6 * penalty  # smallest price step; penalty already spans the utility range
+    # Price steps shrink by phases (Bertsekas' epsilon-scaling): large steps end
+    # the "price wars" where two tokens bid for the last slot of full experts
+    # in tiny increments, small ones refine. Warm-started prices are already
+    # close, so they only get the finest phase.
+    steps = (1e-6,) if prices.any() else (1e-3, 1e-4, 1e-5, 1e-6)
+    rounds_per_step = max(1, max_iter // len(steps))
     iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
-        charged = torch.from_numpy(prices.astype(np.float32))[cand_e]
-        value = cand_u - charged if unit else cand_u - w.unsqueeze(1) * charged
-        best_value, best_k = value.max(dim=1)
-        value[rows, best_k] = -torch.inf
-        runner_up = torch.maximum(value.amax(dim=1), drop_value)
-        dropped = best_value < drop_value
-        margin_t = torch.where(dropped, drop_value - best_value, best_value - runner_up)
-        expert_t = torch.where(dropped, -1, cand_e[rows, best_k])
-        expert = expert_t.numpy()
-        assigned = expert >= 0
-        load = np.bincount(expert[assigned], weights=wd[assigned], minlength=E)
-        excess = load - cap
-        over = excess > 1e-9
-        if not over.any():
+    previous_eps = 0.0
+    for step in steps:
+        eps = step * penalty  # smallest price rise; penalty already spans the utility range
+        # Each coarser rise may have overshot by up to its step: give that back
+        # so the finer phase can settle below (prices only rise within a phase).
+        prices = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        previous_eps = eps
+        for _ in range(rounds_per_step):
+            iterations += 1
+            charged = torch.from_numpy(prices.astype(np.float32))[cand_e_all]
+            value = cand_u_all - charged if unit else cand_u_all - w.unsqueeze(1) * charged
+            best_value, best_k = value.max(dim=1)
+            value[rows, best_k] = -torch.inf
+            runner_up = torch.maximum(value.amax(dim=1), drop_value)
+            dropped = best_value < drop_value
+            margin_t = torch.where(dropped, drop_value - best_value, best_value - runner_up)
+            expert = torch.where(dropped, -1, cand_e_all[rows, best_k]).numpy()
+            assigned = expert >= 0
+            excess = np.bincount(expert[assigned], weights=wd[assigned], minlength=cap.shape[0]) - cap
+            over = excess > 1e-9
+            if not over.any():
+                break
+            members = np.flatnonzero(assigned & over[np.maximum(expert, 0)])
+            margin = margin_t.numpy()[members].astype(np.float64) / wd[members]
+            _, threshold = _grouped_shed(expert[members], margin, wd[members], np.where(over, excess, 0.0))
+            prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
+    return _AuctionState(expert=expert.astype(np.int64), prices=prices, margin=margin_t.numpy(),
+                         cand_e=cand_e.numpy(), cand_u=cand_u.numpy(), iterations=iterations)
+
+
+def _fill_spare_capacity(
+    cand_u: np.ndarray, cand_e: np.ndarray, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, expert: np.ndarray,
+    rounds: int = 8,
+) -> np.ndarray:
+    """Move tokens into capacity the auction left unused, where they gain.
+
+    With uneven complexities an expert can shed a whole token to cover a
+    fraction of its excess and end below capacity at a positive price; no
+    price rise brings anyone back. Each round, every token picks its best
+    gaining move among its candidates into an expert with room for it, and
+    experts take those moves in order of gain while they fit.
+    """
+    expert = expert.copy()
+    n, E = u.shape
+    rows = np.arange(n)
+    for _ in range(rounds):
+        routed = expert >= 0
+        room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
+        current = np.where(routed, u[rows, np.maximum(expert, 0)], -np.inf)
+        gain = cand_u - current[:, None]
+        gain[(room[cand_e] < w[:, None] - 1e-9) | (cand_e == expert[:, None])] = -np.inf
+        best_k = gain.argmax(axis=1)
+        best_gain = gain[rows, best_k]
+        movers = np.flatnonzero(best_gain > 1e-9)
+        if movers.size == 0:
             break
-        members = np.flatnonzero(assigned & over[np.maximum(expert, 0)])
-        margin = margin_t.numpy()[members].astype(np.float64) / wd[members]
-        _, threshold = _grouped_shed(expert[members], margin, wd[members], np.where(over, excess, 0.0))
-        prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    expert_np, repaired = _repair(u, wd, capacity, expert.astype(np.int64), margin_t.numpy(), penalty)
-    return BalancedRoute(expert=expert_np, prices=prices, iterations=iterations, repaired=repaired)
+        movers = movers[np.argsort(-best_gain[movers], kind="stable")]
+        target = cand_e[movers, best_k[movers]]
+        took = _accept_in_order(target, w[movers], room)
+        expert[movers[took]] = target[took]
+    return expert
 
 
 def _repair(
@@ -277,13 +371,49 @@ def _repair(
     return expert, int((placed >= 0).sum())
 
 
+def _accept_in_order(group: np.ndarray, weight: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """Each group takes its members in the given order while they still fit.
+
+    The sequential rule "accept a token if its complexity fits in what is
+    left", vectorised: accept the longest fitting prefix of every group, drop
+    the members that can no longer fit (room only shrinks), repeat. Every
+    pass accepts at least one member, and typically one or two passes do.
+
+    Parameters
+    ----------
+    group : (m,) int
+        Expert each member asks for, listed in priority order.
+    weight : (m,) float
+    room : (E,) float
+        Remaining capacity; reduced in place by what is accepted.
+
+    Returns
+    -------
+    accepted : (m,) bool
+    """
+    accepted = np.zeros(group.shape[0], dtype=bool)
+    pending = np.argsort(group, kind="stable")
+    while pending.size:
+        g, w = group[pending], weight[pending]
+        cum = np.cumsum(w)
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        before = np.repeat(cum[starts] - w[starts], np.diff(np.r_[starts, len(g)]))
+        fits = (cum - before) <= room[g] + 1e-9
+        accepted[pending[fits]] = True
+        np.subtract.at(room, g[fits], w[fits])
+        rest = pending[~fits]
+        pending = rest[weight[rest] <= room[group[rest]] + 1e-9]
+    return accepted
+
+
 def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     """Greedy balanced assignment (experts keep their highest-utility proposals).
 
     In rounds, every unplaced token proposes to its best expert not yet
-    refused; each expert keeps the highest-utility proposals that fit in its
-    remaining capacity and refuses the rest (deferred acceptance with fixed
-    acceptances). The simple method an operator might write; a baseline.
+    refused; each expert takes the proposals in order of utility while they
+    fit in its remaining capacity and refuses the rest for good (deferred
+    acceptance with fixed acceptances). The simple method an operator might
+    write; a baseline, and the repair pass of :func:`route_balanced`.
 
     Returns
     -------
@@ -296,31 +426,27 @@ def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> 
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     active = np.arange(n)
     for _ in range(E):
-        if active.size == 0 or room.max() <= 1e-9:
+        if active.size == 0:
             break
         scores = ut[active].clone()
         if blocked is not None:
             scores[blocked[active]] = -torch.inf
-        scores[:, torch.from_numpy(room <= 1e-9)] = -torch.inf
+        # An expert too full for even the lightest waiting token is out for everyone.
+        scores[:, torch.from_numpy(room < weight[active].min() - 1e-9)] = -torch.inf
         best_val, best = scores.max(dim=1)
         best = best.numpy()
         alive = np.isfinite(best_val.numpy())
         active, best, value = active[alive], best[alive], best_val.numpy()[alive]
         if active.size == 0:
             break
-        order = np.lexsort((-value, best))
-        g, toks = best[order], active[order]
-        wt = weight[toks]
-        cum = np.cumsum(wt)
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        before = np.repeat(cum[starts] - wt[starts], np.diff(np.r_[starts, len(g)]))
-        fits = (cum - before) <= room[g] + 1e-9
-        expert[toks[fits]] = g[fits]
-        np.subtract.at(room, g[fits], wt[fits])
-        refused = toks[~fits]
+        order = np.argsort(-value, kind="stable")
+        toks, g = active[order], best[order]
+        took = _accept_in_order(g, weight[toks], room)
+        expert[toks[took]] = g[took]
+        refused = toks[~took]
         if blocked is not None:
-            blocked[torch.from_numpy(refused), torch.from_numpy(g[~fits])] = True
-        active = refused
+            blocked[torch.from_numpy(refused), torch.from_numpy(g[~took])] = True
+        active = np.sort(refused)
     return expert
 
 
@@ -328,22 +454,15 @@ def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) 
     """Switch/GShard top-1 gating with capacity: overflow tokens are dropped.
 
     Each token goes to its highest-affinity expert; an expert accepts tokens
-    in arrival (row) order until the next one would exceed its capacity.
+    in arrival (row) order while they fit in what is left of its capacity.
 
     Returns
     -------
     ndarray of shape (n,), int64 -- expert per token, -1 when dropped.
     """
     best = torch.from_numpy(np.ascontiguousarray(affinity)).argmax(dim=1).numpy().astype(np.int64)
-    order = np.argsort(best, kind="stable")
-    g, wt = best[order], weight[order]
-    cum = np.cumsum(wt)
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    before = np.repeat(cum[starts] - wt[starts], np.diff(np.r_[starts, len(g)]))
-    keep = (cum - before) <= capacity[g] + 1e-9
-    expert = np.full(best.shape[0], -1, dtype=np.int64)
-    expert[order[keep]] = g[keep]
-    return expert
+    took = _accept_in_order(best, weight, capacity.astype(np.float64).copy())
+    return np.where(took, best, -1)
 
 
 def hash_experts(token_ids: np.ndarray, n_experts: int) -> np.ndarray:
@@ -382,24 +501,15 @@ def hash_route(token_ids: np.ndarray, weight: np.ndarray, capacity: np.ndarray |
     home = hash_experts(token_ids, E)
     expert = np.full(home.shape[0], -1, dtype=np.int64)
     room = capacity.astype(np.float64).copy()
-    # Tie-break equal homes by the id itself (stable across machines).
-    order = np.lexsort((token_ids.astype(str), home))
-    pending = order
+    # Placement order: by home expert, then by the id itself (stable across machines).
+    pending = np.lexsort((token_ids.astype(str), home))
     for shift in range(E):
         if pending.size == 0:
             break
         target = (home[pending] + shift) % E
-        idx = np.argsort(target, kind="stable")
-        g, toks = target[idx], pending[idx]
-        wt = weight[toks]
-        cum = np.cumsum(wt)
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        before = np.repeat(cum[starts] - wt[starts], np.diff(np.r_[starts, len(g)]))
-        fits = (cum - before) <= room[g] + 1e-9
-        expert[toks[fits]] = g[fits]
-        np.subtract.at(room, g[fits], wt[fits])
-        pending = np.sort(toks[~fits])
-        pending = pending[np.lexsort((token_ids[pending].astype(str), home[pending]))]
+        took = _accept_in_order(target, weight[pending], room)
+        expert[pending[took]] = target[took]
+        pending = pending[~took]
     return expert
 
 

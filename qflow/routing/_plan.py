@@ -27,7 +27,7 @@ from qflow.routing._classical import (
     utility_matrix,
 )
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
-from qflow.routing._schemas import RoutingConfig, RoutingProblem, build_problem
+from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
 
 __all__ = ["plan_routing", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
@@ -44,7 +44,7 @@ def load_routing_inputs(
     recognised by a ``.yaml``/``.yml`` name). The ``*_name`` arguments name
     raw bytes in messages and pick their format.
     """
-    frame, raw_tokens = load_table(tokens, name=tokens_name, records_key="tokens")
+    frame, raw_tokens = load_table(tokens, name=tokens_name, records_key="tokens", text_columns=ID_COLUMNS)
     raw_graph = read_input(model_graph, model_graph_name)
     graph = parse_mapping(raw_graph)
     digests = [raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)), raw_graph.digest("model_graph")]
@@ -178,6 +178,9 @@ def plan_routing(
     if 0 < problem.n_tokens <= config.exact_max_tokens:
         with timer.stage("exact"):
             exact = exact_optimum(u, w, capacity, penalty, prices=bound_prices)
+        # The LP optimum is itself an upper bound, and the tightest one.
+        metrics["objective_upper_bound"] = min(bound, exact["value"])
+        metrics["gap_to_upper_bound"] = _relative_gap(metrics["objective_upper_bound"], plan_value)
         metrics["objective_optimum"] = exact["value"]
         metrics["optimum_kind"] = exact["kind"]
         metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], plan_value)

@@ -27,6 +27,8 @@ from qflow.core.quantum import HARD_MAX_QUBITS
 __all__ = ["RoutingConfig", "RoutingInputs", "RoutingProblem", "ModelGraph", "build_problem", "parse_model_graph"]
 
 _SCORE_COLUMN = re.compile(r"^score_(\d+)$")
+#: Token columns holding identifiers: read as text, compared as text.
+ID_COLUMNS = ("token_id", "source", "hint")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
@@ -138,16 +140,18 @@ class RoutingProblem:
     def capacity(self, capacity_factor: float) -> np.ndarray:
         """Per-expert capacity in complexity units, shape (E,).
 
-        ``capacity_factor x total / E``, capped by each expert's own limit,
-        and rounded down when every complexity is a whole number (a load can
-        then only be whole).
+        ``capacity_factor x total / E``, capped by each expert's own limit;
+        when every complexity is a whole number (loads can only be whole) the
+        share is rounded up and the limit down.
         """
         E = self.graph.n_experts
-        fair = capacity_factor * float(self.complexity.sum()) / E
-        cap = np.minimum(np.full(E, fair), self.graph.expert_capacity_limit)
+        fair = np.full(E, capacity_factor * float(self.complexity.sum()) / E)
+        limit = self.graph.expert_capacity_limit
         if self.unit_weights:
-            cap = np.floor(cap + 1e-9)
-        return cap
+            # Loads are whole: round the fair share up (as GShard and Megatron
+            # do, so a factor of 1 always holds every token) and a hard limit down.
+            return np.minimum(np.ceil(fair - 1e-9), np.floor(limit + 1e-9))
+        return np.minimum(fair, limit)
 
 
 @dataclass(frozen=True)
@@ -335,6 +339,27 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
 # --- tokens ------------------------------------------------------------------
 
 
+def _id_text(values: pd.Series) -> pd.Series:
+    """Identifiers as text; missing stays missing (``None``).
+
+    A numeric column with a gap comes out of pandas as floats (``0.0``); ids
+    written as whole numbers are turned back into ``"0"``, not ``"0.0"``.
+    """
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype(str)
+    if pd.api.types.is_string_dtype(values.dtype):
+        return values.str.strip().astype(object).where(values.notna(), None)
+
+    def one(value: Any) -> str | None:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value).strip()
+
+    return values.map(one).astype(object)
+
+
 def _bool_column(values: pd.Series, source: str, name: str) -> np.ndarray:
     if values.dtype == bool:
         return values.to_numpy()
@@ -428,11 +453,10 @@ def build_problem(
         raise InputError(tokens_name, "token_id", "missing column", "a 'token_id' column", ", ".join(map(str, tokens.columns[:6])))
     if tokens.empty:
         raise InputError(tokens_name, "(rows)", "no tokens", "at least one row")
-    ids = tokens["token_id"]
-    if ids.isna().any():
-        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+    ids = _id_text(tokens["token_id"])
+    if ids.isna().any() or (ids == "").any():
+        row = int(np.flatnonzero((ids.isna() | (ids == "")).to_numpy())[0])
         raise InputError(tokens_name, f"token_id[row {row}]", "empty token id", "a non-empty id")
-    ids = ids.astype(str)
     dup = ids.duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
@@ -465,8 +489,9 @@ def build_problem(
 
     source_node = np.full(len(tokens), -1, dtype=np.int64)
     if "source" in tokens.columns:
-        src = tokens["source"]
-        mapped = src.astype(str).map(graph.locator)
+        src = _id_text(tokens["source"])
+        src = src.where(src != "", None)
+        mapped = src.map(graph.locator)
         unknown = src.notna() & mapped.isna()
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
@@ -478,6 +503,8 @@ def build_problem(
             notes.append(f"{missing} tokens have no source: no locality penalty for them")
 
     keep = ~padding
+    if not keep.any():
+        raise InputError(tokens_name, "padding", "every token is padding", "at least one token to route")
     return RoutingProblem(
         token_ids=ids.to_numpy(dtype=object)[keep],
         complexity=complexity[keep],
@@ -493,13 +520,13 @@ def build_problem(
 
 def _resolve_hints(values: pd.Series, graph: ModelGraph, source: str) -> np.ndarray:
     index = {eid: i for i, eid in enumerate(graph.expert_ids)}
-    text = values.astype(str).str.strip()
+    text = _id_text(values).fillna("")
     mapped = text.map(index)
     # Integer hints may also be expert positions when ids are not integers.
     as_int = pd.to_numeric(values, errors="coerce")
     positional = mapped.isna() & as_int.notna() & (as_int >= 0) & (as_int < graph.n_experts) & (as_int == as_int.round())
     mapped = mapped.where(~positional, as_int)
-    unknown = values.notna() & (text != "") & mapped.isna()
+    unknown = (text != "") & mapped.isna()
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise InputError(source, f"hint[row {row}]", "unknown expert", "an expert id from the model graph", values.iloc[row])
