@@ -316,29 +316,36 @@ def _fill_spare_capacity(
     """Move tokens into capacity the auction left unused, where they gain.
 
     With uneven complexities an expert can shed a whole token to cover a
-    fraction of its excess and end below capacity at a positive price; no
+    fraction of its excess, and warm-started prices can start a little high;
+    either way an expert can end below capacity at a positive price, and no
     price rise brings anyone back. Each round, every token picks its best
     gaining move among its candidates into an expert with room for it, and
     experts take those moves in order of gain while they fit.
     """
     expert = expert.copy()
     n, E = u.shape
-    rows = np.arange(n)
+    routed = expert >= 0
+    room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
+    cu, ce = torch.from_numpy(cand_u), torch.from_numpy(cand_e)
+    wt = torch.from_numpy(w.astype(np.float32)).unsqueeze(1)
+    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    expert_t = torch.from_numpy(expert)
+    current = torch.gather(ut, 1, expert_t.clamp(min=0).unsqueeze(1)).squeeze(1)
+    current[expert_t < 0] = -torch.inf
     for _ in range(rounds):
-        routed = expert >= 0
-        room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
-        current = np.where(routed, u[rows, np.maximum(expert, 0)], -np.inf)
-        gain = cand_u - current[:, None]
-        gain[(room[cand_e] < w[:, None] - 1e-9) | (cand_e == expert[:, None])] = -np.inf
-        best_k = gain.argmax(axis=1)
-        best_gain = gain[rows, best_k]
-        movers = np.flatnonzero(best_gain > 1e-9)
+        fits = torch.from_numpy(room.astype(np.float32))[ce] >= wt - 1e-6
+        gain = torch.where(fits & (ce != expert_t.unsqueeze(1)), cu - current.unsqueeze(1), -torch.inf)
+        best_gain, best_k = gain.max(dim=1)
+        movers = torch.nonzero(best_gain > 1e-7).squeeze(1).numpy()
         if movers.size == 0:
             break
-        movers = movers[np.argsort(-best_gain[movers], kind="stable")]
-        target = cand_e[movers, best_k[movers]]
+        movers = movers[np.argsort(-best_gain.numpy()[movers], kind="stable")]
+        target = cand_e[movers, best_k.numpy()[movers]]
         took = _accept_in_order(target, w[movers], room)
-        expert[movers[took]] = target[took]
+        moved, to = movers[took], target[took]
+        np.add.at(room, expert[moved][expert[moved] >= 0], w[moved][expert[moved] >= 0])
+        expert[moved] = to
+        current[torch.from_numpy(moved)] = cu[torch.from_numpy(moved), best_k[torch.from_numpy(moved)]]
     return expert
 
 
