@@ -263,16 +263,7 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
             locator[node] = len(node_ids)  # nodes may be implied by the experts alone
             node_ids.append(node)
         cap = expert.get("capacity")
-        if cap is None:
-            limits.append(np.inf)
-        else:
-            try:
-                cap_value = float(cap)
-            except (TypeError, ValueError):
-                raise InputError(source, f"experts[{i}].capacity", "not a number", "a positive number", cap) from None
-            if not np.isfinite(cap_value) or cap_value <= 0:
-                raise InputError(source, f"experts[{i}].capacity", "out of range", "a positive finite number", cap)
-            limits.append(cap_value)
+        limits.append(np.inf if cap is None else _positive_number(cap, source, f"experts[{i}].capacity", "complexity units"))
         expert_ids.append(eid)
         expert_node.append(locator[node])
 
@@ -286,6 +277,17 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
         locator=locator,
         notes=notes,
     )
+
+
+def _positive_number(value: Any, source: str, field: str, unit: str) -> float:
+    """``value`` as a positive finite float, or an InputError naming ``field``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(source, field, "not a number", f"a positive number ({unit})", value) from None
+    if not np.isfinite(number) or number <= 0:
+        raise InputError(source, field, "out of range", f"a positive finite number ({unit})", value)
+    return number
 
 
 def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], source: str) -> tuple[np.ndarray, list[str]]:
@@ -305,13 +307,7 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
         for end, name in ((a, "source"), (b, "target")):
             if str(end) not in locator:
                 raise InputError(source, f"links[{i}].{name}", "unknown node", "a listed node id", end)
-        bw = link.get("bandwidth_gbps", 1.0)
-        try:
-            bw = float(bw)
-        except (TypeError, ValueError):
-            raise InputError(source, f"links[{i}].bandwidth_gbps", "not a number", "a positive number (Gb/s)", bw) from None
-        if not np.isfinite(bw) or bw <= 0:
-            raise InputError(source, f"links[{i}].bandwidth_gbps", "out of range", "a positive number (Gb/s)", bw)
+        bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s")
         bandwidths.append(bw)
         graph.add_edge(locator[str(a)], locator[str(b)], bandwidth_gbps=bw)
     fastest = max(bandwidths)
