@@ -473,7 +473,8 @@ def build_problem(
         affinity, score_kind = np.full((len(tokens), E), 1.0 / E, dtype=np.float32), "none"
     else:
         affinity, score_kind = _as_probabilities(scores)
-        affinity = np.array(affinity, dtype=np.float32, copy=True)
+        if score_kind == "probabilities":  # may share memory with the caller's frame; hints add in place
+            affinity = affinity.copy()
 
     hint = np.full(len(tokens), -1, dtype=np.int64)
     if "hint" in tokens.columns:
@@ -486,14 +487,14 @@ def build_problem(
     source_node = np.full(len(tokens), -1, dtype=np.int64)
     if "source" in tokens.columns:
         src = _id_text(tokens["source"])
-        src = src.where(src != "", None)
-        mapped = src.map(graph.locator)
-        unknown = src.notna() & mapped.isna()
-        if unknown.any():
-            row = int(np.flatnonzero(unknown.to_numpy())[0])
+        # Factorize first: a handful of distinct sources, looked up once each.
+        codes, uniques = pd.factorize(src.where(src != "", None))
+        lookup = np.array([graph.locator.get(str(name), -2) for name in uniques] + [-1], dtype=np.int64)
+        source_node = lookup[codes]  # code -1 (missing) picks the trailing -1
+        if (source_node == -2).any():
+            row = int(np.flatnonzero(source_node == -2)[0])
             raise InputError(tokens_name, f"source[row {row}]", "unknown node or GPU",
                              f"one of the model graph's nodes or GPUs ({', '.join(graph.node_ids[:4])}, ...)", src.iloc[row])
-        source_node = mapped.fillna(-1).to_numpy(dtype=np.int64)
         missing = int((~padding & (source_node < 0)).sum())
         if missing:
             notes.append(f"{missing} tokens have no source: no locality penalty for them")
