@@ -12,7 +12,6 @@ bytes, then the sample file.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +19,12 @@ from typing import Any, Literal
 
 import streamlit as st
 
-__all__ = ["REPO_ROOT", "InputFile", "choose_input", "file_input", "named_file"]
+__all__ = ["REPO_ROOT", "InputFile", "choose_input", "file_input"]
 
 #: The checkout holding app.py, pages/ and sample_data/.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Origin = Literal["upload", "injected", "sample"]
-
-
-def named_file(name: str, data: bytes) -> io.BytesIO:
-    """A file object with a name, so the engine's loaders see the file name.
-
-    The loaders label messages and choose JSON or YAML by the name; plain
-    bytes would be reported as ``<bytes>`` and always parsed as JSON.
-    """
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle
 
 
 @dataclass(frozen=True)
@@ -46,10 +34,6 @@ class InputFile:
     name: str
     data: bytes
     origin: Origin
-
-    def as_file(self) -> io.BytesIO:
-        """The input as a named file object (see :func:`named_file`)."""
-        return named_file(self.name, self.data)
 
 
 def choose_input(uploaded: Any, state: Mapping[str, Any], hook: str, sample: Path) -> InputFile:

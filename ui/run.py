@@ -19,7 +19,7 @@ import streamlit as st
 
 from qflow.core import QflowError
 from qflow.routing import RoutingConfig, capacity_sweep, load_routing_inputs, plan_routing
-from ui.inputs import InputFile, named_file
+from ui.inputs import InputFile
 
 __all__ = ["SWEEP_FACTORS", "Progress", "RoutingRun", "call_with_progress", "run_routing"]
 
@@ -58,7 +58,7 @@ def _routing_cached(
     error is a cached result too: the same bytes give the same message.
     """
     try:
-        frame, graph, digests = load_routing_inputs(named_file(tokens_name, tokens), named_file(model_graph_name, model_graph))
+        frame, graph, digests = load_routing_inputs(tokens, model_graph, tokens_name=tokens_name, model_graph_name=model_graph_name)
         config = RoutingConfig.model_validate_json(config_json)
         plan = plan_routing(frame, graph, config, digests=digests,
                             progress=lambda fraction, message: _progress(_PLAN_SHARE * fraction, message))

@@ -5,11 +5,10 @@ two files; :func:`capacity_sweep` shows what capacity buys.
 """
 
 from qflow.routing._plan import capacity_sweep, load_routing_inputs, min_capacity_factor, plan_routing
-from qflow.routing._schemas import ModelGraph, RoutingConfig, RoutingInputs, parse_model_graph
+from qflow.routing._schemas import ModelGraph, RoutingConfig, parse_model_graph
 
 __all__ = [
     "RoutingConfig",
-    "RoutingInputs",
     "ModelGraph",
     "capacity_sweep",
     "load_routing_inputs",

@@ -24,7 +24,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.quantum import HARD_MAX_QUBITS
 
-__all__ = ["RoutingConfig", "RoutingInputs", "RoutingProblem", "ModelGraph", "build_problem", "parse_model_graph"]
+__all__ = ["RoutingConfig", "RoutingProblem", "ModelGraph", "build_problem", "parse_model_graph"]
 
 _SCORE_COLUMN = re.compile(r"^score_(\d+)$")
 #: Token columns holding identifiers: read as text, compared as text.
@@ -152,16 +152,6 @@ class RoutingProblem:
             # do, so a factor of 1 always holds every token) and a hard limit down.
             return np.minimum(np.ceil(fair - 1e-9), np.floor(limit + 1e-9))
         return np.minimum(fair, limit)
-
-
-@dataclass(frozen=True)
-class RoutingInputs:
-    """What :func:`plan_routing` takes: the two inputs and their names."""
-
-    tokens: pd.DataFrame
-    model_graph: Mapping[str, Any] | nx.Graph
-    tokens_name: str = "tokens"
-    model_graph_name: str = "model_graph"
 
 
 # --- model graph -------------------------------------------------------------
