@@ -11,88 +11,17 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qflow._version import __version__
+from qflow.core.commands import ModuleCommand, available_commands, load_command
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError, QflowError
 from qflow.core.io import load_mapping
-from qflow.core.plan import Plan
 
-__all__ = ["main", "MODULES", "ModuleCommand"]
-
-
-@dataclass(frozen=True)
-class ModuleCommand:
-    """How the CLI (and the API) drive one module."""
-
-    name: str
-    help: str
-    config_cls: type[QflowConfig]
-    inputs: tuple[str, ...]  # engine input names, in order
-    input_help: dict[str, str]
-    run: Callable[[dict[str, Path], QflowConfig], Plan]
-    summarize: Callable[[Plan], list[str]]
-
-
-def _run_routing(files: dict[str, Path], config: QflowConfig) -> Plan:
-    from qflow.routing import load_routing_inputs, plan_routing
-
-    frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
-    return plan_routing(frame, graph, config, digests=digests)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _summarize_routing(plan: Plan) -> list[str]:
-    m = plan.metrics
-    keys = ("tokens_routed", "dropped_tokens", "capacity_violations", "load_imbalance", "total_affinity", "cross_node_fraction")
-    lines = [
-        f"  {'':<18}" + "".join(f"{k:>20}" for k in keys),
-        f"  {'plan':<18}" + "".join(f"{_fmt(m.get(k)):>20}" for k in keys),
-    ]
-    for name, base in plan.baselines.items():
-        lines.append(f"  {name:<18}" + "".join(f"{_fmt(base.get(k)):>20}" for k in keys))
-    lines.append(f"  gap to optimum: {_fmt(m.get('affinity_gap_to_optimum'))} ({_fmt(m.get('optimum_kind'))}); "
-                 f"certified gap bound: {_fmt(m.get('gap_to_upper_bound'))}")
-    quantum = plan.solver.quantum
-    if quantum is not None:
-        ratios = ", ".join(f"{r:.3f}" for r in quantum.block_ratios if r is not None)
-        lines.append(f"  QAOA on {quantum.device}: {len(quantum.block_ratios)} blocks, qubits {quantum.qubits_per_circuit}, "
-                     f"ratios [{ratios}], {quantum.circuits_run} circuit evaluations, moved {m.get('tokens_moved_by_qaoa', 0)} tokens")
-    dropped = plan.result.get("dropped", {})
-    if dropped.get("count"):
-        lines.append(f"  dropped {dropped['count']} tokens: {dropped.get('reason')}")
-    return lines
-
-
-def _routing_command() -> ModuleCommand:
-    from qflow.routing import RoutingConfig
-
-    return ModuleCommand(
-        name="routing",
-        help="assign MoE tokens to experts under capacity, near their expert",
-        config_cls=RoutingConfig,
-        inputs=("tokens", "model_graph"),
-        input_help={
-            "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
-            "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
-        },
-        run=_run_routing,
-        summarize=_summarize_routing,
-    )
-
-
-MODULES: dict[str, Callable[[], ModuleCommand]] = {"routing": _routing_command}
+__all__ = ["main"]
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type[QflowConfig]) -> None:
@@ -113,12 +42,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"qflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, factory in MODULES.items():
-        spec = factory()
-        p = sub.add_parser(name, help=spec.help, description=spec.help)
-        for input_name in spec.inputs:
-            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", required=True, metavar="FILE",
-                           help=spec.input_help.get(input_name))
+    for spec in available_commands():
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+        for input_name in (*spec.inputs, *spec.optional_inputs):
+            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
+                           required=input_name in spec.inputs, help=spec.input_help.get(input_name))
         p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                        help="set one config field (repeatable)")
@@ -162,9 +90,10 @@ def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowCon
 
 
 def _run_module(args: argparse.Namespace) -> int:
-    spec = MODULES[args.command]()
+    spec = load_command(args.command)
     config = _config_from_args(args, spec)
-    files = {name: Path(getattr(args, f"in_{name}")) for name in spec.inputs}
+    files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
+             for name in (*spec.inputs, *spec.optional_inputs)}
     plan = spec.run(files, config)
     text = plan.to_json()
     if args.out:

@@ -1,14 +1,18 @@
-"""The engine modules the console lists: one entry per working module.
+"""The engine modules the console lists.
 
-``app.py`` builds the navigation from this table and the Home page links
-every entry, so a module appears in exactly one place once it works.
+:data:`PLANNED_PAGES` describes every module's page; :data:`MODULE_PAGES`
+keeps those whose page script exists, so a module appears (in the
+navigation and on Home) exactly when its page lands.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["ModulePage", "MODULE_PAGES"]
+__all__ = ["ModulePage", "MODULE_PAGES", "PLANNED_PAGES"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class ModulePage:
     summary: str  #: one sentence for the Home page
 
 
-MODULE_PAGES: tuple[ModulePage, ...] = (
+PLANNED_PAGES: tuple[ModulePage, ...] = (
     ModulePage(
         name="routing",
         title="Routing",
@@ -31,4 +35,23 @@ MODULE_PAGES: tuple[ModulePage, ...] = (
         summary="Assign the tokens of one MoE layer step to experts under capacity, close to their expert's node, "
         "and compare with hash routing, top-1 gating and greedy balancing on the same input.",
     ),
+    ModulePage(
+        name="hpo",
+        title="HPO",
+        path="pages/hpo.py",
+        icon=":material/tune:",
+        summary="Recommend hyperparameters from a search space and past trials: Gaussian-process expected "
+        "improvement, a VQC optimizer and a hybrid, measured against random search and Optuna's TPE.",
+    ),
+    ModulePage(
+        name="attention",
+        title="Attention",
+        path="pages/attention.py",
+        icon=":material/center_focus_strong:",
+        summary="Sparse top-k attention against dense attention, QPE position encoding, a contrastive trainer "
+        "and SVD head pruning on uploaded embeddings and weights.",
+    ),
 )
+
+#: The pages that exist, in listing order.
+MODULE_PAGES: tuple[ModulePage, ...] = tuple(page for page in PLANNED_PAGES if (_REPO_ROOT / page.path).is_file())

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["make_model_graph", "make_tokens", "write_routing_sample"]
+__all__ = ["make_model_graph", "make_tokens", "write_sample"]
 
 NVLINK_GBPS = 14_400.0  # NVLink 5: 1.8 TB/s per GPU
 ETHERNET_GBPS = 400.0
@@ -91,7 +91,7 @@ def make_tokens(
     return frame
 
 
-def write_routing_sample(directory: str | Path, seed: int = 0) -> list[Path]:
+def write_sample(directory: str | Path, seed: int = 0) -> list[Path]:
     """Write ``tokens.csv`` (8192 tokens) and ``model_graph.json`` (64 experts, 8 nodes, 2 racks)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""The routing module as the CLI and API drive it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qflow.core.commands import ModuleCommand
+from qflow.core.config import QflowConfig
+from qflow.core.plan import Plan
+from qflow.routing._plan import load_routing_inputs, plan_routing
+from qflow.routing._schemas import RoutingConfig
+
+__all__ = ["COMMANDS"]
+
+
+def _run(files: dict[str, Path | None], config: QflowConfig) -> Plan:
+    frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
+    return plan_routing(frame, graph, config, digests=digests)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _summarize(plan: Plan) -> list[str]:
+    m = plan.metrics
+    keys = ("tokens_routed", "dropped_tokens", "capacity_violations", "load_imbalance", "total_affinity", "cross_node_fraction")
+    lines = [
+        f"  {'':<18}" + "".join(f"{k:>20}" for k in keys),
+        f"  {'plan':<18}" + "".join(f"{_fmt(m.get(k)):>20}" for k in keys),
+    ]
+    for name, base in plan.baselines.items():
+        lines.append(f"  {name:<18}" + "".join(f"{_fmt(base.get(k)):>20}" for k in keys))
+    lines.append(f"  gap to optimum: {_fmt(m.get('affinity_gap_to_optimum'))} ({_fmt(m.get('optimum_kind'))}); "
+                 f"certified gap bound: {_fmt(m.get('gap_to_upper_bound'))}")
+    quantum = plan.solver.quantum
+    if quantum is not None:
+        ratios = ", ".join(f"{r:.3f}" for r in quantum.block_ratios if r is not None)
+        lines.append(f"  QAOA on {quantum.device}: {len(quantum.block_ratios)} blocks, qubits {quantum.qubits_per_circuit}, "
+                     f"ratios [{ratios}] (exact-checked), {quantum.circuits_run} circuit evaluations, "
+                     f"moved {m.get('tokens_moved_by_qaoa', 0)} tokens")
+    dropped = plan.result.get("dropped", {})
+    if dropped.get("count"):
+        lines.append(f"  dropped {dropped['count']} tokens: {dropped.get('reason')}")
+    return lines
+
+
+COMMANDS = (ModuleCommand(
+    name="routing",
+    help="assign MoE tokens to experts under capacity, near their expert",
+    config_cls=RoutingConfig,
+    inputs=("tokens", "model_graph"),
+    input_help={
+        "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
+        "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
+    },
+    run=_run,
+    summarize=_summarize,
+),)
