@@ -256,7 +256,8 @@ def run_qaoa(
     *,
     warm_bits: np.ndarray | None = None,
     max_steps: int = 40,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
+    patience: int = 5,
     stepsize: float = 0.1,
     seed: int = 0,
 ) -> QaoaResult:
@@ -267,8 +268,9 @@ def run_qaoa(
     optimiser on the exact expectation (adjoint gradients on lightning; on
     default.qubit, backprop through ``probs @ energies``, which uses the
     diagonal cost instead of a dense Hamiltonian). Optimisation stops when the
-    expectation improves by less than ``tol`` (relative to the coefficient
-    scale) or after ``max_steps``.
+    best expectation has improved by less than ``tol`` (in units of the
+    largest coefficient) for ``patience`` steps, or after ``max_steps``; the
+    best angles seen are the ones read out.
 
     Raises
     ------
@@ -333,19 +335,29 @@ def run_qaoa(
         opt = qml.AdamOptimizer(stepsize=stepsize)
         history: list[float] = []
         circuits = 0
-        previous: float | None = None
+        best_value, best_angles, stale = np.inf, angles, 0
         steps = 0
         for steps in range(1, max_steps + 1):  # noqa: B007 - steps is reported
             budget.check_time()
             # step_and_cost returns the cost *before* the step: one circuit
             # evaluation per step serves both the history and the stop rule.
-            angles, value = opt.step_and_cost(cost, angles)
+            new_angles, value = opt.step_and_cost(cost, angles)
             value = float(value)
             circuits += 2 if device.diff_method == "adjoint" else 1
             history.append((value + scaled.offset) * scale)
-            if previous is not None and abs(previous - value) < tol:
+            # Adam overshoots and comes back, so a single worse step is no
+            # reason to stop: stop once the best value has not improved by
+            # `tol` for `patience` steps, and keep the best angles seen.
+            if value < best_value - tol:
+                stale = 0
+            else:
+                stale += 1
+            if value < best_value:
+                best_value, best_angles = value, angles
+            if stale >= patience:
                 break
-            previous = value
+            angles = new_angles
+        angles = best_angles
         probs = np.asarray(final_probs(angles))
         circuits += 1
     except QuantumUnavailableError:

@@ -127,7 +127,8 @@ def classical_drop_in(
     *,
     warm_bits: np.ndarray | None = None,
     max_steps: int = 40,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
+    patience: int = 5,
     stepsize: float = 0.1,
     seed: int = 0,
 ) -> QaoaResult:
