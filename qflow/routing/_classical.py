@@ -547,7 +547,7 @@ def exact_optimum(
     penalty: float,
     *,
     prices: np.ndarray | None = None,
-    start_candidates: int = 4,
+    start_candidates: int = 8,
 ) -> dict[str, float | int | str]:
     """Exact LP optimum by column generation with scipy's HiGHS.
 
