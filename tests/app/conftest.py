@@ -1,8 +1,7 @@
-"""Shared fixtures for the console tests: the repository root on sys.path, real plans on the sample data."""
+"""Shared fixtures for the console tests: real plans on the sample data."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_data" / "routing"
-# app.py, pages/ and ui/ import `ui` from the repository root, as `streamlit run app.py` allows.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 #: QAOA settings small enough for a test (one 6-qubit block, 5 optimizer steps).
 SMALL_QAOA = {"qaoa": True, "hqc": True, "max_qubits": 6, "qaoa_blocks": 1, "qaoa_steps": 5}

@@ -26,7 +26,8 @@ def test_home_is_the_default_page_and_links_every_module() -> None:
     at = app()
     assert at.title[0].value == "QuantumFlow"
     links = at.get("page_link")
-    assert [link.proto.label for link in links] == [m.title for m in MODULE_PAGES] == ["Routing"]
+    assert [link.proto.label for link in links] == [m.title for m in MODULE_PAGES]
+    assert "Routing" in [m.title for m in MODULE_PAGES]
     assert "real PennyLane QAOA circuits" in at.markdown[0].value
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ui.modules import MODULE_PAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -103,7 +105,8 @@ def test_routing_run_draws_charts(chromium: Path, server_url: str, tmp_path: Pat
 
             # app.py's navigation, not Streamlit's legacy listing of the pages/ files.
             nav = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
-            assert [text.strip().splitlines()[-1] for text in nav] == ["Home", "Routing", "About"]  # after the icon name
+            expected = ["Home", *(m.title for m in MODULE_PAGES), "About"]
+            assert [text.strip().splitlines()[-1] for text in nav] == expected  # after the icon name
             assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
             assert page.locator('[data-testid="stException"]').count() == 0
             assert page.get_by_text("Path ran:").count() == 1
