@@ -1,9 +1,9 @@
-"""About: version, the command line, where the engine lives, and the routing settings."""
+"""About: version, the command line, where the engine lives, and every module's settings."""
 
 import streamlit as st
 
 import qflow
-from qflow.routing import RoutingConfig
+from qflow.core.commands import available_commands
 from ui.navigation import leave_legacy_pages_mode
 from ui.widgets import field_table
 
@@ -33,6 +33,8 @@ st.markdown(
 """
 )
 
-st.subheader("Routing settings")
-st.caption("Page toggles, CLI flags (`--capacity-factor 1.5`, `--qaoa/--no-qaoa`) and config-file keys share these names.")
-st.dataframe(field_table(RoutingConfig), hide_index=True)
+for command in available_commands():
+    st.subheader(f"{command.name.capitalize()} settings")
+    st.caption(f"`python -m qflow {command.name}`: page toggles, CLI flags (`--name VALUE`, `--toggle/--no-toggle`) "
+               "and config-file keys share these names.")
+    st.dataframe(field_table(command.config_cls), hide_index=True)

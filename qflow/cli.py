@@ -94,7 +94,7 @@ def _run_module(args: argparse.Namespace) -> int:
     config = _config_from_args(args, spec)
     files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
              for name in (*spec.inputs, *spec.optional_inputs)}
-    plan = spec.run(files, config)
+    plan = spec.run(files, config, Path(args.out) if args.out else None)
     text = plan.to_json()
     if args.out:
         Path(args.out).write_text(text + "\n")

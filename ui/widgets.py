@@ -7,6 +7,7 @@ here. Booleans become toggles, numbers become bounded number inputs.
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +44,16 @@ def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo
     yield from ((name, info) for name, info in fields.items() if name in inherited)
 
 
+def _float_step(default: float) -> float:
+    """A step a tenth of the default's order of magnitude (0.05 for 0.1..10, 1 above),
+    so small defaults such as a learning rate of 1e-3 stay reachable."""
+    if default == 0 or 0.1 <= abs(default) < 10:
+        return 0.05
+    if abs(default) >= 10:
+        return 1.0
+    return 10.0 ** (math.floor(math.log10(abs(default))) - 1)
+
+
 def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     """A number input bounded like the field.
 
@@ -52,7 +63,7 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     """
     bounds = field_bounds(info)
     is_int = info.annotation is int
-    step: int | float = 1 if is_int else (0.05 if abs(info.default) < 10 else 1.0)
+    step: int | float = 1 if is_int else _float_step(float(info.default))
     low = bounds.get("ge", bounds["gt"] + step if "gt" in bounds else None)
     high = bounds.get("le", bounds["lt"] - step if "lt" in bounds else None)
     cast = int if is_int else float

@@ -40,8 +40,10 @@ class ModuleCommand:
     input_help : dict
         Help text per input name.
     run : callable
-        ``run(files, config) -> Plan``; ``files`` maps every input name to a
-        path, or to ``None`` for an optional input not given.
+        ``run(files, config, out) -> Plan``; ``files`` maps every input name
+        to a path, or to ``None`` for an optional input not given; ``out`` is
+        where the plan JSON will be written (``None`` for stdout), so a module
+        whose results are too large for JSON (arrays) writes them beside it.
     summarize : callable
         ``summarize(plan) -> list of lines`` for the CLI's human summary.
     optional_inputs : tuple of str
@@ -53,7 +55,7 @@ class ModuleCommand:
     config_cls: type[QflowConfig]
     inputs: tuple[str, ...]
     input_help: dict[str, str]
-    run: Callable[[dict[str, Path | None], QflowConfig], Plan]
+    run: Callable[[dict[str, Path | None], QflowConfig, Path | None], Plan]
     summarize: Callable[[Plan], list[str]]
     optional_inputs: tuple[str, ...] = field(default=())
 

@@ -13,7 +13,7 @@ from qflow.routing._schemas import RoutingConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
     frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
     return plan_routing(frame, graph, config, digests=digests)
 

@@ -21,6 +21,7 @@ import pytest
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
+from qflow.attention import AttentionConfig, plan_attention
 from qflow.routing import RoutingConfig, plan_routing
 
 
@@ -34,6 +35,11 @@ def routing_inputs() -> tuple[Any, ...]:
     return tokens, graph
 
 
+def attention_inputs() -> tuple[Any, ...]:
+    embeddings = np.random.default_rng(0).normal(size=(48, 16)).astype(np.float32)
+    return embeddings, None  # no layer weights
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
@@ -42,7 +48,10 @@ class Module:
     inputs: Callable[[], tuple[Any, ...]]
 
 
-MODULES = [pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing")]
+MODULES = [
+    pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing"),
+    pytest.param(Module("attention", AttentionConfig, plan_attention, attention_inputs), id="attention"),
+]
 CONFIGS = [pytest.param(m.values[0].config, id=m.id) for m in MODULES]
 
 

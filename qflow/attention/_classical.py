@@ -1,0 +1,306 @@
+"""Classical attention pieces in torch: sparse top-k, dense SDPA, random-k,
+sinusoidal positions, the InfoNCE trainer and the SVD head pruner.
+
+Every function takes already validated float32 arrays/tensors (see
+``_schemas.build_inputs``) and is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from qflow.attention._schemas import PROJECTIONS, AttentionWeights
+
+__all__ = [
+    "QUERY_CHUNK",
+    "HeadReport",
+    "attention_memory_bytes",
+    "dense_attention",
+    "error_vs_k",
+    "head_report",
+    "info_nce_loss",
+    "layer_forward",
+    "random_k_attention",
+    "relative_error",
+    "sinusoidal_encoding",
+    "topk_attention",
+    "train_contrastive",
+]
+
+#: Queries scored at once: bounds sparse attention's scratch to QUERY_CHUNK x n scores.
+QUERY_CHUNK = 512
+
+
+def _t(a: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def dense_attention(q, k, v) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` by ``torch.nn.functional.scaled_dot_product_attention``.
+
+    q : (n_q, d), k : (n, d), v : (n, d_v) -> (n_q, d_v)
+    """
+    q, k, v = _t(q), _t(k), _t(v)
+    return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+
+
+def _gathered(weights: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_j weights[i, j] v[idx[i, j]]``: (c, k), (c, k), (n, d_v) -> (c, d_v)."""
+    return torch.einsum("ck,ckd->cd", weights, v[idx])
+
+
+def topk_attention(q, k, v, top_k: int, chunk: int = QUERY_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k sparse attention: per query, softmax over its ``top_k`` highest-scoring keys only.
+
+    Scores are ``q k^T / sqrt(d)`` (as SDPA); queries go in chunks of
+    ``chunk`` so scratch memory is ``chunk x n`` scores, not ``n_q x n``.
+    With ``top_k = n`` this is dense attention.
+
+    Returns
+    -------
+    out : tensor of shape (n_q, d_v)
+    idx : tensor of shape (n_q, top_k), int64
+        Selected key indices per query, highest score first.
+
+    >>> x = torch.eye(3)
+    >>> out, idx = topk_attention(x, x, x, 1)
+    >>> idx.flatten().tolist(), bool(torch.allclose(out, x))
+    ([0, 1, 2], True)
+    """
+    q, k, v = _t(q), _t(k), _t(v)
+    scale = 1.0 / math.sqrt(q.shape[1])
+    outs, idxs = [], []
+    for start in range(0, q.shape[0], chunk):
+        scores = (q[start:start + chunk] @ k.T) * scale
+        top, idx = scores.topk(top_k, dim=1, sorted=True)
+        outs.append(_gathered(torch.softmax(top, dim=1), idx, v))
+        idxs.append(idx)
+    return torch.cat(outs), torch.cat(idxs)
+
+
+def random_k_attention(q, k, v, top_k: int, seed: int = 0, chunk: int = QUERY_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Baseline: softmax over ``top_k`` keys drawn uniformly without replacement per query (seeded)."""
+    q, k, v = _t(q), _t(k), _t(v)
+    gen = torch.Generator().manual_seed(int(seed))
+    scale = 1.0 / math.sqrt(q.shape[1])
+    outs, idxs = [], []
+    for start in range(0, q.shape[0], chunk):
+        rows = q[start:start + chunk]
+        idx = torch.rand(rows.shape[0], k.shape[0], generator=gen).topk(top_k, dim=1).indices
+        scores = torch.einsum("cd,ckd->ck", rows, k[idx]) * scale
+        outs.append(_gathered(torch.softmax(scores, dim=1), idx, v))
+        idxs.append(idx)
+    return torch.cat(outs), torch.cat(idxs)
+
+
+def relative_error(approx, reference) -> float:
+    """Relative L2 (Frobenius) error ``||approx - reference|| / ||reference||``.
+
+    >>> relative_error(np.array([1.0, 1.0]), np.array([1.0, 0.0]))
+    1.0
+    """
+    a = torch.as_tensor(np.asarray(approx) if not isinstance(approx, torch.Tensor) else approx, dtype=torch.float64)
+    r = torch.as_tensor(np.asarray(reference) if not isinstance(reference, torch.Tensor) else reference, dtype=torch.float64)
+    denom = float(torch.linalg.norm(r))
+    return float(torch.linalg.norm(a - r)) / max(denom, 1e-30)
+
+
+def attention_memory_bytes(n_queries: int, n_keys: int, top_k: int | None) -> int:
+    """Bytes of the attention pattern kept per layer call.
+
+    Dense (``top_k=None``): an (n_q, n) float32 matrix. Sparse: an (n_q, k)
+    float32 weight and an (n_q, k) int64 index.
+
+    >>> attention_memory_bytes(4, 8, None), attention_memory_bytes(4, 8, 2)
+    (128, 96)
+    """
+    if top_k is None:
+        return 4 * n_queries * n_keys
+    return (4 + 8) * n_queries * top_k
+
+
+def error_vs_k(q, k, v, ks: list[int], seed: int = 0) -> list[dict[str, float]]:
+    """Relative error against dense attention of top-k and random-k at each ``k`` in ``ks``."""
+    dense = dense_attention(q, k, v)
+    rows = []
+    for kk in ks:
+        rows.append({
+            "k": int(kk),
+            "topk_relative_error": relative_error(topk_attention(q, k, v, kk)[0], dense),
+            "random_k_relative_error": relative_error(random_k_attention(q, k, v, kk, seed)[0], dense),
+        })
+    return rows
+
+
+def k_grid(n: int, top_k: int) -> list[int]:
+    """Powers of two up to ``n``, plus ``top_k`` and ``n`` (the error-vs-k chart's x values)."""
+    ks = {1 << p for p in range(int(math.log2(n)) + 1)} | {top_k, n}
+    return sorted(kk for kk in ks if 1 <= kk <= n)
+
+
+def sinusoidal_encoding(positions: np.ndarray, d: int) -> np.ndarray:
+    """Transformer position encoding (Vaswani et al. 2017) of possibly fractional positions.
+
+    ``PE[p, 2j] = sin(p / 10000**(2j/d))``, ``PE[p, 2j+1] = cos(p / 10000**(2j/d))``.
+
+    Returns
+    -------
+    ndarray of shape (len(positions), d), float32
+
+    >>> sinusoidal_encoding(np.array([0.0]), 4).tolist()
+    [[0.0, 1.0, 0.0, 1.0]]
+    """
+    pos = np.asarray(positions, dtype=np.float64)[:, None]
+    freq = 1.0 / (10000.0 ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    pe = np.zeros((pos.shape[0], d))
+    pe[:, 0::2] = np.sin(pos * freq)
+    pe[:, 1::2] = np.cos(pos * freq)[:, : d // 2]
+    return pe.astype(np.float32)
+
+
+def info_nce_loss(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """InfoNCE ``L = sum_i -log(exp(q_i . k_i) / sum_j exp(q_i . k_j))``.
+
+    q, k : (n, d); row ``i`` of ``k`` is the positive of row ``i`` of ``q``,
+    every other row a negative. Computed as a summed cross entropy over the
+    logits ``q k^T`` (log-sum-exp, so large dot products do not overflow).
+    """
+    logits = q @ k.T
+    return F.cross_entropy(logits, torch.arange(q.shape[0]), reduction="sum")
+
+
+def train_contrastive(
+    x_q: np.ndarray, x_k: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, steps: int, lr: float, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Fit projections ``W_q, W_k`` (d x d, ``y = x W^T``) with Adam on :func:`info_nce_loss`.
+
+    Parameters
+    ----------
+    x_q, x_k : ndarray of shape (n, d)
+        Inputs of the query and key projections (the same array for Q = K).
+    w_q, w_k : ndarray of shape (d, d)
+        Initial projections (the layer's, or the identity).
+    steps : int
+    lr : float
+
+    Returns
+    -------
+    w_q, w_k : ndarray of shape (d, d)
+    losses : list of float
+        Loss before each step, then the final loss (``steps + 1`` values).
+    """
+    with single_thread():
+        return _train(x_q, x_k, w_q, w_k, steps, lr, seed)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block, then restore the setting.
+
+    The trainer's matrices are small (n x d, d x d): splitting them over
+    threads buys nothing, and on a shared machine the threads' spin-waits
+    made 60 steps take 10 s instead of 0.06 s.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x_q, x_k, w_q, w_k, steps: int, lr: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """:func:`train_contrastive` on already valid inputs, single-threaded by the caller."""
+    torch.manual_seed(int(seed))
+    xq, xk = _t(x_q), _t(x_k)
+    wq = torch.nn.Parameter(_t(w_q).clone())
+    wk = torch.nn.Parameter(_t(w_k).clone())
+    opt = torch.optim.Adam([wq, wk], lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = info_nce_loss(xq @ wq.T, xk @ wk.T)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        losses.append(float(info_nce_loss(xq @ wq.T, xk @ wk.T)))
+    return wq.detach().numpy().copy(), wk.detach().numpy().copy(), losses
+
+
+@dataclass(frozen=True)
+class HeadReport:
+    """SVD of each head's output circuit.
+
+    Attributes
+    ----------
+    singular_values : ndarray of shape (H, d_h + 1)
+        Of ``[W_O,h W_V,h | W_O,h b_V,h]`` (d x (d+1)), largest first.
+    qk_leading : ndarray of shape (H,)
+        Leading singular value of ``W_Q,h^T W_K,h`` (how sharp the head's pattern can be).
+    keep : ndarray of shape (H,), bool
+    """
+
+    singular_values: np.ndarray
+    qk_leading: np.ndarray
+    keep: np.ndarray
+
+
+def head_report(weights: AttentionWeights, threshold: float) -> HeadReport:
+    """Per head, the singular values of its output circuit; prune where the leading one is under ``threshold``.
+
+    Why the OV circuit: head ``h`` adds ``W_O,h (A_h (X W_V,h^T + b_V,h))``
+    to the output, and every row of ``A_h`` is a convex combination, so the
+    head's contribution to a token is at most ``sigma_1 * ||[x; 1]||`` for
+    the augmented matrix ``[W_O,h W_V,h | W_O,h b_V,h]``. A head under the
+    threshold can move no output by more than that, whatever it attends to.
+    """
+    H, dh = weights.n_heads, weights.d_head
+    w, b = weights.w, weights.b
+    sv = np.zeros((H, dh + 1))
+    qk = np.zeros(H)
+    for h in range(H):
+        rows = slice(h * dh, (h + 1) * dh)
+        wo = w["o_proj"][:, rows].astype(np.float64)
+        ov = np.concatenate([wo @ w["v_proj"][rows].astype(np.float64), (wo @ b["v_proj"][rows])[:, None]], axis=1)
+        values = np.linalg.svd(ov, compute_uv=False)
+        sv[h, : min(dh + 1, values.size)] = values[: dh + 1]
+        qk[h] = np.linalg.svd(w["q_proj"][rows].T.astype(np.float64) @ w["k_proj"][rows], compute_uv=False)[0]
+    return HeadReport(singular_values=sv, qk_leading=qk, keep=sv[:, 0] >= threshold)
+
+
+def layer_forward(x: np.ndarray, weights: AttentionWeights, keep: np.ndarray | None = None) -> torch.Tensor:
+    """The layer's output on ``x`` (n, d) with only the heads in ``keep`` (all by default).
+
+    Pruned heads are removed from the matrices (rows of q/k/v, columns of o),
+    as a pruned checkpoint would store them, not masked.
+
+    Returns
+    -------
+    tensor of shape (n, d)
+    """
+    H, dh = weights.n_heads, weights.d_head
+    keep = np.ones(H, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    xs = _t(x)
+    out = torch.from_numpy(weights.b["o_proj"]).expand(xs.shape[0], -1).clone()
+    heads = np.flatnonzero(keep)
+    if heads.size == 0:
+        return out
+    rows = np.concatenate([np.arange(h * dh, (h + 1) * dh) for h in heads])
+    proj = {p: (torch.from_numpy(weights.w[p][rows]), torch.from_numpy(weights.b[p][rows])) for p in PROJECTIONS[:3]}
+    q, k, v = (F.linear(xs, *proj[p]).view(xs.shape[0], heads.size, dh).transpose(0, 1) for p in PROJECTIONS[:3])
+    mixed = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(xs.shape[0], heads.size * dh)
+    return out + mixed @ torch.from_numpy(weights.w["o_proj"][:, rows]).T
+
+
+def params_per_head(weights: AttentionWeights) -> int:
+    """Parameters one head owns: d_h rows of q/k/v (+ biases) and d_h columns of o."""
+    d, dh = weights.d_model, weights.d_head
+    return 4 * d * dh + 3 * dh

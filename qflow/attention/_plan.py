@@ -1,0 +1,440 @@
+"""``plan_attention``: the attention module's one entry point.
+
+Pipeline, each stage optional where its toggle says so::
+
+    Q, K, V  --(qpe_positions: + sinusoid of QPE-recovered positions on Q, K)-->
+             --(contrastive_trainer: Q W_q^T, K W_k^T with InfoNCE-trained W)-->
+             sparse top-k attention  ->  updated embeddings (n_q, d_v)
+    weights  --(svd_pruner)--> kept / pruned heads, output change, parameters saved
+    qaoa_sparse: k-of-m key windows of the first queries solved by QAOA, exact-checked
+
+Dense SDPA and random-k attention on the same final Q, K, V are the baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from qflow.attention._classical import (
+    attention_memory_bytes,
+    dense_attention,
+    error_vs_k,
+    head_report,
+    k_grid,
+    layer_forward,
+    params_per_head,
+    random_k_attention,
+    relative_error,
+    sinusoidal_encoding,
+    topk_attention,
+    train_contrastive,
+)
+from qflow.attention._quantum import qaoa_topk, qpe_sweep
+from qflow.attention._schemas import AttentionConfig, AttentionInputs, build_inputs
+from qflow.attention._tensors import load_tensors
+from qflow.core.errors import QuantumUnavailableError
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer, digest_bytes
+from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
+
+__all__ = ["AttentionRun", "EMBEDDINGS_FILE", "load_attention_inputs", "npy_bytes", "plan_attention", "run_attention"]
+
+Progress = Callable[[float, str], None]
+#: File name the updated embeddings are offered under (the CLI writes ``<out stem>.embeddings.npy``).
+EMBEDDINGS_FILE = "attention_embeddings.npy"
+#: Queries whose selected key indices are listed in the plan JSON (all are in the .npy).
+LISTED_QUERIES = 256
+#: Side of the dense-vs-sparse attention map carried in the plan for the page's heatmaps.
+MAP_SIDE = 48
+
+
+@dataclass(frozen=True)
+class AttentionRun:
+    """A plan and the arrays too large for its JSON.
+
+    Attributes
+    ----------
+    plan : Plan
+    embeddings : ndarray of shape (n_q, d_v), float32
+        The updated embeddings (sparse attention output); ``plan.result
+        ["updated_embeddings"]`` holds their shape and sha256.
+    selected_keys : ndarray of shape (n_q, top_k), int64
+    """
+
+    plan: Plan
+    embeddings: np.ndarray
+    selected_keys: np.ndarray
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a .npy file (what the download and the CLI write)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_attention_inputs(
+    embeddings: Any, weights: Any = None, *, embeddings_name: str | None = None, weights_name: str | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, list[InputDigest]]:
+    """Read the embeddings file and the optional weights file (path, bytes or upload).
+
+    Formats: .npy, .npz, .pt/.pth (``weights_only``), .safetensors; the
+    ``*_name`` arguments name raw bytes in messages and pick their format.
+    """
+    emb, raw_emb = load_tensors(embeddings, embeddings_name)
+    first = next(iter(emb.values()))
+    digests = [raw_emb.digest("embeddings", shape=list(first.shape) if len(emb) == 1 else None)]
+    w = None
+    if weights is not None:
+        w, raw_w = load_tensors(weights, weights_name)
+        digests.append(raw_w.digest("weights"))
+    return emb, w, digests
+
+
+def _digest_arrays(arrays: Mapping[str, np.ndarray], name: str) -> InputDigest:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    shape = list(next(iter(arrays.values())).shape) if len(arrays) == 1 else None
+    return InputDigest(name=name, sha256=h.hexdigest(), shape=shape)
+
+
+def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return {"array": value.detach().cpu().numpy()}
+    if isinstance(value, np.ndarray):
+        return {"array": value}
+    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in dict(value).items()}
+
+
+def _requested(config: AttentionConfig) -> list[str]:
+    parts = ["topk"]
+    parts += [name for name, on in (("qaoa", config.qaoa_sparse), ("qpe", config.qpe_positions),
+                                    ("infonce", config.contrastive_trainer), ("svd_prune", config.svd_pruner)) if on]
+    return parts
+
+
+def plan_attention(
+    embeddings: Any,
+    weights: Any = None,
+    config: AttentionConfig | Mapping[str, Any] | None = None,
+    *,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Sparse top-k attention on ``embeddings``, measured against dense attention.
+
+    Parameters
+    ----------
+    embeddings : ndarray, tensor or mapping of arrays
+        One (seq, d) array used as Q = K = V, or arrays named ``q``, ``k``,
+        ``v`` of shapes (n_q, d), (n, d), (n, d_v).
+    weights : mapping of arrays, optional
+        An attention layer's state dict: ``{q,k,v,o}_proj.weight`` (d, d),
+        optional biases and ``n_heads``. Needed by ``svd_pruner``; also the
+        contrastive trainer's starting projections.
+    config : AttentionConfig or mapping, optional
+    digests : list of InputDigest, optional
+        Digests of the files the inputs came from (front ends pass them).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    Plan
+        See :func:`run_attention` for the arrays behind ``result.updated_embeddings``.
+
+    Examples
+    --------
+    >>> x = np.eye(4, dtype=np.float32)
+    >>> plan = plan_attention(x, config={"top_k": 4})
+    >>> plan.metrics["relative_error"] < 1e-6, plan.result["updated_embeddings"]["shape"]
+    (True, [4, 4])
+    """
+    return run_attention(embeddings, weights, config, digests=digests, progress=progress).plan
+
+
+def run_attention(
+    embeddings: Any,
+    weights: Any = None,
+    config: AttentionConfig | Mapping[str, Any] | None = None,
+    *,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> AttentionRun:
+    """:func:`plan_attention`, also returning the updated embeddings and selected keys as arrays."""
+    if not isinstance(config, AttentionConfig):
+        config = AttentionConfig.from_mapping(config, "config")
+    report = progress or (lambda fraction, message: None)
+    timer = StageTimer()
+    emb_arrays, w_arrays = _as_arrays(embeddings), _as_arrays(weights)
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    with timer.stage("validate"):
+        inputs = build_inputs(emb_arrays, w_arrays, config, names.get("embeddings", "embeddings"), names.get("weights", "weights"))
+    if digests is None:
+        digests = [_digest_arrays(emb_arrays, "embeddings")]
+        if w_arrays is not None:
+            digests.append(_digest_arrays(w_arrays, "weights"))
+    torch.manual_seed(config.seed)
+    diagnostics: list[str] = []
+    requested = _requested(config)
+    solver = SolverReport(requested="+".join(requested), ran="+".join(requested))
+    result: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    quantum = _QuantumLog()
+
+    q, k, v = inputs.q, inputs.k, inputs.v
+    if config.qpe_positions:
+        report(0.05, "QPE position encoding")
+        with timer.stage("qpe"):
+            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics)
+    if config.contrastive_trainer:
+        report(0.2, "contrastive training (InfoNCE)")
+        with timer.stage("train"):
+            q, k = _train(q, k, inputs, config, result, metrics)
+
+    report(0.4, "sparse top-k attention")
+    with timer.stage("sparse_attention"):
+        out, idx = topk_attention(q, k, v, config.top_k)
+    with timer.stage("dense_attention"):
+        dense = dense_attention(q, k, v)
+    with timer.stage("random_k_attention"):
+        rand_out, _ = random_k_attention(q, k, v, config.top_k, config.seed)
+    n_q, n = int(q.shape[0]), int(k.shape[0])
+    metrics.update({
+        "relative_error": relative_error(out, dense),
+        "attention_memory_bytes": attention_memory_bytes(n_q, n, config.top_k),
+        "memory_ratio_vs_dense": attention_memory_bytes(n_q, n, config.top_k) / attention_memory_bytes(n_q, n, None),
+        "top_k": config.top_k,
+        "n_queries": n_q,
+        "n_keys": n,
+        "kept_fraction": config.top_k / n,
+        "attention_mass_kept": _mass_kept(q, k, idx),
+    })
+    baselines = {
+        "dense": {"relative_error": 0.0, "attention_memory_bytes": attention_memory_bytes(n_q, n, None),
+                  "memory_ratio_vs_dense": 1.0},
+        "random_k": {"relative_error": relative_error(rand_out, dense),
+                     "attention_memory_bytes": attention_memory_bytes(n_q, n, config.top_k),
+                     "memory_ratio_vs_dense": metrics["memory_ratio_vs_dense"]},
+    }
+    report(0.5, "error against k")
+    with timer.stage("error_vs_k"):
+        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed)
+    result["attention_map"] = _attention_map(q, k, idx)
+
+    if config.qaoa_sparse:
+        report(0.6, "QAOA top-k windows")
+        with timer.stage("qaoa"):
+            _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics)
+    if inputs.weights is not None:
+        report(0.85, "SVD of the heads")
+        with timer.stage("svd_prune"):
+            _heads(inputs, config, result, metrics)
+    solver.quantum = quantum.report(config)
+
+    embeddings_out = out.numpy().astype(np.float32)
+    selected = idx.numpy().astype(np.int64)
+    listed = min(n_q, LISTED_QUERIES)
+    result["updated_embeddings"] = {
+        "file": EMBEDDINGS_FILE, "shape": list(embeddings_out.shape), "dtype": "float32",
+        "sha256": digest_bytes(npy_bytes(embeddings_out)),
+        "what": "sparse top-k attention output (Q/K after the enabled position encoding and trained projections)",
+    }
+    result["selected_key_indices"] = {
+        "shape": list(selected.shape), "sha256": digest_bytes(npy_bytes(selected)),
+        "queries_listed": listed, "indices": selected[:listed].tolist(),
+    }
+    report(1.0, "done")
+    plan = Plan(module="attention", inputs=digests, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected)
+
+
+class _QuantumLog:
+    """What the quantum stages did, gathered into one :class:`QuantumReport`."""
+
+    def __init__(self) -> None:
+        self.device: QuantumDevice | None = None
+        self.blocks: list[dict[str, Any]] = []
+
+    def device_or_fall_back(self, solver: SolverReport, part: str) -> QuantumDevice | None:
+        if self.device is None:
+            try:
+                self.device = choose_device()
+            except QuantumUnavailableError as exc:
+                _fall_back(solver, part, str(exc))
+                return None
+        return self.device
+
+    def report(self, config: AttentionConfig) -> QuantumReport | None:
+        if self.device is None or not self.blocks:
+            return None
+        qaoa = [b for b in self.blocks if b["kind"] == "qaoa_topk"]
+        return QuantumReport(
+            device=self.device.name, device_reason=self.device.reason, layers=config.qaoa_layers if qaoa else 0,
+            qubits_per_circuit=[b["qubits"] for b in self.blocks],
+            circuits_run=sum(b["circuits"] for b in self.blocks),
+            optimizer_steps=[b["steps"] for b in qaoa],
+            block_ratios=[round(b["ratio"], 6) for b in qaoa],
+            exact_checked=[True for _ in qaoa],
+            convergence=[b["history"] for b in qaoa],
+            blocks=[{key: value for key, value in b.items() if key != "history"} for b in self.blocks],
+        )
+
+
+def _fall_back(solver: SolverReport, part: str, reason: str) -> None:
+    """Drop ``part`` from the path that ran, recording why."""
+    before = solver.ran
+    after = "+".join(p for p in before.split("+") if p != part) + f"+{part}_classical"
+    solver.fall_back(before, after, reason)
+
+
+def _budget(config: AttentionConfig) -> QuantumBudget:
+    return QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+
+
+def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics, diagnostics):
+    """Encode positions with QPE, read them back, add their sinusoid to Q and K."""
+    n_q, n, d = inputs.q.shape[0], inputs.k.shape[0], inputs.k.shape[1]
+    n_pos = max(n_q, n)
+    needed = max(1, math.ceil(math.log2(n_pos)))
+    t_max = min(needed, config.max_qubits - 1)
+    if t_max < needed:
+        diagnostics.append(f"QPE: {n_pos} positions need {needed} counting qubits (2^t >= N) but max_qubits allows "
+                           f"{t_max}; recovered positions are approximate")
+    recovered, rows = np.arange(n_pos), []
+    device = quantum.device_or_fall_back(solver, "qpe")
+    if device is not None:
+        try:
+            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config))
+            quantum.blocks.append({"kind": "qpe_positions", "qubits": t_max + 1, "circuits": circuits, "positions": n_pos,
+                                   "counting_qubits": t_max})
+        except QuantumUnavailableError as exc:
+            _fall_back(solver, "qpe", str(exc))
+            recovered = np.arange(n_pos)
+    standard = sinusoidal_encoding(np.arange(n_pos), d)
+    encoded = sinusoidal_encoding(recovered, d)
+    result["qpe"] = {"positions": n_pos, "counting_qubits_needed": needed, "accuracy_by_qubits": rows,
+                     "encoding": "sinusoid(recovered position) added to Q and K"}
+    metrics["qpe_recovery_accuracy"] = rows[-1]["accuracy"] if rows else None
+    metrics["position_encoding_relative_error"] = relative_error(encoded, standard)
+    q = inputs.q + encoded[:n_q]
+    k = inputs.k + encoded[:n]
+    return q, k
+
+
+def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics):
+    """InfoNCE-train W_q, W_k; return the projected Q and K."""
+    q_np, k_np = np.asarray(q), np.asarray(k)
+    d = q_np.shape[1]
+    if inputs.weights is not None:
+        wq0, wk0, start = inputs.weights.w["q_proj"], inputs.weights.w["k_proj"], "weights file q_proj / k_proj"
+    else:
+        wq0 = wk0 = np.eye(d, dtype=np.float32)
+        start = "identity"
+    if q_np.shape[0] != k_np.shape[0]:
+        rows = min(q_np.shape[0], k_np.shape[0])  # positives are row-aligned pairs
+    else:
+        rows = q_np.shape[0]
+    wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate, config.seed)
+    result["training"] = {"loss_curve": [round(x, 6) for x in losses], "start": start, "pairs": rows,
+                          "loss": "sum_i -log softmax_j(q_i . k_j)[i]"}
+    metrics["infonce_initial"] = losses[0]
+    metrics["infonce_final"] = losses[-1]
+    return q_np @ wq.T, k_np @ wk.T
+
+
+def _mass_kept(q, k, idx: torch.Tensor, limit: int = 512) -> float:
+    """Mean share of each query's dense softmax mass on its selected keys (first ``limit`` queries)."""
+    qt, kt = torch.as_tensor(np.asarray(q))[:limit], torch.as_tensor(np.asarray(k))
+    probs = torch.softmax(qt @ kt.T / math.sqrt(qt.shape[1]), dim=1)
+    return float(probs.gather(1, idx[:limit]).sum(dim=1).mean())
+
+
+def _attention_map(q, k, idx: torch.Tensor) -> dict[str, Any]:
+    """Dense and sparse attention weights of the first MAP_SIDE queries over the first MAP_SIDE keys."""
+    side_q, side_k = min(MAP_SIDE, q.shape[0]), min(MAP_SIDE, k.shape[0])
+    qt, kt = torch.as_tensor(np.asarray(q))[:side_q], torch.as_tensor(np.asarray(k))
+    scores = qt @ kt.T / math.sqrt(qt.shape[1])
+    dense = torch.softmax(scores, dim=1)
+    masked = torch.full_like(scores, -torch.inf).scatter(1, idx[:side_q], scores.gather(1, idx[:side_q]))
+    sparse = torch.softmax(masked, dim=1)
+    return {"queries": side_q, "keys": side_k, "dense": dense[:, :side_k].numpy().round(5).tolist(),
+            "sparse": sparse[:, :side_k].numpy().round(5).tolist()}
+
+
+def _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics) -> None:
+    """QAOA k-of-m selection on a key window of each of the first ``qaoa_queries`` queries."""
+    device = quantum.device_or_fall_back(solver, "qaoa")
+    qt, kt = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
+    n = kt.shape[0]
+    m = min(config.max_qubits, n)
+    # m // 3, not m // 2: at k = m/2 the count penalty is symmetric under complementing the
+    # selection, and shallow QAOA then often reads out the complement of the top-k set.
+    k_sub = max(1, min(config.top_k, m // 3))
+    rows = []
+    for query in range(min(config.qaoa_queries, qt.shape[0])):
+        start = int(min(max(query - m // 2, 0), n - m))  # the m keys around the query's own position
+        window = np.arange(start, start + m)
+        scores = kt[window] @ qt[query] / math.sqrt(qt.shape[1])
+        exact = window[np.sort(np.argsort(-scores, kind="stable")[:k_sub])]
+        row = {"query": query, "window": [int(start), int(start + m)], "k": k_sub, "exact": exact.tolist()}
+        if device is not None:
+            try:
+                out = qaoa_topk(scores, k_sub, config.qaoa_layers, device, _budget(config), config.qaoa_steps, config.seed + query)
+            except QuantumUnavailableError as exc:
+                _fall_back(solver, "qaoa", str(exc))
+                device = None
+            else:
+                row.update({"qaoa": window[out["qaoa"]].tolist(), "used": window[out["used"]].tolist(),
+                            "overlap": out["overlap"], "optimal": out["optimal"], "ratio": out["ratio"],
+                            "probability": out["probability"], "feasible_probability": out["feasible_probability"],
+                            "argmax_feasible": out["argmax_feasible"]})
+                quantum.blocks.append({"kind": "qaoa_topk", **{key: out[key] for key in
+                                      ("qubits", "circuits", "steps", "history", "ratio", "overlap")}, "query": query})
+        if "used" not in row:
+            row["used"] = row["exact"]
+        rows.append(row)
+    result["qaoa_topk"] = rows
+    done = [r for r in rows if "overlap" in r]
+    metrics["qaoa_overlap"] = float(np.mean([r["overlap"] for r in done])) if done else None
+    metrics["qaoa_mean_ratio"] = float(np.mean([r["ratio"] for r in done])) if done else None
+    if done and not all(r["optimal"] for r in done):
+        diagnostics.append("QAOA missed the exact top-k on some windows; the exact answer was used there")
+
+
+def _heads(inputs: AttentionInputs, config, result, metrics) -> None:
+    """SVD of every head; with svd_pruner on, remove those under the threshold and measure the change."""
+    weights = inputs.weights
+    report = head_report(weights, config.prune_threshold)
+    keep = report.keep if config.svd_pruner else np.ones(weights.n_heads, dtype=bool)
+    x = inputs.q  # the layer's sample inputs: the embeddings (or the queries when Q/K/V are separate)
+    full = layer_forward(x, weights)
+    pruned = layer_forward(x, weights, keep)
+    saved = int((~keep).sum()) * params_per_head(weights)
+    total = 4 * weights.d_model * weights.d_model + 4 * weights.d_model
+    result["heads"] = {
+        "n_heads": weights.n_heads, "d_head": weights.d_head, "threshold": config.prune_threshold,
+        "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
+        "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
+        "singular_values": report.singular_values.round(6).tolist(),
+        "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
+        "criterion": "leading singular value of [W_O,h W_V,h | W_O,h b_V,h] < threshold",
+        "applied": bool(config.svd_pruner),
+    }
+    metrics["heads_pruned"] = int((~keep).sum())
+    metrics["params_saved"] = saved
+    metrics["params_saved_fraction"] = saved / total
+    metrics["layer_output_relative_change"] = relative_error(pruned, full)

@@ -1,0 +1,84 @@
+"""The Attention page under Streamlit's AppTest: widgets, Run on the sample, every chart, downloads, input errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qflow.attention import AttentionConfig
+from ui.widgets import field_bounds
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "attention.py"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def click_run(at: AppTest) -> AppTest:
+    at.button(key="attention_run_button").click().run()
+    assert not at.exception
+    return at
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+def test_widgets_are_the_config_fields_with_their_bounds(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == AttentionConfig.toggles()
+    numbers = {n.label: n for n in at.number_input}
+    assert set(numbers) == set(AttentionConfig.model_fields) - set(AttentionConfig.toggles())
+    for name, widget in numbers.items():
+        info = AttentionConfig.model_fields[name]
+        assert widget.value == info.default and widget.max == field_bounds(info)["le"], name
+    captions = " ".join(c.value for c in at.caption)
+    assert "using the sample `sample_data/attention/embeddings.npy`" in captions
+    assert "Press **Run**" in at.info[0].value
+
+
+def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
+    settings: dict[str, Any] = {"qaoa_queries": 1, "qaoa_steps": 5, "max_qubits": 9, "train_steps": 10, "top_k": 16}
+    for name in AttentionConfig.toggles():
+        at.toggle(key=f"attention_{name}").set_value(True)
+    for name, value in settings.items():
+        at.number_input(key=f"attention_{name}").set_value(value)
+    click_run(at)
+    titles = chart_titles(at)
+    assert titles[0].startswith("Attention map") and titles[1] == "Relative error vs dense attention"
+    assert "Singular values per head (W_O W_V with bias)" in titles
+    assert "Contrastive training loss" in titles and titles[-1].startswith("QPE position recovery")
+    assert not at.error
+    path = next(m.value for m in at.markdown if m.value.startswith("**Path requested:**"))
+    assert "`topk+qaoa+qpe+infonce+svd_prune`" in path
+    rows = at.dataframe[0].value.to_dict("records")
+    assert [r["method"] for r in rows] == ["plan (topk+qaoa+qpe+infonce+svd_prune)", "dense", "random_k"]
+    assert rows[0]["relative_error"] < rows[2]["relative_error"]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download updated embeddings (.npy)", "Download plan JSON"]
+    assert at.metric[4].value == "2 of 4"
+
+
+def test_bad_upload_shows_the_loaders_message(at: AppTest) -> None:
+    x = np.ones((8, 4), dtype=np.float32)
+    x[1, 1] = np.inf
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    at.session_state["attention_embeddings_bytes"] = buffer.getvalue()
+    at.session_state["attention_embeddings_name"] = "broken.npy"
+    at.checkbox(key="attention_use_weights").uncheck()
+    at.number_input(key="attention_top_k").set_value(4)
+    click_run(at)
+    assert at.error[0].value.startswith("broken.npy: embeddings[1, 1]: not a finite number")
+    assert not at.get("plotly_chart")
