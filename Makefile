@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/python -m ruff check qflow tests bench app.py pages ui
 
 bench: install
-	$(BIN)/python bench/routing.py
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 sample: install
 	$(BIN)/python -m qflow sample sample_data
