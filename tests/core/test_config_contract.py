@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qflow.attention import AttentionConfig, plan_attention
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
-from qflow.attention import AttentionConfig, plan_attention
 from qflow.routing import RoutingConfig, plan_routing
 
 
