@@ -22,6 +22,7 @@ from qflow.attention import AttentionConfig, plan_attention
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
+from qflow.hpo import HpoConfig, plan_hpo
 from qflow.routing import RoutingConfig, plan_routing
 
 
@@ -40,6 +41,11 @@ def attention_inputs() -> tuple[Any, ...]:
     return embeddings, None  # no layer weights
 
 
+def hpo_inputs() -> tuple[Any, ...]:
+    space = {"x": {"kind": "float", "low": 0, "high": 1}, "y": {"kind": "categorical", "choices": ["a", "b"]}}
+    return space, None  # no history
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
@@ -50,6 +56,7 @@ class Module:
 
 MODULES = [
     pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing"),
+    pytest.param(Module("hpo", HpoConfig, plan_hpo, hpo_inputs), id="hpo"),
     pytest.param(Module("attention", AttentionConfig, plan_attention, attention_inputs), id="attention"),
 ]
 CONFIGS = [pytest.param(m.values[0].config, id=m.id) for m in MODULES]

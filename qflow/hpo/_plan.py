@@ -1,0 +1,406 @@
+"""``plan_hpo``: the hpo module's one entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qflow.core.errors import QuantumUnavailableError
+from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.hpo._classical import gp_slices, propose_gp, propose_random
+from qflow.hpo._objectives import BENCHMARKS, Objective, benchmark_space, evaluate, evaluate_one, make_objective
+from qflow.hpo._quantum import VQCSurrogate, param_shape
+from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
+
+__all__ = ["plan_hpo", "load_hpo_inputs", "random_search", "tpe_search"]
+
+Progress = Callable[[float, str], None]
+
+
+def load_hpo_inputs(
+    space: Any, history: Any = None, dataset: Any = None, *,
+    space_name: str | None = None, history_name: str | None = None, dataset_name: str | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None, list[InputDigest]]:
+    """Read the space (JSON/YAML), and the optional history and dataset (CSV), with validation of their format.
+
+    Returns ``(space_mapping, history_frame, dataset_frame, digests)``; the
+    frames are ``None`` when not given.
+    """
+    raw_space = read_input(space, space_name)
+    mapping = parse_mapping(raw_space)
+    digests = [raw_space.digest("space")]
+    frames: list[pd.DataFrame | None] = []
+    for name, source, label in (("history", history, history_name), ("dataset", dataset, dataset_name)):
+        if source is None:
+            frames.append(None)
+            continue
+        frame, raw = load_table(source, name=label)
+        frames.append(frame)
+        digests.append(raw.digest(name, rows=len(frame), shape=list(frame.shape)))
+    return mapping, frames[0], frames[1], digests
+
+
+def _requested(config: HpoConfig) -> str:
+    if config.hybrid:
+        return "hybrid"
+    if config.vqc_optimizer:
+        return "vqc"
+    return "gp-ei" if config.gp_surrogate else "random"
+
+
+def _working_space(config: HpoConfig, space: Space, diagnostics: list[str]) -> tuple[Space, bool]:
+    """The space the optimiser searches, and whether the history (parsed against ``space``) applies to it."""
+    if config.objective not in BENCHMARKS:
+        return space, True
+    own = benchmark_space(config.objective)
+    same = space.names == own.names and all(
+        p.kind == "float" and q.low <= p.low and p.high <= q.high for p, q in zip(space.params, own.params, strict=True))
+    if same:
+        return space, True
+    diagnostics.append(f"objective {config.objective} searches its own domain "
+                       f"({', '.join(f'{p.name} in [{p.low:g}, {p.high:g}]' for p in own.params)}); "
+                       "the space file was validated but not used, and the history does not apply")
+    return own, False
+
+
+class _Run:
+    """Mutable state of one optimisation: observations, trials, the VQC, fallbacks."""
+
+    def __init__(self, config: HpoConfig, space: Space, solver: SolverReport, diagnostics: list[str]) -> None:
+        self.config, self.space, self.solver, self.diagnostics = config, space, solver, diagnostics
+        self.sign = 1.0 if config.direction == "minimize" else -1.0
+        self.rng = np.random.default_rng(config.seed)
+        self.U = np.zeros((0, space.dim))
+        self.y = np.zeros(0)  # losses to minimise: sign * value
+        self.trials: list[dict[str, Any]] = []
+        self.vqc: VQCSurrogate | None = None
+        self.path = solver.requested
+        self.vqc_proposed = 0
+        self.switch_trial: int | None = None
+        if self.path in ("vqc", "hybrid"):
+            self._start_vqc()
+
+    def _start_vqc(self) -> None:
+        config = self.config
+        try:
+            device = choose_device()
+            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+            self.vqc = VQCSurrogate(self.space, config.vqc_layers, config.vqc_steps, config.vqc_shots, config.seed, device, budget)
+        except QuantumUnavailableError as exc:
+            self._fall_back(str(exc))
+
+    def _fall_back(self, reason: str) -> None:
+        self.solver.fall_back(self.path, "gp-ei", reason)
+        self.path = "gp-ei"
+        self.vqc = None
+
+    def add(self, U: np.ndarray, values: list[float], method: str, batch: int | None, trial0: int | None) -> None:
+        configs = self.space.from_unit(U)
+        for i, (config, value) in enumerate(zip(configs, values, strict=True)):
+            self.trials.append({"trial": None if trial0 is None else trial0 + i, "batch": batch, "method": method,
+                                "config": config, "value": float(value)})
+        self.U = np.vstack([self.U, U])
+        self.y = np.concatenate([self.y, self.sign * np.asarray(values, dtype=float)])
+
+    def method(self) -> str:
+        """Which proposer the next batch comes from."""
+        if len(self.y) < self.config.n_initial:
+            return "initial"
+        if self.path == "hybrid":
+            return "vqc" if self.vqc_proposed < self.config.hybrid_switch else "gp-ei"
+        return self.path
+
+    def propose(self, n: int, pending: np.ndarray) -> tuple[np.ndarray, str]:
+        """``n`` distinct new points (n, d) and the method that proposed them (after any fallback)."""
+        method = self.method()
+        if method == "vqc" and self.vqc is not None:
+            try:
+                U = self.vqc.propose(self.U, self.y, pending, n, self.rng, self.config.ei_candidates)
+                self.vqc_proposed += len(U)
+                return U, "vqc"
+            except QuantumUnavailableError as exc:
+                self._fall_back(str(exc))
+                method = "gp-ei"
+        if method == "gp-ei":
+            if self.config.hybrid and self.switch_trial is None:
+                self.switch_trial = sum(1 for t in self.trials if t["trial"] is not None) + 1
+            return propose_gp(self.space, self.U, self.y, pending, n, self.rng, kernel=self.config.gp_kernel,
+                              strategy=self.config.batch_strategy, n_candidates=self.config.ei_candidates,
+                              seed=self.config.seed), "gp-ei"
+        return propose_random(self.space, self.U, pending, n, self.rng), method
+
+
+def plan_hpo(
+    space: Mapping[str, Any] | Space,
+    history: pd.DataFrame | None = None,
+    config: HpoConfig | Mapping[str, Any] | None = None,
+    *,
+    dataset: pd.DataFrame | None = None,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Recommend hyperparameters: suggest from the history, or optimise an objective.
+
+    Parameters
+    ----------
+    space : mapping
+        Search space (see :func:`qflow.hpo.parse_space`).
+    history : DataFrame, optional
+        Earlier trials: one column per parameter plus ``objective`` (blank =
+        pending). Used as observations when ``warm_start``.
+    config : HpoConfig or mapping, optional
+    dataset : DataFrame, optional
+        Training data of the ``train`` objective (``target`` column, else the
+        last); the config's ``builtin_dataset`` when not given.
+    digests : list of InputDigest, optional
+        Digests of the files the inputs came from (front ends pass them).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    Plan
+        ``result.suggestions`` (the next ``suggest`` configurations),
+        ``result.best``, ``result.trials`` (each with the method that proposed
+        it); ``metrics.best_value``; baselines random search and Optuna TPE.
+
+    Examples
+    --------
+    >>> plan = plan_hpo({"x1": {"kind": "float", "low": -5, "high": 10},
+    ...                  "x2": {"kind": "float", "low": 0, "high": 15}},
+    ...                 config={"objective": "branin", "n_trials": 8, "baselines": False, "suggest": 2})
+    >>> plan.metrics["n_evaluations"], len(plan.result["suggestions"])
+    (8, 2)
+    """
+    if not isinstance(config, HpoConfig):
+        config = HpoConfig.from_mapping(config, "config")
+    report = progress or (lambda fraction, message: None)
+    timer = StageTimer()
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    diagnostics: list[str] = []
+    with timer.stage("validate"):
+        user_space = parse_space(space, names.get("space", "space"))
+        parsed = parse_history(history, user_space, names.get("history", "history"))
+        work_space, history_applies = _working_space(config, user_space, diagnostics)
+        objective = None
+        if config.objective != "none":
+            objective = make_objective(config.objective, config, work_space, dataset, names.get("dataset", "dataset"),
+                                       names.get("space", "space"))
+    if digests is None:
+        digests = [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
+        digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
+    if parsed.rejected:
+        diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
+                           f"(first: row {parsed.rejected[0]['row']}: {parsed.rejected[0]['reason']})")
+    if dataset is not None and config.objective != "train":
+        diagnostics.append("a dataset was given but the objective is not train: it was not used")
+
+    solver = SolverReport(requested=_requested(config), ran=_requested(config))
+    run = _Run(config, work_space, solver, diagnostics)
+    usable = history_applies and config.warm_start
+    if history_applies and not config.warm_start and (parsed.configs or parsed.pending):
+        diagnostics.append("warm_start is off: the history's trials were not used")
+    if usable and parsed.configs:
+        run.add(work_space.to_unit(parsed.configs), list(parsed.values), "history", None, None)
+    pending = work_space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, work_space.dim))
+
+    n_evaluated = 0
+    if objective is not None:
+        with timer.stage("optimize"):
+            n_evaluated = _optimize(run, objective, report)
+    report(0.8, "next suggestions")
+    with timer.stage("suggest"):
+        suggestions_U, suggest_method = run.propose(config.suggest, pending)
+    if solver.ran == "hybrid" and objective is None:
+        diagnostics.append(f"suggest mode: the hybrid uses the {suggest_method} proposer at {len(run.y)} observations "
+                           f"(VQC until hybrid_switch={config.hybrid_switch} VQC trials)")
+
+    slices: dict[str, Any] = {}
+    if len(run.y) >= 2:
+        with timer.stage("gp_posterior"):
+            best_U = run.U[int(np.argmin(run.y))]
+            slices = gp_slices(work_space, run.U, run.y, best_U, config.gp_kernel, config.seed, run.sign)
+
+    baselines: dict[str, dict[str, Any]] = {}
+    if objective is not None and config.baselines:
+        report(0.85, "baselines: random search and Optuna TPE")
+        with timer.stage("baselines"):
+            baselines = {"random_search": random_search(work_space, objective, config),
+                         "optuna_tpe": tpe_search(work_space, objective, config)}
+
+    quantum = _quantum_report(run, diagnostics)
+    if quantum is not None:
+        solver.quantum = quantum
+    result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
+    metrics = _metrics(run, objective, parsed, n_evaluated, result)
+    report(1.0, "done")
+    return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
+                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _optimize(run: _Run, objective: Objective, report: Progress) -> int:
+    """Evaluate ``n_trials`` proposals in batches (parallel workers); returns how many ran."""
+    config = run.config
+    done, batch = 0, 0
+    while done < config.n_trials:
+        size = min(config.batch_size, config.n_trials - done)
+        if run.method() == "initial":
+            size = min(config.n_trials - done, max(size, config.n_initial - len(run.y)))
+        U, method = run.propose(size, np.zeros((0, run.space.dim)))
+        if len(U) == 0:
+            run.diagnostics.append(f"the space has no unseen point left after {done} trials")
+            break
+        trials = list(range(done + 1, done + 1 + len(U)))
+        values = evaluate(objective, run.space.from_unit(U), trials, config.n_jobs)
+        run.add(U, values, method, batch, done + 1)
+        done += len(U)
+        batch += 1
+        report(0.05 + 0.75 * done / config.n_trials, f"trial {done}/{config.n_trials} ({method})")
+    return done
+
+
+def _best_so_far(values: list[float], sign: float, start: float | None = None) -> list[float]:
+    out, best = [], start
+    for v in values:
+        best = v if best is None or sign * v < sign * best else best
+        out.append(float(best))
+    return out
+
+
+def _regret(best: float | None, objective: Objective | None, direction: str) -> float | None:
+    if best is None or objective is None or objective.minimum is None or direction != "minimize":
+        return None
+    return float(best - objective.minimum)
+
+
+def random_search(space: Space, objective: Objective, config: HpoConfig) -> dict[str, Any]:
+    """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``."""
+    rng = np.random.default_rng([config.seed, 1])
+    configs = space.from_unit(space.sample_unit(rng, config.n_trials))
+    values = evaluate(objective, configs, list(range(1, config.n_trials + 1)), config.n_jobs)
+    return _baseline_summary(configs, values, objective, config)
+
+
+def tpe_search(space: Space, objective: Objective, config: HpoConfig) -> dict[str, Any]:
+    """Optuna's TPE sampler (seeded) with the same budget on the same objective."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=config.direction, sampler=optuna.samplers.TPESampler(seed=config.seed))
+    configs: list[dict[str, Any]] = []
+    values: list[float] = []
+
+    def target(trial: Any) -> float:
+        params = {}
+        for p in space.params:
+            if p.kind == "float":
+                params[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+            elif p.kind == "int":
+                params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+            else:
+                params[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        value = evaluate_one(objective, params, trial.number + 1)
+        configs.append(params)
+        values.append(value)
+        return value
+
+    study.optimize(target, n_trials=config.n_trials)
+    return _baseline_summary(configs, values, objective, config)
+
+
+def _baseline_summary(configs: list[dict[str, Any]], values: list[float], objective: Objective, config: HpoConfig) -> dict[str, Any]:
+    sign = 1.0 if config.direction == "minimize" else -1.0
+    curve = _best_so_far(values, sign)
+    index = int(np.argmin(sign * np.asarray(values)))
+    return {"best_value": curve[-1], "regret": _regret(curve[-1], objective, config.direction), "n_evaluations": len(values),
+            "best_config": configs[index], "best_so_far": curve}
+
+
+def _quantum_report(run: _Run, diagnostics: list[str]) -> QuantumReport | None:
+    vqc = run.vqc
+    if vqc is None or not vqc.refit_steps:
+        return None
+    block: dict[str, Any] = {"encoding": "theta = pi * (x - a) / (b - a)", "shots": vqc.shots or "exact",
+                             "refits": len(vqc.refit_steps), "trainable_weights": int(np.prod(param_shape(vqc.layers, run.space.dim))),
+                             "simulation": "batched NumPy state vectors (training); device run checks the trained circuit"}
+    try:
+        diff = vqc.device_check(run.U)
+        block["device_check_max_abs_diff"] = diff
+        if diff > 1e-6:
+            diagnostics.append(f"VQC: the NumPy state vectors and {vqc.device.name} differ by {diff:.2e}")
+    except QuantumUnavailableError as exc:
+        block["device_check_max_abs_diff"] = None
+        diagnostics.append(f"VQC device check skipped: {exc}")
+    return QuantumReport(device=vqc.device.name, device_reason=vqc.device.reason, layers=vqc.layers,
+                         qubits_per_circuit=[run.space.dim], circuits_run=vqc.circuits_run, optimizer_steps=vqc.refit_steps,
+                         convergence=[[round(v, 8) for v in vqc.losses]], blocks=[block])
+
+
+def _result(run: _Run, config: HpoConfig, space: Space, objective: Objective | None, parsed: History,
+            suggestions_U: np.ndarray, suggest_method: str, slices: dict[str, Any], usable: bool) -> dict[str, Any]:
+    best = None
+    if len(run.y):
+        i = int(np.argmin(run.y))
+        best = {k: run.trials[i][k] for k in ("config", "value", "method", "trial")}
+    evaluated = [t["value"] for t in run.trials if t["trial"] is not None]
+    history_values = [t["value"] for t in run.trials if t["trial"] is None]
+    start = None
+    if history_values:
+        start = min(history_values) if run.sign > 0 else max(history_values)
+    result: dict[str, Any] = {
+        "mode": "optimize" if objective is not None else "suggest",
+        "objective": config.objective,
+        "objective_detail": _objective_detail(objective),
+        "direction": config.direction,
+        "space": space.describe(),
+        "suggestions": space.from_unit(suggestions_U),
+        "suggestion_method": suggest_method,
+        "best": best,
+        "trials": run.trials,
+        "best_so_far": _best_so_far(evaluated, run.sign, start),
+        "history_used": len(history_values),
+        "history_pending": len(parsed.pending) if usable else 0,
+        "history_rejected": parsed.rejected,
+        "gp_posterior": slices,
+    }
+    if config.hybrid:
+        vqc_trials = sum(1 for t in run.trials if t["method"] == "vqc")
+        result["hybrid"] = {"switch_after_vqc_trials": config.hybrid_switch, "switch_trial": run.switch_trial,
+                            "vqc_trials": vqc_trials, "gp_trials": sum(1 for t in run.trials if t["method"] == "gp-ei")}
+    return result
+
+
+def _objective_detail(objective: Objective | None) -> str:
+    if objective is None:
+        return "none (suggest mode)"
+    if objective.name == "train":
+        return f"1 - mean {objective.cv_folds}-fold CV score of {objective.model} ({objective.task}) on {objective.dataset_label}"
+    noise = f" + N(0, {objective.noise_std:g}^2) noise" if objective.noise_std else ""
+    return f"{objective.name}{noise}; known minimum {objective.minimum:.6f}"
+
+
+def _metrics(run: _Run, objective: Objective | None, parsed: History, n_evaluated: int, result: dict[str, Any]) -> dict[str, Any]:
+    best = result["best"]
+    best_value = None if best is None else best["value"]
+    counts: dict[str, int] = {}
+    for t in run.trials:
+        counts[t["method"]] = counts.get(t["method"], 0) + 1
+    # Evaluated trials and suggestions together: no point proposed twice (history rows may repeat themselves).
+    proposed = [tuple(sorted(t["config"].items())) for t in run.trials if t["trial"] is not None]
+    proposed += [tuple(sorted(c.items())) for c in result["suggestions"]]
+    return {
+        "best_value": best_value,
+        "regret": _regret(best_value, objective, run.config.direction),
+        "n_evaluations": n_evaluated,
+        "n_suggestions": len(result["suggestions"]),
+        "n_history_used": result["history_used"],
+        "n_history_rejected": len(parsed.rejected),
+        "n_history_pending": result["history_pending"],
+        "trials_by_method": counts,
+        "all_proposals_distinct": len(set(proposed)) == len(proposed),
+    }

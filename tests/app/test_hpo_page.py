@@ -1,0 +1,98 @@
+"""The HPO page under Streamlit's AppTest: widgets, Run on the samples, charts, optimisation mode, input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from qflow.hpo import HpoConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "hpo.py"
+SPACE = yaml.safe_load((ROOT / "sample_data" / "hpo" / "space.yaml").read_text())["parameters"]
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def click_run(at: AppTest) -> AppTest:
+    at.button(key="hpo_run_button").click().run()
+    return at
+
+
+def test_widgets_are_the_config_fields(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == HpoConfig.toggles()
+    selects = {s.label for s in at.selectbox}
+    numbers = {n.label for n in at.number_input}
+    assert selects | numbers == set(HpoConfig.model_fields) - set(HpoConfig.toggles())
+    assert at.selectbox(key="hpo_objective").value == "none"
+    captions = " ".join(c.value for c in at.caption)
+    assert "using the sample `sample_data/hpo/space.yaml`" in captions
+    assert "using the sample `sample_data/hpo/history.csv`" in captions
+    assert "Press **Run**" in at.info[0].value and not at.get("plotly_chart")
+
+
+def test_run_on_the_samples_suggests_and_draws_three_charts(at: AppTest) -> None:
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["hpo_run"].plan
+    suggestions = plan["result"]["suggestions"]
+    assert len(suggestions) == 4
+    for s in suggestions:
+        for name, spec in SPACE.items():
+            if spec["kind"] == "categorical":
+                assert s[name] in spec["choices"]
+            else:
+                assert spec["low"] <= s[name] <= spec["high"]
+    table = at.dataframe[0].value
+    assert len(table) == 4 and list(table.columns) == list(SPACE)
+    assert any("max_depth=24 is outside [2, 16]" in w.value for w in at.warning)  # the rejected history row
+    specs = chart_specs(at)
+    assert len(specs) == 3
+    assert specs[0]["data"][0]["name"] == "history (best so far)"
+    assert specs[1]["data"][0]["type"] == "parcoords"
+    labels = [("log10 " if spec.get("log") else "") + name for name, spec in SPACE.items()]
+    assert [d["label"] for d in specs[1]["data"][0]["dimensions"]] == [*labels, "objective"]
+    assert "GP posterior along n_estimators" in specs[2]["layout"]["title"]["text"]
+    assert [d.label for d in at.get("download_button")] == ["Download plan JSON"]
+
+    at.selectbox(key="hpo_slice_parameter").set_value("ccp_alpha").run()
+    gp = chart_specs(at)[2]
+    assert "along ccp_alpha" in gp["layout"]["title"]["text"] and gp["layout"]["xaxis"]["type"] == "log"
+
+
+def test_optimize_mode_plots_each_method_against_the_baselines(at: AppTest) -> None:
+    at.selectbox(key="hpo_objective").set_value("branin")
+    at.number_input(key="hpo_n_trials").set_value(8)
+    at.number_input(key="hpo_ei_candidates").set_value(128)
+    click_run(at)
+    assert not at.exception and not at.error
+    best = chart_specs(at)[0]
+    assert [t["name"] for t in best["data"]] == ["plan (gp-ei)", "random_search", "optuna_tpe"]
+    assert all(len(t["y"]) == 8 for t in best["data"])
+    rows = at.dataframe[1].value.to_dict("records")
+    assert [r["method"] for r in rows] == ["plan (gp-ei)", "random_search", "optuna_tpe"]
+
+
+def test_a_malformed_space_shows_the_loader_message(at: AppTest) -> None:
+    at.session_state["hpo_space_bytes"] = b"parameters:\n  lr: {kind: float, low: 1, high: 0.1}\n"
+    at.session_state["hpo_space_name"] = "bad.yaml"
+    at.run()
+    click_run(at)
+    assert not at.exception
+    assert at.error[0].value.startswith("bad.yaml: parameters.lr.bounds: lower bound not below upper bound")
+    assert not at.get("plotly_chart")

@@ -1,0 +1,104 @@
+"""VQC: the angle encoding formula, the simulator against PennyLane, exact parameter-shift gradients, fallbacks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hpo_helpers import MIXED_SPACE
+
+from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.hpo import parse_space, plan_hpo
+from qflow.hpo._quantum import VQCSurrogate, decode_angles, encode_angles, expectations, param_shape
+
+BRANIN_SPACE = {"x1": {"kind": "float", "low": -5, "high": 10}, "x2": {"kind": "float", "low": 0, "high": 15}}
+
+
+class TestAngleEncoding:
+    def test_exactly_the_formula(self):
+        space = parse_space(MIXED_SPACE)
+        config = {"lr": 1e-3, "depth": 7, "act": "gelu", "dropout": 0.125}
+        theta = encode_angles(space, [config])[0]
+        expected = [math.pi * (math.log(1e-3) - math.log(1e-4)) / (math.log(1e-1) - math.log(1e-4)),
+                    math.pi * (7 - 2) / (9 - 2), math.pi * 2 / 2, math.pi * 0.125 / 0.5]
+        assert theta.tolist() == pytest.approx(expected, abs=1e-12)
+        assert encode_angles(parse_space({"x": {"kind": "float", "low": -5, "high": 10}}), [{"x": 0.0}])[0, 0] == \
+            pytest.approx(math.pi * 5 / 15, abs=1e-15)
+
+    def test_round_trips(self):
+        space = parse_space(MIXED_SPACE)
+        configs = space.from_unit(space.sample_unit(np.random.default_rng(3), 20))
+        back = decode_angles(space, encode_angles(space, configs))
+        for a, b in zip(configs, back, strict=True):
+            assert a["depth"] == b["depth"] and a["act"] == b["act"]
+            assert a["lr"] == pytest.approx(b["lr"], rel=1e-12) and a["dropout"] == pytest.approx(b["dropout"], abs=1e-12)
+        assert np.all((encode_angles(space, configs) >= 0) & (encode_angles(space, configs) <= math.pi))
+
+
+class TestCircuit:
+    def test_simulator_matches_pennylane(self):
+        space = parse_space({f"x{i}": {"kind": "float", "low": 0, "high": 1} for i in range(3)})
+        device = choose_device()
+        vqc = VQCSurrogate(space, 2, 1, 0, 0, device, QuantumBudget())
+        U = np.random.default_rng(0).random((3, 3))
+        assert vqc.device_check(U) < 1e-10
+
+    def test_single_qubit_closed_form(self):
+        # One qubit, one layer: <Z> = cos(theta + w0) (RZ does not change Z).
+        theta = np.array([[0.3], [1.2]])
+        weights = np.array([[[0.4, 0.9]]])
+        assert expectations(theta, weights)[:, 0] == pytest.approx(np.cos(theta[:, 0] + 0.4))
+
+    def test_parameter_shift_equals_finite_differences(self):
+        rng = np.random.default_rng(1)
+        theta, w = rng.random((4, 3)) * math.pi, rng.normal(size=param_shape(2, 3))
+        for index in [(0, 0, 0), (1, 2, 1), (1, 1, 0)]:
+            plus, minus, hplus, hminus = w.copy(), w.copy(), w.copy(), w.copy()
+            plus[index] += math.pi / 2
+            minus[index] -= math.pi / 2
+            hplus[index] += 1e-6
+            hminus[index] -= 1e-6
+            shift = (expectations(theta, plus) - expectations(theta, minus)) / 2
+            fd = (expectations(theta, hplus) - expectations(theta, hminus)) / 2e-6
+            assert shift == pytest.approx(fd, abs=1e-6)
+
+    def test_training_reduces_the_loss(self):
+        space = parse_space({"x": {"kind": "float", "low": 0, "high": 1}, "z": {"kind": "float", "low": 0, "high": 1}})
+        U = np.random.default_rng(2).random((12, 2))
+        y = np.cos(math.pi * U[:, 0]) + 0.5 * U[:, 1]
+        vqc = VQCSurrogate(space, 2, 40, 0, 0, choose_device(), QuantumBudget())
+        vqc.fit(U, y)
+        assert vqc.losses[-1] < 0.5 * vqc.losses[0]
+
+
+class TestVqcPlans:
+    def test_vqc_records_shots_steps_and_proposes(self):
+        plan = plan_hpo(BRANIN_SPACE, None, {"objective": "branin", "vqc_optimizer": True, "n_trials": 8, "n_initial": 4,
+                                             "vqc_steps": 3, "vqc_shots": 200, "baselines": False, "suggest": 2})
+        assert plan.solver.requested == plan.solver.ran == "vqc" and not plan.solver.fallbacks
+        q = plan.solver.quantum
+        assert q.qubits_per_circuit == [2] and q.layers == 2 and q.blocks[0]["shots"] == 200
+        assert q.optimizer_steps == [3] * 5  # 4 VQC rounds + the final suggestions, 3 steps each
+        assert q.circuits_run > 0 and q.blocks[0]["device_check_max_abs_diff"] < 1e-10
+        assert plan.metrics["trials_by_method"] == {"initial": 4, "vqc": 4}
+
+    def test_hybrid_switches_to_the_gp_where_configured(self):
+        plan = plan_hpo(BRANIN_SPACE, None, {"objective": "branin", "hybrid": True, "hybrid_switch": 3, "n_trials": 10,
+                                             "n_initial": 4, "vqc_steps": 3, "baselines": False, "suggest": 1})
+        methods = [t["method"] for t in plan.result["trials"]]
+        assert methods == ["initial"] * 4 + ["vqc"] * 3 + ["gp-ei"] * 3
+        assert plan.result["hybrid"] == {"switch_after_vqc_trials": 3, "switch_trial": 8, "vqc_trials": 3, "gp_trials": 3}
+
+    def test_too_many_qubits_falls_back_with_a_reason(self):
+        plan = plan_hpo(MIXED_SPACE, None, {"objective": "none", "vqc_optimizer": True, "max_qubits": 2})
+        assert plan.solver.requested == "vqc" and plan.solver.ran == "gp-ei"
+        assert "4 qubits, over the budget of 2" in plan.solver.fallbacks[0].reason
+        assert plan.solver.quantum is None
+
+    def test_time_budget_exceeded_falls_back(self, monkeypatch):
+        monkeypatch.setenv("QFLOW_QUANTUM_TIME_BUDGET_S", "0")
+        plan = plan_hpo(BRANIN_SPACE, None, {"objective": "branin", "vqc_optimizer": True, "n_trials": 6, "n_initial": 4,
+                                             "baselines": False, "suggest": 1})
+        assert plan.solver.ran == "gp-ei" and "time budget" in plan.solver.fallbacks[0].reason
+        assert [t["method"] for t in plan.result["trials"]][4:] == ["gp-ei", "gp-ei"]

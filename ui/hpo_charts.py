@@ -1,0 +1,107 @@
+"""Plotly figures of an hpo plan: pure functions, plan dict (``Plan.to_dict()``) in, Figure out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+
+__all__ = ["best_so_far_figure", "gp_posterior_figure", "parallel_coordinates_figure", "slice_parameters"]
+
+COLORS = {"plan": "#1f5fbf", "random_search": "#b0b0b0", "optuna_tpe": "#e8a33d", "history": "#7f7f7f"}
+_LAYOUT = {
+    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+}
+
+
+def _running_best(values: list[float], minimize: bool) -> list[float]:
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else (min(out[-1], v) if minimize else max(out[-1], v)))
+    return out
+
+
+def best_so_far_figure(plan: dict[str, Any]) -> go.Figure:
+    """Best objective value after each trial: the plan's method and each baseline (optimize mode), or the history (suggest mode)."""
+    result = plan["result"]
+    minimize = result["direction"] == "minimize"
+    fig = go.Figure()
+    if result["mode"] == "optimize":
+        curve = result["best_so_far"]
+        fig.add_scatter(x=list(range(1, len(curve) + 1)), y=curve, name=f"plan ({plan['solver']['ran']})", mode="lines",
+                        line={"color": COLORS["plan"], "width": 3})
+        for name, base in plan.get("baselines", {}).items():
+            fig.add_scatter(x=list(range(1, len(base["best_so_far"]) + 1)), y=base["best_so_far"], name=name, mode="lines",
+                            line={"color": COLORS.get(name), "width": 2})
+        title = "Best value so far vs trial"
+    else:
+        values = [t["value"] for t in result["trials"] if t["method"] == "history"]
+        fig.add_scatter(x=list(range(1, len(values) + 1)), y=_running_best(values, minimize), name="history (best so far)",
+                        mode="lines", line={"color": COLORS["history"], "width": 3})
+        fig.add_scatter(x=list(range(1, len(values) + 1)), y=values, name="history trials", mode="markers",
+                        marker={"color": COLORS["history"], "size": 7})
+        title = "History: best value so far vs trial (suggest mode)"
+    fig.update_layout(title=title, xaxis_title="trial", yaxis_title="objective", **_LAYOUT)
+    return fig
+
+
+def _axis(param: dict[str, Any], values: list[Any]) -> dict[str, Any]:
+    if param["kind"] == "categorical":
+        labels = [str(c) for c in param["choices"]]
+        return {"label": param["name"], "values": [labels.index(str(v)) for v in values],
+                "tickvals": list(range(len(labels))), "ticktext": labels, "range": [0, max(len(labels) - 1, 1)]}
+    if param.get("log"):  # a log-scale parameter spreads out only on a log axis
+        return {"label": f"log10 {param['name']}", "values": [math.log10(v) for v in values],
+                "range": [math.log10(param["low"]), math.log10(param["high"])]}
+    return {"label": param["name"], "values": values, "range": [param["low"], param["high"]]}
+
+
+def parallel_coordinates_figure(plan: dict[str, Any]) -> go.Figure:
+    """One line per trial across every parameter and the objective, coloured by the objective (better = darker)."""
+    result = plan["result"]
+    trials = result["trials"]
+    dims = [_axis(p, [t["config"][p["name"]] for t in trials]) for p in result["space"]]
+    values = [t["value"] for t in trials]
+    dims.append({"label": "objective", "values": values})
+    fig = go.Figure(go.Parcoords(
+        dimensions=dims,
+        line={"color": values, "colorscale": "Viridis", "reversescale": result["direction"] == "minimize",
+              "showscale": True, "colorbar": {"title": "objective"}},
+    ))
+    fig.update_layout(title=f"Trials across the search space ({len(trials)} trials)", margin={"l": 80, "r": 60, "t": 100, "b": 40})
+    return fig
+
+
+def slice_parameters(plan: dict[str, Any]) -> list[str]:
+    """Parameters with a GP posterior slice in the plan (empty when the GP had fewer than 2 points)."""
+    return list(plan["result"].get("gp_posterior", {}))
+
+
+def gp_posterior_figure(plan: dict[str, Any], parameter: str) -> go.Figure:
+    """GP posterior mean +- 2 standard deviations along ``parameter``, the others held at the best trial; trials as dots."""
+    result = plan["result"]
+    data = result["gp_posterior"][parameter]
+    x, mean, std = data["x"], data["mean"], data["std"]
+    kind = next(p["kind"] for p in result["space"] if p["name"] == parameter)
+    fig = go.Figure()
+    observed_x = [t["config"][parameter] for t in result["trials"]]
+    observed_y = [t["value"] for t in result["trials"]]
+    if kind == "categorical":
+        labels = [str(v) for v in x]
+        fig.add_scatter(x=labels, y=mean, name="GP mean +- 2 sd", mode="markers",
+                        error_y={"type": "data", "array": [2 * s for s in std]}, marker={"color": COLORS["plan"], "size": 12})
+        observed_x = [str(v) for v in observed_x]
+    else:
+        upper = [m + 2 * s for m, s in zip(mean, std, strict=True)]
+        lower = [m - 2 * s for m, s in zip(mean, std, strict=True)]
+        fig.add_scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor="rgba(31,95,191,0.18)",
+                        line={"width": 0}, name="+- 2 sd", hoverinfo="skip")
+        fig.add_scatter(x=x, y=mean, name="GP mean", mode="lines", line={"color": COLORS["plan"], "width": 3})
+    fig.add_scatter(x=observed_x, y=observed_y, name="trials", mode="markers",
+                    marker={"color": "#333333", "size": 6, "opacity": 0.6})
+    log = any(p.get("log") for p in result["space"] if p["name"] == parameter)
+    fig.update_layout(title=f"GP posterior along {parameter} (others at the best trial)", xaxis_title=parameter,
+                      yaxis_title="objective", xaxis_type="log" if log else None, **_LAYOUT)
+    return fig
