@@ -18,7 +18,7 @@ from ui import attention_charts as charts
 from ui.attention_run import AttentionPageRun, run_attention_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import show_plan_json, show_solver
+from ui.plan_view import finished_run, show_plan_json, show_solver
 from ui.summary import metrics_table
 from ui.widgets import config_form
 
@@ -98,14 +98,8 @@ embeddings, weights, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="attention_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(embeddings, weights, settings)
 
-last: AttentionPageRun | None = st.session_state.get(RUN_KEY)
-if last is None:
-    st.info("Press **Run** to run attention on the inputs above.")
-elif last.error:
-    st.error(last.error)
-else:
-    if any(last.plan["config"].get(name) != value for name, value in settings.items()):
-        st.caption("Settings changed since this plan was made; press Run to update it.")
+last: AttentionPageRun | None = finished_run(RUN_KEY, settings, "Press **Run** to run attention on the inputs above.")
+if last is not None:
     show_summary(last.plan)
     show_charts(last.plan)
     st.download_button("Download updated embeddings (.npy)", data=last.embeddings_npy, file_name="attention_embeddings.npy",

@@ -18,7 +18,7 @@ from ui import hpo_charts
 from ui.hpo_run import HpoRun, run_hpo
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import show_plan_json, show_solver
+from ui.plan_view import finished_run, show_plan_json, show_solver
 from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "hpo"
@@ -118,14 +118,8 @@ space, history, dataset, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="hpo_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(space, history, dataset, settings)
 
-last: HpoRun | None = st.session_state.get(RUN_KEY)
-if last is None:
-    st.info("Press **Run** to plan on the inputs above.")
-elif last.error:
-    st.error(last.error)
-else:
-    if any(last.plan["config"].get(name) != value for name, value in settings.items()):
-        st.caption("Settings changed since this plan was made; press Run to update it.")
+last: HpoRun | None = finished_run(RUN_KEY, settings, "Press **Run** to plan on the inputs above.")
+if last is not None:
     show_summary(last.plan)
     show_charts(last.plan)
     show_plan_json(last.plan, last.plan_json, file_name="hpo_plan.json", key="hpo_download")

@@ -17,7 +17,7 @@ from qflow.routing import RoutingConfig
 from ui import charts
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import show_plan_json, show_solver
+from ui.plan_view import finished_run, show_plan_json, show_solver
 from ui.run import RoutingRun, run_routing
 from ui.summary import metrics_table
 from ui.widgets import config_form
@@ -99,14 +99,8 @@ tokens, model_graph, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="routing_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(tokens, model_graph, settings)
 
-last: RoutingRun | None = st.session_state.get(RUN_KEY)
-if last is None:
-    st.info("Press **Run** to plan on the inputs above.")
-elif last.error:
-    st.error(last.error)
-else:
-    if any(last.plan["config"].get(name) != value for name, value in settings.items()):
-        st.caption("Settings changed since this plan was made; press Run to update it.")
+last: RoutingRun | None = finished_run(RUN_KEY, settings, "Press **Run** to plan on the inputs above.")
+if last is not None:
     show_summary(last.plan)
     show_charts(last)
     show_plan_json(last.plan, last.plan_json, file_name="routing_plan.json", key="routing_download")

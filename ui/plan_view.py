@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
 from ui.summary import fallback_messages, plan_for_display
 
-__all__ = ["show_plan_json", "show_solver"]
+__all__ = ["finished_run", "show_plan_json", "show_solver"]
 
 
 def show_solver(plan: dict[str, Any]) -> None:
@@ -27,3 +28,23 @@ def show_plan_json(plan: dict[str, Any], plan_json: str, file_name: str, key: st
                        key=key, on_click="ignore", type="secondary", icon=":material/download:")
     with st.expander("Plan JSON (long lists shortened here; the download has everything)"):
         st.json(plan_for_display(plan), expanded=1)
+
+
+def finished_run(run_key: str, settings: Mapping[str, Any], prompt: str) -> Any | None:
+    """The last run kept in ``st.session_state[run_key]``, ready to draw, or ``None``.
+
+    ``None`` after showing why there is nothing to draw: ``prompt`` before the
+    first Run, the engine's one-line message after a rejected input. A note
+    says when the settings changed since the run was made. Runs are objects
+    with ``plan`` (dict) and ``error`` (str or None).
+    """
+    last = st.session_state.get(run_key)
+    if last is None:
+        st.info(prompt)
+        return None
+    if last.error:
+        st.error(last.error)
+        return None
+    if any(last.plan["config"].get(name) != value for name, value in settings.items()):
+        st.caption("Settings changed since this plan was made; press Run to update it.")
+    return last

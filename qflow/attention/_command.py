@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
 from qflow.attention._schemas import AttentionConfig
-from qflow.core.commands import ModuleCommand
+from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
@@ -37,14 +37,6 @@ def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = 
     return run.plan
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _summarize(plan: Plan) -> list[str]:
     m, t = plan.metrics, plan.timings_s
     lines = [f"  {'':<12}{'relative_error':>16}{'memory_bytes':>16}{'time_s':>10}"]
@@ -54,19 +46,19 @@ def _summarize(plan: Plan) -> list[str]:
         ("random-k", plan.baselines["random_k"]["relative_error"], plan.baselines["random_k"]["attention_memory_bytes"],
          "random_k_attention"),
     ):
-        lines.append(f"  {name:<12}{_fmt(rel):>16}{mem:>16}{_fmt(t.get(key)):>10}")
+        lines.append(f"  {name:<12}{format_value(rel):>16}{mem:>16}{format_value(t.get(key)):>10}")
     lines.append(f"  k = {m['top_k']} of {m['n_keys']} keys; softmax mass kept {m['attention_mass_kept']:.3f}")
     if m.get("qpe_recovery_accuracy") is not None or "qpe" in plan.result:
-        lines.append(f"  QPE positions: recovery accuracy {_fmt(m.get('qpe_recovery_accuracy'))}, "
-                     f"encoding error vs sinusoidal {_fmt(m.get('position_encoding_relative_error'))}")
+        lines.append(f"  QPE positions: recovery accuracy {format_value(m.get('qpe_recovery_accuracy'))}, "
+                     f"encoding error vs sinusoidal {format_value(m.get('position_encoding_relative_error'))}")
     if "training" in plan.result:
-        lines.append(f"  InfoNCE: {_fmt(m['infonce_initial'])} -> {_fmt(m['infonce_final'])}")
+        lines.append(f"  InfoNCE: {format_value(m['infonce_initial'])} -> {format_value(m['infonce_final'])}")
     if "qaoa_topk" in plan.result:
-        lines.append(f"  QAOA top-k windows: overlap {_fmt(m.get('qaoa_overlap'))}, mean ratio {_fmt(m.get('qaoa_mean_ratio'))}")
+        lines.append(f"  QAOA top-k windows: overlap {format_value(m.get('qaoa_overlap'))}, mean ratio {format_value(m.get('qaoa_mean_ratio'))}")
     heads = plan.result.get("heads")
     if heads:
         lines.append(f"  heads kept {heads['kept']}, pruned {heads['pruned']}; params saved {m['params_saved']}; "
-                     f"layer output change {_fmt(m['layer_output_relative_change'])}")
+                     f"layer output change {format_value(m['layer_output_relative_change'])}")
     info = plan.result["updated_embeddings"]
     where = info.get("written_to")
     lines.append(f"  updated embeddings {tuple(info['shape'])} "

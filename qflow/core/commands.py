@@ -17,7 +17,7 @@ from pathlib import Path
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
-__all__ = ["MODULE_PACKAGES", "ModuleCommand", "available_commands", "load_command"]
+__all__ = ["MODULE_PACKAGES", "ModuleCommand", "available_commands", "format_value", "load_command"]
 
 #: Engine packages in the order front ends list them (those present and working).
 MODULE_PACKAGES: tuple[str, ...] = ("routing", "energy", "compression", "hpo", "nvlink", "attention")
@@ -77,3 +77,16 @@ def load_command(name: str) -> ModuleCommand:
         if command.name == name:
             return command
     raise KeyError(name)
+
+
+def format_value(value: object, digits: int = 4) -> str:
+    """A figure for a summary line: ``-`` for missing, floats to ``digits`` significant digits.
+
+    >>> format_value(None), format_value(0.123456), format_value(7)
+    ('-', '0.1235', '7')
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)

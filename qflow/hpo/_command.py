@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qflow.core.commands import ModuleCommand
+from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.hpo._plan import load_hpo_inputs, plan_hpo
@@ -18,16 +18,8 @@ def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = 
     return plan_hpo(space, history, config, dataset=dataset, digests=digests)
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def _config_text(config: dict) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in config.items())
+    return ", ".join(f"{k}={format_value(v, 6)}" for k, v in config.items())
 
 
 def _summarize(plan: Plan) -> list[str]:
@@ -38,17 +30,17 @@ def _summarize(plan: Plan) -> list[str]:
     if r["mode"] == "optimize":
         lines.append(f"  {m['n_evaluations']} evaluations by method {m['trials_by_method']}")
         lines.append(f"  {'method':<16}{'best_value':>14}{'regret':>14}")
-        lines.append(f"  {'plan (' + plan.solver.ran + ')':<16}{_fmt(m['best_value']):>14}{_fmt(m['regret']):>14}")
+        lines.append(f"  {'plan (' + plan.solver.ran + ')':<16}{format_value(m['best_value'], 6):>14}{format_value(m['regret'], 6):>14}")
         for name, base in plan.baselines.items():
-            lines.append(f"  {name:<16}{_fmt(base['best_value']):>14}{_fmt(base['regret']):>14}")
+            lines.append(f"  {name:<16}{format_value(base['best_value'], 6):>14}{format_value(base['regret'], 6):>14}")
     if r["best"] is not None:
-        lines.append(f"  best so far: {_fmt(r['best']['value'])} at {_config_text(r['best']['config'])} ({r['best']['method']})")
+        lines.append(f"  best so far: {format_value(r['best']['value'], 6)} at {_config_text(r['best']['config'])} ({r['best']['method']})")
     lines.append(f"  {len(r['suggestions'])} suggestions ({r['suggestion_method']}):")
     for i, config in enumerate(r["suggestions"], 1):
         lines.append(f"    {i}. {_config_text(config)}")
     if "hybrid" in r:
         h = r["hybrid"]
-        lines.append(f"  hybrid: {h['vqc_trials']} VQC trials, then GP from trial {_fmt(h['switch_trial'])} ({h['gp_trials']} GP trials)")
+        lines.append(f"  hybrid: {h['vqc_trials']} VQC trials, then GP from trial {format_value(h['switch_trial'], 6)} ({h['gp_trials']} GP trials)")
     quantum = plan.solver.quantum
     if quantum is not None:
         lines.append(f"  VQC on {quantum.device}: {quantum.qubits_per_circuit[0]} qubits, {quantum.layers} layers, "

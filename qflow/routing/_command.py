@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qflow.core.commands import ModuleCommand
+from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.routing._plan import load_routing_inputs, plan_routing
@@ -18,25 +18,17 @@ def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = 
     return plan_routing(frame, graph, config, digests=digests)
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _summarize(plan: Plan) -> list[str]:
     m = plan.metrics
     keys = ("tokens_routed", "dropped_tokens", "capacity_violations", "load_imbalance", "total_affinity", "cross_node_fraction")
     lines = [
         f"  {'':<18}" + "".join(f"{k:>20}" for k in keys),
-        f"  {'plan':<18}" + "".join(f"{_fmt(m.get(k)):>20}" for k in keys),
+        f"  {'plan':<18}" + "".join(f"{format_value(m.get(k)):>20}" for k in keys),
     ]
     for name, base in plan.baselines.items():
-        lines.append(f"  {name:<18}" + "".join(f"{_fmt(base.get(k)):>20}" for k in keys))
-    lines.append(f"  gap to optimum: {_fmt(m.get('affinity_gap_to_optimum'))} ({_fmt(m.get('optimum_kind'))}); "
-                 f"certified gap bound: {_fmt(m.get('gap_to_upper_bound'))}")
+        lines.append(f"  {name:<18}" + "".join(f"{format_value(base.get(k)):>20}" for k in keys))
+    lines.append(f"  gap to optimum: {format_value(m.get('affinity_gap_to_optimum'))} ({format_value(m.get('optimum_kind'))}); "
+                 f"certified gap bound: {format_value(m.get('gap_to_upper_bound'))}")
     quantum = plan.solver.quantum
     if quantum is not None:
         ratios = ", ".join(f"{r:.3f}" for r in quantum.block_ratios if r is not None)
