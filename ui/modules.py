@@ -36,12 +36,44 @@ PLANNED_PAGES: tuple[ModulePage, ...] = (
         "and compare with hash routing, top-1 gating and greedy balancing on the same input.",
     ),
     ModulePage(
+        name="energy",
+        title="Energy",
+        path="pages/energy.py",
+        icon=":material/bolt:",
+        summary="Predict per-node power from telemetry, schedule dependent jobs under a power budget and cap "
+        "clocks, against ASAP and per-node scheduling and the lower bound on peak power.",
+    ),
+    ModulePage(
+        name="compress",
+        title="Compress",
+        path="pages/compress.py",
+        icon=":material/compress:",
+        summary="Shrink checkpoints, gradients and activations into a checksummed container: per-channel "
+        "quantization, pruning, entropy packing, or bit-exact lossless mode, against fp16 and zstd.",
+    ),
+    ModulePage(
+        name="decompress",
+        title="Decompress",
+        path="pages/decompress.py",
+        icon=":material/expand:",
+        summary="Restore tensors from a container, verifying every block's checksum, with optional "
+        "refinement steps measured against the plain inverse.",
+    ),
+    ModulePage(
         name="hpo",
         title="HPO",
         path="pages/hpo.py",
         icon=":material/tune:",
         summary="Recommend hyperparameters from a search space and past trials: Gaussian-process expected "
         "improvement, a VQC optimizer and a hybrid, measured against random search and Optuna's TPE.",
+    ),
+    ModulePage(
+        name="nvlink",
+        title="NVLink",
+        path="pages/nvlink.py",
+        icon=":material/lan:",
+        summary="Place jobs' ranks on an NVLink/NVSwitch fabric, schedule transfers in conflict-free rounds and "
+        "route flows, against round-robin placement, greedy colouring and shortest paths.",
     ),
     ModulePage(
         name="attention",
