@@ -76,6 +76,7 @@ COMMANDS = (ModuleCommand(
         "embeddings": ".npy/.npz/.pt/.safetensors: one (seq, d) array used as Q = K = V, or arrays q, k, v",
         "weights": ".npz/.pt/.safetensors state dict: {q,k,v,o}_proj.weight (d, d), optional biases, n_heads",
     },
+    sample_inputs={"embeddings": "sample_data/attention/embeddings.npy", "weights": "sample_data/attention/attention_weights.safetensors"},
     run=_run,
     summarize=_summarize,
 ),)

@@ -48,6 +48,9 @@ class ModuleCommand:
         ``summarize(plan) -> list of lines`` for the CLI's human summary.
     optional_inputs : tuple of str
         Input names that may be left out.
+    sample_inputs : dict
+        Input name -> bundled sample file, relative to the repository root
+        (what the app uses by default; the API and CLI tests run on them).
     """
 
     name: str
@@ -58,6 +61,7 @@ class ModuleCommand:
     run: Callable[[dict[str, Path | None], QflowConfig, Path | None], Plan]
     summarize: Callable[[Plan], list[str]]
     optional_inputs: tuple[str, ...] = field(default=())
+    sample_inputs: dict[str, str] = field(default_factory=dict)
 
 
 def available_commands() -> list[ModuleCommand]:

@@ -60,6 +60,7 @@ COMMANDS = (ModuleCommand(
         "history": "CSV of earlier trials: one column per parameter plus objective (blank = pending)",
         "dataset": "CSV for --objective train: feature columns and a target column (named target, else the last)",
     },
+    sample_inputs={"space": "sample_data/hpo/space.yaml", "history": "sample_data/hpo/history.csv"},
     run=_run,
     summarize=_summarize,
 ),)

@@ -50,6 +50,7 @@ COMMANDS = (ModuleCommand(
         "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
         "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
     },
+    sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,
 ),)
