@@ -8,7 +8,7 @@ tensor files (.npy, .npz, .pt weights-only, .safetensors).
 
 from qflow.attention._plan import AttentionRun, load_attention_inputs, npy_bytes, plan_attention, run_attention
 from qflow.attention._schemas import AttentionConfig, AttentionInputs, AttentionWeights, build_inputs
-from qflow.attention._tensors import TENSOR_SUFFIXES, load_tensors
+from qflow.core.tensors import TENSOR_SUFFIXES, load_tensors
 
 __all__ = [
     "AttentionConfig",

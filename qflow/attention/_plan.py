@@ -39,10 +39,10 @@ from qflow.attention._classical import (
 )
 from qflow.attention._quantum import qaoa_topk, qpe_sweep
 from qflow.attention._schemas import AttentionConfig, AttentionInputs, build_inputs
-from qflow.attention._tensors import load_tensors
 from qflow.core.errors import QuantumUnavailableError
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer, digest_bytes
 from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
+from qflow.core.tensors import load_tensors
 
 __all__ = ["AttentionRun", "EMBEDDINGS_FILE", "load_attention_inputs", "npy_bytes", "plan_attention", "run_attention"]
 

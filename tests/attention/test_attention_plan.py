@@ -15,10 +15,10 @@ import torch
 from attention_helpers import SAMPLES, layer_weights, qkv
 
 from qflow.attention import AttentionConfig, load_attention_inputs, npy_bytes, plan_attention, run_attention
-from qflow.attention._tensors import load_tensors
 from qflow.cli import main
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.plan import PLAN_SCHEMA, Plan, digest_bytes
+from qflow.core.tensors import load_tensors
 
 NUMERIC = [n for n, f in AttentionConfig.model_fields.items() if f.annotation in (int, float)]
 
