@@ -19,6 +19,7 @@ from ui.attention_run import AttentionPageRun, run_attention_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
 
@@ -97,6 +98,8 @@ st.caption("Sparse top-k attention against dense attention, QAOA top-k, QPE posi
 embeddings, weights, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="attention_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(embeddings, weights, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: AttentionPageRun | None = finished_run(RUN_KEY, settings, "Press **Run** to run attention on the inputs above.")
 if last is not None:

@@ -19,6 +19,7 @@ from ui.hpo_run import HpoRun, run_hpo
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.store import save_run
 from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "hpo"
@@ -117,6 +118,8 @@ st.caption("Recommend the next configurations from a search space and past trial
 space, history, dataset, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="hpo_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(space, history, dataset, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: HpoRun | None = finished_run(RUN_KEY, settings, "Press **Run** to plan on the inputs above.")
 if last is not None:

@@ -19,6 +19,7 @@ from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
 from ui.run import RoutingRun, run_routing
+from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
 
@@ -98,6 +99,8 @@ st.caption("Assign the tokens of one MoE layer step to experts under capacity, n
 tokens, model_graph, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="routing_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(tokens, model_graph, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: RoutingRun | None = finished_run(RUN_KEY, settings, "Press **Run** to plan on the inputs above.")
 if last is not None:
