@@ -52,12 +52,17 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="set one config field (repeatable)")
         p.add_argument("--out", metavar="FILE", help="write the plan JSON here")
         p.add_argument("--json", action="store_true", help="print the plan JSON on stdout instead of the summary")
+        p.add_argument("--save", action="store_true",
+                       help="also store the plan in the run history ($QFLOW_HOME/runs.db, default ~/.qflow/runs.db)")
         _add_config_flags(p, spec.config_cls)
     sample = sub.add_parser("sample", help="write the bundled sample inputs of every module")
     sample.add_argument("directory", nargs="?", default="sample_data")
     sample.add_argument("--seed", type=int, default=0)
     app = sub.add_parser("app", help="start the operator console (Streamlit) on http://localhost:PORT")
     app.add_argument("--port", type=int, default=8501)
+    serve = sub.add_parser("serve", help="start the HTTP API (FastAPI, uvicorn) on http://127.0.0.1:PORT (docs at /docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -96,10 +101,15 @@ def _run_module(args: argparse.Namespace) -> int:
              for name in (*spec.inputs, *spec.optional_inputs)}
     plan = spec.run(files, config, Path(args.out) if args.out else None)
     text = plan.to_json()
+    plan_out = None
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        plan_out = spec.plan_path(Path(args.out)) if spec.plan_path else Path(args.out)
+        plan_out.write_text(text + "\n")
+    run_id = _save_plan(plan) if args.save else None
     if args.json:
         print(text)
+        if run_id is not None:
+            print(f"saved as run {run_id}", file=sys.stderr)
         return 0
     solver = plan.solver
     print(f"qflow {spec.name}: requested {solver.requested}, ran {solver.ran}")
@@ -109,7 +119,24 @@ def _run_module(args: argparse.Namespace) -> int:
         print(line)
     for note in plan.diagnostics:
         print(f"  note: {note}")
-    print(f"  time: {sum(plan.timings_s.values()):.2f} s" + (f"; plan written to {args.out}" if args.out else ""))
+    print(f"  time: {sum(plan.timings_s.values()):.2f} s" + (f"; plan written to {plan_out}" if plan_out else ""))
+    if run_id is not None:
+        print(f"  saved as run {run_id} in the run history")
+    return 0
+
+
+def _save_plan(plan: Any) -> int:
+    """Store ``plan`` in the run history (``--save``); returns its run id."""
+    from qflow.core.runs import RunStore
+
+    return RunStore().save(plan, origin="cli")
+
+
+def _run_serve(host: str, port: int) -> int:
+    """The HTTP API under uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run("qflow.api:app", host=host, port=port, log_level="info")
     return 0
 
 
@@ -137,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "app":
             return _run_app(args.port)
+        if args.command == "serve":
+            return _run_serve(args.host, args.port)
         return _run_module(args)
     except QflowError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
