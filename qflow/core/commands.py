@@ -51,6 +51,10 @@ class ModuleCommand:
     sample_inputs : dict
         Input name -> bundled sample file, relative to the repository root
         (what the app uses by default; the API and CLI tests run on them).
+    plan_path : callable, optional
+        ``plan_path(out) -> path`` where the CLI writes the plan JSON for
+        ``--out out``; ``None`` means ``out`` itself. Modules whose ``--out``
+        names an artifact (compress: ``model.qfz``) put the plan beside it.
     """
 
     name: str
@@ -62,6 +66,7 @@ class ModuleCommand:
     summarize: Callable[[Plan], list[str]]
     optional_inputs: tuple[str, ...] = field(default=())
     sample_inputs: dict[str, str] = field(default_factory=dict)
+    plan_path: Callable[[Path], Path] | None = None
 
 
 def available_commands() -> list[ModuleCommand]:

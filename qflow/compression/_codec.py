@@ -1,0 +1,230 @@
+"""One tensor in and out of the container: the recorded steps and their exact inverse.
+
+Schemes (``record["scheme"]``):
+
+* ``lossless`` -- byte planes, each zstd-packed or stored raw (:mod:`._lossless`);
+  integer/bool tensors, tiny tensors, already-quantized floats and lossless mode.
+* ``quant`` -- uniform affine codes per channel (:mod:`._quantize`), optional
+  high-precision rows (dropout simulator), optional pruning bitmask, optional
+  denoiser weights; codes zstd-packed.
+* ``latent`` -- blocks encoded by a PCA or VQC autoencoder (:mod:`._quantum`).
+
+:func:`encode_tensor` returns the header record, its blocks and the
+reconstruction the decompressor will produce (used for metrics and for
+training the denoiser); :func:`decode_tensor` is the inverse and trusts a
+container that :func:`~qflow.compression._container.read_container` verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qflow.compression._container import Block, Container
+from qflow.compression._lossless import join_planes, pack, split_planes
+from qflow.compression._quantize import channel_matrix, dequantize, pack_codes, prune_mask, quantize, unpack_codes
+
+__all__ = ["EncodedTensor", "QuantOptions", "decode_tensor", "encode_lossless", "encode_quant", "original_sha256",
+           "should_store_losslessly"]
+
+#: Float tensors with fewer values than this are stored losslessly (scales would cost more than they save).
+MIN_QUANT_SIZE = 64
+#: Float tensors with at most this many distinct values are treated as already quantized.
+MAX_DISTINCT_QUANTIZED = 256
+#: Channels whose scales and zero points are written in the JSON header; more go to a binary block.
+INLINE_SCALES = 16
+#: Largest tensor checked for distinct values (elements).
+DISTINCT_CHECK_LIMIT = 1 << 24
+
+
+@dataclass
+class EncodedTensor:
+    """A tensor's header record, its blocks, and its reconstruction (same shape and dtype as the input)."""
+
+    record: dict[str, Any]
+    blocks: list[Block]
+    reconstruction: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Quantization settings of one tensor (already validated).
+
+    hi_rows : row indices (of the channel matrix) kept at ``2 * bits``.
+    channel_weight : per-row pruning weight (sensitivity), or None.
+    """
+
+    bits: int
+    per_channel: bool
+    sparsity: float
+    hi_rows: np.ndarray | None = None
+    channel_weight: np.ndarray | None = None
+
+
+def original_sha256(x: np.ndarray) -> str:
+    """sha256 of the tensor's C-order little-endian bytes (what a bit-exact restore must reproduce)."""
+    flat = np.ascontiguousarray(x)
+    if flat.dtype.byteorder == ">":
+        flat = flat.astype(flat.dtype.newbyteorder("<"))
+    return hashlib.sha256(memoryview(flat.reshape(-1)).cast("B")).hexdigest()
+
+
+def _base_record(name: str, x: np.ndarray, sha: str) -> dict[str, Any]:
+    return {"name": name, "dtype": x.dtype.name, "shape": list(x.shape), "sha256": sha, "notes": []}
+
+
+def should_store_losslessly(x: np.ndarray) -> str | None:
+    """Why ``x`` is stored losslessly even in lossy mode, or None when it should be quantized."""
+    if x.dtype.kind != "f":
+        return f"{x.dtype.name} tensor stored losslessly (already integer-valued)"
+    if x.size < MIN_QUANT_SIZE:
+        return f"small tensor ({x.size} values) stored losslessly"
+    if x.size <= DISTINCT_CHECK_LIMIT:
+        flat = x.reshape(-1)
+        sample = flat[:: max(1, flat.size // 4096)]
+        limit = min(MAX_DISTINCT_QUANTIZED, flat.size // 8)
+        if np.unique(sample).size <= limit and np.unique(flat).size <= limit:
+            return "already quantized (few distinct values): stored losslessly"
+    return None
+
+
+def encode_lossless(name: str, x: np.ndarray, sha: str, note: str | None = None) -> EncodedTensor:
+    """Byte planes, each packed by :func:`~qflow.compression._lossless.pack`; bit-exact."""
+    record = _base_record(name, x, sha)
+    record["scheme"] = "lossless"
+    blocks, codecs = [], []
+    for i, plane in enumerate(split_planes(x)):
+        packed = pack(plane)
+        blocks.append(Block(f"{name}/plane{i}", packed))
+        codecs.append(packed.codec if packed.level is None else f"{packed.codec}-{packed.level}")
+    record["lossless"] = {"planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
+    if note:
+        record["notes"].append(note)
+    if x.size and all(b.packed.codec == "raw" for b in blocks):
+        record["notes"].append("incompressible: every byte plane stored as is (zstd would not shrink it)")
+    return EncodedTensor(record, blocks, x)
+
+
+def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions) -> EncodedTensor:
+    """Quantize ``x`` (float) per :class:`QuantOptions`; see the module docstring of :mod:`._quantize`."""
+    x2d = channel_matrix(x, options.per_channel)
+    rows = x2d.shape[0]
+    hi = np.zeros(rows, dtype=bool)
+    if options.hi_rows is not None and len(options.hi_rows):
+        hi[np.asarray(options.hi_rows, dtype=np.int64)] = True
+    keep, threshold = (None, None)
+    if options.sparsity > 0:
+        keep, threshold = prune_mask(x2d, options.sparsity, options.channel_weight)
+    work = np.float64 if x.dtype == np.float64 else np.float32
+    recon2d = np.empty(x2d.shape, dtype=work)
+    scales = np.zeros(rows, dtype=work)
+    zero_points = np.zeros(rows, dtype=work)
+    blocks: list[Block] = []
+    counts: dict[str, int] = {}
+    for part, part_bits, selector in (("codes", options.bits, ~hi), ("codes_hi", 2 * options.bits, hi)):
+        if not selector.any():
+            continue
+        sub = x2d if selector.all() else x2d[selector]
+        codes, s, z = quantize(sub, part_bits)
+        scales[selector], zero_points[selector] = s, z
+        values = dequantize(codes, s, z, work)
+        if keep is not None:
+            sub_keep = keep if selector.all() else keep[selector]
+            values *= sub_keep
+            codes = codes[sub_keep]
+        recon2d[selector] = values
+        counts[part] = int(codes.size)
+        blocks.append(Block(f"{name}/{part}", pack(pack_codes(codes, part_bits))))
+    record = _base_record(name, x, sha)
+    record["scheme"] = "quant"
+    record["quant"] = {
+        "bits": options.bits, "hi_bits": 2 * options.bits, "per_channel": rows > 1,
+        "channels": rows, "hi_rows": np.flatnonzero(hi).tolist(), "counts": counts,
+        "reconstruction": "zero_point[c] + code * scale[c]",
+    }
+    if rows <= INLINE_SCALES:
+        record["quant"]["scales"], record["quant"]["zero_points"] = scales.tolist(), zero_points.tolist()
+    else:  # many channels: binary block (scales then zero points, little endian) instead of JSON text
+        block = Block(f"{name}/scales", pack(np.concatenate([scales, zero_points]).astype(scales.dtype.newbyteorder("<"))
+                                             .tobytes(), level=3))
+        blocks.insert(0, block)
+        record["quant"]["scales"] = record["quant"]["zero_points"] = f"block {block.name}"
+    record["sparse"] = None
+    if keep is not None:
+        blocks.append(Block(f"{name}/mask", pack(np.packbits(keep.reshape(-1)).tobytes())))
+        record["sparse"] = {"encoding": "bitmask (np.packbits, C order) of retained values", "retained": int(keep.sum()),
+                            "total": int(keep.size), "threshold": threshold,
+                            "weighted_by_sensitivity": options.channel_weight is not None}
+    record["blocks"] = [b.name for b in blocks]
+    reconstruction = recon2d.reshape(x.shape).astype(x.dtype, copy=False)
+    return EncodedTensor(record, blocks, reconstruction, {"recon2d": recon2d, "scales": scales,
+                                                           "zero_points": zero_points, "keep": keep, "hi": hi})
+
+
+def quant_parts(record: dict[str, Any], container: Container) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                                         np.ndarray | None]:
+    """Decode a ``quant`` record to (recon2d, scales, zero_points, levels per row, keep-mask or None)."""
+    q = record["quant"]
+    name = record["name"]
+    work = np.float64 if record["dtype"] == "float64" else np.float32
+    rows = int(q["channels"])
+    total = int(np.prod(record["shape"], dtype=np.int64))
+    cols = total // rows if rows else 0
+    if isinstance(q["scales"], str):
+        both = np.frombuffer(container.block(f"{name}/scales"), dtype=np.dtype(work).newbyteorder("<"))
+        scales, zero_points = both[:rows].astype(work), both[rows:].astype(work)
+    else:
+        scales = np.asarray(q["scales"], dtype=work)
+        zero_points = np.asarray(q["zero_points"], dtype=work)
+    hi = np.zeros(rows, dtype=bool)
+    hi[np.asarray(q["hi_rows"], dtype=np.int64)] = True
+    keep = None
+    if record.get("sparse"):
+        bits = np.unpackbits(np.frombuffer(container.block(f"{name}/mask"), dtype=np.uint8), count=total)
+        keep = bits.astype(bool).reshape(rows, cols)
+    recon2d = np.empty((rows, cols), dtype=work)
+    levels = np.where(hi, (1 << q["hi_bits"]) - 1, (1 << q["bits"]) - 1).astype(work)
+    for part, part_bits, selector in (("codes", q["bits"], ~hi), ("codes_hi", q["hi_bits"], hi)):
+        if not selector.any():
+            continue
+        n_rows = int(selector.sum())
+        codes = unpack_codes(container.block(f"{name}/{part}"), part_bits, int(q["counts"][part]))
+        if keep is not None:
+            sub_keep = keep if selector.all() else keep[selector]
+            full = np.zeros((n_rows, cols), dtype=codes.dtype)
+            full[sub_keep] = codes
+            codes = full
+        else:
+            codes = codes.reshape(n_rows, cols)
+        values = dequantize(codes, scales[selector], zero_points[selector], work)
+        if keep is not None:
+            values *= sub_keep
+        recon2d[selector] = values
+    return recon2d, scales, zero_points, levels, keep
+
+
+def decode_tensor(record: dict[str, Any], container: Container) -> np.ndarray:
+    """The exact inverse of the recorded steps for one tensor (denoiser included when recorded)."""
+    shape = tuple(record["shape"])
+    dtype = np.dtype(record["dtype"])
+    scheme = record["scheme"]
+    if scheme == "lossless":
+        planes = [container.block(name) for name in record["lossless"]["blocks"]]
+        return join_planes(planes, dtype, shape)
+    if scheme == "quant":
+        recon2d, scales, zero_points, levels, keep = quant_parts(record, container)
+        if record.get("denoiser"):
+            from qflow.compression._denoise import apply_denoiser
+
+            weights = container.block(record["denoiser"]["block"])
+            recon2d = apply_denoiser(weights, recon2d, scales, zero_points, levels, keep)
+        return recon2d.reshape(shape).astype(dtype, copy=False)
+    if scheme == "latent":
+        from qflow.compression._quantum import decode_latent
+
+        return decode_latent(record, container).reshape(shape).astype(dtype, copy=False)
+    raise ValueError(f"unknown scheme {scheme!r}")

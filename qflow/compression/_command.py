@@ -1,0 +1,129 @@
+"""The compress and decompress commands as the CLI and API drive them.
+
+``compress`` writes the container: exactly at ``--out`` when it ends with
+``.qfz`` (the plan JSON then goes beside it as ``<out>.plan.json``), or at
+``<out stem>.qfz`` when ``--out`` is a plan path ending with ``.json``.
+``decompress`` writes the restored tensors at ``--out`` when it ends with
+``.safetensors`` or ``.npz`` (plan beside it as ``<out>.plan.json``), or at
+``<out stem>.safetensors`` when ``--out`` ends with ``.json``. Without
+``--out`` nothing but the plan (stdout) is produced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qflow.compression._plan import compress_tensors, decompress_container, load_container, load_tensors_input
+from qflow.compression._schemas import CompressConfig, DecompressConfig
+from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.config import QflowConfig
+from qflow.core.plan import Plan
+from qflow.core.tensors import tensor_file_bytes
+
+__all__ = ["COMMANDS", "artifact_paths"]
+
+#: Suffixes the artifact itself may have (anything else is treated as the plan path).
+ARTIFACT_SUFFIXES = {"compress": (".qfz",), "decompress": (".safetensors", ".npz")}
+DEFAULT_SUFFIX = {"compress": ".qfz", "decompress": ".safetensors"}
+
+
+def artifact_paths(out: Path, command: str) -> tuple[Path, Path]:
+    """``(artifact, plan JSON)`` for ``--out``.
+
+    >>> artifact_paths(Path("model.qfz"), "compress")
+    (PosixPath('model.qfz'), PosixPath('model.qfz.plan.json'))
+    >>> artifact_paths(Path("plan.json"), "compress")
+    (PosixPath('plan.qfz'), PosixPath('plan.json'))
+    """
+    if out.suffix.lower() in ARTIFACT_SUFFIXES[command]:
+        return out, out.with_name(out.name + ".plan.json")
+    return out.with_name(out.stem + DEFAULT_SUFFIX[command]), out
+
+
+def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    arrays, digest = load_tensors_input(files["input"])
+    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest])
+    info = run.plan.result["container"]
+    info["written_to"] = None
+    if out is not None:
+        target, _ = artifact_paths(out, "compress")
+        target.write_bytes(run.container)
+        info["file"] = target.name
+        info["written_to"] = str(target)
+    return run.plan
+
+
+def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    data, name, digest = load_container(files["input"])
+    reference, digests = None, [digest]
+    if files.get("reference") is not None:
+        reference, ref_digest = load_tensors_input(files["reference"])
+        ref_digest.name = "reference"
+        digests.append(ref_digest)
+    run = decompress_container(data, config, source=name, reference=reference, digests=digests)
+    run.plan.result["written_to"] = None
+    if out is not None:
+        target, _ = artifact_paths(out, "decompress")
+        target.write_bytes(tensor_file_bytes(run.arrays, target.suffix))
+        run.plan.result["written_to"] = str(target)
+    return run.plan
+
+
+def _error_line(m: dict) -> str:
+    return (f"relative L2 {format_value(m.get('relative_l2_error'))}, max abs {format_value(m.get('max_abs_error'))}, "
+            f"SNR {format_value(m.get('snr_db'))} dB, cosine {format_value(m.get('cosine_similarity'), 6)}")
+
+
+def _summarize_compress(plan: Plan) -> list[str]:
+    m = plan.metrics
+    lines = [f"  {m['tensors']} tensors, {m['original_bytes']} -> {m['container_bytes']} bytes: "
+             f"ratio {format_value(m['compression_ratio'])}",
+             "  " + _error_line(m),
+             f"  compress {format_value(m['compress_mb_per_s'])} MB/s, decompress {format_value(m['decompress_mb_per_s'])} MB/s"]
+    for name, b in plan.baselines.items():
+        lines.append(f"  baseline {name:<11} ratio {format_value(b['compression_ratio'])}, relative L2 "
+                     f"{format_value(b['relative_l2_error'])}, {format_value(b['compress_mb_per_s'])} MB/s")
+    where = plan.result["container"].get("written_to")
+    lines.append(f"  container written to {where}" if where else "  container not written (pass --out model.qfz)")
+    return lines
+
+
+def _summarize_decompress(plan: Plan) -> list[str]:
+    m = plan.metrics
+    lines = [f"  {m['tensors']} tensors restored ({m['restored_bytes']} bytes) from {m['container_bytes']} bytes; "
+             f"decompress {format_value(m['decompress_mb_per_s'])} MB/s"]
+    if plan.result.get("reference_given"):
+        lines.append("  vs reference: " + _error_line(m) + f"; plain path relative L2 {format_value(m['plain_relative_l2_error'])}")
+    where = plan.result.get("written_to")
+    lines.append(f"  tensors written to {where}" if where else "  tensors not written (pass --out restored.safetensors)")
+    return lines
+
+
+COMMANDS = (
+    ModuleCommand(
+        name="compress",
+        help="compress a checkpoint into a checksummed .qfz container (8/4-bit, pruning, zstd, lossless mode)",
+        config_cls=CompressConfig,
+        inputs=("input",),
+        input_help={"input": ".safetensors/.npz/.npy/.pt (weights-only)/.csv tensors; --out model.qfz writes the "
+                    "container (plan beside it as model.qfz.plan.json)"},
+        sample_inputs={"input": "sample_data/compression/checkpoint.safetensors"},
+        run=_run_compress,
+        summarize=_summarize_compress,
+        plan_path=lambda out: artifact_paths(out, "compress")[1],
+    ),
+    ModuleCommand(
+        name="decompress",
+        help="verify a .qfz container and restore its tensors (.safetensors or .npz)",
+        config_cls=DecompressConfig,
+        inputs=("input",),
+        optional_inputs=("reference",),
+        input_help={"input": ".qfz container; --out restored.safetensors (or .npz) writes the tensors",
+                    "reference": "optional original tensors: errors of every path are measured against them"},
+        sample_inputs={"input": "sample_data/compression/checkpoint.qfz",
+                       "reference": "sample_data/compression/checkpoint.safetensors"},
+        run=_run_decompress,
+        summarize=_summarize_decompress,
+        plan_path=lambda out: artifact_paths(out, "decompress")[1],
+    ),
+)

@@ -1,0 +1,132 @@
+"""Reconstruction quality and the baselines an operator would otherwise use.
+
+Error figures compare a reconstruction ``y`` with the original ``x`` (both
+read as float64 in chunks, so large tensors cost no extra copies):
+
+* ``relative_l2_error`` = ||y - x|| / ||x||
+* ``max_abs_error`` = max |y - x|
+* ``snr_db`` = 10 log10(||x||^2 / ||y - x||^2) (``inf`` shown as None when exact)
+* ``cosine_similarity`` = <x, y> / (||x|| ||y||)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+__all__ = ["ErrorSums", "baseline_fp16", "baseline_int8", "baseline_zstd", "error_sums"]
+
+_CHUNK = 1 << 21
+
+
+@dataclass
+class ErrorSums:
+    """Sums that make the error figures of one tensor, and of several added together."""
+
+    xx: float = 0.0
+    yy: float = 0.0
+    xy: float = 0.0
+    dd: float = 0.0
+    max_abs: float = 0.0
+
+    def __add__(self, other: ErrorSums) -> ErrorSums:
+        return ErrorSums(self.xx + other.xx, self.yy + other.yy, self.xy + other.xy, self.dd + other.dd,
+                         max(self.max_abs, other.max_abs))
+
+    def figures(self) -> dict[str, float | None]:
+        """``relative_l2_error``, ``max_abs_error``, ``snr_db`` (None when exact), ``cosine_similarity``."""
+        rel = math.sqrt(self.dd / self.xx) if self.xx > 0 else (0.0 if self.dd == 0 else math.inf)
+        snr = None if self.dd == 0 else (10 * math.log10(self.xx / self.dd) if self.xx > 0 else -math.inf)
+        denom = math.sqrt(self.xx * self.yy)
+        cos = self.xy / denom if denom > 0 else (1.0 if self.dd == 0 else 0.0)
+        return {"relative_l2_error": _finite(rel), "max_abs_error": self.max_abs, "snr_db": _finite(snr),
+                "cosine_similarity": min(1.0, cos)}
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def error_sums(x: np.ndarray, y: np.ndarray) -> ErrorSums:
+    """Error sums of reconstruction ``y`` against original ``x`` (same shape)."""
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    sums = ErrorSums()
+    for i in range(0, xf.size, _CHUNK):
+        a = xf[i: i + _CHUNK].astype(np.float64)
+        b = yf[i: i + _CHUNK].astype(np.float64)
+        d = b - a
+        sums = sums + ErrorSums(float(a @ a), float(b @ b), float(a @ b), float(d @ d),
+                                float(np.abs(d).max()) if d.size else 0.0)
+    return sums
+
+
+def _total(sums: Iterable[ErrorSums]) -> ErrorSums:
+    out = ErrorSums()
+    for s in sums:
+        out = out + s
+    return out
+
+
+def _mb_per_s(nbytes: int, seconds: float) -> float | None:
+    return round(nbytes / 2**20 / seconds, 1) if seconds > 0 else None
+
+
+def baseline_fp16(arrays: dict[str, np.ndarray]) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+    """Cast float tensors to float16 (others unchanged): overall figures and per-tensor (ratio, error)."""
+    per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
+    for name, x in arrays.items():
+        start = time.perf_counter()
+        half = x.astype(np.float16) if x.dtype.kind == "f" else x
+        elapsed += time.perf_counter() - start
+        y = half.astype(x.dtype)
+        size = x.size * 2 if x.dtype.kind == "f" else x.nbytes
+        s = error_sums(x, y)
+        sums.append(s)
+        stored += size
+        original += x.nbytes
+        per[name] = {"compression_ratio": x.nbytes / max(size, 1), **s.figures()}
+    return {"compression_ratio": original / max(stored, 1), **_total(sums).figures(),
+            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+
+
+def baseline_zstd(arrays: dict[str, np.ndarray], level: int = 3) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+    """zstd on each tensor's raw bytes (lossless): ratio and throughput."""
+    per, stored, original, elapsed = {}, 0, 0, 0.0
+    for name, x in arrays.items():
+        raw = np.ascontiguousarray(x).tobytes()
+        start = time.perf_counter()
+        size = len(zstandard.ZstdCompressor(level=level, threads=2 if len(raw) > 4 << 20 else 0).compress(raw))
+        elapsed += time.perf_counter() - start
+        stored += size
+        original += len(raw)
+        per[name] = {"compression_ratio": len(raw) / max(size, 1), **ErrorSums(xx=1.0).figures()}
+    return {"compression_ratio": original / max(stored, 1), **ErrorSums(xx=1.0).figures(),
+            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+
+
+def baseline_int8(arrays: dict[str, np.ndarray]) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+    """Plain symmetric per-tensor int8 (scale = max|x| / 127), no packing, no extras; non-floats unchanged."""
+    per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
+    for name, x in arrays.items():
+        if x.dtype.kind == "f" and x.size:
+            start = time.perf_counter()
+            peak = float(np.abs(x).max())
+            scale = peak / 127 if peak > 0 else 1.0
+            codes = np.clip(np.rint(x / x.dtype.type(scale)), -127, 127).astype(np.int8)
+            elapsed += time.perf_counter() - start
+            y = codes.astype(x.dtype) * x.dtype.type(scale)
+            size = x.size + 4
+        else:
+            y, size = x, x.nbytes
+        s = error_sums(x, y)
+        sums.append(s)
+        stored += size
+        original += x.nbytes
+        per[name] = {"compression_ratio": x.nbytes / max(size, 1), **s.figures()}
+    return {"compression_ratio": original / max(stored, 1), **_total(sums).figures(),
+            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per

@@ -1,0 +1,171 @@
+"""Uniform affine quantization (per channel or per tensor), 4-bit packing, magnitude pruning.
+
+A float tensor is viewed as a matrix of shape (channels, values_per_channel):
+channels are the first axis when ``per_channel`` (and the tensor has two or
+more axes), else the whole tensor is one channel. Each channel ``c`` stores
+
+    code = round((x - zero_point_c) / scale_c),   zero_point_c = min_c x,
+    scale_c = (max_c x - min_c x) / (2**bits - 1),
+
+so ``|x - (zero_point_c + code * scale_c)| <= scale_c / 2`` for every value
+(the zero point is the real value of code 0; no clipping ever happens).
+Everything is vectorised over row chunks of about a million values, run on
+two threads (numpy releases the GIL), so the cost is a few passes over memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = [
+    "channel_matrix",
+    "dequantize",
+    "pack_codes",
+    "prune_mask",
+    "quantize",
+    "unpack_codes",
+]
+
+#: Values per work chunk (fits in L2/L3 with its temporaries).
+CHUNK = 1 << 20
+#: Worker threads for the chunked passes (the target machine has 2 cores).
+THREADS = 2
+
+
+def channel_matrix(x: np.ndarray, per_channel: bool) -> np.ndarray:
+    """View ``x`` as (channels, values per channel): first axis when ``per_channel`` and ``x.ndim >= 2``, else one row."""
+    if per_channel and x.ndim >= 2 and x.shape[0] > 0:
+        return x.reshape(x.shape[0], -1)
+    return x.reshape(1, -1)
+
+
+def _chunks(rows: int, cols: int) -> Iterator[tuple[slice, slice]]:
+    if cols >= CHUNK:
+        for r in range(rows):
+            for j in range(0, cols, CHUNK):
+                yield slice(r, r + 1), slice(j, j + CHUNK)
+    else:
+        step = max(1, CHUNK // max(cols, 1))
+        for r in range(0, rows, step):
+            yield slice(r, r + step), slice(None)
+
+
+def _work_dtype(x: np.ndarray) -> type:
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def quantize(x2d: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantize each row of ``x2d`` to ``bits``-bit codes.
+
+    Parameters
+    ----------
+    x2d : ndarray of shape (channels, n), float
+    bits : int
+        1..16.
+
+    Returns
+    -------
+    codes : ndarray of shape (channels, n), uint8 (bits <= 8) or uint16
+    scales : ndarray of shape (channels,), same float kind as the work dtype
+        Step per channel (0 where the channel is constant).
+    zero_points : ndarray of shape (channels,)
+        Real value of code 0 per channel (the channel minimum).
+    """
+    work = _work_dtype(x2d)
+    levels = (1 << bits) - 1
+    lo = x2d.min(axis=1).astype(work)
+    hi = x2d.max(axis=1).astype(work)
+    scales = (hi - lo) / work(levels)
+    inv = np.divide(work(1), scales, out=np.zeros_like(scales), where=scales > 0)
+    codes = np.empty(x2d.shape, dtype=np.uint8 if bits <= 8 else np.uint16)
+
+    def run(part: tuple[slice, slice]) -> None:
+        rs, cs = part
+        block = x2d[rs, cs].astype(work, copy=True)
+        block -= lo[rs, None]
+        block *= inv[rs, None]
+        np.rint(block, out=block)
+        np.clip(block, 0, levels, out=block)
+        codes[rs, cs] = block
+
+    _parallel(run, x2d.shape)
+    return codes, scales, lo
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`quantize`: ``zero_point_c + code * scale_c`` as an array of shape (channels, n) of ``dtype``."""
+    work = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    out = np.empty(codes.shape, dtype=work)
+    s, z = scales.astype(work), zero_points.astype(work)
+
+    def run(part: tuple[slice, slice]) -> None:
+        rs, cs = part
+        block = codes[rs, cs].astype(work)
+        block *= s[rs, None]
+        block += z[rs, None]
+        out[rs, cs] = block
+
+    _parallel(run, codes.shape)
+    return out if out.dtype == dtype else out.astype(dtype)
+
+
+def _parallel(run, shape: tuple[int, int]) -> None:
+    parts = list(_chunks(*shape))
+    if len(parts) <= 1:
+        for part in parts:
+            run(part)
+        return
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(run, parts))
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """Codes as bytes: one byte per 8-bit code, two 4-bit codes per byte (low nibble first), uint16 little endian."""
+    flat = codes.ravel()
+    if bits == 4:
+        if flat.size % 2:
+            flat = np.concatenate([flat, np.zeros(1, dtype=flat.dtype)])
+        pairs = flat.reshape(-1, 2)
+        return (pairs[:, 0] | (pairs[:, 1] << 4)).astype(np.uint8).tobytes()
+    if bits <= 8:
+        return flat.astype(np.uint8, copy=False).tobytes()
+    return flat.astype("<u2", copy=False).tobytes()
+
+
+def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``count`` codes (uint8 or uint16)."""
+    if bits == 4:
+        packed = np.frombuffer(data, dtype=np.uint8)
+        out = np.empty(packed.size * 2, dtype=np.uint8)
+        out[0::2] = packed & 0x0F
+        out[1::2] = packed >> 4
+        return out[:count]
+    if bits <= 8:
+        return np.frombuffer(data, dtype=np.uint8, count=count)
+    return np.frombuffer(data, dtype="<u2", count=count).astype(np.uint16)
+
+
+def prune_mask(x2d: np.ndarray, sparsity: float, channel_weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Keep-mask of magnitude pruning: the ``sparsity`` share of values with the smallest score is dropped.
+
+    The score is ``|x|``, times ``channel_weight[c]`` per row when given (the
+    dropout simulator's sensitivity: sensitive channels lose fewer values).
+
+    Returns
+    -------
+    keep : ndarray of shape x2d.shape, bool
+    threshold : float
+        Scores ``<= threshold`` were dropped.
+    """
+    score = np.abs(x2d).astype(np.float32)
+    if channel_weight is not None:
+        score *= channel_weight.astype(np.float32)[:, None]
+    k = int(sparsity * score.size)
+    if k <= 0:
+        return np.ones(x2d.shape, dtype=bool), -1.0
+    threshold = float(np.partition(score.ravel(), k - 1)[k - 1])
+    keep = score > threshold
+    return keep, threshold

@@ -1,0 +1,119 @@
+"""Round trips on many shapes and dtypes: lossless is bit-exact, 8/4-bit codes stay within half a step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from compression_helpers import round_trip
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+
+from qflow.compression import compress_tensors
+from qflow.compression._quantize import channel_matrix, quantize
+
+DTYPES = ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint16", "bool"]
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _finite(dtype: str):
+    if dtype.startswith("float"):
+        width = 16 if dtype == "float16" else 32
+        return st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=width)
+    return None
+
+
+@st.composite
+def tensors(draw, min_side: int = 0):
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = draw(array_shapes(min_dims=0, max_dims=4, min_side=min_side, max_side=9))
+    return draw(arrays(np.dtype(dtype), shape, elements=_finite(dtype)))
+
+
+@SETTINGS
+@given(tensors())
+def test_lossless_mode_is_bit_exact_for_any_shape_and_dtype(x: np.ndarray) -> None:
+    restored, plan, _ = round_trip({"t": x}, lossless=True)
+    y = restored["t"]
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert y.tobytes() == x.tobytes()
+    assert plan.metrics["max_abs_error"] == 0
+
+
+@SETTINGS
+@given(tensors(min_side=1), st.sampled_from([4, 8]), st.booleans())
+def test_lossy_round_trip_keeps_shape_dtype_and_the_half_step_bound(x: np.ndarray, bits: int, per_channel: bool) -> None:
+    restored, plan, _ = round_trip({"t": x}, bits=bits, per_channel=per_channel)
+    y = restored["t"]
+    assert y.dtype == x.dtype and y.shape == x.shape
+    record = plan.result["tensors"][0]
+    if x.dtype.kind != "f" or record["scheme"] == "lossless":
+        assert y.tobytes() == x.tobytes()
+        return
+    x2d = channel_matrix(x.astype(np.float64), per_channel)
+    step = (x2d.max(axis=1) - x2d.min(axis=1)) / (2**bits - 1)
+    err = np.abs(channel_matrix(y.astype(np.float64), per_channel) - x2d)
+    # half a step, plus the rounding of the output dtype (float16 keeps 11 significant bits)
+    slack = np.abs(x2d).max(axis=1) * float(np.finfo(x.dtype).eps) * 2
+    assert (err <= (step / 2 + slack + 1e-12)[:, None]).all()
+
+
+@pytest.mark.parametrize(("bits", "max_rel"), [(8, 0.01), (4, 0.15)])
+def test_error_bounds_on_gaussian_weights(bits: int, max_rel: float) -> None:
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.05, size=(256, 512)).astype(np.float32)
+    restored, plan, _ = round_trip({"w": w}, bits=bits)
+    codes, scales, zero_points = quantize(w, bits)
+    assert np.abs(restored["w"] - w).max() <= scales.max() / 2 * (1 + 1e-5)
+    assert plan.metrics["relative_l2_error"] <= max_rel
+    # uniform noise of width one step: relative error ~ step / sqrt(12) / rms
+    expected = np.sqrt(np.mean(scales**2) / 12) / w.std()
+    assert plan.metrics["relative_l2_error"] == pytest.approx(expected, rel=0.1)
+    assert plan.metrics["snr_db"] == pytest.approx(-20 * np.log10(plan.metrics["relative_l2_error"]), rel=1e-6)
+    assert plan.metrics["compression_ratio"] > 32 / bits * 0.9
+
+
+def test_pruning_zeroes_the_smallest_values_and_keeps_the_rest_within_bound() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(64, 128)).astype(np.float32)
+    restored, plan, _ = round_trip({"w": w}, target_sparsity=0.5)
+    y = restored["w"]
+    zeroed = y == 0
+    assert zeroed.mean() == pytest.approx(0.5, abs=0.01)
+    assert np.abs(w[zeroed]).max() <= np.abs(w[~zeroed]).min()
+    sparse = plan.result["tensors"][0]
+    assert sparse["scheme"] == "quant"
+    step = (w.max(axis=1) - w.min(axis=1)) / 255
+    assert (np.abs(y - w)[~zeroed] <= np.broadcast_to(step[:, None] / 2 + 1e-6, w.shape)[~zeroed]).all()
+
+
+def test_integer_and_already_quantized_tensors_are_stored_exactly_with_a_note() -> None:
+    rng = np.random.default_rng(3)
+    arrays = {"ids": rng.integers(0, 1000, size=500).astype(np.int64),
+              "levels": (rng.integers(0, 16, size=(40, 40)) * 0.25).astype(np.float32)}
+    restored, plan, _ = round_trip(arrays)
+    for name, x in arrays.items():
+        assert restored[name].tobytes() == x.tobytes()
+    notes = {row["name"]: " ".join(row["notes"]) for row in plan.result["tensors"]}
+    assert "integer" in notes["ids"] and "already quantized" in notes["levels"]
+
+
+def test_incompressible_input_is_stored_as_is_and_does_not_grow() -> None:
+    noise = np.random.default_rng(4).integers(0, 256, size=100_000, dtype=np.uint8)
+    run = compress_tensors({"noise": noise}, {"lossless": True})
+    row = run.plan.result["tensors"][0]
+    assert any("incompressible" in note for note in row["notes"])
+    assert len(run.container) < noise.nbytes + 2048  # header only
+
+
+def test_lossless_byte_planes_make_smooth_floats_compress() -> None:
+    x = np.cumsum(np.random.default_rng(5).normal(size=200_000)).astype(np.float32)
+    run = compress_tensors({"x": x}, {"lossless": True})
+    assert run.plan.metrics["compression_ratio"] > run.plan.baselines["zstd_raw"]["compression_ratio"]
+    assert run.plan.metrics["max_abs_error"] == 0
+
+
+def test_same_seed_same_container_bytes() -> None:
+    w = np.random.default_rng(6).normal(size=(32, 64)).astype(np.float32)
+    first = compress_tensors({"w": w}, {"seed": 3, "target_sparsity": 0.2}).container
+    assert compress_tensors({"w": w}, {"seed": 3, "target_sparsity": 0.2}).container == first
