@@ -28,7 +28,7 @@ def test_home_is_the_default_page_and_links_every_module() -> None:
     links = at.get("page_link")
     assert [link.proto.label for link in links] == [m.title for m in MODULE_PAGES]
     assert "Routing" in [m.title for m in MODULE_PAGES]
-    assert "real PennyLane QAOA circuits" in at.markdown[0].value
+    assert "real PennyLane circuits" in at.markdown[0].value
 
 
 def test_switching_to_routing_shows_its_form() -> None:
