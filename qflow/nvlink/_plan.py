@@ -1,0 +1,439 @@
+"""``plan_nvlink``: the nvlink module's one entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
+from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
+from qflow.nvlink._quantum import QaoaBlockSolver
+from qflow.nvlink._rl import PaddedPaths, learn_paths
+from qflow.nvlink._rounds import (
+    Transfers,
+    colour_transfers,
+    empty_last_rounds,
+    first_fit,
+    is_proper,
+    lower_bound,
+    n_colours,
+    rounds_of,
+    solve_block_exactly,
+    transfers_of,
+)
+from qflow.nvlink._schemas import Fabric, Job, NvlinkConfig, looks_like_topo_text, parse_fabric, parse_jobs, parse_topo_text
+from qflow.nvlink._simulator import FlowSet, PathTable, injection_bound_s
+
+__all__ = ["load_nvlink_inputs", "plan_nvlink", "read_fabric"]
+
+Progress = Callable[[float, str], None]
+
+
+def read_fabric(raw: RawInput) -> Fabric:
+    """A fabric from file bytes: ``nvidia-smi topo -m`` text, else node-link JSON."""
+    head = raw.data.lstrip()[:1]
+    if head not in (b"{", b"["):
+        try:
+            text = raw.data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(raw.name, "(file)", "not UTF-8 text", "node-link JSON or nvidia-smi topo -m text", f"byte {exc.start}") from None
+        if looks_like_topo_text(text):
+            return parse_topo_text(text, raw.name)
+        raise InputError(raw.name, "(file)", "neither JSON nor nvidia-smi topo -m text",
+                         "NetworkX node-link JSON or the matrix printed by nvidia-smi topo -m")
+    return parse_fabric(parse_mapping(RawInput(raw.name if raw.suffix == ".json" else raw.name + ".json", raw.data)), raw.name)
+
+
+def load_nvlink_inputs(
+    fabric: Any, jobs: Any, logs: Any = None, *,
+    fabric_name: str | None = None, jobs_name: str | None = None, logs_name: str | None = None,
+) -> tuple[Fabric, dict[str, Any], pd.DataFrame | None, list[InputDigest]]:
+    """Read the fabric (node-link JSON or topo text), the jobs (JSON/YAML) and the optional logs (CSV).
+
+    Returns ``(fabric, jobs_mapping, logs_frame, digests)``; the jobs are
+    checked against the fabric by :func:`plan_nvlink`.
+    """
+    raw_fabric = read_input(fabric, fabric_name)
+    parsed = read_fabric(raw_fabric)
+    raw_jobs = read_input(jobs, jobs_name)
+    jobs_mapping = parse_mapping(raw_jobs)
+    digests = [raw_fabric.digest("fabric", rows=parsed.n_gpus), raw_jobs.digest("jobs")]
+    frame = None
+    if logs is not None:
+        frame, raw_logs = load_table(logs, name=logs_name)
+        frame = parse_logs(frame, raw_logs.name)
+        digests.append(raw_logs.digest("logs", rows=len(frame), shape=list(frame.shape)))
+    return parsed, jobs_mapping, frame, digests
+
+
+@dataclass
+class _Workload:
+    """All transfers of all jobs as one flow list, with the job, ranks and round of each."""
+
+    flows: FlowSet
+    job: np.ndarray
+    src_rank: np.ndarray
+    dst_rank: np.ndarray
+    round: np.ndarray
+    paths: PaddedPaths
+
+
+def _workload(table: PathTable, transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
+              placements: Sequence[np.ndarray]) -> _Workload:
+    parts = [FlowSet(p[t.src], p[t.dst], t.nbytes) for t, p in zip(transfers, placements, strict=True)]
+    flows = FlowSet.concat(parts)
+    job = np.concatenate([np.full(t.m, j) for j, t in enumerate(transfers)]) if transfers else np.zeros(0, int)
+    return _Workload(
+        flows=flows, job=job.astype(int),
+        src_rank=np.concatenate([t.src for t in transfers]), dst_rank=np.concatenate([t.dst for t in transfers]),
+        round=np.concatenate(list(colourings)).astype(int), paths=PaddedPaths.build(table, flows),
+    )
+
+
+def _one_hot(paths: PaddedPaths, choice: np.ndarray) -> np.ndarray:
+    w = np.zeros(paths.bottleneck_gbps.shape)
+    w[np.arange(len(choice)), choice] = 1.0
+    return w
+
+
+def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: float) -> dict[str, Any]:
+    """Time of the rounds (round ``r`` of every job concurrently), link busy times, and the concurrent (no rounds) time."""
+    n_rounds = int(work.round.max()) + 1 if work.flows.n else 0
+    busy_total = np.zeros(table.n_links)
+    round_times, ideal = [], 0.0
+    for r in range(n_rounds):
+        idx = np.flatnonzero(work.round == r)
+        sub = PaddedPaths(work.paths.links[idx], work.paths.n_options[idx], work.paths.latency_s[idx],
+                          work.paths.bottleneck_gbps[idx])
+        times = sub.split_times(table, work.flows.nbytes[idx], weights[idx], alpha_us)
+        round_times.append(float(times.max()))
+        ideal += injection_bound_s(table, FlowSet(work.flows.src[idx], work.flows.dst[idx], work.flows.nbytes[idx]))
+        busy_total += _link_busy(table, sub, work.flows.nbytes[idx], weights[idx])
+    total = float(sum(round_times))
+    concurrent = work.paths.split_times(table, work.flows.nbytes, weights, alpha_us) if work.flows.n else np.zeros(1)
+    # Planned utilisation: busy time over the rounds' ideal time (each round at its busiest GPU's injection bound),
+    # the same reference for every placement and routing of these rounds; above 1 a link, not the GPUs, sets the pace.
+    utilisation = busy_total / ideal if ideal > 0 else busy_total
+    return {"round_times_s": round_times, "estimated_collective_time_s": total, "link_busy_s": busy_total, "ideal_time_s": ideal,
+            "link_utilisation": utilisation, "max_link_utilisation": float(utilisation.max(initial=0.0)),
+            "concurrent_time_s": float(concurrent.max())}
+
+
+def _link_busy(table: PathTable, paths: PaddedPaths, nbytes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    valid = paths.links >= 0
+    share = np.broadcast_to((nbytes[:, None] * weights)[:, :, None], paths.links.shape)
+    per_link = np.bincount(paths.links[valid], weights=share[valid], minlength=table.n_links)
+    return 8.0 * per_link / (1e9 * table.capacity_gbps)
+
+
+def _placement_metrics(table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], cost: np.ndarray) -> dict[str, Any]:
+    flows = FlowSet.concat([FlowSet.from_traffic(j.traffic, p) for j, p in zip(jobs, placements, strict=True)])
+    hosts = table.hosts
+    switch = np.array([table.crosses_switches(s, d) for s, d in zip(flows.src.tolist(), flows.dst.tolist(), strict=True)], bool)
+    return {
+        "cut_cost_s": float(sum(cut_cost(j.traffic, p, cost) for j, p in zip(jobs, placements, strict=True))),
+        "cut_cost_s_per_job": {j.id: cut_cost(j.traffic, p, cost) for j, p in zip(jobs, placements, strict=True)},
+        "cross_node_bytes": float(flows.nbytes[hosts[flows.src] != hosts[flows.dst]].sum()),
+        "cross_switch_bytes": float(flows.nbytes[switch].sum()) if flows.n else 0.0,
+        "total_bytes": float(flows.nbytes.sum()),
+    }
+
+
+def _requested(config: NvlinkConfig) -> str:
+    return "qaoa" if config.qaoa_optimizer else "classical"
+
+
+def plan_nvlink(
+    fabric: Fabric | Mapping[str, Any] | str,
+    jobs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    config: NvlinkConfig | Mapping[str, Any] | None = None,
+    *,
+    logs: pd.DataFrame | None = None,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Place jobs' ranks on a fabric, schedule their transfers in rounds and route the flows.
+
+    Parameters
+    ----------
+    fabric : Fabric, node-link mapping, or ``nvidia-smi topo -m`` text
+    jobs : mapping ``{"jobs": [...]}`` or list of job mappings
+        See :func:`qflow.nvlink.parse_jobs`.
+    config : NvlinkConfig or mapping, optional
+    logs : DataFrame, optional
+        Contention logs to train the classifier on instead of simulated ones.
+    digests : list of InputDigest, optional
+        Digests of the files the inputs came from (front ends pass them).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    Plan
+        ``result.placement`` (job -> rank -> GPU id), ``result.rounds``
+        (job -> rounds of ``{src, dst, bytes}``), ``result.link_utilisation``,
+        ``result.routing``; ``metrics`` (max link utilisation, cut cost,
+        cross-switch and cross-node bytes, rounds vs lower bound, estimated
+        collective time); ``baselines`` round-robin and random placement,
+        greedy colouring, shortest-path routing.
+
+    Examples
+    --------
+    >>> from qflow.nvlink._sample import dgx_h100_fabric
+    >>> plan = plan_nvlink(dgx_h100_fabric(), {"jobs": [{"id": "p", "ranks": 4, "pattern": "pipeline", "bytes": 1e6}]},
+    ...                    {"classifier": False, "rl_planner": False})
+    >>> plan.metrics["rounds"], plan.metrics["rounds_lower_bound"]
+    (4, 4)
+    """
+    if not isinstance(config, NvlinkConfig):
+        config = NvlinkConfig.from_mapping(config, "config")
+    report = progress or (lambda fraction, message: None)
+    timer = StageTimer()
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    diagnostics: list[str] = []
+    with timer.stage("validate"):
+        if not isinstance(fabric, Fabric):
+            fabric = parse_fabric(fabric, names.get("fabric", "fabric"))
+        job_list = parse_jobs(jobs, names.get("jobs", "jobs"), fabric.n_gpus)
+    if digests is None:
+        digests = [digest_mapping({"gpus": list(fabric.gpus), "links": sorted(map(sorted, fabric.graph.edges()))}, "fabric"),
+                   digest_mapping(jobs if isinstance(jobs, Mapping) else {"jobs": list(jobs)}, "jobs")]
+    solver = SolverReport(requested=_requested(config), ran=_requested(config))
+
+    report(0.05, "path options and pair costs")
+    with timer.stage("paths"):
+        table = PathTable(fabric, config.max_paths)
+        all_gpus = np.arange(fabric.n_gpus)
+        cost = table.cost_matrix(all_gpus)
+        hosts = table.hosts
+        tie_cost = cost * (1.0 + HOST_TIE_BREAK * (hosts[:, None] != hosts[None, :]))
+
+    report(0.15, "placement (recursive bisection + swap refinement)")
+    with timer.stage("placement"):
+        placements = place_jobs(job_list, tie_cost, hosts, "kernighan_lin", config.seed, config.refine_passes)
+    with timer.stage("baseline_placements"):
+        rr = round_robin_placement(job_list, hosts)
+        rnd = random_placement(job_list, fabric.n_gpus, config.seed)
+
+    report(0.3, "transfer rounds (edge colouring)")
+    quantum_solver: QaoaBlockSolver | None = None
+    if config.qaoa_optimizer:
+        try:
+            quantum_solver = QaoaBlockSolver(choose_device(), QuantumBudget(config.max_qubits, config.quantum_time_budget_s),
+                                             config.qaoa_layers, config.qaoa_steps, config.qaoa_blocks, config.seed)
+        except QuantumUnavailableError as exc:
+            solver.fall_back("qaoa", "classical", str(exc))
+    block_solver = quantum_solver or solve_block_exactly
+    with timer.stage("rounds"):
+        transfers = [transfers_of(j.traffic, config.full_duplex) for j in job_list]
+        colourings, greedy, methods, recolour = [], [], [], []
+        for t in transfers:
+            colour, method = colour_transfers(t, config.seed)
+            before = n_colours(colour)
+            stats = {"blocks": 0, "moved": 0, "rounds_removed": 0}
+            if before > lower_bound(t):
+                colour, stats = empty_last_rounds(t, colour, block_solver, min(config.max_qubits, 20))
+            assert is_proper(t, colour)
+            colourings.append(colour)
+            methods.append(method)
+            recolour.append({**stats, "rounds_before": before, "rounds_after": n_colours(colour)})
+            greedy.append(first_fit(t, np.arange(t.m)))
+
+    report(0.45, "flow simulation (weighted ECMP)")
+    with timer.stage("simulate"):
+        work = _workload(table, transfers, colourings, placements)
+        ecmp = work.paths.ecmp_weights()
+        plan_eval = _evaluate(table, work, ecmp, config.alpha_us)
+        shortest_eval = _evaluate(table, work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int)), config.alpha_us)
+        weights, policy = ecmp, "weighted_ecmp"
+
+    rl_result = None
+    if config.rl_planner and work.flows.n:
+        report(0.55, f"RL path planner ({config.rl_episodes} episodes)")
+        with timer.stage("rl"):
+            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us)
+            rl_weights = _one_hot(work.paths, rl_result.choice)
+            rl_eval = _evaluate(table, work, rl_weights, config.alpha_us)
+            if rl_eval["estimated_collective_time_s"] < plan_eval["estimated_collective_time_s"]:
+                weights, policy, plan_eval = rl_weights, "rl_q_learning", rl_eval
+            else:
+                diagnostics.append(f"RL routing ({rl_eval['estimated_collective_time_s']:.4g} s) did not beat weighted ECMP "
+                                   f"({plan_eval['estimated_collective_time_s']:.4g} s): the plan routes by weighted ECMP")
+
+    classifier_report = None
+    if config.classifier:
+        report(0.7, "contention classifier (SVM)")
+        with timer.stage("classifier"):
+            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics)
+
+    report(0.85, "baselines")
+    with timer.stage("baselines"):
+        baselines = _baselines(table, job_list, transfers, colourings, greedy, rr, rnd, cost, work, shortest_eval, config)
+
+    quantum = _quantum_report(quantum_solver, solver, recolour)
+    if quantum is not None:
+        solver.quantum = quantum
+    with timer.stage("result"):
+        metrics = _metrics(table, job_list, transfers, colourings, placements, cost, plan_eval, recolour, policy)
+        result = _result(fabric, table, job_list, transfers, colourings, placements, methods, recolour, work, weights, policy,
+                         plan_eval, rl_result, classifier_report)
+    report(1.0, "done")
+    return Plan(module="nvlink", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
+                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
+              transfers: Sequence[Transfers], colourings: Sequence[np.ndarray], logs: pd.DataFrame | None,
+              config: NvlinkConfig, diagnostics: list[str]) -> dict[str, Any] | None:
+    source = "uploaded" if logs is not None else "simulated"
+    data = logs if logs is not None else simulate_logs(table, config.classifier_samples, config.seed, [j.traffic for j in jobs])
+    model = train_classifier(data, config.seed)
+    if model is None:
+        diagnostics.append(f"classifier not trained: the {source} logs hold fewer than 2 runs of one class")
+        return None
+    rr_work = _workload(table, transfers, colourings, rr)
+    cases = {
+        "plan": (work, weights),
+        "round_robin": (rr_work, rr_work.paths.ecmp_weights()),
+        "shortest_path": (work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int))),
+    }
+    predictions = {}
+    for name, (w, wt) in cases.items():
+        features = features_of(table, w.flows, w.paths, wt)
+        congested, slowdown = label_of(table, w.flows, w.paths, wt)
+        predictions[name] = {**model.predict(features), "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
+                             "features": features}
+    return {**model.report, "logs": source, "log_rows": int(len(data)), "predictions": predictions}
+
+
+def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
+               greedy: Sequence[np.ndarray], rr: Sequence[np.ndarray], rnd: Sequence[np.ndarray], cost: np.ndarray,
+               work: _Workload, shortest_eval: dict[str, Any], config: NvlinkConfig) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, placements in (("round_robin", rr), ("random", rnd)):
+        w = _workload(table, transfers, colourings, placements)
+        ev = _evaluate(table, w, w.paths.ecmp_weights(), config.alpha_us)
+        out[name] = {**_placement_metrics(table, jobs, placements, cost), "max_link_utilisation": ev["max_link_utilisation"],
+                     "estimated_collective_time_s": ev["estimated_collective_time_s"], "concurrent_time_s": ev["concurrent_time_s"]}
+    gw = _Workload(work.flows, work.job, work.src_rank, work.dst_rank, np.concatenate(list(greedy)).astype(int), work.paths)
+    gev = _evaluate(table, gw, work.paths.ecmp_weights(), config.alpha_us)
+    out["greedy_colouring"] = {
+        "rounds": max((n_colours(g) for g in greedy), default=0),
+        "rounds_per_job": {j.id: n_colours(g) for j, g in zip(jobs, greedy, strict=True)},
+        "rounds_lower_bound": max((lower_bound(t) for t in transfers), default=0),
+        "estimated_collective_time_s": gev["estimated_collective_time_s"],
+    }
+    out["shortest_path"] = {
+        "max_link_utilisation": shortest_eval["max_link_utilisation"],
+        "estimated_collective_time_s": shortest_eval["estimated_collective_time_s"],
+        "concurrent_time_s": shortest_eval["concurrent_time_s"],
+        "max_link_busy_s": float(shortest_eval["link_busy_s"].max(initial=0.0)),
+    }
+    return out
+
+
+def _metrics(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
+             placements: Sequence[np.ndarray], cost: np.ndarray, ev: dict[str, Any], recolour: list[dict[str, int]],
+             policy: str) -> dict[str, Any]:
+    rounds = {j.id: n_colours(c) for j, c in zip(jobs, colourings, strict=True)}
+    bounds = {j.id: lower_bound(t) for j, t in zip(jobs, transfers, strict=True)}
+    flows = FlowSet.concat([FlowSet.from_traffic(j.traffic, p) for j, p in zip(jobs, placements, strict=True)])
+    return {
+        **_placement_metrics(table, jobs, placements, cost),
+        "max_link_utilisation": ev["max_link_utilisation"],
+        "max_link_busy_s": float(ev["link_busy_s"].max(initial=0.0)),
+        "estimated_collective_time_s": ev["estimated_collective_time_s"],
+        "concurrent_time_s": ev["concurrent_time_s"],
+        "injection_bound_s": injection_bound_s(table, flows),
+        "rounds": max(rounds.values(), default=0),
+        "rounds_lower_bound": max(bounds.values(), default=0),
+        "rounds_per_job": rounds,
+        "rounds_lower_bound_per_job": bounds,
+        "rounds_at_lower_bound": all(rounds[k] == bounds[k] for k in rounds),
+        "rounds_removed_by_recolouring": sum(r["rounds_removed"] for r in recolour),
+        "routing_policy": policy,
+        "n_jobs": len(jobs),
+        "n_ranks": sum(j.ranks for j in jobs),
+        "n_transfers": int(sum(t.m for t in transfers)),
+    }
+
+
+def _link_rows(table: PathTable, ev: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for link in np.flatnonzero(ev["link_busy_s"] > 0).tolist():
+        a, b = table.link_ends[link]
+        rows.append({"source": a, "target": b, "utilisation": round(float(ev["link_utilisation"][link]), 6),
+                     "busy_s": float(f"{ev['link_busy_s'][link]:.6g}"), "bandwidth_gbps": float(table.capacity_gbps[link])})
+    rows.sort(key=lambda r: -r["utilisation"])
+    return rows
+
+
+def _routing_rows(table: PathTable, jobs: Sequence[Job], work: _Workload, weights: np.ndarray) -> list[dict[str, Any]]:
+    gpus = table.fabric.gpus
+    rows = []
+    for f in range(work.flows.n):
+        s, d = int(work.flows.src[f]), int(work.flows.dst[f])
+        options = table.node_paths(s, d)
+        used = np.flatnonzero(weights[f] > 0).tolist()
+        shares = [round(float(weights[f, a]), 6) for a in used]
+        rows.append({"job": jobs[int(work.job[f])].id, "src_rank": int(work.src_rank[f]), "dst_rank": int(work.dst_rank[f]),
+                     "src_gpu": gpus[s], "dst_gpu": gpus[d],
+                     "via": [">".join(options[a][1:-1]) for a in used],
+                     "weights": "equal" if len(set(shares)) == 1 else shares})
+    return rows
+
+
+def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers],
+            colourings: Sequence[np.ndarray], placements: Sequence[np.ndarray], methods: list[str], recolour: list[dict[str, int]],
+            work: _Workload, weights: np.ndarray, policy: str, ev: dict[str, Any], rl: Any, classifier: dict[str, Any] | None) -> dict[str, Any]:
+    gpus = fabric.gpus
+    result: dict[str, Any] = {
+        "fabric": fabric.describe(),
+        "gpus": list(gpus),
+        "gpu_hosts": fabric.hosts(),
+        "jobs": [{"id": j.id, "ranks": j.ranks, "pattern": j.pattern, "total_bytes": j.total_bytes} for j in jobs],
+        "placement": {j.id: [gpus[g] for g in p.tolist()] for j, p in zip(jobs, placements, strict=True)},
+        "rounds": {j.id: rounds_of(t, c) for j, t, c in zip(jobs, transfers, colourings, strict=True)},
+        "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, methods, recolour, strict=True)},
+        "round_times_s": ev["round_times_s"],
+        "link_utilisation": _link_rows(table, ev),
+        "routing": {"policy": policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
+                    "left out), 'weights' the share of the flow's bytes on each ('equal': the same on all)",
+                    "flows": _routing_rows(table, jobs, work, weights)},
+    }
+    if rl is not None:
+        result["rl"] = {"agents": rl.agents, "episodes": len(rl.reward_curve), "reward_curve": [round(v, 6) for v in rl.reward_curve],
+                        "time_curve_s": rl.time_curve_s, "final_reward": rl.final_reward, "final_concurrent_time_s": rl.final_time_s,
+                        "shortest_path_reward": rl.shortest_path_reward, "shortest_path_concurrent_time_s": rl.shortest_path_time_s}
+    if classifier is not None:
+        result["classifier"] = classifier
+    return result
+
+
+def _quantum_report(qs: QaoaBlockSolver | None, solver: SolverReport, recolour: list[dict[str, int]]) -> QuantumReport | None:
+    if qs is None:
+        return None
+    if not qs.blocks:
+        blocks_total = sum(r["blocks"] for r in recolour)
+        reason = qs.stopped or ("no recolouring block was needed: every job's rounds already meet the lower bound or "
+                                "move directly" if blocks_total == 0 else "no QAOA block ran")
+        solver.fall_back("qaoa", "classical", reason)
+        return None
+    if qs.stopped:
+        solver.fall_back("qaoa", "qaoa+exact", qs.stopped)
+    return QuantumReport(
+        device=qs.device.name, device_reason=qs.device.reason, layers=qs.layers,
+        qubits_per_circuit=[b["qubits"] for b in qs.blocks], circuits_run=qs.circuits,
+        optimizer_steps=[b["steps"] for b in qs.blocks], block_ratios=[b["ratio"] for b in qs.blocks],
+        exact_checked=[True] * len(qs.blocks), convergence=[b["history"] for b in qs.blocks],
+        blocks=[{k: v for k, v in b.items() if k != "history"} for b in qs.blocks] + (
+            [{"exact_only_blocks": qs.exact_only}] if qs.exact_only else []),
+    )

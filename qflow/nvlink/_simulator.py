@@ -1,0 +1,300 @@
+"""Flow-level fabric simulator: path options, link loads and an alpha-beta time model.
+
+Every undirected fabric link is two directed links (full duplex), each with
+the link's ``bandwidth_gbps``. A flow of ``b`` bytes split over paths with
+fractions ``w_p`` puts ``b * w_p`` bytes on every directed link of path
+``p``. For a set of concurrent flows (one round, or a whole workload):
+
+* link busy time ``busy_l = 8 * bytes_l / (1e9 * bandwidth_l)`` seconds;
+* flow time ``t_f = alpha_f + max_{l on f's paths} busy_l`` (alpha-beta:
+  ``alpha_f`` is the start-up ``alpha_us`` plus the largest path latency, the
+  beta part is the time the busiest link on the route needs to drain, which
+  bounds completion under any work-conserving sharing);
+* round time ``T = max_f t_f``.
+
+Path options of a GPU pair are its minimum-hop paths (at most ``max_paths``),
+cheapest first by ``sum 1 / bandwidth`` then by node ids, found by
+breadth-first search once per source GPU (networkx ``predecessor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from qflow.nvlink._schemas import SWITCH_KINDS, Fabric
+
+__all__ = ["FlowSet", "PathTable", "SimResult", "Routing", "ecmp_routing", "simulate", "single_path_routing"]
+
+#: Fabrics with at most this many GPUs keep every pair's path options in padded arrays.
+ALL_PAIRS_MAX_GPUS = 256
+#: Per flow: (path option index, fraction of the flow's bytes) pairs; fractions add to 1.
+Routing = list[list[tuple[int, float]]]
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """Concurrent flows between GPUs.
+
+    Attributes
+    ----------
+    src, dst : ndarray of shape (n_flows,)
+        GPU indices (into ``Fabric.gpus``), ``src != dst``.
+    nbytes : ndarray of shape (n_flows,)
+        Bytes of each flow.
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    nbytes: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.src.shape[0])
+
+    @classmethod
+    def from_traffic(cls, traffic: np.ndarray, placement: np.ndarray) -> FlowSet:
+        """Flows of a job's traffic (ranks, ranks) placed by ``placement`` (rank -> GPU index)."""
+        rows, cols = np.nonzero(traffic)
+        return cls(placement[rows], placement[cols], traffic[rows, cols].astype(float))
+
+    @classmethod
+    def concat(cls, sets: list[FlowSet]) -> FlowSet:
+        if not sets:
+            return cls(np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+        return cls(*(np.concatenate([getattr(s, k) for s in sets]) for k in ("src", "dst", "nbytes")))
+
+
+class PathTable:
+    """Directed links of a fabric and the path options of GPU pairs (computed lazily, cached).
+
+    Attributes
+    ----------
+    link_ends : list of (str, str)
+        Directed link ``l`` goes ``link_ends[l][0] -> link_ends[l][1]``.
+    capacity_gbps, latency_us : ndarray of shape (n_links,)
+    gpu_capacity_gbps : ndarray of shape (n_gpus,)
+        Sum of a GPU's outgoing link bandwidths (its injection limit).
+    """
+
+    def __init__(self, fabric: Fabric, max_paths: int = 32) -> None:
+        self.fabric = fabric
+        self.max_paths = max_paths
+        graph = fabric.graph
+        self.link_ends: list[tuple[str, str]] = []
+        caps, lats = [], []
+        for u, v, data in graph.edges(data=True):
+            for a, b in ((u, v), (v, u)):
+                self.link_ends.append((a, b))
+                caps.append(data["bandwidth_gbps"])
+                lats.append(data["latency_us"])
+        self.link_index = {ends: i for i, ends in enumerate(self.link_ends)}
+        self.capacity_gbps = np.asarray(caps, dtype=float)
+        self.latency_us = np.asarray(lats, dtype=float)
+        self.gpu_index = {g: i for i, g in enumerate(fabric.gpus)}
+        self.gpu_capacity_gbps = np.array([sum(graph.edges[g, n]["bandwidth_gbps"] for n in graph.neighbors(g))
+                                           for g in fabric.gpus])
+        self.hosts = np.array(fabric.hosts())
+        self._preds: dict[int, dict[str, list[str]]] = {}
+        self._paths: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._node_paths: dict[tuple[int, int], list[list[str]]] = {}
+        self._all_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_links(self) -> int:
+        return len(self.link_ends)
+
+    def paths(self, src: int, dst: int) -> list[np.ndarray]:
+        """Path options of GPU pair (src, dst): arrays of directed link indices, cheapest first."""
+        key = (src, dst)
+        if key not in self._paths:
+            self._compute(src, dst)
+        return self._paths[key]
+
+    def node_paths(self, src: int, dst: int) -> list[list[str]]:
+        """The same options as node-id lists."""
+        if (src, dst) not in self._node_paths:
+            self._compute(src, dst)
+        return self._node_paths[(src, dst)]
+
+    def _compute(self, src: int, dst: int) -> None:
+        gpus = self.fabric.gpus
+        if src not in self._preds:
+            self._preds[src] = nx.predecessor(self.fabric.graph, gpus[src])
+        preds = self._preds[src]
+        source, target = gpus[src], gpus[dst]
+        found: list[list[str]] = []
+        limit = max(self.max_paths * 4, 64)  # enumerate a few more than kept, then keep the cheapest
+
+        def walk(node: str, suffix: list[str]) -> None:
+            if len(found) >= limit:
+                return
+            if node == source:
+                found.append([node, *suffix])
+                return
+            for p in sorted(preds[node]):
+                walk(p, [node, *suffix])
+
+        walk(target, [])
+        inv = 1.0 / self.capacity_gbps
+        options = []
+        for nodes in found:
+            links = np.array([self.link_index[(a, b)] for a, b in zip(nodes[:-1], nodes[1:], strict=True)])
+            options.append((float(inv[links].sum()), nodes, links))
+        options.sort(key=lambda o: (o[0], o[1]))
+        options = options[: self.max_paths]
+        self._paths[(src, dst)] = [o[2] for o in options]
+        self._node_paths[(src, dst)] = [o[1] for o in options]
+
+    def all_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Path options of every GPU pair as padded arrays (computed once).
+
+        Returns ``links`` (n_gpus, n_gpus, n_options, max_hops) with ``-1``
+        padding, ``n_options`` (n_gpus, n_gpus), ``latency_s`` and
+        ``bottleneck_gbps`` (n_gpus, n_gpus, n_options); the diagonal has no
+        options.
+        """
+        if self._all_pairs is None:
+            n = len(self.fabric.gpus)
+            options = {(s, d): self.paths(s, d) for s in range(n) for d in range(n) if s != d}
+            k = max((len(o) for o in options.values()), default=1)
+            hops = max((len(p) for o in options.values() for p in o), default=1)
+            links = np.full((n, n, k, hops), -1, dtype=np.int64)
+            count = np.zeros((n, n), dtype=np.int64)
+            latency = np.zeros((n, n, k))
+            bottleneck = np.zeros((n, n, k))
+            for (s, d), opts in options.items():
+                count[s, d] = len(opts)
+                for a, path in enumerate(opts):
+                    links[s, d, a, : len(path)] = path
+                    latency[s, d, a] = self.latency_us[path].sum() * 1e-6
+                    bottleneck[s, d, a] = self.capacity_gbps[path].min()
+            self._all_pairs = (links, count, latency, bottleneck)
+        return self._all_pairs
+
+    def bottleneck_gbps(self, src: int, dst: int) -> np.ndarray:
+        """Smallest link bandwidth on each path option of (src, dst): shape (n_options,)."""
+        return np.array([self.capacity_gbps[p].min() for p in self.paths(src, dst)])
+
+    def pair_cost_s_per_gb(self, src: int, dst: int) -> float:
+        """Seconds per GB between two GPUs when their flow is split over all path options (0 for src == dst).
+
+        ``8 / sum_p bottleneck_p`` with bandwidths in Gbit/s: the placement's path cost.
+        """
+        if src == dst:
+            return 0.0
+        return 8.0 / float(self.bottleneck_gbps(src, dst).sum())
+
+    def cost_matrix(self, gpu_ids: np.ndarray) -> np.ndarray:
+        """Pair costs (s/GB) between the given GPUs: shape (k, k)."""
+        k = len(gpu_ids)
+        if len(self.fabric.gpus) <= ALL_PAIRS_MAX_GPUS:
+            bottleneck = self.all_pairs()[3][np.ix_(gpu_ids, gpu_ids)].sum(axis=2)
+            return np.where(bottleneck > 0, 8.0 / np.where(bottleneck > 0, bottleneck, 1.0), 0.0)
+        cost = np.zeros((k, k))
+        for a in range(k):
+            for b in range(k):
+                if a != b:
+                    cost[a, b] = self.pair_cost_s_per_gb(int(gpu_ids[a]), int(gpu_ids[b]))
+        return cost
+
+    def crosses_switches(self, src: int, dst: int) -> bool:
+        """Whether the cheapest path between the GPUs passes more than one switch node."""
+        kinds = self.fabric.graph.nodes
+        return sum(kinds[n]["kind"] in SWITCH_KINDS for n in self.node_paths(src, dst)[0]) > 1
+
+
+def ecmp_routing(table: PathTable, flows: FlowSet) -> Routing:
+    """Weighted ECMP: every flow split over all its path options in proportion to their bottleneck bandwidth.
+
+    This is what NVSwitch fabrics do in hardware (spraying over all switch
+    planes); the weights keep unequal planes (5 vs 4 NVLinks) equally busy.
+    """
+    routing: Routing = []
+    for s, d in zip(flows.src.tolist(), flows.dst.tolist(), strict=True):
+        bn = table.bottleneck_gbps(s, d)
+        w = bn / bn.sum()
+        routing.append([(i, float(x)) for i, x in enumerate(w)])
+    return routing
+
+
+def single_path_routing(flows: FlowSet, choice: np.ndarray | None = None) -> Routing:
+    """Each flow on one path option (``choice[f]``, default 0: the cheapest, i.e. static shortest-path routing)."""
+    picks = np.zeros(flows.n, dtype=int) if choice is None else np.asarray(choice, dtype=int)
+    return [[(int(c), 1.0)] for c in picks]
+
+
+@dataclass
+class SimResult:
+    """Outcome of one simulated set of concurrent flows.
+
+    Attributes
+    ----------
+    link_bytes : ndarray of shape (n_links,)
+    busy_s : ndarray of shape (n_links,)
+        Time each directed link spends transferring, s.
+    flow_time_s : ndarray of shape (n_flows,)
+        Completion time of each flow, s.
+    time_s : float
+        Time until the last flow completes (0 without flows).
+    """
+
+    link_bytes: np.ndarray
+    busy_s: np.ndarray
+    flow_time_s: np.ndarray
+    time_s: float
+
+
+def _incidence(table: PathTable, flows: FlowSet, routing: Routing) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flattened (flow, link, fraction) triples and each flow's latency (s)."""
+    flow_idx, link_idx, frac = [], [], []
+    latency = np.zeros(flows.n)
+    for f, (s, d, split) in enumerate(zip(flows.src.tolist(), flows.dst.tolist(), routing, strict=True)):
+        options = table.paths(s, d)
+        worst = 0.0
+        for option, w in split:
+            links = options[option]
+            flow_idx.append(np.full(links.size, f))
+            link_idx.append(links)
+            frac.append(np.full(links.size, w))
+            worst = max(worst, float(table.latency_us[links].sum()))
+        latency[f] = worst * 1e-6
+    if not flow_idx:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0), latency
+    return np.concatenate(flow_idx), np.concatenate(link_idx), np.concatenate(frac), latency
+
+
+def simulate(table: PathTable, flows: FlowSet, routing: Routing, alpha_us: float = 0.0) -> SimResult:
+    """Link loads and completion times of concurrent ``flows`` routed by ``routing`` (alpha-beta model)."""
+    if flows.n == 0:
+        zeros = np.zeros(table.n_links)
+        return SimResult(zeros, zeros.copy(), np.zeros(0), 0.0)
+    fi, li, fr, latency = _incidence(table, flows, routing)
+    link_bytes = np.bincount(li, weights=flows.nbytes[fi] * fr, minlength=table.n_links)
+    busy = 8.0 * link_bytes / (1e9 * table.capacity_gbps)
+    worst = np.zeros(flows.n)
+    np.maximum.at(worst, fi, busy[li])
+    flow_time = alpha_us * 1e-6 + latency + worst
+    return SimResult(link_bytes, busy, flow_time, float(flow_time.max()))
+
+
+def injection_bound_s(table: PathTable, flows: FlowSet) -> float:
+    """Lower bound on any routing's time: the busiest GPU's bytes over its total link bandwidth, s."""
+    if flows.n == 0:
+        return 0.0
+    n = len(table.fabric.gpus)
+    out = np.bincount(flows.src, weights=flows.nbytes, minlength=n)
+    inc = np.bincount(flows.dst, weights=flows.nbytes, minlength=n)
+    return float((8.0 * np.maximum(out, inc) / (1e9 * table.gpu_capacity_gbps)).max())
+
+
+def flow_stats(table: PathTable, flows: FlowSet) -> dict[str, Any]:
+    """Bytes crossing hosts and crossing more than one switch (cheapest path), for the plan's metrics."""
+    hosts = table.hosts
+    cross_node = float(flows.nbytes[hosts[flows.src] != hosts[flows.dst]].sum()) if flows.n else 0.0
+    cross_switch = float(sum(b for s, d, b in zip(flows.src.tolist(), flows.dst.tolist(), flows.nbytes.tolist(), strict=True)
+                             if table.crosses_switches(s, d)))
+    return {"cross_node_bytes": cross_node, "cross_switch_bytes": cross_switch, "total_bytes": float(flows.nbytes.sum())}
