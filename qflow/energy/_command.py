@@ -1,0 +1,56 @@
+"""The energy module as the CLI and API drive it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.config import QflowConfig
+from qflow.core.plan import Plan
+from qflow.energy._plan import load_energy_inputs, plan_energy
+from qflow.energy._schemas import EnergyConfig
+
+__all__ = ["COMMANDS"]
+
+
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"])
+    return plan_energy(inputs, config, digests=digests)
+
+
+def _summarize(plan: Plan) -> list[str]:
+    r, m = plan.result, plan.metrics
+    budget = "none" if r["power_budget_w"] is None else f"{r['power_budget_w']:.0f} W ({r['power_budget_source']})"
+    lines = [f"  {len(r['schedule'])} jobs, horizon {r['horizon_slots']} slots of {r['slot_hours']:g} h ({r['horizon_source']}), budget {budget}"]
+    lines.append(f"  {'method':<22}{'peak W':>12}{'gap to LB':>12}{'makespan':>10}{'energy kWh':>12}")
+    rows = [(f"plan ({plan.solver.ran})", m), *plan.baselines.items()]
+    for name, values in rows:
+        lines.append(f"  {name:<22}{values['peak_power_w']:>12.1f}{values['gap_to_lower_bound']:>12.4f}"
+                     f"{values['makespan_slots']:>10}{values['total_energy_kwh']:>12.2f}")
+    lines.append(f"  lower bound {m['lower_bound_w']:.1f} W; budget respected: {m['budget_respected']}")
+    mae = ", ".join(f"{k} {v:.1f}" for k, v in m["prediction_mae_w"].items())
+    lines.append(f"  prediction MAE (W per node and interval, walk-forward): {mae}; best {m['prediction_best_method']}")
+    s = r["predicted_savings"]
+    lines.append(f"  caps: predicted energy saving {format_value(s['caps_energy_kwh'])} kWh ({100 * s['caps_energy_fraction']:.1f} %); "
+                 f"active accelerators {r['active_accelerators']['total']}/{r['active_accelerators']['of']}")
+    if "windows" in r:
+        lines.append(f"  windows: {m['windows']} ({m['windows_applied']} applied); mean QAOA ratio {format_value(m['qaoa_mean_ratio'])}, "
+                     f"mean greedy ratio {format_value(m['greedy_mean_ratio'])}")
+    return lines
+
+
+COMMANDS = (ModuleCommand(
+    name="energy",
+    help="predict node power (GNN vs ridge/persistence), schedule jobs under a power budget, recommend clock caps",
+    config_cls=EnergyConfig,
+    inputs=("telemetry", "topology", "jobs"),
+    input_help={
+        "telemetry": "CSV or JSON records: timestamp, node, gpu, power_w (+ utilization, sm_clock_mhz, temperature_c, job_id)",
+        "topology": "JSON/YAML: nodes (id, gpus, min/max_clock_mhz, gpu_power_limit_w, ...), links, power_budget_w",
+        "jobs": 'JSON/YAML: {"jobs": [{"id", "duration" (slots), "power_w"?, "deps"?, "node"?, "gpus"?}]}',
+    },
+    sample_inputs={"telemetry": "sample_data/energy/telemetry.csv", "topology": "sample_data/energy/topology.json",
+                   "jobs": "sample_data/energy/jobs.json"},
+    run=_run,
+    summarize=_summarize,
+),)

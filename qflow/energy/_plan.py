@@ -1,0 +1,462 @@
+"""``plan_energy``: the energy module's one entry point.
+
+Stages: validate -> predict (persistence, ridge, GNN walk-forward) -> job
+power estimates -> schedules (ASAP, per-node, cluster-wide list scheduler) ->
+peak-slot windows (greedy, QAOA, meta-controller) -> clock caps -> plan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from qflow.core.errors import InfeasibleError, QuantumUnavailableError
+from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
+from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
+from qflow.energy._meta import WindowController
+from qflow.energy._predict import build_node_series, estimate_job_power, evaluate_predictors
+from qflow.energy._quantum import apply_window, build_window, greedy_bits, window_cost, window_ising
+from qflow.energy._schedule import (
+    Problem,
+    Schedule,
+    asap_schedule,
+    check_schedule,
+    gpu_usage,
+    list_schedule,
+    lower_bound_w,
+    per_node_schedule,
+    power_profile,
+)
+from qflow.energy._schemas import EnergyConfig, EnergyInputs, parse_jobs, parse_telemetry, parse_topology
+
+__all__ = ["load_energy_inputs", "plan_energy"]
+
+Progress = Callable[[float, str], None]
+#: Auto horizon = this x the ASAP makespan (slack for flattening the peak).
+AUTO_HORIZON_FACTOR = 1.5
+
+
+def load_energy_inputs(telemetry: Any, topology: Any, jobs: Any, *, telemetry_name: str | None = None,
+                       topology_name: str | None = None, jobs_name: str | None = None) -> tuple[EnergyInputs, list[InputDigest]]:
+    """Read and validate the three files (paths, bytes or uploads).
+
+    Telemetry: CSV or a JSON list of records (``{"telemetry": [...]}`` too);
+    topology: JSON or YAML; jobs: JSON or YAML ``{"jobs": [...]}``.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the field and what was expected.
+    """
+    raw_topology = read_input(topology, topology_name)
+    topo = parse_topology(parse_mapping(raw_topology), raw_topology.name)
+    raw_jobs = read_input(jobs, jobs_name)
+    job_set = parse_jobs(parse_mapping(raw_jobs), topo, raw_jobs.name)
+    frame, raw_telemetry = load_table(telemetry, telemetry_name, records_key="telemetry", text_columns=("node", "gpu", "job_id"))
+    clean = parse_telemetry(frame, topo, raw_telemetry.name)
+    digests = [raw_telemetry.digest("telemetry", rows=len(frame), shape=list(frame.shape)),
+               raw_topology.digest("topology", rows=topo.n_nodes), raw_jobs.digest("jobs", rows=job_set.n_jobs)]
+    return EnergyInputs(clean, topo, job_set), digests
+
+
+def _requested(config: EnergyConfig) -> str:
+    if not (config.gnn_prediction or config.qaoa_scheduling or config.meta_learning):
+        return "per-node"
+    path = "gnn+list" if config.gnn_prediction else "list"
+    if config.meta_learning:
+        return path + "+meta"
+    return path + "+qaoa" if config.qaoa_scheduling else path
+
+
+def _schedule_metrics(problem: Problem, schedule: Schedule, horizon: int, budget_w: float | None, slot_hours: float,
+                      idle_w: np.ndarray) -> dict[str, Any]:
+    profile = power_profile(problem, schedule)
+    peak = float(profile.max())
+    bound = lower_bound_w(problem, horizon)
+    makespan = schedule.makespan(problem)
+    busy = gpu_usage(problem, schedule).sum(axis=1)
+    idle_kwh = float(idle_w @ (problem.node_gpus * makespan - busy)) * slot_hours / 1000.0
+    energy = problem.energy_w_slots * slot_hours / 1000.0
+    return {
+        "peak_power_w": round(peak, 3),
+        "mean_power_w": round(float(profile.mean()), 3),
+        "energy_kwh": round(energy, 4),
+        "idle_energy_kwh": round(idle_kwh, 4),
+        "total_energy_kwh": round(energy + idle_kwh, 4),
+        "makespan_slots": makespan,
+        "lower_bound_w": round(bound, 3),
+        "gap_to_lower_bound": round(peak / bound - 1.0, 6),
+        "within_horizon": makespan <= horizon,
+        "budget_exceeded_slots": 0 if budget_w is None else int((profile > budget_w * (1 + 1e-9)).sum()),
+        "dependency_violations": len(check_schedule(problem, schedule)),
+    }
+
+
+def _score(problem: Problem, schedule: Schedule) -> tuple[float, float]:
+    """(peak W, sum of squared slot power kW^2): lexicographic, lower is better."""
+    profile = power_profile(problem, schedule) / 1000.0
+    return float(profile.max() * 1000.0), float(profile @ profile)
+
+
+class _WindowRun:
+    """State of the window stage: the schedule being improved, the quantum backend, the records."""
+
+    def __init__(self, config: EnergyConfig, problem: Problem, solver: SolverReport) -> None:
+        self.config, self.problem, self.solver = config, problem, solver
+        self.records: list[dict[str, Any]] = []
+        self.histories: list[list[float]] = []
+        self.steps: list[int] = []
+        self.circuits = 0
+        self.controller = WindowController() if config.meta_learning else None
+        self.device = None
+        self.budget: QuantumBudget | None = None
+        self.quantum_reason: str | None = None
+        try:
+            self.device = choose_device()
+            self.budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+        except QuantumUnavailableError as exc:
+            self._fall_back(str(exc))
+
+    def _fall_back(self, reason: str) -> None:
+        self.quantum_reason = reason
+        self.device = None
+        ran = self.solver.ran.replace("+qaoa", "+greedy").replace("+meta", "+greedy")
+        self.solver.fall_back(self.solver.ran, ran, reason)
+
+    def run(self, schedule: Schedule, horizon: int, budget_w: float | None, ids: list[str], progress: Progress) -> Schedule:
+        config, problem = self.config, self.problem
+        tried: set[int] = set()
+        done = attempts = 0
+        while done < config.qaoa_windows and attempts < 4 * config.qaoa_windows:
+            profile = power_profile(problem, schedule)
+            slots = [int(t) for t in np.argsort(-profile, kind="stable") if int(t) not in tried and profile[t] > 0]
+            if not slots:
+                break
+            slot = slots[0]
+            tried.add(slot)
+            attempts += 1
+            window = build_window(problem, schedule, slot, horizon, config.max_qubits)
+            if window is None:
+                continue
+            progress(0.45 + 0.35 * done / config.qaoa_windows, f"window {done + 1}/{config.qaoa_windows} at slot {slot} ({window.n} jobs)")
+            schedule = self._solve(window, schedule, horizon, budget_w, ids, done)
+            done += 1
+        return schedule
+
+    def _solve(self, window, schedule: Schedule, horizon: int, budget_w: float | None, ids: list[str], index: int) -> Schedule:
+        config, problem = self.config, self.problem
+        model = window_ising(window)
+        exact_bits, best, worst = solve_exact(model)
+        greedy = greedy_bits(model)
+        greedy_cost = model.energy(greedy)
+        greedy_ratio = approximation_ratio(worst, greedy_cost, best)
+        if self.controller is not None:
+            method, why = self.controller.choose(1.0 - greedy_ratio)
+        else:
+            method, why = "qaoa", "qaoa_scheduling on: QAOA on every window"
+        record: dict[str, Any] = {
+            "slot": window.slot, "jobs": [ids[j] for j in window.jobs], "qubits": window.n,
+            "exact_cost_kw2": round(best, 6), "worst_cost_kw2": round(worst, 6), "keep_all_cost_kw2": round(model.energy(np.zeros(window.n, int)), 6),
+            "greedy_cost_kw2": round(greedy_cost, 6), "greedy_ratio": round(greedy_ratio, 6),
+            "qaoa_cost_kw2": None, "qaoa_ratio": None, "choice": method, "why": why,
+        }
+        bits = greedy
+        if method == "qaoa" and self.device is None:
+            record["choice"], record["why"] = "heuristic", f"QAOA unavailable ({self.quantum_reason})"
+        elif method == "qaoa":
+            try:
+                result = run_qaoa(model, config.qaoa_layers, self.device, self.budget, max_steps=config.qaoa_steps,
+                                  seed=config.seed + index)
+            except QuantumUnavailableError as exc:
+                self._fall_back(str(exc))
+                record["choice"], record["why"] = "heuristic", f"QAOA failed: {exc}"
+            else:
+                ratio = approximation_ratio(worst, result.energy, best)
+                record.update(qaoa_cost_kw2=round(result.energy, 6), qaoa_ratio=round(ratio, 6),
+                              qaoa_probability=round(result.probability, 6), qaoa_steps=result.steps)
+                self.histories.append([round(v, 6) for v in result.expectation_history])
+                self.steps.append(result.steps)
+                self.circuits += result.circuits_run
+                if self.controller is not None:
+                    self.controller.observe_qaoa(1.0 - ratio)
+                bits = result.bits
+        record["exact_bits"] = exact_bits.astype(int).tolist()
+        record["chosen_bits"] = np.asarray(bits).astype(int).tolist()
+        candidate = apply_window(schedule, window, bits)
+        before, after = _score(problem, schedule), _score(problem, candidate)
+        problems = check_schedule(problem, candidate)
+        reason = None
+        if not np.asarray(bits).any():
+            reason = "the answer keeps every job (nothing to apply)"
+        elif problems:
+            reason = f"would break the schedule: {problems[0]}"
+        elif candidate.makespan(problem) > horizon:
+            reason = "would end after the horizon"
+        elif budget_w is not None and after[0] > budget_w * (1 + 1e-9):
+            reason = "would exceed the budget"
+        elif not (after[0] < before[0] - 1e-9 or (after[0] <= before[0] + 1e-9 and after[1] < before[1] - 1e-9)):
+            reason = "no improvement of (peak, sum of squared power)"
+        record.update(applied=reason is None, not_applied_reason=reason, deferred=[ids[j] for j in window.jobs[np.asarray(bits, bool)]],
+                      peak_before_w=round(before[0], 3), peak_after_w=round(after[0] if reason is None else before[0], 3))
+        # Sanity: the Ising energies are the direct window cost (checked on the chosen answer).
+        record["cost_check_abs_diff"] = abs(window_cost(window, bits) - model.energy(bits))
+        self.records.append(record)
+        return candidate if reason is None else schedule
+
+    def report(self) -> QuantumReport | None:
+        ran = [r for r in self.records if r["qaoa_ratio"] is not None]
+        if not ran or self.device is None and not self.steps:
+            return None
+        device = self.device or choose_device()
+        return QuantumReport(device=device.name, device_reason=device.reason, layers=self.config.qaoa_layers,
+                             qubits_per_circuit=[r["qubits"] for r in ran], circuits_run=self.circuits, optimizer_steps=self.steps,
+                             block_ratios=[r["qaoa_ratio"] for r in ran], exact_checked=[True] * len(ran), convergence=self.histories,
+                             blocks=[{k: r[k] for k in ("slot", "jobs", "qubits", "exact_cost_kw2", "qaoa_cost_kw2", "applied")} for r in ran])
+
+
+def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | None = None, *,
+                digests: list[InputDigest] | None = None, progress: Progress | None = None) -> Plan:
+    """Predict power, schedule the jobs under the budget and recommend clock caps.
+
+    Parameters
+    ----------
+    inputs : EnergyInputs
+        From :func:`load_energy_inputs` (or the ``parse_*`` functions).
+    config : EnergyConfig or mapping, optional
+    digests : list of InputDigest, optional
+        Digests of the files (front ends pass them).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    Plan
+        ``result.schedule`` (``{job, node, start, end}`` in slots), frequency
+        caps, active accelerators, predicted peak/energy/savings;
+        ``metrics`` peak_power_w, energy_kwh, makespan_slots, lower_bound_w,
+        gap_to_lower_bound; ``baselines`` asap and per_node.
+
+    Raises
+    ------
+    InfeasibleError
+        Budget below the largest job, or no schedule within an explicit
+        horizon under the budget.
+    """
+    if not isinstance(config, EnergyConfig):
+        config = EnergyConfig.from_mapping(config, "config")
+    report = progress or (lambda fraction, message: None)
+    timer = StageTimer()
+    diagnostics: list[str] = []
+    telemetry, topo, jobs = inputs.telemetry, inputs.topology, inputs.jobs
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    if digests is None:
+        digests = [digest_frame(telemetry, "telemetry"), digest_mapping(topo.node_ids, "topology"), digest_mapping(jobs.ids, "jobs")]
+    solver = SolverReport(requested=_requested(config), ran=_requested(config))
+
+    report(0.02, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else ""))
+    with timer.stage("predict"):
+        series = build_node_series(telemetry, topo)
+        prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
+                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed)
+        fits = fit_power_models(telemetry, topo)
+        clocks, clock_sources = current_clocks(telemetry, topo)
+    if config.gnn_prediction and prediction.best != "gnn":
+        diagnostics.append(f"the GNN did not win: walk-forward MAE gnn {prediction.mae_w['gnn']:.1f} W vs "
+                           f"{prediction.best} {prediction.mae_w[prediction.best]:.1f} W")
+
+    report(0.3, "job power estimates and baselines")
+    with timer.stage("schedule"):
+        missing = ~np.isfinite(jobs.power_w)
+        estimates, sources = estimate_job_power(telemetry, jobs.ids, jobs.gpus, jobs.node, topo, missing)
+        power = np.where(missing, estimates, jobs.power_w)
+        problem = Problem(jobs.duration, power, jobs.gpus, jobs.node, jobs.deps, topo.gpus)
+        budget, budget_source = _budget(config, topo, names)
+        if budget is not None and budget < power.max():
+            j = int(np.argmax(power))
+            raise InfeasibleError(budget_source, "power_budget_w", "budget below the largest single job",
+                                  f"at least {power[j]:.0f} W (job {jobs.ids[j]})", f"{budget:.0f} W")
+        asap = asap_schedule(problem)
+        auto = config.horizon == 0
+        horizon = math.ceil(AUTO_HORIZON_FACTOR * asap.makespan(problem)) if auto else config.horizon
+        node_caps = _node_caps(topo, budget)
+        per_node = per_node_schedule(problem, node_caps)
+        if solver.requested == "per-node":
+            schedule = per_node
+            if per_node.makespan(problem) > horizon:
+                diagnostics.append(f"the per-node schedule needs {per_node.makespan(problem)} slots, beyond the horizon of {horizon}")
+        else:
+            listed = list_schedule(problem, horizon, budget, auto, budget_source=budget_source)
+            schedule = listed.schedule
+            if listed.horizon_extended:
+                diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
+            horizon = listed.horizon
+
+    before_windows = schedule
+    window_run = None
+    if config.qaoa_scheduling or config.meta_learning:
+        if solver.requested == "per-node":  # cannot happen: a toggle is on
+            raise AssertionError
+        with timer.stage("windows"):
+            window_run = _WindowRun(config, problem, solver)
+            schedule = window_run.run(schedule, horizon, budget, jobs.ids, report)
+            quantum = window_run.report()
+            if quantum is not None:
+                solver.quantum = quantum
+
+    report(0.85, "clock caps")
+    with timer.stage("caps"):
+        caps = _caps(problem, schedule, fits, topo, clocks, budget, config)
+    slot_h = config.slot_hours
+    idle = np.array([f.p_idle_w for f in fits])
+    metrics = _schedule_metrics(problem, schedule, horizon, budget, slot_h, idle)
+    metrics.update({
+        "horizon_slots": horizon,
+        "power_budget_w": budget,
+        "budget_respected": metrics["budget_exceeded_slots"] == 0,
+        "peak_reduction_vs_asap": None,
+        "prediction_mae_w": {k: round(v, 3) for k, v in prediction.mae_w.items()},
+        "prediction_best_method": prediction.best,
+        "power_fit_mae_w": [None if f.mae_w is None else round(f.mae_w, 3) for f in fits],
+        "predicted_energy_saving_kwh": caps["saving_kwh"],
+        "active_accelerators": caps["active_total"],
+    })
+    baselines = {"asap": _schedule_metrics(problem, asap, horizon, budget, slot_h, idle),
+                 "per_node": _schedule_metrics(problem, per_node, horizon, budget, slot_h, idle)}
+    if window_run is not None:
+        baselines["list_before_windows"] = _schedule_metrics(problem, before_windows, horizon, budget, slot_h, idle)
+    asap_peak = baselines["asap"]["peak_power_w"]
+    metrics["peak_reduction_vs_asap"] = round(1.0 - metrics["peak_power_w"] / asap_peak, 6) if asap_peak > 0 else None
+    if budget is not None and metrics["budget_exceeded_slots"]:
+        diagnostics.append(f"the {solver.ran} schedule exceeds the budget in {metrics['budget_exceeded_slots']} slots "
+                           "(the per-node scheduler gives each node a fixed share; turn on gnn_prediction for the cluster-wide scheduler)")
+    length = max(schedule.makespan(problem), asap.makespan(problem), per_node.makespan(problem))
+    result: dict[str, Any] = {
+        "schedule": [{"job": jobs.ids[j], "node": topo.node_ids[schedule.node[j]], "start": int(schedule.start[j]),
+                      "end": int(schedule.start[j] + problem.duration[j]), "power_w": round(float(power[j]), 3), "gpus": int(problem.gpus[j])}
+                     for j in np.lexsort((np.arange(problem.n_jobs), schedule.start))],
+        "slot_hours": slot_h,
+        "horizon_slots": horizon,
+        "horizon_source": "auto (1.5 x ASAP makespan)" if auto else "config",
+        "power_budget_w": budget,
+        "power_budget_source": budget_source if budget is not None else None,
+        "node_ids": topo.node_ids,
+        "power_timeline_w": {
+            "plan": _rounded(power_profile(problem, schedule, length)),
+            "asap": _rounded(power_profile(problem, asap, length)),
+            "per_node": _rounded(power_profile(problem, per_node, length)),
+            "plan_capped": _rounded(caps["capped_total"], length),
+        },
+        "frequency_caps": caps["per_node"],
+        "caps_assumption": "compute-bound jobs: dynamic power scales with f^3 and run time with 1/f; the slot schedule is not re-timed",
+        "active_accelerators": caps["active"],
+        "predicted": {
+            "peak_power_w": metrics["peak_power_w"], "energy_kwh": metrics["energy_kwh"],
+            "peak_power_w_capped": round(float(caps["capped_total"].max(initial=0.0)), 3), "energy_kwh_capped": caps["capped_kwh"],
+            "next_interval_power_w": dict(zip(topo.node_ids, prediction.forecast_w[prediction.best], strict=True)),
+            "next_interval_method": prediction.best,
+        },
+        "predicted_savings": {
+            "caps_energy_kwh": caps["saving_kwh"],
+            "caps_energy_fraction": caps["saving_fraction"],
+            "power_gating_idle_kwh": caps["gating_kwh"],
+            "peak_reduction_vs_asap_w": round(asap_peak - metrics["peak_power_w"], 3),
+        },
+        "prediction": prediction.summary(),
+        "estimated_job_power": [{"job": jobs.ids[i], "power_w": round(float(power[i]), 3), "source": sources[i]} for i in np.flatnonzero(missing)],
+        "current_clock_sources": dict(zip(topo.node_ids, clock_sources, strict=True)),
+        "quantum_accelerators": topo.quantum_accelerators,
+    }
+    if window_run is not None:
+        result["windows"] = window_run.records
+        if window_run.controller is not None:
+            result["meta"] = {"learner": "online: expected QAOA gap (EWMA of 1 - ratio) vs this window's greedy gap",
+                              "choices": [{"slot": r["slot"], "choice": r["choice"], "why": r["why"]} for r in window_run.records]}
+        applied = sum(r["applied"] for r in window_run.records)
+        metrics.update(windows=len(window_run.records), windows_applied=applied,
+                       qaoa_mean_ratio=_mean([r["qaoa_ratio"] for r in window_run.records]),
+                       greedy_mean_ratio=_mean([r["greedy_ratio"] for r in window_run.records]))
+        if not window_run.records:
+            diagnostics.append("no peak slot had 2 or more jobs that could be deferred: no window ran")
+    report(1.0, "done")
+    return Plan(module="energy", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
+                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(float(np.mean(present)), 6) if present else None
+
+
+def _rounded(values: np.ndarray, length: int | None = None) -> list[float]:
+    out = np.zeros(length if length is not None else len(values))
+    out[: min(len(out), len(values))] = values[: len(out)]
+    return [round(float(v), 3) for v in out]
+
+
+def _budget(config: EnergyConfig, topo, names: dict[str, str]) -> tuple[float | None, str]:
+    if config.power_budget_w > 0:
+        return float(config.power_budget_w), "config"
+    if topo.power_budget_w is not None:
+        return float(topo.power_budget_w), names.get("topology", "topology")
+    return None, "none"
+
+
+def _node_caps(topo, budget: float | None) -> np.ndarray | None:
+    """Per-node shares for the simple scheduler: the node's own budget, else the cluster budget by GPU count."""
+    if budget is None and not np.isfinite(topo.node_budget_w).any():
+        return None
+    share = (budget * topo.gpus / topo.gpus.sum()) if budget is not None else np.full(topo.n_nodes, np.inf)
+    return np.where(np.isfinite(topo.node_budget_w), topo.node_budget_w, share)
+
+
+def _caps(problem: Problem, schedule: Schedule, fits, topo, clocks: np.ndarray, budget: float | None, config: EnergyConfig) -> dict[str, Any]:
+    profile = power_profile(problem, schedule, by_node=True)
+    busy = gpu_usage(problem, schedule)
+    idle = np.array([f.p_idle_w for f in fits])
+    parts = np.zeros((problem.n_nodes, 2))
+    for j in range(problem.n_jobs):
+        n = schedule.node[j]
+        static = problem.gpus[j] * idle[n] * problem.duration[j]
+        parts[n, 0] += static
+        parts[n, 1] += max(problem.power_w[j] * problem.duration[j] - static, 0.0)
+    chosen = choose_caps(profile, busy, parts, fits, topo, clocks, budget, config.max_slowdown)
+    kwh = config.slot_hours / 1000.0
+    active = busy.max(axis=1) if busy.size else np.zeros(problem.n_nodes, dtype=int)
+    makespan = schedule.makespan(problem)
+    gating = float(idle @ ((topo.gpus - active) * makespan)) * kwh
+    per_node = []
+    for i, node in enumerate(topo.node_ids):
+        per_node.append({
+            "node": node,
+            "current": {"clock_mhz": round(float(clocks[i]), 1), "power_limit_w": float(topo.gpu_power_limit_w[i])},
+            "recommended": {"clock_mhz": round(float(chosen["clock_mhz"][i]), 1), "power_limit_w": round(float(chosen["power_limit_w"][i]), 1)},
+            "limits": {"min_clock_mhz": float(topo.min_clock_mhz[i]), "max_clock_mhz": float(topo.max_clock_mhz[i]),
+                       "gpu_min_power_w": float(topo.gpu_min_power_w[i]), "gpu_power_limit_w": float(topo.gpu_power_limit_w[i]),
+                       "node_power_limit_w": float(topo.node_power_limit_w[i])},
+            "slowdown": round(float(1.0 / chosen["ratio"][i]), 4),
+            "binding": chosen["binding"][i],
+            "peak_w_uncapped": round(float(profile[i].max(initial=0.0)), 3),
+            "peak_w_capped": round(float(chosen["capped_profile_w"][i].max(initial=0.0)), 3),
+            "energy_kwh_uncapped": round(float(chosen["uncapped_energy_w_slots"][i]) * kwh, 4),
+            "energy_kwh_capped": round(float(chosen["energy_w_slots"][i]) * kwh, 4),
+            "fit": fits[i].describe(),
+        })
+    uncapped = float(chosen["uncapped_energy_w_slots"].sum()) * kwh
+    capped = float(chosen["energy_w_slots"].sum()) * kwh
+    return {
+        "per_node": per_node,
+        "capped_total": chosen["capped_profile_w"].sum(axis=0) if problem.n_nodes else np.zeros(0),
+        "capped_kwh": round(capped, 4),
+        "saving_kwh": round(uncapped - capped, 4),
+        "saving_fraction": round((uncapped - capped) / uncapped, 6) if uncapped > 0 else 0.0,
+        "gating_kwh": round(gating, 4),
+        "active": {"per_node": {n: int(a) for n, a in zip(topo.node_ids, active, strict=True)}, "total": int(active.sum()),
+                   "of": int(topo.gpus.sum()), "rule": "most GPUs the schedule uses at once on each node; the rest can be powered down"},
+        "active_total": int(active.sum()),
+    }

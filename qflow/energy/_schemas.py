@@ -1,0 +1,352 @@
+"""Energy inputs and config: parse once, validate once, then trust.
+
+Three inputs, each checked here and nowhere else (the schedulers, the
+predictor and the cap chooser take the parsed objects and assume they are
+valid):
+
+* telemetry: a table with ``timestamp``, ``node``, ``gpu``, ``power_w`` and
+  optionally ``utilization`` (0..1, or 0..100 %), ``sm_clock_mhz``,
+  ``temperature_c``, ``job_id`` -> :func:`parse_telemetry`.
+* topology: ``nodes`` (``id``, ``gpus``, clocks and power limits), optional
+  ``links`` and cluster ``power_budget_w`` -> :func:`parse_topology`.
+* jobs: ``{"jobs": [{"id", "duration", "power_w"?, "deps"?, "node"?, "gpus"?}]}``
+  -> :func:`parse_jobs` (durations in slots; cycles refused).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from qflow.core.config import QflowConfig
+from qflow.core.errors import InputError
+
+__all__ = [
+    "EnergyConfig",
+    "EnergyInputs",
+    "JobSet",
+    "Topology",
+    "TELEMETRY_REQUIRED",
+    "parse_jobs",
+    "parse_telemetry",
+    "parse_topology",
+]
+
+#: Columns every telemetry table must have.
+TELEMETRY_REQUIRED = ("timestamp", "node", "gpu", "power_w")
+#: Optional numeric telemetry columns.
+TELEMETRY_NUMERIC = ("utilization", "sm_clock_mhz", "temperature_c")
+
+
+class EnergyConfig(QflowConfig):
+    """Toggles and settings of the energy planner (page widgets, CLI flags, API form).
+
+    With ``qaoa_scheduling``, ``gnn_prediction`` and ``meta_learning`` all off
+    the plan is the simple scheduler that treats each node independently.
+    """
+
+    qaoa_scheduling: bool = Field(False, description="Refine run-now/defer decisions at the peak slots with QAOA (each window also solved exactly; only improvements applied).")
+    gnn_prediction: bool = Field(True, description="Train the GraphSAGE power predictor and schedule cluster-wide with the power-aware list scheduler.")
+    meta_learning: bool = Field(False, description="A controller picks, per window, the greedy heuristic or QAOA from their recent errors.")
+    power_budget_w: float = Field(0.0, ge=0, le=1e9, description="Cluster power budget for the jobs, W; 0 = the topology's power_budget_w (none: minimise the peak only).")
+    horizon: int = Field(0, ge=0, le=100_000, description="Deadline for every job, slots; 0 = auto: 1.5 x the ASAP makespan, extended if the budget needs more.")
+    slot_hours: float = Field(1.0, gt=0, le=24, description="Length of one scheduling slot, hours.")
+    max_qubits: int = Field(16, ge=2, le=20, description="Largest QAOA window (one qubit per job decision).")
+    qaoa_layers: int = Field(2, ge=1, le=6, description="QAOA depth p.")
+    qaoa_windows: int = Field(3, ge=1, le=32, description="How many peak-slot windows QAOA (or the controller) works on.")
+    qaoa_steps: int = Field(30, ge=1, le=500, description="Adam steps per QAOA window at most.")
+    quantum_time_budget_s: float = Field(60.0, gt=0, le=3600, description="Wall time for all QAOA circuits of one plan, s.")
+    gnn_steps: int = Field(300, ge=10, le=5000, description="Adam steps training the GNN (full batch, CPU).")
+    gnn_hidden: int = Field(16, ge=4, le=256, description="Hidden width of the GraphSAGE layers.")
+    history_window: int = Field(4, ge=1, le=48, description="Telemetry intervals of history each prediction sees.")
+    test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of the telemetry's tail held out for the walk-forward evaluation.")
+    max_slowdown: float = Field(1.15, ge=1.0, le=3.0, description="Clock caps may slow jobs by at most this factor for energy (power limits may need more).")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated cluster: per-node arrays of shape (m,) in ``node_ids`` order.
+
+    Attributes
+    ----------
+    node_ids : list of str
+    gpus : ndarray of int, shape (m,)
+    min_clock_mhz, max_clock_mhz : ndarray of float, shape (m,)
+    current_clock_mhz : ndarray of float, shape (m,)
+        The clock the node runs at now (NaN: read from telemetry).
+    gpu_power_limit_w, gpu_min_power_w : ndarray of float, shape (m,)
+        Per-GPU power-limit range (what ``nvidia-smi -pl`` accepts).
+    node_power_limit_w : ndarray of float, shape (m,)
+        Most a node may draw (default: gpus x gpu_power_limit_w).
+    node_budget_w : ndarray of float, shape (m,)
+        Per-node job power budget (NaN: a share of the cluster budget).
+    power_budget_w : float or None
+        Cluster budget for the jobs' power, W.
+    links : list of (int, int)
+        Undirected node index pairs.
+    quantum_accelerators : list of dict
+        Passed through to the plan.
+    """
+
+    node_ids: list[str]
+    gpus: np.ndarray
+    min_clock_mhz: np.ndarray
+    max_clock_mhz: np.ndarray
+    current_clock_mhz: np.ndarray
+    gpu_power_limit_w: np.ndarray
+    gpu_min_power_w: np.ndarray
+    node_power_limit_w: np.ndarray
+    node_budget_w: np.ndarray
+    power_budget_w: float | None
+    links: list[tuple[int, int]]
+    quantum_accelerators: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_ids)
+
+    def index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.node_ids)}
+
+
+@dataclass(frozen=True)
+class JobSet:
+    """Validated jobs, arrays of shape (n,) in file order.
+
+    Attributes
+    ----------
+    ids : list of str
+    duration : ndarray of int
+        Slots.
+    power_w : ndarray of float
+        NaN where the file gave none (the planner estimates it).
+    gpus : ndarray of int
+        GPUs the job occupies on its node.
+    node : ndarray of int
+        Required node index, -1 for any.
+    deps : list of list of int
+        Indices of the jobs that must end before each starts.
+    """
+
+    ids: list[str]
+    duration: np.ndarray
+    power_w: np.ndarray
+    gpus: np.ndarray
+    node: np.ndarray
+    deps: list[list[int]]
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class EnergyInputs:
+    """The three parsed inputs together."""
+
+    telemetry: pd.DataFrame
+    topology: Topology
+    jobs: JobSet
+
+
+def _number(value: Any, source: str, where: str, *, low: float | None = None, strict_low: bool = False,
+            integer: bool = False, expected: str = "a number") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(source, where, "not a number", expected, value)
+    x = float(value)
+    if not math.isfinite(x):
+        raise InputError(source, where, "not finite", expected, value)
+    if integer and x != round(x):
+        raise InputError(source, where, "not an integer", expected, value)
+    if low is not None and (x <= low if strict_low else x < low):
+        raise InputError(source, where, "out of range", expected, value)
+    return x
+
+
+def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topology:
+    """Validate a topology mapping.
+
+    ``nodes``: list of ``{id, gpus, min_clock_mhz, max_clock_mhz,
+    gpu_power_limit_w, gpu_min_power_w?, power_limit_w?, power_budget_w?,
+    current_clock_mhz?}``; ``links``: ``[{source, target}]`` (optional);
+    ``power_budget_w``: cluster budget (optional); ``quantum_accelerators``
+    (optional, carried).
+
+    >>> t = parse_topology({"nodes": [{"id": "a", "gpus": 2, "min_clock_mhz": 500, "max_clock_mhz": 1500,
+    ...                                "gpu_power_limit_w": 400}]})
+    >>> t.node_ids, int(t.gpus[0]), float(t.node_power_limit_w[0])
+    (['a'], 2, 800.0)
+    """
+    nodes = data.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise InputError(source, "nodes", "missing or empty", "a non-empty list of nodes", type(nodes).__name__ if nodes is not None else None)
+    ids: list[str] = []
+    cols: dict[str, list[float]] = {k: [] for k in ("gpus", "min", "max", "cur", "plim", "pmin", "nlim", "nbud")}
+    for i, node in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(node, Mapping) or "id" not in node:
+            raise InputError(source, where, "wrong shape", "an object with an id", node)
+        node_id = str(node["id"])
+        if node_id in ids:
+            raise InputError(source, f"{where}.id", "duplicate node id", "distinct ids", node_id)
+        ids.append(node_id)
+        gpus = _number(node.get("gpus", 8), source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1")
+        lo = _number(node.get("min_clock_mhz"), source, f"{where}.min_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz")
+        hi = _number(node.get("max_clock_mhz"), source, f"{where}.max_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz")
+        if lo >= hi:
+            raise InputError(source, f"{where}.min_clock_mhz", "not below max_clock_mhz", "min_clock_mhz < max_clock_mhz", f"{lo:g} >= {hi:g}")
+        plim = _number(node.get("gpu_power_limit_w"), source, f"{where}.gpu_power_limit_w", low=0, strict_low=True, expected="a power > 0 W")
+        pmin = _number(node.get("gpu_min_power_w", 0.3 * plim), source, f"{where}.gpu_min_power_w", low=0, expected="a power >= 0 W")
+        if pmin > plim:
+            raise InputError(source, f"{where}.gpu_min_power_w", "above gpu_power_limit_w", "gpu_min_power_w <= gpu_power_limit_w", pmin)
+        cur = node.get("current_clock_mhz")
+        cur_value = math.nan
+        if cur is not None:
+            cur_value = _number(cur, source, f"{where}.current_clock_mhz", low=0, strict_low=True, expected=f"a clock in [{lo:g}, {hi:g}] MHz")
+            if not lo <= cur_value <= hi:
+                raise InputError(source, f"{where}.current_clock_mhz", "outside the clock range", f"a clock in [{lo:g}, {hi:g}] MHz", cur)
+        nlim = _number(node.get("power_limit_w", gpus * plim), source, f"{where}.power_limit_w", low=0, strict_low=True, expected="a power > 0 W")
+        nbud = node.get("power_budget_w")
+        nbud_value = math.nan if nbud is None else _number(nbud, source, f"{where}.power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
+        for key, value in zip(cols, (gpus, lo, hi, cur_value, plim, pmin, nlim, nbud_value), strict=True):
+            cols[key].append(value)
+    index = {n: i for i, n in enumerate(ids)}
+    links: list[tuple[int, int]] = []
+    raw_links = data.get("links") or []
+    if not isinstance(raw_links, list):
+        raise InputError(source, "links", "wrong type", "a list of {source, target}", type(raw_links).__name__)
+    for i, link in enumerate(raw_links):
+        if not isinstance(link, Mapping) or "source" not in link or "target" not in link:
+            raise InputError(source, f"links[{i}]", "wrong shape", "an object with source and target", link)
+        for end in ("source", "target"):
+            if str(link[end]) not in index:
+                raise InputError(source, f"links[{i}].{end}", "unknown node", "a node id from nodes", link[end])
+        a, b = index[str(link["source"])], index[str(link["target"])]
+        if a != b:
+            links.append((min(a, b), max(a, b)))
+    budget = data.get("power_budget_w")
+    budget_value = None if budget is None else _number(budget, source, "power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
+    quantum = data.get("quantum_accelerators") or []
+    if not isinstance(quantum, list):
+        raise InputError(source, "quantum_accelerators", "wrong type", "a list", type(quantum).__name__)
+    arr = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
+    return Topology(
+        node_ids=ids, gpus=arr["gpus"].astype(int), min_clock_mhz=arr["min"], max_clock_mhz=arr["max"],
+        current_clock_mhz=arr["cur"], gpu_power_limit_w=arr["plim"], gpu_min_power_w=arr["pmin"],
+        node_power_limit_w=arr["nlim"], node_budget_w=arr["nbud"], power_budget_w=budget_value,
+        links=sorted(set(links)), quantum_accelerators=[dict(q) if isinstance(q, Mapping) else {"name": str(q)} for q in quantum],
+    )
+
+
+def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs") -> JobSet:
+    """Validate ``{"jobs": [...]}`` against the topology; refuse unknown deps and cycles.
+
+    >>> topo = parse_topology({"nodes": [{"id": "a", "gpus": 2, "min_clock_mhz": 500, "max_clock_mhz": 1500,
+    ...                                   "gpu_power_limit_w": 400}]})
+    >>> parse_jobs({"jobs": [{"id": "x", "duration": 1, "deps": ["y"]}, {"id": "y", "duration": 1, "deps": ["x"]}]}, topo)
+    Traceback (most recent call last):
+    ...
+    qflow.core.errors.InputError: jobs: jobs.deps: cyclic dependencies; expected a DAG (no job may depend on itself through others), got x -> y -> x
+    """
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        raise InputError(source, "jobs", "missing or empty", "a non-empty list of jobs", type(jobs).__name__ if jobs is not None else None)
+    node_index = topology.index()
+    ids: list[str] = []
+    for i, job in enumerate(jobs):
+        if not isinstance(job, Mapping) or "id" not in job:
+            raise InputError(source, f"jobs[{i}]", "wrong shape", "an object with an id and a duration", job)
+        job_id = str(job["id"])
+        if job_id in ids:
+            raise InputError(source, f"jobs[{i}].id", "duplicate job id", "distinct ids", job_id)
+        ids.append(job_id)
+    index = {j: i for i, j in enumerate(ids)}
+    n = len(ids)
+    duration = np.zeros(n, dtype=int)
+    power = np.full(n, np.nan)
+    gpus = np.ones(n, dtype=int)
+    node = np.full(n, -1, dtype=int)
+    deps: list[list[int]] = []
+    for i, job in enumerate(jobs):
+        where = f"jobs[{i}]"
+        if "duration" not in job:
+            raise InputError(source, f"{where}.duration", "missing field", "a whole number of slots >= 1")
+        duration[i] = int(_number(job["duration"], source, f"{where}.duration", low=1, integer=True, expected="a whole number of slots >= 1"))
+        if job.get("power_w") is not None:
+            power[i] = _number(job["power_w"], source, f"{where}.power_w", low=0, strict_low=True, expected="a power > 0 W")
+        if job.get("node") is not None:
+            if str(job["node"]) not in node_index:
+                raise InputError(source, f"{where}.node", "unknown node", "a node id from the topology", job["node"])
+            node[i] = node_index[str(job["node"])]
+        if job.get("gpus") is not None:
+            gpus[i] = int(_number(job["gpus"], source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1"))
+        most = int(topology.gpus[node[i]]) if node[i] >= 0 else int(topology.gpus.max())
+        if gpus[i] > most:
+            raise InputError(source, f"{where}.gpus", "more GPUs than its node has", f"at most {most}", int(gpus[i]))
+        raw_deps = job.get("deps") or []
+        if not isinstance(raw_deps, list):
+            raise InputError(source, f"{where}.deps", "wrong type", "a list of job ids", raw_deps)
+        mine = []
+        for dep in raw_deps:
+            if str(dep) not in index:
+                raise InputError(source, f"{where}.deps", "unknown job", "ids of jobs in this file", dep)
+            mine.append(index[str(dep)])
+        deps.append(sorted(set(mine)))
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(n))
+    graph.add_edges_from((d, i) for i, ds in enumerate(deps) for d in ds)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([ids[cycle[0][0]], *(ids[b] for _, b in cycle)])
+        raise InputError(source, "jobs.deps", "cyclic dependencies", "a DAG (no job may depend on itself through others)", path)
+    return JobSet(ids=ids, duration=duration, power_w=power, gpus=gpus, node=node, deps=deps)
+
+
+def parse_telemetry(frame: pd.DataFrame, topology: Topology, source: str = "telemetry") -> pd.DataFrame:
+    """Validate a telemetry table; returns a clean copy sorted by time.
+
+    Columns out: ``timestamp`` (datetime64), ``node``, ``gpu`` (text),
+    ``power_w`` (float) and the optional numeric columns that were given;
+    ``utilization`` is scaled to 0..1 when given in percent.
+    """
+    missing = [c for c in TELEMETRY_REQUIRED if c not in frame.columns]
+    if missing:
+        raise InputError(source, missing[0], "missing column", f"columns {', '.join(TELEMETRY_REQUIRED)}", ", ".join(map(str, frame.columns[:8])))
+    out = pd.DataFrame({"node": frame["node"].astype(str).str.strip(), "gpu": frame["gpu"].astype(str).str.strip()})
+    try:
+        out["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise InputError(source, "timestamp", "not a timestamp", "ISO 8601 times (2026-01-01T00:00:00Z)", str(exc).splitlines()[0]) from None
+    for column in ("power_w", *TELEMETRY_NUMERIC):
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any() or (column == "power_w" and values.isna().any()):
+            row = int(np.flatnonzero(bad.to_numpy() | (values.isna().to_numpy() if column == "power_w" else bad.to_numpy()))[0])
+            raise InputError(source, f"{column}[row {row}]", "not a number", "a number", frame[column].iloc[row])
+        if (values < 0).any():
+            row = int(np.flatnonzero((values < 0).to_numpy())[0])
+            raise InputError(source, f"{column}[row {row}]", "negative", "a number >= 0", frame[column].iloc[row])
+        out[column] = values.astype(float)
+    if "utilization" in out and out["utilization"].max() > 1.0:
+        out["utilization"] = out["utilization"] / 100.0  # given in percent
+    if "job_id" in frame.columns:
+        out["job_id"] = frame["job_id"].where(frame["job_id"].notna(), "").astype(str)
+    known = set(topology.node_ids)
+    unknown = sorted(set(out["node"]) - known)
+    if unknown:
+        raise InputError(source, "node", "node not in the topology", "node ids from the topology", unknown[0])
+    if out["timestamp"].nunique() < 3:
+        raise InputError(source, "timestamp", "too short", "at least 3 distinct timestamps", int(out["timestamp"].nunique()))
+    return out.sort_values(["timestamp", "node", "gpu"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,86 @@
+"""The energy page under Streamlit's AppTest: widgets, Run on the samples, four charts, toggles, input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qflow.energy import EnergyConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "energy.py"
+SAMPLES = ROOT / "sample_data" / "energy"
+
+
+@pytest.fixture
+def at(tmp_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("QFLOW_HOME", str(tmp_path))  # the run history goes to a temporary store
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def click_run(at: AppTest) -> AppTest:
+    at.button(key="energy_run_button").click().run()
+    return at
+
+
+def test_widgets_are_the_config_fields(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == EnergyConfig.toggles()
+    assert {n.label for n in at.number_input} == set(EnergyConfig.model_fields) - set(EnergyConfig.toggles())
+    assert at.toggle(key="energy_gnn_prediction").value is True and at.toggle(key="energy_qaoa_scheduling").value is False
+    captions = " ".join(c.value for c in at.caption)
+    for name in ("telemetry.csv", "topology.json", "jobs.json"):
+        assert f"using the sample `sample_data/energy/{name}`" in captions
+    assert "Press **Run**" in at.info[0].value and not at.get("plotly_chart")
+
+
+def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["energy_run"].plan
+    assert plan["solver"]["ran"] == "gnn+list" and plan["metrics"]["budget_respected"]
+    specs = chart_specs(at)
+    assert len(specs) == 4
+    timeline, gantt, prediction, caps = specs
+    names = [t["name"] for t in timeline["data"]]
+    assert names == ["ASAP (before)", "per-node scheduler", "plan (gnn+list)", "plan with clock caps"]
+    budget_lines = [s for s in timeline["layout"]["shapes"] if s["y0"] == plan["result"]["power_budget_w"]]
+    assert budget_lines, "the budget line is drawn"
+    assert len(gantt["data"][0]["base"]) == len(plan["result"]["schedule"])
+    assert [t["name"].split(" ")[0] for t in prediction["data"]] == ["measured", "persistence", "ridge", "gnn"]
+    assert "Clock caps per node" in caps["layout"]["title"]["text"]
+    rows = at.dataframe[0].value.to_dict("records")
+    assert [r["method"] for r in rows] == ["plan (gnn+list)", "asap", "per_node"]
+    assert [d.label for d in at.get("download_button")] == ["Download plan JSON"]
+
+
+def test_all_toggles_off_runs_the_per_node_scheduler(at: AppTest) -> None:
+    at.toggle(key="energy_gnn_prediction").set_value(False)
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["energy_run"].plan
+    assert plan["solver"]["ran"] == "per-node"
+    assert plan["metrics"]["peak_power_w"] == plan["baselines"]["per_node"]["peak_power_w"]
+    assert "gnn" not in plan["metrics"]["prediction_mae_w"]
+
+
+def test_cyclic_jobs_show_the_loader_message(at: AppTest) -> None:
+    at.session_state["energy_jobs_bytes"] = json.dumps(
+        {"jobs": [{"id": "a", "duration": 1, "deps": ["b"]}, {"id": "b", "duration": 1, "deps": ["a"]}]})
+    at.session_state["energy_jobs_name"] = "bad_jobs.json"
+    at.run()
+    click_run(at)
+    assert not at.exception
+    assert at.error[0].value == ("bad_jobs.json: jobs.deps: cyclic dependencies; expected a DAG (no job may depend on itself "
+                                 "through others), got a -> b -> a")
+    assert not at.get("plotly_chart")

@@ -1,0 +1,140 @@
+"""Plotly figures of an energy plan: pure functions, plan dict (``Plan.to_dict()``) in, Figure out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["caps_figure", "gantt_figure", "gantt_lanes", "power_timeline_figure", "prediction_figure", "windows_figure"]
+
+COLORS = {"plan": "#1f5fbf", "asap": "#e8a33d", "per_node": "#7fb77e", "plan_capped": "#6a3d9a", "budget": "#c0392b",
+          "lower_bound": "#555555", "measured": "#222222", "persistence": "#b0b0b0", "ridge": "#e8a33d", "gnn": "#1f5fbf",
+          "current": "#b0b0b0", "recommended": "#1f5fbf", "greedy": "#e8a33d", "qaoa": "#1f5fbf"}
+_LAYOUT = {
+    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+}
+_LABELS = {"plan": "plan", "asap": "ASAP (before)", "per_node": "per-node scheduler", "plan_capped": "plan with clock caps"}
+
+
+def power_timeline_figure(plan: dict[str, Any]) -> go.Figure:
+    """Jobs' power per slot: ASAP and per-node (before) against the plan (after), the budget and the lower bound, W."""
+    result, metrics = plan["result"], plan["metrics"]
+    timeline = result["power_timeline_w"]
+    fig = go.Figure()
+    for name in ("asap", "per_node", "plan", "plan_capped"):
+        values = timeline[name]
+        label = f"plan ({plan['solver']['ran']})" if name == "plan" else _LABELS[name]
+        fig.add_scatter(x=list(range(len(values))), y=values, name=label, mode="lines",
+                        line={"color": COLORS[name], "width": 3 if name == "plan" else 2, "shape": "hv",
+                              "dash": "dot" if name == "plan_capped" else None})
+    if result["power_budget_w"] is not None:
+        fig.add_hline(y=result["power_budget_w"], line_dash="dash", line_color=COLORS["budget"],
+                      annotation_text=f"budget {result['power_budget_w']:.0f} W", annotation_position="top left")
+    fig.add_hline(y=metrics["lower_bound_w"], line_dash="dot", line_color=COLORS["lower_bound"],
+                  annotation_text=f"lower bound {metrics['lower_bound_w']:.0f} W", annotation_position="bottom left")
+    fig.add_vline(x=result["horizon_slots"], line_dash="dot", line_color="#999999")
+    fig.update_layout(title=f"Power timeline: peak {metrics['peak_power_w']:.0f} W vs ASAP {plan['baselines']['asap']['peak_power_w']:.0f} W",
+                      xaxis_title=f"slot ({result['slot_hours']:g} h each; dotted line: horizon)", yaxis_title="jobs' power (W)", **_LAYOUT)
+    return fig
+
+
+def gantt_lanes(schedule: list[dict[str, Any]]) -> list[int]:
+    """A lane per job so that jobs sharing a node and a slot never share a lane (first free lane, in start order).
+
+    >>> gantt_lanes([{"node": "a", "start": 0, "end": 2}, {"node": "a", "start": 1, "end": 3}, {"node": "a", "start": 2, "end": 4}])
+    [0, 1, 0]
+    """
+    lanes: list[int] = []
+    ends: dict[str, list[int]] = {}
+    for row in schedule:
+        free = ends.setdefault(row["node"], [])
+        lane = next((i for i, end in enumerate(free) if end <= row["start"]), len(free))
+        if lane == len(free):
+            free.append(row["end"])
+        else:
+            free[lane] = row["end"]
+        lanes.append(lane)
+    return lanes
+
+
+def gantt_figure(plan: dict[str, Any]) -> go.Figure:
+    """One bar per job from start to end slot, grouped by node (a lane per concurrent job), coloured by power."""
+    schedule = sorted(plan["result"]["schedule"], key=lambda r: (r["start"], r["job"]))
+    lanes = gantt_lanes(schedule)
+    nodes = plan["result"]["node_ids"]
+    width = {n: max([lane for row, lane in zip(schedule, lanes, strict=True) if row["node"] == n], default=0) + 1 for n in nodes}
+    offset, y = {}, 0
+    for n in nodes:
+        offset[n] = y
+        y += width[n] + 1
+    ys = [offset[row["node"]] + lane for row, lane in zip(schedule, lanes, strict=True)]
+    fig = go.Figure(go.Bar(
+        base=[r["start"] for r in schedule], x=[r["end"] - r["start"] for r in schedule], y=ys, orientation="h",
+        marker={"color": [r["power_w"] for r in schedule], "colorscale": "YlOrRd", "showscale": True,
+                "colorbar": {"title": "W"}, "line": {"width": 0.5, "color": "#333"}},
+        customdata=[[r["job"], r["node"], r["start"], r["end"], r["power_w"], r["gpus"]] for r in schedule],
+        hovertemplate="%{customdata[0]} on %{customdata[1]}<br>slots %{customdata[2]}-%{customdata[3]}<br>"
+                      "%{customdata[4]:.0f} W, %{customdata[5]} GPUs<extra></extra>",
+        name="jobs",
+    ))
+    fig.update_yaxes(tickvals=[offset[n] + (width[n] - 1) / 2 for n in nodes], ticktext=nodes, autorange="reversed")
+    fig.update_layout(title=f"Schedule ({len(schedule)} jobs, {plan['metrics']['makespan_slots']} slots)", xaxis_title="slot",
+                      yaxis_title="node", bargap=0.15, height=max(420, 12 * y), showlegend=False, margin=_LAYOUT["margin"])
+    return fig
+
+
+def prediction_figure(plan: dict[str, Any]) -> go.Figure:
+    """Cluster power over the held-out tail: measured against each method's one-interval-ahead prediction, W."""
+    pred = plan["result"]["prediction"]
+    x = pred["tail_timestamps"]
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=pred["tail_measured_total_w"], name="measured", mode="lines+markers",
+                    line={"color": COLORS["measured"], "width": 3}, marker={"size": 4})
+    for name, values in pred["tail_predicted_total_w"].items():
+        fig.add_scatter(x=x, y=values, name=f"{name} (MAE {pred['mae_w'][name]:.0f} W/node)", mode="lines",
+                        line={"color": COLORS.get(name), "width": 2, "dash": None if name == pred["best_method"] else "dash"})
+    fig.update_layout(title=f"Predicted vs measured power (walk-forward tail; best: {pred['best_method']})",
+                      xaxis_title="time", yaxis_title="cluster power (W)", **_LAYOUT)
+    return fig
+
+
+def caps_figure(plan: dict[str, Any]) -> go.Figure:
+    """Per node: current vs recommended SM clock (with the allowed range) and per-GPU power limit."""
+    caps = plan["result"]["frequency_caps"]
+    nodes = [c["node"] for c in caps]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("SM clock cap (MHz)", "GPU power limit (W)"), horizontal_spacing=0.1)
+    for which in ("current", "recommended"):
+        fig.add_bar(x=nodes, y=[c[which]["clock_mhz"] for c in caps], name=which, marker_color=COLORS[which], legendgroup=which,
+                    row=1, col=1)
+        fig.add_bar(x=nodes, y=[c[which]["power_limit_w"] for c in caps], name=which, marker_color=COLORS[which], legendgroup=which,
+                    showlegend=False, row=1, col=2)
+    for key, col, label in (("min_clock_mhz", 1, "min clock"), ("max_clock_mhz", 1, "max clock"),
+                            ("gpu_min_power_w", 2, "min power limit"), ("gpu_power_limit_w", 2, "max power limit")):
+        fig.add_scatter(x=nodes, y=[c["limits"][key] for c in caps], mode="markers", name=label, showlegend=col == 1 or "power" in key,
+                        marker={"symbol": "line-ew-open", "size": 18, "color": COLORS["budget"] if "max" in key else "#555"},
+                        row=1, col=col)
+    saving = plan["result"]["predicted_savings"]
+    fig.update_layout(title=f"Clock caps per node: predicted saving {saving['caps_energy_kwh']:.1f} kWh "
+                            f"({100 * saving['caps_energy_fraction']:.1f} %)", barmode="group",
+                      margin={"l": 60, "r": 20, "t": 80, "b": 100},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0})
+    return fig
+
+
+def windows_figure(plan: dict[str, Any]) -> go.Figure | None:
+    """Approximation ratio of the greedy and QAOA answers per window (1 = the exact optimum); None without windows."""
+    windows = plan["result"].get("windows")
+    if not windows:
+        return None
+    labels = [f"slot {w['slot']} ({w['qubits']}q)" for w in windows]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=[w["greedy_ratio"] for w in windows], name="greedy", marker_color=COLORS["greedy"])
+    fig.add_bar(x=labels, y=[w["qaoa_ratio"] for w in windows], name="QAOA", marker_color=COLORS["qaoa"],
+                text=[None if w["qaoa_ratio"] is None else f"{w['qaoa_ratio']:.3f}" for w in windows], textposition="outside")
+    fig.add_hline(y=1.0, line_dash="dash", line_color=COLORS["budget"])
+    fig.update_layout(title="Peak-slot windows: ratio to the exact optimum (1 = optimal)", barmode="group",
+                      yaxis={"range": [0, 1.15]}, **_LAYOUT)
+    return fig
