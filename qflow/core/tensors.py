@@ -94,7 +94,7 @@ def _check_npy_header(stream: io.BytesIO, source: str, field: str) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(source, field, "not a .npy array", "an array written by numpy.save", first) from None
     if dtype.hasobject:
-        raise InputError(source, field, "object array", "a numeric array (no pickled objects)", str(dtype))
+        raise InputError(source, field, "not a plain .npy array", "a numeric .npy array (no pickled objects)", str(dtype))
     needed = math.prod(int(n) for n in shape) * dtype.itemsize
     if needed > size - stream.tell():
         raise InputError(source, field, "truncated array data", f"{needed} bytes for shape {tuple(shape)} {dtype}",
