@@ -101,6 +101,7 @@ class PathTable:
         self._preds: dict[int, dict[str, list[str]]] = {}
         self._paths: dict[tuple[int, int], list[np.ndarray]] = {}
         self._node_paths: dict[tuple[int, int], list[list[str]]] = {}
+        self._pair_gbps: dict[tuple[int, int], float] = {}
         self._all_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
@@ -175,6 +176,29 @@ class PathTable:
             self._all_pairs = (links, count, latency, bottleneck)
         return self._all_pairs
 
+    def pair_gbps(self, src: int, dst: int) -> float:
+        """Bandwidth between two GPUs over all their path options together (Gbit/s).
+
+        The sum of the paths' bottlenecks when the paths share no link (NVSwitch
+        planes), else the maximum flow through the union of the paths
+        (networkx ``maximum_flow_value``), so shared NIC or uplink links are
+        counted once.
+        """
+        key = (src, dst)
+        if key not in self._pair_gbps:
+            paths = self.paths(src, dst)
+            every = np.concatenate(paths)
+            if np.unique(every).size == every.size:
+                value = float(self.bottleneck_gbps(src, dst).sum())
+            else:
+                graph = nx.DiGraph()
+                for link in np.unique(every).tolist():
+                    a, b = self.link_ends[link]
+                    graph.add_edge(a, b, capacity=float(self.capacity_gbps[link]))
+                value = float(nx.maximum_flow_value(graph, self.fabric.gpus[src], self.fabric.gpus[dst]))
+            self._pair_gbps[key] = value
+        return self._pair_gbps[key]
+
     def bottleneck_gbps(self, src: int, dst: int) -> np.ndarray:
         """Smallest link bandwidth on each path option of (src, dst): shape (n_options,)."""
         return np.array([self.capacity_gbps[p].min() for p in self.paths(src, dst)])
@@ -182,18 +206,15 @@ class PathTable:
     def pair_cost_s_per_gb(self, src: int, dst: int) -> float:
         """Seconds per GB between two GPUs when their flow is split over all path options (0 for src == dst).
 
-        ``8 / sum_p bottleneck_p`` with bandwidths in Gbit/s: the placement's path cost.
+        ``8 / pair_gbps`` with bandwidths in Gbit/s: the placement's path cost.
         """
         if src == dst:
             return 0.0
-        return 8.0 / float(self.bottleneck_gbps(src, dst).sum())
+        return 8.0 / self.pair_gbps(src, dst)
 
     def cost_matrix(self, gpu_ids: np.ndarray) -> np.ndarray:
         """Pair costs (s/GB) between the given GPUs: shape (k, k)."""
         k = len(gpu_ids)
-        if len(self.fabric.gpus) <= ALL_PAIRS_MAX_GPUS:
-            bottleneck = self.all_pairs()[3][np.ix_(gpu_ids, gpu_ids)].sum(axis=2)
-            return np.where(bottleneck > 0, 8.0 / np.where(bottleneck > 0, bottleneck, 1.0), 0.0)
         cost = np.zeros((k, k))
         for a in range(k):
             for b in range(k):
