@@ -1,7 +1,7 @@
 """QuantumFlow console: ``streamlit run app.py`` (or ``python -m qflow app``).
 
 Navigation only: Home, one page per working module (:data:`ui.modules.MODULE_PAGES`),
-About. Pages compute nothing at import; the engine runs when a page's Run
+Compare (run history), About. Pages compute nothing at import; the engine runs when a page's Run
 button is pressed.
 """
 
@@ -14,6 +14,7 @@ st.set_page_config(layout="wide", page_title="QuantumFlow", page_icon=":material
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     *(st.Page(m.path, title=m.title, icon=m.icon, url_path=m.name) for m in MODULE_PAGES),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("pages/about.py", title="About", icon=":material/info:", url_path="about"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,216 @@
+"""Compare page: stored runs of one module side by side, and a batch of configurations run at once.
+
+Pick a module, then either run several configurations of one input (the
+module's sample files unless uploaded; toggles per configuration plus
+``name=value`` settings) or pick any stored runs. The runs are shown as a
+metrics table, the config with differing fields highlighted, grouped bars of
+the numeric metrics (baselines dashed) and engine time per stage.
+
+The batch runs as a :mod:`ui.jobs` job: it keeps going when you click
+elsewhere, shows its progress here, stores each plan as it finishes, and
+Cancel stops it before the next configuration. Test hooks: widget keys
+``compare_module``, ``compare_n_configs``, ``compare_{module}_c{i}_{field}``,
+``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``; input
+bytes can be injected as ``st.session_state["compare_{module}_{input}_bytes"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from qflow.core.commands import ModuleCommand, available_commands
+from qflow.core.errors import QflowError
+from qflow.core.runs import RunStore
+from qflow.core.uploads import Upload
+from ui import compare
+from ui.inputs import REPO_ROOT, choose_input
+from ui.jobs import Job, session_jobs, start_job
+from ui.navigation import leave_legacy_pages_mode
+from ui.store import run_store
+
+JOB_KEY = "compare_job_id"
+COLLECTED_KEY = "compare_collected_job"
+ITEMS_KEY = "compare_batch_items"
+RUNS_KEY = "compare_runs"
+#: Runs offered in the picker (newest first).
+RUNS_LISTED = 200
+
+
+def batch_inputs(command: ModuleCommand) -> dict[str, Upload | None] | None:
+    """One uploader per input, falling back to injected bytes or the command's sample; ``None`` if one is missing."""
+    uploads: dict[str, Upload | None] = {}
+    names = (*command.inputs, *command.optional_inputs)
+    columns = st.columns(max(1, len(names)))
+    for column, name in zip(columns, names, strict=False):
+        with column:
+            hook = f"compare_{command.name}_{name}"
+            uploaded = st.file_uploader(name + ("" if name in command.inputs else " (optional)"), key=f"{hook}_upload",
+                                        help=command.input_help.get(name))
+            sample = command.sample_inputs.get(name)
+            if uploaded is None and st.session_state.get(f"{hook}_bytes") is None and (
+                    sample is None or not (REPO_ROOT / sample).is_file()):
+                uploads[name] = None
+                st.caption("not given" if name not in command.inputs else "no sample file: upload one")
+                continue
+            chosen = choose_input(uploaded, st.session_state, hook, REPO_ROOT / (sample or name))
+            uploads[name] = (chosen.name, chosen.data)
+            st.caption(f"{chosen.origin}: `{chosen.name}` ({len(chosen.data):,} bytes)")
+    if any(uploads[name] is None for name in command.inputs):
+        return None
+    return uploads
+
+
+def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
+    """Per configuration: a toggle per boolean field and a ``name=value`` box; ``None`` if a box is malformed."""
+    count = int(st.number_input("configurations", 1, compare.MAX_CONFIGURATIONS, 2, key="compare_n_configs"))
+    toggles = command.config_cls.toggles()
+    fields = command.config_cls.model_fields
+    configurations: list[dict[str, Any]] = []
+    ok = True
+    for index in range(count):
+        with st.container(border=True):
+            st.markdown(f"**Configuration {index + 1}**")
+            settings: dict[str, Any] = {}
+            for column, name in zip(st.columns(max(1, len(toggles))), toggles, strict=False):
+                with column:
+                    settings[name] = st.toggle(name, value=bool(fields[name].default),
+                                               key=f"compare_{command.name}_c{index}_{name}", help=fields[name].description)
+            text = st.text_input("other settings (name=value, comma separated)", key=f"compare_{command.name}_c{index}_set",
+                                 placeholder="e.g. seed=1", help="Any config field: " + ", ".join(fields))
+            try:
+                settings.update(compare.parse_overrides(text, source=f"configuration {index + 1}"))
+                command.config_cls.from_mapping(settings, source=f"configuration {index + 1}")
+            except QflowError as exc:
+                st.error(exc.message)
+                ok = False
+            configurations.append(settings)
+    return configurations if ok else None
+
+
+def current_job() -> Job | None:
+    job_id = st.session_state.get(JOB_KEY)
+    return session_jobs(st.session_state).get(job_id) if job_id else None
+
+
+@st.fragment(run_every=1.0)
+def job_progress() -> None:
+    """Polls the running batch once a second; the whole page reruns when it ends."""
+    job = current_job()
+    if job is None or not job.running:
+        st.rerun()
+    st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed_s:.0f} s)")
+    if job.cancel_requested:
+        st.caption("Cancelling: stops before the next configuration.")
+    elif st.button("Cancel", key="compare_cancel", icon=":material/cancel:"):
+        job.cancel()
+        st.rerun(scope="fragment")
+
+
+def show_batch_outcome(job: Job) -> None:
+    """What the finished batch did; on first sight, select its runs for the comparison below."""
+    items: list[dict[str, Any]] = st.session_state.get(ITEMS_KEY, [])
+    run_ids = [item["run_id"] for item in items if item["run_id"] is not None]
+    if st.session_state.get(COLLECTED_KEY) != job.id:
+        st.session_state[COLLECTED_KEY] = job.id
+        if run_ids:
+            st.session_state[RUNS_KEY] = run_ids  # the picker below is drawn after this
+    if job.state == "failed":
+        st.error(f"The batch failed (a bug): {job.error}")
+    elif job.state == "cancelled":
+        st.warning(f"Cancelled after {len(items)} configuration(s); finished runs are stored: "
+                   + (", ".join(f"#{i}" for i in run_ids) or "none"), icon=":material/cancel:")
+    else:
+        st.success(f"Ran {len(items)} configuration(s) in {job.elapsed_s:.1f} s; stored as "
+                   + (", ".join(f"#{i}" for i in run_ids) or "nothing") + ".", icon=":material/check_circle:")
+    for index, item in enumerate(items, 1):
+        if item["error"]:
+            st.error(f"Configuration {index}: {item['error']}")
+
+
+def batch_section(command: ModuleCommand) -> None:
+    """Inputs, configurations, Run all, and the running or finished batch."""
+    st.subheader("Run several configurations of one input")
+    uploads = batch_inputs(command)
+    configurations = configuration_forms(command)
+    job = current_job()
+    running = job is not None and job.running
+    pressed = st.button("Run all configurations", type="primary", key="compare_run_all",
+                        disabled=running or uploads is None or configurations is None)
+    if pressed and uploads is not None and configurations is not None:
+        items: list[dict[str, Any]] = []
+        st.session_state[ITEMS_KEY] = items
+        job = start_job(f"{command.name}: {len(configurations)} configurations", _run_batch_into, items,
+                        command.name, uploads, configurations, str(run_store().path))
+        session_jobs(st.session_state)[job.id] = job
+        st.session_state[JOB_KEY] = job.id
+        running = True
+    if job is None:
+        return
+    if running:
+        job_progress()
+    else:
+        show_batch_outcome(job)
+
+
+def _run_batch_into(items: list[dict[str, Any]], module: str, uploads: dict[str, Upload | None],
+                    configurations: list[dict[str, Any]], db_path: str, _progress: Any) -> list[dict[str, Any]]:
+    """:func:`ui.compare.run_batch` one configuration at a time, appending each outcome to ``items`` as it lands."""
+    for index, settings in enumerate(configurations):
+        def progress(fraction: float, message: str, index: int = index) -> None:
+            _progress((index + fraction) / len(configurations), f"configuration {index + 1} of {len(configurations)}")
+
+        items.extend(compare.run_batch(module, uploads, [settings], db_path, _progress=progress))
+    return items
+
+
+def comparison_section(module: str, store: RunStore) -> None:
+    """Pick stored runs of ``module``; metrics table, config differences, charts."""
+    st.subheader("Stored runs side by side")
+    try:
+        summaries = store.list(module=module, limit=RUNS_LISTED)
+    except QflowError as exc:
+        st.error(f"Run history unavailable: {exc.message}")
+        return
+    if not summaries:
+        st.info(f"No stored runs of **{module}** yet: run its page, the batch above, `python -m qflow {module} ... --save`, "
+                "or the API.")
+        return
+    labels = {run.id: compare.run_label(run.to_dict()) for run in summaries}
+    chosen = [run_id for run_id in st.session_state.get(RUNS_KEY, []) if run_id in labels]
+    st.session_state[RUNS_KEY] = chosen or [run.id for run in summaries[:2]]
+    selected = st.multiselect("runs", list(labels), format_func=labels.__getitem__, key=RUNS_KEY,
+                              help=f"The newest {RUNS_LISTED} runs of this module, newest first.")
+    if not selected:
+        st.info("Pick one or more runs.")
+        return
+    runs = [run.to_dict() for run in store.get_many(list(selected))]
+    if compare.inputs_differ(runs):
+        st.warning("These runs were made on different inputs (their digests differ): metrics compare different "
+                   "problems.", icon=":material/difference:")
+    st.markdown("**Metrics**")
+    st.dataframe(compare.metrics_frame(runs), key="compare_metrics_table")
+    differing = compare.differing_fields(runs)
+    st.markdown("**Config** " + (f"(differs in: {', '.join(f'`{f}`' for f in differing)})" if differing
+                                 else "(identical)"))
+    st.dataframe(compare.style_differences(compare.config_frame(runs), differing), key="compare_config_table")
+    names = compare.numeric_metric_names(runs)
+    metrics = st.multiselect("metrics to chart", names, default=compare.default_metrics(runs), key="compare_chart_metrics")
+    st.plotly_chart(compare.metrics_figure(runs, metrics), key="compare_metrics_chart")
+    st.plotly_chart(compare.timings_figure(runs), key="compare_timings_chart")
+    with st.expander("Stored plans"):
+        for run in runs:
+            st.download_button(f"Plan #{run['id']} (JSON)", data=compare.plan_json(run), file_name=f"{module}_run_{run['id']}.json",
+                               mime="application/json", key=f"compare_download_{run['id']}", on_click="ignore")
+
+
+leave_legacy_pages_mode()
+st.title("Compare runs")
+st.caption("Every plan made in the app, by `python -m qflow MODULE ... --save` or by the HTTP API is stored; put runs "
+           f"of one module side by side, or run several toggle sets on one input at once. History: `{run_store().path}`.")
+commands = {command.name: command for command in available_commands()}
+module = st.selectbox("module", list(commands), key="compare_module")
+with st.container(border=True):
+    batch_section(commands[module])
+comparison_section(module, run_store())
