@@ -259,18 +259,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         digests = [digest_frame(telemetry, "telemetry"), digest_mapping(topo.node_ids, "topology"), digest_mapping(jobs.ids, "jobs")]
     solver = SolverReport(requested=_requested(config), ran=_requested(config))
 
-    report(0.02, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else ""))
-    with timer.stage("predict"):
-        series = build_node_series(telemetry, topo)
-        prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
-                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed)
-        fits = fit_power_models(telemetry, topo)
-        clocks, clock_sources = current_clocks(telemetry, topo)
-    if config.gnn_prediction and prediction.best != "gnn":
-        diagnostics.append(f"the GNN did not win: walk-forward MAE gnn {prediction.mae_w['gnn']:.1f} W vs "
-                           f"{prediction.best} {prediction.mae_w[prediction.best]:.1f} W")
-
-    report(0.3, "job power estimates and baselines")
+    report(0.02, "job power estimates and schedules")
     with timer.stage("schedule"):
         missing = ~np.isfinite(jobs.power_w)
         estimates, sources = estimate_job_power(telemetry, jobs.ids, jobs.gpus, jobs.node, topo, missing)
@@ -297,11 +286,20 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
                 diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
             horizon = listed.horizon
 
+    report(0.2, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else ""))
+    with timer.stage("predict"):
+        series = build_node_series(telemetry, topo)
+        prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
+                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed)
+        fits = fit_power_models(telemetry, topo)
+        clocks, clock_sources = current_clocks(telemetry, topo)
+    if config.gnn_prediction and prediction.best != "gnn":
+        diagnostics.append(f"the GNN did not win: walk-forward MAE gnn {prediction.mae_w['gnn']:.1f} W vs "
+                           f"{prediction.best} {prediction.mae_w[prediction.best]:.1f} W")
+
     before_windows = schedule
     window_run = None
     if config.qaoa_scheduling or config.meta_learning:
-        if solver.requested == "per-node":  # cannot happen: a toggle is on
-            raise AssertionError
         with timer.stage("windows"):
             window_run = _WindowRun(config, problem, solver)
             schedule = window_run.run(schedule, horizon, budget, jobs.ids, report)

@@ -253,7 +253,7 @@ def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs"
     >>> parse_jobs({"jobs": [{"id": "x", "duration": 1, "deps": ["y"]}, {"id": "y", "duration": 1, "deps": ["x"]}]}, topo)
     Traceback (most recent call last):
     ...
-    qflow.core.errors.InputError: jobs: jobs.deps: cyclic dependencies; expected a DAG (no job may depend on itself through others), got x -> y -> x
+    qflow.core.errors.InputError: jobs: jobs.deps: cyclic dependencies (x -> y -> x, 2 jobs); expected a DAG (no job may depend on itself through others)
     """
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not jobs:
@@ -307,8 +307,10 @@ def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs"
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
-        path = " -> ".join([ids[cycle[0][0]], *(ids[b] for _, b in cycle)])
-        raise InputError(source, "jobs.deps", "cyclic dependencies", "a DAG (no job may depend on itself through others)", path)
+        names = [ids[cycle[0][0]], *(ids[b] for _, b in cycle)]
+        path = " -> ".join(names if len(names) <= 6 else [*names[:3], "...", *names[-2:]])
+        raise InputError(source, "jobs.deps", f"cyclic dependencies ({path}, {len(cycle)} jobs)",
+                         "a DAG (no job may depend on itself through others)")
     return JobSet(ids=ids, duration=duration, power_w=power, gpus=gpus, node=node, deps=deps)
 
 
@@ -331,10 +333,13 @@ def parse_telemetry(frame: pd.DataFrame, topology: Topology, source: str = "tele
         if column not in frame.columns:
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna()
-        if bad.any() or (column == "power_w" and values.isna().any()):
-            row = int(np.flatnonzero(bad.to_numpy() | (values.isna().to_numpy() if column == "power_w" else bad.to_numpy()))[0])
+        bad = (values.isna() & frame[column].notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
             raise InputError(source, f"{column}[row {row}]", "not a number", "a number", frame[column].iloc[row])
+        if column == "power_w" and values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise InputError(source, f"{column}[row {row}]", "missing value", "a number on every row")
         if (values < 0).any():
             row = int(np.flatnonzero((values < 0).to_numpy())[0])
             raise InputError(source, f"{column}[row {row}]", "negative", "a number >= 0", frame[column].iloc[row])

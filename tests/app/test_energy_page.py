@@ -81,6 +81,6 @@ def test_cyclic_jobs_show_the_loader_message(at: AppTest) -> None:
     at.run()
     click_run(at)
     assert not at.exception
-    assert at.error[0].value == ("bad_jobs.json: jobs.deps: cyclic dependencies; expected a DAG (no job may depend on itself "
-                                 "through others), got a -> b -> a")
+    assert at.error[0].value == ("bad_jobs.json: jobs.deps: cyclic dependencies (a -> b -> a, 2 jobs); expected a DAG "
+                                 "(no job may depend on itself through others)")
     assert not at.get("plotly_chart")
