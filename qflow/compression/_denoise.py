@@ -122,7 +122,7 @@ def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zer
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         weights = _to_bytes(model)
         denoised = _correct(_from_bytes(weights), recon2d, scales, zero_points, levels, keep)
     finally:

@@ -218,7 +218,7 @@ def compress_tensors(
             quantum = (device, budget, QuantumReport(device=device.name, device_reason=device.reason,
                                                      layers=config.vqc_layers))
         except QuantumUnavailableError as exc:
-            solver.fall_back("vqc", solver.ran.replace("+vqc", ""), str(exc))
+            solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
     n = len(arrays)
     with ThreadPoolExecutor(1) as hasher:
         shas = {name: hasher.submit(original_sha256, x) for name, x in arrays.items()}
@@ -251,7 +251,7 @@ def compress_tensors(
                         if latent is not None:
                             enc = latent
                     except QuantumUnavailableError as exc:
-                        solver.fall_back("vqc", solver.ran.replace("+vqc", ""), f"{name}: {exc}")
+                        solver.fall_back("vqc", _without(solver.ran, "vqc"), f"{name}: {exc}")
                         quantum = None
             encoded[name] = enc
         with timer.stage("compress"):
@@ -313,8 +313,8 @@ def compress_tensors(
         "original_bytes": original_bytes,
         "container_bytes": len(container),
         "tensors": len(arrays),
-        "compress_mb_per_s": round(original_bytes / 2**20 / compress_s, 1) if compress_s > 0 else None,
-        "decompress_mb_per_s": round(original_bytes / 2**20 / decompress_s, 1) if decompress_s > 0 else None,
+        "compress_mb_per_s": round(original_bytes / 2**20 / compress_s, 3) if compress_s > 0 else None,
+        "decompress_mb_per_s": round(original_bytes / 2**20 / decompress_s, 3) if decompress_s > 0 else None,
     }
     diagnostics = [f"{r['name']}: {note}" for r in rows for note in r["notes"]][:20]
     result = {
@@ -342,6 +342,11 @@ def compress_tensors(
 def plan_compress(tensors: Any, config: CompressConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> Plan:
     """:func:`compress_tensors` without the container bytes."""
     return compress_tensors(tensors, config, **kwargs).plan
+
+
+def _without(path: str, part: str) -> str:
+    """``plain+hhl+qsvt`` without ``+hhl``."""
+    return "+".join(p for p in path.split("+") if p != part)
 
 
 def _requested_decompress(config: DecompressConfig) -> str:
@@ -399,6 +404,7 @@ def decompress_container(
     decompress_s = timer.timings_s["decompress"]
     out = dict(plain)
     steps_report: dict[str, Any] = {}
+    snapshots: list[tuple[str, dict[str, np.ndarray]]] = [("plain", dict(plain))]
     quantum: QuantumReport | None = None
     if config.hhl or config.qsvt:
         try:
@@ -408,7 +414,7 @@ def decompress_container(
         except QuantumUnavailableError as exc:
             for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt)):
                 if on:
-                    solver.fall_back(name, "plain", str(exc))
+                    solver.fall_back(name, _without(solver.ran, name), str(exc))
             device = budget = None
     if config.hhl and quantum is not None:
         from qflow.compression._quantum import hhl_refine
@@ -419,11 +425,12 @@ def decompress_container(
                 info, refined = hhl_refine(records, opened, out, config, device, budget, quantum)
                 out.update(refined)
                 steps_report["hhl"] = info
+                snapshots.append(("hhl", dict(out)))
                 if not info["tensors"]:
-                    solver.fall_back("hhl", "plain", "no latent tensors in this container (compressed classically): "
+                    solver.fall_back("hhl", _without(solver.ran, "hhl"), "no latent tensors in this container (compressed classically): "
                                      "no linear system to solve; plain inverse used")
             except QuantumUnavailableError as exc:
-                solver.fall_back("hhl", "plain", str(exc))
+                solver.fall_back("hhl", _without(solver.ran, "hhl"), str(exc))
     if config.qsvt and quantum is not None:
         from qflow.compression._quantum import qsvt_sharpen
 
@@ -433,11 +440,12 @@ def decompress_container(
                 info, sharpened = qsvt_sharpen(records, opened, out, config, device, budget, quantum)
                 out.update(sharpened)
                 steps_report["qsvt"] = info
+                snapshots.append(("qsvt", dict(out)))
                 if not sharpened:
-                    solver.fall_back("qsvt", "plain", "QSVT kept on no tensor: " + (info.get("reason") or "the self-check "
+                    solver.fall_back("qsvt", _without(solver.ran, "qsvt"), "QSVT kept on no tensor: " + (info.get("reason") or "the self-check "
                                      "found no tensor where it helps"))
             except QuantumUnavailableError as exc:
-                solver.fall_back("qsvt", "plain", str(exc))
+                solver.fall_back("qsvt", _without(solver.ran, "qsvt"), str(exc))
     if config.lstm_enhancer:
         from qflow.compression._enhance import lstm_enhance
 
@@ -446,8 +454,9 @@ def decompress_container(
             info, enhanced = lstm_enhance(records, opened, out, config)
             out.update(enhanced)
             steps_report["lstm_enhancer"] = info
+            snapshots.append(("lstm_enhancer", dict(out)))
             if not enhanced:
-                solver.fall_back("lstm", "plain", "LSTM kept on no tensor: the held-out residual did not improve "
+                solver.fall_back("lstm", _without(solver.ran, "lstm"), "LSTM kept on no tensor: the held-out residual did not improve "
                                  "(or no quantized tensor to enhance)")
     if quantum is not None:
         solver.quantum = quantum
@@ -482,6 +491,16 @@ def decompress_container(
         metrics.update(final_sums.figures())
         metrics["plain_relative_l2_error"] = plain_sums.figures()["relative_l2_error"]
         baselines = {"plain": plain_sums.figures()}
+        previous = None
+        for step, arrays in snapshots:  # what each step added (+) or removed (-) from the relative error
+            total = ErrorSums()
+            for record in records:
+                total = total + error_sums(reference[record["name"]], arrays[record["name"]])
+            rel = total.figures()["relative_l2_error"]
+            if step in steps_report:
+                steps_report[step]["relative_l2_error_after"] = rel
+                steps_report[step]["relative_l2_error_change"] = None if previous is None or rel is None else rel - previous
+            previous = rel
     else:
         baselines = {}
     result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": steps_report,

@@ -1,0 +1,65 @@
+"""The Compress page under Streamlit's AppTest: widgets, Run on the sample, charts, downloads, input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qflow.compression import CompressConfig
+from ui.widgets import field_bounds
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "compress.py"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+def test_widgets_are_the_config_fields_with_their_bounds(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == CompressConfig.toggles()
+    numbers = {n.label: n for n in at.number_input}
+    assert set(numbers) == set(CompressConfig.model_fields) - set(CompressConfig.toggles())
+    for name, widget in numbers.items():
+        info = CompressConfig.model_fields[name]
+        assert widget.value == info.default and widget.max == field_bounds(info)["le"], name
+    assert "using the sample `sample_data/compression/checkpoint.safetensors`" in " ".join(c.value for c in at.caption)
+    assert "Press **Run**" in at.info[0].value
+
+
+def test_run_on_the_sample_with_pruning_and_denoiser(at: AppTest) -> None:
+    at.toggle(key="compress_denoiser").set_value(True)
+    at.number_input(key="compress_bits").set_value(4)
+    at.number_input(key="compress_target_sparsity").set_value(0.2)
+    at.number_input(key="compress_denoiser_steps").set_value(40)
+    at.button(key="compress_run_button").click().run()
+    assert not at.exception and not at.error
+    titles = chart_titles(at)
+    assert titles[0].startswith("Compression ratio vs relative error per tensor")
+    assert titles[1].startswith("Values of 2.weight") and titles[2].startswith("Absolute error map of 2.weight")
+    path = next(m.value for m in at.markdown if m.value.startswith("**Path requested:**"))
+    assert "`quant4+prune+denoiser`" in path
+    rows = at.dataframe[0].value.to_dict("records")
+    assert [r["method"] for r in rows][1:] == ["fp16_cast", "zstd_raw", "int8_plain"]
+    assert rows[0]["compression_ratio"] > rows[3]["compression_ratio"] > rows[1]["compression_ratio"]
+    assert [b.label for b in at.get("download_button")] == ["Download container (.qfz)", "Download plan JSON"]
+
+
+def test_pickle_upload_shows_the_loaders_message(at: AppTest) -> None:
+    at.session_state["compress_input_bytes"] = b"\x80\x04\x95not really a torch file"
+    at.session_state["compress_input_name"] = "evil.pt"
+    at.button(key="compress_run_button").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("evil.pt: (file): not a weights-only torch file")
+    assert not at.get("plotly_chart")

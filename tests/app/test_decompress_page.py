@@ -1,0 +1,60 @@
+"""The Decompress page under Streamlit's AppTest: Run on the sample container, errors vs reference, tampering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qflow.compression import DecompressConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "decompress.py"
+SAMPLE = ROOT / "sample_data" / "compression" / "checkpoint.qfz"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def test_widgets_are_the_config_fields(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == DecompressConfig.toggles()
+    assert {n.label for n in at.number_input} == set(DecompressConfig.model_fields) - set(DecompressConfig.toggles())
+    assert "using the sample `sample_data/compression/checkpoint.qfz`" in " ".join(c.value for c in at.caption)
+
+
+def test_plain_run_on_the_sample_container_against_the_reference(at: AppTest) -> None:
+    at.selectbox(key="decompress_format").set_value("npz")
+    at.button(key="decompress_run_button").click().run()
+    assert not at.exception and not at.error
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles == ["Relative error vs the reference per tensor"]
+    assert at.metric[0].value == "6"
+    assert float(at.metric[2].value) < 0.01
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download restored tensors (.npz)", "Download plan JSON"]
+
+
+def test_hhl_on_a_classical_container_falls_back_with_a_reason(at: AppTest) -> None:
+    at.toggle(key="decompress_hhl").set_value(True)
+    at.button(key="decompress_run_button").click().run()
+    assert not at.exception and not at.error
+    warnings = " ".join(w.value for w in at.warning)
+    assert "`hhl` fell back to `plain`" in warnings and "compressed classically" in warnings
+
+
+def test_tampered_container_names_the_block(at: AppTest) -> None:
+    data = bytearray(SAMPLE.read_bytes())
+    data[-10] ^= 0xFF
+    at.session_state["decompress_input_bytes"] = bytes(data)
+    at.session_state["decompress_input_name"] = "model.qfz"
+    at.button(key="decompress_run_button").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("model.qfz: block '")
+    assert "checksum mismatch" in at.error[0].value
