@@ -1,0 +1,62 @@
+"""The Compare page in a real browser: run two configurations of the routing sample at once and see both
+runs side by side (fixtures in conftest.py). The server gets its own QFLOW_HOME, so the history is empty
+before the test and holds exactly what it made afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qflow.core.runs import RunStore
+
+pytestmark = pytest.mark.browser
+
+RUN_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def own_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
+    """A fresh QFLOW_HOME for the Streamlit server (requested before ``server_url``, which inherits it)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QFLOW_HOME", str(home))
+    return RunStore(home / "runs.db")
+
+
+def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore, server_url: str, page,
+                                                          tmp_path: Path) -> None:
+    page.goto(f"{server_url}/compare", timeout=60_000)
+    page.get_by_text("Run several configurations of one input").wait_for(timeout=60_000)
+    page.get_by_text("No stored runs of").wait_for(timeout=60_000)
+
+    # Configuration 2 differs from configuration 1 by its capacity factor and by no baselines.
+    settings = page.locator('[data-testid="stTextInput"] input')
+    settings.nth(1).wait_for(timeout=60_000)
+    assert settings.count() == 2
+    settings.nth(1).fill("capacity_factor=2.0")
+    settings.nth(1).press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_text("baselines", exact=True).nth(1).click()
+    page.wait_for_timeout(1000)
+
+    page.get_by_role("button", name="Run all configurations").click()
+    page.get_by_text("Ran 2 configuration(s)").wait_for(timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .js-plotly-plot .main-svg').length >= 2",
+        timeout=60_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "compare_after_batch.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    runs = own_history.list(module="routing")
+    assert len(runs) == 2
+    factors = sorted(run.config["capacity_factor"] for run in runs)
+    assert factors == [1.25, 2.0]
+    # Both runs are picked and compared: two chips in the picker, both ids in the bar chart, the difference named.
+    picked = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+    chart_text = page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
+    for run in runs:
+        assert f"#{run.id} ·" in picked and f"#{run.id}" in chart_text
+    differs = page.get_by_text("differs in:").inner_text()
+    assert "capacity_factor" in differs and "baselines" in differs
+    assert "Compare" in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()[-2]
