@@ -105,26 +105,39 @@ def _one_hot(paths: PaddedPaths, choice: np.ndarray) -> np.ndarray:
 
 
 def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: float) -> dict[str, Any]:
-    """Time of the rounds (round ``r`` of every job concurrently), link busy times, and the concurrent (no rounds) time."""
+    """Round times per job, link busy times, and the concurrent (no rounds) time.
+
+    Flows of round ``r`` of every job are simulated together (they contend
+    where they share links); a job's round lasts until its slowest flow in
+    that simulation ends, each job moves through its own rounds, and the
+    collective time is the slowest job's sum. The ideal time is the same sum
+    with every round at its busiest GPU's injection bound.
+    """
     n_rounds = int(work.round.max()) + 1 if work.flows.n else 0
+    n_jobs = int(work.job.max()) + 1 if work.flows.n else 0
     busy_total = np.zeros(table.n_links)
-    round_times, ideal = [], 0.0
+    job_times: list[list[float]] = [[] for _ in range(n_jobs)]
+    job_ideal = np.zeros(n_jobs)
     for r in range(n_rounds):
         idx = np.flatnonzero(work.round == r)
         sub = PaddedPaths(work.paths.links[idx], work.paths.n_options[idx], work.paths.latency_s[idx],
                           work.paths.bottleneck_gbps[idx])
         times = sub.split_times(table, work.flows.nbytes[idx], weights[idx], alpha_us)
-        round_times.append(float(times.max()))
-        ideal += injection_bound_s(table, FlowSet(work.flows.src[idx], work.flows.dst[idx], work.flows.nbytes[idx]))
+        for j in np.unique(work.job[idx]).tolist():
+            mine = work.job[idx] == j
+            job_times[j].append(float(times[mine].max()))
+            picked = idx[mine]
+            job_ideal[j] += injection_bound_s(table, FlowSet(work.flows.src[picked], work.flows.dst[picked], work.flows.nbytes[picked]))
         busy_total += _link_busy(table, sub, work.flows.nbytes[idx], weights[idx])
-    total = float(sum(round_times))
+    totals = [float(sum(t)) for t in job_times]
+    ideal = float(job_ideal.max(initial=0.0))
     concurrent = work.paths.split_times(table, work.flows.nbytes, weights, alpha_us) if work.flows.n else np.zeros(1)
-    # Planned utilisation: busy time over the rounds' ideal time (each round at its busiest GPU's injection bound),
-    # the same reference for every placement and routing of these rounds; above 1 a link, not the GPUs, sets the pace.
+    # Planned utilisation: busy time over the ideal time, the same reference for every placement and routing of
+    # these rounds; above 1 a link, not the GPUs, sets the pace.
     utilisation = busy_total / ideal if ideal > 0 else busy_total
-    return {"round_times_s": round_times, "estimated_collective_time_s": total, "link_busy_s": busy_total, "ideal_time_s": ideal,
-            "link_utilisation": utilisation, "max_link_utilisation": float(utilisation.max(initial=0.0)),
-            "concurrent_time_s": float(concurrent.max())}
+    return {"job_round_times_s": job_times, "job_times_s": totals, "estimated_collective_time_s": max(totals, default=0.0),
+            "link_busy_s": busy_total, "ideal_time_s": ideal, "link_utilisation": utilisation,
+            "max_link_utilisation": float(utilisation.max(initial=0.0)), "concurrent_time_s": float(concurrent.max())}
 
 
 def _link_busy(table: PathTable, paths: PaddedPaths, nbytes: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -353,6 +366,7 @@ def _metrics(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfer
         "estimated_collective_time_s": ev["estimated_collective_time_s"],
         "concurrent_time_s": ev["concurrent_time_s"],
         "injection_bound_s": injection_bound_s(table, flows),
+        "ideal_time_s": ev["ideal_time_s"],
         "rounds": max(rounds.values(), default=0),
         "rounds_lower_bound": max(bounds.values(), default=0),
         "rounds_per_job": rounds,
@@ -396,14 +410,16 @@ def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Se
             work: _Workload, weights: np.ndarray, policy: str, ev: dict[str, Any], rl: Any, classifier: dict[str, Any] | None) -> dict[str, Any]:
     gpus = fabric.gpus
     result: dict[str, Any] = {
-        "fabric": fabric.describe(),
+        "fabric": {**fabric.describe(), "graph": fabric.graph_data()},
         "gpus": list(gpus),
         "gpu_hosts": fabric.hosts(),
         "jobs": [{"id": j.id, "ranks": j.ranks, "pattern": j.pattern, "total_bytes": j.total_bytes} for j in jobs],
         "placement": {j.id: [gpus[g] for g in p.tolist()] for j, p in zip(jobs, placements, strict=True)},
         "rounds": {j.id: rounds_of(t, c) for j, t, c in zip(jobs, transfers, colourings, strict=True)},
         "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, methods, recolour, strict=True)},
-        "round_times_s": ev["round_times_s"],
+        "round_times_s": {j.id: ev["job_round_times_s"][i] if i < len(ev["job_round_times_s"]) else []
+                          for i, j in enumerate(jobs)},
+        "job_times_s": {j.id: ev["job_times_s"][i] if i < len(ev["job_times_s"]) else 0.0 for i, j in enumerate(jobs)},
         "link_utilisation": _link_rows(table, ev),
         "routing": {"policy": policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
                     "left out), 'weights' the share of the flow's bytes on each ('equal': the same on all)",

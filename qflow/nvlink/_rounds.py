@@ -294,7 +294,7 @@ def empty_last_rounds(t: Transfers, colour: np.ndarray, solver: BlockSolver, max
             pairs = [(a, b) for a in free_u for b in free_v if a != b][:max_pairs]
             for a, b in pairs:
                 if stats["blocks"] >= max_blocks:
-                    return colour, stats
+                    return _compact(colour), stats
                 block = build_block(t, colour, at_port, target, a, b, max_size)
                 stats["blocks"] += 1
                 bits = solver(block)
@@ -305,9 +305,16 @@ def empty_last_rounds(t: Transfers, colour: np.ndarray, solver: BlockSolver, max
                     stats["moved"] += 1
                     break
             if not moved:
-                return colour, stats
+                return _compact(colour), stats
         stats["rounds_removed"] += 1
-    return colour, stats
+    return _compact(colour), stats
+
+
+def _compact(colour: np.ndarray) -> np.ndarray:
+    """Renumber colours 0..k-1 in order (a block may have emptied a round other than the last)."""
+    if colour.size == 0:
+        return colour
+    return np.unique(colour, return_inverse=True)[1].reshape(colour.shape)
 
 
 def rounds_of(t: Transfers, colour: np.ndarray) -> list[list[dict[str, float | int]]]:

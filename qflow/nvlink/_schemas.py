@@ -139,6 +139,11 @@ class Fabric:
         return {"name": self.name, "format": self.fmt, "nodes_by_kind": kinds, "links": self.graph.number_of_edges(),
                 "hosts": len(set(self.hosts()))}
 
+    def graph_data(self) -> dict[str, list[list[Any]]]:
+        """Nodes as ``[id, kind, host]`` and links as ``[source, target, bandwidth_gbps]`` (for drawing the fabric)."""
+        return {"nodes": [[n, d["kind"], d["host"]] for n, d in self.graph.nodes(data=True)],
+                "links": [[u, v, d["bandwidth_gbps"]] for u, v, d in self.graph.edges(data=True)]}
+
 
 @dataclass(frozen=True)
 class Job:

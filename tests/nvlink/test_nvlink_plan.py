@@ -40,8 +40,10 @@ def test_placement_rounds_and_routing_are_consistent(sample_plan):
     flow = result["routing"]["flows"][0]
     assert flow["src_gpu"] == result["placement"][flow["job"]][flow["src_rank"]]
     assert result["routing"]["policy"] in ("weighted_ecmp", "rl_q_learning")
-    assert len(result["round_times_s"]) == sample_plan.metrics["rounds"]
-    assert sample_plan.metrics["estimated_collective_time_s"] == pytest.approx(sum(result["round_times_s"]))
+    for job, rounds in result["rounds"].items():
+        assert len(result["round_times_s"][job]) == len(rounds) == sample_plan.metrics["rounds_per_job"][job]
+        assert result["job_times_s"][job] == pytest.approx(sum(result["round_times_s"][job]))
+    assert sample_plan.metrics["estimated_collective_time_s"] == pytest.approx(max(result["job_times_s"].values()))
 
 
 def test_metrics_against_baselines(sample_plan):

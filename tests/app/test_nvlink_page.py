@@ -1,0 +1,93 @@
+"""The NVLink page under Streamlit's AppTest: widgets, Run on the sample, four charts, another scenario, input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qflow.nvlink import NvlinkConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages" / "nvlink.py"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=120)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def click_run(at: AppTest) -> AppTest:
+    at.button(key="nvlink_run_button").click().run()
+    return at
+
+
+def test_widgets_are_the_config_fields(at: AppTest) -> None:
+    assert [t.label for t in at.toggle] == NvlinkConfig.toggles()
+    numbers = {n.label for n in at.number_input}
+    assert numbers == set(NvlinkConfig.model_fields) - set(NvlinkConfig.toggles())
+    assert at.selectbox(key="nvlink_scenario").value == "gb200_nvl72.json"
+    captions = " ".join(c.value for c in at.caption)
+    assert "using the sample `sample_data/nvlink/gb200_nvl72.json`" in captions
+    assert "using the sample `sample_data/nvlink/jobs.json`" in captions
+    assert "Press **Run**" in at.info[0].value and not at.get("plotly_chart")
+
+
+def test_run_on_the_sample_draws_four_charts(at: AppTest) -> None:
+    at.number_input(key="nvlink_rl_episodes").set_value(40)
+    at.number_input(key="nvlink_classifier_samples").set_value(80)
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["nvlink_run"].plan
+    assert plan["metrics"]["rounds"] == 62 and set(plan["result"]["placement"]) == {
+        "train_tp4x4", "moe_all_to_all", "pipeline_16", "sparse_exchange_7"}
+    specs = chart_specs(at)
+    assert len(specs) == 4
+    fabric = specs[0]
+    assert fabric["layout"]["title"]["text"].startswith("Fabric: links by planned utilisation")
+    names = [d["name"] for d in fabric["data"]]
+    assert "gpu" in names and "nvswitch" in names and any(n.startswith("links") for n in names)
+    gpus = next(d for d in fabric["data"] if d["name"] == "gpu")
+    assert len(gpus["x"]) == 72
+    timeline = specs[1]
+    assert {d["name"] for d in timeline["data"]} == set(plan["result"]["placement"])
+    assert "lower bound 62" in timeline["layout"]["title"]["text"]
+    assert len(specs[2]["data"][0]["y"]) == 40 and specs[2]["data"][1]["name"] == "shortest path"
+    assert specs[3]["data"][0]["type"] == "heatmap"
+    table = at.dataframe[0].value
+    assert table["method"].tolist() == ["plan", "round_robin placement", "random placement", "greedy colouring",
+                                        "shortest-path routing"]
+    assert [d.label for d in at.get("download_button")] == ["Download plan JSON"]
+
+
+def test_another_bundled_scenario(at: AppTest) -> None:
+    at.selectbox(key="nvlink_scenario").set_value("dgx_h100_topo.txt").run()
+    at.toggle(key="nvlink_classifier").set_value(False)
+    at.toggle(key="nvlink_rl_planner").set_value(False)
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["nvlink_run"].plan
+    assert plan["result"]["fabric"]["format"] == "nvidia-smi topo -m"
+    assert len(chart_specs(at)) == 2  # fabric and rounds; RL and classifier are off
+
+
+def test_a_dangling_link_shows_the_loader_message(at: AppTest) -> None:
+    data = json.loads((ROOT / "sample_data" / "nvlink" / "dgx_h100.json").read_text())
+    data["links"][0]["target"] = "nowhere"
+    at.session_state["nvlink_fabric_bytes"] = json.dumps(data).encode()
+    at.session_state["nvlink_fabric_name"] = "bad.json"
+    at.run()
+    click_run(at)
+    assert not at.exception
+    assert at.error[0].value.startswith("bad.json: links[0].target: dangling link: endpoint is not a node")
+    assert not at.get("plotly_chart")
