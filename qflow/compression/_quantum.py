@@ -49,6 +49,7 @@ from qflow.core.quantum import QuantumBudget, QuantumDevice
 
 __all__ = [
     "autoencoder_candidate",
+    "autoencoder_split",
     "blocks_of",
     "decode_latent",
     "hhl_inverse",
@@ -141,7 +142,7 @@ def train_vqc(blocks: np.ndarray, n_qubits: int, trash: int, layers: int, steps:
     for _ in range(steps):
         budget.check_time()
         # local cost: mean over blocks and trash qubits of P(qubit = 0) = (1 + <Z>) / 2 (adjoint-friendly expvals)
-        z = torch.stack([torch.stack(list(circuit(f, weights))) for f in feats])
+        z = torch.stack(list(circuit(feats, weights)))  # one broadcast call: (trash, blocks)
         circuits += len(feats)
         loss = 1 - ((1 + z) / 2).mean()
         opt.zero_grad()
@@ -149,6 +150,13 @@ def train_vqc(blocks: np.ndarray, n_qubits: int, trash: int, layers: int, steps:
         opt.step()
         losses.append(loss.item())
     return weights.detach().numpy(), losses, circuits
+
+
+def autoencoder_split(n_blocks: int, n_pick: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and held-out blocks both autoencoders use (a seeded sample of ``n_pick`` blocks)."""
+    pick = np.random.default_rng(seed).choice(n_blocks, size=min(n_pick, n_blocks), replace=False)
+    n_train = max(2, int(len(pick) * TRAIN_SHARE))
+    return pick[:n_train], pick[n_train:]
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -232,10 +240,9 @@ def autoencoder_candidate(name: str, x: np.ndarray, enc: EncodedTensor, config: 
                             "block_size": size}
     if all_blocks.shape[0] < 4:
         return {**info, "used": None, "reason": "fewer than 4 blocks"}, None
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(all_blocks.shape[0], size=min(config.vqc_blocks, all_blocks.shape[0]), replace=False)
-    n_train = max(2, int(len(pick) * TRAIN_SHARE))
-    train, held = all_blocks[pick[:n_train]], all_blocks[pick[n_train:]]
+    train_idx, held_idx = autoencoder_split(all_blocks.shape[0], config.vqc_blocks, seed)
+    train, held = all_blocks[train_idx], all_blocks[held_idx]
+    n_train = len(train_idx)
     weights, losses, circuits = train_vqc(train, q, t, config.vqc_layers, config.vqc_steps, device, budget, seed)
     unitary = vqc_unitary(weights, q)
     _, vqc_held = vqc_reconstruct(unitary, held, t)
@@ -281,7 +288,7 @@ def _hhl_state(matrix: np.ndarray, b: np.ndarray, clock: int, device_name: str) 
 
     n = int(np.log2(matrix.shape[0]))
     bound = float(np.abs(matrix).sum(axis=1).max())  # Gershgorin bound on the largest eigenvalue
-    delta = bound / (2**clock - 1)  # eigenvalue per clock step
+    delta = bound / (0.75 * 2**clock)  # eigenvalue per clock step; the top quarter is headroom against wrap-around
     t = 2 * np.pi / (2**clock * delta)
     c_const = delta  # smallest representable eigenvalue: C / lambda <= 1
     anc, clock_wires, system = 0, list(range(1, clock + 1)), list(range(clock + 1, clock + 1 + n))
