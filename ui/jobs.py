@@ -31,8 +31,12 @@ JobState = Literal["running", "done", "failed", "cancelled"]
 JOBS_KEY = "qflow_jobs"
 
 
-class JobCancelled(Exception):  # noqa: N818 -- a signal, not an error
-    """Raised inside the worker by the progress callback once :meth:`Job.cancel` was called."""
+class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
+    """Raised inside the worker by the progress callback once :meth:`Job.cancel` was called.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so an engine's
+    ``except Exception`` around a step that may fall back does not swallow it.
+    """
 
 
 @dataclass

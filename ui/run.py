@@ -10,6 +10,7 @@ queue, and the script thread drains that queue into the page's progress bar.
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import streamlit as st
 from qflow.core import QflowError
 from qflow.routing import RoutingConfig, capacity_sweep, load_routing_inputs, plan_routing
 from ui.inputs import InputFile
+from ui.jobs import JobCancelled
 
 __all__ = ["SWEEP_FACTORS", "Progress", "RoutingRun", "call_with_progress", "run_routing"]
 
@@ -70,19 +72,31 @@ def _routing_cached(
     return RoutingRun(plan=plan.to_dict(), plan_json=plan.to_json(), sweep=sweep)
 
 
-def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress) -> R:
+def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress,
+                       cancel: threading.Event | None = None) -> R:
     """Run ``func(*args, _progress=...)`` in a worker thread, forwarding its progress here.
 
     ``on_progress`` is called on this (the script's) thread, so it may update
     Streamlit elements. Exceptions from ``func`` are re-raised here.
+
+    A click elsewhere in the app interrupts the script thread (Streamlit
+    raises inside ``on_progress``): this returns at once and the worker runs
+    on in the background, so a cached ``func`` still fills its cache and the
+    same Run afterwards is instant. With ``cancel``, setting the event makes
+    the worker's next progress report raise :class:`ui.jobs.JobCancelled`,
+    which stops ``func`` there and is re-raised here.
     """
     updates: queue.Queue[tuple[float, str]] = queue.Queue()
 
     def report(fraction: float, message: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled(message)
         updates.put((min(max(float(fraction), 0.0), 1.0), message))
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qflow-run") as pool:
-        future = pool.submit(func, *args, _progress=report)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qflow-run")
+    future = pool.submit(func, *args, _progress=report)
+    finished = False
+    try:
         while True:  # ends when the worker does; each wait is bounded
             try:
                 on_progress(*updates.get(timeout=0.1))
@@ -91,7 +105,11 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
                     break
         while not updates.empty():
             on_progress(*updates.get_nowait())
+        finished = True
         return future.result()
+    finally:
+        # Interrupted (a rerun, a page switch): leave the worker to finish on its own instead of blocking here.
+        pool.shutdown(wait=finished)
 
 
 def run_routing(tokens: InputFile, model_graph: InputFile, settings: Mapping[str, Any], on_progress: Progress) -> RoutingRun:

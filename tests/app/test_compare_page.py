@@ -17,7 +17,6 @@ from streamlit.testing.v1 import AppTest
 from qflow.core.commands import available_commands
 from qflow.core.runs import RunStore
 from ui import compare
-from ui.jobs import JobCancelled, start_job
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "pages" / "compare.py"
@@ -161,24 +160,3 @@ def test_bad_uploaded_input_is_reported_per_configuration(store: RunStore) -> No
     errors = [e.value for e in at.error]
     assert sum(e.startswith("Configuration ") and "tokens.csv" in e for e in errors) == 2
     assert store.count() == 0
-
-
-def test_cancel_stops_a_job_at_its_next_report() -> None:
-    reached = []
-
-    def work(steps: int, _progress: Any) -> int:
-        for i in range(steps):
-            _progress(i / steps, f"step {i}")
-            reached.append(i)
-            time.sleep(0.05)
-        return steps
-
-    job = start_job("demo", work, 10_000)
-    while len(reached) < 3:
-        time.sleep(0.01)
-    job.cancel()
-    assert job.wait(timeout=10) and job.state == "cancelled" and len(reached) < 10_000
-    done = start_job("demo", work, 3)
-    assert done.wait(timeout=10) and done.state == "done" and done.result == 3 and done.fraction == 1.0
-    with pytest.raises(JobCancelled):
-        job.report(0.5, "after cancel")

@@ -1,0 +1,113 @@
+"""Long work: jobs in worker threads with Cancel, and call_with_progress when the script is interrupted."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ui.jobs import JobCancelled, session_jobs, start_job
+from ui.run import call_with_progress
+
+
+def counting_work(steps: int, reached: list[int], _progress: Any, pause_s: float = 0.02) -> int:
+    """Reports before each step; records the steps it did."""
+    for i in range(steps):
+        _progress(i / steps, f"step {i}")
+        reached.append(i)
+        time.sleep(pause_s)
+    return steps
+
+
+def swallowing_work(reached: list[int], _progress: Any) -> str:
+    """An engine that falls back on any Exception: Cancel must still stop it."""
+    for i in range(10_000):
+        try:
+            _progress(i / 10_000, "quantum step")
+        except Exception:  # noqa: BLE001 -- the behaviour under test
+            return "fell back"
+        reached.append(i)
+        time.sleep(0.01)
+    return "finished"
+
+
+def wait_until(condition: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+class TestJobs:
+    def test_done_job_has_its_result(self) -> None:
+        job = start_job("demo", counting_work, 3, [])
+        assert job.wait(timeout=10)
+        assert (job.state, job.result, job.fraction, job.error) == ("done", 3, 1.0, None)
+        assert len(job.id) == 12 and job.finished_at is not None
+
+    def test_cancel_stops_at_the_next_report(self) -> None:
+        reached: list[int] = []
+        job = start_job("demo", counting_work, 10_000, reached)
+        wait_until(lambda: len(reached) >= 3)
+        job.cancel()
+        assert job.wait(timeout=10) and job.state == "cancelled"
+        stopped_at = len(reached)
+        time.sleep(0.1)
+        assert len(reached) == stopped_at < 10_000  # really stopped, not running on in the background
+        with pytest.raises(JobCancelled):
+            job.report(0.5, "after cancel")
+
+    def test_cancel_is_not_swallowed_by_except_exception(self) -> None:
+        reached: list[int] = []
+        job = start_job("demo", swallowing_work, reached)
+        wait_until(lambda: len(reached) >= 2)
+        job.cancel()
+        assert job.wait(timeout=10) and job.state == "cancelled" and job.result is None
+
+    def test_failure_is_reported_not_lost(self) -> None:
+        def broken(_progress: Any) -> None:
+            raise KeyError("boom")
+
+        job = start_job("demo", broken)
+        assert job.wait(timeout=10) and job.state == "failed" and job.error == "KeyError: 'boom'"
+
+    def test_jobs_live_in_the_session_state(self) -> None:
+        state: dict[str, Any] = {}
+        jobs = session_jobs(state)
+        job = start_job("demo", counting_work, 1, [])
+        jobs[job.id] = job
+        assert session_jobs(state)[job.id] is job
+        job.wait(timeout=10)
+
+
+class TestCallWithProgress:
+    def test_cancel_event_stops_the_worker_and_is_raised_here(self) -> None:
+        reached: list[int] = []
+        cancel = threading.Event()
+
+        def on_progress(fraction: float, message: str) -> None:
+            if len(reached) >= 3:
+                cancel.set()
+
+        with pytest.raises(JobCancelled):
+            call_with_progress(counting_work, 10_000, reached, on_progress=on_progress, cancel=cancel)
+        stopped_at = len(reached)
+        time.sleep(0.1)
+        assert len(reached) == stopped_at < 10_000
+
+    def test_interrupted_script_returns_at_once_and_the_worker_finishes(self) -> None:
+        """A click elsewhere raises in the script thread: no waiting for the engine, whose work still completes."""
+        reached: list[int] = []
+
+        class Rerun(Exception):
+            pass
+
+        def on_progress(fraction: float, message: str) -> None:
+            raise Rerun
+
+        with pytest.raises(Rerun):
+            call_with_progress(counting_work, 40, reached, on_progress=on_progress)
+        assert len(reached) < 40  # returned while the worker was still going (40 steps take >= 0.8 s)
+        wait_until(lambda: len(reached) == 40)
