@@ -275,6 +275,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         horizon = math.ceil(AUTO_HORIZON_FACTOR * asap.makespan(problem)) if auto else config.horizon
         node_caps = _node_caps(topo, budget)
         per_node = per_node_schedule(problem, node_caps)
+        list_info: dict[str, Any] | None = None
         if solver.requested == "per-node":
             schedule = per_node
             if per_node.makespan(problem) > horizon:
@@ -282,6 +283,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         else:
             listed = list_schedule(problem, horizon, budget, auto, budget_source=budget_source)
             schedule = listed.schedule
+            list_info = {"priority_rule": listed.rule, "probes": listed.probes, "cap_w": round(listed.cap_w, 3)}
             if listed.horizon_extended:
                 diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
             horizon = listed.horizon
@@ -344,6 +346,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "power_budget_w": budget,
         "power_budget_source": budget_source if budget is not None else None,
         "node_ids": topo.node_ids,
+        "list_scheduler": list_info,
         "power_timeline_w": {
             "plan": _rounded(power_profile(problem, schedule, length)),
             "asap": _rounded(power_profile(problem, asap, length)),

@@ -19,6 +19,7 @@ Power here is the jobs' draw in W; a schedule's profile has one value per slot.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,51 @@ def priority_order(problem: Problem) -> np.ndarray:
     """Bottom level descending, then power descending, then index: consistent with the dependencies."""
     level = bottom_levels(problem)
     return np.lexsort((np.arange(problem.n_jobs), -problem.power_w, -level))
+
+
+def topological_order(problem: Problem, key: np.ndarray) -> np.ndarray:
+    """Kahn's algorithm taking the ready job with the smallest ``key`` first (ties by index).
+
+    >>> p = Problem(np.array([1, 1, 1]), np.ones(3), np.ones(3, int), -np.ones(3, int), [[2], [], []], np.array([1]))
+    >>> topological_order(p, np.array([0.0, 1.0, 2.0])).tolist()
+    [1, 2, 0]
+    """
+    succ: list[list[int]] = [[] for _ in range(problem.n_jobs)]
+    indeg = np.zeros(problem.n_jobs, dtype=int)
+    for i, ds in enumerate(problem.deps):
+        for d in ds:
+            succ[d].append(i)
+            indeg[i] += 1
+    ready = [(float(key[i]), i) for i in range(problem.n_jobs) if indeg[i] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for s in succ[i]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                heapq.heappush(ready, (float(key[s]), s))
+    return np.asarray(order, dtype=int)
+
+
+def priority_rules(problem: Problem) -> dict[str, np.ndarray]:
+    """The list scheduler's priority orders, all consistent with the dependencies.
+
+    ``bottom_level``: longest path to the end first, then power; ``bottom_level_area``:
+    then GPU-slots; ``bottom_level_plus_energy``: the sum of both, each scaled
+    to [0, 1] (long chains and big jobs early). List scheduling is not
+    monotone in its cap and no rule wins every instance, so all are tried.
+    """
+    level = bottom_levels(problem).astype(float)
+    area = (problem.gpus * problem.duration).astype(float)
+    energy = problem.power_w * problem.duration
+    index = np.arange(problem.n_jobs)
+    return {
+        "bottom_level": priority_order(problem),
+        "bottom_level_area": np.lexsort((index, -area, -level)),
+        "bottom_level_plus_energy": topological_order(problem, -(level / level.max() + energy / energy.max())),
+    }
 
 
 def _first_fit(ok: np.ndarray, est: int, duration: int) -> int:
@@ -283,15 +329,17 @@ class ListResult:
     horizon: int
     horizon_extended: bool
     probes: int
+    rule: str
 
 
 def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizon_is_auto: bool,
-                  budget_source: str = "config", rel_tol: float = 0.002, max_probes: int = 40) -> ListResult:
-    """Bisect the smallest cluster cap whose list schedule ends within ``horizon``.
+                  budget_source: str = "config", rel_tol: float = 0.002, max_probes: int = 30) -> ListResult:
+    """Bisect, per priority rule, the smallest cluster cap whose list schedule ends within ``horizon``.
 
-    The cap is searched in ``[lower bound, min(budget, ASAP peak)]``. With a
-    budget and no schedule within the horizon under it: an auto horizon is
-    extended to what the budget needs; an explicit one raises
+    The cap is searched in ``[lower bound, min(budget, ASAP peak)]`` for each
+    rule of :func:`priority_rules`; the lowest peak wins. With a budget and no
+    rule meeting the horizon under it: an auto horizon is extended to the
+    shortest makespan the budget allows; an explicit one raises
     :class:`InfeasibleError`.
 
     Raises
@@ -300,7 +348,7 @@ def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizo
         When the budget is below the largest job, below the lower bound for
         the horizon, or the horizon is shorter than the critical path.
     """
-    order = priority_order(problem)
+    rules = priority_rules(problem)
     critical = int(bottom_levels(problem).max())
     if budget_w is not None and budget_w < problem.power_w.max():
         j = int(np.argmax(problem.power_w))
@@ -311,39 +359,47 @@ def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizo
                               f"at least {critical} slots", f"{horizon} slots")
     probes = 0
 
-    def attempt(cap: float) -> Schedule:
+    def attempt(order: np.ndarray, cap: float) -> Schedule:
         nonlocal probes
         probes += 1
         return serial_schedule(problem, order, cluster_cap_w=cap)
 
-    asap = attempt(np.inf)
+    asap = attempt(rules["bottom_level"], np.inf)
     asap_peak = float(power_profile(problem, asap).max())
     hi = asap_peak if budget_w is None else min(budget_w, asap_peak)
-    best = attempt(hi) if hi < asap_peak else asap
+    starts = {name: (attempt(order, hi) if hi < asap_peak or name != "bottom_level" else asap) for name, order in rules.items()}
+    shortest = min(s.makespan(problem) for s in starts.values())
     extended = False
-    if best.makespan(problem) > horizon:
-        if budget_w is None:  # the ASAP schedule itself is late: the horizon was too short for the GPUs
+    if shortest > horizon:
+        if budget_w is None:  # even uncapped the GPUs need longer: only an explicit horizon can be too short
             if not horizon_is_auto:
                 raise InfeasibleError("config", "horizon", "too short for the GPUs even with no power cap",
-                                      f"at least {asap.makespan(problem)} slots", f"{horizon} slots")
+                                      f"at least {shortest} slots", f"{horizon} slots")
         elif not horizon_is_auto:
             bound = lower_bound_w(problem, horizon)
             why = (f"the lower bound for {horizon} slots is {bound:.0f} W" if bound > budget_w
-                   else f"the list scheduler needs {best.makespan(problem)} slots under it")
+                   else f"the list scheduler needs {shortest} slots under it")
             raise InfeasibleError(budget_source, "power_budget_w", f"no schedule within the horizon under this budget ({why})",
                                   "a larger power_budget_w or horizon", f"{budget_w:.0f} W, horizon {horizon}")
-        horizon, extended = best.makespan(problem), True
-    best_cap = float(power_profile(problem, best).max())
-    lo = lower_bound_w(problem, horizon)
-    hi = best_cap
-    while hi - lo > rel_tol * hi and probes < max_probes:
-        mid = 0.5 * (lo + hi)
-        trial = attempt(mid)
-        if trial.makespan(problem) <= horizon:
-            peak = float(power_profile(problem, trial).max())
-            if peak < best_cap:
-                best, best_cap = trial, peak
-            hi = min(mid, peak)
-        else:
-            lo = mid
-    return ListResult(schedule=best, cap_w=best_cap, horizon=horizon, horizon_extended=extended, probes=probes)
+        horizon, extended = shortest, True
+    best_rule, best, best_cap = "", asap, np.inf
+    for name, order in rules.items():
+        found = starts[name]
+        if found.makespan(problem) > horizon:
+            continue
+        cap = float(power_profile(problem, found).max())
+        lo, hi_rule = lower_bound_w(problem, horizon), cap
+        budget_probes = probes + max_probes // len(rules)
+        while hi_rule - lo > rel_tol * hi_rule and probes < budget_probes:
+            mid = 0.5 * (lo + hi_rule)
+            trial = attempt(order, mid)
+            if trial.makespan(problem) <= horizon:
+                peak = float(power_profile(problem, trial).max())
+                if peak < cap:
+                    found, cap = trial, peak
+                hi_rule = min(mid, peak)
+            else:
+                lo = mid
+        if cap < best_cap - 1e-9:
+            best_rule, best, best_cap = name, found, cap
+    return ListResult(schedule=best, cap_w=best_cap, horizon=horizon, horizon_extended=extended, probes=probes, rule=best_rule)
