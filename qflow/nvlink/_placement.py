@@ -115,7 +115,7 @@ def _metis_bisect(weights: np.ndarray) -> tuple[list[int], list[int]]:
         xadj.append(len(adjncy))
     if not adjncy:
         return list(range(n // 2)), list(range(n // 2, n))
-    _, parts = pymetis.part_graph(2, xadj=xadj, adjncy=adjncy, eweights=eweights)
+    _, parts = pymetis.part_graph(2, pymetis.CSRAdjacency(adj_starts=xadj, adjacent=adjncy), eweights=eweights)
     a = [i for i, p in enumerate(parts) if p == 0]
     b = [i for i, p in enumerate(parts) if p == 1]
     return a, b

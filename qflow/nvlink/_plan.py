@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -231,7 +232,11 @@ def plan_nvlink(
 
     report(0.15, "placement (recursive bisection + swap refinement)")
     with timer.stage("placement"):
-        placements = place_jobs(job_list, tie_cost, hosts, "kernighan_lin", config.seed, config.refine_passes)
+        partitioner = config.partitioner
+        if partitioner == "metis" and importlib.util.find_spec("pymetis") is None:
+            diagnostics.append("partitioner metis: pymetis is not installed; Kernighan-Lin bisection was used")
+            partitioner = "kernighan_lin"
+        placements = place_jobs(job_list, tie_cost, hosts, partitioner, config.seed, config.refine_passes)
     with timer.stage("baseline_placements"):
         rr = round_robin_placement(job_list, hosts)
         rnd = random_placement(job_list, fabric.n_gpus, config.seed)

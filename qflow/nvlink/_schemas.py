@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -90,6 +90,9 @@ class NvlinkConfig(QflowConfig):
     full_duplex: bool = Field(
         False, description="Rounds may let a GPU send one and receive one transfer at once (full-duplex links). "
         "Off: each GPU takes part in at most one transfer per round.")
+    partitioner: Literal["kernighan_lin", "spectral", "metis"] = Field(
+        "kernighan_lin", description="Bisection used by the recursive placement: networkx Kernighan-Lin, the Fiedler vector's "
+        "median split, or METIS (pymetis; Kernighan-Lin when pymetis is not installed).")
     max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit: transfers per recolouring block.")
     qaoa_layers: int = Field(2, ge=1, le=8, description="QAOA depth p: alternating cost and mixer layers.")
     qaoa_blocks: int = Field(4, ge=1, le=64, description="Recolouring blocks solved by QAOA at most (the rest exactly).")

@@ -35,7 +35,9 @@ def click_run(at: AppTest) -> AppTest:
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
     assert [t.label for t in at.toggle] == NvlinkConfig.toggles()
     numbers = {n.label for n in at.number_input}
-    assert numbers == set(NvlinkConfig.model_fields) - set(NvlinkConfig.toggles())
+    selects = {s.label for s in at.selectbox} - {"bundled fabric (used when nothing is uploaded)"}
+    assert numbers | selects == set(NvlinkConfig.model_fields) - set(NvlinkConfig.toggles())
+    assert at.selectbox(key="nvlink_partitioner").value == "kernighan_lin"
     assert at.selectbox(key="nvlink_scenario").value == "gb200_nvl72.json"
     captions = " ".join(c.value for c in at.caption)
     assert "using the sample `sample_data/nvlink/gb200_nvl72.json`" in captions
