@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qflow.energy import EnergyInputs, load_energy_inputs, parse_jobs, parse_telemetry, parse_topology, plan_energy
+from qflow.energy._meta import WindowController
 from qflow.energy._predict import build_node_series, evaluate_predictors
 from qflow.energy._sample import make_jobs, make_telemetry, make_topology
 
@@ -70,10 +71,33 @@ def main() -> None:
         gaps["plan"].append(p.metrics["gap_to_lower_bound"])
         for name in ("asap", "per_node"):
             gaps[name].append(p.baselines[name]["gap_to_lower_bound"])
+    windows: list[dict] = []
+    for seed in range(1, args.seeds + 1) if args.qaoa else ():
+        jobs = parse_jobs(make_jobs(seed), topo)
+        p = plan_energy(EnergyInputs(telemetry, topo, jobs), {**toggles, "gnn_steps": 10, "seed": seed, "qaoa_windows": 6})
+        windows += p.result["windows"]
     print(f"== {args.seeds} more job DAGs (generator seeds 1..{args.seeds}, no budget): median gap to the lower bound ==")
     print("  " + ", ".join(f"{k} {np.median(v):.4f} (worst {max(v):.4f})" for k, v in gaps.items()))
     print("  median peak ratio plan/ASAP " f"{np.median(ratios['asap']):.3f}, plan/per-node {np.median(ratios['per_node']):.3f}")
 
+    if windows:
+        controller = WindowController()
+        regret, qaoa_runs = [], 0
+        for w in windows:  # replay: what the meta-controller would have chosen, knowing both answers afterwards
+            greedy_gap, qaoa_gap = 1 - w["greedy_ratio"], 1 - w["qaoa_ratio"]
+            choice, _ = controller.choose(greedy_gap)
+            if choice == "qaoa":
+                qaoa_runs += 1
+                controller.observe_qaoa(qaoa_gap)
+            regret.append((qaoa_gap if choice == "qaoa" else greedy_gap) - min(greedy_gap, qaoa_gap))
+        q = np.array([w["qaoa_ratio"] for w in windows])
+        g = np.array([w["greedy_ratio"] for w in windows])
+        print(f"== QAOA windows (max {args.max_qubits} qubits, 6 per DAG): {len(windows)} windows, "
+              f"{sum(w['applied'] for w in windows)} applied ==")
+        print(f"  QAOA ratio mean {q.mean():.4f}, min {q.min():.4f}, optimal on {int((q >= 1 - 1e-9).sum())}; "
+              f"greedy ratio mean {g.mean():.4f}, min {g.min():.4f}, optimal on {int((g >= 1 - 1e-9).sum())}")
+        print(f"  meta-controller replay: {qaoa_runs} QAOA runs chosen, total regret {sum(regret):.4f} "
+              f"(always-QAOA regret {sum(max(0.0, (1 - w['qaoa_ratio']) - (1 - w['greedy_ratio'])) for w in windows):.4f})")
     print(f"== prediction: walk-forward MAE, W per node and interval ({args.seeds} telemetry seeds, 5 days each) ==")
     maes: dict[str, list[float]] = {}
     seconds = 0.0
