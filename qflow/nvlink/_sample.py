@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SAMPLE_SCENARIOS", "dgx_h100_fabric", "dgx_h100_pair_fabric", "nvl72_fabric", "sample_jobs", "skewed_traffic",
+__all__ = ["SAMPLE_SCENARIOS", "dgx_h100_cluster_fabric", "dgx_h100_fabric", "dgx_h100_pair_fabric", "nvl72_fabric", "sample_jobs", "skewed_traffic",
            "topo_text", "write_sample"]
 
 NVLINK5_GBPS = 400.0   # one NVLink 5 link, Gbit/s per direction (50 GB/s)
@@ -88,18 +88,23 @@ def dgx_h100_fabric() -> dict[str, Any]:
 
 def dgx_h100_pair_fabric() -> dict[str, Any]:
     """Two DGX H100 on a rail-optimised InfiniBand fabric (8 leaves, 1 spine)."""
+    return dgx_h100_cluster_fabric(2)
+
+
+def dgx_h100_cluster_fabric(n_nodes: int) -> dict[str, Any]:
+    """``n_nodes`` DGX H100 on a rail-optimised InfiniBand fabric (8 leaves, 1 spine)."""
     nodes, links = [], []
-    for i in range(2):
+    for i in range(n_nodes):
         n, lk = _dgx_parts(f"dgx{i}/", f"dgx{i}")
         nodes += n
         links += lk
     nodes += [{"id": f"ib_leaf{k}", "kind": "ib_switch", "host": "ib"} for k in range(8)]
     nodes.append({"id": "ib_spine", "kind": "ib_switch", "host": "ib"})
     for k in range(8):
-        for i in range(2):
+        for i in range(n_nodes):
             links.append(_link(f"dgx{i}/nic{k}", f"ib_leaf{k}", NIC_GBPS, 1.5))
-        links.append(_link(f"ib_leaf{k}", "ib_spine", 2 * NIC_GBPS, 1.5))
-    return _node_link(nodes, links, "2 x DGX H100 + InfiniBand")
+        links.append(_link(f"ib_leaf{k}", "ib_spine", n_nodes * NIC_GBPS, 1.5))
+    return _node_link(nodes, links, f"{n_nodes} x DGX H100 + InfiniBand")
 
 
 def topo_text() -> str:
