@@ -7,6 +7,7 @@ covered as soon as its command names ``sample_inputs``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,22 @@ def _sample_files(command: ModuleCommand) -> dict[str, tuple[str, bytes]]:
     return {name: (Path(path).name, (ROOT / path).read_bytes()) for name, path in command.sample_inputs.items()}
 
 
+#: Metric names that measure speed or time (``compress_mb_per_s``, ``solve_time_s``): they differ run to run.
+TIMED_METRIC = re.compile(r"(_per_s|_s|_ms|_seconds)$|time")
+
+
+def _untimed(metrics: Any) -> Any:
+    if not isinstance(metrics, dict):
+        return metrics
+    return {key: _untimed(value) for key, value in metrics.items() if not TIMED_METRIC.search(key)}
+
+
 def _stable(plan: dict[str, Any]) -> dict[str, Any]:
-    """The plan without the fields that change between identical runs (nor the output file written by the CLI)."""
-    return {key: value for key, value in plan.items() if key not in VOLATILE}
+    """The plan without what changes between identical runs: creation time, timings, speed metrics."""
+    stable = {key: value for key, value in plan.items() if key not in VOLATILE}
+    stable["metrics"] = _untimed(plan.get("metrics"))
+    stable["baselines"] = _untimed(plan.get("baselines"))
+    return stable
 
 
 def test_existing_modules_are_served() -> None:
