@@ -23,6 +23,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
 from qflow.hpo import HpoConfig, plan_hpo
+from qflow.nvlink import NvlinkConfig, plan_nvlink
 from qflow.routing import RoutingConfig, plan_routing
 
 
@@ -46,6 +47,12 @@ def hpo_inputs() -> tuple[Any, ...]:
     return space, None  # no history
 
 
+def nvlink_inputs() -> tuple[Any, ...]:
+    fabric = {"nodes": [{"id": f"g{i}", "kind": "gpu"} for i in range(4)] + [{"id": "sw", "kind": "nvswitch"}],
+              "links": [{"source": f"g{i}", "target": "sw", "bandwidth_gbps": 400} for i in range(4)]}
+    return fabric, {"jobs": [{"id": "a", "ranks": 4, "pattern": "all_to_all", "bytes": 1e6}]}
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
@@ -58,6 +65,7 @@ MODULES = [
     pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing"),
     pytest.param(Module("hpo", HpoConfig, plan_hpo, hpo_inputs), id="hpo"),
     pytest.param(Module("attention", AttentionConfig, plan_attention, attention_inputs), id="attention"),
+    pytest.param(Module("nvlink", NvlinkConfig, plan_nvlink, nvlink_inputs), id="nvlink"),
 ]
 CONFIGS = [pytest.param(m.values[0].config, id=m.id) for m in MODULES]
 
