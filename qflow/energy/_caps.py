@@ -17,9 +17,10 @@ per node on a clock grid within ``[min_clock, f0]``:
 3. lowered node by node, most watts saved at the cluster peak per unit of
    slowdown first, until the cluster's capped peak is within the budget.
 
-The recommended per-GPU power limit is ``P_idle + k f^3`` at the cap,
-clamped to the device's ``[gpu_min_power_w, gpu_power_limit_w]``; so both
-settings always stay inside the device's ranges.
+The recommended per-GPU power limit is ``P_idle + k f^3`` at the cap plus
+:data:`POWER_LIMIT_HEADROOM` (so the limit does not throttle before the clock
+cap does), clamped to the device's ``[gpu_min_power_w, gpu_power_limit_w]``;
+so both settings always stay inside the device's ranges.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = ["PowerFit", "choose_caps", "current_clocks", "fit_power_models"]
 
 #: Clock grid step, MHz (NVIDIA exposes SM clocks in 15 MHz steps).
 CLOCK_STEP_MHZ = 15.0
+#: The power limit sits this fraction above the model's busy power at the capped clock.
+POWER_LIMIT_HEADROOM = 0.10
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,8 @@ def choose_caps(
             binding[i] = "cluster budget"
     clock = np.array([grids[i][pick[i]] for i in range(m)])
     power_limit = np.array([
-        float(np.clip(fits[i].gpu_power_w(clock[i]), topology.gpu_min_power_w[i], topology.gpu_power_limit_w[i])) for i in range(m)
+        float(np.clip((1 + POWER_LIMIT_HEADROOM) * fits[i].gpu_power_w(clock[i]), topology.gpu_min_power_w[i],
+                      topology.gpu_power_limit_w[i])) for i in range(m)
     ])
     profiles = np.array([capped(i, clock[i]) for i in range(m)]) if m else np.zeros((0, 0))
     return {"clock_mhz": clock, "power_limit_w": power_limit, "ratio": clock / current_mhz, "binding": binding,
