@@ -109,8 +109,13 @@ def encode_lossless(name: str, x: np.ndarray, sha: str, note: str | None = None)
     return EncodedTensor(record, blocks, x)
 
 
-def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions) -> EncodedTensor:
-    """Quantize ``x`` (float) per :class:`QuantOptions`; see the module docstring of :mod:`._quantize`."""
+def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reconstruct: bool = True) -> EncodedTensor:
+    """Quantize ``x`` (float) per :class:`QuantOptions`; see the module docstring of :mod:`._quantize`.
+
+    ``reconstruct=False`` skips the dequantized copy (``reconstruction`` is
+    then None): the fast path when nothing downstream needs it before the
+    container is read back.
+    """
     x2d = channel_matrix(x, options.per_channel)
     rows = x2d.shape[0]
     hi = np.zeros(rows, dtype=bool)
@@ -120,7 +125,7 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions) -> E
     if options.sparsity > 0:
         keep, threshold = prune_mask(x2d, options.sparsity, options.channel_weight)
     work = np.float64 if x.dtype == np.float64 else np.float32
-    recon2d = np.empty(x2d.shape, dtype=work)
+    recon2d = np.empty(x2d.shape, dtype=work) if reconstruct else None
     scales = np.zeros(rows, dtype=work)
     zero_points = np.zeros(rows, dtype=work)
     blocks: list[Block] = []
@@ -131,12 +136,17 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions) -> E
         sub = x2d if selector.all() else x2d[selector]
         codes, s, z = quantize(sub, part_bits)
         scales[selector], zero_points[selector] = s, z
-        values = dequantize(codes, s, z, work)
-        if keep is not None:
-            sub_keep = keep if selector.all() else keep[selector]
-            values *= sub_keep
+        sub_keep = None if keep is None else (keep if selector.all() else keep[selector])
+        if recon2d is not None:
+            values = dequantize(codes, s, z, work)
+            if sub_keep is not None:
+                values *= sub_keep
+            if selector.all():
+                recon2d = values
+            else:
+                recon2d[selector] = values
+        if sub_keep is not None:
             codes = codes[sub_keep]
-        recon2d[selector] = values
         counts[part] = int(codes.size)
         blocks.append(Block(f"{name}/{part}", pack(pack_codes(codes, part_bits))))
     record = _base_record(name, x, sha)
@@ -160,7 +170,7 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions) -> E
                             "total": int(keep.size), "threshold": threshold,
                             "weighted_by_sensitivity": options.channel_weight is not None}
     record["blocks"] = [b.name for b in blocks]
-    reconstruction = recon2d.reshape(x.shape).astype(x.dtype, copy=False)
+    reconstruction = None if recon2d is None else recon2d.reshape(x.shape).astype(x.dtype, copy=False)
     return EncodedTensor(record, blocks, reconstruction, {"recon2d": recon2d, "scales": scales,
                                                            "zero_points": zero_points, "keep": keep, "hi": hi})
 

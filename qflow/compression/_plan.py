@@ -237,7 +237,7 @@ def compress_tensors(
                     options, info = _sensitivity_options(x2d, config, seed)
                     dropout_info.append({"tensor": name, **info})
             with timer.stage("compress"):
-                enc = encode_quant(name, x, "", options)
+                enc = encode_quant(name, x, "", options, reconstruct=config.denoiser or quantum is not None)
             if config.denoiser:
                 with timer.stage("denoiser"):
                     denoise_info.append(_denoise(name, x, enc, config, seed))
