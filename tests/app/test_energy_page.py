@@ -74,6 +74,21 @@ def test_all_toggles_off_runs_the_per_node_scheduler(at: AppTest) -> None:
     assert "gnn" not in plan["metrics"]["prediction_mae_w"]
 
 
+def test_qaoa_windows_add_their_chart_and_table(at: AppTest) -> None:
+    at.toggle(key="energy_qaoa_scheduling").set_value(True)
+    at.number_input(key="energy_max_qubits").set_value(4)
+    at.number_input(key="energy_qaoa_steps").set_value(5)
+    at.number_input(key="energy_gnn_steps").set_value(20)
+    click_run(at)
+    assert not at.exception and not at.error
+    plan = at.session_state["energy_run"].plan
+    assert plan["solver"]["ran"] == "gnn+list+qaoa"
+    specs = chart_specs(at)
+    assert len(specs) == 5 and "ratio to the exact optimum" in specs[4]["layout"]["title"]["text"]
+    windows = next(d.value for d in at.dataframe if "qaoa_ratio" in d.value.columns)
+    assert len(windows) == len(plan["result"]["windows"]) and (windows["qubits"] <= 4).all()
+
+
 def test_cyclic_jobs_show_the_loader_message(at: AppTest) -> None:
     at.session_state["energy_jobs_bytes"] = json.dumps(
         {"jobs": [{"id": "a", "duration": 1, "deps": ["b"]}, {"id": "b", "duration": 1, "deps": ["a"]}]})

@@ -80,3 +80,22 @@ def test_result_has_caps_accelerators_and_predicted_savings() -> None:
 def test_bad_config_values_name_the_field(field, value) -> None:
     with pytest.raises(InputError, match=rf"config: config.{field}: invalid value"):
         plan_energy(small_inputs(chain_jobs()), {field: value})
+
+
+def test_telemetry_as_json_records_gives_the_same_plan_as_csv(tmp_path) -> None:
+    import json
+
+    from energy_helpers import telemetry_frame
+
+    from qflow.energy import load_energy_inputs
+
+    frame = telemetry_frame(steps=12)
+    topology = json.dumps(topology_dict()).encode()
+    jobs = json.dumps({"jobs": chain_jobs()}).encode()
+    from_csv, _ = load_energy_inputs(frame.to_csv(index=False).encode(), topology, jobs, telemetry_name="t.csv",
+                                     topology_name="t.json", jobs_name="j.json")
+    records = json.dumps({"telemetry": frame.to_dict("records")}).encode()
+    from_json, _ = load_energy_inputs(records, topology, jobs, telemetry_name="t.json", topology_name="t.json", jobs_name="j.json")
+    a, b = plan_energy(from_csv, FAST), plan_energy(from_json, FAST)
+    assert a.result["schedule"] == b.result["schedule"]
+    assert a.metrics["prediction_mae_w"] == pytest.approx(b.metrics["prediction_mae_w"])

@@ -127,3 +127,15 @@ def test_meta_learning_records_a_choice_and_a_reason_per_window() -> None:
         assert choice["choice"] in ("heuristic", "qaoa") and choice["why"]
         if window["greedy_ratio"] == 1.0:
             assert choice["choice"] == "heuristic"
+
+
+def test_a_quantum_time_out_falls_back_to_greedy_with_the_reason(monkeypatch) -> None:
+    monkeypatch.setenv("QFLOW_QUANTUM_TIME_BUDGET_S", "0")
+    jobs = [{"id": f"j{i}", "duration": 1 + i % 2, "power_w": 300.0 + 70 * i, "gpus": 1} for i in range(8)]
+    plan = plan_energy(small_inputs(jobs, gpus=8), {"qaoa_scheduling": True, "gnn_prediction": False, "max_qubits": 4,
+                                                    "qaoa_windows": 2, "horizon": 6})
+    assert plan.solver.requested == "list+qaoa" and plan.solver.ran == "list+greedy"
+    assert "quantum time budget of 0 s exceeded" in plan.solver.fallbacks[0].reason
+    windows = plan.result["windows"]
+    assert windows and all(w["choice"] == "heuristic" and w["qaoa_ratio"] is None for w in windows)
+    assert plan.solver.quantum is None
