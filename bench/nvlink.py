@@ -28,7 +28,15 @@ import numpy as np
 
 from qflow.nvlink import parse_fabric, parse_jobs, plan_nvlink
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
-from qflow.nvlink._rounds import colour_transfers, empty_last_rounds, first_fit, lower_bound, n_colours, solve_block_exactly, transfers_of
+from qflow.nvlink._rounds import (
+    colour_transfers,
+    empty_last_rounds,
+    first_fit,
+    lower_bound,
+    n_colours,
+    solve_block_exactly,
+    transfers_of,
+)
 from qflow.nvlink._sample import dgx_h100_cluster_fabric, nvl72_fabric, skewed_traffic
 from qflow.nvlink._simulator import PathTable
 

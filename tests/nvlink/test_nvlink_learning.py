@@ -60,3 +60,15 @@ def test_q_learning_beats_shortest_path_and_learns():
     assert result.final_time_s < result.shortest_path_time_s / 4
     assert result.final_reward > 2 * result.shortest_path_reward
     assert np.mean(result.reward_curve[-10:]) > np.mean(result.reward_curve[:10])
+
+
+def test_rounds_remove_the_contention_the_planner_learns_around():
+    """Within transfer rounds every GPU has one flow, so on the NVL72 any single path runs at full speed."""
+    from qflow.nvlink._rounds import colour_transfers, transfers_of
+
+    table = PathTable(rack_fabric())
+    t = transfers_of(pattern_traffic("all_to_all", 8, 1e9), full_duplex=False)
+    colour, _ = colour_transfers(t)
+    result = learn_paths(table, FlowSet(t.src, t.dst, t.nbytes), episodes=10, seed=0, groups=colour)
+    assert result.final_reward == pytest.approx(1.0) and result.shortest_path_reward == pytest.approx(1.0)
+    assert result.final_time_s == pytest.approx(result.shortest_path_time_s)
