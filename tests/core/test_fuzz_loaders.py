@@ -38,7 +38,7 @@ from qflow.routing import load_routing_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADER_EXAMPLES = 40
-COMMAND_EXAMPLES = 10
+COMMAND_EXAMPLES = 6
 
 FUZZ = settings(max_examples=LOADER_EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -215,5 +215,5 @@ def test_cli_save_stores_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "saved as run 1" in capsys.readouterr().out
     run = RunStore(tmp_path / "runs.db").get(1)
     assert run.origin == "cli" and run.plan == json.loads(out.read_text())
-    assert cli_main(["hpo", "--space", str(space), "--history", str(history)]) == 0  # no --save: nothing stored
+    assert cli_main(["hpo", "--space", str(space), "--no-baselines"]) == 0  # no --save: nothing stored
     assert RunStore(tmp_path / "runs.db").count() == 1
