@@ -22,6 +22,7 @@ _LAYOUT = {
 _LAYER = {"gpu": 0.0, "nic": 1.0, "cpu": 1.0, "pcie_switch": 1.5, "nvswitch": 2.0, "switch": 2.0, "ib_switch": 3.0}
 _SYMBOL = {"gpu": "square", "nvswitch": "diamond", "nic": "circle", "ib_switch": "triangle-up", "switch": "diamond",
            "pcie_switch": "diamond-open", "cpu": "hexagon"}
+_JOB_COLOURS = ("#1f5fbf", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 #: Utilisation buckets (upper edges) and their colours: idle grey through green, amber, red (over 1: overloaded).
 _BUCKETS = ((0.0, "#d9d9d9", "idle"), (0.25, "#a1d99b", "<= 0.25"), (0.5, "#41ab5d", "<= 0.5"), (0.75, "#fdae61", "<= 0.75"),
             (1.0 + 1e-9, "#f46d43", "<= 1"), (float("inf"), "#a50026", "> 1 (overloaded)"))
@@ -68,13 +69,22 @@ def fabric_figure(plan: dict[str, Any]) -> go.Figure:
     kinds = sorted({n[1] for n in graph["nodes"]}, key=lambda k: _LAYER.get(k, 1.0))
     for kind in kinds:
         members = [n for n in graph["nodes"] if n[1] == kind]
-        fig.add_scatter(
-            x=[pos[n[0]][0] for n in members], y=[pos[n[0]][1] for n in members], mode="markers", name=kind,
-            marker={"symbol": _SYMBOL.get(kind, "circle"), "size": 9 if kind == "gpu" else 11, "line": {"width": 1, "color": "#333"},
-                    "color": "#1f5fbf" if kind == "gpu" else "#777"},
-            text=[f"{n[0]} ({n[2]})" + (f"<br>job {placed[n[0]]}" if n[0] in placed else "") for n in members],
-            hovertemplate="%{text}<extra></extra>",
-        )
+        groups = [(kind, members, "#777")]
+        if kind == "gpu":  # one trace per job, so the legend says where each job sits
+            jobs = list(plan["result"]["placement"])
+            groups = [(f"GPUs of {job}", [n for n in members if placed.get(n[0]) == job], _JOB_COLOURS[i % len(_JOB_COLOURS)])
+                      for i, job in enumerate(jobs)]
+            groups.append(("GPUs (free)", [n for n in members if n[0] not in placed], "#ffffff"))
+        for name, nodes, colour in groups:
+            if not nodes:
+                continue
+            fig.add_scatter(
+                x=[pos[n[0]][0] for n in nodes], y=[pos[n[0]][1] for n in nodes], mode="markers", name=name,
+                marker={"symbol": _SYMBOL.get(kind, "circle"), "size": 9 if kind == "gpu" else 11,
+                        "line": {"width": 1, "color": "#333"}, "color": colour},
+                text=[f"{n[0]} ({n[2]})" + (f"<br>job {placed[n[0]]}" if n[0] in placed else "") for n in nodes],
+                hovertemplate="%{text}<extra></extra>",
+            )
     worst = plan["metrics"]["max_link_utilisation"]
     fig.update_layout(title=f"Fabric: links by planned utilisation (max {worst:.2f})", height=520,
                       xaxis={"visible": False}, yaxis={"visible": False, "range": [-0.4, max(pos.values(), key=lambda p: p[1])[1] + 0.4]},
@@ -86,14 +96,14 @@ def rounds_timeline_figure(plan: dict[str, Any]) -> go.Figure:
     """Rounds as a timeline: each job runs its rounds back to back (ms); round ``r`` of every job contends with the others'."""
     result = plan["result"]
     fig = go.Figure()
-    for job, rounds in result["rounds"].items():
+    for index, (job, rounds) in enumerate(result["rounds"].items()):
         times = result["round_times_s"][job]
         if not rounds:
             continue
         starts = [sum(times[:r]) for r in range(len(rounds))]
         fig.add_bar(
             y=[job] * len(rounds), x=[t * 1e3 for t in times], base=[t * 1e3 for t in starts],
-            orientation="h", name=job, marker_line={"width": 0.5, "color": "white"},
+            orientation="h", name=job, marker={"color": _JOB_COLOURS[index % len(_JOB_COLOURS)], "line": {"width": 0.5, "color": "white"}},
             customdata=[[r, len(transfers), sum(t["bytes"] for t in transfers) / 1e6] for r, transfers in enumerate(rounds)],
             hovertemplate="round %{customdata[0]}: %{customdata[1]} transfers, %{customdata[2]:.1f} MB<extra>%{y}</extra>",
         )

@@ -58,9 +58,10 @@ def test_run_on_the_sample_draws_four_charts(at: AppTest) -> None:
     fabric = specs[0]
     assert fabric["layout"]["title"]["text"].startswith("Fabric: links by planned utilisation")
     names = [d["name"] for d in fabric["data"]]
-    assert "gpu" in names and "nvswitch" in names and any(n.startswith("links") for n in names)
-    gpus = next(d for d in fabric["data"] if d["name"] == "gpu")
-    assert len(gpus["x"]) == 72
+    assert "nvswitch" in names and any(n.startswith("links") for n in names)
+    assert [n for n in names if n.startswith("GPUs of")] == [f"GPUs of {job}" for job in plan["result"]["placement"]]
+    gpu_traces = [d for d in fabric["data"] if d["name"].startswith("GPUs")]
+    assert sum(len(d["x"]) for d in gpu_traces) == 72 and gpu_traces[-1]["name"] == "GPUs (free)"
     timeline = specs[1]
     assert {d["name"] for d in timeline["data"]} == set(plan["result"]["placement"])
     assert "lower bound 62" in timeline["layout"]["title"]["text"]
