@@ -244,10 +244,13 @@ def _check_connected(graph: nx.Graph, gpus: list[str], source: str, links_key: s
 
 
 _TOPO_NAME = re.compile(r"^(GPU\d+|NIC\d+|mlx\d+_\d+)$")
+#: nvidia-smi underlines the header row on a terminal (ANSI escape codes); they are dropped.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def looks_like_topo_text(text: str) -> bool:
     """Whether ``text`` is ``nvidia-smi topo -m`` output (a header row starting with ``GPU0``)."""
+    text = _ANSI.sub("", text)
     return any(line.split()[:1] == ["GPU0"] and "X" not in line.split()[:2] for line in text.splitlines() if line.strip())
 
 
@@ -262,7 +265,7 @@ def parse_topo_text(text: str, source: str = "topo.txt", host: str = "node0") ->
     >>> fab.gpus, fab.graph.edges["GPU0", "GPU1"]["bandwidth_gbps"]
     (('GPU0', 'GPU1'), 800.0)
     """
-    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [line.rstrip() for line in _ANSI.sub("", text).splitlines()]
     header_at = next((i for i, line in enumerate(lines) if line.split()[:1] == ["GPU0"] and "X" not in line.split()[:2]), None)
     if header_at is None:
         raise InputError(source, "(header)", "not nvidia-smi topo -m output", "a header row 'GPU0 GPU1 ... ' of the matrix")

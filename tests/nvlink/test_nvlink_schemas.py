@@ -66,6 +66,10 @@ class TestTopoText:
         assert edges["GPU0", "NIC0"]["bandwidth_gbps"] > edges["GPU0", "NIC4"]["bandwidth_gbps"]
         assert fab.graph.number_of_edges() == 16 * 15 // 2
 
+    def test_terminal_underline_codes_are_ignored(self):
+        text = topo_text().replace("\tGPU0\t", "\t\x1b[4mGPU0\t", 1).replace("GPU NUMA ID", "GPU NUMA ID\x1b[0m", 1)
+        assert parse_topo_text(text, "t.txt").n_gpus == 8
+
     def test_sample_file_matches_the_builder(self):
         assert (SAMPLES / "dgx_h100_topo.txt").read_text() == topo_text()
 
