@@ -8,7 +8,8 @@ Every method predicts ``P[t+1, n]`` from what is known at ``t``:
   ``history_window`` powers, mean utilization and the target's hour of day;
 * GNN: the same features per node, two GraphSAGE layers
   ``h' = relu(W_self h + W_neigh mean_{u in N(n)} h)`` over the topology's links
-  (a learnt node embedding added), then a linear head.
+  (a learnt node embedding added), then a linear head, trained with a Huber
+  loss (see :func:`train_gnn`).
 
 Ridge and the GNN predict the change ``P[t+1] - P[t]`` scaled by the node's
 power limit, so both start from persistence. They are fitted on the head of
@@ -27,6 +28,9 @@ import torch
 from sklearn.linear_model import Ridge
 
 from qflow.energy._schemas import Topology
+
+#: Huber loss threshold, in units of the node's power limit (0.05 of an 8 x 700 W node is 280 W).
+HUBER_DELTA = 0.05
 
 __all__ = ["NodeSeries", "PredictionReport", "build_node_series", "estimate_job_power", "evaluate_predictors", "make_features"]
 
@@ -124,7 +128,12 @@ class GraphSage(torch.nn.Module):
 
 def train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: int, steps: int, seed: int,
               validation_fraction: float = 0.2) -> tuple[GraphSage, list[float]]:
-    """Full-batch Adam on the mean squared error, early-stopped on the last ``validation_fraction`` of ``X``.
+    """Full-batch Adam on the Huber loss, early-stopped on the last ``validation_fraction`` of ``X``.
+
+    Power jumps when jobs start or stop, so the scaled changes ``y`` are
+    mostly near zero with heavy tails; the Huber loss (quadratic within
+    :data:`HUBER_DELTA`, linear beyond) fits the typical change rather than
+    the mean jump, which is what a mean-absolute-error score rewards.
 
     The weights with the lowest validation loss are kept (the head of the
     series is short: a few hundred samples per node, easy to overfit).
@@ -153,13 +162,13 @@ def _train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden:
         best_val, best_state = float("inf"), None
         for _ in range(steps):
             opt.zero_grad()
-            loss = torch.mean((model(Xt[:n_fit]) - yt[:n_fit]) ** 2)
+            loss = torch.nn.functional.huber_loss(model(Xt[:n_fit]), yt[:n_fit], delta=HUBER_DELTA)
             loss.backward()
             opt.step()
             losses.append(loss.item())
             if n_val:
                 with torch.no_grad():
-                    val = torch.mean((model(Xt[n_fit:]) - yt[n_fit:]) ** 2).item()
+                    val = torch.nn.functional.huber_loss(model(Xt[n_fit:]), yt[n_fit:], delta=HUBER_DELTA).item()
                 if val < best_val:
                     best_val, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
         if best_state is not None:
