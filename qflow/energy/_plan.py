@@ -247,6 +247,22 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     InfeasibleError
         Budget below the largest job, or no schedule within an explicit
         horizon under the budget.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from qflow.energy import parse_jobs, parse_telemetry, parse_topology
+    >>> topo = parse_topology({"nodes": [{"id": "a", "gpus": 2, "min_clock_mhz": 500, "max_clock_mhz": 1500,
+    ...                                   "gpu_power_limit_w": 400}]})
+    >>> jobs = parse_jobs({"jobs": [{"id": "x", "duration": 2, "power_w": 300}, {"id": "z", "duration": 1, "power_w": 250},
+    ...                             {"id": "y", "duration": 1, "power_w": 200, "deps": ["x"]}]}, topo)
+    >>> tel = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=8, freq="h", tz="UTC"), "node": "a",
+    ...                     "gpu": "0", "power_w": [100.0, 200, 150, 300, 250, 100, 120, 180]})
+    >>> plan = plan_energy(EnergyInputs(parse_telemetry(tel, topo), topo, jobs), {"power_budget_w": 500})
+    >>> [(r["job"], r["start"], r["end"]) for r in plan.result["schedule"]], plan.metrics["peak_power_w"]
+    ([('x', 0, 2), ('z', 2, 3), ('y', 3, 4)], 300.0)
+    >>> plan.baselines["asap"]["peak_power_w"], plan.metrics["lower_bound_w"], plan.metrics["horizon_slots"]
+    (550.0, 300.0, 5)
     """
     if not isinstance(config, EnergyConfig):
         config = EnergyConfig.from_mapping(config, "config")
