@@ -22,6 +22,7 @@ from qflow.attention import AttentionConfig, plan_attention
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
+from qflow.energy import EnergyConfig, EnergyInputs, parse_jobs, parse_telemetry, parse_topology, plan_energy
 from qflow.hpo import HpoConfig, plan_hpo
 from qflow.nvlink import NvlinkConfig, plan_nvlink
 from qflow.routing import RoutingConfig, plan_routing
@@ -53,6 +54,17 @@ def nvlink_inputs() -> tuple[Any, ...]:
     return fabric, {"jobs": [{"id": "a", "ranks": 4, "pattern": "all_to_all", "bytes": 1e6}]}
 
 
+def energy_inputs() -> tuple[Any, ...]:
+    topology = parse_topology({"nodes": [{"id": "n0", "gpus": 2, "min_clock_mhz": 500, "max_clock_mhz": 1500,
+                                          "gpu_power_limit_w": 400}]})
+    stamps = pd.date_range("2026-01-01", periods=12, freq="h", tz="UTC")
+    telemetry = parse_telemetry(pd.DataFrame({"timestamp": stamps, "node": "n0", "gpu": "g0",
+                                              "power_w": np.linspace(100, 300, 12)}), topology)
+    jobs = parse_jobs({"jobs": [{"id": "a", "duration": 2, "power_w": 300},
+                                {"id": "b", "duration": 1, "power_w": 200, "deps": ["a"]}]}, topology)
+    return (EnergyInputs(telemetry, topology, jobs),)
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
@@ -63,6 +75,7 @@ class Module:
 
 MODULES = [
     pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing"),
+    pytest.param(Module("energy", EnergyConfig, plan_energy, energy_inputs), id="energy"),
     pytest.param(Module("hpo", HpoConfig, plan_hpo, hpo_inputs), id="hpo"),
     pytest.param(Module("attention", AttentionConfig, plan_attention, attention_inputs), id="attention"),
     pytest.param(Module("nvlink", NvlinkConfig, plan_nvlink, nvlink_inputs), id="nvlink"),
