@@ -36,6 +36,12 @@ MIN_QUANT_SIZE = 64
 MAX_DISTINCT_QUANTIZED = 256
 #: Channels whose scales and zero points are written in the JSON header; more go to a binary block.
 INLINE_SCALES = 16
+#: Lossless tensors under this many bytes are packed as one block.
+SMALL_LOSSLESS_BYTES = 16 << 10
+#: Up to this many bytes both lossless layouts are tried and the smaller kept.
+BOTH_LAYOUTS_LIMIT = 16 << 20
+#: Approximate header cost of one block-table entry, bytes (name, offset, length, codec, sha256).
+HEADER_BYTES_PER_BLOCK = 150
 #: Largest tensor checked for distinct values (elements).
 DISTINCT_CHECK_LIMIT = 1 << 24
 
@@ -92,16 +98,39 @@ def should_store_losslessly(x: np.ndarray) -> str | None:
     return None
 
 
+def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block]]:
+    """``("planes", one block per byte plane)`` or ``("whole", one block of the raw bytes)``, whichever is smaller.
+
+    Both are tried up to :data:`BOTH_LAYOUTS_LIMIT` bytes; above it floats use
+    planes (what makes them compress) and other dtypes the whole buffer.
+    Tensors under :data:`SMALL_LOSSLESS_BYTES` use one block (each block costs
+    a table entry in the header).
+    """
+    def whole() -> list[Block]:
+        return [Block(f"{name}/bytes", pack(x.reshape(-1).view(np.uint8).tobytes()))]
+
+    def planes() -> list[Block]:
+        return [Block(f"{name}/plane{i}", pack(plane)) for i, plane in enumerate(split_planes(x))]
+
+    def stored(blocks: list[Block]) -> int:
+        return sum(len(b.packed.payload) + HEADER_BYTES_PER_BLOCK for b in blocks)
+
+    if x.dtype.itemsize == 1 or x.nbytes < SMALL_LOSSLESS_BYTES:
+        return "whole", whole()
+    if x.nbytes > BOTH_LAYOUTS_LIMIT:
+        return ("planes", planes()) if x.dtype.kind == "f" else ("whole", whole())
+    by_plane, by_whole = planes(), whole()
+    return ("planes", by_plane) if stored(by_plane) < stored(by_whole) else ("whole", by_whole)
+
+
 def encode_lossless(name: str, x: np.ndarray, sha: str, note: str | None = None) -> EncodedTensor:
-    """Byte planes, each packed by :func:`~qflow.compression._lossless.pack`; bit-exact."""
+    """Byte planes or the whole buffer (whichever is smaller), packed by :func:`~qflow.compression._lossless.pack`; bit-exact."""
     record = _base_record(name, x, sha)
     record["scheme"] = "lossless"
-    blocks, codecs = [], []
-    for i, plane in enumerate(split_planes(x)):
-        packed = pack(plane)
-        blocks.append(Block(f"{name}/plane{i}", packed))
-        codecs.append(packed.codec if packed.level is None else f"{packed.codec}-{packed.level}")
-    record["lossless"] = {"planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
+    little = np.ascontiguousarray(x).astype(x.dtype.newbyteorder("<"), copy=False)
+    layout, blocks = _lossless_blocks(name, little)
+    codecs = [b.packed.codec if b.packed.level is None else f"{b.packed.codec}-{b.packed.level}" for b in blocks]
+    record["lossless"] = {"layout": layout, "planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
     if note:
         record["notes"].append(note)
     if x.size and all(b.packed.codec == "raw" for b in blocks):
@@ -223,8 +252,11 @@ def decode_tensor(record: dict[str, Any], container: Container) -> np.ndarray:
     dtype = np.dtype(record["dtype"])
     scheme = record["scheme"]
     if scheme == "lossless":
-        planes = [container.block(name) for name in record["lossless"]["blocks"]]
-        return join_planes(planes, dtype, shape)
+        parts = [container.block(name) for name in record["lossless"]["blocks"]]
+        if record["lossless"].get("layout") == "whole":
+            count = int(np.prod(shape, dtype=np.int64))
+            return np.frombuffer(parts[0], dtype=dtype.newbyteorder("<"), count=count).reshape(shape).astype(dtype)
+        return join_planes(parts, dtype, shape)
     if scheme == "quant":
         recon2d, scales, zero_points, levels, keep = quant_parts(record, container)
         if record.get("denoiser"):
