@@ -3,16 +3,16 @@
 ``st.cache_data`` records every ``st`` call made inside a cached function and
 replays it on a cache hit; a progress bar created outside the function cannot
 be replayed (``CacheReplayClosureError``). So the cached function never
-touches Streamlit: it runs in a worker thread and reports progress through a
-queue, and the script thread drains that queue into the page's progress bar.
+touches Streamlit: it runs in a worker thread and appends its progress to a
+list, and the script thread forwards new entries to the page's progress bar.
 """
 
 from __future__ import annotations
 
-import queue
+import hashlib
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from qflow.routing import RoutingConfig, capacity_sweep, load_routing_inputs, pl
 from ui.inputs import InputFile
 from ui.jobs import JobCancelled
 
-__all__ = ["SWEEP_FACTORS", "Progress", "RoutingRun", "call_with_progress", "run_routing"]
+__all__ = ["SWEEP_FACTORS", "Progress", "RoutingRun", "call_with_progress", "job_key", "run_routing"]
 
 Progress = Callable[[float, str], None]
 R = TypeVar("R")
@@ -72,6 +72,63 @@ def _routing_cached(
     return RoutingRun(plan=plan.to_dict(), plan_json=plan.to_json(), sweep=sweep)
 
 
+@dataclass
+class _Flight:
+    """One worker computing ``func(*args)``: its future, every progress report so far, its cancel flag."""
+
+    future: Future[Any]
+    updates: list[tuple[float, str]] = field(default_factory=list)  # append-only; observers keep a cursor
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+# Workers outlive the script run that started them (a click elsewhere ends that run), so the registry of
+# in-flight work is process-wide by necessity: a later run with the same call attaches to the same worker.
+_IN_FLIGHT: dict[str, _Flight] = {}
+_IN_FLIGHT_LOCK = threading.RLock()  # re-entrant: a call that ends at once runs its done-callback here
+
+
+def job_key(func: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """The job id of ``func(*args)``: a sha256 over the function's name and the arguments (bytes hashed whole).
+
+    >>> job_key(len, (b"ab", "x", None)) == job_key(len, (b"ab", "x", None)) != job_key(len, (b"ab", "y", None))
+    True
+    """
+    digest = hashlib.sha256(f"{func.__module__}.{func.__qualname__}".encode())
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else repr(arg).encode()
+        digest.update(type(arg).__name__.encode() + b":" + str(len(data)).encode() + b":" + data)
+    return digest.hexdigest()[:16]
+
+
+def _flight_for(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[_Flight, bool]:
+    """The in-flight worker for ``func(*args)``, started if there is none; and whether it was already running."""
+    key = job_key(func, args)
+    with _IN_FLIGHT_LOCK:
+        flight = _IN_FLIGHT.get(key)
+        if flight is not None and not flight.future.done():
+            return flight, True
+        updates: list[tuple[float, str]] = []
+        cancel = threading.Event()
+
+        def report(fraction: float, message: str) -> None:
+            if cancel.is_set():
+                raise JobCancelled(message)
+            updates.append((min(max(float(fraction), 0.0), 1.0), message))
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qflow-run-{key}")
+        flight = _Flight(pool.submit(func, *args, _progress=report), updates, cancel)
+        pool.shutdown(wait=False)  # the submitted call still runs to its end; no more are accepted
+        _IN_FLIGHT[key] = flight
+
+        def forget(_: Future[Any], key: str = key, flight: _Flight = flight) -> None:
+            with _IN_FLIGHT_LOCK:
+                if _IN_FLIGHT.get(key) is flight:
+                    del _IN_FLIGHT[key]
+
+        flight.future.add_done_callback(forget)
+        return flight, False
+
+
 def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress,
                        cancel: threading.Event | None = None) -> R:
     """Run ``func(*args, _progress=...)`` in a worker thread, forwarding its progress here.
@@ -79,37 +136,30 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
     ``on_progress`` is called on this (the script's) thread, so it may update
     Streamlit elements. Exceptions from ``func`` are re-raised here.
 
-    A click elsewhere in the app interrupts the script thread (Streamlit
-    raises inside ``on_progress``): this returns at once and the worker runs
-    on in the background, so a cached ``func`` still fills its cache and the
-    same Run afterwards is instant. With ``cancel``, setting the event makes
-    the worker's next progress report raise :class:`ui.jobs.JobCancelled`,
-    which stops ``func`` there and is re-raised here.
+    The worker is a job identified by :func:`job_key` (the function and its
+    arguments: input bytes and config JSON), and it survives the script run
+    that started it. A click elsewhere in the app interrupts the script
+    thread (Streamlit raises inside ``on_progress``): this returns at once and
+    the worker runs on, so a cached ``func`` still fills its cache. A later
+    call with the same arguments while it runs attaches to that worker (its
+    progress from the latest report on) instead of starting a second one.
+    With ``cancel``, setting the event makes the worker's next progress report
+    raise :class:`ui.jobs.JobCancelled`, which stops ``func`` there and is
+    re-raised here.
     """
-    updates: queue.Queue[tuple[float, str]] = queue.Queue()
-
-    def report(fraction: float, message: str) -> None:
+    flight, attached = _flight_for(func, args)
+    cursor = max(len(flight.updates) - 1, 0) if attached else 0
+    while True:  # ends when the worker does and every report was forwarded; each wait is bounded
         if cancel is not None and cancel.is_set():
-            raise JobCancelled(message)
-        updates.put((min(max(float(fraction), 0.0), 1.0), message))
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qflow-run")
-    future = pool.submit(func, *args, _progress=report)
-    finished = False
-    try:
-        while True:  # ends when the worker does; each wait is bounded
-            try:
-                on_progress(*updates.get(timeout=0.1))
-            except queue.Empty:
-                if future.done():
-                    break
-        while not updates.empty():
-            on_progress(*updates.get_nowait())
-        finished = True
-        return future.result()
-    finally:
-        # Interrupted (a rerun, a page switch): leave the worker to finish on its own instead of blocking here.
-        pool.shutdown(wait=finished)
+            flight.cancel.set()
+        done = flight.future.done()
+        end = len(flight.updates)
+        for update in flight.updates[cursor:end]:
+            on_progress(*update)
+        cursor = end
+        if done and cursor == len(flight.updates):
+            return flight.future.result()
+        wait([flight.future], timeout=0.05)
 
 
 def run_routing(tokens: InputFile, model_graph: InputFile, settings: Mapping[str, Any], on_progress: Progress) -> RoutingRun:

@@ -111,3 +111,37 @@ class TestCallWithProgress:
             call_with_progress(counting_work, 40, reached, on_progress=on_progress)
         assert len(reached) < 40  # returned while the worker was still going (40 steps take >= 0.8 s)
         wait_until(lambda: len(reached) == 40)
+
+    def test_a_second_call_attaches_to_the_running_worker(self) -> None:
+        """Run, click elsewhere, Run again while it works: one computation, both callers get its result."""
+        calls: list[bytes] = []
+        release = threading.Event()
+
+        def work(data: bytes, config_json: str, _progress: Any) -> str:
+            calls.append(data)
+            _progress(0.1, "started")
+            release.wait(timeout=10)
+            _progress(0.9, "finishing")
+            return config_json + ":" + data.decode()
+
+        class Rerun(Exception):
+            pass
+
+        def interrupted(fraction: float, message: str) -> None:
+            raise Rerun
+
+        with pytest.raises(Rerun):  # the first script run is interrupted at its first report
+            call_with_progress(work, b"tokens", "{}", on_progress=interrupted)
+        seen: list[tuple[float, str]] = []
+        results: list[str] = []
+        second = threading.Thread(target=lambda: results.append(
+            call_with_progress(work, b"tokens", "{}", on_progress=lambda f, m: seen.append((f, m)))))
+        second.start()
+        wait_until(lambda: seen)
+        release.set()
+        second.join(timeout=10)
+        assert results == ["{}:tokens"] and calls == [b"tokens"]  # computed once
+        assert seen == [(0.1, "started"), (0.9, "finishing")]
+        # Another input is another job.
+        assert call_with_progress(work, b"other", "{}", on_progress=lambda f, m: None) == "{}:other"
+        assert calls == [b"tokens", b"other"]
