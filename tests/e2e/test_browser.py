@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def test_routing_run_draws_charts(page, server_url: str, tmp_path: Path) -> None:
     """The first request goes straight to /routing: the page still runs under app.py's navigation."""
     nav = run_page_until_charts(page, f"{server_url}/routing", 3, tmp_path / "routing_after_run.png")
-    assert nav == ["Home", *(m.title for m in MODULE_PAGES), "About"]  # not Streamlit's listing of pages/
+    assert nav == ["Home", *(m.title for m in MODULE_PAGES), "Compare", "About"]  # not Streamlit's listing of pages/
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 3  # load, traffic, sweep
     assert page.get_by_text("Path ran:").count() == 1
     assert page.get_by_role("button", name="Download plan JSON").count() == 1
