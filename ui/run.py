@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -87,14 +88,25 @@ _IN_FLIGHT: dict[str, _Flight] = {}
 _IN_FLIGHT_LOCK = threading.RLock()  # re-entrant: a call that ends at once runs its done-callback here
 
 
+#: Argument types whose ``repr`` (or bytes) identifies them completely; other arguments make a call its own job.
+_PLAIN = (bytes, str, int, float, bool, type(None))
+
+
 def job_key(func: Callable[..., Any], args: tuple[Any, ...]) -> str:
     """The job id of ``func(*args)``: a sha256 over the function's name and the arguments (bytes hashed whole).
 
+    Calls with an argument that is not plain data (an array, a frame: their
+    ``repr`` is shortened) get a unique id, so they never share a worker.
+
     >>> job_key(len, (b"ab", "x", None)) == job_key(len, (b"ab", "x", None)) != job_key(len, (b"ab", "y", None))
     True
+    >>> job_key(len, ([1],)) == job_key(len, ([1],))
+    False
     """
     digest = hashlib.sha256(f"{func.__module__}.{func.__qualname__}".encode())
     for arg in args:
+        if not isinstance(arg, _PLAIN):
+            return uuid.uuid4().hex[:16]
         data = arg if isinstance(arg, bytes) else repr(arg).encode()
         digest.update(type(arg).__name__.encode() + b":" + str(len(data)).encode() + b":" + data)
     return digest.hexdigest()[:16]
