@@ -13,8 +13,6 @@ The weights (~400 floats) travel in the container; pruned values stay zero.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 
@@ -76,8 +74,17 @@ def _correct(model: ResidualDenoiser, recon2d: np.ndarray, scales: np.ndarray, z
 
 def apply_denoiser(weights: bytes, recon2d: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
                    levels: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
-    """Apply stored denoiser ``weights`` to a channel matrix of shape (channels, n); returns a new matrix."""
-    return _correct(_from_bytes(weights), recon2d, scales, zero_points, levels, keep)
+    """Apply stored denoiser ``weights`` to a channel matrix of shape (channels, n); returns a new matrix.
+
+    Runs on one thread, as training's evaluation did, so decompression
+    reproduces the compress-time figures bit for bit.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _correct(_from_bytes(weights), recon2d, scales, zero_points, levels, keep)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
@@ -129,8 +136,3 @@ def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zer
         torch.set_num_threads(threads)
     return weights, denoised, losses
 
-
-def denoiser_buffer_size() -> int:
-    """Bytes of the stored weights."""
-    buffer = io.BytesIO(_to_bytes(ResidualDenoiser()))
-    return len(buffer.getvalue())

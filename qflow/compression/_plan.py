@@ -20,7 +20,6 @@ given, else the self-check the step used to decide).
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -516,9 +515,3 @@ def plan_decompress(container: bytes, config: DecompressConfig | Mapping[str, An
     """:func:`decompress_container` without the restored arrays."""
     return decompress_container(container, config, **kwargs).plan
 
-
-def timed(func: Callable[[], Any]) -> tuple[Any, float]:
-    """``(func(), seconds)``: for benchmarks."""
-    start = time.perf_counter()
-    value = func()
-    return value, time.perf_counter() - start

@@ -115,3 +115,22 @@ def test_qsvt_on_a_checkpoint_reports_the_self_check() -> None:
     if not entry["used"]:
         assert result.plan.solver.ran == "plain"
         assert np.array_equal(result.arrays["w"], decompress_container(run.container).arrays["w"])
+
+
+def test_missing_quantum_library_falls_back_to_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qflow.compression._plan as plan_module
+    from qflow.core.errors import QuantumUnavailableError
+
+    def missing(*_args, **_kwargs):
+        raise QuantumUnavailableError("pennylane is not installed")
+
+    monkeypatch.setattr(plan_module, "choose_device", missing)
+    w = np.random.default_rng(4).normal(size=(16, 32)).astype(np.float32)
+    run = compress_tensors({"w": w}, {"vqc_autoencoder": True})
+    assert run.plan.solver.requested == "quant8+vqc" and run.plan.solver.ran == "quant8"
+    assert run.plan.solver.fallbacks[0].reason == "pennylane is not installed"
+    result = decompress_container(run.container, {"hhl": True, "qsvt": True})
+    assert result.plan.solver.ran == "plain"
+    assert [(f.from_, f.reason) for f in result.plan.solver.fallbacks] == [
+        ("hhl", "pennylane is not installed"), ("qsvt", "pennylane is not installed")]
+    assert np.array_equal(result.arrays["w"], decompress_container(run.container).arrays["w"])
