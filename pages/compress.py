@@ -58,7 +58,7 @@ def show_summary(plan: dict[str, Any]) -> None:
     cols[1].metric("relative L2 error", f"{m['relative_l2_error']:.2e}")
     cols[2].metric("SNR", "exact" if m["snr_db"] is None else f"{m['snr_db']:.1f} dB")
     cols[3].metric("cosine similarity", f"{m['cosine_similarity']:.6f}")
-    cols[4].metric("compress", f"{m['compress_mb_per_s']:.1f} MB/s", help=f"decompress {m['decompress_mb_per_s']:.1f} MB/s")
+    cols[4].metric("compress", f"{m['compress_mb_per_s']:.3g} MB/s", help=f"decompress {m['decompress_mb_per_s']:.3g} MB/s")
     show_solver(plan)
     st.dataframe(metrics_table(plan, METRICS), hide_index=True)
 

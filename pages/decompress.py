@@ -63,7 +63,7 @@ def show_summary(plan: dict[str, Any]) -> None:
     m = plan["metrics"]
     cols = st.columns(4)
     cols[0].metric("tensors", m["tensors"], help=f"{m['restored_bytes']} bytes from {m['container_bytes']}")
-    cols[1].metric("decompress", f"{m['decompress_mb_per_s']:.1f} MB/s")
+    cols[1].metric("decompress", f"{m['decompress_mb_per_s']:.3g} MB/s")
     if plan["result"]["reference_given"]:
         cols[2].metric("relative L2 error", f"{m['relative_l2_error']:.2e}",
                        help=f"plain inverse {m['plain_relative_l2_error']:.2e}")
