@@ -117,3 +117,26 @@ def test_same_seed_same_container_bytes() -> None:
     w = np.random.default_rng(6).normal(size=(32, 64)).astype(np.float32)
     first = compress_tensors({"w": w}, {"seed": 3, "target_sparsity": 0.2}).container
     assert compress_tensors({"w": w}, {"seed": 3, "target_sparsity": 0.2}).container == first
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3])
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("denoiser", [False, True])
+def test_decompress_reproduces_what_compress_measured_for_every_step_combination(
+    bits: int, sparsity: float, dropout: bool, denoiser: bool
+) -> None:
+    from qflow.compression import decompress_container
+
+    rng = np.random.default_rng(7)
+    arrays = {"a": rng.normal(size=(24, 40)).astype(np.float32), "b": rng.normal(size=(3, 5, 7)),
+              "c": rng.normal(size=300).astype(np.float16)}
+    config = {"bits": bits, "target_sparsity": sparsity, "dropout_simulator": dropout, "denoiser": denoiser,
+              "denoiser_steps": 10, "sensitive_fraction": 0.2}
+    run = compress_tensors(arrays, config)
+    restored = decompress_container(run.container, reference=arrays)
+    assert restored.plan.metrics["relative_l2_error"] == pytest.approx(run.plan.metrics["relative_l2_error"], rel=1e-6)
+    for name, x in arrays.items():
+        assert restored.arrays[name].dtype == x.dtype and restored.arrays[name].shape == x.shape
+    steps = [s["step"] for s in run.plan.result["steps"]]
+    assert ("prune" in steps) == (sparsity > 0) and ("dropout_simulator" in steps) == dropout
