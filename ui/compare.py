@@ -189,6 +189,7 @@ def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3
             if _is_number(value):
                 fig.add_hline(y=value, line_dash="dash", line_color="gray", row=row, col=col,
                               annotation_text=base_name, annotation_font_size=10)
+    fig.update_xaxes(type="category")  # "#12" would otherwise be read as the number 12
     fig.update_layout(barmode="group", height=280 * rows + 80, legend_title_text="run",
                       margin={"t": 60, "b": 20, "l": 40, "r": 20}, title_text="Metrics by run")
     return fig
@@ -202,6 +203,7 @@ def timings_figure(runs: Sequence[Run]) -> go.Figure:
     labels = [_short_label(run) for run in runs]
     fig = go.Figure([go.Bar(name=stage, x=labels, y=[run.get("timings_s", {}).get(stage) for run in runs])
                      for stage in stages])
+    fig.update_xaxes(type="category")
     fig.update_layout(barmode="stack", title_text="Engine time per stage", yaxis_title="seconds",
                       height=360, margin={"t": 60, "b": 20, "l": 40, "r": 20})
     return fig

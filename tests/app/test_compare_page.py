@@ -84,6 +84,7 @@ def test_stored_runs_side_by_side_with_differences_highlighted(store: RunStore) 
     heights = {(t["x"][0], t["xaxis"]): t["y"][0] for t in bars["data"]}
     assert heights[(f"#{second}", "x")] == 1.02 and heights[(f"#{first}", "x")] == 1.10
     assert {t["name"] for t in timings["data"]} == {"route", "exact"}
+    assert all(axis["type"] == "category" for key, axis in bars["layout"].items() if key.startswith("xaxis"))
 
     picker.unselect(second).run()
     assert not at.exception and at.dataframe[0].value.columns.tolist() == [f"#{first}"]

@@ -1,5 +1,5 @@
-"""The Compare page in a real browser: run two configurations of the routing sample at once and see both
-runs side by side (fixtures in conftest.py). The server gets its own QFLOW_HOME, so the history is empty
+"""The Compare page in a real browser: pick the hpo module, run two configurations of its sample at once
+and see both runs side by side (fixtures in conftest.py). The server gets its own QFLOW_HOME, so the history is empty
 before the test and holds exactly what it made afterwards."""
 
 from __future__ import annotations
@@ -29,11 +29,16 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
     page.get_by_text("Run several configurations of one input").wait_for(timeout=60_000)
     page.get_by_text("No stored runs of").wait_for(timeout=60_000)
 
-    # Configuration 2 differs from configuration 1 by its capacity factor and by no baselines.
+    page.locator('[data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="hpo", exact=True).click()
+    page.get_by_text("No stored runs of").wait_for(timeout=60_000)
+    page.get_by_text("space.yaml").first.wait_for(timeout=60_000)
+
+    # Configuration 2 differs from configuration 1 by its number of suggestions and by no baselines.
     settings = page.locator('[data-testid="stTextInput"] input')
     settings.nth(1).wait_for(timeout=60_000)
     assert settings.count() == 2
-    settings.nth(1).fill("capacity_factor=2.0")
+    settings.nth(1).fill("suggest=2")
     settings.nth(1).press("Enter")
     page.wait_for_timeout(1000)
     page.get_by_text("baselines", exact=True).nth(1).click()
@@ -48,15 +53,14 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
     page.screenshot(path=str(tmp_path / "compare_after_batch.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
 
-    runs = own_history.list(module="routing")
-    assert len(runs) == 2
-    factors = sorted(run.config["capacity_factor"] for run in runs)
-    assert factors == [1.25, 2.0]
+    runs = own_history.list(module="hpo")
+    assert len(runs) == 2 and own_history.count() == 2
+    assert sorted((run.config["suggest"], run.config["baselines"]) for run in runs) == [(2, False), (4, True)]
     # Both runs are picked and compared: two chips in the picker, both ids in the bar chart, the difference named.
     picked = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
     chart_text = page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
     for run in runs:
         assert f"#{run.id} ·" in picked and f"#{run.id}" in chart_text
     differs = page.get_by_text("differs in:").inner_text()
-    assert "capacity_factor" in differs and "baselines" in differs
+    assert "suggest" in differs and "baselines" in differs
     assert "Compare" in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()[-2]
