@@ -316,6 +316,12 @@ def compress_tensors(
         "decompress_mb_per_s": round(original_bytes / 2**20 / decompress_s, 3) if decompress_s > 0 else None,
     }
     diagnostics = [f"{r['name']}: {note}" for r in rows for note in r["notes"]][:20]
+    if config.lossless:
+        skipped = [name for name, on in (("vqc_autoencoder", config.vqc_autoencoder), ("denoiser", config.denoiser),
+                                         ("dropout_simulator", config.dropout_simulator),
+                                         ("target_sparsity", config.target_sparsity > 0)) if on]
+        if skipped:
+            diagnostics.insert(0, "lossless mode is bit-exact: lossy steps skipped (" + ", ".join(skipped) + ")")
     result = {
         "container": {"bytes": len(container), "sha256": hashlib.sha256(container).hexdigest(), "format": "qflow.qfz/1"},
         "steps": steps,
