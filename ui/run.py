@@ -80,6 +80,7 @@ class _Flight:
     future: Future[Any]
     updates: list[tuple[float, str]] = field(default_factory=list)  # append-only; observers keep a cursor
     cancel: threading.Event = field(default_factory=threading.Event)
+    observers: int = 0  # script runs currently forwarding its progress (guarded by _IN_FLIGHT_LOCK)
 
 
 # Workers outlive the script run that started them (a click elsewhere ends that run), so the registry of
@@ -118,6 +119,7 @@ def _flight_for(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[_Fligh
     with _IN_FLIGHT_LOCK:
         flight = _IN_FLIGHT.get(key)
         if flight is not None and not flight.future.done():
+            flight.observers += 1
             return flight, True
         updates: list[tuple[float, str]] = []
         cancel = threading.Event()
@@ -128,7 +130,7 @@ def _flight_for(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[_Fligh
             updates.append((min(max(float(fraction), 0.0), 1.0), message))
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qflow-run-{key}")
-        flight = _Flight(pool.submit(func, *args, _progress=report), updates, cancel)
+        flight = _Flight(pool.submit(func, *args, _progress=report), updates, cancel, observers=1)
         pool.shutdown(wait=False)  # the submitted call still runs to its end; no more are accepted
         _IN_FLIGHT[key] = flight
 
@@ -155,23 +157,44 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
     the worker runs on, so a cached ``func`` still fills its cache. A later
     call with the same arguments while it runs attaches to that worker (its
     progress from the latest report on) instead of starting a second one.
-    With ``cancel``, setting the event makes the worker's next progress report
-    raise :class:`ui.jobs.JobCancelled`, which stops ``func`` there and is
-    re-raised here.
+
+    Cancel: Streamlit's Stop button (top right while a script runs) stops the
+    worker too, at its next progress report, unless another script run is
+    attached to it. With ``cancel``, setting the event does the same and
+    :class:`ui.jobs.JobCancelled` is re-raised here.
     """
     flight, attached = _flight_for(func, args)
     cursor = max(len(flight.updates) - 1, 0) if attached else 0
-    while True:  # ends when the worker does and every report was forwarded; each wait is bounded
-        if cancel is not None and cancel.is_set():
-            flight.cancel.set()
-        done = flight.future.done()
-        end = len(flight.updates)
-        for update in flight.updates[cursor:end]:
-            on_progress(*update)
-        cursor = end
-        if done and cursor == len(flight.updates):
-            return flight.future.result()
-        wait([flight.future], timeout=0.05)
+    stopped = False
+    try:
+        while True:  # ends when the worker does and every report was forwarded; each wait is bounded
+            if cancel is not None and cancel.is_set():
+                flight.cancel.set()
+            done = flight.future.done()
+            end = len(flight.updates)
+            for update in flight.updates[cursor:end]:
+                on_progress(*update)
+            cursor = end
+            if done and cursor == len(flight.updates):
+                return flight.future.result()
+            wait([flight.future], timeout=0.05)
+    except BaseException as exc:
+        stopped = _is_stop(exc)
+        raise
+    finally:
+        with _IN_FLIGHT_LOCK:
+            flight.observers -= 1
+            if stopped and flight.observers == 0:
+                flight.cancel.set()  # Streamlit's Stop (or the tab closed) and nobody else waits: stop the worker
+
+
+def _is_stop(exc: BaseException) -> bool:
+    """Whether ``exc`` is Streamlit stopping the script (its Stop button, a closed session), not a rerun."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+    except ImportError:  # a Streamlit that moved it: match by name
+        return type(exc).__name__ == "StopException"
+    return isinstance(exc, StopException)
 
 
 def run_routing(tokens: InputFile, model_graph: InputFile, settings: Mapping[str, Any], on_progress: Progress) -> RoutingRun:

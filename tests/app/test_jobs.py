@@ -145,3 +145,24 @@ class TestCallWithProgress:
         # Another input is another job.
         assert call_with_progress(work, b"other", "{}", on_progress=lambda f, m: None) == "{}:other"
         assert calls == [b"tokens", b"other"]
+
+    def test_streamlit_stop_cancels_the_worker_but_a_rerun_does_not(self) -> None:
+        from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
+
+        for control, stops in ((StopException(), True), (RerunException(None), False)):
+            reached: list[int] = []
+
+            def interrupted(fraction: float, message: str, control: BaseException = control,
+                            reached: list[int] = reached) -> None:
+                if len(reached) >= 2:
+                    raise control
+
+            with pytest.raises(type(control)):
+                call_with_progress(counting_work, 60, reached, on_progress=interrupted)
+            time.sleep(0.3)
+            if stops:
+                stopped_at = len(reached)
+                time.sleep(0.2)
+                assert len(reached) == stopped_at < 60  # the Stop button really stops the engine
+            else:
+                wait_until(lambda reached=reached: len(reached) == 60)  # a click elsewhere lets it finish
