@@ -320,6 +320,10 @@ def per_node_schedule(problem: Problem, node_cap_w: np.ndarray | None) -> Schedu
     return serial_schedule(problem, order, node_cap_w=node_cap_w, allowed_node=assign_nodes(problem, order))
 
 
+#: Caps tried per priority rule between the budget and the lower bound when the budget itself is late.
+LADDER_STEPS = 8
+
+
 @dataclass(frozen=True)
 class ListResult:
     """The cluster-wide list schedule and how it was found."""
@@ -368,6 +372,16 @@ def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizo
     asap_peak = float(power_profile(problem, asap).max())
     hi = asap_peak if budget_w is None else min(budget_w, asap_peak)
     starts = {name: (attempt(order, hi) if hi < asap_peak or name != "bottom_level" else asap) for name, order in rules.items()}
+    # List scheduling is not monotone in its cap: a rule late at `hi` may be on time at a lower cap.
+    # Before calling a budget infeasible (or extending the horizon), walk each rule down a ladder of caps.
+    if min(s.makespan(problem) for s in starts.values()) > horizon:
+        floor = lower_bound_w(problem, horizon)
+        for name, order in rules.items():
+            for cap in np.linspace(hi, floor, LADDER_STEPS + 1)[1:]:
+                trial = attempt(order, cap)
+                if trial.makespan(problem) <= horizon:
+                    starts[name] = trial
+                    break
     shortest = min(s.makespan(problem) for s in starts.values())
     extended = False
     if shortest > horizon:
