@@ -18,6 +18,7 @@ from ui.compression_run import CompressPageRun, run_compress_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
 
@@ -86,6 +87,8 @@ st.caption("Shrink a checkpoint into a checksummed .qfz container: per-channel 8
 checkpoint, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="compress_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(checkpoint, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: CompressPageRun | None = finished_run(RUN_KEY, settings, "Press **Run** to compress the checkpoint above.")
 if last is not None:

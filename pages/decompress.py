@@ -19,6 +19,7 @@ from ui.compression_run import DecompressPageRun, run_decompress_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.store import save_run
 from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "compression"
@@ -88,6 +89,8 @@ st.caption("Verify a .qfz container block by block and restore its tensors as .s
 container, reference, fmt, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="decompress_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(container, reference, fmt, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: DecompressPageRun | None = finished_run(RUN_KEY, settings, "Press **Run** to restore the container above.")
 if last is not None:

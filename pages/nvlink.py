@@ -20,6 +20,7 @@ from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.nvlink_run import NvlinkRun, run_nvlink
 from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.store import save_run
 from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "nvlink"
@@ -138,6 +139,8 @@ st.caption("Place jobs' ranks on an NVLink/NVSwitch fabric (recursive Kernighan-
 fabric, jobs, logs, settings = show_inputs_and_settings()
 if st.button("Run", type="primary", key="nvlink_run_button"):
     st.session_state[RUN_KEY] = run_with_progress(fabric, jobs, logs, settings)
+    if not st.session_state[RUN_KEY].error:
+        save_run(st.session_state[RUN_KEY].plan)  # run history for the Compare page
 
 last: NvlinkRun | None = finished_run(RUN_KEY, settings, "Press **Run** to plan on the inputs above.")
 if last is not None:
