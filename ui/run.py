@@ -158,13 +158,16 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
     call with the same arguments while it runs attaches to that worker (its
     progress from the latest report on) instead of starting a second one.
 
-    Cancel: Streamlit's Stop button (top right while a script runs) stops the
-    worker too, at its next progress report, unless another script run is
-    attached to it. With ``cancel``, setting the event does the same and
-    :class:`ui.jobs.JobCancelled` is re-raised here.
+    Cancel: under Streamlit a Cancel button is shown with the progress while
+    the worker runs (and removed when it ends); pressing it makes the worker's
+    next progress report raise :class:`ui.jobs.JobCancelled`, so the engine
+    really stops. Streamlit's Stop (or a closed session) does the same when no
+    other script run is attached. With ``cancel``, setting the event does the
+    same and :class:`~ui.jobs.JobCancelled` is re-raised here.
     """
     flight, attached = _flight_for(func, args)
     cursor = max(len(flight.updates) - 1, 0) if attached else 0
+    holder = _cancel_button(flight)
     stopped = False
     try:
         while True:  # ends when the worker does and every report was forwarded; each wait is bounded
@@ -176,7 +179,7 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
                 on_progress(*update)
             cursor = end
             if done and cursor == len(flight.updates):
-                return flight.future.result()
+                break
             wait([flight.future], timeout=0.05)
     except BaseException as exc:
         stopped = _is_stop(exc)
@@ -186,6 +189,29 @@ def call_with_progress(func: Callable[..., R], *args: Any, on_progress: Progress
             flight.observers -= 1
             if stopped and flight.observers == 0:
                 flight.cancel.set()  # Streamlit's Stop (or the tab closed) and nobody else waits: stop the worker
+    if holder is not None:
+        holder.empty()  # the run is over: no Cancel left on the page
+    return flight.future.result()
+
+
+def _cancel_flight(flight: _Flight) -> None:
+    """The Cancel button's callback (runs at the start of the rerun its click causes)."""
+    flight.cancel.set()
+    st.toast("Run cancelled: the engine stops at its next step.", icon=":material/cancel:")
+
+
+def _cancel_button(flight: _Flight) -> Any | None:
+    """A Cancel button where the page shows its progress (only inside a Streamlit script run); its placeholder."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    except ImportError:
+        return None
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    holder = st.empty()
+    holder.button("Cancel", key=f"qflow_cancel_{id(flight):x}", icon=":material/cancel:", on_click=_cancel_flight,
+                  args=(flight,), help="Stop this run: the engine stops at its next step; nothing is stored.")
+    return holder
 
 
 def _is_stop(exc: BaseException) -> bool:

@@ -166,3 +166,39 @@ class TestCallWithProgress:
                 assert len(reached) == stopped_at < 60  # the Stop button really stops the engine
             else:
                 wait_until(lambda reached=reached: len(reached) == 60)  # a click elsewhere lets it finish
+
+
+def _script_with_a_quick_run() -> None:
+    import streamlit as st
+
+    from ui.run import call_with_progress
+
+    def work(x: int, _progress: object) -> int:
+        _progress(0.5, "half")  # type: ignore[operator]
+        return x + 1
+
+    with st.status("Running"):
+        bar = st.progress(0.0)
+        st.session_state["result"] = call_with_progress(work, 1, on_progress=lambda f, m: bar.progress(f, text=m))
+
+
+class TestCancelButton:
+    def test_shown_while_running_and_gone_when_done(self) -> None:
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_function(_script_with_a_quick_run)
+        at.run()
+        assert not at.exception and at.session_state["result"] == 2
+        assert [b.label for b in at.button] == []  # the Cancel placeholder is emptied once the run ends
+
+    def test_its_callback_cancels_the_worker(self) -> None:
+        from ui.run import _cancel_flight, _flight_for
+
+        reached: list[int] = []
+        flight, attached = _flight_for(counting_work, (10_000, reached))
+        assert not attached
+        wait_until(lambda: len(reached) >= 2)
+        _cancel_flight(flight)
+        with pytest.raises(JobCancelled):
+            flight.future.result(timeout=10)
+        assert len(reached) < 10_000
