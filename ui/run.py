@@ -118,7 +118,7 @@ def _flight_for(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[_Fligh
     key = job_key(func, args)
     with _IN_FLIGHT_LOCK:
         flight = _IN_FLIGHT.get(key)
-        if flight is not None and not flight.future.done():
+        if flight is not None and not flight.future.done() and not flight.cancel.is_set():
             flight.observers += 1
             return flight, True
         updates: list[tuple[float, str]] = []

@@ -202,3 +202,23 @@ class TestCancelButton:
         with pytest.raises(JobCancelled):
             flight.future.result(timeout=10)
         assert len(reached) < 10_000
+
+    def test_a_new_run_never_attaches_to_a_cancelled_worker(self) -> None:
+        from ui.run import _cancel_flight, _flight_for
+
+        release = threading.Event()
+
+        def work(data: bytes, _progress: Any) -> bytes:
+            _progress(0.1, "started")
+            release.wait(timeout=10)
+            _progress(0.9, "finishing")
+            return data
+
+        first, _ = _flight_for(work, (b"x",))
+        _cancel_flight(first)
+        second, attached = _flight_for(work, (b"x",))
+        assert not attached and second is not first
+        release.set()
+        assert second.future.result(timeout=10) == b"x"
+        with pytest.raises(JobCancelled):
+            first.future.result(timeout=10)
