@@ -8,8 +8,6 @@ Every function takes already validated float32 arrays/tensors (see
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from qflow.attention._schemas import PROJECTIONS, AttentionWeights
+from qflow.core.threads import one_torch_thread
 
 __all__ = [
     "QUERY_CHUNK",
@@ -196,24 +195,8 @@ def train_contrastive(
     losses : list of float
         Loss before each step, then the final loss (``steps + 1`` values).
     """
-    with single_thread():
+    with one_torch_thread():
         return _train(x_q, x_k, w_q, w_k, steps, lr, seed)
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, then restore the setting.
-
-    The trainer's matrices are small (n x d, d x d): splitting them over
-    threads buys nothing, and on a shared machine the threads' spin-waits
-    made 60 steps take 10 s instead of 0.06 s.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(x_q, x_k, w_q, w_k, steps: int, lr: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qflow.core.threads import one_torch_thread
+
 __all__ = ["SEQ", "D_MODEL", "N_HEADS", "LAG", "TinyAttentionModel", "train_model", "write_sample"]
 
 SEQ, D_MODEL, N_HEADS, VOCAB, LAG = 256, 64, 4, 16, 3
@@ -66,9 +68,7 @@ def _batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_model(seed: int = 0, steps: int = STEPS) -> tuple[TinyAttentionModel, list[float]]:
     """Train on the lag-copy task; returns the model and its loss per step (positions >= LAG only)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same bytes on every machine run
-    try:
+    with one_torch_thread():  # one thread: the same bytes on every machine run
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         model = TinyAttentionModel()
@@ -82,8 +82,6 @@ def train_model(seed: int = 0, steps: int = STEPS) -> tuple[TinyAttentionModel, 
             (loss + GROUP_LASSO * _head_norms(model).sum()).backward()
             opt.step()
             losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
     return model, losses
 
 

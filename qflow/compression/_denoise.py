@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from qflow.core.threads import one_torch_thread
+
 __all__ = ["MAX_DENOISE_VALUES", "apply_denoiser", "train_denoiser"]
 
 #: Tensors larger than this (values) are not denoised (training and applying stay interactive).
@@ -79,12 +81,8 @@ def apply_denoiser(weights: bytes, recon2d: np.ndarray, scales: np.ndarray, zero
     Runs on one thread, as training's evaluation did, so decompression
     reproduces the compress-time figures bit for bit.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return _correct(_from_bytes(weights), recon2d, scales, zero_points, levels, keep)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
@@ -108,9 +106,7 @@ def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zer
     losses : list of float
         Mean squared error in steps**2 per Adam step.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic bytes on every machine
-    try:
+    with one_torch_thread():  # deterministic bytes on every machine
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         rows = rng.choice(x2d.shape[0], size=min(TRAIN_ROWS, x2d.shape[0]), replace=False)
@@ -132,7 +128,5 @@ def train_denoiser(x2d: np.ndarray, recon2d: np.ndarray, scales: np.ndarray, zer
             losses.append(loss.item())
         weights = _to_bytes(model)
         denoised = _correct(_from_bytes(weights), recon2d, scales, zero_points, levels, keep)
-    finally:
-        torch.set_num_threads(threads)
     return weights, denoised, losses
 

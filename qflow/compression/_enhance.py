@@ -19,6 +19,7 @@ import torch
 
 from qflow.compression._container import Container
 from qflow.compression._quantize import channel_matrix, dequantize, quantize
+from qflow.core.threads import one_torch_thread
 
 __all__ = ["MAX_ENHANCE_VALUES", "lstm_enhance"]
 
@@ -108,9 +109,7 @@ def lstm_enhance(records: list[dict[str, Any]], container: Container, current: d
     """Train and apply the enhancer per quantized tensor; returns the report and the tensors it changed."""
     info: dict[str, Any] = {"tensors": [], "applied": []}
     changed: dict[str, np.ndarray] = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         for i, record in enumerate(records):
             if record["scheme"] != "quant" or record.get("sparse"):
                 continue
@@ -124,6 +123,4 @@ def lstm_enhance(records: list[dict[str, Any]], container: Container, current: d
             if out is not None:
                 changed[record["name"]] = out.astype(record["dtype"])
                 info["applied"].append(record["name"])
-    finally:
-        torch.set_num_threads(threads)
     return info, changed

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qflow.core.threads import one_torch_thread
+
 __all__ = ["LAYERS", "train_mlp", "write_sample"]
 
 LAYERS = (64, 256, 128, 10)
@@ -38,9 +40,7 @@ def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 
 def train_mlp(seed: int = 0, steps: int = STEPS) -> tuple[torch.nn.Sequential, float, dict[str, np.ndarray]]:
     """Train the MLP; returns the model, its held-out accuracy, and the gradients on one held-out batch."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         torch.manual_seed(seed)
         x_tr, y_tr, x_te, y_te = _data(seed)
         model = _model()
@@ -57,8 +57,6 @@ def train_mlp(seed: int = 0, steps: int = STEPS) -> tuple[torch.nn.Sequential, f
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x_te[:BATCH]), y_te[:BATCH]).backward()
         grads = {f"grad.{name}": p.grad.detach().numpy().astype(np.float32).copy() for name, p in model.named_parameters()}
-    finally:
-        torch.set_num_threads(threads)
     return model, accuracy, grads
 
 

@@ -19,7 +19,6 @@ predicted from the measured history up to it (no refitting, no peeking).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +27,9 @@ import pandas as pd
 import torch
 from sklearn.linear_model import Ridge
 
+from qflow.core.threads import one_torch_thread
 from qflow.energy._schemas import Topology
 
-#: Serialises changes to torch's process-wide thread count (see :func:`train_gnn`).
-_TORCH_THREADS = threading.Lock()
 #: Huber loss threshold, in units of the node's power limit (0.05 of an 8 x 700 W node is 280 W).
 HUBER_DELTA = 0.05
 
@@ -143,16 +141,9 @@ def train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: 
     Returns the model and the training loss per step. Seeded inside
     :func:`torch.random.fork_rng`, so the caller's RNG is untouched.
     """
-    # One thread: the model is tiny, and on a busy machine extra threads cost more in synchronisation than
-    # they give (300 steps: 0.3 s on one thread, 5 s on two under load). The thread count is process-wide,
-    # so trainings from concurrent sessions take turns and each restores what it found.
-    with _TORCH_THREADS:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return _train_gnn(X, y, neighbour_mean, hidden, steps, seed, validation_fraction)
-        finally:
-            torch.set_num_threads(threads)
+    # One thread: the model is tiny (see qflow.core.threads for the measurements).
+    with one_torch_thread():
+        return _train_gnn(X, y, neighbour_mean, hidden, steps, seed, validation_fraction)
 
 
 def _train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: int, steps: int, seed: int,

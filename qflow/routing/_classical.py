@@ -26,11 +26,13 @@ capacitated assignment at this scale in well under a second; the exact LP
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from qflow.core.threads import one_torch_thread
 from qflow.routing._schemas import RoutingProblem
 
 __all__ = [
@@ -204,7 +206,9 @@ def route_balanced(
     penalty = drop_penalty(u) if penalty is None else penalty
     shortfall = float(weight.sum() - capacity.sum())
     capacity_all = np.append(capacity, shortfall) if shortfall > 1e-9 else capacity.astype(float)
-    state = _auction(u, weight, capacity_all, candidates=candidates, max_iter=max_iter, penalty=penalty)
+    # Small instances run many cheap rounds: per-op threading only adds OpenMP waits (qflow.core.threads).
+    with one_torch_thread() if n * E <= SINGLE_THREAD_PAIRS else nullcontext():
+        state = _auction(u, weight, capacity_all, candidates=candidates, max_iter=max_iter, penalty=penalty)
     expert = np.where(state.expert >= E, -1, state.expert)
     prices = state.prices[:E]
     if capacity_all.shape[0] > E:
@@ -227,6 +231,8 @@ class _AuctionState:
     iterations: int
 
 
+#: Token-expert pairs up to which the auction runs torch on one thread (a few hundred tokens x 64 experts and more).
+SINGLE_THREAD_PAIRS = 1 << 20
 BACKOFF = 10.0  # price give-back between epsilon phases, in units of the coarser step
 
 
