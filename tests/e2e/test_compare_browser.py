@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from qflow.core.runs import RunStore
 
@@ -34,15 +35,19 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
     page.get_by_text("No stored runs of").wait_for(timeout=60_000)
     page.get_by_text("space.yaml").first.wait_for(timeout=60_000)
 
-    # Configuration 2 differs from configuration 1 by its number of suggestions and by no baselines.
+    # Configuration 2 differs from configuration 1 by no baselines and its number of suggestions.
+    baselines = page.get_by_role("switch", name="baselines")
+    baselines.nth(1).wait_for(timeout=60_000)
+    assert baselines.count() == 2
+    page.get_by_text("baselines", exact=True).nth(1).click()
+    expect(baselines.nth(1)).not_to_be_checked(timeout=30_000)
     settings = page.locator('[data-testid="stTextInput"] input')
-    settings.nth(1).wait_for(timeout=60_000)
     assert settings.count() == 2
     settings.nth(1).fill("suggest=2")
-    settings.nth(1).press("Enter")
-    page.wait_for_timeout(1000)
-    page.get_by_text("baselines", exact=True).nth(1).click()
-    page.wait_for_timeout(1000)
+    settings.nth(1).press("Enter")  # commits the value (a rerun); the page keeps it
+    page.wait_for_timeout(1500)
+    expect(settings.nth(1)).to_have_value("suggest=2", timeout=30_000)
+    expect(baselines.nth(0)).to_be_checked()
 
     page.get_by_role("button", name="Run all configurations").click()
     page.get_by_text("Ran 2 configuration(s)").wait_for(timeout=RUN_TIMEOUT_MS)
