@@ -16,7 +16,7 @@ import streamlit as st
 from qflow.hpo import HpoConfig
 from ui import hpo_charts
 from ui.hpo_run import HpoRun, run_hpo
-from ui.inputs import REPO_ROOT, InputFile, file_input
+from ui.inputs import REPO_ROOT, InputFile, file_input, optional_file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.plan_view import finished_run, show_plan_json, show_solver
 from ui.store import save_run
@@ -24,20 +24,6 @@ from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "hpo"
 RUN_KEY = "hpo_run"
-
-
-def dataset_input() -> InputFile | None:
-    """The optional dataset: an upload, else injected bytes, else none (the config's builtin_dataset)."""
-    uploaded = st.file_uploader("dataset (CSV, optional)", type=["csv"], key="hpo_dataset_upload",
-                                help="For objective train: feature columns and a target column (named target, else the last)")
-    if uploaded is not None:
-        return InputFile(uploaded.name, uploaded.getvalue(), "upload")
-    injected = st.session_state.get("hpo_dataset_bytes")
-    if injected is not None:
-        data = injected.encode() if isinstance(injected, str) else bytes(injected)
-        return InputFile(str(st.session_state.get("hpo_dataset_name", "injected_dataset.csv")), data, "injected")
-    st.caption("No dataset uploaded: the train objective uses the scikit-learn dataset named by `builtin_dataset`.")
-    return None
 
 
 def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, dict[str, Any]]:
@@ -50,7 +36,10 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, 
         history = file_input("history (CSV)", "hpo_history", ["csv"], SAMPLES / "history.csv",
                              help="one column per parameter plus objective (blank = pending trial)")
     with cols[2]:
-        dataset = dataset_input()
+        dataset = optional_file_input(
+            "dataset (CSV, optional)", "hpo_dataset", ["csv"],
+            "No dataset uploaded: the train objective uses the scikit-learn dataset named by `builtin_dataset`.",
+            help="For objective train: feature columns and a target column (named target, else the last)")
     with st.container(border=True):
         settings = config_form(HpoConfig, key_prefix="hpo")
     return space, history, dataset, settings

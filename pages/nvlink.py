@@ -16,7 +16,7 @@ import streamlit as st
 from qflow.nvlink import NvlinkConfig
 from qflow.nvlink._sample import SAMPLE_SCENARIOS
 from ui import nvlink_charts
-from ui.inputs import REPO_ROOT, InputFile, file_input
+from ui.inputs import REPO_ROOT, InputFile, file_input, optional_file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.nvlink_run import NvlinkRun, run_nvlink
 from ui.plan_view import finished_run, show_plan_json, show_solver
@@ -25,20 +25,6 @@ from ui.widgets import config_form
 
 SAMPLES = REPO_ROOT / "sample_data" / "nvlink"
 RUN_KEY = "nvlink_run"
-
-
-def logs_input() -> InputFile | None:
-    """Optional contention logs: an upload, else injected bytes, else none (the classifier simulates its own)."""
-    uploaded = st.file_uploader("contention logs (CSV, optional)", type=["csv"], key="nvlink_logs_upload",
-                                help="The classifier's feature columns and congested (0/1); without it the logs are simulated")
-    if uploaded is not None:
-        return InputFile(uploaded.name, uploaded.getvalue(), "upload")
-    injected = st.session_state.get("nvlink_logs_bytes")
-    if injected is not None:
-        data = injected.encode() if isinstance(injected, str) else bytes(injected)
-        return InputFile(str(st.session_state.get("nvlink_logs_name", "injected_logs.csv")), data, "injected")
-    st.caption("No logs uploaded: the classifier trains on runs simulated on this fabric.")
-    return None
 
 
 def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, dict[str, Any]]:
@@ -54,7 +40,10 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, 
         jobs = file_input("jobs (JSON or YAML)", "nvlink_jobs", ["json", "yaml", "yml"], SAMPLES / SAMPLE_SCENARIOS[scenario],
                           help='{"jobs": [{"id", "ranks", "traffic" | "pattern" + "bytes"}]}')
     with cols[2]:
-        logs = logs_input()
+        logs = optional_file_input(
+            "contention logs (CSV, optional)", "nvlink_logs", ["csv"],
+            "No logs uploaded: the classifier trains on runs simulated on this fabric.",
+            help="The classifier's feature columns and congested (0/1); without it the logs are simulated")
     with st.container(border=True):
         settings = config_form(NvlinkConfig, key_prefix="nvlink")
     return fabric, jobs, logs, settings

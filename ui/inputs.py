@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import streamlit as st
 
-__all__ = ["REPO_ROOT", "InputFile", "choose_input", "file_input"]
+__all__ = ["REPO_ROOT", "InputFile", "choose_input", "file_input", "optional_file_input"]
 
 #: The checkout holding app.py, pages/ and sample_data/.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +61,17 @@ def file_input(label: str, hook: str, types: Sequence[str], sample: Path, help: 
     elif chosen.origin == "injected":
         st.caption(f"Using injected bytes from `st.session_state['{hook}_bytes']` as `{chosen.name}`.")
     return chosen
+
+
+def optional_file_input(label: str, hook: str, types: Sequence[str], absent: str, help: str | None = None) -> InputFile | None:
+    """An optional input: the upload, else injected bytes, else ``None`` with the caption ``absent``."""
+    uploaded = st.file_uploader(label, type=list(types), key=f"{hook}_upload", help=help)
+    if uploaded is not None:
+        return InputFile(uploaded.name, uploaded.getvalue(), "upload")
+    injected = st.session_state.get(f"{hook}_bytes")
+    if injected is not None:
+        data = injected.encode() if isinstance(injected, str) else bytes(injected)
+        suffix = f".{types[0]}" if types else ""
+        return InputFile(str(st.session_state.get(f"{hook}_name", f"injected_{hook.split('_', 1)[-1]}{suffix}")), data, "injected")
+    st.caption(absent)
+    return None
