@@ -197,6 +197,14 @@ class TestClearErrors:
         with pytest.raises(RunStoreError, match="not qflow's"):
             RunStore(db).save(make_plan())
 
+    def test_unusable_locations(self, tmp_path: Path) -> None:
+        (tmp_path / "file").write_text("x")
+        with pytest.raises(RunStoreError, match="cannot create the folder; expected a writable QFLOW_HOME"):
+            RunStore(tmp_path / "file" / "home" / "runs.db").save(make_plan())
+        (tmp_path / "runs.db").mkdir()
+        with pytest.raises(RunStoreError, match="cannot open the run database"):
+            RunStore(tmp_path / "runs.db").list()
+
     def test_cli_reports_a_damaged_store_in_one_line(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
         monkeypatch.setenv("QFLOW_HOME", str(tmp_path))
