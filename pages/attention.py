@@ -18,7 +18,7 @@ from ui import attention_charts as charts
 from ui.attention_run import AttentionPageRun, run_attention_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
@@ -48,16 +48,8 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile | None, dict[str, A
 
 def run_with_progress(embeddings: InputFile, weights: InputFile | None, settings: dict[str, Any]) -> AttentionPageRun:
     """Call the engine with a live progress bar inside a status box."""
-    with st.status("Running attention...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading inputs")
-        run = run_attention_page(embeddings, weights, settings,
-                                 on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            status.update(label=f"Plan ready (engine {sum(run.plan['timings_s'].values()):.2f} s)", state="complete",
-                          expanded=False)
-    return run
+    return run_in_status(lambda progress: run_attention_page(embeddings, weights, settings, on_progress=progress),
+                         working="Running attention...")
 
 
 def show_summary(plan: dict[str, Any]) -> None:

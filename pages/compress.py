@@ -17,7 +17,7 @@ from ui import compression_charts as charts
 from ui.compression_run import CompressPageRun, run_compress_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
@@ -39,15 +39,8 @@ def show_inputs_and_settings() -> tuple[InputFile, dict[str, Any]]:
 
 def run_with_progress(checkpoint: InputFile, settings: dict[str, Any]) -> CompressPageRun:
     """Call the engine with a live progress bar inside a status box."""
-    with st.status("Compressing...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading the checkpoint")
-        run = run_compress_page(checkpoint, settings, on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            status.update(label=f"Container ready (engine {sum(run.plan['timings_s'].values()):.2f} s)",
-                          state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_compress_page(checkpoint, settings, on_progress=progress),
+                         working="Compressing...", first_step="loading the checkpoint", done="Container ready")
 
 
 def show_summary(plan: dict[str, Any]) -> None:

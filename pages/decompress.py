@@ -18,7 +18,7 @@ from ui import compression_charts as charts
 from ui.compression_run import DecompressPageRun, run_decompress_page
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.widgets import config_form
 
@@ -47,16 +47,10 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile | None, str, dict[s
 def run_with_progress(container: InputFile, reference: InputFile | None, fmt: str,
                       settings: dict[str, Any]) -> DecompressPageRun:
     """Call the engine with a live progress bar inside a status box."""
-    with st.status("Decompressing...", expanded=True) as status:
-        bar = st.progress(0.0, text="reading the container")
-        run = run_decompress_page(container, reference, fmt, settings,
-                                  on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Container rejected", state="error", expanded=False)
-        else:
-            status.update(label=f"Tensors restored (engine {sum(run.plan['timings_s'].values()):.2f} s)",
-                          state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_decompress_page(container, reference, fmt, settings,
+                                                              on_progress=progress),
+                         working="Decompressing...", first_step="reading the container", done="Tensors restored",
+                         rejected="Container rejected")
 
 
 def show_summary(plan: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from ui import energy_charts as charts
 from ui.energy_run import EnergyRun, run_energy
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
@@ -46,14 +46,7 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile, dict[st
 
 def run_with_progress(telemetry: InputFile, topology: InputFile, jobs: InputFile, settings: dict[str, Any]) -> EnergyRun:
     """Call the engine in a worker thread with a live progress bar."""
-    with st.status("Planning...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading inputs")
-        run = run_energy(telemetry, topology, jobs, settings, on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            status.update(label=f"Plan ready (engine {sum(run.plan['timings_s'].values()):.2f} s)", state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_energy(telemetry, topology, jobs, settings, on_progress=progress))
 
 
 def show_summary(plan: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from ui import hpo_charts
 from ui.hpo_run import HpoRun, run_hpo
 from ui.inputs import REPO_ROOT, InputFile, file_input, optional_file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.widgets import config_form
 
@@ -47,15 +47,8 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, 
 
 def run_with_progress(space: InputFile, history: InputFile, dataset: InputFile | None, settings: dict[str, Any]) -> HpoRun:
     """Call the engine in a worker thread with a live progress bar."""
-    with st.status("Optimising...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading inputs")
-        run = run_hpo(space, history, dataset, settings, on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            seconds = sum(run.plan["timings_s"].values())
-            status.update(label=f"Plan ready (engine {seconds:.2f} s)", state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_hpo(space, history, dataset, settings, on_progress=progress),
+                         working="Optimising...")
 
 
 def _fmt(value: Any) -> str:

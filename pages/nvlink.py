@@ -19,7 +19,7 @@ from ui import nvlink_charts
 from ui.inputs import REPO_ROOT, InputFile, file_input, optional_file_input
 from ui.navigation import leave_legacy_pages_mode
 from ui.nvlink_run import NvlinkRun, run_nvlink
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.store import save_run
 from ui.widgets import config_form
 
@@ -51,15 +51,7 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, InputFile | None, 
 
 def run_with_progress(fabric: InputFile, jobs: InputFile, logs: InputFile | None, settings: dict[str, Any]) -> NvlinkRun:
     """Call the engine in a worker thread with a live progress bar."""
-    with st.status("Planning...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading inputs")
-        run = run_nvlink(fabric, jobs, logs, settings, on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            seconds = sum(run.plan["timings_s"].values())
-            status.update(label=f"Plan ready (engine {seconds:.2f} s)", state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_nvlink(fabric, jobs, logs, settings, on_progress=progress))
 
 
 def _fmt(value: Any, scale: float = 1.0) -> str:

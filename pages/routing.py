@@ -17,7 +17,7 @@ from qflow.routing import RoutingConfig
 from ui import charts
 from ui.inputs import REPO_ROOT, InputFile, file_input
 from ui.navigation import leave_legacy_pages_mode
-from ui.plan_view import finished_run, show_plan_json, show_solver
+from ui.plan_view import finished_run, run_in_status, show_plan_json, show_solver
 from ui.run import RoutingRun, run_routing
 from ui.store import save_run
 from ui.summary import metrics_table
@@ -44,15 +44,7 @@ def show_inputs_and_settings() -> tuple[InputFile, InputFile, dict[str, Any]]:
 
 def run_with_progress(tokens: InputFile, model_graph: InputFile, settings: dict[str, Any]) -> RoutingRun:
     """Call the engine with a live progress bar inside a status box."""
-    with st.status("Planning...", expanded=True) as status:
-        bar = st.progress(0.0, text="loading inputs")
-        run = run_routing(tokens, model_graph, settings, on_progress=lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label="Input rejected", state="error", expanded=False)
-        else:
-            seconds = sum(run.plan["timings_s"].values())
-            status.update(label=f"Plan ready (engine {seconds:.2f} s)", state="complete", expanded=False)
-    return run
+    return run_in_status(lambda progress: run_routing(tokens, model_graph, settings, on_progress=progress))
 
 
 def show_summary(plan: dict[str, Any]) -> None:

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import streamlit as st
 
 from ui.summary import fallback_messages, plan_for_display
 
-__all__ = ["finished_run", "show_plan_json", "show_solver"]
+__all__ = ["finished_run", "run_in_status", "show_plan_json", "show_solver"]
+
+R = TypeVar("R")
+
+
+def run_in_status(call: Callable[[Callable[[float, str], None]], R], working: str = "Planning...",
+                  first_step: str = "loading inputs", done: str = "Plan ready", rejected: str = "Input rejected") -> R:
+    """Run ``call(on_progress)`` inside a status box with a live progress bar; returns what it returned.
+
+    ``call`` returns a page run with ``error`` (a message or ``None``) and
+    ``plan`` (a plan dict on success); the box closes on ``done`` with the
+    engine's time, or on ``rejected``.
+    """
+    with st.status(working, expanded=True) as status:
+        bar = st.progress(0.0, text=first_step)
+        run = call(lambda fraction, text: bar.progress(fraction, text=text))
+        if run.error:
+            status.update(label=rejected, state="error", expanded=False)
+        else:
+            seconds = sum(run.plan["timings_s"].values())
+            status.update(label=f"{done} (engine {seconds:.2f} s)", state="complete", expanded=False)
+    return run
 
 
 def show_solver(plan: dict[str, Any]) -> None:
