@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qflow.core.errors import QuantumUnavailableError
@@ -96,11 +97,16 @@ class QuantumBudget:
         Wall time for all circuits of one plan, seconds.
     memory_fraction : float
         Share of currently available memory one circuit may use.
+    heartbeat : callable, optional
+        Called at every time check (between optimiser steps). Front ends pass
+        their progress sink here, so a Cancel raised from it stops a quantum
+        loop after the current step instead of at the end of the stage.
     """
 
     max_qubits: int = 16
     time_budget_s: float = 60.0
     memory_fraction: float = 0.5
+    heartbeat: Callable[[], None] | None = None
     _start: float = field(default_factory=time.perf_counter, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,7 +133,9 @@ class QuantumBudget:
         self.check_time()
 
     def check_time(self) -> None:
-        """Raise once the plan's quantum time budget is spent."""
+        """Raise once the plan's quantum time budget is spent (after calling the heartbeat)."""
+        if self.heartbeat is not None:
+            self.heartbeat()
         if self.elapsed_s() > self.time_budget_s:
             raise QuantumUnavailableError(
                 f"quantum time budget of {self.time_budget_s:g} s exceeded after {self.elapsed_s():.2f} s"

@@ -163,7 +163,8 @@ def plan_routing(
     if config.qaoa:
         report(0.35, "QAOA refinement")
         with timer.stage("qaoa"):
-            expert, solver = _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics)
+            expert, solver = _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics,
+                                          heartbeat=lambda: report(0.35, "QAOA refinement"))
     report(0.6, "measuring against the optimum")
 
     metrics = route_metrics(problem, expert, u, capacity, penalty)
@@ -224,15 +225,19 @@ def _relative_gap(reference: float, value: float) -> float:
     return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
 
-def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics):
-    """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment."""
+def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, heartbeat=None):
+    """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment.
+
+    ``heartbeat`` is called between optimiser steps (the progress sink: a
+    front end's Cancel takes effect there).
+    """
     to = "hash" if config.deterministic_fallback else "classical"
     try:
         device = choose_device()
     except QuantumUnavailableError as exc:
         solver.fall_back(solver.requested, to, str(exc))
         return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
-    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
     kwargs = {"solver": classical_drop_in} if config.simulator else {}
     try:
         refined, blocks = refine_with_qaoa(

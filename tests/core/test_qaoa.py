@@ -201,6 +201,21 @@ class TestRunQaoa:
         with pytest.raises(QuantumUnavailableError, match="quantum time budget of 0 s exceeded"):
             run_qaoa(self.model(n=3), 1, DEFAULT_QUBIT, budget)
 
+    def test_heartbeat_runs_between_steps_and_its_exception_stops_the_loop(self):
+        class Cancelled(BaseException):  # what a front end's Cancel raises: not an Exception, never a fallback
+            pass
+
+        beats = []
+
+        def heartbeat() -> None:
+            beats.append(len(beats))
+            if len(beats) == 3:
+                raise Cancelled
+
+        with pytest.raises(Cancelled):
+            run_qaoa(self.model(n=3), 1, choose_device(), QuantumBudget(max_qubits=8, heartbeat=heartbeat), max_steps=20)
+        assert len(beats) == 3  # the loop stopped at the third check, not at its end
+
     def test_simulator_failure_becomes_unavailable(self):
         broken = QuantumDevice("no.such.device", "backprop", "test")
         with pytest.raises(QuantumUnavailableError, match="no.such.device failed"):

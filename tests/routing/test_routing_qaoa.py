@@ -257,3 +257,23 @@ class TestFallbacks:
         plan = plan_routing(tokens, graph, {**QAOA, "qaoa": False})
         assert plan.solver.requested == plan.solver.ran == "classical"
         assert any("hqc" in note for note in plan.diagnostics)
+
+
+def test_progress_sink_can_stop_qaoa_between_steps():
+    """The console's Cancel raises from the progress sink; during QAOA it must fire per optimiser step."""
+
+    class Cancelled(BaseException):
+        pass
+
+    qaoa_reports = []
+
+    def progress(fraction: float, message: str) -> None:
+        if message == "QAOA refinement":
+            qaoa_reports.append(fraction)
+            if len(qaoa_reports) == 4:  # the stage's own report, then three optimiser steps
+                raise Cancelled
+
+    tokens, graph = instance(1)
+    with pytest.raises(Cancelled):
+        plan_routing(tokens, graph, {**QAOA, "seed": 1}, progress=progress)
+    assert len(qaoa_reports) == 4
