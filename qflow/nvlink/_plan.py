@@ -245,7 +245,9 @@ def plan_nvlink(
     quantum_solver: QaoaBlockSolver | None = None
     if config.qaoa_optimizer:
         try:
-            quantum_solver = QaoaBlockSolver(choose_device(), QuantumBudget(config.max_qubits, config.quantum_time_budget_s),
+            quantum_solver = QaoaBlockSolver(choose_device(),
+                                             QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
+                                                           heartbeat=lambda: report(0.3, "transfer rounds (QAOA blocks)")),
                                              config.qaoa_layers, config.qaoa_steps, config.qaoa_blocks, config.seed)
         except QuantumUnavailableError as exc:
             solver.fall_back("qaoa", "classical", str(exc))
