@@ -36,9 +36,9 @@ from qflow.compression._codec import (
     original_sha256,
     should_store_losslessly,
 )
-from qflow.compression._container import Block, read_container, write_container
+from qflow.compression._container import VERSION, Block, read_container, write_container
 from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums
-from qflow.compression._quantize import channel_matrix
+from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
 from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
 from qflow.core.config import config_from_mapping
 from qflow.core.errors import InputError, QuantumUnavailableError
@@ -124,7 +124,35 @@ def _sensitivity_options(x2d: np.ndarray, config: CompressConfig, seed: int) -> 
     return options, info
 
 
-def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfig, seed: int) -> dict[str, Any]:
+def _granularity(x: np.ndarray, config: CompressConfig) -> tuple[bool, dict[str, Any]]:
+    """Per channel or per tensor for float tensor ``x``: per tensor where one scale keeps the error in budget.
+
+    Returns ``per_channel`` and the record of the choice (kept in the tensor's
+    header record and the plan): ``chosen``, ``reason`` and, when measured,
+    ``per_tensor_relative_error`` (quantization only; pruning adds its own),
+    ``measured`` (exact or a sample estimate) and ``budget``.
+    """
+    def chosen(per_channel: bool, reason: str, **extra: Any) -> tuple[bool, dict[str, Any]]:
+        return per_channel, {"chosen": "per channel" if per_channel else "per tensor", "reason": reason, **extra}
+
+    if not config.per_channel:
+        return chosen(False, "per_channel off")
+    if x.ndim < 2 or x.shape[0] <= 1:
+        return chosen(False, "a single channel")
+    if config.dropout_simulator:
+        return chosen(True, "the dropout simulator ranks channels")
+    if config.max_relative_error <= 0:
+        return chosen(True, "max_relative_error 0: per channel as set")
+    budget = config.max_relative_error
+    error, how = per_tensor_relative_error(x, config.bits, stop_above=budget)
+    figures = {"per_tensor_relative_error": error, "measured": how, "budget": budget}
+    if error <= budget:
+        return chosen(False, "one scale for the tensor keeps the error within max_relative_error", **figures)
+    return chosen(True, "one scale for the tensor would exceed max_relative_error", **figures)
+
+
+def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfig, seed: int,
+             per_channel: bool) -> dict[str, Any]:
     """Train the denoiser on this tensor; keep it (block + record) only when it lowers the error."""
     from qflow.compression._denoise import MAX_DENOISE_VALUES, train_denoiser
     from qflow.compression._lossless import pack
@@ -133,7 +161,7 @@ def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfi
         return {"tensor": name, "used": False, "reason": f"over {MAX_DENOISE_VALUES} values"}
     ex = enc.extras
     levels = np.where(ex["hi"], (1 << (2 * config.bits)) - 1, (1 << config.bits) - 1).astype(ex["recon2d"].dtype)
-    x2d = channel_matrix(x, config.per_channel)
+    x2d = channel_matrix(x, per_channel)
     weights, denoised, losses = train_denoiser(x2d, ex["recon2d"], ex["scales"], ex["zero_points"], levels,
                                                ex["keep"], config.denoiser_steps, seed)
     before = error_sums(x2d, ex["recon2d"]).figures()["relative_l2_error"]
@@ -229,17 +257,19 @@ def compress_tensors(
                 if reason is not None:
                     encoded[name] = encode_lossless(name, x, "", reason if not config.lossless else None)
                     continue
-                x2d = channel_matrix(x, config.per_channel)
-                options = QuantOptions(config.bits, config.per_channel, config.target_sparsity)
+                per_channel, granularity = _granularity(x, config)
+                x2d = channel_matrix(x, per_channel)
+                options = QuantOptions(config.bits, per_channel, config.target_sparsity)
             if config.dropout_simulator and x2d.shape[0] >= 4:
                 with timer.stage("dropout_simulator"):
                     options, info = _sensitivity_options(x2d, config, seed)
                     dropout_info.append({"tensor": name, **info})
             with timer.stage("compress"):
                 enc = encode_quant(name, x, "", options, reconstruct=config.denoiser or quantum is not None)
+                enc.record["quant"]["granularity"] = granularity
             if config.denoiser:
                 with timer.stage("denoiser"):
-                    denoise_info.append(_denoise(name, x, enc, config, seed))
+                    denoise_info.append(_denoise(name, x, enc, config, seed, per_channel))
             if quantum is not None:
                 from qflow.compression._quantum import autoencoder_candidate
 
@@ -265,8 +295,12 @@ def compress_tensors(
                 steps.append({"step": "dropout_simulator", "detail": "sensitive channels at twice the bits"})
             if config.target_sparsity > 0:
                 steps.append({"step": "prune", "detail": f"magnitude pruning to {config.target_sparsity:g} sparsity"})
-            steps.append({"step": "quantize", "detail": f"uniform {config.bits}-bit, "
-                          + ("per channel" if config.per_channel else "per tensor")})
+            granularity = "per tensor"
+            if config.per_channel:
+                granularity = ("per channel" if config.max_relative_error <= 0 or config.dropout_simulator else
+                               f"per tensor where that keeps the relative error <= {config.max_relative_error:g}, "
+                               "else per channel")
+            steps.append({"step": "quantize", "detail": f"uniform {config.bits}-bit, {granularity}"})
             steps.append({"step": "zstd", "detail": "codes packed with zstd (level by a quick trial)"})
             if any(d["used"] for d in denoise_info):
                 steps.append({"step": "denoiser", "detail": "residual conv net applied on decompression"})
@@ -289,7 +323,8 @@ def compress_tensors(
             rec = encoded[name].record
             stored = sum(len(b.packed.payload) for b in encoded[name].blocks)
             rows.append({"name": name, "shape": list(x.shape), "dtype": x.dtype.name, "scheme": rec["scheme"],
-                         "bits": rec.get("quant", {}).get("bits"), "original_bytes": int(x.nbytes),
+                         "bits": rec.get("quant", {}).get("bits"),
+                         "granularity": rec.get("quant", {}).get("granularity"), "original_bytes": int(x.nbytes),
                          "stored_bytes": stored, "compression_ratio": x.nbytes / max(stored, 1), **s.figures(),
                          "notes": rec["notes"]})
         total = ErrorSums()
@@ -323,7 +358,7 @@ def compress_tensors(
         if skipped:
             diagnostics.insert(0, "lossless mode is bit-exact: lossy steps skipped (" + ", ".join(skipped) + ")")
     result = {
-        "container": {"bytes": len(container), "sha256": hashlib.sha256(container).hexdigest(), "format": "qflow.qfz/1"},
+        "container": {"bytes": len(container), "sha256": hashlib.sha256(container).hexdigest(), "format": f"qflow.qfz/{VERSION}"},
         "steps": steps,
         "tensors": rows,
         "preview": preview,

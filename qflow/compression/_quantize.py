@@ -24,6 +24,7 @@ __all__ = [
     "channel_matrix",
     "dequantize",
     "pack_codes",
+    "per_tensor_relative_error",
     "prune_mask",
     "quantize",
     "unpack_codes",
@@ -33,6 +34,8 @@ __all__ = [
 CHUNK = 1 << 20
 #: Worker threads for the chunked passes (the target machine has 2 cores).
 THREADS = 2
+#: Values of the evenly strided sample :func:`per_tensor_relative_error` uses on larger tensors.
+ESTIMATE_SAMPLE = 1 << 20
 
 
 def channel_matrix(x: np.ndarray, per_channel: bool) -> np.ndarray:
@@ -169,3 +172,42 @@ def prune_mask(x2d: np.ndarray, sparsity: float, channel_weight: np.ndarray | No
     threshold = float(np.partition(score.ravel(), k - 1)[k - 1])
     keep = score > threshold
     return keep, threshold
+
+
+def _relative_error_of_range(values: np.ndarray, lo: float, hi: float, bits: int) -> float:
+    """Relative L2 error ||q(v) - v|| / ||v|| of quantizing float64 ``values`` over [lo, hi] as :func:`quantize` does."""
+    levels = (1 << bits) - 1
+    scale = (hi - lo) / levels
+    norm = float(np.dot(values, values))
+    if scale <= 0 or norm == 0:
+        return 0.0
+    codes = np.clip(np.rint((values - lo) * (1.0 / scale)), 0, levels)
+    diff = lo + codes * scale - values
+    return float(np.sqrt(np.dot(diff, diff) / norm))
+
+
+def per_tensor_relative_error(x: np.ndarray, bits: int, stop_above: float = np.inf) -> tuple[float, str]:
+    """Relative L2 error of quantizing the whole float tensor ``x`` (any shape) with one scale at ``bits``.
+
+    Exact up to :data:`ESTIMATE_SAMPLE` values. Above it the error is measured
+    on an evenly strided sample of that many values: first over the sample's
+    own range (cheap; a narrower range can only lower the error, so when this
+    already exceeds ``stop_above`` it is returned without a pass over the
+    whole tensor), then over the whole tensor's min..max.
+
+    Returns
+    -------
+    error : float
+        Relative L2 error (0 for a constant or all-zero tensor).
+    how : str
+        ``"exact"``, ``"sample, lower bound"`` or ``"sample estimate"``.
+    """
+    flat = x.reshape(-1)
+    if flat.size <= ESTIMATE_SAMPLE:
+        values = flat.astype(np.float64)
+        return _relative_error_of_range(values, float(values.min()), float(values.max()), bits), "exact"
+    values = flat[:: flat.size // ESTIMATE_SAMPLE].astype(np.float64)
+    lower = _relative_error_of_range(values, float(values.min()), float(values.max()), bits)
+    if lower > stop_above:
+        return lower, "sample, lower bound"
+    return _relative_error_of_range(values, float(flat.min()), float(flat.max()), bits), "sample estimate"

@@ -57,6 +57,11 @@ class CompressConfig(QflowConfig):
     per_channel: bool = Field(True, description="One scale and zero point per output channel (first axis) instead "
                               "of one per tensor.")
     bits: int = Field(8, ge=4, le=8, description="Bits per quantized value: 8 or 4.")
+    max_relative_error: float = Field(
+        0.01, ge=0.0, le=1.0, description="Error budget of the granularity choice: with per_channel on, a tensor "
+        "whose relative L2 quantization error with one scale for the whole tensor stays within this budget is "
+        "quantized per tensor (coarser steps on narrow channels: codes zstd packs better, no per-channel scales); "
+        "the others per channel. 0 keeps every tensor per channel.")
     target_sparsity: float = Field(
         0.0, ge=0.0, le=0.95, description="Fraction of each float tensor's values zeroed by magnitude pruning "
         "(sparse bitmask encoding); 0 turns pruning off.")

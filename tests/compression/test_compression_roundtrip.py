@@ -50,6 +50,11 @@ def test_lossy_round_trip_keeps_shape_dtype_and_the_half_step_bound(x: np.ndarra
     if x.dtype.kind != "f" or record["scheme"] == "lossless":
         assert y.tobytes() == x.tobytes()
         return
+    granularity = record["granularity"]
+    assert per_channel or granularity["chosen"] == "per tensor"
+    if granularity["chosen"] == "per tensor" and per_channel and x.ndim >= 2 and x.shape[0] > 1:
+        assert granularity["per_tensor_relative_error"] <= granularity["budget"] == 0.01
+    per_channel = granularity["chosen"] == "per channel"
     x2d = channel_matrix(x.astype(np.float64), per_channel)
     step = (x2d.max(axis=1) - x2d.min(axis=1)) / (2**bits - 1)
     err = np.abs(channel_matrix(y.astype(np.float64), per_channel) - x2d)
@@ -62,7 +67,7 @@ def test_lossy_round_trip_keeps_shape_dtype_and_the_half_step_bound(x: np.ndarra
 def test_error_bounds_on_gaussian_weights(bits: int, max_rel: float) -> None:
     rng = np.random.default_rng(1)
     w = rng.normal(0, 0.05, size=(256, 512)).astype(np.float32)
-    restored, plan, _ = round_trip({"w": w}, bits=bits)
+    restored, plan, _ = round_trip({"w": w}, bits=bits, max_relative_error=0)  # per channel, as set
     codes, scales, zero_points = quantize(w, bits)
     assert np.abs(restored["w"] - w).max() <= scales.max() / 2 * (1 + 1e-5)
     assert plan.metrics["relative_l2_error"] <= max_rel
@@ -76,7 +81,7 @@ def test_error_bounds_on_gaussian_weights(bits: int, max_rel: float) -> None:
 def test_pruning_zeroes_the_smallest_values_and_keeps_the_rest_within_bound() -> None:
     rng = np.random.default_rng(2)
     w = rng.normal(size=(64, 128)).astype(np.float32)
-    restored, plan, _ = round_trip({"w": w}, target_sparsity=0.5)
+    restored, plan, _ = round_trip({"w": w}, target_sparsity=0.5, max_relative_error=0)  # per channel
     y = restored["w"]
     zeroed = y == 0
     assert zeroed.mean() == pytest.approx(0.5, abs=0.01)
@@ -141,3 +146,45 @@ def test_decompress_reproduces_what_compress_measured_for_every_step_combination
         assert restored.arrays[name].dtype == x.dtype and restored.arrays[name].shape == x.shape
     steps = [s["step"] for s in run.plan.result["steps"]]
     assert ("prune" in steps) == (sparsity > 0) and ("dropout_simulator" in steps) == dropout
+
+
+def test_error_budget_picks_per_tensor_only_where_one_scale_stays_within_it() -> None:
+    rng = np.random.default_rng(8)
+    even = rng.normal(0, 0.05, size=(64, 96)).astype(np.float32)  # rows alike: one scale is enough
+    uneven = rng.normal(size=(64, 96)).astype(np.float32) * np.logspace(-2, 0, 64, dtype=np.float32)[:, None]
+    restored, plan, _ = round_trip({"even": even, "uneven": uneven})
+    rows = {r["name"]: r for r in plan.result["tensors"]}
+    assert rows["even"]["granularity"]["chosen"] == "per tensor"
+    assert rows["uneven"]["granularity"]["chosen"] == "per channel"
+    assert rows["uneven"]["granularity"]["per_tensor_relative_error"] > 0.01
+    # the recorded per-tensor figure is the error the container really has
+    assert rows["even"]["granularity"]["per_tensor_relative_error"] == pytest.approx(
+        rows["even"]["relative_l2_error"], rel=1e-4)
+    assert rows["even"]["relative_l2_error"] <= 0.01 and rows["uneven"]["relative_l2_error"] <= 0.01
+    # a tighter budget or 0 keeps per channel; per tensor compresses better where it was chosen
+    _, strict, _ = round_trip({"even": even}, max_relative_error=0)
+    assert strict.result["tensors"][0]["granularity"]["chosen"] == "per channel"
+    assert rows["even"]["stored_bytes"] < strict.result["tensors"][0]["stored_bytes"]
+    assert "per tensor where that keeps" in plan.result["steps"][0]["detail"]
+
+
+def test_per_tensor_error_estimate_on_a_sample_of_a_large_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qflow.compression import _quantize
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(200, 300))
+    exact, how = _quantize.per_tensor_relative_error(x, 8)
+    assert how == "exact"
+    monkeypatch.setattr(_quantize, "ESTIMATE_SAMPLE", 6000)
+    estimate, how = _quantize.per_tensor_relative_error(x, 8)
+    assert how == "sample estimate" and estimate == pytest.approx(exact, rel=0.05)
+    lower, how = _quantize.per_tensor_relative_error(x, 8, stop_above=1e-6)
+    assert how == "sample, lower bound" and lower <= exact * 1.05
+
+
+def test_default_8_bit_meets_the_issue_target_on_the_sample_checkpoint() -> None:
+    from compression_helpers import load_checkpoint
+
+    plan = compress_tensors(load_checkpoint(), {}).plan
+    assert plan.metrics["relative_l2_error"] <= 0.01
+    assert plan.metrics["compression_ratio"] >= 4.0
