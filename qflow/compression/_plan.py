@@ -151,6 +151,14 @@ def _granularity(x: np.ndarray, config: CompressConfig) -> tuple[bool, dict[str,
     return chosen(True, "one scale for the tensor would exceed max_relative_error", **figures)
 
 
+def _granularity_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The plan's flat per-tensor columns of the granularity choice (None for tensors that were not quantized)."""
+    choice = record.get("quant", {}).get("granularity") or {}
+    return {"granularity": choice.get("chosen"), "granularity_reason": choice.get("reason"),
+            "per_tensor_relative_error": choice.get("per_tensor_relative_error"),
+            "max_relative_error": choice.get("budget")}
+
+
 def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfig, seed: int,
              per_channel: bool) -> dict[str, Any]:
     """Train the denoiser on this tensor; keep it (block + record) only when it lowers the error."""
@@ -323,8 +331,8 @@ def compress_tensors(
             rec = encoded[name].record
             stored = sum(len(b.packed.payload) for b in encoded[name].blocks)
             rows.append({"name": name, "shape": list(x.shape), "dtype": x.dtype.name, "scheme": rec["scheme"],
-                         "bits": rec.get("quant", {}).get("bits"),
-                         "granularity": rec.get("quant", {}).get("granularity"), "original_bytes": int(x.nbytes),
+                         "bits": rec.get("quant", {}).get("bits"), **_granularity_columns(rec),
+                         "original_bytes": int(x.nbytes),
                          "stored_bytes": stored, "compression_ratio": x.nbytes / max(stored, 1), **s.figures(),
                          "notes": rec["notes"]})
         total = ErrorSums()

@@ -34,8 +34,10 @@ __all__ = [
 CHUNK = 1 << 20
 #: Worker threads for the chunked passes (the target machine has 2 cores).
 THREADS = 2
-#: Values of the evenly strided sample :func:`per_tensor_relative_error` uses on larger tensors.
+#: Values of the sample :func:`per_tensor_relative_error` uses on larger tensors.
 ESTIMATE_SAMPLE = 1 << 20
+#: The sample is this many evenly spaced contiguous pieces (cache-friendly, unlike a strided gather).
+ESTIMATE_PIECES = 256
 
 
 def channel_matrix(x: np.ndarray, per_channel: bool) -> np.ndarray:
@@ -186,28 +188,36 @@ def _relative_error_of_range(values: np.ndarray, lo: float, hi: float, bits: int
     return float(np.sqrt(np.dot(diff, diff) / norm))
 
 
+def _sample_pieces(flat: np.ndarray) -> np.ndarray:
+    """:data:`ESTIMATE_SAMPLE` values of 1-D ``flat`` as float64: :data:`ESTIMATE_PIECES` evenly spaced runs."""
+    piece = max(1, ESTIMATE_SAMPLE // ESTIMATE_PIECES)
+    starts = np.linspace(0, flat.size - piece, ESTIMATE_PIECES).astype(np.int64)
+    return np.concatenate([flat[s: s + piece] for s in starts]).astype(np.float64)
+
+
 def per_tensor_relative_error(x: np.ndarray, bits: int, stop_above: float = np.inf) -> tuple[float, str]:
     """Relative L2 error of quantizing the whole float tensor ``x`` (any shape) with one scale at ``bits``.
 
     Exact up to :data:`ESTIMATE_SAMPLE` values. Above it the error is measured
-    on an evenly strided sample of that many values: first over the sample's
-    own range (cheap; a narrower range can only lower the error, so when this
-    already exceeds ``stop_above`` it is returned without a pass over the
-    whole tensor), then over the whole tensor's min..max.
+    on a sample of that many values (:data:`ESTIMATE_PIECES` evenly spaced
+    runs): first over the sample's own range (cheap; the sample's range is
+    narrower, so its finer steps give about a lower bound, and when that already
+    exceeds ``stop_above`` it is returned without a pass over the whole
+    tensor), then over the whole tensor's min..max.
 
     Returns
     -------
     error : float
         Relative L2 error (0 for a constant or all-zero tensor).
     how : str
-        ``"exact"``, ``"sample, lower bound"`` or ``"sample estimate"``.
+        ``"exact"``, ``"sample, own range"`` or ``"sample estimate"``.
     """
     flat = x.reshape(-1)
     if flat.size <= ESTIMATE_SAMPLE:
         values = flat.astype(np.float64)
         return _relative_error_of_range(values, float(values.min()), float(values.max()), bits), "exact"
-    values = flat[:: flat.size // ESTIMATE_SAMPLE].astype(np.float64)
+    values = _sample_pieces(flat)
     lower = _relative_error_of_range(values, float(values.min()), float(values.max()), bits)
     if lower > stop_above:
-        return lower, "sample, lower bound"
+        return lower, "sample, own range"
     return _relative_error_of_range(values, float(flat.min()), float(flat.max()), bits), "sample estimate"
