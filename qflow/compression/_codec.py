@@ -25,7 +25,16 @@ import numpy as np
 
 from qflow.compression._container import Block, Container
 from qflow.compression._lossless import join_planes, pack, split_planes
-from qflow.compression._quantize import channel_matrix, dequantize, pack_codes, prune_mask, quantize, unpack_codes
+from qflow.compression._quantize import (
+    channel_matrix,
+    compact_params,
+    dequantize,
+    expand_params,
+    pack_codes,
+    prune_mask,
+    quantize,
+    unpack_codes,
+)
 
 __all__ = ["EncodedTensor", "QuantOptions", "decode_tensor", "encode_lossless", "encode_quant", "original_sha256",
            "should_store_losslessly"]
@@ -159,11 +168,15 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
     zero_points = np.zeros(rows, dtype=work)
     blocks: list[Block] = []
     counts: dict[str, int] = {}
+    # many channels: scales go to a binary block, as float16 where that is exact enough (halves the block)
+    compact = compact_params(x2d, np.where(hi, 2 * options.bits, options.bits), work) if rows > INLINE_SCALES else None
+    real = None if compact is None else expand_params(*compact, work)
     for part, part_bits, selector in (("codes", options.bits, ~hi), ("codes_hi", 2 * options.bits, hi)):
         if not selector.any():
             continue
         sub = x2d if selector.all() else x2d[selector]
-        codes, s, z = quantize(sub, part_bits)
+        params = None if real is None else (real[0][selector], real[1][selector])
+        codes, s, z = quantize(sub, part_bits, params)
         scales[selector], zero_points[selector] = s, z
         sub_keep = None if keep is None else (keep if selector.all() else keep[selector])
         if recon2d is not None:
@@ -188,10 +201,13 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
     if rows <= INLINE_SCALES:
         record["quant"]["scales"], record["quant"]["zero_points"] = scales.tolist(), zero_points.tolist()
     else:  # many channels: binary block (scales then zero points, little endian) instead of JSON text
-        block = Block(f"{name}/scales", pack(np.concatenate([scales, zero_points]).astype(scales.dtype.newbyteorder("<"))
-                                             .tobytes(), level=3))
+        both = np.concatenate([scales, zero_points]) if compact is None else np.concatenate(compact[:2])
+        block = Block(f"{name}/scales", pack(both.astype(both.dtype.newbyteorder("<")).tobytes(), level=3))
         blocks.insert(0, block)
         record["quant"]["scales"] = record["quant"]["zero_points"] = f"block {block.name}"
+        record["quant"]["scale_dtype"] = both.dtype.name
+        if compact is not None:  # value = float16 * 2**-exponent
+            record["quant"]["scale_exponents"] = list(compact[2])
     record["sparse"] = None
     if keep is not None:
         blocks.append(Block(f"{name}/mask", pack(np.packbits(keep.reshape(-1)).tobytes())))
@@ -214,8 +230,15 @@ def quant_parts(record: dict[str, Any], container: Container) -> tuple[np.ndarra
     total = int(np.prod(record["shape"], dtype=np.int64))
     cols = total // rows if rows else 0
     if isinstance(q["scales"], str):
-        both = np.frombuffer(container.block(f"{name}/scales"), dtype=np.dtype(work).newbyteorder("<"))
-        scales, zero_points = both[:rows].astype(work), both[rows:].astype(work)
+        stored = np.dtype(q.get("scale_dtype", np.dtype(work).name))  # absent before float16 scales: the work dtype
+        if stored.name not in ("float16", "float32", "float64"):
+            raise ValueError(f"unknown scale dtype {stored.name!r}")
+        both = np.frombuffer(container.block(f"{name}/scales"), dtype=stored.newbyteorder("<"))
+        if stored == np.float16:
+            e_step, e_zero = (int(e) for e in q["scale_exponents"])
+            scales, zero_points = expand_params(both[:rows], both[rows:], (e_step, e_zero), work)
+        else:
+            scales, zero_points = both[:rows].astype(work), both[rows:].astype(work)
     else:
         scales = np.asarray(q["scales"], dtype=work)
         zero_points = np.asarray(q["zero_points"], dtype=work)

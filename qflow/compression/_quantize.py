@@ -22,7 +22,9 @@ import numpy as np
 
 __all__ = [
     "channel_matrix",
+    "compact_params",
     "dequantize",
+    "expand_params",
     "pack_codes",
     "per_tensor_relative_error",
     "prune_mask",
@@ -62,7 +64,8 @@ def _work_dtype(x: np.ndarray) -> type:
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def quantize(x2d: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize(x2d: np.ndarray, bits: int,
+             params: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantize each row of ``x2d`` to ``bits``-bit codes.
 
     Parameters
@@ -70,6 +73,10 @@ def quantize(x2d: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.nda
     x2d : ndarray of shape (channels, n), float
     bits : int
         1..16.
+    params : (scales, zero_points), optional
+        Use these per-row steps and code-0 values (e.g. from
+        :func:`compact_params`) instead of each row's min..max; they must
+        cover the row (``zero_point <= min``, ``zero_point + levels * scale >= max``).
 
     Returns
     -------
@@ -81,9 +88,12 @@ def quantize(x2d: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     work = _work_dtype(x2d)
     levels = (1 << bits) - 1
-    lo = x2d.min(axis=1).astype(work)
-    hi = x2d.max(axis=1).astype(work)
-    scales = (hi - lo) / work(levels)
+    if params is None:
+        lo = x2d.min(axis=1).astype(work)
+        hi = x2d.max(axis=1).astype(work)
+        scales = (hi - lo) / work(levels)
+    else:
+        scales, lo = params[0].astype(work), params[1].astype(work)
     inv = np.divide(work(1), scales, out=np.zeros_like(scales), where=scales > 0)
     codes = np.empty(x2d.shape, dtype=np.uint8 if bits <= 8 else np.uint16)
 
@@ -98,6 +108,68 @@ def quantize(x2d: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
     _parallel(run, x2d.shape)
     return codes, scales, lo
+
+
+def _pow2_exponent(values: np.ndarray) -> int:
+    """``e`` such that ``max |values| * 2**e`` lies in [2**14, 2**15): the top of float16's normal range."""
+    top = float(np.abs(values).max()) if values.size else 0.0
+    if not np.isfinite(top) or top == 0.0:
+        return 0
+    return int(np.clip(14 - np.floor(np.log2(top)), -1000, 1000))
+
+
+def expand_params(steps16: np.ndarray, zeros16: np.ndarray, exponents: tuple[int, int],
+                  dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """The real steps and zero points of :func:`compact_params`' output: ``value16 * 2**-exponent``, as ``dtype``."""
+    e_step, e_zero = exponents
+    steps = np.ldexp(steps16.astype(np.float64), -e_step).astype(dtype)
+    zeros = np.ldexp(zeros16.astype(np.float64), -e_zero).astype(dtype)
+    return steps, zeros
+
+
+def compact_params(x2d: np.ndarray, row_bits: np.ndarray, dtype: type, max_step_growth: float = 5e-3,
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """float16 steps and code-0 values per row of ``x2d`` (each array with a power-of-two exponent), or None.
+
+    float16 keeps 11 significant bits over 29 binades; one power-of-two
+    exponent per array (steps, zero points) moves its largest value to the top
+    of that range, so rows whose steps differ by up to ~10**8 (dead units next
+    to live ones) all stay normal. The zero point is the row minimum rounded
+    down and the step ``(max - zero_point) / levels`` rounded up, so the row
+    stays covered and the error bound stays half a (stored) step. Taken only
+    when every row's step grows by at most ``max_step_growth`` over the exact
+    ``(max - min) / levels`` (constant rows: only when the value is stored
+    exactly); else None and the caller keeps full precision.
+
+    Parameters
+    ----------
+    x2d : ndarray of shape (rows, n), float
+    row_bits : ndarray of shape (rows,), int
+        Bits of each row's codes.
+    dtype : float type the quantizer works in (what :func:`expand_params` returns).
+
+    Returns
+    -------
+    (steps16, zeros16, (step exponent, zero exponent)) or None.
+    """
+    lo = x2d.min(axis=1).astype(np.float64)
+    hi = x2d.max(axis=1).astype(np.float64)
+    levels = (np.left_shift(1, row_bits.astype(np.int64)) - 1).astype(np.float64)
+    exact = (hi - lo) / levels
+    e_zero, e_step = _pow2_exponent(lo), _pow2_exponent(exact * (1 + max_step_growth))
+    with np.errstate(over="ignore", invalid="ignore"):
+        zeros16 = np.ldexp(lo, e_zero).astype(np.float16)
+        zeros = expand_params(np.zeros(1, np.float16), zeros16, (e_step, e_zero), np.float64)[1]
+        zeros16 = np.where(zeros > lo, np.nextafter(zeros16, np.float16(-np.inf)), zeros16)
+        zeros = expand_params(np.zeros(1, np.float16), zeros16, (e_step, e_zero), dtype)[1].astype(np.float64)
+        needed = (hi - zeros) / levels
+        steps16 = np.ldexp(needed, e_step).astype(np.float16)
+        steps = expand_params(steps16, np.zeros(1, np.float16), (e_step, e_zero), dtype)[0].astype(np.float64)
+        steps16 = np.where(steps < needed, np.nextafter(steps16, np.float16(np.inf)), steps16)
+        steps = expand_params(steps16, np.zeros(1, np.float16), (e_step, e_zero), dtype)[0].astype(np.float64)
+        ok = np.isfinite(steps) & np.isfinite(zeros) & (zeros <= lo) & (zeros + levels * steps >= hi)
+        ok &= (steps <= exact * (1 + max_step_growth)) | ((exact == 0) & (zeros == lo))
+    return (steps16, zeros16, (e_step, e_zero)) if bool(ok.all()) else None
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, dtype: np.dtype) -> np.ndarray:

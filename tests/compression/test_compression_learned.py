@@ -46,8 +46,9 @@ def test_dropout_simulator_finds_the_channel_that_matters() -> None:
     restored = decompress_container(run.container).arrays["w"]
     relative = np.abs(restored - w).max(axis=1) / (w.max(axis=1) - w.min(axis=1))  # error in units of the range
     low = np.setdiff1d(np.arange(32), info["high_precision_rows"])
-    assert relative[7] <= 0.5 / 255 * (1 + 1e-4)  # kept at 8 bits
-    assert relative[low].max() > 0.5 / 255 * 2 and relative[low].max() <= 0.5 / 15 * (1 + 1e-4)  # the rest at 4 bits
+    # float16 steps (compact_params) are at most 0.5 % wider than the exact ones
+    assert relative[7] <= 0.5 / 255 * (1 + 5e-3)  # kept at 8 bits
+    assert relative[low].max() > 0.5 / 255 * 2 and relative[low].max() <= 0.5 / 15 * (1 + 5e-3)  # the rest at 4 bits
 
 
 def test_dropout_weighted_pruning_spares_sensitive_channels() -> None:
