@@ -8,11 +8,18 @@ Endpoints
     (``tokens``, ``model_graph``, ...), and a ``config`` form field holding the
     config as JSON (``{}`` or left out for the defaults). Returns the plan JSON;
     the plan is stored in the run store and its id sent in the
-    ``X-Qflow-Run-Id`` header.
+    ``X-Qflow-Run-Id`` header. Files the command wrote besides the plan (compress:
+    the ``.qfz`` container, decompress: the restored tensors, attention: the
+    updated embeddings) are kept with the run; their names are in the
+    ``X-Qflow-Artifacts`` header (comma-separated, absent when none).
 ``GET /v1/runs``
     Run summaries, newest first; ``?module=`` filters, ``?limit=`` bounds.
 ``GET /v1/runs/{id}``
     One stored run with its plan.
+``GET /v1/runs/{id}/artifacts``
+    The files a run kept: ``[{"name", "bytes", "sha256"}]`` (empty when none).
+``GET /v1/runs/{id}/artifacts/{name}``
+    One of them, as an attachment; only names from the listing are served.
 ``GET /v1/health``
     ``{"status": "ok", ...}``.
 
@@ -30,14 +37,15 @@ import os
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qflow._version import __version__
+from qflow.core.artifacts import ArtifactStore, media_type
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import InputError, QflowError
 from qflow.core.runs import RunStore, RunStoreError, default_db_path
-from qflow.core.uploads import run_on_uploads
+from qflow.core.uploads import run_on_uploads_keeping_artifacts
 
 __all__ = ["DEFAULT_MAX_UPLOAD_MB", "app", "create_app", "max_upload_bytes"]
 
@@ -139,9 +147,11 @@ def _plan_endpoint(command: ModuleCommand, store_of: Any, limit_of: Any) -> Any:
         for input_name in (*command.inputs, *command.optional_inputs):
             upload = kwargs.get(input_name)
             uploads[input_name] = None if upload is None else await _read_upload(upload, limit)
-        plan = await _run_in_thread(command, uploads, config)
-        run_id = store_of().save(plan, origin="api")
-        return JSONResponse(plan.to_dict(), headers={"X-Qflow-Run-Id": str(run_id)})
+        plan, run_id, artifacts = await _run_in_thread(command, uploads, config, store_of())
+        headers = {"X-Qflow-Run-Id": str(run_id)}
+        if artifacts:
+            headers["X-Qflow-Artifacts"] = ",".join(artifacts)
+        return JSONResponse(plan.to_dict(), headers=headers)
 
     parameters = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
@@ -163,11 +173,28 @@ def _plan_endpoint(command: ModuleCommand, store_of: Any, limit_of: Any) -> Any:
     return endpoint
 
 
-async def _run_in_thread(command: ModuleCommand, uploads: dict[str, tuple[str, bytes] | None], config: Any) -> Any:
+def artifact_store(store: RunStore) -> ArtifactStore:
+    """Where ``store``'s runs keep their files: ``artifacts/`` beside the database (``$QFLOW_HOME/artifacts``)."""
+    return ArtifactStore(store.path.parent / "artifacts")
+
+
+def _run_and_store(command: ModuleCommand, uploads: dict[str, tuple[str, bytes] | None], config: Any,
+                   store: RunStore) -> tuple[Any, int, list[str]]:
+    """Run ``command``, store the plan, keep the files it wrote under the run id: ``(plan, run id, names)``."""
+
+    def keep(plan: Any, files: list[Any]) -> tuple[Any, int, list[str]]:
+        run_id = store.save(plan, origin="api")
+        return plan, run_id, artifact_store(store).keep(run_id, files)
+
+    return run_on_uploads_keeping_artifacts(command, uploads, config, keep)
+
+
+async def _run_in_thread(command: ModuleCommand, uploads: dict[str, tuple[str, bytes] | None], config: Any,
+                         store: RunStore) -> tuple[Any, int, list[str]]:
     """The engine is CPU-bound: run it off the event loop."""
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(run_on_uploads, command, uploads, config)
+    return await run_in_threadpool(_run_and_store, command, uploads, config, store)
 
 
 def create_app(store: RunStore | None = None, max_upload_mb: float | None = None) -> FastAPI:
@@ -235,6 +262,35 @@ def create_app(store: RunStore | None = None, max_upload_mb: float | None = None
             return store_of().get(run_id).to_dict()
         except KeyError:
             raise HTTPException(404, detail=f"no run {run_id}") from None
+
+    def existing_run(run_id: int) -> RunStore:
+        """The store, after checking that ``run_id`` is a stored run (404 otherwise)."""
+        store_now = store_of()
+        if not -(2**63) <= run_id < 2**63:
+            raise HTTPException(404, detail=f"no run {run_id}")
+        try:
+            store_now.get(run_id)
+        except KeyError:
+            raise HTTPException(404, detail=f"no run {run_id}") from None
+        return store_now
+
+    @api.get("/v1/runs/{run_id}/artifacts", tags=["runs"], summary="Files a run kept besides its plan",
+             responses={404: {"description": "No run with this id"}})
+    def list_artifacts(run_id: int) -> list[dict[str, Any]]:
+        store_now = existing_run(run_id)
+        return [artifact.to_dict() for artifact in artifact_store(store_now).list(run_id)]
+
+    @api.get("/v1/runs/{run_id}/artifacts/{name}", tags=["runs"], summary="Download one file a run kept",
+             response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file, as an attachment"},
+                        404: {"description": "No run with this id, or no artifact of this name in its listing"}})
+    def get_artifact(run_id: int, name: str) -> FileResponse:
+        store_now = existing_run(run_id)
+        path = artifact_store(store_now).path(run_id, name)
+        if path is None:
+            raise HTTPException(404, detail=f"run {run_id} has no artifact {name!r}; "
+                                            f"GET /v1/runs/{run_id}/artifacts lists them")
+        return FileResponse(path, media_type=media_type(path.name), filename=path.name)
 
     return api
 

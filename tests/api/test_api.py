@@ -60,11 +60,27 @@ def _untimed(metrics: Any) -> Any:
     return {key: _untimed(value) for key, value in metrics.items() if not TIMED_METRIC.search(key)}
 
 
+def _without_artifact_names(value: Any) -> Any:
+    """``value`` without the artifact's ``file`` name in dicts that say where an artifact was ``written_to``.
+
+    The API keeps what a command writes (tests/api/test_artifacts.py), so its
+    plan names the kept file (``plan.qfz``); a CLI run without ``--out``
+    writes none. ``written_to`` itself is ``None`` in both and stays compared.
+    """
+    if isinstance(value, dict):
+        return {key: _without_artifact_names(item) for key, item in value.items()
+                if not (key == "file" and "written_to" in value)}
+    if isinstance(value, list):
+        return [_without_artifact_names(item) for item in value]
+    return value
+
+
 def _stable(plan: dict[str, Any]) -> dict[str, Any]:
     """The plan without what changes between identical runs: creation time, timings, speed metrics."""
     stable = {key: value for key, value in plan.items() if key not in VOLATILE}
     stable["metrics"] = _untimed(plan.get("metrics"))
     stable["baselines"] = _untimed(plan.get("baselines"))
+    stable["result"] = _without_artifact_names(plan.get("result"))
     return stable
 
 
