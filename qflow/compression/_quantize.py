@@ -252,12 +252,13 @@ def _relative_error_of_range(values: np.ndarray, lo: float, hi: float, bits: int
     """Relative L2 error ||q(v) - v|| / ||v|| of quantizing float64 ``values`` over [lo, hi] as :func:`quantize` does."""
     levels = (1 << bits) - 1
     scale = (hi - lo) / levels
-    norm = float(np.dot(values, values))
+    # einsum, not np.dot: BLAS calls on small vectors can stall for ~10 ms when BLAS threads are parked
+    norm = float(np.einsum("i,i->", values, values))
     if scale <= 0 or norm == 0:
         return 0.0
     codes = np.clip(np.rint((values - lo) * (1.0 / scale)), 0, levels)
     diff = lo + codes * scale - values
-    return float(np.sqrt(np.dot(diff, diff) / norm))
+    return float(np.sqrt(np.einsum("i,i->", diff, diff) / norm))
 
 
 def _sample_pieces(flat: np.ndarray) -> np.ndarray:
