@@ -9,9 +9,11 @@ Layout (all integers little endian)::
           46   H bytes   header: compact UTF-8 JSON, zstd-compressed (version 2) or plain (version 1)
       46 + H   ...       blocks, back to back, at the offsets the header lists
 
-Version 2 differs from version 1 only in the zstd-compressed header: on a
-small checkpoint the JSON (sha256 digests, scales, the config) is a tenth of
-the file, and zstd shrinks it about 2.7x.
+Version 2 differs from version 1 in the zstd-compressed header (on a small
+checkpoint the JSON -- sha256 digests, scales, the config -- was a tenth of
+the file; zstd shrinks it about 3x) and in what tensor records may hold
+(``granularity``; float16 scale blocks marked by ``scale_dtype`` and
+``scale_exponents``); version 1 records lack both and decode as before.
 
 The header holds ``tensors`` (per tensor: name, dtype, shape, scheme, scales,
 zero points, retained-index info, the sha256 of the original bytes, and the
