@@ -145,6 +145,8 @@ def _granularity(x: np.ndarray, config: CompressConfig) -> tuple[bool, dict[str,
         return chosen(True, "max_relative_error 0: per channel as set")
     budget = config.max_relative_error
     error, how = per_tensor_relative_error(x, config.bits, stop_above=budget)
+    # 6 significant digits: the sum's last bits vary with memory alignment, and the header must not
+    error = float(f"{error:.6g}")
     figures = {"per_tensor_relative_error": error, "measured": how, "budget": budget}
     if error <= budget:
         return chosen(False, "one scale for the tensor keeps the error within max_relative_error", **figures)
