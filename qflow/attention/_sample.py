@@ -100,5 +100,7 @@ def write_sample(directory: str | Path, seed: int = 0) -> list[Path]:
     weights["n_heads"] = np.array(N_HEADS, dtype=np.int64)
     emb_path, w_path = out / "embeddings.npy", out / "attention_weights.safetensors"
     np.save(emb_path, x, allow_pickle=False)
-    w_path.write_bytes(save(weights, metadata={"task": f"lag-{LAG} copy", "seed": str(seed)}))
+    # One metadata key: safetensors keeps metadata in a hash map, so two keys come out in either order
+    # and the file's bytes would change from run to run.
+    w_path.write_bytes(save(weights, metadata={"qflow_sample": f"lag-{LAG} copy task, seed {seed}"}))
     return [emb_path, w_path]
