@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,57 +76,62 @@ def _mb_per_s(nbytes: int, seconds: float) -> float | None:
     return round(nbytes / 2**20 / seconds, 1) if seconds > 0 else None
 
 
-def baseline_fp16(arrays: dict[str, np.ndarray]) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+Figures = dict[str, float | None]
+#: One baseline codec on one tensor: ``(restored, stored bytes, seconds spent encoding)``.
+Codec = Callable[[np.ndarray], tuple[np.ndarray, int, float]]
+
+
+def _baseline(arrays: dict[str, np.ndarray], codec: Codec) -> tuple[Figures, dict[str, Figures]]:
+    """Run ``codec`` on every tensor: overall figures (ratio, errors, encode MB/s) and per-tensor (ratio, errors)."""
+    per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
+    for name, x in arrays.items():
+        y, size, seconds = codec(x)
+        s = error_sums(x, y)
+        sums.append(s)
+        stored += size
+        original += x.nbytes
+        elapsed += seconds
+        per[name] = {"compression_ratio": x.nbytes / max(size, 1), **s.figures()}
+    return {"compression_ratio": original / max(stored, 1), **_total(sums).figures(),
+            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+
+
+def _fp16_cast(x: np.ndarray) -> tuple[np.ndarray, int, float]:
+    if x.dtype.kind != "f":
+        return x, x.nbytes, 0.0
+    start = time.perf_counter()
+    half = x.astype(np.float16)
+    return half.astype(x.dtype), half.nbytes, time.perf_counter() - start
+
+
+def _zstd_raw(x: np.ndarray, level: int = 3) -> tuple[np.ndarray, int, float]:
+    raw = np.ascontiguousarray(x).tobytes()
+    start = time.perf_counter()
+    size = len(zstandard.ZstdCompressor(level=level, threads=2 if len(raw) > 4 << 20 else 0).compress(raw))
+    return x, size, time.perf_counter() - start  # lossless: restored is the input
+
+
+def _int8_per_tensor(x: np.ndarray) -> tuple[np.ndarray, int, float]:
+    if x.dtype.kind != "f" or not x.size:
+        return x, x.nbytes, 0.0
+    start = time.perf_counter()
+    peak = float(np.abs(x).max())
+    scale = peak / 127 if peak > 0 else 1.0
+    codes = np.clip(np.rint(x / x.dtype.type(scale)), -127, 127).astype(np.int8)
+    seconds = time.perf_counter() - start
+    return codes.astype(x.dtype) * x.dtype.type(scale), x.size + 4, seconds  # codes + one float32 scale
+
+
+def baseline_fp16(arrays: dict[str, np.ndarray]) -> tuple[Figures, dict[str, Figures]]:
     """Cast float tensors to float16 (others unchanged): overall figures and per-tensor (ratio, error)."""
-    per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
-    for name, x in arrays.items():
-        start = time.perf_counter()
-        half = x.astype(np.float16) if x.dtype.kind == "f" else x
-        elapsed += time.perf_counter() - start
-        y = half.astype(x.dtype)
-        size = x.size * 2 if x.dtype.kind == "f" else x.nbytes
-        s = error_sums(x, y)
-        sums.append(s)
-        stored += size
-        original += x.nbytes
-        per[name] = {"compression_ratio": x.nbytes / max(size, 1), **s.figures()}
-    return {"compression_ratio": original / max(stored, 1), **_total(sums).figures(),
-            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+    return _baseline(arrays, _fp16_cast)
 
 
-def baseline_zstd(arrays: dict[str, np.ndarray], level: int = 3) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
-    """zstd on each tensor's raw bytes (lossless): ratio and throughput."""
-    per, stored, original, elapsed = {}, 0, 0, 0.0
-    for name, x in arrays.items():
-        raw = np.ascontiguousarray(x).tobytes()
-        start = time.perf_counter()
-        size = len(zstandard.ZstdCompressor(level=level, threads=2 if len(raw) > 4 << 20 else 0).compress(raw))
-        elapsed += time.perf_counter() - start
-        stored += size
-        original += len(raw)
-        per[name] = {"compression_ratio": len(raw) / max(size, 1), **ErrorSums(xx=1.0).figures()}
-    return {"compression_ratio": original / max(stored, 1), **ErrorSums(xx=1.0).figures(),
-            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+def baseline_zstd(arrays: dict[str, np.ndarray]) -> tuple[Figures, dict[str, Figures]]:
+    """zstd (level 3) on each tensor's raw bytes (lossless): ratio and throughput."""
+    return _baseline(arrays, _zstd_raw)
 
 
-def baseline_int8(arrays: dict[str, np.ndarray]) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
+def baseline_int8(arrays: dict[str, np.ndarray]) -> tuple[Figures, dict[str, Figures]]:
     """Plain symmetric per-tensor int8 (scale = max|x| / 127), no packing, no extras; non-floats unchanged."""
-    per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
-    for name, x in arrays.items():
-        if x.dtype.kind == "f" and x.size:
-            start = time.perf_counter()
-            peak = float(np.abs(x).max())
-            scale = peak / 127 if peak > 0 else 1.0
-            codes = np.clip(np.rint(x / x.dtype.type(scale)), -127, 127).astype(np.int8)
-            elapsed += time.perf_counter() - start
-            y = codes.astype(x.dtype) * x.dtype.type(scale)
-            size = x.size + 4
-        else:
-            y, size = x, x.nbytes
-        s = error_sums(x, y)
-        sums.append(s)
-        stored += size
-        original += x.nbytes
-        per[name] = {"compression_ratio": x.nbytes / max(size, 1), **s.figures()}
-    return {"compression_ratio": original / max(stored, 1), **_total(sums).figures(),
-            "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
+    return _baseline(arrays, _int8_per_tensor)
