@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from page_helpers import chart_titles, click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.attention import AttentionConfig
 from ui.widgets import field_bounds
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "attention.py"
-
 
 @pytest.fixture
 def at() -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
-
-
-def click_run(at: AppTest) -> AppTest:
-    at.button(key="attention_run_button").click().run()
-    assert not at.exception
-    return at
-
-
-def chart_titles(at: AppTest) -> list[str]:
-    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    return open_page("attention")
 
 
 def test_widgets_are_the_config_fields_with_their_bounds(at: AppTest) -> None:
@@ -54,7 +37,7 @@ def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
         at.toggle(key=f"attention_{name}").set_value(True)
     for name, value in settings.items():
         at.number_input(key=f"attention_{name}").set_value(value)
-    click_run(at)
+    click_run(at, "attention")
     titles = chart_titles(at)
     assert titles[0].startswith("Attention map") and titles[1] == "Relative error vs dense attention"
     assert "Singular values per head (W_O W_V with bias)" in titles
@@ -79,6 +62,6 @@ def test_bad_upload_shows_the_loaders_message(at: AppTest) -> None:
     at.session_state["attention_embeddings_name"] = "broken.npy"
     at.checkbox(key="attention_use_weights").uncheck()
     at.number_input(key="attention_top_k").set_value(4)
-    click_run(at)
+    click_run(at, "attention")
     assert at.error[0].value.startswith("broken.npy: embeddings[1, 1]: not a finite number")
     assert not at.get("plotly_chart")

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from page_helpers import chart_titles, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.compression import CompressConfig
 from ui.widgets import field_bounds
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "compress.py"
-
 
 @pytest.fixture
 def at() -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
-
-
-def chart_titles(at: AppTest) -> list[str]:
-    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    return open_page("compress")
 
 
 def test_widgets_are_the_config_fields_with_their_bounds(at: AppTest) -> None:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from page_helpers import chart_titles, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.compression import DecompressConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "decompress.py"
 SAMPLE = ROOT / "sample_data" / "compression" / "checkpoint.qfz"
 
 
 @pytest.fixture
 def at() -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
+    return open_page("decompress")
 
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
@@ -33,7 +29,7 @@ def test_plain_run_on_the_sample_container_against_the_reference(at: AppTest) ->
     at.selectbox(key="decompress_format").set_value("npz")
     at.button(key="decompress_run_button").click().run()
     assert not at.exception and not at.error
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    titles = chart_titles(at)
     assert titles == ["Relative error vs the reference per tensor"]
     assert at.metric[0].value == "6"
     assert float(at.metric[2].value) < 0.01

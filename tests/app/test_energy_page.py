@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from page_helpers import chart_specs, click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.energy import EnergyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "energy.py"
 SAMPLES = ROOT / "sample_data" / "energy"
 
 
 @pytest.fixture
 def at(tmp_path, monkeypatch) -> AppTest:
     monkeypatch.setenv("QFLOW_HOME", str(tmp_path))  # the run history goes to a temporary store
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
-
-
-def chart_specs(at: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def click_run(at: AppTest) -> AppTest:
-    at.button(key="energy_run_button").click().run()
-    return at
+    return open_page("energy")
 
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
@@ -45,7 +32,7 @@ def test_widgets_are_the_config_fields(at: AppTest) -> None:
 
 
 def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
-    click_run(at)
+    click_run(at, "energy")
     assert not at.exception and not at.error
     plan = at.session_state["energy_run"].plan
     assert plan["solver"]["ran"] == "gnn+list" and plan["metrics"]["budget_respected"]
@@ -66,7 +53,7 @@ def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
 
 def test_all_toggles_off_runs_the_per_node_scheduler(at: AppTest) -> None:
     at.toggle(key="energy_gnn_prediction").set_value(False)
-    click_run(at)
+    click_run(at, "energy")
     assert not at.exception and not at.error
     plan = at.session_state["energy_run"].plan
     assert plan["solver"]["ran"] == "per-node"
@@ -79,7 +66,7 @@ def test_qaoa_windows_add_their_chart_and_table(at: AppTest) -> None:
     at.number_input(key="energy_max_qubits").set_value(4)
     at.number_input(key="energy_qaoa_steps").set_value(5)
     at.number_input(key="energy_gnn_steps").set_value(20)
-    click_run(at)
+    click_run(at, "energy")
     assert not at.exception and not at.error
     plan = at.session_state["energy_run"].plan
     assert plan["solver"]["ran"] == "gnn+list+qaoa"
@@ -94,7 +81,7 @@ def test_cyclic_jobs_show_the_loader_message(at: AppTest) -> None:
         {"jobs": [{"id": "a", "duration": 1, "deps": ["b"]}, {"id": "b", "duration": 1, "deps": ["a"]}]})
     at.session_state["energy_jobs_name"] = "bad_jobs.json"
     at.run()
-    click_run(at)
+    click_run(at, "energy")
     assert not at.exception
     assert at.error[0].value == ("bad_jobs.json: jobs.deps: cyclic dependencies (a -> b -> a, 2 jobs); expected a DAG "
                                  "(no job may depend on itself through others)")

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from page_helpers import chart_specs, click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.hpo import HpoConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "hpo.py"
 SPACE = yaml.safe_load((ROOT / "sample_data" / "hpo" / "space.yaml").read_text())["parameters"]
 
 
 @pytest.fixture
 def at() -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
-
-
-def chart_specs(at: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def click_run(at: AppTest) -> AppTest:
-    at.button(key="hpo_run_button").click().run()
-    return at
+    return open_page("hpo")
 
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
@@ -47,7 +33,7 @@ def test_widgets_are_the_config_fields(at: AppTest) -> None:
 
 
 def test_run_on_the_samples_suggests_and_draws_three_charts(at: AppTest) -> None:
-    click_run(at)
+    click_run(at, "hpo")
     assert not at.exception and not at.error
     plan = at.session_state["hpo_run"].plan
     suggestions = plan["result"]["suggestions"]
@@ -79,7 +65,7 @@ def test_optimize_mode_plots_each_method_against_the_baselines(at: AppTest) -> N
     at.selectbox(key="hpo_objective").set_value("branin")
     at.number_input(key="hpo_n_trials").set_value(8)
     at.number_input(key="hpo_ei_candidates").set_value(128)
-    click_run(at)
+    click_run(at, "hpo")
     assert not at.exception and not at.error
     best = chart_specs(at)[0]
     assert [t["name"] for t in best["data"]] == ["plan (gp-ei)", "random_search", "optuna_tpe"]
@@ -92,7 +78,7 @@ def test_a_malformed_space_shows_the_loader_message(at: AppTest) -> None:
     at.session_state["hpo_space_bytes"] = b"parameters:\n  lr: {kind: float, low: 1, high: 0.1}\n"
     at.session_state["hpo_space_name"] = "bad.yaml"
     at.run()
-    click_run(at)
+    click_run(at, "hpo")
     assert not at.exception
     assert at.error[0].value.startswith("bad.yaml: parameters.lr.bounds: lower bound not below upper bound")
     assert not at.get("plotly_chart")

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from page_helpers import chart_specs, click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.nvlink import NvlinkConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "nvlink.py"
 
 
 @pytest.fixture
 def at() -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
-
-
-def chart_specs(at: AppTest) -> list[dict[str, Any]]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def click_run(at: AppTest) -> AppTest:
-    at.button(key="nvlink_run_button").click().run()
-    return at
+    return open_page("nvlink")
 
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
@@ -48,7 +35,7 @@ def test_widgets_are_the_config_fields(at: AppTest) -> None:
 def test_run_on_the_sample_draws_four_charts(at: AppTest) -> None:
     at.number_input(key="nvlink_rl_episodes").set_value(40)
     at.number_input(key="nvlink_classifier_samples").set_value(80)
-    click_run(at)
+    click_run(at, "nvlink")
     assert not at.exception and not at.error
     plan = at.session_state["nvlink_run"].plan
     assert plan["metrics"]["rounds"] == 62 and set(plan["result"]["placement"]) == {
@@ -77,7 +64,7 @@ def test_another_bundled_scenario(at: AppTest) -> None:
     at.selectbox(key="nvlink_scenario").set_value("dgx_h100_topo.txt").run()
     at.toggle(key="nvlink_classifier").set_value(False)
     at.toggle(key="nvlink_rl_planner").set_value(False)
-    click_run(at)
+    click_run(at, "nvlink")
     assert not at.exception and not at.error
     plan = at.session_state["nvlink_run"].plan
     assert plan["result"]["fabric"]["format"] == "nvidia-smi topo -m"
@@ -90,7 +77,7 @@ def test_a_dangling_link_shows_the_loader_message(at: AppTest) -> None:
     at.session_state["nvlink_fabric_bytes"] = json.dumps(data).encode()
     at.session_state["nvlink_fabric_name"] = "bad.json"
     at.run()
-    click_run(at)
+    click_run(at, "nvlink")
     assert not at.exception
     assert at.error[0].value.startswith("bad.json: links[0].target: dangling link: endpoint is not a node")
     assert not at.get("plotly_chart")

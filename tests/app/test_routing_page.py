@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from page_helpers import chart_specs, click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.routing import RoutingConfig
@@ -15,17 +16,13 @@ from ui.widgets import field_bounds
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_data" / "routing"
-PAGE = ROOT / "pages" / "routing.py"
 PLAN_METHODS = ["hash", "top1_gating", "greedy_balanced"]
 
 
 @pytest.fixture
 def at() -> AppTest:
     """The routing page, run once (before any Run click)."""
-    app = AppTest.from_file(str(PAGE), default_timeout=120)
-    app.run()
-    assert not app.exception
-    return app
+    return open_page("routing")
 
 
 def set_settings(at: AppTest, **settings: Any) -> None:
@@ -33,16 +30,6 @@ def set_settings(at: AppTest, **settings: Any) -> None:
     for name, value in settings.items():
         widget = at.toggle(key=f"routing_{name}") if isinstance(value, bool) else at.number_input(key=f"routing_{name}")
         widget.set_value(value)
-
-
-def click_run(at: AppTest) -> AppTest:
-    at.button(key="routing_run_button").click().run()
-    return at
-
-
-def chart_specs(at: AppTest) -> list[dict[str, Any]]:
-    """The Plotly figures on the page, as the JSON Streamlit sends to the browser."""
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
 def trace_names(spec: dict[str, Any]) -> list[str]:
@@ -84,7 +71,7 @@ class TestWidgets:
 
 class TestRunOnSampleData:
     def test_run_shows_summary_charts_and_download(self, at: AppTest) -> None:
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception
         assert not at.error
         assert path_line(at) == "**Path requested:** `classical` &nbsp;&nbsp; **Path ran:** `classical`"
@@ -118,7 +105,7 @@ class TestRunOnSampleData:
         assert "... " in shown and "more entries (in the download)" in shown
 
     def test_last_plan_survives_a_rerun_and_flags_changed_settings(self, at: AppTest) -> None:
-        click_run(at)
+        click_run(at, "routing")
         created = at.session_state["routing_run"].plan["created_at"]
         set_settings(at, capacity_factor=1.5)
         at.run()  # a widget change reruns the script without pressing Run
@@ -130,7 +117,7 @@ class TestRunOnSampleData:
 class TestToggles:
     def test_qaoa_hqc_runs_circuits_and_shows_convergence(self, at: AppTest, small_qaoa: dict[str, Any]) -> None:
         set_settings(at, **small_qaoa)
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception and not at.error
         assert path_line(at).endswith("**Path ran:** `qaoa+hqc`")
         assert [s.value for s in at.subheader if s.value == "QAOA"] == ["QAOA"]
@@ -148,27 +135,27 @@ class TestToggles:
 
     def test_deterministic_fallback_runs_the_hash_router(self, at: AppTest) -> None:
         set_settings(at, deterministic_fallback=True)
-        click_run(at)
+        click_run(at, "routing")
         assert path_line(at) == "**Path requested:** `hash` &nbsp;&nbsp; **Path ran:** `hash`"
         assert table_rows(at)[0]["method"] == "plan (hash)"
         assert trace_names(chart_specs(at)[0])[0] == "plan (hash)"
 
     def test_simulator_toggle_is_shown_as_a_fallback_warning(self, at: AppTest, small_qaoa: dict[str, Any]) -> None:
         set_settings(at, simulator=True, **small_qaoa)
-        click_run(at)
+        click_run(at, "routing")
         warnings = [w.value for w in at.warning]
         assert any("fell back to `classical-drop-in`" in w and "simulator toggle on" in w for w in warnings), warnings
         assert path_line(at).endswith("**Path ran:** `classical-drop-in`")
 
     def test_baselines_off_leaves_only_the_plan(self, at: AppTest) -> None:
         set_settings(at, baselines=False)
-        click_run(at)
+        click_run(at, "routing")
         assert [r["method"] for r in table_rows(at)] == ["plan (classical)"]
         assert trace_names(chart_specs(at)[0]) == ["plan (classical)", "capacity"]
 
     def test_capacity_too_small_reports_dropped_tokens_and_the_factor_that_drops_none(self, at: AppTest) -> None:
         set_settings(at, capacity_factor=0.5)
-        click_run(at)
+        click_run(at, "routing")
         dropped = at.session_state["routing_run"].plan["result"]["dropped"]
         assert dropped["count"] > 0
         warning = next(w.value for w in at.warning if "tokens dropped" in w.value)
@@ -178,11 +165,11 @@ class TestToggles:
 
 class TestInputErrors:
     def test_injected_malformed_tokens_show_the_loader_message(self, at: AppTest) -> None:
-        click_run(at)  # a good plan first: the error must replace it, not sit above stale charts
+        click_run(at, "routing")  # a good plan first: the error must replace it, not sit above stale charts
         at.session_state["routing_tokens_bytes"] = b"token_id,source,complexity\nt0,node0,abc\n"
         at.run()
         assert any("injected bytes" in c.value for c in at.caption)
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception
         assert [e.value for e in at.error] == [
             "injected_tokens.csv: complexity[row 0]: not a finite number; expected a finite number, got abc"
@@ -192,14 +179,14 @@ class TestInputErrors:
     def test_injected_name_picks_the_file_in_the_message(self, at: AppTest) -> None:
         at.session_state["routing_model_graph_bytes"] = json.dumps({"experts": [{"id": "e0"}]}).encode()
         at.session_state["routing_model_graph_name"] = "cluster.json"
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception
         assert at.error[0].value.startswith("cluster.json: experts[0].node: missing")
 
     def test_uploaded_bad_yaml_graph_is_an_error_not_a_traceback(self, at: AppTest) -> None:
         at.file_uploader(key="routing_model_graph_upload").set_value(("graph.yaml", b"experts: [\n", "application/yaml"))
         at.run()
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception
         assert at.error[0].value.startswith("graph.yaml: (line")
         assert "invalid YAML" in at.error[0].value
@@ -210,7 +197,7 @@ class TestInputErrors:
             ("model_graph.yaml", yaml.safe_dump(graph).encode(), "application/yaml"))
         at.run()
         assert not any("model_graph.json" in c.value for c in at.caption)  # the sample is no longer used
-        click_run(at)
+        click_run(at, "routing")
         assert not at.exception and not at.error
         inputs = {d["name"]: d for d in at.session_state["routing_run"].plan["inputs"]}
         assert inputs["model_graph"]["source"] == "model_graph.yaml"
