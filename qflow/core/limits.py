@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from qflow.core.errors import InputError
 
-__all__ = ["Limit", "LIMITS", "LimitExceededError", "limit_value", "check_limit", "validate_environment"]
+__all__ = ["Limit", "LIMITS", "LimitExceededError", "limit_value", "check_limit", "max_workers", "validate_environment"]
 
 MIB = 2**20
 
@@ -135,3 +135,21 @@ def validate_environment(environ: Mapping[str, str] | None = None) -> None:
     """Parse every limit's variable; the first malformed one raises :class:`InputError`."""
     for name in LIMITS:
         limit_value(name, environ)
+
+
+def max_workers(requested: int | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Worker processes a run may start: ``requested`` capped at the cores and ``QFLOW_MAX_WORKERS``.
+
+    ``requested`` of ``None``, 0 or a negative number (joblib's ``-1``) means
+    "as many as allowed". Always at least 1.
+
+    >>> max_workers(64, {"QFLOW_MAX_WORKERS": "3"})
+    3
+    >>> max_workers(1)
+    1
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    configured = int(limit_value("worker_processes", environ))
+    cap = min(cores, configured) if configured > 0 else cores
+    wanted = cap if requested is None or requested <= 0 else requested
+    return max(1, min(wanted, cap))

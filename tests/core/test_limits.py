@@ -30,3 +30,15 @@ def test_over_limit_names_file_field_limit_and_declared(monkeypatch):
     assert message.startswith("x.npz: (members): over the archive_members limit")
     assert "QFLOW_MAX_ARCHIVE_MEMBERS" in message and "at most 5" in message and "got 6" in message
     assert isinstance(info.value, InputError)
+
+
+def test_max_workers_caps_at_cores_and_variable(monkeypatch):
+    from qflow.core.limits import max_workers
+
+    monkeypatch.delenv("QFLOW_MAX_WORKERS", raising=False)
+    cores = max_workers(None)
+    assert cores >= 1
+    assert max_workers(10_000) == cores
+    assert max_workers(-1) == cores
+    monkeypatch.setenv("QFLOW_MAX_WORKERS", "1")
+    assert max_workers(32) == 1
