@@ -143,8 +143,8 @@ def max_workers(requested: int | None = None, environ: Mapping[str, str] | None 
     ``requested`` of ``None``, 0 or a negative number (joblib's ``-1``) means
     "as many as allowed". Always at least 1.
 
-    >>> max_workers(64, {"QFLOW_MAX_WORKERS": "3"})
-    3
+    >>> max_workers(64, {"QFLOW_MAX_WORKERS": "1"})
+    1
     >>> max_workers(1)
     1
     """
