@@ -65,6 +65,9 @@ LIMITS: dict[str, Limit] = {
     "yaml_aliases": Limit("QFLOW_MAX_YAML_ALIASES", 100, "count", "alias references in one YAML document"),
     "carried_field_bytes": Limit("QFLOW_MAX_CARRIED_FIELD_KB", 64, "count", "KiB of one free-form field copied into a plan"),
     "request_seconds": Limit("QFLOW_REQUEST_TIME_BUDGET_S", 300, "s", "wall time of one API request's engine work"),
+    "energy_job_slots": Limit(
+        "QFLOW_MAX_ENERGY_JOB_SLOTS", 10_000_000, "count", "energy jobs x schedule slots (the sum of their durations) of one plan"
+    ),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
 }
 

@@ -90,6 +90,8 @@ def fit_power_models(telemetry: pd.DataFrame, topology: Topology) -> list[PowerF
     fits = []
     for i, node in enumerate(topology.node_ids):
         rows = telemetry[telemetry["node"] == node]
+        if "sm_clock_mhz" in rows:  # missing clock readings (blank, "not supported") are left out of the fit
+            rows = rows[np.isfinite(rows["sm_clock_mhz"].to_numpy(float))]
         power = rows["power_w"].to_numpy(float)
         if "sm_clock_mhz" not in rows or len(rows) < 3:
             source = rows if len(rows) else telemetry
@@ -101,7 +103,7 @@ def fit_power_models(telemetry: pd.DataFrame, topology: Topology) -> list[PowerF
         f3 = (rows["sm_clock_mhz"].to_numpy(float) / 1000.0) ** 3
         coef, mae, r2 = _fit(np.column_stack([np.ones_like(f3), f3]), power)
         best = PowerFit(float(coef[0]), float(coef[1]), "P = P_idle + k f^3", mae, r2, len(rows))
-        if "utilization" in rows:
+        if "utilization" in rows and np.isfinite(rows["utilization"].to_numpy(float)).all():
             u = rows["utilization"].to_numpy(float)
             coef_u, mae_u, r2_u = _fit(np.column_stack([np.ones_like(f3), u * f3]), power)
             if mae_u < mae:

@@ -8,6 +8,7 @@ peak-slot windows (greedy, QAOA, meta-controller) -> clock caps -> plan.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, Stag
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
+from qflow.energy._makespan import flatten_within, makespan_lower_bound, shortest_schedule
 from qflow.energy._meta import WindowController
 from qflow.energy._predict import build_node_series, estimate_job_power, evaluate_predictors
 from qflow.energy._quantum import apply_window, build_window, greedy_bits, window_cost, window_ising
@@ -40,6 +42,8 @@ __all__ = ["load_energy_inputs", "plan_energy"]
 Progress = Callable[[float, str], None]
 #: Auto horizon = this x the ASAP makespan (slack for flattening the peak).
 AUTO_HORIZON_FACTOR = 1.5
+#: Seconds between progress reports from inside long loops.
+HEARTBEAT_S = 0.25
 
 
 def load_energy_inputs(telemetry: Any, topology: Any, jobs: Any, *, telemetry_name: str | None = None,
@@ -107,7 +111,7 @@ def _score(problem: Problem, schedule: Schedule) -> tuple[float, float]:
 class _WindowRun:
     """State of the window stage: the schedule being improved, the quantum backend, the records."""
 
-    def __init__(self, config: EnergyConfig, problem: Problem, solver: SolverReport) -> None:
+    def __init__(self, config: EnergyConfig, problem: Problem, solver: SolverReport, heartbeat: Callable[[], None] | None = None) -> None:
         self.config, self.problem, self.solver = config, problem, solver
         self.records: list[dict[str, Any]] = []
         self.histories: list[list[float]] = []
@@ -119,7 +123,7 @@ class _WindowRun:
         self.quantum_reason: str | None = None
         try:
             self.device = choose_device()
-            self.budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+            self.budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
         except QuantumUnavailableError as exc:
             self._fall_back(str(exc))
 
@@ -258,11 +262,17 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     ...                             {"id": "y", "duration": 1, "power_w": 200, "deps": ["x"]}]}, topo)
     >>> tel = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=8, freq="h", tz="UTC"), "node": "a",
     ...                     "gpu": "0", "power_w": [100.0, 200, 150, 300, 250, 100, 120, 180]})
-    >>> plan = plan_energy(EnergyInputs(parse_telemetry(tel, topo), topo, jobs), {"power_budget_w": 500})
+    >>> inputs = EnergyInputs(parse_telemetry(tel, topo), topo, jobs)
+    >>> plan = plan_energy(inputs, {"power_budget_w": 500})
+    >>> [(r["job"], r["start"], r["end"]) for r in plan.result["schedule"]], plan.metrics["peak_power_w"]
+    ([('x', 0, 2), ('z', 2, 3), ('y', 2, 3)], 450.0)
+    >>> plan.metrics["makespan_slots"], plan.metrics["makespan_lower_bound_slots"], plan.baselines["asap"]["peak_power_w"]
+    (3, 3, 550.0)
+    >>> plan = plan_energy(inputs, {"power_budget_w": 500, "objective": "min_peak"})
     >>> [(r["job"], r["start"], r["end"]) for r in plan.result["schedule"]], plan.metrics["peak_power_w"]
     ([('x', 0, 2), ('z', 2, 3), ('y', 3, 4)], 300.0)
-    >>> plan.baselines["asap"]["peak_power_w"], plan.metrics["lower_bound_w"], plan.metrics["horizon_slots"]
-    (550.0, 300.0, 5)
+    >>> plan.metrics["lower_bound_w"], plan.metrics["horizon_slots"]
+    (300.0, 5)
     """
     if not isinstance(config, EnergyConfig):
         config = EnergyConfig.from_mapping(config, "config")
@@ -274,6 +284,8 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     if digests is None:
         digests = [digest_frame(telemetry, "telemetry"), digest_mapping(topo.node_ids, "topology"), digest_mapping(jobs.ids, "jobs")]
     solver = SolverReport(requested=_requested(config), ran=_requested(config))
+    beat = _Heartbeat(report)
+    objective: dict[str, Any] = {"name": "min_peak", "requested": config.objective}
 
     report(0.02, "job power estimates and schedules")
     with timer.stage("schedule"):
@@ -282,6 +294,10 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         power = np.where(missing, estimates, jobs.power_w)
         problem = Problem(jobs.duration, power, jobs.gpus, jobs.node, jobs.deps, topo.gpus)
         budget, budget_source = _budget(config, topo, names)
+        if budget is None:
+            objective["why"] = "no power budget: the peak is minimised within the horizon"
+        elif config.objective == "min_peak":
+            objective["why"] = "objective min_peak: the lowest peak within the horizon"
         if budget is not None and budget < power.max():
             j = int(np.argmax(power))
             raise InfeasibleError(budget_source, "power_budget_w", "budget below the largest single job",
@@ -294,21 +310,38 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         list_info: dict[str, Any] | None = None
         if solver.requested == "per-node":
             schedule = per_node
+            objective["name"] = "per_node"
+            objective["why"] = "all toggles off: the simple per-node scheduler (each node ASAP under its own share of the budget)"
             if per_node.makespan(problem) > horizon:
                 diagnostics.append(f"the per-node schedule needs {per_node.makespan(problem)} slots, beyond the horizon of {horizon}")
         else:
-            listed = list_schedule(problem, horizon, budget, auto, budget_source=budget_source)
-            schedule = listed.schedule
-            list_info = {"priority_rule": listed.rule, "probes": listed.probes, "cap_w": round(listed.cap_w, 3)}
-            if listed.horizon_extended:
-                diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
-            horizon = listed.horizon
+            shortest = None
+            if budget is not None and config.objective == "min_makespan":
+                report(0.04, "shortest makespan under the budget")
+                shortest = _shortest(problem, budget, config, beat)
+                if not auto and shortest["schedule"].makespan(problem) > horizon:
+                    diagnostics.append(f"the min_makespan search needs {shortest['schedule'].makespan(problem)} slots, beyond the "
+                                       f"explicit horizon of {horizon}: the min_peak search ran instead")
+                    shortest = None
+            if shortest is not None:
+                schedule = shortest["schedule"]
+                objective = shortest["report"]
+                horizon = schedule.makespan(problem) if auto else horizon
+            else:
+                listed = list_schedule(problem, horizon, budget, auto, budget_source=budget_source, heartbeat=beat)
+                schedule = listed.schedule
+                list_info = {"priority_rule": listed.rule, "probes": listed.probes, "cap_w": round(listed.cap_w, 3)}
+                if listed.horizon_extended:
+                    diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
+                horizon = listed.horizon
 
     report(0.2, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else ""))
+    beat.stage(0.2, "prediction: training the GNN")
     with timer.stage("predict"):
         series = build_node_series(telemetry, topo)
         prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
-                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed)
+                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed,
+                                         heartbeat=beat)
         fits = fit_power_models(telemetry, topo)
         clocks, clock_sources = current_clocks(telemetry, topo)
     if config.gnn_prediction and prediction.best != "gnn":
@@ -319,7 +352,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     window_run = None
     if config.qaoa_scheduling or config.meta_learning:
         with timer.stage("windows"):
-            window_run = _WindowRun(config, problem, solver)
+            window_run = _WindowRun(config, problem, solver, beat)
             schedule = window_run.run(schedule, horizon, budget, jobs.ids, report)
             quantum = window_run.report()
             if quantum is not None:
@@ -331,7 +364,15 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     slot_h = config.slot_hours
     idle = np.array([f.p_idle_w for f in fits])
     metrics = _schedule_metrics(problem, schedule, horizon, budget, slot_h, idle)
+    if budget is not None and "makespan_lower_bound_slots" not in objective:
+        bound = makespan_lower_bound(problem, budget)
+        objective.update(makespan_lower_bound_slots=bound["bound"], lower_bound_components=bound)
+    if "makespan_lower_bound_slots" in objective:
+        objective["makespan_gap_to_lower_bound"] = round(metrics["makespan_slots"] / objective["makespan_lower_bound_slots"] - 1.0, 6)
     metrics.update({
+        "objective": objective["name"],
+        "makespan_lower_bound_slots": objective.get("makespan_lower_bound_slots"),
+        "makespan_gap_to_lower_bound": objective.get("makespan_gap_to_lower_bound"),
         "horizon_slots": horizon,
         "power_budget_w": budget,
         "budget_respected": metrics["budget_exceeded_slots"] == 0,
@@ -358,7 +399,9 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
                      for j in np.lexsort((np.arange(problem.n_jobs), schedule.start))],
         "slot_hours": slot_h,
         "horizon_slots": horizon,
-        "horizon_source": "auto (1.5 x ASAP makespan)" if auto else "config",
+        "horizon_source": ("config" if not auto else "auto: the shortest makespan found under the budget"
+                           if objective["name"] == "min_makespan" else "auto (1.5 x ASAP makespan)"),
+        "objective": objective,
         "power_budget_w": budget,
         "power_budget_source": budget_source if budget is not None else None,
         "node_ids": topo.node_ids,
@@ -403,6 +446,49 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     report(1.0, "done")
     return Plan(module="energy", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+class _Heartbeat:
+    """Progress reports from inside long loops, at most every :data:`HEARTBEAT_S`, so a cancel raised there stops them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.last = time.perf_counter()
+        self.fraction = 0.0
+        self.message = "working"
+
+    def stage(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
+
+    def __call__(self) -> None:
+        now = time.perf_counter()
+        if now - self.last >= HEARTBEAT_S:
+            self.last = now
+            self.progress(self.fraction, self.message)
+
+
+def _shortest(problem: Problem, budget: float, config: EnergyConfig, beat: _Heartbeat) -> dict[str, Any]:
+    """The min_makespan objective: shortest schedule under the budget, then the lowest peak at that makespan."""
+    beat.stage(0.05, "shortest makespan under the budget")
+    found = shortest_schedule(problem, budget, config.makespan_iterations, config.seed, heartbeat=beat)
+    flat, probes = flatten_within(problem, found.schedule, budget, heartbeat=beat)
+    bound = found.lower_bound
+    span = flat.makespan(problem)
+    report = {
+        "name": "min_makespan", "requested": config.objective,
+        "why": "a power budget is set: the shortest schedule that never exceeds it; peak flattening only breaks ties",
+        "makespan_slots": span,
+        "makespan_lower_bound_slots": bound["bound"],
+        "makespan_gap_to_lower_bound": round(span / bound["bound"] - 1.0, 6),
+        "lower_bound_components": bound,
+        "optimal_proven": span <= bound["bound"],
+        "search": {"method": "list scheduling at cap = budget, priority rules + randomised bottom-level orders, "
+                             "each improved by forward-backward passes; then the cap bisected at that makespan (tie-break)",
+                   "starts": found.starts, "forward_backward_passes": found.passes, "best_start": found.source,
+                   "best_makespan_after_each_start": found.history, "peak_before_tie_break_w": round(found.peak_w, 3),
+                   "tie_break_probes": probes},
+    }
+    return {"schedule": flat, "report": report}
 
 
 def _mean(values: list[float | None]) -> float | None:

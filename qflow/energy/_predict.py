@@ -19,6 +19,7 @@ predicted from the measured history up to it (no refitting, no peeking).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ class GraphSage(torch.nn.Module):
 
 
 def train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: int, steps: int, seed: int,
-              validation_fraction: float = 0.2) -> tuple[GraphSage, list[float]]:
+              validation_fraction: float = 0.2, heartbeat: Callable[[], None] | None = None) -> tuple[GraphSage, list[float]]:
     """Full-batch Adam on the Huber loss, early-stopped on the last ``validation_fraction`` of ``X``.
 
     Power jumps when jobs start or stop, so the scaled changes ``y`` are
@@ -140,14 +141,15 @@ def train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: 
     series is short: a few hundred samples per node, easy to overfit).
     Returns the model and the training loss per step. Seeded inside
     :func:`torch.random.fork_rng`, so the caller's RNG is untouched.
+    ``heartbeat`` is called every step (a cancel raised there stops training).
     """
     # One thread: the model is tiny (see qflow.core.threads for the measurements).
     with one_torch_thread():
-        return _train_gnn(X, y, neighbour_mean, hidden, steps, seed, validation_fraction)
+        return _train_gnn(X, y, neighbour_mean, hidden, steps, seed, validation_fraction, heartbeat)
 
 
 def _train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden: int, steps: int, seed: int,
-               validation_fraction: float) -> tuple[GraphSage, list[float]]:
+               validation_fraction: float, heartbeat: Callable[[], None] | None = None) -> tuple[GraphSage, list[float]]:
     n_val = max(1, round(validation_fraction * len(X))) if len(X) > 4 else 0
     n_fit = len(X) - n_val
     with torch.random.fork_rng():
@@ -158,6 +160,8 @@ def _train_gnn(X: np.ndarray, y: np.ndarray, neighbour_mean: np.ndarray, hidden:
         losses = []
         best_val, best_state = float("inf"), None
         for _ in range(steps):
+            if heartbeat is not None:
+                heartbeat()
             opt.zero_grad()
             loss = torch.nn.functional.huber_loss(model(Xt[:n_fit]), yt[:n_fit], delta=HUBER_DELTA)
             loss.backward()
@@ -222,7 +226,7 @@ class PredictionReport:
 
 
 def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, test_fraction: float, use_gnn: bool,
-                        hidden: int, steps: int, seed: int) -> PredictionReport:
+                        hidden: int, steps: int, seed: int, heartbeat: Callable[[], None] | None = None) -> PredictionReport:
     """Fit ridge (and the GNN) on the head, score all methods walk-forward on the tail.
 
     Needs at least ``window + 3`` intervals; shorter histories shrink the
@@ -248,7 +252,7 @@ def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, 
                 "ridge": (series.power_w[-1] + ridge.predict(X_next.reshape(X.shape[1], -1)) * scale).tolist()}
     losses: list[float] = []
     if use_gnn:
-        model, losses = train_gnn(X[:n_train], y[:n_train], neighbour_mean_matrix(topology), hidden, steps, seed)
+        model, losses = train_gnn(X[:n_train], y[:n_train], neighbour_mean_matrix(topology), hidden, steps, seed, heartbeat=heartbeat)
         predictions["gnn"] = last[n_train:] + _gnn_predict(model, X[n_train:]) * scale
         forecast["gnn"] = (series.power_w[-1] + _gnn_predict(model, X_next[None])[0] * scale).tolist()
     # Power cannot be negative: clip every method the same way.

@@ -20,6 +20,7 @@ Power here is the jobs' draw in W; a schedule's profile has one value per slot.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -337,7 +338,8 @@ class ListResult:
 
 
 def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizon_is_auto: bool,
-                  budget_source: str = "config", rel_tol: float = 0.002, max_probes: int = 30) -> ListResult:
+                  budget_source: str = "config", rel_tol: float = 0.002, max_probes: int = 30,
+                  heartbeat: Callable[[], None] | None = None) -> ListResult:
     """Bisect, per priority rule, the smallest cluster cap whose list schedule ends within ``horizon``.
 
     The cap is searched in ``[lower bound, min(budget, ASAP peak)]`` for each
@@ -366,6 +368,8 @@ def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizo
     def attempt(order: np.ndarray, cap: float) -> Schedule:
         nonlocal probes
         probes += 1
+        if heartbeat is not None:
+            heartbeat()
         return serial_schedule(problem, order, cluster_cap_w=cap)
 
     asap = attempt(rules["bottom_level"], np.inf)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -27,6 +27,7 @@ from pydantic import Field
 
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
+from qflow.core.limits import check_limit
 
 __all__ = [
     "EnergyConfig",
@@ -43,6 +44,17 @@ __all__ = [
 TELEMETRY_REQUIRED = ("timestamp", "node", "gpu", "power_w")
 #: Optional numeric telemetry columns.
 TELEMETRY_NUMERIC = ("utilization", "sm_clock_mhz", "temperature_c")
+#: Largest plausible value per telemetry column (one GPU's row): anything above is a unit mix-up or corrupt data.
+TELEMETRY_MAX = {"power_w": 100_000.0, "utilization": 100.0, "sm_clock_mhz": 100_000.0, "temperature_c": 1_000.0}
+#: Longest job and largest slot count anything may declare (the config's horizon has the same cap).
+MAX_SLOTS = 100_000
+#: Plausibility caps of topology and job numbers: beyond these a value is a typo or hostile, not hardware.
+MAX_GPUS_PER_NODE = 4096
+MAX_CLOCK_MHZ = 100_000.0
+MAX_GPU_POWER_W = 100_000.0
+MAX_POWER_W = 1e9
+#: Longest node, job or accelerator id, characters.
+MAX_ID_CHARS = 200
 
 
 class EnergyConfig(QflowConfig):
@@ -67,6 +79,12 @@ class EnergyConfig(QflowConfig):
     gnn_hidden: int = Field(16, ge=4, le=256, description="Hidden width of the GraphSAGE layers.")
     history_window: int = Field(4, ge=1, le=48, description="Telemetry intervals of history each prediction sees.")
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of the telemetry's tail held out for the walk-forward evaluation.")
+    objective: Literal["min_makespan", "min_peak"] = Field("min_makespan", description="With a budget: min_makespan = the shortest schedule that never exceeds it (peak flattening only breaks ties); min_peak = the lowest peak within the horizon. Without a budget the peak is minimised.")
+    makespan_iterations: int = Field(24, ge=0, le=500, description="Randomised priority orders the min_makespan search tries besides the fixed rules (each improved by forward-backward passes).")
+    telemetry_format: Literal["auto", "qflow", "prometheus_json", "prometheus_text", "nvidia_smi", "dcgmi_dmon"] = Field("auto", description="Telemetry file format; auto detects it from the content.")
+    telemetry_node: str = Field("", max_length=200, description="Node of an nvidia-smi or dcgmi dmon log without a node column; empty: the file name's stem when it is a node id, else the topology's only node.")
+    telemetry_interval_s: float = Field(0.0, ge=0, le=86_400, description="dcgmi dmon only: seconds between samples (its --delay / 1000); required for that format.")
+    telemetry_start: str = Field("", max_length=64, description="dcgmi dmon only: time of the first sample (ISO 8601); empty: 1970-01-01T00:00Z (times then relative).")
     max_slowdown: float = Field(1.15, ge=1.0, le=3.0, description="Clock caps may slow jobs by at most this factor for energy (power limits may need more).")
 
 
@@ -157,9 +175,13 @@ class EnergyInputs:
 
 
 def _number(value: Any, source: str, where: str, *, low: float | None = None, strict_low: bool = False,
-            integer: bool = False, expected: str = "a number") -> float:
+            integer: bool = False, expected: str = "a number", high: float = MAX_POWER_W) -> float:
+    """``value`` as a finite float in ``[low, high]`` (huge integers refused before any conversion)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(source, where, "not a number", expected, value)
+    if isinstance(value, int) and abs(value) > 10**15:
+        raise InputError(source, where, "implausibly large", f"{expected}, at most {high:g}",
+                         f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits" if abs(value) > 10**30 else value)
     x = float(value)
     if not math.isfinite(x):
         raise InputError(source, where, "not finite", expected, value)
@@ -167,7 +189,61 @@ def _number(value: Any, source: str, where: str, *, low: float | None = None, st
         raise InputError(source, where, "not an integer", expected, value)
     if low is not None and (x <= low if strict_low else x < low):
         raise InputError(source, where, "out of range", expected, value)
+    if x > high:
+        raise InputError(source, where, "implausibly large", f"{expected}, at most {high:g}", value)
     return x
+
+
+def _identifier(value: Any, source: str, where: str) -> str:
+    """A node, job or accelerator id: text or a whole number, at most :data:`MAX_ID_CHARS` characters."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InputError(source, where, "wrong type", f"a text id of at most {MAX_ID_CHARS} characters", type(value).__name__)
+    if isinstance(value, int) and abs(value).bit_length() > 3 * MAX_ID_CHARS:
+        raise InputError(source, where, "too long", f"a text id of at most {MAX_ID_CHARS} characters", "a huge integer")
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise InputError(source, where, "too long", f"a text id of at most {MAX_ID_CHARS} characters", f"{len(text)} characters")
+    return text
+
+
+def carried_kib(value: Any, stop_after_bytes: int) -> int:
+    """Approximate JSON size of ``value`` in KiB, counting no further than ``stop_after_bytes``.
+
+    Walks the structure iteratively (each shared reference counted every
+    time, as ``json.dumps`` would write it) and stops as soon as the count
+    passes ``stop_after_bytes``, so an alias-expanded YAML bomb costs no more
+    than the limit to measure. Written by hand because ``json.dumps`` would
+    build the whole text first.
+
+    >>> carried_kib([{"id": "q"}], 10_000), carried_kib(["x" * 5000] * 10, 2048) > 2
+    (1, True)
+    """
+    total, stack = 0, [value]
+    while stack and total <= stop_after_bytes:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            total += 2 + 4 * len(item)
+            for key, sub in item.items():
+                total += len(str(key))
+                stack.append(sub)
+        elif isinstance(item, list | tuple):
+            total += 2 + 2 * len(item)
+            stack.extend(item)
+        elif isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 10**30:
+            total += stop_after_bytes + 1
+        else:
+            total += len(str(item))
+    return math.ceil(total / 1024)
+
+
+def check_carried(value: Any, source: str, where: str) -> None:
+    """Refuse a free-form field copied into the plan when its JSON passes the ``carried_field_bytes`` limit."""
+    from qflow.core.limits import limit_value
+
+    allowed_kib = limit_value("carried_field_bytes")
+    check_limit(carried_kib(value, int(allowed_kib * 1024)), "carried_field_bytes", source, where)
 
 
 def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topology:
@@ -193,23 +269,28 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
         where = f"nodes[{i}]"
         if not isinstance(node, Mapping) or "id" not in node:
             raise InputError(source, where, "wrong shape", "an object with an id", node)
-        node_id = str(node["id"])
+        node_id = _identifier(node["id"], source, f"{where}.id")
         if node_id in ids:
             raise InputError(source, f"{where}.id", "duplicate node id", "distinct ids", node_id)
         ids.append(node_id)
-        gpus = _number(node.get("gpus", 8), source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1")
-        lo = _number(node.get("min_clock_mhz"), source, f"{where}.min_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz")
-        hi = _number(node.get("max_clock_mhz"), source, f"{where}.max_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz")
+        gpus = _number(node.get("gpus", 8), source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1", high=MAX_GPUS_PER_NODE)
+        lo = _number(node.get("min_clock_mhz"), source, f"{where}.min_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz",
+                     high=MAX_CLOCK_MHZ)
+        hi = _number(node.get("max_clock_mhz"), source, f"{where}.max_clock_mhz", low=0, strict_low=True, expected="a clock > 0 MHz",
+                     high=MAX_CLOCK_MHZ)
         if lo >= hi:
             raise InputError(source, f"{where}.min_clock_mhz", "not below max_clock_mhz", "min_clock_mhz < max_clock_mhz", f"{lo:g} >= {hi:g}")
-        plim = _number(node.get("gpu_power_limit_w"), source, f"{where}.gpu_power_limit_w", low=0, strict_low=True, expected="a power > 0 W")
-        pmin = _number(node.get("gpu_min_power_w", 0.3 * plim), source, f"{where}.gpu_min_power_w", low=0, expected="a power >= 0 W")
+        plim = _number(node.get("gpu_power_limit_w"), source, f"{where}.gpu_power_limit_w", low=0, strict_low=True, expected="a power > 0 W",
+                       high=MAX_GPU_POWER_W)
+        pmin = _number(node.get("gpu_min_power_w", 0.3 * plim), source, f"{where}.gpu_min_power_w", low=0, expected="a power >= 0 W",
+                       high=MAX_GPU_POWER_W)
         if pmin > plim:
             raise InputError(source, f"{where}.gpu_min_power_w", "above gpu_power_limit_w", "gpu_min_power_w <= gpu_power_limit_w", pmin)
         cur = node.get("current_clock_mhz")
         cur_value = math.nan
         if cur is not None:
-            cur_value = _number(cur, source, f"{where}.current_clock_mhz", low=0, strict_low=True, expected=f"a clock in [{lo:g}, {hi:g}] MHz")
+            cur_value = _number(cur, source, f"{where}.current_clock_mhz", low=0, strict_low=True, expected=f"a clock in [{lo:g}, {hi:g}] MHz",
+                                high=MAX_CLOCK_MHZ)
             if not lo <= cur_value <= hi:
                 raise InputError(source, f"{where}.current_clock_mhz", "outside the clock range", f"a clock in [{lo:g}, {hi:g}] MHz", cur)
         nlim = _number(node.get("power_limit_w", gpus * plim), source, f"{where}.power_limit_w", low=0, strict_low=True, expected="a power > 0 W")
@@ -225,10 +306,11 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
     for i, link in enumerate(raw_links):
         if not isinstance(link, Mapping) or "source" not in link or "target" not in link:
             raise InputError(source, f"links[{i}]", "wrong shape", "an object with source and target", link)
-        for end in ("source", "target"):
-            if str(link[end]) not in index:
-                raise InputError(source, f"links[{i}].{end}", "unknown node", "a node id from nodes", link[end])
-        a, b = index[str(link["source"])], index[str(link["target"])]
+        ends = [_identifier(link[end], source, f"links[{i}].{end}") for end in ("source", "target")]
+        for end, name in zip(("source", "target"), ends, strict=True):
+            if name not in index:
+                raise InputError(source, f"links[{i}].{end}", "unknown node", "a node id from nodes", name)
+        a, b = index[ends[0]], index[ends[1]]
         if a != b:
             links.append((min(a, b), max(a, b)))
     budget = data.get("power_budget_w")
@@ -236,6 +318,7 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
     quantum = data.get("quantum_accelerators") or []
     if not isinstance(quantum, list):
         raise InputError(source, "quantum_accelerators", "wrong type", "a list", type(quantum).__name__)
+    check_carried(quantum, source, "quantum_accelerators")
     arr = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     return Topology(
         node_ids=ids, gpus=arr["gpus"].astype(int), min_clock_mhz=arr["min"], max_clock_mhz=arr["max"],
@@ -258,15 +341,19 @@ def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs"
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not jobs:
         raise InputError(source, "jobs", "missing or empty", "a non-empty list of jobs", type(jobs).__name__ if jobs is not None else None)
+    # Each job takes at least one slot: refuse a job count whose smallest schedule is already over the limit.
+    check_limit(len(jobs) * (len(jobs) + 1), "energy_job_slots", source, "jobs (jobs x total duration slots, at least jobs^2)")
     node_index = topology.index()
     ids: list[str] = []
+    seen: set[str] = set()
     for i, job in enumerate(jobs):
         if not isinstance(job, Mapping) or "id" not in job:
             raise InputError(source, f"jobs[{i}]", "wrong shape", "an object with an id and a duration", job)
-        job_id = str(job["id"])
-        if job_id in ids:
+        job_id = _identifier(job["id"], source, f"jobs[{i}].id")
+        if job_id in seen:
             raise InputError(source, f"jobs[{i}].id", "duplicate job id", "distinct ids", job_id)
         ids.append(job_id)
+        seen.add(job_id)
     index = {j: i for i, j in enumerate(ids)}
     n = len(ids)
     duration = np.zeros(n, dtype=int)
@@ -278,15 +365,18 @@ def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs"
         where = f"jobs[{i}]"
         if "duration" not in job:
             raise InputError(source, f"{where}.duration", "missing field", "a whole number of slots >= 1")
-        duration[i] = int(_number(job["duration"], source, f"{where}.duration", low=1, integer=True, expected="a whole number of slots >= 1"))
+        duration[i] = int(_number(job["duration"], source, f"{where}.duration", low=1, integer=True,
+                                  expected="a whole number of slots >= 1", high=MAX_SLOTS))
         if job.get("power_w") is not None:
             power[i] = _number(job["power_w"], source, f"{where}.power_w", low=0, strict_low=True, expected="a power > 0 W")
         if job.get("node") is not None:
-            if str(job["node"]) not in node_index:
-                raise InputError(source, f"{where}.node", "unknown node", "a node id from the topology", job["node"])
-            node[i] = node_index[str(job["node"])]
+            node_id = _identifier(job["node"], source, f"{where}.node")
+            if node_id not in node_index:
+                raise InputError(source, f"{where}.node", "unknown node", "a node id from the topology", node_id)
+            node[i] = node_index[node_id]
         if job.get("gpus") is not None:
-            gpus[i] = int(_number(job["gpus"], source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1"))
+            gpus[i] = int(_number(job["gpus"], source, f"{where}.gpus", low=1, integer=True, expected="an integer >= 1",
+                                  high=MAX_GPUS_PER_NODE))
         most = int(topology.gpus[node[i]]) if node[i] >= 0 else int(topology.gpus.max())
         if gpus[i] > most:
             raise InputError(source, f"{where}.gpus", "more GPUs than its node has", f"at most {most}", int(gpus[i]))
@@ -295,10 +385,15 @@ def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs"
             raise InputError(source, f"{where}.deps", "wrong type", "a list of job ids", raw_deps)
         mine = []
         for dep in raw_deps:
-            if str(dep) not in index:
-                raise InputError(source, f"{where}.deps", "unknown job", "ids of jobs in this file", dep)
-            mine.append(index[str(dep)])
+            dep_id = _identifier(dep, source, f"{where}.deps")
+            if dep_id not in index:
+                raise InputError(source, f"{where}.deps", "unknown job", "ids of jobs in this file", dep_id)
+            mine.append(index[dep_id])
         deps.append(sorted(set(mine)))
+    # Every scheduler pass keeps (nodes, slots) arrays and places each job over them: bound the work before any of it.
+    slots = int(duration.sum()) + 1
+    check_limit(n * slots, "energy_job_slots", source, "jobs (jobs x total duration slots)")
+    check_limit(topology.n_nodes * slots, "energy_job_slots", source, "jobs (topology nodes x total duration slots)")
     graph = nx.DiGraph()
     graph.add_nodes_from(range(n))
     graph.add_edges_from((d, i) for i, ds in enumerate(deps) for d in ds)
@@ -327,8 +422,11 @@ def parse_telemetry(frame: pd.DataFrame, topology: Topology, source: str = "tele
     out = pd.DataFrame({"node": frame["node"].astype(str).str.strip(), "gpu": frame["gpu"].astype(str).str.strip()})
     try:
         out["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
         raise InputError(source, "timestamp", "not a timestamp", "ISO 8601 times (2026-01-01T00:00:00Z)", str(exc).splitlines()[0]) from None
+    if out["timestamp"].isna().any():
+        row = int(np.flatnonzero(out["timestamp"].isna().to_numpy())[0])
+        raise InputError(source, f"timestamp[row {row}]", "missing value", "a time on every row")
     for column in ("power_w", *TELEMETRY_NUMERIC):
         if column not in frame.columns:
             continue
@@ -340,9 +438,17 @@ def parse_telemetry(frame: pd.DataFrame, topology: Topology, source: str = "tele
         if column == "power_w" and values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise InputError(source, f"{column}[row {row}]", "missing value", "a number on every row")
+        infinite = np.isinf(values.to_numpy(float))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise InputError(source, f"{column}[row {row}]", "not finite", "a finite number", frame[column].iloc[row])
         if (values < 0).any():
             row = int(np.flatnonzero((values < 0).to_numpy())[0])
             raise InputError(source, f"{column}[row {row}]", "negative", "a number >= 0", frame[column].iloc[row])
+        if (values > TELEMETRY_MAX[column]).any():
+            row = int(np.flatnonzero((values > TELEMETRY_MAX[column]).to_numpy())[0])
+            raise InputError(source, f"{column}[row {row}]", "implausibly large", f"at most {TELEMETRY_MAX[column]:g} per GPU row",
+                             frame[column].iloc[row])
         out[column] = values.astype(float)
     if "utilization" in out and out["utilization"].max() > 1.0:
         out["utilization"] = out["utilization"] / 100.0  # given in percent
