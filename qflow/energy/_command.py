@@ -14,7 +14,7 @@ __all__ = ["COMMANDS"]
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
-    inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"])
+    inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"], telemetry_options=config)
     return plan_energy(inputs, config, digests=digests)
 
 

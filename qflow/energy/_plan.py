@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from qflow.core.errors import InfeasibleError, QuantumUnavailableError
-from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
@@ -36,6 +37,7 @@ from qflow.energy._schedule import (
     power_profile,
 )
 from qflow.energy._schemas import EnergyConfig, EnergyInputs, parse_jobs, parse_telemetry, parse_topology
+from qflow.energy._telemetry import read_telemetry
 
 __all__ = ["load_energy_inputs", "plan_energy"]
 
@@ -47,26 +49,53 @@ HEARTBEAT_S = 0.25
 
 
 def load_energy_inputs(telemetry: Any, topology: Any, jobs: Any, *, telemetry_name: str | None = None,
-                       topology_name: str | None = None, jobs_name: str | None = None) -> tuple[EnergyInputs, list[InputDigest]]:
+                       topology_name: str | None = None, jobs_name: str | None = None,
+                       telemetry_options: Mapping[str, Any] | EnergyConfig | None = None) -> tuple[EnergyInputs, list[InputDigest]]:
     """Read and validate the three files (paths, bytes or uploads).
 
-    Telemetry: CSV or a JSON list of records (``{"telemetry": [...]}`` too);
-    topology: JSON or YAML; jobs: JSON or YAML ``{"jobs": [...]}``.
+    Telemetry: qflow's CSV or JSON records (``{"telemetry": [...]}`` too), a
+    Prometheus range-query answer or text scrapes of dcgm-exporter metrics,
+    nvidia-smi CSV logs or ``dcgmi dmon`` output (see
+    :mod:`qflow.energy._telemetry`); a list or tuple of sources is read file
+    by file and concatenated (one nvidia-smi log per node, say).
+    ``telemetry_options``: the config (or a mapping) with
+    ``telemetry_format``, ``telemetry_node``, ``telemetry_interval_s`` and
+    ``telemetry_start``. Topology: JSON or YAML; jobs: JSON or YAML ``{"jobs": [...]}``.
 
     Raises
     ------
     InputError
-        Naming the file, the field and what was expected.
+        Naming the file, the field (or series) and what was expected.
     """
+    options = telemetry_options.model_dump() if isinstance(telemetry_options, EnergyConfig) else dict(telemetry_options or {})
     raw_topology = read_input(topology, topology_name)
     topo = parse_topology(parse_mapping(raw_topology), raw_topology.name)
     raw_jobs = read_input(jobs, jobs_name)
     job_set = parse_jobs(parse_mapping(raw_jobs), topo, raw_jobs.name)
-    frame, raw_telemetry = load_table(telemetry, telemetry_name, records_key="telemetry", text_columns=("node", "gpu", "job_id"))
+    sources = list(telemetry) if isinstance(telemetry, list | tuple) else [telemetry]
+    names = telemetry_name if isinstance(telemetry_name, list | tuple) else [telemetry_name] * len(sources)
+    frames, raws, infos = [], [], []
+    for source, name in zip(sources, names, strict=True):
+        frame, raw, info = _read_telemetry_file(source, name, topo, options)
+        frames.append(frame)
+        raws.append(raw)
+        infos.append({"file": raw.name, **info})
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    raw_telemetry = raws[0] if len(raws) == 1 else RawInput("+".join(r.name for r in raws), b"\n".join(r.data for r in raws))
     clean = parse_telemetry(frame, topo, raw_telemetry.name)
     digests = [raw_telemetry.digest("telemetry", rows=len(frame), shape=list(frame.shape)),
                raw_topology.digest("topology", rows=topo.n_nodes), raw_jobs.digest("jobs", rows=job_set.n_jobs)]
-    return EnergyInputs(clean, topo, job_set), digests
+    info = infos[0] if len(infos) == 1 else {"format": "+".join(sorted({i["format"] for i in infos})), "files": infos}
+    return EnergyInputs(clean, topo, job_set, telemetry_info=info), digests
+
+
+def _read_telemetry_file(source: Any, name: str | None, topo, options: Mapping[str, Any]) -> tuple[pd.DataFrame, RawInput, dict[str, Any]]:
+    """One telemetry file as a frame in qflow's columns, its bytes, and the detected format and mapping."""
+    raw = read_input(source, name)
+    frame, info = read_telemetry(raw, set(topo.node_ids), options)
+    if frame is None:
+        frame, raw = load_table(raw.data, raw.name, records_key="telemetry", text_columns=("node", "gpu", "job_id"))
+    return frame, raw, info
 
 
 def _requested(config: EnergyConfig) -> str:
@@ -431,6 +460,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "estimated_job_power": [{"job": jobs.ids[i], "power_w": round(float(power[i]), 3), "source": sources[i]} for i in np.flatnonzero(missing)],
         "current_clock_sources": dict(zip(topo.node_ids, clock_sources, strict=True)),
         "quantum_accelerators": topo.quantum_accelerators,
+        "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
     if window_run is not None:
         result["windows"] = window_run.records

@@ -148,15 +148,45 @@ def _budget_between_list_and_asap(jobs: dict, topology: dict) -> float:
     return float(np.ceil((best.cap_w + (asap_peak - best.cap_w) / 3) / 500.0) * 500.0)
 
 
+#: dcgm-exporter metric per qflow column, and the factor back to the exporter's unit (utilization: 0..1 -> %).
+DCGM_EXPORT = {"power_w": ("DCGM_FI_DEV_POWER_USAGE", 1.0), "utilization": ("DCGM_FI_DEV_GPU_UTIL", 100.0),
+               "sm_clock_mhz": ("DCGM_FI_DEV_SM_CLOCK", 1.0), "temperature_c": ("DCGM_FI_DEV_GPU_TEMP", 1.0)}
+
+
+def to_prometheus_range(telemetry: pd.DataFrame, step_s: int = 1800) -> dict:
+    """The telemetry as Prometheus would answer ``query_range`` for the four dcgm-exporter metrics.
+
+    Labels as dcgm-exporter writes them (``gpu``, ``UUID``, ``device``,
+    ``modelName``, ``Hostname``) plus Prometheus' ``instance`` and ``job``;
+    values as strings, times in unix seconds; utilization back in percent.
+    """
+    seconds = (pd.to_datetime(telemetry["timestamp"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    frame = telemetry.assign(t=seconds,
+                             index=telemetry["gpu"].str.replace("gpu", "", regex=False))
+    result = []
+    for column, (metric, factor) in DCGM_EXPORT.items():
+        for (node, gpu), rows in frame.groupby(["node", "index"], sort=True):
+            n = NODES.index(node)
+            labels = {"__name__": metric, "gpu": gpu, "UUID": f"GPU-{n:04x}{int(gpu):04x}-5e1f-4c8a-9d2b-{n * 8 + int(gpu):012x}",
+                      "device": f"nvidia{gpu}", "modelName": "NVIDIA H100 80GB HBM3", "Hostname": node,
+                      "instance": f"{node}:9400", "job": "dcgm-exporter"}
+            values = [[int(t), f"{v * factor:g}"] for t, v in zip(rows["t"], rows[column].round(3), strict=True)]
+            result.append({"metric": labels, "values": values})
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
 def write_sample(directory: str | Path, seed: int = 0) -> list[Path]:
-    """Write ``telemetry.csv`` (15,360 rows, about 0.9 MB), ``topology.json`` and ``jobs.json`` (240 jobs)."""
+    """Write ``telemetry.csv`` (15,360 rows, about 0.9 MB), ``telemetry_dcgm.json`` (the same telemetry as a
+    Prometheus range query over dcgm-exporter metrics), ``topology.json`` and ``jobs.json`` (250 jobs)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     topology = make_topology()
     jobs = make_jobs(seed)
     topology["power_budget_w"] = _budget_between_list_and_asap(jobs, topology)
-    paths = [out / "telemetry.csv", out / "topology.json", out / "jobs.json"]
-    make_telemetry(seed).to_csv(paths[0], index=False)
-    paths[1].write_text(json.dumps(topology, indent=1) + "\n")
-    paths[2].write_text(json.dumps(jobs, indent=1) + "\n")
+    paths = [out / "telemetry.csv", out / "telemetry_dcgm.json", out / "topology.json", out / "jobs.json"]
+    telemetry = make_telemetry(seed)
+    telemetry.to_csv(paths[0], index=False)
+    paths[1].write_text(json.dumps(to_prometheus_range(telemetry), separators=(",", ":")) + "\n")
+    paths[2].write_text(json.dumps(topology, indent=1) + "\n")
+    paths[3].write_text(json.dumps(jobs, indent=1) + "\n")
     return paths
