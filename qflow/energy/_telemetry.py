@@ -65,6 +65,8 @@ DCGM_BLANKS = frozenset(
 )
 MISSING_TEXT = {"", "n/a", "[n/a]", "[not supported]", "not supported", "nan", "[unknown error]", "[gpu is lost]"}
 UNIT_ALIASES = {"C": {"C", "°C", "CELSIUS"}, "%": {"%", "PERCENT"}, "W": {"W", "WATTS"}, "MHz": {"MHZ"}, "mJ": {"MJ"}}
+#: Latest sample time accepted, unix seconds (pandas' nanosecond times end in 2262).
+MAX_UNIX_S = 9.0e9
 NODE_COLUMNS = ("node", "hostname", "host", "instance")
 COLUMNS_OUT = ("timestamp", "node", "gpu", "power_w", "utilization", "sm_clock_mhz", "temperature_c")
 
@@ -92,6 +94,8 @@ def _value(text: str) -> float:
     if text.strip().lower() in MISSING_TEXT:
         return float("nan")
     x = float(text)
+    if not np.isfinite(x):
+        raise ValueError(f"not finite: {text}")  # the callers name the file, series and line
     return float("nan") if x in DCGM_BLANKS or x >= 9.2e18 else x
 
 
@@ -128,6 +132,8 @@ class _Samples:
             raise InputError(self.source, f"{series} ({where})", "host not in the topology", "node ids from the topology", node)
         if "gpu" not in labels:
             raise InputError(self.source, f"{series} ({where})", "no gpu label", 'a gpu label (gpu="0")')
+        if not 0 <= stamp <= MAX_UNIX_S:
+            raise InputError(self.source, f"{series} ({where})", "time out of range", "unix seconds between 1970 and 2255", stamp)
         previous = self.last_time.get(series)
         if previous is not None and stamp < previous[0]:
             raise InputError(self.source, f"{series} ({where})", "timestamps go backwards",
@@ -162,7 +168,7 @@ def _wide(long: pd.DataFrame, source: str, skipped: Mapping[str, int]) -> tuple[
     wide = long.pivot_table(index=["time_s", "node", "gpu"], columns="column", values="value", aggfunc="last", dropna=False)
     wide = wide.reset_index()
     mapping = {f: f"{DCGM_FIELDS[f][0]} ({DCGM_FIELDS[f][1]}" + (" -> 0..1)" if f == "DCGM_FI_DEV_GPU_UTIL" else ")") for f in fields}
-    return _finish(wide, mapping, notes, {"ignored_metrics": dict(sorted(skipped.items()))})
+    return _finish(wide, mapping, notes, {"ignored_metrics": dict(sorted(skipped.items()))}, source)
 
 
 def _energy_to_power(long: pd.DataFrame) -> pd.DataFrame:
@@ -174,13 +180,18 @@ def _energy_to_power(long: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([long, derived], ignore_index=True)
 
 
-def _finish(wide: pd.DataFrame, mapping: dict[str, str], notes: list[str], extra: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _finish(wide: pd.DataFrame, mapping: dict[str, str], notes: list[str], extra: dict[str, Any],
+            source: str = "telemetry") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Drop rows without power, convert seconds to UTC times, keep qflow's columns."""
     if "power_w" not in wide:
         wide["power_w"] = np.nan
     missing = wide["power_w"].isna()
     out = wide[~missing].copy()
     if "time_s" in out:
+        late = out["time_s"] > MAX_UNIX_S
+        if late.any():
+            raise InputError(source, "timestamp", "time out of range", "times before 2255 (start + samples x interval)",
+                             float(out["time_s"][late].iloc[0]))
         out["timestamp"] = pd.to_datetime(out.pop("time_s"), unit="s", utc=True)
     out = out[[c for c in COLUMNS_OUT if c in out.columns]].reset_index(drop=True)
     info = {"mapping": mapping, "rows": int(len(out)), "rows_without_power_dropped": int(missing.sum()),
@@ -337,7 +348,7 @@ def read_nvidia_smi(raw: RawInput, nodes: set[str], options: Mapping[str, Any]) 
     _check_order(out, raw.name)
     mapping["timestamp"] = "timestamp (nvidia-smi local time, taken as UTC)"
     mapping["index"] = "gpu"
-    frame, info = _finish(out, mapping, [], {})
+    frame, info = _finish(out, mapping, [], {}, raw.name)
     return frame, {"format": "nvidia_smi", **info}
 
 

@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from energy_helpers import SAMPLES, chain_jobs, topology_dict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qflow.core.errors import InputError
+from qflow.core.io import RawInput
 from qflow.energy import load_energy_inputs, plan_energy
-from qflow.energy._telemetry import detect_format
+from qflow.energy._telemetry import detect_format, read_telemetry
 
 NOT_SUPPORTED = "9223372036854775794"
 T0 = 1_763_596_800  # 2025-11-20T00:00:00Z
@@ -200,5 +203,19 @@ def test_detection_and_the_bundled_dcgm_sample_gives_the_same_frame_and_plan_as_
     plan = plan_energy(dcgm_inputs, {"gnn_steps": 10, "makespan_iterations": 2})
     assert plan.result["telemetry_format"]["format"] == "prometheus_json"
     assert plan.result["telemetry_format"]["mapping"]["DCGM_FI_DEV_POWER_USAGE"] == "power_w (W)"
-    from qflow.core.io import RawInput
     assert detect_format(RawInput("x", b"timestamp,node,gpu,power_w\n")) == "qflow"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, 4), edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
+    [b"9223372036854775794", b"inf", b"nan", b"-1", b"1e400", b",", b'"', b"{", b"\n", b" ", b"GPU 0", b"#Entity", b""])), min_size=1, max_size=5))
+def test_damaged_exports_are_read_or_refused_with_an_input_error_never_a_crash(which: int, edits) -> None:
+    data = bytearray([_prometheus_json(3), _exposition(), _smi(True), _smi(False), DMON][which].encode())
+    for where, text in edits:
+        i = int(where * (len(data) - 1))
+        data[i:i + (3 if not text else 0)] = text
+    try:
+        frame, _ = read_telemetry(RawInput("n0.txt", bytes(data)), {"n0", "n1"}, {"telemetry_interval_s": 60})
+    except InputError:
+        return
+    assert frame is None or np.isfinite(frame["power_w"]).all()
