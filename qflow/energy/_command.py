@@ -10,12 +10,32 @@ from qflow.core.plan import Plan
 from qflow.energy._plan import load_energy_inputs, plan_energy
 from qflow.energy._schemas import EnergyConfig
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "apply_paths", "write_apply_files"]
+
+
+def apply_paths(out: Path) -> dict[str, Path]:
+    """``plan.json`` -> ``plan.apply.sh``, ``plan.restore.sh``, ``plan.schedule.csv`` (same folder)."""
+    return {key: out.with_name(out.stem + suffix) for key, suffix in
+            (("set_script", ".apply.sh"), ("restore_script", ".restore.sh"), ("schedule_csv", ".schedule.csv"))}
+
+
+def write_apply_files(plan: Plan, out: Path) -> dict[str, str]:
+    """Write the two scripts (executable) and the schedule CSV beside ``out``; returns key -> path written."""
+    written = {}
+    for key, path in apply_paths(out).items():
+        path.write_text(plan.result["apply"][key])
+        if path.suffix == ".sh":
+            path.chmod(0o755)
+        written[key] = str(path)
+    return written
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
     inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"], telemetry_options=config)
-    return plan_energy(inputs, config, digests=digests)
+    plan = plan_energy(inputs, config, digests=digests)
+    if out is not None:
+        plan.result["apply"]["files"] = write_apply_files(plan, out)
+    return plan
 
 
 def _summarize(plan: Plan) -> list[str]:
@@ -33,6 +53,13 @@ def _summarize(plan: Plan) -> list[str]:
     s = r["predicted_savings"]
     lines.append(f"  caps: predicted energy saving {format_value(s['caps_energy_kwh'])} kWh ({100 * s['caps_energy_fraction']:.1f} %); "
                  f"active accelerators {r['active_accelerators']['total']}/{r['active_accelerators']['of']}")
+    o = r["objective"]
+    if o.get("makespan_lower_bound_slots") is not None:
+        lines.append(f"  objective {o['name']}: makespan {m['makespan_slots']} slots, lower bound {o['makespan_lower_bound_slots']} "
+                     f"(gap {100 * o['makespan_gap_to_lower_bound']:.1f} %)")
+    files = r["apply"].get("files")
+    lines.append("  apply: " + (", ".join(Path(p).name for p in files.values()) + " written" if files
+                                else "result.apply holds the set/restore scripts and the schedule CSV (--out also writes them as files)"))
     if "windows" in r:
         lines.append(f"  windows: {m['windows']} ({m['windows_applied']} applied); mean QAOA ratio {format_value(m['qaoa_mean_ratio'])}, "
                      f"mean greedy ratio {format_value(m['greedy_mean_ratio'])}")

@@ -20,6 +20,7 @@ from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, pa
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.energy._apply import apply_commands, schedule_csv
 from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
 from qflow.energy._makespan import flatten_within, makespan_lower_bound, shortest_schedule
 from qflow.energy._meta import WindowController
@@ -462,6 +463,8 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "quantum_accelerators": topo.quantum_accelerators,
         "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
+    result["apply"] = {**apply_commands(caps["per_node"], topo), "schedule_csv": schedule_csv(result["schedule"], slot_h),
+                       "files": None}
     if window_run is not None:
         result["windows"] = window_run.records
         if window_run.controller is not None:

@@ -111,6 +111,10 @@ class Topology:
         Undirected node index pairs.
     quantum_accelerators : list of dict
         Passed through to the plan.
+    current_power_limit_w : ndarray of float, shape (m,)
+        Per-GPU power limit set now (the restore script sets it back).
+    locked_clocks_mhz : list of (min, max) or None
+        SM clock range locked now (None: not locked; restore unlocks).
     """
 
     node_ids: list[str]
@@ -125,6 +129,15 @@ class Topology:
     power_budget_w: float | None
     links: list[tuple[int, int]]
     quantum_accelerators: list[dict[str, Any]] = field(default_factory=list)
+    current_power_limit_w: np.ndarray | None = None
+    locked_clocks_mhz: list[tuple[float, float] | None] | None = None
+
+    def __post_init__(self) -> None:
+        # Topologies built in code may leave the current settings out: the limit is then the device's, clocks unlocked.
+        if self.current_power_limit_w is None:
+            object.__setattr__(self, "current_power_limit_w", self.gpu_power_limit_w.copy())
+        if self.locked_clocks_mhz is None:
+            object.__setattr__(self, "locked_clocks_mhz", [None] * len(self.node_ids))
 
     @property
     def n_nodes(self) -> int:
@@ -265,7 +278,8 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
     if not isinstance(nodes, list) or not nodes:
         raise InputError(source, "nodes", "missing or empty", "a non-empty list of nodes", type(nodes).__name__ if nodes is not None else None)
     ids: list[str] = []
-    cols: dict[str, list[float]] = {k: [] for k in ("gpus", "min", "max", "cur", "plim", "pmin", "nlim", "nbud")}
+    cols: dict[str, list[float]] = {k: [] for k in ("gpus", "min", "max", "cur", "plim", "pmin", "nlim", "nbud", "climit")}
+    locked: list[tuple[float, float] | None] = []
     for i, node in enumerate(nodes):
         where = f"nodes[{i}]"
         if not isinstance(node, Mapping) or "id" not in node:
@@ -297,7 +311,10 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
         nlim = _number(node.get("power_limit_w", gpus * plim), source, f"{where}.power_limit_w", low=0, strict_low=True, expected="a power > 0 W")
         nbud = node.get("power_budget_w")
         nbud_value = math.nan if nbud is None else _number(nbud, source, f"{where}.power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
-        for key, value in zip(cols, (gpus, lo, hi, cur_value, plim, pmin, nlim, nbud_value), strict=True):
+        climit = _number(node.get("current_power_limit_w", plim), source, f"{where}.current_power_limit_w", low=pmin,
+                         expected=f"a power in [{pmin:g}, {plim:g}] W", high=plim)
+        locked.append(_locked_clocks(node.get("locked_clocks_mhz"), source, f"{where}.locked_clocks_mhz", lo, hi))
+        for key, value in zip(cols, (gpus, lo, hi, cur_value, plim, pmin, nlim, nbud_value, climit), strict=True):
             cols[key].append(value)
     index = {n: i for i, n in enumerate(ids)}
     links: list[tuple[int, int]] = []
@@ -326,7 +343,19 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
         current_clock_mhz=arr["cur"], gpu_power_limit_w=arr["plim"], gpu_min_power_w=arr["pmin"],
         node_power_limit_w=arr["nlim"], node_budget_w=arr["nbud"], power_budget_w=budget_value,
         links=sorted(set(links)), quantum_accelerators=[dict(q) if isinstance(q, Mapping) else {"name": str(q)} for q in quantum],
+        current_power_limit_w=arr["climit"], locked_clocks_mhz=locked,
     )
+
+
+def _locked_clocks(value: Any, source: str, where: str, lo: float, hi: float) -> tuple[float, float] | None:
+    """``[min, max]`` MHz within the node's clock range, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise InputError(source, where, "wrong shape", "[min, max] in MHz", value)
+    a = _number(value[0], source, f"{where}[0]", low=lo, expected=f"a clock in [{lo:g}, {hi:g}] MHz", high=hi)
+    b = _number(value[1], source, f"{where}[1]", low=a, expected=f"a clock in [{a:g}, {hi:g}] MHz", high=hi)
+    return (a, b)
 
 
 def parse_jobs(data: Mapping[str, Any], topology: Topology, source: str = "jobs") -> JobSet:
