@@ -49,7 +49,9 @@ def _summarize(plan: Plan) -> list[str]:
                      f"{values['makespan_slots']:>10}{values['total_energy_kwh']:>12.2f}")
     lines.append(f"  lower bound {m['lower_bound_w']:.1f} W; budget respected: {m['budget_respected']}")
     mae = ", ".join(f"{k} {v:.1f}" for k, v in m["prediction_mae_w"].items())
+    mape = ", ".join(f"{k} {100 * v:.1f} %" for k, v in m["prediction_mape"].items())
     lines.append(f"  prediction MAE (W per node and interval, walk-forward): {mae}; best {m['prediction_best_method']}")
+    lines.append(f"  prediction MAPE (held-out tail): {mape}; per node in result.prediction.per_node")
     s = r["predicted_savings"]
     lines.append(f"  caps: predicted energy saving {format_value(s['caps_energy_kwh'])} kWh ({100 * s['caps_energy_fraction']:.1f} %); "
                  f"active accelerators {r['active_accelerators']['total']}/{r['active_accelerators']['of']}")

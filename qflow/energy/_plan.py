@@ -409,6 +409,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "peak_reduction_vs_asap": None,
         "prediction_mae_w": {k: round(v, 3) for k, v in prediction.mae_w.items()},
         "prediction_best_method": prediction.best,
+        "prediction_mape": {k: round(v, 6) for k, v in prediction.mape.items()},
         "power_fit_mae_w": [None if f.mae_w is None else round(f.mae_w, 3) for f in fits],
         "predicted_energy_saving_kwh": caps["saving_kwh"],
         "active_accelerators": caps["active_total"],

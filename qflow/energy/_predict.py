@@ -204,6 +204,15 @@ class PredictionReport:
     test_samples: int
     gnn_losses: list[float] = field(default_factory=list)
     interval_hours: float = 1.0
+    mape: dict[str, float] = field(default_factory=dict)
+    mape_by_node: dict[str, list[float | None]] = field(default_factory=dict)
+    node_ids: list[str] = field(default_factory=list)
+
+    def per_node(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """Node -> method -> ``{"mae_w", "mape"}`` on the held-out tail (the figures an operator reads per machine)."""
+        return {node: {k: {"mae_w": round(self.mae_by_node_w[k][i], 3),
+                           "mape": None if self.mape_by_node[k][i] is None else round(self.mape_by_node[k][i], 6)}
+                       for k in self.methods} for i, node in enumerate(self.node_ids)}
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON for the plan (the per-step arrays summed over nodes, to keep it small)."""
@@ -211,6 +220,9 @@ class PredictionReport:
             "methods": self.methods,
             "mae_w": {k: round(v, 3) for k, v in self.mae_w.items()},
             "mae_by_node_w": {k: [round(x, 3) for x in v] for k, v in self.mae_by_node_w.items()},
+            "mape": {k: round(v, 6) for k, v in self.mape.items()},
+            "mape_definition": "mean of |predicted - measured| / measured over the tail intervals whose measured node power is > 0",
+            "per_node": self.per_node(),
             "best_method": self.best,
             "evaluation": "walk-forward one interval ahead on the held-out tail; models fitted once on the head",
             "train_samples": self.train_samples,
@@ -262,10 +274,28 @@ def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, 
     mae = {k: float(np.mean(np.abs(v - tail))) for k, v in predictions.items()}
     by_node = {k: np.mean(np.abs(v - tail), axis=0).tolist() for k, v in predictions.items()}
     best = min(mae, key=lambda k: (mae[k], k))
+    mape, mape_by_node = _mape(predictions, tail)
     stamps = [ts.isoformat() for ts in series.timestamps[origins[n_train:] + 1]]
     return PredictionReport(methods=list(predictions), mae_w=mae, mae_by_node_w=by_node, best=best, tail_timestamps=stamps,
                             tail_measured_w=tail, tail_predicted_w=predictions, forecast_w=forecast, train_samples=n_train,
-                            test_samples=n_test, gnn_losses=losses, interval_hours=series.interval_hours)
+                            test_samples=n_test, gnn_losses=losses, interval_hours=series.interval_hours, mape=mape,
+                            mape_by_node=mape_by_node, node_ids=list(topology.node_ids))
+
+
+def _mape(predictions: dict[str, np.ndarray], truth: np.ndarray) -> tuple[dict[str, float], dict[str, list[float | None]]]:
+    """Mean absolute percentage error (as a fraction) overall and per node, over tail points with measured power > 0.
+
+    >>> _mape({"m": np.array([[110.0, 5.0], [90.0, 5.0]])}, np.array([[100.0, 0.0], [100.0, 0.0]]))
+    ({'m': 0.1}, {'m': [0.1, None]})
+    """
+    positive = truth > 0
+    overall, by_node = {}, {}
+    for k, v in predictions.items():
+        ratio = np.where(positive, np.abs(v - truth) / np.where(positive, truth, 1.0), np.nan)
+        overall[k] = float(np.nanmean(ratio)) if positive.any() else float("nan")
+        counts = positive.sum(axis=0)
+        by_node[k] = [float(np.nansum(ratio[:, i]) / counts[i]) if counts[i] else None for i in range(truth.shape[1])]
+    return overall, by_node
 
 
 def _features_at_end(series: NodeSeries, scale_w: np.ndarray, window: int) -> np.ndarray:

@@ -77,3 +77,17 @@ def test_training_is_deterministic_for_a_seed_and_leaves_torch_state_alone() -> 
     b = train_gnn(X, y, np.array([[0, 1.0], [1.0, 0]]), 8, 20, seed=1)[1]
     assert a == b
     assert torch.equal(state, torch.random.get_rng_state()) and torch.get_num_threads() == threads
+
+
+def test_mae_and_mape_per_node_are_computed_on_the_held_out_tail() -> None:
+    topo = parse_topology(topology_dict(nodes=2, gpus=4))
+    power = lead_follower_series(60)
+    report = evaluate_predictors(series_from(power), topo, window=3, test_fraction=0.25, use_gnn=False, hidden=8, steps=10, seed=0)
+    tail = report.tail_measured_w
+    persistence = report.tail_predicted_w["persistence"]
+    for i, node in enumerate(topo.node_ids):
+        row = report.per_node()[node]["persistence"]
+        assert row["mae_w"] == pytest.approx(np.mean(np.abs(persistence[:, i] - tail[:, i])), abs=1e-3)
+        assert row["mape"] == pytest.approx(np.mean(np.abs(persistence[:, i] - tail[:, i]) / tail[:, i]), abs=1e-6)
+    assert report.mape["ridge"] == pytest.approx(np.mean(np.abs(report.tail_predicted_w["ridge"] - tail) / tail))
+    assert set(report.summary()["per_node"]) == {"n0", "n1"}
