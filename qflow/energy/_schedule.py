@@ -168,12 +168,18 @@ def priority_rules(problem: Problem) -> dict[str, np.ndarray]:
     }
 
 
-def _first_fit(ok: np.ndarray, est: int, duration: int) -> int:
-    """Earliest ``t >= est`` with ``ok[t:t+duration]`` all true, or -1."""
-    run = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
-    window = run[duration:] - run[:-duration]  # window[t] = number of ok slots in [t, t+duration)
-    hits = np.flatnonzero(window[est:] == duration)
-    return int(hits[0] + est) if hits.size else -1
+def _first_fits(ok: np.ndarray, est: int, duration: int) -> np.ndarray:
+    """Per row of ``ok`` (k, L): the earliest ``t >= est`` with ``ok[row, t:t+duration]`` all true, or -1.
+
+    >>> _first_fits(np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 0]], bool), 1, 2).tolist()
+    [2, 1]
+    """
+    run = np.zeros((ok.shape[0], ok.shape[1] + 1), dtype=np.int64)
+    np.cumsum(ok[:, est:], axis=1, out=run[:, est + 1:])
+    window = run[:, est + duration:] - run[:, est:-duration] if ok.shape[1] - est >= duration else np.zeros((ok.shape[0], 0))
+    hits = window == duration
+    has = hits.any(axis=1)
+    return np.where(has, hits.argmax(axis=1) + est, -1)
 
 
 def serial_schedule(
@@ -212,24 +218,29 @@ def serial_schedule(
     start = np.full(n, -1, dtype=int)
     node = np.full(n, -1, dtype=int)
     end = np.zeros(n, dtype=int)
+    all_nodes = np.arange(m)
     for j in order:
         d, p, g = int(problem.duration[j]), float(problem.power_w[j]), int(problem.gpus[j])
         est = max((end[k] for k in problem.deps[j]), default=0)
         cap = max(cluster_cap_w, p)
-        power_ok = profile + p <= cap * (1 + 1e-9)
-        candidates = [int(allowed[j])] if allowed[j] >= 0 else range(m)
-        best_t, best_n = -1, -1
-        for c in candidates:
-            if g > problem.node_gpus[c]:
-                continue
-            ok = power_ok & (used[c] + g <= problem.node_gpus[c])
-            if node_cap_w is not None:
-                ok &= node_profile[c] + p <= max(node_cap_w[c], p) * (1 + 1e-9)
-            t = _first_fit(ok, est, d)
-            if t >= 0 and (best_t < 0 or t < best_t or (t == best_t and used[c, t] < used[best_n, t])):
-                best_t, best_n = t, c
-        if best_t < 0:  # cannot happen: after every placed job ends, all caps and GPUs are free
+        candidates = all_nodes[problem.node_gpus >= g] if allowed[j] < 0 else np.array([int(allowed[j])])
+        candidates = candidates[problem.node_gpus[candidates] >= g]
+        # All candidate nodes at once over slots [est, hi): every slot from the latest end on is free, so a fit
+        # always exists below hi = max(latest end, est) + d.
+        hi = max(int(end.max(initial=0)), est) + d
+        span = slice(est, hi)
+        ok = (profile[span] + p <= cap * (1 + 1e-9))[None, :] & (used[candidates, span] + g <= problem.node_gpus[candidates, None])
+        if node_cap_w is not None:
+            ok &= node_profile[candidates, span] + p <= np.maximum(node_cap_w[candidates], p)[:, None] * (1 + 1e-9)
+        starts = _first_fits(ok, 0, d)
+        starts = np.where(starts >= 0, starts + est, -1)
+        found = starts >= 0
+        if not found.any():  # cannot happen: after every placed job ends, all caps and GPUs are free
             raise RuntimeError(f"no slot found for job {j}")
+        # Earliest start; ties go to the node with the fewest GPUs in use then, then the lowest index.
+        nodes, t_nodes = candidates[found], starts[found]
+        pick = np.lexsort((nodes, used[nodes, t_nodes], t_nodes))[0]
+        best_t, best_n = int(t_nodes[pick]), int(nodes[pick])
         start[j], node[j], end[j] = best_t, best_n, best_t + d
         profile[best_t:best_t + d] += p
         node_profile[best_n, best_t:best_t + d] += p
