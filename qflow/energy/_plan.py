@@ -60,8 +60,9 @@ def load_energy_inputs(telemetry: Any, topology: Any, jobs: Any, *, telemetry_na
     :mod:`qflow.energy._telemetry`); a list or tuple of sources is read file
     by file and concatenated (one nvidia-smi log per node, say).
     ``telemetry_options``: the config (or a mapping) with
-    ``telemetry_format``, ``telemetry_node``, ``telemetry_interval_s`` and
-    ``telemetry_start``. Topology: JSON or YAML; jobs: JSON or YAML ``{"jobs": [...]}``.
+    ``telemetry_format``, ``telemetry_interval_s`` and ``telemetry_start_s``,
+    plus ``telemetry_node`` (a mapping key only: the node of per-node logs
+    not named after their node). Topology: JSON or YAML; jobs: JSON or YAML ``{"jobs": [...]}``.
 
     Raises
     ------

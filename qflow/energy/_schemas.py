@@ -82,9 +82,8 @@ class EnergyConfig(QflowConfig):
     objective: Literal["min_makespan", "min_peak"] = Field("min_makespan", description="With a budget: min_makespan = the shortest schedule that never exceeds it (peak flattening only breaks ties); min_peak = the lowest peak within the horizon. Without a budget the peak is minimised.")
     makespan_iterations: int = Field(24, ge=0, le=500, description="Randomised priority orders the min_makespan search tries besides the fixed rules (each improved by forward-backward passes).")
     telemetry_format: Literal["auto", "qflow", "prometheus_json", "prometheus_text", "nvidia_smi", "dcgmi_dmon"] = Field("auto", description="Telemetry file format; auto detects it from the content.")
-    telemetry_node: str = Field("", max_length=200, description="Node of an nvidia-smi or dcgmi dmon log that has no node column and is not named after its node (node3.csv); empty: the topology's only node.")
     telemetry_interval_s: float = Field(0.0, ge=0, le=86_400, description="dcgmi dmon only: seconds between samples (its --delay / 1000); required for that format.")
-    telemetry_start: str = Field("", max_length=64, description="dcgmi dmon only: time of the first sample (ISO 8601); empty: 1970-01-01T00:00Z (times then relative).")
+    telemetry_start_s: float = Field(0.0, ge=0, le=9.0e9, description="dcgmi dmon only: time of the first sample, unix seconds (0: 1970-01-01, times then relative).")
     max_slowdown: float = Field(1.15, ge=1.0, le=3.0, description="Clock caps may slow jobs by at most this factor for energy (power limits may need more).")
 
 

@@ -10,7 +10,12 @@ Formats (``telemetry_format``; ``auto`` detects them from the content):
 * ``nvidia_smi``: ``nvidia-smi --query-gpu=timestamp,index,power.draw,...
   --format=csv[,nounits]`` logs (repeated header lines of appended logs are skipped);
 * ``dcgmi_dmon``: ``dcgmi dmon -e 155,203,100,150`` output (it prints no
-  times: ``telemetry_interval_s`` and ``telemetry_start`` place the samples).
+  times: ``telemetry_interval_s`` and ``telemetry_start_s`` place the samples).
+
+A per-node log (nvidia-smi, dmon) without a node column takes its node from
+its file name (``node3.csv``), else from the ``telemetry_node`` option of
+:func:`~qflow.energy.load_energy_inputs` (not a config field: the console's
+settings form has no text fields), else the topology's only node.
 
 DCGM fields map by name and unit (:data:`DCGM_FIELDS`); ``Hostname`` (else
 ``instance`` without its port) is the node and ``gpu`` the GPU. DCGM's blank
@@ -292,12 +297,12 @@ def _pick_node(raw: RawInput, nodes: set[str], configured: str) -> tuple[str, st
         return stem, "the file name"
     if configured:
         if configured not in nodes:
-            raise InputError("config", "telemetry_node", "host not in the topology", "a node id from the topology", configured)
-        return configured, "config telemetry_node"
+            raise InputError("telemetry_options", "telemetry_node", "host not in the topology", "a node id from the topology", configured)
+        return configured, "the telemetry_node option"
     if len(nodes) == 1:
         return next(iter(nodes)), "the topology's only node"
-    raise InputError(raw.name, "node", "no node for this log", "a node/hostname column, a file named after its node, "
-                     "or telemetry_node in the config", stem)
+    raise InputError(raw.name, "node", "no node for this log", "a node/hostname column or a file named after its node (node3.csv)",
+                     stem)
 
 
 def read_nvidia_smi(raw: RawInput, nodes: set[str], options: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -384,17 +389,12 @@ def _check_order(frame: pd.DataFrame, source: str) -> None:
 
 
 def read_dcgmi_dmon(raw: RawInput, nodes: set[str], options: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``dcgmi dmon`` output -> qflow columns; sample k of each GPU is at ``telemetry_start + k * telemetry_interval_s``."""
+    """``dcgmi dmon`` output -> qflow columns; sample k of each GPU is at ``telemetry_start_s + k * telemetry_interval_s``."""
     interval = float(options.get("telemetry_interval_s") or 0.0)
     if interval <= 0:
         raise InputError("config", "telemetry_interval_s", "needed for dcgmi dmon output (it prints no times)",
                          "the --delay of the dmon run in seconds (> 0)", interval)
-    start_text = str(options.get("telemetry_start") or "1970-01-01T00:00:00Z")
-    try:
-        start = pd.Timestamp(start_text)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-    except (ValueError, TypeError):
-        raise InputError("config", "telemetry_start", "not a timestamp", "ISO 8601 (2026-01-01T00:00:00Z)", start_text) from None
+    start = pd.Timestamp(float(options.get("telemetry_start_s") or 0.0), unit="s", tz="UTC")
     node, why = _pick_node(raw, nodes, str(options.get("telemetry_node", "")))
     tags: list[str] = []
     rows: list[dict[str, Any]] = []

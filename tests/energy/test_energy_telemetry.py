@@ -145,7 +145,7 @@ def test_several_nvidia_smi_files_one_per_node_and_the_node_from_config(tmp_path
     inputs, _ = load_energy_inputs([a, b], topo, jobs, telemetry_options={"telemetry_node": "n1"})
     tel = inputs.telemetry
     assert sorted(set(tel["node"])) == ["n0", "n1"] and len(tel) == 8 + 9
-    assert [f["mapping"]["(node)"] for f in inputs.telemetry_info["files"]] == ["n0 from the file name", "n1 from config telemetry_node"]
+    assert [f["mapping"]["(node)"] for f in inputs.telemetry_info["files"]] == ["n0 from the file name", "n1 from the telemetry_node option"]
     assert inputs.telemetry_info["format"] == "nvidia_smi" and tel[tel.node == "n1"]["power_w"].max() == 310
 
 
@@ -181,7 +181,7 @@ GPU 1     254.0  88     1980   61
 
 def test_dcgmi_dmon_output_is_placed_in_time_by_the_configured_interval(tmp_path: Path) -> None:
     files = _files(tmp_path, "n0.txt", DMON)
-    options = {"telemetry_interval_s": 60, "telemetry_start": "2026-11-20T08:00:00Z"}
+    options = {"telemetry_interval_s": 60, "telemetry_start_s": 1_795_161_600}  # 2026-11-20T08:00:00Z
     inputs, _ = load_energy_inputs(*files, telemetry_options=options)
     tel, info = inputs.telemetry, inputs.telemetry_info
     assert info["format"] == "dcgmi_dmon" and info["mapping"]["POWER"].startswith("DCGM_FI_DEV_POWER_USAGE -> power_w")
