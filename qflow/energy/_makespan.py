@@ -40,7 +40,8 @@ from qflow.energy._schedule import (
     topological_order,
 )
 
-__all__ = ["MakespanResult", "exact_makespan", "flatten_within", "makespan_lower_bound", "shortest_schedule", "top_levels"]
+__all__ = ["MakespanResult", "budget_sweep", "exact_makespan", "flatten_within", "makespan_lower_bound", "shortest_schedule",
+           "top_levels"]
 
 Heartbeat = Callable[[], None]
 #: Forward-backward passes per start at most (each pass is two list-scheduling runs).
@@ -236,6 +237,21 @@ def shortest_schedule(problem: Problem, budget_w: float, iterations: int, seed: 
     assert result is not None and best is not None
     return MakespanResult(schedule=result[0], makespan=best[0], peak_w=best[1], lower_bound=bound, starts=len(history),
                           passes=passes, source=result[1], history=history)
+
+
+def budget_sweep(problem: Problem, budgets: list[float], heartbeat: Heartbeat | None = None) -> list[dict[str, float | int]]:
+    """Makespan against peak over a sweep of budgets: the trade-off an operator picks a budget from.
+
+    Each budget gets the fixed priority rules with forward-backward passes
+    (no random orders, to stay cheap) and its certified lower bound.
+    Returns ``{"budget_w", "makespan_slots", "peak_w", "makespan_lower_bound_slots"}`` per budget.
+    """
+    out = []
+    for budget in budgets:
+        found = shortest_schedule(problem, budget, 0, 0, heartbeat=heartbeat)
+        out.append({"budget_w": round(float(budget), 3), "makespan_slots": found.makespan, "peak_w": round(found.peak_w, 3),
+                    "makespan_lower_bound_slots": found.lower_bound["bound"]})
+    return out
 
 
 def flatten_within(problem: Problem, incumbent: Schedule, budget_w: float, heartbeat: Heartbeat | None = None,

@@ -70,3 +70,16 @@ def test_without_a_budget_the_peak_is_minimised_as_before() -> None:
     plan = plan_energy(small_inputs(chain_jobs()), {"gnn_steps": 10})
     assert plan.result["objective"]["name"] == "min_peak" and "no power budget" in plan.result["objective"]["why"]
     assert plan.metrics["makespan_lower_bound_slots"] is None
+
+
+def test_the_plan_carries_a_budget_sweep_where_more_budget_never_costs_makespan_bound() -> None:
+    plan = plan_energy(small_inputs(chain_jobs(), budget=1800), {"gnn_steps": 10})
+    sweep = plan.result["objective"]["budget_sweep"]
+    budgets = [row["budget_w"] for row in sweep]
+    assert budgets == sorted(budgets) and 1800 in budgets and budgets[0] == 900  # from the largest job up
+    for row in sweep:
+        assert row["peak_w"] <= row["budget_w"] + 1e-6 and row["makespan_slots"] >= row["makespan_lower_bound_slots"]
+    bounds = [row["makespan_lower_bound_slots"] for row in sweep]
+    assert bounds == sorted(bounds, reverse=True)  # a larger budget can only loosen the bound
+    mine = next(row for row in sweep if row["budget_w"] == 1800)
+    assert plan.metrics["makespan_slots"] <= mine["makespan_slots"]  # the plan's own search tried more orders
