@@ -530,8 +530,8 @@ def _shortest(problem: Problem, budget: float, config: EnergyConfig, beat: _Hear
                    "best_makespan_after_each_start": found.history, "peak_before_tie_break_w": round(found.peak_w, 3),
                    "tie_break_probes": probes},
         "budget_sweep": sweep,
-        "budget_sweep_note": (f"{len(sweep)} budgets from the largest job to the ASAP peak, fixed priority rules with forward-backward "
-                              "passes only (the plan's own budget also got the randomised orders above)"),
+        "budget_sweep_note": (f"{len(sweep)} budgets from the largest job to the ASAP peak; each: the fixed priority rules with one "
+                              "forward-backward pass (the plan's own budget also got the randomised orders above)"),
     }
     return {"schedule": flat, "report": report}
 
