@@ -70,6 +70,8 @@ DCGM_BLANKS = frozenset(
 )
 MISSING_TEXT = {"", "n/a", "[n/a]", "[not supported]", "not supported", "nan", "[unknown error]", "[gpu is lost]"}
 UNIT_ALIASES = {"C": {"C", "°C", "CELSIUS"}, "%": {"%", "PERCENT"}, "W": {"W", "WATTS"}, "MHz": {"MHZ"}, "mJ": {"MJ"}}
+#: Ignored metric names listed in the plan at most, and their length.
+MAX_IGNORED_LISTED, MAX_NAME_CHARS = 20, 120
 #: Latest sample time accepted, unix seconds (pandas' nanosecond times end in 2262).
 MAX_UNIX_S = 9.0e9
 NODE_COLUMNS = ("node", "hostname", "host", "instance")
@@ -173,7 +175,11 @@ def _wide(long: pd.DataFrame, source: str, skipped: Mapping[str, int]) -> tuple[
     wide = long.pivot_table(index=["time_s", "node", "gpu"], columns="column", values="value", aggfunc="last", dropna=False)
     wide = wide.reset_index()
     mapping = {f: f"{DCGM_FIELDS[f][0]} ({DCGM_FIELDS[f][1]}" + (" -> 0..1)" if f == "DCGM_FI_DEV_GPU_UTIL" else ")") for f in fields}
-    return _finish(wide, mapping, notes, {"ignored_metrics": dict(sorted(skipped.items()))}, source)
+    # Metric names come from the file: only the first few are carried into the plan, the rest counted.
+    ignored = dict(sorted(skipped.items())[:MAX_IGNORED_LISTED])
+    extra = {"ignored_metrics": {k[:MAX_NAME_CHARS]: v for k, v in ignored.items()},
+             "ignored_metrics_not_listed": max(0, len(skipped) - MAX_IGNORED_LISTED)}
+    return _finish(wide, mapping, notes, extra, source)
 
 
 def _energy_to_power(long: pd.DataFrame) -> pd.DataFrame:

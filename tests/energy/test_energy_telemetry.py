@@ -61,7 +61,7 @@ def test_a_prometheus_range_query_maps_dcgm_names_units_hosts_and_sentinels(tmp_
     tel, info = inputs.telemetry, inputs.telemetry_info
     assert info["format"] == "prometheus_json" and info["detected"]
     assert info["mapping"]["DCGM_FI_DEV_POWER_USAGE"].startswith("power_w (W)") and info["mapping"]["gpu"] == "gpu"
-    assert info["ignored_metrics"] == {"DCGM_FI_DEV_FB_USED": 24}
+    assert info["ignored_metrics"] == {"DCGM_FI_DEV_FB_USED": 24} and info["ignored_metrics_not_listed"] == 0
     assert len(tel) == 4 * 6 - 1 and info["rows_without_power_dropped"] == 1  # the not-supported power sample
     assert tel["power_w"].max() < 200 and set(tel["node"]) == {"n0", "n1"} and set(tel["gpu"]) == {"0", "1"}
     assert tel["utilization"].max() == pytest.approx(0.87)  # percent -> 0..1
@@ -219,3 +219,12 @@ def test_damaged_exports_are_read_or_refused_with_an_input_error_never_a_crash(w
     except InputError:
         return
     assert frame is None or np.isfinite(frame["power_w"]).all()
+
+
+def test_metric_names_carried_into_the_plan_are_bounded(tmp_path: Path) -> None:
+    series = [(f"OTHER_METRIC_{k:05d}_" + "x" * 300, _dcgm_labels("n0", 0), [[T0, "1"]]) for k in range(500)]
+    series += [("DCGM_FI_DEV_POWER_USAGE", _dcgm_labels("n0", 0), [[T0 + 60 * k, "100"] for k in range(4)])]
+    inputs, _ = load_energy_inputs(*_files(tmp_path, "many.json", _range_answer(series)))
+    info = inputs.telemetry_info
+    assert len(info["ignored_metrics"]) == 20 and info["ignored_metrics_not_listed"] == 480
+    assert max(len(k) for k in info["ignored_metrics"]) <= 120 and len(json.dumps(info)) < 5000
