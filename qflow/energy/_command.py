@@ -19,14 +19,18 @@ def apply_paths(out: Path) -> dict[str, Path]:
             (("set_script", ".apply.sh"), ("restore_script", ".restore.sh"), ("schedule_csv", ".schedule.csv"))}
 
 
-def write_apply_files(plan: Plan, out: Path) -> dict[str, str]:
-    """Write the two scripts (executable) and the schedule CSV beside ``out``; returns key -> path written."""
+def write_apply_files(plan: Plan, out: Path) -> dict[str, dict[str, str]]:
+    """Write the two scripts (executable) and the schedule CSV beside ``out``.
+
+    Returns key -> ``{"file": name, "written_to": path}`` (the shape the API
+    recognises for artifacts it keeps; see :mod:`qflow.core.uploads`).
+    """
     written = {}
     for key, path in apply_paths(out).items():
         path.write_text(plan.result["apply"][key])
         if path.suffix == ".sh":
             path.chmod(0o755)
-        written[key] = str(path)
+        written[key] = {"file": path.name, "written_to": str(path)}
     return written
 
 
@@ -59,8 +63,8 @@ def _summarize(plan: Plan) -> list[str]:
     if o.get("makespan_lower_bound_slots") is not None:
         lines.append(f"  objective {o['name']}: makespan {m['makespan_slots']} slots, lower bound {o['makespan_lower_bound_slots']} "
                      f"(gap {100 * o['makespan_gap_to_lower_bound']:.1f} %)")
-    files = r["apply"].get("files")
-    lines.append("  apply: " + (", ".join(Path(p).name for p in files.values()) + " written" if files
+    written = [f["file"] for f in r["apply"]["files"].values() if f["written_to"]]
+    lines.append("  apply: " + (", ".join(written) + " written" if written
                                 else "result.apply holds the set/restore scripts and the schedule CSV (--out also writes them as files)"))
     if "windows" in r:
         lines.append(f"  windows: {m['windows']} ({m['windows_applied']} applied); mean QAOA ratio {format_value(m['qaoa_mean_ratio'])}, "

@@ -468,7 +468,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
     result["apply"] = {**apply_commands(caps["per_node"], topo), "schedule_csv": schedule_csv(result["schedule"], slot_h),
-                       "files": None}
+                       "files": {key: {"file": None, "written_to": None} for key in ("set_script", "restore_script", "schedule_csv")}}
     if window_run is not None:
         result["windows"] = window_run.records
         if window_run.controller is not None:

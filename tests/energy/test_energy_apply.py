@@ -77,7 +77,28 @@ def test_the_cli_writes_the_scripts_and_the_schedule_beside_the_plan(tmp_path: P
     plan = json.loads(out.read_text())
     for suffix, key in ((".apply.sh", "set_script"), (".restore.sh", "restore_script"), (".schedule.csv", "schedule_csv")):
         path = tmp_path / f"plan{suffix}"
-        assert path.read_text() == plan["result"]["apply"][key] and plan["result"]["apply"]["files"][key] == str(path)
+        assert path.read_text() == plan["result"]["apply"][key]
+        assert plan["result"]["apply"]["files"][key] == {"file": path.name, "written_to": str(path)}
     assert os.access(tmp_path / "plan.apply.sh", os.X_OK)
     assert len((tmp_path / "plan.schedule.csv").read_text().splitlines()) == 251
     assert "plan.apply.sh, plan.restore.sh, plan.schedule.csv written" in capsys.readouterr().out
+
+
+def test_the_api_keeps_the_scripts_and_the_schedule_as_downloadable_artifacts(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from qflow.api import create_app
+    from qflow.core.runs import RunStore
+
+    files = {name: (f, (SAMPLES / f).read_bytes()) for name, f in
+             (("telemetry", "telemetry_dcgm.json"), ("topology", "topology.json"), ("jobs", "jobs.json"))}
+    with TestClient(create_app(store=RunStore(tmp_path / "runs.db"))) as client:
+        response = client.post("/v1/energy/plan", files=files, data={"config": json.dumps({"gnn_steps": 10, "makespan_iterations": 2})})
+        assert response.status_code == 200, response.text
+        plan = response.json()
+        run_id = int(response.headers["X-Qflow-Run-Id"])
+        names = sorted(entry["name"] for entry in client.get(f"/v1/runs/{run_id}/artifacts").json())
+        assert names == ["plan.apply.sh", "plan.restore.sh", "plan.schedule.csv"]
+        script = client.get(f"/v1/runs/{run_id}/artifacts/plan.apply.sh").text
+    assert script == plan["result"]["apply"]["set_script"]
+    assert plan["result"]["apply"]["files"]["set_script"] == {"file": "plan.apply.sh", "written_to": None}  # the server's folder is gone
