@@ -17,6 +17,7 @@ import pandas as pd
 
 from qflow.core.errors import InfeasibleError, QuantumUnavailableError
 from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.limits import check_limit
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
@@ -316,6 +317,9 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     names = {d.name: (d.source or d.name) for d in digests or []}
     if digests is None:
         digests = [digest_frame(telemetry, "telemetry"), digest_mapping(topo.node_ids, "topology"), digest_mapping(jobs.ids, "jobs")]
+    # An explicit horizon sizes the window stage's (nodes, horizon) arrays: bound it like the jobs' slots.
+    slots = max(config.horizon, int(jobs.duration.sum()) + 1)
+    check_limit(max(jobs.n_jobs, topo.n_nodes) * slots, "energy_job_slots", "config", "horizon (jobs or nodes x horizon slots)")
     solver = SolverReport(requested=_requested(config), ran=_requested(config))
     beat = _Heartbeat(report)
     objective: dict[str, Any] = {"name": "min_peak", "requested": config.objective}

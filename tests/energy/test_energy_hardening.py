@@ -131,3 +131,11 @@ def test_long_loops_report_progress_so_a_cancel_stops_them(monkeypatch, stage: s
         plan_energy(small_inputs(chain_jobs(), budget=1500), {"gnn_steps": 50}, progress=progress)
     assert calls.count(calls[-1]) == 3 and not any(m == "clock caps" for m in calls)
     assert np.isfinite(len(calls))
+
+
+def test_an_explicit_horizon_counts_against_the_job_slots_limit(monkeypatch) -> None:
+    monkeypatch.setenv("QFLOW_MAX_ENERGY_JOB_SLOTS", "400000")
+    inputs = small_inputs(chain_jobs())
+    with pytest.raises(LimitExceededError) as err:
+        plan_energy(inputs, {"horizon": 100_000, "gnn_steps": 10})
+    assert err.value.source == "config" and err.value.field.startswith("horizon") and err.value.declared == 8 * 100_000
