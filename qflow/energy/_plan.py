@@ -357,8 +357,10 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
                 report(0.04, "shortest makespan under the budget")
                 shortest = _shortest(problem, budget, config, beat)
                 if not auto and shortest["schedule"].makespan(problem) > horizon:
-                    diagnostics.append(f"the min_makespan search needs {shortest['schedule'].makespan(problem)} slots, beyond the "
-                                       f"explicit horizon of {horizon}: the min_peak search ran instead")
+                    why = (f"the min_makespan search needs {shortest['schedule'].makespan(problem)} slots, beyond the "
+                           f"explicit horizon of {horizon}: the min_peak search ran instead")
+                    diagnostics.append(why)
+                    objective.update(why=why, not_adopted={"name": "min_makespan", "makespan_slots": shortest["schedule"].makespan(problem)})
                     shortest = None
             if shortest is not None:
                 schedule = shortest["schedule"]

@@ -83,3 +83,11 @@ def test_the_plan_carries_a_budget_sweep_where_more_budget_never_costs_makespan_
     assert bounds == sorted(bounds, reverse=True)  # a larger budget can only loosen the bound
     mine = next(row for row in sweep if row["budget_w"] == 1800)
     assert plan.metrics["makespan_slots"] <= mine["makespan_slots"]  # the plan's own search tried more orders
+
+
+def test_an_explicit_horizon_longer_than_the_shortest_makespan_is_kept_as_the_deadline() -> None:
+    inputs = small_inputs(chain_jobs(), budget=1800)
+    shortest = plan_energy(inputs, {"gnn_steps": 10}).metrics["makespan_slots"]
+    plan = plan_energy(inputs, {"gnn_steps": 10, "horizon": shortest + 3})
+    assert plan.result["objective"]["name"] == "min_makespan" and plan.metrics["makespan_slots"] == shortest
+    assert plan.result["horizon_slots"] == shortest + 3 and plan.result["horizon_source"] == "config"
