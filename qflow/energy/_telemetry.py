@@ -23,9 +23,10 @@ sentinels (``9223372036854775794`` = not supported, and the others of
 :data:`DCGM_BLANKS`), ``N/A`` and blanks are missing values. Power comes from
 ``DCGM_FI_DEV_POWER_USAGE`` or, without it, from the
 ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` counter (mJ) differenced over time.
-Hand-written parsers: no installed library reads these formats into frames
-(``prometheus_client``'s parser drops sample timestamps' ordering checks we
-need and is not a dependency).
+Hand-written parsers: none of these formats has a reader among qflow's
+dependencies (``prometheus_client``, which has a text-format parser, is not
+one), and the DCGM mapping, the sentinels and the per-series ordering checks
+with line numbers would be ours either way.
 """
 
 from __future__ import annotations
