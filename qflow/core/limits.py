@@ -62,6 +62,9 @@ LIMITS: dict[str, Limit] = {
         "QFLOW_MAX_DECODED_MB", 2048, "MiB", "bytes one input may expand to (tensors, archive members, container blocks)"
     ),
     "archive_members": Limit("QFLOW_MAX_ARCHIVE_MEMBERS", 10_000, "count", "members of one .npz or zip archive"),
+    "archive_ratio": Limit(
+        "QFLOW_MAX_ARCHIVE_RATIO", 200, "count", "unpacked / packed size of one archive member over 1 MiB unpacked (zip bombs)"
+    ),
     "yaml_aliases": Limit(
         "QFLOW_MAX_YAML_ALIASES", 10_000, "count", "nodes one YAML document gains by alias references (*name), expanded"
     ),

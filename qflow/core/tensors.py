@@ -127,12 +127,19 @@ def _numpy_load(raw: RawInput) -> np.ndarray:
     return value
 
 
+#: Archive members up to this size unpacked are not held to the ``archive_ratio`` limit (a small
+#: all-zero array packs far better than 200:1 and costs nothing to unpack).
+RATIO_EXEMPT_BYTES = 2**20
+
+
 def _zip_directory(raw: RawInput) -> list[zipfile.ZipInfo]:
     """The members of a zip archive (``.npz``, a ``.pt`` written by ``torch.save``), checked against the limits.
 
     The member count and the sum of the uncompressed sizes the central
     directory declares are checked before any member is read: a 1 MB archive
-    may declare (and deflate to) gigabytes. Reading a member later yields at
+    may declare (and deflate to) gigabytes. Each member over
+    :data:`RATIO_EXEMPT_BYTES` must also unpack to at most ``archive_ratio``
+    times its packed size: real weights pack 1-3:1 (zeros pack 1000:1). Reading a member later yields at
     most its declared size (``zipfile`` stops there), so the check holds.
     """
     try:
@@ -143,6 +150,9 @@ def _zip_directory(raw: RawInput) -> list[zipfile.ZipInfo]:
         members = [info for info in archive.infolist() if not info.is_dir()]
     check_limit(len(members), "archive_members", raw.name, "(members)")
     check_limit(sum(info.file_size for info in members), "decoded_bytes", raw.name, "(members' unpacked size)")
+    for info in members:
+        if info.file_size > RATIO_EXEMPT_BYTES:
+            check_limit(info.file_size / max(info.compress_size, 1), "archive_ratio", raw.name, info.filename)
     return members
 
 

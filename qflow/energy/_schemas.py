@@ -27,6 +27,7 @@ from pydantic import Field
 
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
+from qflow.core.io import bounded_carry
 
 __all__ = [
     "EnergyConfig",
@@ -233,7 +234,7 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
             links.append((min(a, b), max(a, b)))
     budget = data.get("power_budget_w")
     budget_value = None if budget is None else _number(budget, source, "power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
-    quantum = data.get("quantum_accelerators") or []
+    quantum = bounded_carry(data.get("quantum_accelerators") or [], source, "quantum_accelerators")
     if not isinstance(quantum, list):
         raise InputError(source, "quantum_accelerators", "wrong type", "a list", type(quantum).__name__)
     arr = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
