@@ -300,6 +300,12 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
+def _assert_exit_2_one_line(code: int, stderr: str, case: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert code == 2, f"{case}: exit {code}: {stderr[-600:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: {stderr[-600:]}"
+
+
 def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str]]]:
     def write(name: str, data: bytes | str) -> str:
         path = tmp_path / name
@@ -321,13 +327,26 @@ def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def test_cli_exits_2_with_one_error_line(tmp_path):
+def test_cli_exits_2_with_one_error_line(tmp_path, monkeypatch, capsys):
+    """Every case through the CLI's own entry point, in this process (one subprocess each would take minutes)."""
+    from qflow.cli import main
+
+    for name, value in SMALL_LIMITS.items():
+        monkeypatch.setenv(name, value)
     for case, args in _cli_cases(tmp_path):
-        result = _cli([*args, "--out", str(tmp_path / f"{case}.json")], tmp_path)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2, f"{case}: exit {result.returncode}: {result.stderr[-600:]}"
-        assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: {result.stderr[-600:]}"
+        code = main([*args, "--out", str(tmp_path / f"{case}.json")])
+        _assert_exit_2_one_line(code, capsys.readouterr().err, case)
         assert not (tmp_path / f"{case}.json").exists()
+
+
+def test_python_m_qflow_refuses_a_bomb(tmp_path):
+    """The real ``python -m qflow`` process: exit 2 and one line, nothing else on stderr."""
+    bomb = tmp_path / "emb.npz"
+    bomb.write_bytes(npz_bomb())
+    result = _cli(["attention", "--embeddings", str(bomb), "--out", str(tmp_path / "plan.json")], tmp_path)
+    _assert_exit_2_one_line(result.returncode, result.stderr, "npz_bomb")
+    assert result.stderr.startswith("error: emb.npz: ") and " limit " in result.stderr
+    assert not (tmp_path / "plan.json").exists()
 
 
 # --------------------------------------------------------------------------- a real server under prlimit
