@@ -44,6 +44,7 @@ from qflow._version import __version__
 from qflow.core.artifacts import ArtifactStore, media_type
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import InputError, QflowError
+from qflow.core.io import parse_json_text
 from qflow.core.runs import RunStore, RunStoreError, default_db_path
 from qflow.core.uploads import run_on_uploads_keeping_artifacts
 
@@ -129,7 +130,7 @@ def _parse_config(command: ModuleCommand, text: str | None) -> Any:
         data: Any = {}
     else:
         try:
-            data = json.loads(text)
+            data = parse_json_text(text, "config", "(form field)")
         except (json.JSONDecodeError, RecursionError) as exc:
             problem = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else "JSON nested too deeply"
             raise InputError("config", "(form field)", problem, "a JSON object of config fields, e.g. {\"seed\": 1}",

@@ -19,7 +19,7 @@ from qflow._version import __version__
 from qflow.core.commands import ModuleCommand, available_commands, load_command
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError, QflowError
-from qflow.core.io import load_mapping
+from qflow.core.io import load_mapping, parse_scalar
 
 __all__ = ["main"]
 
@@ -66,16 +66,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_scalar(text: str) -> Any:
-    """``--set`` values: YAML scalars (``true``, ``2``, ``1.5``), else the string."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowConfig:
     values: dict[str, Any] = {}
     source = "arguments"
@@ -90,7 +80,7 @@ def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowCon
         if "=" not in item:
             raise InputError("--set", item, "not NAME=VALUE", "NAME=VALUE, e.g. capacity_factor=1.5", item)
         key, text = item.split("=", 1)
-        values[key.strip()] = _parse_scalar(text.strip())
+        values[key.strip()] = parse_scalar(text.strip(), "--set", key.strip())
     return spec.config_cls.from_mapping(values, source)
 
 

@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from qflow.core.errors import QuantumUnavailableError
-from qflow.core.qaoa import IsingModel, approximation_ratio, bits_of, cost_layer, run_qaoa, solve_exact, x_mixer_layer
+from qflow.core.qaoa import (
+    IsingModel,
+    approximation_ratio,
+    bits_of,
+    cost_layer,
+    hamming_weights,
+    run_qaoa,
+    solve_exact,
+    x_mixer_layer,
+)
 from qflow.core.quantum import QuantumBudget, QuantumDevice
 
 __all__ = ["TOPK_PENALTY", "qaoa_topk", "qpe_circuit_probs", "qpe_recover", "qpe_sweep", "topk_model"]
@@ -80,7 +89,7 @@ def qaoa_topk(scores: np.ndarray, k: int, layers: int, device: QuantumDevice, bu
     probs = _final_probs(model, result.angles, layers, device)
     # Post-selection: read the likeliest bitstring with exactly k ones (a
     # measurement with another count is discarded and the circuit re-run).
-    weight = np.array([bits_of(i, model.n).sum() for i in range(probs.size)])
+    weight = hamming_weights(model.n)
     feasible_mass = float(probs[weight == k].sum())
     index = int(np.argmax(np.where(weight == k, probs, -1.0)))
     bits = bits_of(index, model.n)

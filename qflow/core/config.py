@@ -8,6 +8,7 @@ all read from one table -- scikit-learn's ``_parameter_constraints`` habit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -21,6 +22,8 @@ __all__ = ["QflowConfig", "config_from_mapping", "input_error_from_validation"]
 def _expected_from(error: dict[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     kind = error.get("type", "")
+    if kind == "finite_number":
+        return "a finite number"
     bounds = []
     for key, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if key in ctx:
@@ -57,18 +60,31 @@ def input_error_from_validation(
     problem = "unknown field" if first.get("type") == "extra_forbidden" else "invalid value"
     if first.get("type") == "missing":
         problem = "missing field"
-    received = first.get("input") if first.get("type") != "missing" else None
+    received = _printable(first.get("input")) if first.get("type") != "missing" else None
     return InputError(source, field, problem, _expected_from(first), received)
+
+
+def _printable(value: Any) -> Any:
+    """``value``, or a description of it where Python cannot print it (an int over the digit limit).
+
+    >>> _printable(10**5000)
+    'an integer of about 5001 digits'
+    """
+    if isinstance(value, int) and value.bit_length() > 14_000:  # 14,000 bits is ~4,214 digits, under the 4,300 limit
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return value
 
 
 class QflowConfig(BaseModel):
     """Base for module configs: strict names, bounded values, a seed.
 
     Unknown fields are refused (a typo in a YAML file must not be silently
-    ignored) and assignments are validated too.
+    ignored), non-finite floats are refused, and assignments are validated too.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: no setting means anything at inf or NaN, and such a
+    # value would reach arithmetic downstream (a time budget of inf never ends).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed; same input, config and seed give the same plan.")
 

@@ -2,16 +2,24 @@
 
 Every loader accepts a path, raw ``bytes``, or a file-like object with
 ``.name`` and ``.read()``/``.getvalue()`` (a Streamlit upload). Sizes are
-checked before parsing; nothing is ever unpickled (JSON, YAML ``safe_load``,
-CSV only). A failure raises :class:`~qflow.core.errors.InputError` naming the
-file, the field and what was expected.
+checked before parsing (limit ``input_bytes``, see :mod:`qflow.core.limits`);
+nothing is ever unpickled (JSON, YAML ``safe_load``, CSV only). YAML alias
+expansion is bounded (limit ``yaml_aliases``; recursive aliases are refused).
+Numbers are checked where they are parsed: an integer over Python's
+int-from-text digit limit, and a non-finite float (``NaN``, ``Infinity``,
+``.inf``, ``1e309``) in JSON or YAML, or ``inf`` in a numeric table column,
+is an input error naming the field. A failure raises
+:class:`~qflow.core.errors.InputError` naming the file, the field and what
+was expected.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +31,37 @@ import pandas as pd
 import yaml
 
 from qflow.core.errors import InputError
+from qflow.core.limits import check_limit, limit_value
 from qflow.core.plan import InputDigest, digest_bytes
 
 __all__ = [
-    "MAX_INPUT_BYTES",
     "RawInput",
+    "bounded_carry",
+    "max_input_bytes",
     "read_input",
     "load_table",
     "load_mapping",
+    "parse_json_text",
     "parse_mapping",
+    "parse_scalar",
     "load_graph",
     "digest_frame",
     "digest_mapping",
 ]
 
-#: Largest accepted input file, bytes. ``QFLOW_MAX_INPUT_MB`` overrides.
-MAX_INPUT_BYTES = int(float(os.environ.get("QFLOW_MAX_INPUT_MB", "1024")) * 2**20)
+
+def max_input_bytes() -> int:
+    """Largest accepted input file, bytes: the ``input_bytes`` limit (``QFLOW_MAX_INPUT_MB``), read now."""
+    return int(limit_value("input_bytes"))
+
+
+def __getattr__(name: str) -> Any:
+    # ``MAX_INPUT_BYTES`` stays importable for old callers, read when asked (an
+    # environment change after import is seen).
+    if name == "MAX_INPUT_BYTES":
+        return max_input_bytes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Source = str | os.PathLike[str] | bytes | IO[bytes] | IO[str]
 
@@ -68,9 +91,10 @@ def read_input(source: Source, name: str | None = None, max_bytes: int | None = 
     name : str, optional
         Name used in error messages; defaults to the file name.
     max_bytes : int, optional
-        Size limit; defaults to :data:`MAX_INPUT_BYTES`.
+        Size limit; defaults to the ``input_bytes`` limit (a
+        :class:`~qflow.core.limits.LimitExceededError` when over it).
     """
-    limit = MAX_INPUT_BYTES if max_bytes is None else max_bytes
+    limit = max_input_bytes() if max_bytes is None else max_bytes
     if isinstance(source, bytes):
         label = name or "<bytes>"
         data = source
@@ -79,9 +103,7 @@ def read_input(source: Source, name: str | None = None, max_bytes: int | None = 
         label = name or path.name
         if not path.is_file():
             raise InputError(label, "(file)", "file not found", "an existing file", str(path))
-        size = path.stat().st_size
-        if size > limit:
-            raise InputError(label, "(file)", "file too large", f"at most {limit} bytes", f"{size} bytes")
+        _check_size(path.stat().st_size, limit, max_bytes is None, label)
         data = path.read_bytes()
     elif hasattr(source, "getvalue") or hasattr(source, "read"):
         label = name or Path(str(getattr(source, "name", "<upload>"))).name
@@ -90,11 +112,17 @@ def read_input(source: Source, name: str | None = None, max_bytes: int | None = 
             data = data.encode()
     else:
         raise InputError(name or "<input>", "(file)", "unsupported input", "a path, bytes or a file object", type(source).__name__)
-    if len(data) > limit:
-        raise InputError(label, "(file)", "file too large", f"at most {limit} bytes", f"{len(data)} bytes")
+    _check_size(len(data), limit, max_bytes is None, label)
     if not data.strip():
         raise InputError(label, "(file)", "file is empty", "a non-empty file")
     return RawInput(label, data)
+
+
+def _check_size(size: int, limit: int, is_default: bool, label: str) -> None:
+    if is_default:
+        check_limit(size, "input_bytes", label, "(file)")
+    elif size > limit:
+        raise InputError(label, "(file)", "file too large", f"at most {limit} bytes", f"{size} bytes")
 
 
 def _decode(raw: RawInput) -> str:
@@ -104,22 +132,172 @@ def _decode(raw: RawInput) -> str:
         raise InputError(raw.name, "(file)", "not UTF-8 text", "a UTF-8 text file", f"byte {exc.start}") from None
 
 
-def _parse_json(raw: RawInput) -> Any:
+class _Unreadable:
+    """A number the parser could not turn into a value (an integer over Python's digit limit).
+
+    Left in the parsed data as a marker so that :func:`_check_numbers` can name
+    the field it sits in, which the parser itself does not know.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _json_int(text: str) -> int | _Unreadable:
     try:
-        return json.loads(_decode(raw))
+        return int(text)
+    except ValueError:  # over sys.get_int_max_str_digits() digits
+        return _Unreadable(text)
+
+
+def _check_numbers(data: Any, source: str, prefix: str = "") -> None:
+    """Refuse unreadable integers and non-finite floats anywhere in parsed JSON/YAML, naming the field.
+
+    Walks iteratively (a deeply nested document must not hit the recursion
+    limit here); a structure seen twice (YAML aliases share objects) is
+    walked once.
+    """
+    stack: list[tuple[str, Any]] = [(prefix, data)]
+    seen: set[int] = set()
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _Unreadable):
+            digits = sys.get_int_max_str_digits()
+            raise InputError(source, path or "(top level)", "integer too large",
+                             f"a number of at most {digits} digits", f"{len(value.text)} digits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(source, path or "(top level)", "not a finite number", "a finite number", value)
+        if isinstance(value, dict | list) and id(value) not in seen:
+            seen.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                stack.append((f"{path}[{key}]" if isinstance(value, list) else (f"{path}.{key}" if path else str(key)), item))
+
+
+def _parse_json(raw: RawInput) -> Any:
+    return parse_json_text(_decode(raw), raw.name)
+
+
+def parse_json_text(text: str, source: str, field: str = "(file)") -> Any:
+    """Parse JSON ``text`` with qflow's number rules (see the module docstring).
+
+    ``field`` names where the text came from in messages (``"(form field)"``
+    for the API's ``config`` field); parse errors say ``(line N)`` for files.
+
+    >>> parse_json_text('{"a": [1, 2.5]}', "config")
+    {'a': [1, 2.5]}
+    >>> parse_json_text('{"a": {"b": NaN}}', "config")
+    Traceback (most recent call last):
+    ...
+    qflow.core.errors.InputError: config: a.b: not a finite number; expected a finite number, got nan
+    """
+    try:
+        data = json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as exc:
-        raise InputError(raw.name, f"(line {exc.lineno})", f"invalid JSON ({exc.msg})", "a JSON document") from None
+        where = f"(line {exc.lineno})" if field == "(file)" else field
+        raise InputError(source, where, f"invalid JSON ({exc.msg})", "a JSON document") from None
     except RecursionError:
-        raise InputError(raw.name, "(file)", "JSON nested too deeply", "a JSON document") from None
+        raise InputError(source, field, "JSON nested too deeply", "a JSON document") from None
+    _check_numbers(data, source)
+    return data
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose integers over Python's digit limit become markers, not a ValueError."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _Unreadable:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            return _Unreadable(str(node.value))
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _alias_expansion(root: yaml.Node, source: str) -> int:
+    """Nodes the document gains by expanding its aliases (expanded size minus distinct nodes).
+
+    An alias is a reference to an already-built node, so PyYAML's output
+    shares objects; expanded (by ``json.dumps`` of a plan, for one) 2.6 KB of
+    nested aliases become hundreds of megabytes. Iterative post-order walk
+    with memoised subtree sizes; a node reached from inside itself is a
+    recursive alias, refused (no plan could be written from it).
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise InputError(source, "(file)", "recursive YAML alias", "a document without self-referencing anchors")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)] - len(sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _parse_yaml(raw: RawInput) -> Any:
+    return parse_yaml_text(_decode(raw), raw.name)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """Parse one YAML document safely: no objects, bounded alias expansion, qflow's number rules."""
+    loader: _BoundedLoader | None = None
     try:
-        return yaml.safe_load(_decode(raw))
+        loader = _BoundedLoader(text)  # the reader refuses unprintable characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_limit(_alias_expansion(node, source), "yaml_aliases", source, "(aliases)")
+        data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"(line {mark.line + 1})" if mark is not None else "(file)"
-        raise InputError(raw.name, where, "invalid YAML", "a YAML document", getattr(exc, "problem", None)) from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+        raise InputError(source, where, "invalid YAML", "a YAML document", problem) from None
+    except RecursionError:
+        raise InputError(source, "(file)", "YAML nested too deeply", "a YAML document") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    _check_numbers(data, source)
+    return data
+
+
+def parse_scalar(text: str, source: str = "--set", field: str = "value") -> Any:
+    """A command-line value as a YAML scalar (``true``, ``2``, ``1.5``), else the string itself.
+
+    Numbers follow the loaders' rules: ``--set seed=<5,000 digits>`` or
+    ``--set capacity_factor=.inf`` is an :class:`InputError` naming ``field``.
+
+    >>> parse_scalar("1.5"), parse_scalar("true"), parse_scalar("a: [")
+    (1.5, True, 'a: [')
+    """
+    try:
+        value = parse_yaml_text(text, source)
+    except InputError as exc:
+        if exc.problem in ("integer too large", "not a finite number"):
+            raise InputError(source, field, exc.problem, exc.expected, exc.received) from None
+        return text
+    return value
 
 
 def load_mapping(source: Source, name: str | None = None) -> dict[str, Any]:
@@ -179,9 +357,50 @@ def load_table(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(raw.name, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None
         frame.columns = [str(c).strip() for c in frame.columns]
+        _refuse_infinite(frame, raw.name)
     if frame.empty:
         raise InputError(raw.name, "(rows)", "no rows", "at least one row")
     return frame, raw
+
+
+def _refuse_infinite(frame: pd.DataFrame, source: str) -> None:
+    """An ``inf`` (or a number like ``1e309`` that overflows to it) in a numeric CSV column is an input error.
+
+    NaN is left alone: pandas reads a blank cell as NaN, and each module
+    decides whether a column may be blank.
+    """
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values.dtype):
+            bad = np.flatnonzero(np.isinf(values.to_numpy(dtype=float)))
+            if bad.size:
+                raise InputError(source, f"{column} (row {int(bad[0]) + 1})", "not a finite number", "a finite number",
+                                 values.iloc[int(bad[0])])
+
+
+def bounded_carry(value: Any, source: str, field: str) -> Any:
+    """``value`` unchanged, once its JSON form is known to fit the ``carried_field_bytes`` limit.
+
+    For free-form input fields a module copies into its plan as they are
+    (the energy topology's ``quantum_accelerators``, for one): without a bound,
+    a few KB of YAML aliases become a plan of hundreds of megabytes. The JSON
+    text is produced piece by piece and counting stops at the limit, so a
+    bomb costs no more than the limit to refuse.
+
+    >>> bounded_carry({"qpu": [1, 2]}, "topology.yaml", "quantum_accelerators")
+    {'qpu': [1, 2]}
+    """
+    limit = limit_value("carried_field_bytes")
+    written = 0
+    try:
+        for chunk in json.JSONEncoder(default=str).iterencode(value):
+            written += len(chunk.encode())
+            if written > limit:
+                break
+    except (ValueError, RecursionError):  # a circular or absurdly deep structure
+        raise InputError(source, field, "not plain nested data", "JSON-like values (no self-references)") from None
+    check_limit(written, "carried_field_bytes", source, field)
+    return value
 
 
 def load_graph(source: Source, name: str | None = None) -> tuple[nx.Graph, RawInput]:

@@ -38,8 +38,8 @@ class Limit:
     default : float
         Default in ``unit``.
     unit : str
-        ``"MiB"`` (converted to bytes by :func:`limit_value`), ``"s"`` or
-        ``"count"``.
+        ``"MiB"`` or ``"KiB"`` (converted to bytes by :func:`limit_value`),
+        ``"s"`` or ``"count"``.
     bounds : str
         What the limit applies to, for messages and the README.
     """
@@ -51,7 +51,7 @@ class Limit:
 
     @property
     def scale(self) -> int:
-        return MIB if self.unit == "MiB" else 1
+        return {"MiB": MIB, "KiB": 1024}.get(self.unit, 1)
 
 
 #: Every limit by name. The README's "Security and limits" table lists these.
@@ -62,8 +62,13 @@ LIMITS: dict[str, Limit] = {
         "QFLOW_MAX_DECODED_MB", 2048, "MiB", "bytes one input may expand to (tensors, archive members, container blocks)"
     ),
     "archive_members": Limit("QFLOW_MAX_ARCHIVE_MEMBERS", 10_000, "count", "members of one .npz or zip archive"),
-    "yaml_aliases": Limit("QFLOW_MAX_YAML_ALIASES", 100, "count", "alias references in one YAML document"),
-    "carried_field_bytes": Limit("QFLOW_MAX_CARRIED_FIELD_KB", 64, "count", "KiB of one free-form field copied into a plan"),
+    "archive_ratio": Limit(
+        "QFLOW_MAX_ARCHIVE_RATIO", 200, "count", "unpacked / packed size of one archive member over 1 MiB unpacked (zip bombs)"
+    ),
+    "yaml_aliases": Limit(
+        "QFLOW_MAX_YAML_ALIASES", 10_000, "count", "nodes one YAML document gains by alias references (*name), expanded"
+    ),
+    "carried_field_bytes": Limit("QFLOW_MAX_CARRIED_FIELD_KB", 64, "KiB", "one free-form input field copied into a plan, as JSON"),
     "request_seconds": Limit("QFLOW_REQUEST_TIME_BUDGET_S", 300, "s", "wall time of one API request's engine work"),
     "energy_job_slots": Limit(
         "QFLOW_MAX_ENERGY_JOB_SLOTS", 10_000_000, "count", "energy jobs x schedule slots (the sum of their durations) of one plan"
@@ -91,7 +96,7 @@ class LimitExceededError(InputError):
 
 
 def _describe(value: float, spec: Limit) -> str:
-    if spec.unit == "MiB":
+    if spec.unit in ("MiB", "KiB"):
         return f"{value:,.0f} bytes"
     if spec.unit == "s":
         return f"{value:g} s"

@@ -15,12 +15,13 @@ and the budget checks of :mod:`qflow.core.quantum`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from qflow.core.errors import QuantumUnavailableError
-from qflow.core.quantum import QuantumBudget, QuantumDevice
+from qflow.core.quantum import HARD_MAX_QUBITS, QuantumBudget, QuantumDevice
 
 __all__ = [
     "EXACT_MAX_VARIABLES",
@@ -29,6 +30,7 @@ __all__ = [
     "approximation_ratio",
     "build_cost_hamiltonian",
     "cost_layer",
+    "hamming_weights",
     "param_shape",
     "run_qaoa",
     "solve_exact",
@@ -37,8 +39,10 @@ __all__ = [
     "warm_start_mixer_layer",
 ]
 
-#: Sub-problems up to this many binary variables are also solved exactly.
-EXACT_MAX_VARIABLES = 20
+#: Sub-problems up to this many binary variables are also solved exactly: every
+#: circuit a config allows (``HARD_MAX_QUBITS``) has its exact check, which at
+#: 24 variables takes about a second and 256 MiB (:meth:`IsingModel.energies`).
+EXACT_MAX_VARIABLES = HARD_MAX_QUBITS
 
 
 @dataclass(frozen=True)
@@ -88,17 +92,35 @@ class IsingModel:
     def energies(self) -> np.ndarray:
         """Energies of all ``2**n`` bitstrings, PennyLane order (wire 0 = MSB).
 
+        The spins are split into a high half ``A`` (the leading wires) and a
+        low half ``B``: ``E(a, b) = E_A(a) + E_B(b) + z_A(a)^T J_AB z_B(b)``,
+        one ``(2**|A|, 2**|B|)`` matrix product whose row-major ravel is the
+        PennyLane order. Peak memory is about one output array (128 MiB at 24
+        spins) instead of the ``2**n x n`` spin table a direct formula needs
+        (over 3 GiB at 24 spins, several times over for its temporaries).
+
         Returns
         -------
         ndarray of shape (2**n,)
+
+        >>> m = IsingModel(np.array([1.0, -0.5, 0.25]), np.triu(np.full((3, 3), 0.5), 1))
+        >>> bool(np.allclose(m.energies(), [m.energy(bits_of(i, 3)) for i in range(8)]))
+        True
         """
         n = self.n
-        if n > EXACT_MAX_VARIABLES + 4:
-            raise ValueError(f"refusing to enumerate 2**{n} states")
-        states = np.arange(1 << n, dtype=np.int64)
-        z = 1.0 - 2.0 * ((states[:, None] >> np.arange(n - 1, -1, -1)) & 1)
-        upper = np.triu(self.J, 1)
-        return self.offset + z @ self.h + np.einsum("si,ij,sj->s", z, upper, z, optimize=True)
+        if n > HARD_MAX_QUBITS:
+            raise ValueError(f"refusing to enumerate 2**{n} states (at most 2**{HARD_MAX_QUBITS})")
+        upper = np.triu(np.asarray(self.J, dtype=float), 1)
+        h = np.asarray(self.h, dtype=float)
+        cut = n // 2
+        z_a, z_b = _spin_table(cut), _spin_table(n - cut)
+        e_a = z_a @ h[:cut] + np.einsum("si,ij,sj->s", z_a, upper[:cut, :cut], z_a)
+        e_b = z_b @ h[cut:] + np.einsum("si,ij,sj->s", z_b, upper[cut:, cut:], z_b)
+        table = (z_a @ upper[:cut, cut:]) @ z_b.T  # (2**cut, 2**(n - cut)) cross terms
+        table += e_a[:, None]
+        table += e_b[None, :]
+        table += self.offset
+        return table.ravel()
 
     def terms(self) -> tuple[list[float], list[tuple[int, ...]]]:
         """Non-zero coefficients and the wires they act on (1 or 2 wires)."""
@@ -124,6 +146,21 @@ class IsingModel:
         if scale == 0.0:
             return self, 1.0
         return IsingModel(self.h / scale, self.J / scale, self.offset / scale), scale
+
+
+def _spin_table(n: int) -> np.ndarray:
+    """Spins ``z = 1 - 2x`` of all ``2**n`` bitstrings, shape ``(2**n, n)``, wire 0 = MSB."""
+    states = np.arange(1 << n, dtype=np.int64)
+    return 1.0 - 2.0 * ((states[:, None] >> np.arange(n - 1, -1, -1)) & 1)
+
+
+def hamming_weights(n: int) -> np.ndarray:
+    """Number of ones in each of the ``2**n`` bitstrings, shape ``(2**n,)``, PennyLane order.
+
+    >>> hamming_weights(2).tolist()
+    [0, 1, 1, 2]
+    """
+    return np.bitwise_count(np.arange(1 << n, dtype=np.uint64)).astype(np.int64)
 
 
 def bits_of(index: int, n: int) -> np.ndarray:
@@ -248,6 +285,39 @@ def _initial_angles(layers: int, rng: np.random.Generator, warm: bool) -> np.nda
     return np.stack([gammas, betas]) + rng.normal(0.0, 0.01, size=(2, layers))
 
 
+#: From this many qubits one circuit is timed before optimising (see :func:`_probe_step_time`).
+PROBE_MIN_QUBITS = 18
+
+
+def _probe_step_time(cost, angles, n: int, budget: QuantumBudget) -> int:
+    """Time one cost evaluation on large circuits; refuse when a step would overrun the time budget.
+
+    The budget is checked between optimiser steps, and one step on 24 qubits
+    can take minutes, so without this a plan could overrun its budget many
+    times over. An adjoint step costs about three evaluations and the read-out
+    one more, so four evaluations must fit in what is left. Below
+    :data:`PROBE_MIN_QUBITS` a step takes milliseconds and nothing is run.
+
+    Returns
+    -------
+    int
+        Circuits run (0 or 1), for the plan's count.
+    """
+    if n < PROBE_MIN_QUBITS:
+        return 0
+    start = time.perf_counter()
+    cost(angles)
+    one = time.perf_counter() - start
+    budget.check_time()
+    left = budget.time_budget_s - budget.elapsed_s()
+    if 4 * one > left:
+        raise QuantumUnavailableError(
+            f"one optimiser step on {n} qubits would take about {3 * one:.0f} s (one circuit took {one:.1f} s), "
+            f"more than the {left:.0f} s left of the quantum time budget"
+        )
+    return 1
+
+
 def run_qaoa(
     model: IsingModel,
     layers: int,
@@ -334,7 +404,7 @@ def run_qaoa(
         angles = pnp.array(_initial_angles(layers, rng, thetas is not None), requires_grad=True)
         opt = qml.AdamOptimizer(stepsize=stepsize)
         history: list[float] = []
-        circuits = 0
+        circuits = _probe_step_time(cost, angles, n, budget)
         best_value, best_angles, stale = np.inf, angles, 0
         steps = 0
         for steps in range(1, max_steps + 1):  # noqa: B007 - steps is reported

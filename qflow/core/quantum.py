@@ -12,12 +12,13 @@ classical answer.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from qflow.core.errors import QuantumUnavailableError
+from qflow.core.errors import InputError, QuantumUnavailableError
 
 __all__ = [
     "HARD_MAX_QUBITS",
@@ -85,6 +86,17 @@ def available_memory_bytes() -> int:
     return 4 * 2**30
 
 
+def _budget_from_environment(text: str) -> float:
+    """``QFLOW_QUANTUM_TIME_BUDGET_S`` as seconds (finite, >= 0), else an :class:`InputError` naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError("QFLOW_QUANTUM_TIME_BUDGET_S", "(environment)", "not a usable number", "seconds >= 0", text)
+    return value
+
+
 @dataclass
 class QuantumBudget:
     """Limits one plan's quantum work must stay within.
@@ -115,7 +127,7 @@ class QuantumBudget:
         # Tests force a timeout by setting this to 0; an operator can too.
         override = os.environ.get("QFLOW_QUANTUM_TIME_BUDGET_S")
         if override is not None:
-            self.time_budget_s = float(override)
+            self.time_budget_s = _budget_from_environment(override)
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self._start

@@ -3,8 +3,12 @@
 Formats, picked by suffix: ``.npy`` (one array), ``.npz`` (named arrays),
 both read with ``numpy.load(allow_pickle=False)``; ``.pt``/``.pth`` read with
 ``torch.load(weights_only=True)`` (a tensor or a flat/nested state dict);
-``.safetensors``. Sizes are checked by :func:`qflow.core.io.read_input`
-before anything is parsed. Writers (:func:`npz_bytes`,
+``.safetensors``. The file's size is checked by
+:func:`qflow.core.io.read_input` before anything is parsed; every size the
+file *declares* (an .npy header's shape, an archive's member count and each
+member's uncompressed size in the zip directory, a safetensors header's
+shapes) is checked against the limits of :mod:`qflow.core.limits`
+(``decoded_bytes``, ``archive_members``) before it is read or allocated. Writers (:func:`npz_bytes`,
 :func:`safetensors_bytes`, :func:`tensor_file_bytes`) produce the same
 formats, never pickles.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from qflow.core.errors import InputError
-from qflow.core.io import MAX_INPUT_BYTES, RawInput, Source, read_input
+from qflow.core.io import RawInput, Source, parse_json_text, read_input
+from qflow.core.limits import check_limit
 
 __all__ = ["TENSOR_SUFFIXES", "load_tensors", "npz_bytes", "parse_tensors", "safetensors_bytes", "tensor_file_bytes"]
 
@@ -96,6 +102,7 @@ def _check_npy_header(stream: io.BytesIO, source: str, field: str) -> None:
     if dtype.hasobject:
         raise InputError(source, field, "not a plain .npy array", "a numeric .npy array (no pickled objects)", str(dtype))
     needed = math.prod(int(n) for n in shape) * dtype.itemsize
+    check_limit(needed, "decoded_bytes", source, field)
     if needed > size - stream.tell():
         raise InputError(source, field, "truncated array data", f"{needed} bytes for shape {tuple(shape)} {dtype}",
                          f"{size - stream.tell()} bytes")
@@ -120,24 +127,45 @@ def _numpy_load(raw: RawInput) -> np.ndarray:
     return value
 
 
+#: Archive members up to this size unpacked are not held to the ``archive_ratio`` limit (a small
+#: all-zero array packs far better than 200:1 and costs nothing to unpack).
+RATIO_EXEMPT_BYTES = 2**20
+
+
+def _zip_directory(raw: RawInput) -> list[zipfile.ZipInfo]:
+    """The members of a zip archive (``.npz``, a ``.pt`` written by ``torch.save``), checked against the limits.
+
+    The member count and the sum of the uncompressed sizes the central
+    directory declares are checked before any member is read: a 1 MB archive
+    may declare (and deflate to) gigabytes. Each member over
+    :data:`RATIO_EXEMPT_BYTES` must also unpack to at most ``archive_ratio``
+    times its packed size: real weights pack 1-3:1 (zeros pack 1000:1). Reading a member later yields at
+    most its declared size (``zipfile`` stops there), so the check holds.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw.data))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise InputError(raw.name, "(file)", "not a zip archive", f"a {raw.suffix} file as numpy/torch write it", str(exc)) from None
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+    check_limit(len(members), "archive_members", raw.name, "(members)")
+    check_limit(sum(info.file_size for info in members), "decoded_bytes", raw.name, "(members' unpacked size)")
+    for info in members:
+        if info.file_size > RATIO_EXEMPT_BYTES:
+            check_limit(info.file_size / max(info.compress_size, 1), "archive_ratio", raw.name, info.filename)
+    return members
+
+
 def _npz(raw: RawInput) -> dict[str, np.ndarray]:
-    """Each ``.npy`` member of the archive, its header checked first; the members' total size is bounded too
-    (a small archive may expand to far more than its own size)."""
-    limit = MAX_INPUT_BYTES
+    """Each ``.npy`` member of the archive, its header checked before its data is parsed."""
+    members = _zip_directory(raw)
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(raw.data)) as archive:
-            total = 0
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
+            for info in members:
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 with archive.open(info) as member:
-                    data = member.read(limit - total + 1)
-                total += len(data)
-                if total > limit:
-                    raise InputError(raw.name, key, "archive expands too far", f"at most {limit} bytes unpacked",
-                                     f"more than {limit} bytes")
+                    data = member.read(info.file_size + 1)
                 stream = io.BytesIO(data)
                 _check_npy_header(stream, raw.name, key)
                 arrays[key] = np.load(stream, allow_pickle=False)
@@ -170,6 +198,12 @@ def _torch(raw: RawInput) -> dict[str, np.ndarray]:
 
     import torch
 
+    if raw.data[:2] != b"PK":
+        # The legacy (pre-1.6) format declares each storage's element count in
+        # the stream and allocates it before reading: refused, not trusted.
+        raise InputError(raw.name, "(file)", "not a zip-format torch file",
+                         "tensors saved with torch.save (zip format, the default since torch 1.6)")
+    _zip_directory(raw)
     try:
         value = torch.load(io.BytesIO(raw.data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -185,11 +219,50 @@ def _safetensors(raw: RawInput) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
+    _check_safetensors_header(raw)
     try:
         loaded = load(raw.data)
     except (SafetensorError, ValueError, TypeError) as exc:
         raise InputError(raw.name, "(file)", "not a .safetensors file", "a file written by safetensors", str(exc)) from None
     return dict(sorted(loaded.items()))  # safetensors' own order varies between runs; names are stable
+
+
+#: Bytes per element of safetensors' dtype names (unknown names are sized as 8 bytes for the check).
+_SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                         "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+
+
+def _check_safetensors_header(raw: RawInput) -> None:
+    """Check the sizes a safetensors header declares before the library reads the file.
+
+    Layout: an 8-byte little-endian header length, a JSON header
+    ``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}``,
+    then the data. The header must fit in the file, and the shapes times
+    their dtypes' sizes must stay within ``decoded_bytes``.
+    """
+    if len(raw.data) < 8:
+        raise InputError(raw.name, "(file)", "not a .safetensors file", "an 8-byte header length, a JSON header, data",
+                         f"{len(raw.data)} bytes")
+    (header_len,) = struct.unpack("<Q", raw.data[:8])
+    if header_len > len(raw.data) - 8:
+        raise InputError(raw.name, "(header)", "header longer than the file", f"at most {len(raw.data) - 8} bytes",
+                         f"{header_len} bytes")
+    try:
+        text = raw.data[8 : 8 + header_len].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(raw.name, "(header)", "not a .safetensors file", "a UTF-8 JSON header", f"byte {exc.start}") from None
+    header = parse_json_text(text, raw.name, "(header)")
+    if not isinstance(header, dict):
+        raise InputError(raw.name, "(header)", "not a .safetensors file", "a JSON object header", type(header).__name__)
+    entries = {key: value for key, value in header.items() if key != "__metadata__"}
+    check_limit(len(entries), "archive_members", raw.name, "(tensors)")
+    total = 0
+    for key, entry in entries.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise InputError(raw.name, f"{key}.shape", "not a shape", "a list of non-negative integers", shape)
+        total += math.prod(shape) * _SAFETENSORS_ITEMSIZE.get(str(entry.get("dtype")), 8)
+        check_limit(total, "decoded_bytes", raw.name, key)
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray], compressed: bool = False) -> bytes:

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
+from qflow.core.io import bounded_carry
 from qflow.core.limits import check_limit
 
 __all__ = [
@@ -219,46 +220,6 @@ def _identifier(value: Any, source: str, where: str) -> str:
     return text
 
 
-def carried_kib(value: Any, stop_after_bytes: int) -> int:
-    """Approximate JSON size of ``value`` in KiB, counting no further than ``stop_after_bytes``.
-
-    Walks the structure iteratively (each shared reference counted every
-    time, as ``json.dumps`` would write it) and stops as soon as the count
-    passes ``stop_after_bytes``, so an alias-expanded YAML bomb costs no more
-    than the limit to measure. Written by hand because ``json.dumps`` would
-    build the whole text first.
-
-    >>> carried_kib([{"id": "q"}], 10_000), carried_kib(["x" * 5000] * 10, 2048) > 2
-    (1, True)
-    """
-    total, stack = 0, [value]
-    while stack and total <= stop_after_bytes:
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            total += 2 + 4 * len(item)
-            for key, sub in item.items():
-                total += len(str(key))
-                stack.append(sub)
-        elif isinstance(item, list | tuple):
-            total += 2 + 2 * len(item)
-            stack.extend(item)
-        elif isinstance(item, str):
-            total += len(item) + 2
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 10**30:
-            total += stop_after_bytes + 1
-        else:
-            total += len(str(item))
-    return math.ceil(total / 1024)
-
-
-def check_carried(value: Any, source: str, where: str) -> None:
-    """Refuse a free-form field copied into the plan when its JSON passes the ``carried_field_bytes`` limit."""
-    from qflow.core.limits import limit_value
-
-    allowed_kib = limit_value("carried_field_bytes")
-    check_limit(carried_kib(value, int(allowed_kib * 1024)), "carried_field_bytes", source, where)
-
-
 def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topology:
     """Validate a topology mapping.
 
@@ -332,10 +293,9 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
             links.append((min(a, b), max(a, b)))
     budget = data.get("power_budget_w")
     budget_value = None if budget is None else _number(budget, source, "power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
-    quantum = data.get("quantum_accelerators") or []
+    quantum = bounded_carry(data.get("quantum_accelerators") or [], source, "quantum_accelerators")
     if not isinstance(quantum, list):
         raise InputError(source, "quantum_accelerators", "wrong type", "a list", type(quantum).__name__)
-    check_carried(quantum, source, "quantum_accelerators")
     arr = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     return Topology(
         node_ids=ids, gpus=arr["gpus"].astype(int), min_clock_mhz=arr["min"], max_clock_mhz=arr["max"],

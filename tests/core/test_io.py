@@ -13,6 +13,7 @@ import pytest
 import qflow.core.io as qio
 from qflow.core.errors import InputError
 from qflow.core.io import digest_frame, digest_mapping, load_graph, load_mapping, load_table, read_input
+from qflow.core.limits import LimitExceededError
 from qflow.core.plan import digest_bytes
 
 RECORDS = [{"token_id": "a", "complexity": 1}, {"token_id": "b", "complexity": 2}]
@@ -65,10 +66,15 @@ class TestReadInput:
         assert "mem.csv: (file): file too large" in str(err)
 
     def test_module_limit_applies_to_loaders(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(qio, "MAX_INPUT_BYTES", 16)
+        # Set after import: the limit is read when a file is read, not when qflow.core.io is imported.
+        monkeypatch.setenv("QFLOW_MAX_INPUT_MB", str(16 / 2**20))
+        assert qio.MAX_INPUT_BYTES == 16
         path = write(tmp_path, "tokens.csv", "token_id,complexity\n" + "a,1\n" * 10)
         err = error_of(load_table, path)
-        assert "tokens.csv: (file): file too large; expected at most 16 bytes" in str(err)
+        assert isinstance(err, LimitExceededError)
+        assert str(err).startswith("tokens.csv: (file): over the input_bytes limit")
+        assert "QFLOW_MAX_INPUT_MB" in str(err) and "at most 16 bytes, got 60 bytes" in str(err)
+        assert error_of(load_mapping, io.BytesIO(b'{"a": 1, "b": 2, "c": 3}')).field == "(file)"
 
     @pytest.mark.parametrize("data", [b"", b"  \n\t\n"])
     def test_empty_file(self, tmp_path, data):

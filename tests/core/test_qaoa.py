@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pennylane as qml
@@ -10,8 +11,11 @@ import pytest
 
 from qflow.core.errors import QuantumUnavailableError
 from qflow.core.qaoa import (
+    PROBE_MIN_QUBITS,
     IsingModel,
+    _probe_step_time,
     approximation_ratio,
+    bits_of,
     build_cost_hamiltonian,
     param_shape,
     run_qaoa,
@@ -98,10 +102,33 @@ class TestSolveExact:
         assert worst == pytest.approx(max(values), abs=1e-9)
         assert qubo_value(bits, linear, quadratic, constant) == pytest.approx(min(values), abs=1e-9)
 
-    def test_refuses_too_many_variables(self):
-        model = IsingModel(h=np.zeros(21), J=np.zeros((21, 21)))
-        with pytest.raises(ValueError, match="exact solve limited to 20 variables; got 21"):
+    def test_refuses_more_variables_than_any_circuit(self):
+        n = HARD_MAX_QUBITS + 1
+        model = IsingModel(h=np.zeros(n), J=np.zeros((n, n)))
+        with pytest.raises(ValueError, match=f"exact solve limited to {HARD_MAX_QUBITS} variables; got {n}"):
             solve_exact(model)
+
+    def test_hard_max_qubits_enumerates_in_bounded_memory(self):
+        """Every circuit a config allows (max_qubits <= 24) has its exact check: the routing and attention
+        plans at max_qubits=24 crashed on it. The direct 2**n x n spin table would need over 3 GiB here."""
+        import tracemalloc
+
+        n = HARD_MAX_QUBITS
+        rng = np.random.default_rng(3)
+        model = IsingModel(rng.normal(size=n), np.triu(rng.normal(size=(n, n)), 1), 0.5)
+        tracemalloc.start()
+        try:
+            bits, best, worst = solve_exact(model)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 * 8 * 2**n  # the 128 MiB energies array and less than two more of its size
+        energies = model.energies()
+        assert energies.shape == (2**n,)
+        picks = rng.integers(0, 2**n, 64)
+        assert np.allclose(energies[picks], [model.energy(bits_of(int(i), n)) for i in picks])
+        assert model.energy(bits) == pytest.approx(best) == pytest.approx(float(energies.min()))
+        assert worst == pytest.approx(float(energies.max()))
 
 
 class TestApproximationRatio:
@@ -220,6 +247,21 @@ class TestRunQaoa:
         broken = QuantumDevice("no.such.device", "backprop", "test")
         with pytest.raises(QuantumUnavailableError, match="no.such.device failed"):
             run_qaoa(self.model(n=2), 1, broken, QuantumBudget(max_qubits=8), max_steps=2)
+
+
+class TestStepTimeProbe:
+    def test_small_circuits_run_no_probe(self):
+        calls = []
+        assert _probe_step_time(lambda a: calls.append(a), None, PROBE_MIN_QUBITS - 1, QuantumBudget(time_budget_s=0.0)) == 0
+        assert calls == []
+
+    def test_step_that_cannot_fit_the_budget_is_refused_before_optimising(self):
+        def slow_cost(angles):
+            time.sleep(0.05)
+
+        with pytest.raises(QuantumUnavailableError, match="one optimiser step on 20 qubits would take about"):
+            _probe_step_time(slow_cost, None, 20, QuantumBudget(time_budget_s=0.15))
+        assert _probe_step_time(slow_cost, None, 20, QuantumBudget(time_budget_s=600.0)) == 1
 
 
 class TestQuantumBudget:
