@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import QuantumUnavailableError
+from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
@@ -23,17 +23,20 @@ Progress = Callable[[float, str], None]
 
 
 def load_hpo_inputs(
-    space: Any, history: Any = None, dataset: Any = None, *,
+    space: Any = None, history: Any = None, dataset: Any = None, *,
     space_name: str | None = None, history_name: str | None = None, dataset_name: str | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None, list[InputDigest]]:
-    """Read the space (JSON/YAML), and the optional history and dataset (CSV), with validation of their format.
+) -> tuple[dict[str, Any] | None, pd.DataFrame | None, pd.DataFrame | None, list[InputDigest]]:
+    """Read the optional space (JSON/YAML), history and dataset (CSV), with validation of their format.
 
-    Returns ``(space_mapping, history_frame, dataset_frame, digests)``; the
-    frames are ``None`` when not given.
+    Returns ``(space_mapping, history_frame, dataset_frame, digests)``; each
+    is ``None`` when not given (a built-in objective brings its own space).
     """
-    raw_space = read_input(space, space_name)
-    mapping = parse_mapping(raw_space)
-    digests = [raw_space.digest("space")]
+    mapping: dict[str, Any] | None = None
+    digests: list[InputDigest] = []
+    if space is not None:
+        raw_space = read_input(space, space_name)
+        mapping = parse_mapping(raw_space)
+        digests.append(raw_space.digest("space"))
     frames: list[pd.DataFrame | None] = []
     for name, source, label in (("history", history, history_name), ("dataset", dataset, dataset_name)):
         if source is None:
@@ -51,6 +54,17 @@ def _requested(config: HpoConfig) -> str:
     if config.vqc_optimizer:
         return "vqc"
     return "gp-ei" if config.gp_surrogate else "random"
+
+
+def _given_or_builtin_space(space: Mapping[str, Any] | Space | None, config: HpoConfig, source: str) -> Space:
+    """The space the user gave, or the built-in objective's own domain when none was given."""
+    if space is not None:
+        return parse_space(space, source)
+    if config.objective in BENCHMARKS:
+        return benchmark_space(config.objective)
+    raise InputError(source, "(file)", "no search space given",
+                     "a space file (only the built-in objectives " + ", ".join(BENCHMARKS) + " bring their own domain)",
+                     f"objective={config.objective}")
 
 
 def _working_space(config: HpoConfig, space: Space, diagnostics: list[str]) -> tuple[Space, bool]:
@@ -136,7 +150,7 @@ class _Run:
 
 
 def plan_hpo(
-    space: Mapping[str, Any] | Space,
+    space: Mapping[str, Any] | Space | None = None,
     history: pd.DataFrame | None = None,
     config: HpoConfig | Mapping[str, Any] | None = None,
     *,
@@ -148,8 +162,10 @@ def plan_hpo(
 
     Parameters
     ----------
-    space : mapping
-        Search space (see :func:`qflow.hpo.parse_space`).
+    space : mapping, optional
+        Search space (see :func:`qflow.hpo.parse_space`); ``None`` with a
+        built-in objective (branin, hartmann6, hartmann6_noisy) searches that
+        objective's own domain, and the history is read against it.
     history : DataFrame, optional
         Earlier trials: one column per parameter plus ``objective`` (blank =
         pending). Used as observations when ``warm_start``.
@@ -184,7 +200,7 @@ def plan_hpo(
     names = {d.name: (d.source or d.name) for d in digests or []}
     diagnostics: list[str] = []
     with timer.stage("validate"):
-        user_space = parse_space(space, names.get("space", "space"))
+        user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
         parsed = parse_history(history, user_space, names.get("history", "history"))
         work_space, history_applies = _working_space(config, user_space, diagnostics)
         objective = None
@@ -192,8 +208,10 @@ def plan_hpo(
             objective = make_objective(config.objective, config, work_space, dataset, names.get("dataset", "dataset"),
                                        names.get("space", "space"))
     if digests is None:
-        digests = [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
+        digests = [] if space is None else [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
         digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
+    if space is None:  # the domain searched is part of what the plan answers to
+        digests = [digest_mapping(user_space.describe(), "space", source=f"built-in:{config.objective}"), *digests]
     if parsed.rejected:
         diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
                            f"(first: row {parsed.rejected[0]['row']}: {parsed.rejected[0]['reason']})")

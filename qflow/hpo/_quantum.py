@@ -35,7 +35,7 @@ from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.hpo._classical import propose_batch
 from qflow.hpo._schemas import Space
 
-__all__ = ["encode_angles", "decode_angles", "param_shape", "expectations", "VQCSurrogate"]
+__all__ = ["encode_angles", "param_shape", "expectations", "VQCSurrogate"]
 
 
 def encode_angles(space: Space, configs: list[dict[str, Any]]) -> np.ndarray:
@@ -47,11 +47,6 @@ def encode_angles(space: Space, configs: list[dict[str, Any]]) -> np.ndarray:
     [[0.785398]]
     """
     return math.pi * space.to_unit(configs)
-
-
-def decode_angles(space: Space, theta: np.ndarray) -> list[dict[str, Any]]:
-    """Configurations at angles ``theta`` (n, d): ``x = a + theta / pi * (b - a)``, snapped to the space."""
-    return space.from_unit(np.asarray(theta, dtype=float) / math.pi)
 
 
 def param_shape(n_layers: int, n_qubits: int) -> tuple[int, int, int]:

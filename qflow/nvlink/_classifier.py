@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 
 from qflow.core.errors import InputError
-from qflow.nvlink._rl import PaddedPaths
-from qflow.nvlink._simulator import FlowSet, PathTable, injection_bound_s
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
 
 __all__ = ["CONGESTION_SLOWDOWN", "FEATURES", "ContentionModel", "features_of", "simulate_logs", "train_classifier"]
 

@@ -17,7 +17,7 @@ from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
 from qflow.nvlink._quantum import QaoaBlockSolver
-from qflow.nvlink._rl import PaddedPaths, learn_paths
+from qflow.nvlink._rl import learn_paths
 from qflow.nvlink._rounds import (
     Transfers,
     colour_transfers,
@@ -31,7 +31,7 @@ from qflow.nvlink._rounds import (
     transfers_of,
 )
 from qflow.nvlink._schemas import Fabric, Job, NvlinkConfig, looks_like_topo_text, parse_fabric, parse_jobs, parse_topo_text
-from qflow.nvlink._simulator import FlowSet, PathTable, injection_bound_s
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
 
 __all__ = ["load_nvlink_inputs", "plan_nvlink", "read_fabric"]
 
@@ -129,7 +129,7 @@ def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: 
             job_times[j].append(float(times[mine].max()))
             picked = idx[mine]
             job_ideal[j] += injection_bound_s(table, FlowSet(work.flows.src[picked], work.flows.dst[picked], work.flows.nbytes[picked]))
-        busy_total += _link_busy(table, sub, work.flows.nbytes[idx], weights[idx])
+        busy_total += sub.link_busy_s(table, work.flows.nbytes[idx], weights[idx])
     totals = [float(sum(t)) for t in job_times]
     ideal = float(job_ideal.max(initial=0.0))
     concurrent = work.paths.split_times(table, work.flows.nbytes, weights, alpha_us) if work.flows.n else np.zeros(1)
@@ -139,13 +139,6 @@ def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: 
     return {"job_round_times_s": job_times, "job_times_s": totals, "estimated_collective_time_s": max(totals, default=0.0),
             "link_busy_s": busy_total, "ideal_time_s": ideal, "link_utilisation": utilisation,
             "max_link_utilisation": float(utilisation.max(initial=0.0)), "concurrent_time_s": float(concurrent.max())}
-
-
-def _link_busy(table: PathTable, paths: PaddedPaths, nbytes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    valid = paths.links >= 0
-    share = np.broadcast_to((nbytes[:, None] * weights)[:, :, None], paths.links.shape)
-    per_link = np.bincount(paths.links[valid], weights=share[valid], minlength=table.n_links)
-    return 8.0 * per_link / (1e9 * table.capacity_gbps)
 
 
 def _placement_metrics(table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], cost: np.ndarray) -> dict[str, Any]:
