@@ -66,6 +66,7 @@ LIMITS: dict[str, Limit] = {
     "carried_field_bytes": Limit("QFLOW_MAX_CARRIED_FIELD_KB", 64, "count", "KiB of one free-form field copied into a plan"),
     "request_seconds": Limit("QFLOW_REQUEST_TIME_BUDGET_S", 300, "s", "wall time of one API request's engine work"),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
+    "fabric_gpus": Limit("QFLOW_MAX_FABRIC_GPUS", 256, "count", "GPUs of one nvlink fabric (path work grows as GPUs^2 to GPUs^3)"),
 }
 
 

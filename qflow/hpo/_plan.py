@@ -10,10 +10,11 @@ import pandas as pd
 
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.limits import check_limit
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
-from qflow.hpo._objectives import BENCHMARKS, Objective, benchmark_space, evaluate, evaluate_one, make_objective
+from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
 from qflow.hpo._quantum import VQCSurrogate, param_shape
 from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
 
@@ -228,10 +229,18 @@ def plan_hpo(
     pending = work_space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, work_space.dim))
 
     n_evaluated = 0
+    baselines: dict[str, dict[str, Any]] = {}
     if objective is not None:
-        with timer.stage("optimize"):
-            n_evaluated = _optimize(run, objective, report)
-    report(0.8, "next suggestions")
+        with Evaluator(objective, config.n_jobs) as evaluator:  # worker processes end with this block, or a Cancel
+            _check_workers(evaluator, config, names.get("dataset", "dataset"), diagnostics)
+            with timer.stage("optimize"):
+                n_evaluated = _optimize(run, evaluator, report)
+            if config.baselines:
+                report(0.8, "baselines: random search and Optuna TPE")
+                with timer.stage("baselines"):
+                    baselines = {"random_search": random_search(work_space, objective, config, evaluator),
+                                 "optuna_tpe": tpe_search(work_space, objective, config)}
+    report(0.9, "next suggestions")
     with timer.stage("suggest"):
         suggestions_U, suggest_method = run.propose(config.suggest, pending)
     if solver.ran == "hybrid" and objective is None:
@@ -244,16 +253,11 @@ def plan_hpo(
             best_U = run.U[int(np.argmin(run.y))]
             slices = gp_slices(work_space, run.U, run.y, best_U, config.gp_kernel, config.seed, run.sign)
 
-    baselines: dict[str, dict[str, Any]] = {}
-    if objective is not None and config.baselines:
-        report(0.85, "baselines: random search and Optuna TPE")
-        with timer.stage("baselines"):
-            baselines = {"random_search": random_search(work_space, objective, config),
-                         "optuna_tpe": tpe_search(work_space, objective, config)}
-
     quantum = _quantum_report(run, diagnostics)
     if quantum is not None:
         solver.quantum = quantum
+    _record_path_used(run, suggest_method)
+    diagnostics.extend(_settings_without_effect(config, history is not None, dataset is not None))
     result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
@@ -261,7 +265,18 @@ def plan_hpo(
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
 
 
-def _optimize(run: _Run, objective: Objective, report: Progress) -> int:
+def _check_workers(evaluator: Evaluator, config: HpoConfig, dataset_source: str, diagnostics: list[str]) -> None:
+    """Say when ``n_jobs`` was capped; refuse a dataset whose copies in the workers would pass the decoded-bytes limit."""
+    if evaluator.workers < config.n_jobs and evaluator.objective.name == "train":
+        diagnostics.append(f"n_jobs={config.n_jobs} capped at {evaluator.workers} worker processes "
+                           "(the machine's cores, or QFLOW_MAX_WORKERS)")
+    X, y = evaluator.objective.X, evaluator.objective.y
+    if evaluator.workers > 1 and X is not None and y is not None:
+        check_limit(evaluator.workers * (X.nbytes + y.nbytes), "decoded_bytes", dataset_source,
+                    f"(the dataset copied into {evaluator.workers} worker processes)")
+
+
+def _optimize(run: _Run, evaluate_batch: Evaluator, report: Progress) -> int:
     """Evaluate ``n_trials`` proposals in batches (parallel workers); returns how many ran."""
     config = run.config
     done, batch = 0, 0
@@ -274,7 +289,7 @@ def _optimize(run: _Run, objective: Objective, report: Progress) -> int:
             run.diagnostics.append(f"the space has no unseen point left after {done} trials")
             break
         trials = list(range(done + 1, done + 1 + len(U)))
-        values = evaluate(objective, run.space.from_unit(U), trials, config.n_jobs)
+        values = evaluate_batch(run.space.from_unit(U), trials)
         run.add(U, values, method, batch, done + 1)
         done += len(U)
         batch += 1
@@ -296,11 +311,12 @@ def _regret(best: float | None, objective: Objective | None, direction: str) -> 
     return float(best - objective.minimum)
 
 
-def random_search(space: Space, objective: Objective, config: HpoConfig) -> dict[str, Any]:
-    """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``."""
+def random_search(space: Space, objective: Objective, config: HpoConfig, evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``; on ``evaluator``'s workers if given."""
     rng = np.random.default_rng([config.seed, 1])
     configs = space.from_unit(space.sample_unit(rng, config.n_trials))
-    values = evaluate(objective, configs, list(range(1, config.n_trials + 1)), config.n_jobs)
+    trials = list(range(1, config.n_trials + 1))
+    values = evaluator(configs, trials) if evaluator is not None else evaluate(objective, configs, trials, config.n_jobs)
     return _baseline_summary(configs, values, objective, config)
 
 
@@ -337,6 +353,60 @@ def _baseline_summary(configs: list[dict[str, Any]], values: list[float], object
     index = int(np.argmin(sign * np.asarray(values)))
     return {"best_value": curve[-1], "regret": _regret(curve[-1], objective, config.direction), "n_evaluations": len(values),
             "best_config": configs[index], "best_so_far": curve}
+
+
+def _record_path_used(run: _Run, suggest_method: str) -> None:
+    """Make ``solver.ran`` name only the proposers whose points were evaluated or suggested.
+
+    The VQC or the GP may be requested and never propose a point (every point
+    from the random initial design, or the hybrid's switch never reached);
+    the fallback then says so, with the counts.
+    """
+    counts = {m: sum(1 for t in run.trials if t["method"] == m) + (suggest_method == m) for m in ("vqc", "gp-ei")}
+    path = run.solver.ran
+    counted = f"{counts['vqc']} VQC and {counts['gp-ei']} GP-EI proposals (trials + the suggestions' batch)"
+    needs = {"vqc": ("vqc",), "gp-ei": ("gp-ei",), "hybrid": ("vqc", "gp-ei")}.get(path, ())
+    missing = [m for m in needs if counts[m] == 0]
+    if not missing:
+        return
+    used = [m for m in needs if counts[m] > 0]
+    to = used[0] if used else "random"
+    if "gp-ei" in missing and "vqc" not in missing and path == "hybrid":
+        why = f"the GP's turn never came: hybrid_switch={run.config.hybrid_switch}"
+    else:
+        why = f"fewer than n_initial={run.config.n_initial} observations or no proposal left to it"
+    run.solver.fall_back(path, to, f"{', '.join(missing)} proposed no point ({counted}): {why}")
+
+
+def _changed(config: HpoConfig, names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` whose value differs from the field's default (what the user actually set)."""
+    return [n for n in names if getattr(config, n) != type(config).model_fields[n].default]
+
+
+def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_given: bool) -> list[str]:
+    """One diagnostic per setting changed from its default that cannot act in this combination."""
+    vqc = config.vqc_optimizer or config.hybrid
+    gp_surrogate_moot = not config.gp_surrogate and vqc
+    rules = [
+        (("vqc_layers", "vqc_steps", "vqc_shots", "max_qubits", "quantum_time_budget_s"), not vqc,
+         "only the VQC uses them and neither vqc_optimizer nor hybrid is on"),
+        (("hybrid_switch",), not config.hybrid, "hybrid is off"),
+        (("vqc_optimizer",), config.hybrid and config.vqc_optimizer, "hybrid is on (the VQC proposes first, then the GP)"),
+        (("gp_surrogate",), gp_surrogate_moot, "the VQC falls back to, and the hybrid switches to, GP-EI whatever it says"),
+        (("batch_strategy",), not config.gp_surrogate and not vqc, "only GP-EI batches use it and gp_surrogate is off"),
+        (("noise_std",), config.objective != "hartmann6_noisy", "only the hartmann6_noisy objective adds noise"),
+        (("model", "cv_folds"), config.objective != "train", "only the train objective fits a model"),
+        (("builtin_dataset",), config.objective != "train" or dataset_given,
+         "a dataset file was given" if dataset_given else "only the train objective uses a dataset"),
+        (("n_trials", "batch_size", "n_jobs", "baselines"), config.objective == "none",
+         "suggest mode (objective none) evaluates nothing"),
+        (("n_jobs",), config.objective in BENCHMARKS, "the built-in benchmarks are evaluated in this process (closed forms)"),
+        (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
+         "batch_size 1 evaluates one trial at a time and the baselines are off"),
+        (("warm_start",), not history_given, "no history was given"),
+    ]
+    return [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
+            if active and (changed := _changed(config, names))]
 
 
 def _quantum_report(run: _Run, diagnostics: list[str]) -> QuantumReport | None:

@@ -154,6 +154,29 @@ def _placement_metrics(table: PathTable, jobs: Sequence[Job], placements: Sequen
     }
 
 
+def _changed(config: NvlinkConfig, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` whose value differs from the field's default (what the user actually set)."""
+    return [n for n in names if getattr(config, n) != type(config).model_fields[n].default]
+
+
+def _settings_without_effect(config: NvlinkConfig, logs_given: bool, n_flows: int) -> list[str]:
+    """One diagnostic per setting that was changed from its default but cannot act in this combination."""
+    rules = [
+        (("qaoa_layers", "qaoa_blocks", "qaoa_steps", "quantum_time_budget_s"), not config.qaoa_optimizer,
+         "only the QAOA recolouring uses them and qaoa_optimizer is off"),
+        (("rl_episodes",), not config.rl_planner, "rl_planner is off"),
+        (("classifier_samples",), not config.classifier, "classifier is off"),
+        (("classifier_samples",), config.classifier and logs_given, "the classifier trains on the uploaded logs, not simulated runs"),
+    ]
+    notes = [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
+             if active and (changed := _changed(config, names))]
+    if logs_given and not config.classifier:
+        notes.append("logs were given but the classifier is off: they were validated and not used")
+    if config.rl_planner and n_flows == 0:
+        notes.append("rl_planner without effect: the jobs have no transfers to route")
+    return notes
+
+
 def _requested(config: NvlinkConfig) -> str:
     return "qaoa" if config.qaoa_optimizer else "classical"
 
@@ -219,7 +242,7 @@ def plan_nvlink(
     with timer.stage("paths"):
         table = PathTable(fabric, config.max_paths)
         all_gpus = np.arange(fabric.n_gpus)
-        cost = table.cost_matrix(all_gpus)
+        cost = table.cost_matrix(all_gpus, heartbeat=lambda a, k: report(0.05 + 0.1 * a / k, f"pair costs: GPU {a + 1}/{k}"))
         hosts = table.hosts
         tie_cost = cost * (1.0 + HOST_TIE_BREAK * (hosts[:, None] != hosts[None, :]))
 
@@ -248,7 +271,8 @@ def plan_nvlink(
     with timer.stage("rounds"):
         transfers = [transfers_of(j.traffic, config.full_duplex) for j in job_list]
         colourings, greedy, methods, recolour = [], [], [], []
-        for t in transfers:
+        for i, t in enumerate(transfers):
+            report(0.3 + 0.15 * i / len(transfers), f"transfer rounds: job {i + 1}/{len(transfers)}")
             colour, method = colour_transfers(t, config.seed)
             before = n_colours(colour)
             stats = {"blocks": 0, "moved": 0, "rounds_removed": 0}
@@ -268,13 +292,15 @@ def plan_nvlink(
         shortest_eval = _evaluate(table, work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int)), config.alpha_us)
         weights, policy = ecmp, "weighted_ecmp"
 
-    rl_result = None
+    rl_result, rl_vs_ecmp = None, None
     if config.rl_planner and work.flows.n:
         report(0.55, f"RL path planner ({config.rl_episodes} episodes)")
         with timer.stage("rl"):
-            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us)
+            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us,
+                                    heartbeat=lambda e, n: report(0.55 + 0.15 * e / n, f"RL path planner: episode {e + 1}/{n}"))
             rl_weights = _one_hot(work.paths, rl_result.choice)
             rl_eval = _evaluate(table, work, rl_weights, config.alpha_us)
+            rl_vs_ecmp = (rl_eval["estimated_collective_time_s"], plan_eval["estimated_collective_time_s"])
             if rl_eval["estimated_collective_time_s"] < plan_eval["estimated_collective_time_s"]:
                 weights, policy, plan_eval = rl_weights, "rl_q_learning", rl_eval
             else:
@@ -285,7 +311,8 @@ def plan_nvlink(
     if config.classifier:
         report(0.7, "contention classifier (SVM)")
         with timer.stage("classifier"):
-            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics)
+            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics,
+                                          report)
 
     report(0.85, "baselines")
     with timer.stage("baselines"):
@@ -294,10 +321,16 @@ def plan_nvlink(
     quantum = _quantum_report(quantum_solver, solver, recolour)
     if quantum is not None:
         solver.quantum = quantum
+    diagnostics.extend(_settings_without_effect(config, logs is not None, work.flows.n))
     with timer.stage("result"):
         metrics = _metrics(table, job_list, transfers, colourings, placements, cost, plan_eval, recolour, policy)
+        if quantum_solver is not None:
+            metrics["recolouring_moves_from_qaoa"] = quantum_solver.moves_applied
         result = _result(fabric, table, job_list, transfers, colourings, placements, methods, recolour, work, weights, policy,
                          plan_eval, rl_result, classifier_report)
+        result["learned_components"] = _learned_components(rl_vs_ecmp, classifier_report)
+        if rl_result is not None:
+            result["rl"]["adopted"] = policy == "rl_q_learning"
     report(1.0, "done")
     return Plan(module="nvlink", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
@@ -305,9 +338,11 @@ def plan_nvlink(
 
 def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
               transfers: Sequence[Transfers], colourings: Sequence[np.ndarray], logs: pd.DataFrame | None,
-              config: NvlinkConfig, diagnostics: list[str]) -> dict[str, Any] | None:
+              config: NvlinkConfig, diagnostics: list[str], report: Progress) -> dict[str, Any] | None:
     source = "uploaded" if logs is not None else "simulated"
-    data = logs if logs is not None else simulate_logs(table, config.classifier_samples, config.seed, [j.traffic for j in jobs])
+    data = logs if logs is not None else simulate_logs(
+        table, config.classifier_samples, config.seed, [j.traffic for j in jobs],
+        heartbeat=lambda i, n: report(0.7 + 0.15 * i / n, f"contention classifier: simulated run {i + 1}/{n}"))
     model = train_classifier(data, config.seed)
     if model is None:
         diagnostics.append(f"classifier not trained: the {source} logs hold fewer than 2 runs of one class")
@@ -318,13 +353,20 @@ def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequ
         "round_robin": (rr_work, rr_work.paths.ecmp_weights()),
         "shortest_path": (work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int))),
     }
+    trusted = model.beats_majority_class
+    if not trusted:
+        diagnostics.append(f"contention classifier: held-out accuracy {model.report['held_out_accuracy']:.3f} does not beat "
+                           f"always answering the majority class ({model.report['majority_class_accuracy']:.3f}) on "
+                           f"{model.report['n_test']} held-out {source} runs; its congestion calls are not used (congested: null)")
     predictions = {}
     for name, (w, wt) in cases.items():
         features = features_of(table, w.flows, w.paths, wt)
         congested, slowdown = label_of(table, w.flows, w.paths, wt)
-        predictions[name] = {**model.predict(features), "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
+        call = model.predict(features)
+        predictions[name] = {"congested": call["congested"] if trusted else None, "model_call": call["congested"],
+                             "score": call["score"], "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
                              "features": features}
-    return {**model.report, "logs": source, "log_rows": int(len(data)), "predictions": predictions}
+    return {**model.report, "logs": source, "log_rows": int(len(data)), "acted_on": trusted, "predictions": predictions}
 
 
 def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
@@ -434,6 +476,26 @@ def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Se
     return result
 
 
+def _learned_components(rl_vs_ecmp: tuple[float, float] | None, classifier: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each learned part against its trivial baseline, and whether the plan acted on it (the page shows this table).
+
+    The RL routing is used only when its estimated collective time is below
+    weighted ECMP's; the classifier's calls only when its held-out accuracy is
+    above the majority class's.
+    """
+    rows = []
+    if rl_vs_ecmp is not None:
+        rl_s, ecmp_s = rl_vs_ecmp
+        rows.append({"component": "rl_planner", "measure": "estimated_collective_time_s (lower is better)", "value": rl_s,
+                     "baseline": "weighted_ecmp", "baseline_value": ecmp_s, "beats_baseline": rl_s < ecmp_s, "acted_on": rl_s < ecmp_s})
+    if classifier is not None:
+        rows.append({"component": "contention_classifier", "measure": "held_out_accuracy (higher is better)",
+                     "value": classifier["held_out_accuracy"], "baseline": "majority_class",
+                     "baseline_value": classifier["majority_class_accuracy"], "beats_baseline": classifier["acted_on"],
+                     "acted_on": classifier["acted_on"]})
+    return rows
+
+
 def _quantum_report(qs: QaoaBlockSolver | None, solver: SolverReport, recolour: list[dict[str, int]]) -> QuantumReport | None:
     if qs is None:
         return None
@@ -443,7 +505,12 @@ def _quantum_report(qs: QaoaBlockSolver | None, solver: SolverReport, recolour: 
                                 "move directly" if blocks_total == 0 else "no QAOA block ran")
         solver.fall_back("qaoa", "classical", reason)
         return None
-    if qs.stopped:
+    if qs.moves_applied == 0:
+        optimal = sum(1 for b in qs.blocks if b["optimal"])
+        solver.fall_back("qaoa", "classical", f"QAOA ran on {len(qs.blocks)} recolouring blocks ({optimal} reached the "
+                         "brute-force optimum) but no move was applied from its answers: the rounds are the exact block "
+                         "solver's" + (f"; {qs.stopped}" if qs.stopped else ""))
+    elif qs.stopped:
         solver.fall_back("qaoa", "qaoa+exact", qs.stopped)
     return QuantumReport(
         device=qs.device.name, device_reason=qs.device.reason, layers=qs.layers,

@@ -18,6 +18,7 @@ over the options an agent has tried.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,8 +66,11 @@ def _makespan(flow_time: np.ndarray, groups: np.ndarray | None) -> float:
 
 
 def learn_paths(table: PathTable, flows: FlowSet, episodes: int, seed: int, alpha_us: float = 0.0, lr: float = 0.3,
-                epsilon_start: float = 0.3, epsilon_end: float = 0.01, groups: np.ndarray | None = None) -> QLearningResult:
+                epsilon_start: float = 0.3, epsilon_end: float = 0.01, groups: np.ndarray | None = None,
+                heartbeat: Callable[[int, int], None] | None = None) -> QLearningResult:
     """Train the agents on ``flows`` for ``episodes`` episodes; see the module docstring.
+
+    ``heartbeat(episode, episodes)`` is called before each episode (a Cancel raised there stops training).
 
     ``groups`` (n_flows,) says which flows run together (the transfer rounds);
     without it every flow is concurrent. Times in the result are the sum over
@@ -82,6 +86,8 @@ def learn_paths(table: PathTable, flows: FlowSet, episodes: int, seed: int, alph
     rewards, times = [], []
     rows = np.arange(n)
     for episode in range(episodes):
+        if heartbeat is not None:
+            heartbeat(episode, episodes)
         eps = epsilon_start + (epsilon_end - epsilon_start) * episode / max(episodes - 1, 1)
         greedy = np.argmax(q + rng.random(q.shape) * 1e-9, axis=1)
         explore = rng.random(n) < eps

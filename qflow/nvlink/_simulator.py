@@ -24,6 +24,7 @@ vectorised NumPy operations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -214,11 +215,17 @@ class PathTable:
             return 0.0
         return 8.0 / self.pair_gbps(src, dst)
 
-    def cost_matrix(self, gpu_ids: np.ndarray) -> np.ndarray:
-        """Pair costs (s/GB) between the given GPUs: shape (k, k)."""
+    def cost_matrix(self, gpu_ids: np.ndarray, heartbeat: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Pair costs (s/GB) between the given GPUs: shape (k, k).
+
+        ``heartbeat(row, k)`` is called before each row (the path search is
+        the plan's longest loop on large fabrics; a Cancel raised there stops it).
+        """
         k = len(gpu_ids)
         cost = np.zeros((k, k))
         for a in range(k):
+            if heartbeat is not None:
+                heartbeat(a, k)
             for b in range(k):
                 if a != b:
                     cost[a, b] = self.pair_cost_s_per_gb(int(gpu_ids[a]), int(gpu_ids[b]))

@@ -93,8 +93,9 @@ class TestVqcPlans:
 
     def test_too_many_qubits_falls_back_with_a_reason(self):
         plan = plan_hpo(MIXED_SPACE, None, {"objective": "none", "vqc_optimizer": True, "max_qubits": 2})
-        assert plan.solver.requested == "vqc" and plan.solver.ran == "gp-ei"
-        assert "4 qubits, over the budget of 2" in plan.solver.fallbacks[0].reason
+        assert plan.solver.requested == "vqc" and "4 qubits, over the budget of 2" in plan.solver.fallbacks[0].reason
+        # No history: the suggestions come from the random initial design, and the plan says so.
+        assert plan.solver.ran == "random" and [(f.from_, f.to) for f in plan.solver.fallbacks] == [("vqc", "gp-ei"), ("gp-ei", "random")]
         assert plan.solver.quantum is None
 
     def test_time_budget_exceeded_falls_back(self, monkeypatch):

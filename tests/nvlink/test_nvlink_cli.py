@@ -44,7 +44,7 @@ def _fabric_with(tmp_path, edit) -> str:
      "error: bad_fabric.json: links[40].target: dangling link: endpoint is not a node; expected the id of a node listed "
      "under 'nodes', got nvsw9"),
     (lambda d: d["links"][3].update(bandwidth_gbps=-400),
-     "error: bad_fabric.json: links[3].bandwidth_gbps: out of range; expected a bandwidth in Gbit/s > 0, got -400"),
+     "error: bad_fabric.json: links[3].bandwidth_gbps: out of range; expected a bandwidth in Gbit/s in [0.001, 1e+07], got -400"),
 ])
 def test_bad_fabric_exits_2(capsys, tmp_path, edit, message):
     fabric = _fabric_with(tmp_path, edit)
