@@ -227,6 +227,10 @@ def plan_hpo(
     if usable and parsed.configs:
         run.add(work_space.to_unit(parsed.configs), list(parsed.values), "history", None, None)
     pending = work_space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, work_space.dim))
+    warm = None
+    if config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2:
+        with timer.stage("vqc_warm_start"):
+            warm = _warm_start(run)
 
     n_evaluated = 0
     baselines: dict[str, dict[str, Any]] = {}
@@ -259,6 +263,8 @@ def plan_hpo(
     _record_path_used(run, suggest_method)
     diagnostics.extend(_settings_without_effect(config, history is not None, dataset is not None))
     result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
+    if warm is not None:
+        result["vqc_warm_start"] = warm
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
     return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
@@ -355,6 +361,21 @@ def _baseline_summary(configs: list[dict[str, Any]], values: list[float], object
             "best_config": configs[index], "best_so_far": curve}
 
 
+def _warm_start(run: _Run) -> dict[str, Any] | None:
+    """The VQC's warm start from the history (see :meth:`VQCSurrogate.warm_start`); ``None`` after a quantum refusal."""
+    assert run.vqc is not None
+    try:
+        report = run.vqc.warm_start(run.U, run.y)
+    except QuantumUnavailableError as exc:
+        run._fall_back(str(exc))
+        return None
+    if not report["adopted"]:
+        run.diagnostics.append(f"vqc_warm_start: the warm start's first fit (training MSE {report['mean_training_mse_warm']:.4g} "
+                               f"on average over {report['steps']} steps) did not beat the cold start's "
+                               f"({report['mean_training_mse_cold']:.4g}); the cold start was kept")
+    return report
+
+
 def _record_path_used(run: _Run, suggest_method: str) -> None:
     """Make ``solver.ran`` name only the proposers whose points were evaluated or suggested.
 
@@ -404,6 +425,9 @@ def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_giv
         (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
          "batch_size 1 evaluates one trial at a time and the baselines are off"),
         (("warm_start",), not history_given, "no history was given"),
+        (("vqc_warm_start",), not vqc, "neither vqc_optimizer nor hybrid is on"),
+        (("vqc_warm_start",), vqc and not (history_given and config.warm_start),
+         "it starts from the history's trials and none are used (no history, or warm_start off)"),
     ]
     return [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
             if active and (changed := _changed(config, names))]

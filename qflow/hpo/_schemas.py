@@ -67,6 +67,9 @@ class HpoConfig(QflowConfig):
     )
     ei_candidates: int = Field(1024, ge=16, le=20_000, description="Random candidates scored per proposal (plus local ones).")
     hybrid_switch: int = Field(12, ge=0, le=500, description="Hybrid: trials proposed by the VQC before the GP takes over.")
+    vqc_warm_start: bool = Field(
+        False, description="Seed the VQC's circuit weights from the angle encodings of the best history trials "
+        "(kept only when that first fit beats a cold start's; both are reported).")
     vqc_layers: int = Field(2, ge=1, le=6, description="VQC depth: re-uploading encoding + trainable RY/RZ + CNOT ring per layer.")
     vqc_steps: int = Field(15, ge=1, le=500, description="Adam steps (parameter-shift gradients) per VQC refit.")
     vqc_shots: int = Field(0, ge=0, le=1_000_000, description="Shots per expectation (0 = exact expectation values).")

@@ -31,7 +31,7 @@ import pandas as pd
 from qflow.core.errors import InputError
 from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
 
-__all__ = ["CONGESTION_SLOWDOWN", "FEATURES", "ContentionModel", "features_of", "simulate_logs", "train_classifier"]
+__all__ = ["CONGESTION_SLOWDOWN", "FEATURES", "ContentionModel", "features_of", "simulate_logs", "split_logs", "train_classifier"]
 
 CONGESTION_SLOWDOWN = 1.5
 FEATURES = ("gpus_share", "density", "cross_node_fraction", "cross_switch_fraction", "paths_per_flow",
@@ -221,20 +221,27 @@ class ContentionModel:
         return {"congested": bool(self.pipeline.predict(x)[0]), "score": float(self.pipeline.decision_function(x)[0])}
 
 
+def split_logs(logs: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stratified 75/25 split every contention model trains and is measured on: X_train, X_test (n, 8), y_train, y_test."""
+    from sklearn.model_selection import train_test_split
+
+    X = logs[list(FEATURES)].to_numpy(dtype=float)
+    y = logs[LABEL].to_numpy(dtype=int)
+    return tuple(train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed % (2**32 - 1)))  # type: ignore[return-value]
+
+
 def train_classifier(logs: pd.DataFrame, seed: int) -> ContentionModel | None:
     """Fit the SVM on 75 % of ``logs`` (stratified) and measure it on the rest; ``None`` when the logs hold one class only."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
-    from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    X = logs[list(FEATURES)].to_numpy(dtype=float)
     y = logs[LABEL].to_numpy(dtype=int)
     counts = np.bincount(y, minlength=2)
     if counts.min() < 2:
         return None
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed % (2**32 - 1))
+    X_train, X_test, y_train, y_test = split_logs(logs, seed)
     pipeline = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", class_weight="balanced"))
     pipeline.fit(X_train, y_train)
     predicted = pipeline.predict(X_test)

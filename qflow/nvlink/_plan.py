@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +13,10 @@ import pandas as pd
 
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
+from qflow.nvlink._kernel import compare_kernels
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
 from qflow.nvlink._quantum import QaoaBlockSolver
 from qflow.nvlink._rl import learn_paths
@@ -165,7 +167,7 @@ def _settings_without_effect(config: NvlinkConfig, logs_given: bool, n_flows: in
         (("qaoa_layers", "qaoa_blocks", "qaoa_steps", "quantum_time_budget_s"), not config.qaoa_optimizer,
          "only the QAOA recolouring uses them and qaoa_optimizer is off"),
         (("rl_episodes",), not config.rl_planner, "rl_planner is off"),
-        (("classifier_samples",), not config.classifier, "classifier is off"),
+        (("classifier_samples", "quantum_kernel"), not config.classifier, "classifier is off"),
         (("classifier_samples",), config.classifier and logs_given, "the classifier trains on the uploaded logs, not simulated runs"),
     ]
     notes = [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
@@ -179,6 +181,26 @@ def _settings_without_effect(config: NvlinkConfig, logs_given: bool, n_flows: in
 
 def _requested(config: NvlinkConfig) -> str:
     return "qaoa" if config.qaoa_optimizer else "classical"
+
+
+def _record_quantum_kernel(config: NvlinkConfig, solver: SolverReport, classifier: dict[str, Any] | None) -> None:
+    """``+quantum_kernel`` in ``solver.ran`` only when its calls were used; otherwise a fallback with the measured effect."""
+    if not (config.quantum_kernel and config.classifier):
+        return
+    kernel = (classifier or {}).get("quantum_kernel")
+    if kernel is not None and kernel["adopted"]:
+        solver.ran += "+quantum_kernel"
+        return
+    if kernel is None:
+        reason = "the classifier was not trained (its logs hold one class)"
+    elif "unavailable" in kernel:
+        reason = kernel["unavailable"]
+    else:
+        q, c = kernel["quantum"], kernel["rbf"]
+        reason = (f"held-out accuracy {q['held_out_accuracy']:.3f} (balanced {q['held_out_balanced_accuracy']:.3f}) is not above "
+                  f"the RBF SVC's {c['held_out_accuracy']:.3f} (balanced {c['held_out_balanced_accuracy']:.3f}) on the same split: "
+                  "the RBF SVC makes the calls")
+    solver.fallbacks.append(Fallback(**{"from": "quantum_kernel", "to": "rbf_svc", "reason": reason}))
 
 
 def plan_nvlink(
@@ -236,7 +258,8 @@ def plan_nvlink(
     if digests is None:
         digests = [digest_mapping({"gpus": list(fabric.gpus), "links": sorted(map(sorted, fabric.graph.edges()))}, "fabric"),
                    digest_mapping(jobs if isinstance(jobs, Mapping) else {"jobs": list(jobs)}, "jobs")]
-    solver = SolverReport(requested=_requested(config), ran=_requested(config))
+    kernel_requested = "+quantum_kernel" if config.quantum_kernel and config.classifier else ""
+    solver = SolverReport(requested=_requested(config) + kernel_requested, ran=_requested(config))
 
     report(0.05, "path options and pair costs")
     with timer.stage("paths"):
@@ -312,7 +335,7 @@ def plan_nvlink(
         report(0.7, "contention classifier (SVM)")
         with timer.stage("classifier"):
             classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics,
-                                          report)
+                                          report, timer.timings_s)
 
     report(0.85, "baselines")
     with timer.stage("baselines"):
@@ -321,6 +344,7 @@ def plan_nvlink(
     quantum = _quantum_report(quantum_solver, solver, recolour)
     if quantum is not None:
         solver.quantum = quantum
+    _record_quantum_kernel(config, solver, classifier_report)
     diagnostics.extend(_settings_without_effect(config, logs is not None, work.flows.n))
     with timer.stage("result"):
         metrics = _metrics(table, job_list, transfers, colourings, placements, cost, plan_eval, recolour, policy)
@@ -338,12 +362,14 @@ def plan_nvlink(
 
 def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
               transfers: Sequence[Transfers], colourings: Sequence[np.ndarray], logs: pd.DataFrame | None,
-              config: NvlinkConfig, diagnostics: list[str], report: Progress) -> dict[str, Any] | None:
+              config: NvlinkConfig, diagnostics: list[str], report: Progress, timings: dict[str, float]) -> dict[str, Any] | None:
     source = "uploaded" if logs is not None else "simulated"
     data = logs if logs is not None else simulate_logs(
         table, config.classifier_samples, config.seed, [j.traffic for j in jobs],
         heartbeat=lambda i, n: report(0.7 + 0.15 * i / n, f"contention classifier: simulated run {i + 1}/{n}"))
+    started = time.perf_counter()
     model = train_classifier(data, config.seed)
+    timings["classifier_rbf_fit"] = round(time.perf_counter() - started, 6)
     if model is None:
         diagnostics.append(f"classifier not trained: the {source} logs hold fewer than 2 runs of one class")
         return None
@@ -353,20 +379,53 @@ def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequ
         "round_robin": (rr_work, rr_work.paths.ecmp_weights()),
         "shortest_path": (work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int))),
     }
-    trusted = model.beats_majority_class
+    features = {name: features_of(table, w.flows, w.paths, wt) for name, (w, wt) in cases.items()}
+    figures, calls = dict(model.report), {name: model.predict(f) for name, f in features.items()}
+    kernel = _quantum_kernel(data, config, model, features, report, timings) if config.quantum_kernel else None
+    if kernel is not None and kernel["adopted"]:
+        figures.update(model="SVC on the quantum kernel (precomputed, C=10, balanced)", **kernel.pop("calls_and_figures"))
+        calls = figures.pop("calls")
+    trusted = figures["held_out_accuracy"] > figures["majority_class_accuracy"]
     if not trusted:
-        diagnostics.append(f"contention classifier: held-out accuracy {model.report['held_out_accuracy']:.3f} does not beat "
-                           f"always answering the majority class ({model.report['majority_class_accuracy']:.3f}) on "
-                           f"{model.report['n_test']} held-out {source} runs; its congestion calls are not used (congested: null)")
+        diagnostics.append(f"contention classifier: held-out accuracy {figures['held_out_accuracy']:.3f} does not beat "
+                           f"always answering the majority class ({figures['majority_class_accuracy']:.3f}) on "
+                           f"{figures['n_test']} held-out {source} runs; its congestion calls are not used (congested: null)")
     predictions = {}
     for name, (w, wt) in cases.items():
-        features = features_of(table, w.flows, w.paths, wt)
         congested, slowdown = label_of(table, w.flows, w.paths, wt)
-        call = model.predict(features)
+        call = calls[name]
         predictions[name] = {"congested": call["congested"] if trusted else None, "model_call": call["congested"],
                              "score": call["score"], "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
-                             "features": features}
-    return {**model.report, "logs": source, "log_rows": int(len(data)), "acted_on": trusted, "predictions": predictions}
+                             "features": features[name]}
+    out = {**figures, "logs": source, "log_rows": int(len(data)), "acted_on": trusted, "predictions": predictions}
+    if kernel is not None:
+        out["quantum_kernel"] = kernel
+    return out
+
+
+def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features: dict[str, dict[str, float]],
+                    report: Progress, timings: dict[str, float]) -> dict[str, Any]:
+    """The quantum-kernel SVC against the RBF one on the same split (see :mod:`qflow.nvlink._kernel`).
+
+    When adopted, ``calls_and_figures`` carries its calls on ``features`` and
+    its held-out figures for the plan to use; a refusal of the quantum budget
+    (qubits, memory, time) leaves the RBF model in charge, with the reason.
+    """
+    try:
+        device = choose_device()
+        budget = QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
+                               heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+        model, kernel, fit_s = compare_kernels(data, config.seed, rbf, device, budget)
+        timings["quantum_kernel_fit"] = round(fit_s, 6)
+        if kernel["adopted"]:
+            calls = {name: model.predict(f) for name, f in features.items()}
+            q = kernel["quantum"]
+            kernel["calls_and_figures"] = {"calls": calls, "held_out_accuracy": q["held_out_accuracy"],
+                                           "held_out_balanced_accuracy": q["held_out_balanced_accuracy"],
+                                           "confusion_matrix": q["confusion_matrix"]}
+        return kernel
+    except QuantumUnavailableError as exc:
+        return {"adopted": False, "unavailable": str(exc)}
 
 
 def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
@@ -493,6 +552,12 @@ def _learned_components(rl_vs_ecmp: tuple[float, float] | None, classifier: dict
                      "value": classifier["held_out_accuracy"], "baseline": "majority_class",
                      "baseline_value": classifier["majority_class_accuracy"], "beats_baseline": classifier["acted_on"],
                      "acted_on": classifier["acted_on"]})
+    kernel = (classifier or {}).get("quantum_kernel")
+    if kernel is not None and "quantum" in kernel:
+        rows.append({"component": "quantum_kernel", "measure": "held_out_accuracy (higher is better)",
+                     "value": kernel["quantum"]["held_out_accuracy"], "baseline": "rbf_svc",
+                     "baseline_value": kernel["rbf"]["held_out_accuracy"], "beats_baseline": kernel["adopted"],
+                     "acted_on": kernel["adopted"] and classifier["acted_on"]})
     return rows
 
 

@@ -95,6 +95,10 @@ class NvlinkConfig(QflowConfig):
     classifier: bool = Field(
         True, description="Train an SVM contention classifier on simulated (or uploaded) logs and flag whether the "
         "planned placement and the baselines are likely to congest; reports held-out accuracy.")
+    quantum_kernel: bool = Field(
+        False, description="Also train the contention classifier's SVC on a quantum kernel (state overlaps of an angle "
+        "embedding with a CNOT ring, PennyLane) and compare it with the RBF SVC on the same split; its calls are used "
+        "only when its held-out accuracy is higher.")
     rl_planner: bool = Field(
         True, description="Learn a path per flow with tabular Q-learning agents (one per source GPU), reward = "
         "achieved / uncontended bandwidth in the flow simulator; compared with shortest-path routing.")

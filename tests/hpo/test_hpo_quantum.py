@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hpo_helpers import MIXED_SPACE
 
@@ -104,3 +105,46 @@ class TestVqcPlans:
                                              "baselines": False, "suggest": 1})
         assert plan.solver.ran == "gp-ei" and "time budget" in plan.solver.fallbacks[0].reason
         assert [t["method"] for t in plan.result["trials"]][4:] == ["gp-ei", "gp-ei"]
+
+
+class TestWarmStart:
+    def test_warm_weights_are_the_negated_encodings_of_the_best_trials(self):
+        space = parse_space(BRANIN_SPACE)
+        rng = np.random.default_rng(0)
+        U = space.sample_unit(rng, 8)
+        y = rng.random(8)
+        vqc = VQCSurrogate(space, 2, 2, 0, 0, choose_device(), QuantumBudget(max_qubits=4, time_budget_s=60))
+        cold = vqc.weights.copy()
+        seen = []
+        real_fit = vqc.fit
+
+        def recording_fit(U_, y_):
+            seen.append(vqc.weights.copy())
+            return real_fit(U_, y_)
+
+        vqc.fit = recording_fit
+        report = vqc.warm_start(U, y, top=3)
+        best = np.argsort(y)[:3]
+        assert np.array_equal(seen[0], cold)
+        assert np.allclose(seen[1][:, :, 0], -math.pi * U[best].mean(axis=0)) and np.array_equal(seen[1][:, :, 1], cold[:, :, 1])
+        assert report["adopted"] == (report["mean_training_mse_warm"] < report["mean_training_mse_cold"])
+        assert report["from_observations"] == 3 and report["steps"] == 2
+
+    def test_plan_reports_the_warm_start_against_the_cold_start(self):
+        history = pd.DataFrame({"x1": [-3.0, 2.0, 3.1, 9.0, 0.0], "x2": [12.0, 3.0, 2.3, 2.0, 7.0]})
+        history["objective"] = [(x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2 for x1, x2 in
+                                zip(history["x1"], history["x2"], strict=True)]
+        plan = plan_hpo(BRANIN_SPACE, history, {"objective": "branin", "vqc_optimizer": True, "vqc_warm_start": True,
+                                                "n_trials": 2, "n_initial": 2, "vqc_steps": 2, "baselines": False,
+                                                "suggest": 1})
+        w = plan.result["vqc_warm_start"]
+        assert w["adopted"] == (w["mean_training_mse_warm"] < w["mean_training_mse_cold"])
+        assert ("did not beat the cold start's" in " ".join(plan.diagnostics)) == (not w["adopted"])
+        assert plan.solver.quantum.optimizer_steps[:2] == [2, 2]  # the two measured first fits are reported work
+        assert "vqc_warm_start" in plan.timings_s
+
+    def test_without_history_it_says_it_has_no_effect(self):
+        plan = plan_hpo(BRANIN_SPACE, None, {"objective": "branin", "vqc_optimizer": True, "vqc_warm_start": True,
+                                             "n_trials": 4, "n_initial": 4, "vqc_steps": 2, "baselines": False, "suggest": 1})
+        assert "vqc_warm_start" not in plan.result
+        assert any(d.startswith("vqc_warm_start set but without effect: it starts from the history's trials") for d in plan.diagnostics)

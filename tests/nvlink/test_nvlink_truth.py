@@ -5,32 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
-from nvlink_helpers import FAST, node_fabric
+from nvlink_helpers import FAST, JOBS, contention_logs, node_fabric
 
 from qflow.nvlink import plan_nvlink
-from qflow.nvlink._classifier import FEATURES
 from qflow.nvlink._sample import IRREGULAR_7
-
-JOBS = {"jobs": [{"id": "a2a", "ranks": 4, "pattern": "all_to_all", "bytes": 1e8},
-                 {"id": "ring", "ranks": 4, "pattern": "all_reduce", "bytes": 1e8}]}
-
-
-def _logs(informative: bool, n: int = 120, seed: int = 0) -> pd.DataFrame:
-    """Uploaded-style logs: labels follow one feature (informative, about half congested) or are noise (10 % congested)."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.random((n, len(FEATURES))), columns=list(FEATURES))
-    if informative:
-        frame["congested"] = (frame["injection_imbalance"] > 0.5).astype(int)
-    else:
-        frame["congested"] = (rng.random(n) < 0.1).astype(int)
-        frame.loc[:3, "congested"] = 1  # at least a few of each class
-    return frame
 
 
 def test_a_classifier_that_loses_to_the_majority_class_is_not_acted_on():
-    plan = plan_nvlink(node_fabric(), JOBS, {"rl_planner": False}, logs=_logs(informative=False))
+    plan = plan_nvlink(node_fabric(), JOBS, {"rl_planner": False}, logs=contention_logs(informative=False))
     c = plan.result["classifier"]
     assert c["held_out_accuracy"] <= c["majority_class_accuracy"]  # noise labels: it cannot beat always answering 0
     assert c["acted_on"] is False
@@ -43,7 +26,7 @@ def test_a_classifier_that_loses_to_the_majority_class_is_not_acted_on():
 
 
 def test_a_classifier_that_beats_the_majority_class_makes_its_calls():
-    plan = plan_nvlink(node_fabric(), JOBS, {"rl_planner": False}, logs=_logs(informative=True))
+    plan = plan_nvlink(node_fabric(), JOBS, {"rl_planner": False}, logs=contention_logs(informative=True))
     c = plan.result["classifier"]
     assert c["held_out_accuracy"] > c["majority_class_accuracy"] and c["acted_on"] is True
     assert all(p["congested"] == p["model_call"] for p in c["predictions"].values())
@@ -69,7 +52,7 @@ def test_rl_planner_row_matches_the_routing_used():
     ({}, "informative", "logs were given but the classifier is off: they were validated and not used"),
 ])
 def test_settings_without_effect_say_why(settings, logs, note):
-    plan = plan_nvlink(node_fabric(), JOBS, {**FAST, **settings}, logs=None if logs is None else _logs(informative=True))
+    plan = plan_nvlink(node_fabric(), JOBS, {**FAST, **settings}, logs=None if logs is None else contention_logs(informative=True))
     assert note in plan.diagnostics
 
 
