@@ -65,3 +65,17 @@ def test_text_that_is_no_fabric_exits_2(capsys, tmp_path):
     path.write_text("just some notes\n")
     assert main(["nvlink", "--fabric", str(path), "--jobs", str(SAMPLES / "jobs_node.json")]) == 2
     assert "notes.txt: (file): neither JSON nor nvidia-smi topo -m text" in capsys.readouterr().err
+
+
+@pytest.mark.quantum
+def test_summary_reports_the_classifier_verdict_and_the_quantum_kernel(capsys, tmp_path):
+    out = tmp_path / "plan.json"
+    code = main(["nvlink", "--fabric", str(SAMPLES / "dgx_h100_topo.txt"), "--jobs", str(SAMPLES / "jobs_node.json"),
+                 "--no-rl-planner", "--quantum-kernel", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    plan = json.loads(out.read_text())
+    c = plan["result"]["classifier"]
+    verdict = "no call (it does not beat the majority class)" if not c["acted_on"] else "plan flagged"
+    assert verdict in text
+    assert "quantum kernel (8 qubits" in text and ("not adopted" in text) == (not c["quantum_kernel"]["adopted"])
