@@ -265,6 +265,7 @@ def plan_hpo(
     result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
     if warm is not None:
         result["vqc_warm_start"] = warm
+    result["learned_components"] = _learned_components(run, baselines, diagnostics)
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
     return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
@@ -359,6 +360,29 @@ def _baseline_summary(configs: list[dict[str, Any]], values: list[float], object
     index = int(np.argmin(sign * np.asarray(values)))
     return {"best_value": curve[-1], "regret": _regret(curve[-1], objective, config.direction), "n_evaluations": len(values),
             "best_config": configs[index], "best_so_far": curve}
+
+
+def _learned_components(run: _Run, baselines: dict[str, dict[str, Any]], diagnostics: list[str]) -> list[dict[str, Any]]:
+    """The optimiser that ran against random search with the same budget (optimize mode with baselines only).
+
+    One row: the best value the plan's own trials reached (history left out)
+    against random search's, ``beats_baseline`` when strictly better in the
+    objective's direction; a diagnostic when it is not (the suggestions still
+    come from the optimiser: random search proposes no next point to prefer).
+    """
+    evaluated = [t["value"] for t in run.trials if t["trial"] is not None]
+    if "random_search" not in baselines or not evaluated or run.solver.ran == "random":
+        return []
+    own = min(evaluated) if run.sign > 0 else max(evaluated)
+    base = baselines["random_search"]["best_value"]
+    beats = run.sign * own < run.sign * base
+    if not beats:
+        diagnostics.append(f"the {run.solver.ran} optimiser's best value ({own:.6g}) is not better than random search's "
+                           f"({base:.6g}) with the same {len(evaluated)} evaluations: its model did not help on this objective "
+                           "(random search's best configuration is in baselines.random_search.best_config)")
+    # acted_on: the plan's suggestions still come from the optimiser; the diagnostic is the operator's cue.
+    return [{"component": run.solver.ran, "measure": f"best_value ({run.config.direction})", "value": own,
+             "baseline": "random_search", "baseline_value": base, "beats_baseline": bool(beats), "acted_on": True}]
 
 
 def _warm_start(run: _Run) -> dict[str, Any] | None:

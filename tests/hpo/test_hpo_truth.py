@@ -55,3 +55,18 @@ def test_settings_without_effect_say_why(settings, note):
 def test_defaults_raise_no_such_note():
     plan = plan_hpo(MIXED_SPACE, mixed_history(6), {"suggest": 1})
     assert not any("without effect" in d for d in plan.diagnostics)
+
+
+def test_optimiser_against_random_search_row_and_warning():
+    plan = plan_hpo(None, None, {"objective": "branin", "n_trials": 6, "n_initial": 5, "suggest": 1})
+    [row] = plan.result["learned_components"]
+    own = min(t["value"] for t in plan.result["trials"])
+    base = plan.baselines["random_search"]["best_value"]
+    assert row == {"component": "gp-ei", "measure": "best_value (minimize)", "value": own, "baseline": "random_search",
+                   "baseline_value": base, "beats_baseline": own < base, "acted_on": True}
+    assert any("is not better than random search's" in d for d in plan.diagnostics) == (own >= base)
+
+
+def test_no_row_without_baselines_or_in_suggest_mode():
+    assert plan_hpo(None, None, {**BRANIN, "n_trials": 6, "n_initial": 4, "suggest": 1}).result["learned_components"] == []
+    assert plan_hpo(MIXED_SPACE, mixed_history(6), {"suggest": 1}).result["learned_components"] == []
