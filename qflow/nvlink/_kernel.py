@@ -89,8 +89,8 @@ def overlap_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def kernel_target_alignment(K: np.ndarray, y: np.ndarray) -> float:
     """``<K, y y^T>_F / (||K||_F ||y y^T||_F)`` with ``y`` (n,) in {0, 1} mapped to {-1, +1}.
 
-    >>> kernel_target_alignment(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1]))
-    0.5
+    >>> round(kernel_target_alignment(np.eye(2), np.array([0, 1])), 4)  # 2 / (sqrt(2) * 2)
+    0.7071
     """
     s = np.where(np.asarray(y) > 0, 1.0, -1.0)
     target = np.outer(s, s)
