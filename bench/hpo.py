@@ -6,7 +6,13 @@ Over ``--seeds`` seeds (default 10) with ``--trials`` evaluations each
 baselines come from the GP run's plan, same objective and budget).
 Regret = best value found - known global minimum.
 
-Usage: python bench/hpo.py [--seeds 10] [--trials 50] [--functions branin hartmann6]
+With ``--warm-start``: instead, the VQC optimizer started cold and warm
+(``vqc_warm_start``: circuit weights seeded from the encodings of the best
+history trials) on the same history of ``--history`` uniform random points
+per seed: median final regret, how often the warm start was kept, and the
+first fit's training MSE averaged over its steps, warm against cold.
+
+Usage: python bench/hpo.py [--seeds 10] [--trials 50] [--functions branin hartmann6] [--warm-start --history 10]
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 
-from qflow.hpo import plan_hpo
+from qflow.hpo import HpoConfig, plan_hpo
+from qflow.hpo._objectives import benchmark_space, evaluate_one, make_objective
 
-SPACE = {"x": {"kind": "float", "low": 0.0, "high": 1.0}}  # validated, then replaced by the benchmark's own domain
 METHODS = ("gp-ei", "vqc", "hybrid", "random_search", "optuna_tpe")
 TOGGLES = {"gp-ei": {}, "vqc": {"vqc_optimizer": True}, "hybrid": {"hybrid": True}}
 
@@ -31,7 +38,7 @@ def run(function: str, seeds: int, trials: int) -> dict[str, list[float]]:
             config = {"objective": function, "n_trials": trials, "seed": seed, "baselines": name == "gp-ei",
                       "suggest": 1, **toggles}
             start = time.perf_counter()
-            plan = plan_hpo(SPACE, None, config)
+            plan = plan_hpo(None, None, config)  # a built-in objective searches its own domain
             seconds[name] += time.perf_counter() - start
             assert plan.solver.ran == name, (plan.solver.ran, plan.solver.fallbacks)
             regrets[name].append(plan.metrics["regret"])
@@ -52,14 +59,51 @@ def run(function: str, seeds: int, trials: int) -> dict[str, list[float]]:
     return regrets
 
 
+def _history(function: str, n: int, seed: int) -> pd.DataFrame:
+    """``n`` uniform random points of the benchmark's domain with their objective values (seeded by ``(seed, 99)``)."""
+    space = benchmark_space(function)
+    configs = space.from_unit(space.sample_unit(np.random.default_rng([seed, 99]), n))
+    objective = make_objective(function, HpoConfig(seed=seed), space)
+    return pd.DataFrame([{**c, "objective": evaluate_one(objective, c, i + 1)} for i, c in enumerate(configs)])
+
+
+def warm_start_run(function: str, seeds: int, trials: int, history: int) -> None:
+    regrets: dict[str, list[float]] = {"cold": [], "warm": []}
+    kept, mse_warm, mse_cold = 0, [], []
+    for seed in range(seeds):
+        frame = _history(function, history, seed)
+        for label in ("cold", "warm"):
+            config = {"objective": function, "n_trials": trials, "seed": seed, "baselines": False, "suggest": 1,
+                      "vqc_optimizer": True, "vqc_warm_start": label == "warm"}
+            plan = plan_hpo(None, frame, config)
+            regrets[label].append(plan.metrics["regret"])
+            if label == "warm":
+                w = plan.result["vqc_warm_start"]
+                kept += w["adopted"]
+                mse_warm.append(w["mean_training_mse_warm"])
+                mse_cold.append(w["mean_training_mse_cold"])
+    print(f"== {function}: VQC cold vs warm start, {seeds} seeds, {history} history points + {trials} evaluations ==")
+    for label in ("cold", "warm"):
+        r = np.array(regrets[label])
+        print(f"  {label:<6} median regret {np.median(r):.4g} (p25 {np.percentile(r, 25):.4g}, p75 {np.percentile(r, 75):.4g})")
+    wins = sum(w < c for w, c in zip(regrets["warm"], regrets["cold"], strict=True))
+    print(f"  warm start kept on {kept}/{seeds} seeds; warm regret below cold on {wins}/{seeds}; first-fit training MSE "
+          f"(mean over steps, median over seeds) warm {np.median(mse_warm):.4g} vs cold {np.median(mse_cold):.4g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--functions", nargs="+", default=["branin", "hartmann6"])
+    parser.add_argument("--warm-start", action="store_true", help="compare the VQC's warm and cold starts instead")
+    parser.add_argument("--history", type=int, default=10)
     args = parser.parse_args()
     for function in args.functions:
-        run(function, args.seeds, args.trials)
+        if args.warm_start:
+            warm_start_run(function, args.seeds, args.trials, args.history)
+        else:
+            run(function, args.seeds, args.trials)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,14 @@ Sections (every ratio is against a baseline measured in the same run):
    groups scattered over the rank numbers) over ``--seeds`` seeds:
    Kernighan-Lin, spectral and METIS recursive bisection (each with swap
    refinement), METIS without refinement, round-robin and random.
+4. Contention classifier, quantum kernel against the RBF SVC on the same
+   split of the same simulated logs (DGX H100, 2 x DGX H100 + IB, the
+   DGX topo text, GB200 NVL72): held-out accuracy, balanced accuracy,
+   kernel-target alignment, fit time (states + SVC, against the RBF fit).
+5. Size limits: the plan's wall time on an n-GPU ``nvidia-smi topo -m``
+   matrix (every pair NV2) against n, up to the default fabric_gpus limit.
 
-Usage: python bench/nvlink.py [--seeds 5]
+Usage: python bench/nvlink.py [--seeds 5] [--sections 1,2,3,4,5]
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qflow.nvlink import parse_fabric, parse_jobs, plan_nvlink
+from qflow.core.limits import LimitExceededError
+from qflow.nvlink import load_nvlink_inputs, parse_fabric, parse_jobs, parse_topo_text, plan_nvlink
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
 from qflow.nvlink._rounds import (
     colour_transfers,
@@ -154,13 +161,61 @@ def cut_cost_section(seeds: int) -> None:
         print("    placement time per job (s): " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in result.items() if k.startswith("time_")))
 
 
+def kernel_section() -> None:
+    """Quantum kernel vs RBF SVC on each sample fabric's simulated logs (the plan's own comparison)."""
+    print("== Contention classifier: quantum kernel vs RBF SVC, same split (default 240 simulated runs) ==")
+    print(f"  {'fabric':<22}{'model':<8}{'acc':>7}{'bal_acc':>9}{'KTA':>7}{'fit_s':>8}   majority")
+    for fabric_file, jobs_file in (("dgx_h100.json", "jobs_node.json"), ("dgx_h100_x2_ib.json", "jobs_2node.json"),
+                                   ("dgx_h100_topo.txt", "jobs_node.json"), ("gb200_nvl72.json", "jobs.json")):
+        fabric, jobs, _, digests = load_nvlink_inputs(SAMPLES / fabric_file, SAMPLES / jobs_file)
+        plan = plan_nvlink(fabric, jobs, {"quantum_kernel": True, "rl_planner": False}, digests=digests)
+        c = plan.result["classifier"]
+        k = c["quantum_kernel"]
+        for label, figures, fit in (("rbf", k["rbf"], plan.timings_s["classifier_rbf_fit"]),
+                                    ("quantum", k["quantum"], plan.timings_s["quantum_kernel_fit"])):
+            print(f"  {fabric_file:<22}{label:<8}{figures['held_out_accuracy']:>7.3f}{figures['held_out_balanced_accuracy']:>9.3f}"
+                  f"{figures['kernel_target_alignment']:>7.3f}{fit:>8.2f}   {c['majority_class_accuracy']:.3f}")
+        print(f"  {'':<22}adopted: {k['adopted']}; plan ran {plan.solver.ran}; classifier acted on: {c['acted_on']}")
+
+
+def _topo_text(n: int) -> str:
+    names = [f"GPU{i}" for i in range(n)]
+    rows = [name + "\t" + "\t".join("X" if i == j else "NV2" for j in range(n)) + "\t0-7" for i, name in enumerate(names)]
+    return "\t" + "\t".join(names) + "\tCPU Affinity\n" + "\n".join(rows) + "\n"
+
+
+def limits_section() -> None:
+    """Wall time of a plan (classifier and RL off) on n-GPU topo matrices: why fabric_gpus defaults to 256."""
+    print("== Plan time on an n-GPU nvidia-smi topo -m matrix (classifier and RL off) ==")
+    for n in (16, 32, 64, 128):
+        fabric = parse_topo_text(_topo_text(n), f"topo{n}.txt")
+        start = time.perf_counter()
+        plan = plan_nvlink(fabric, {"jobs": [{"id": "ring", "ranks": n, "pattern": "all_reduce", "bytes": 1e8}]},
+                           {"classifier": False, "rl_planner": False})
+        print(f"  {n:>4} GPUs: {time.perf_counter() - start:7.2f} s (paths {plan.timings_s['paths']:.2f} s)")
+    start = time.perf_counter()
+    try:
+        parse_topo_text(_topo_text(1000), "topo1000.txt")
+    except LimitExceededError as exc:
+        print(f"  1000 GPUs: refused in {time.perf_counter() - start:.2f} s: {exc.message}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated section numbers to run")
     args = parser.parse_args()
-    all_to_all_section()
-    mixed_section()
-    cut_cost_section(args.seeds)
+    sections = {int(x) for x in args.sections.split(",")}
+    if 1 in sections:
+        all_to_all_section()
+    if 2 in sections:
+        mixed_section()
+    if 3 in sections:
+        cut_cost_section(args.seeds)
+    if 4 in sections:
+        kernel_section()
+    if 5 in sections:
+        limits_section()
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ LIMITS: dict[str, Limit] = {
         "QFLOW_MAX_ENERGY_JOB_SLOTS", 10_000_000, "count", "energy jobs x schedule slots (the sum of their durations) of one plan"
     ),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
+    "fabric_gpus": Limit("QFLOW_MAX_FABRIC_GPUS", 256, "count", "GPUs of one nvlink fabric (path work grows as GPUs^2 to GPUs^3)"),
 }
 
 

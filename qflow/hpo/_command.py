@@ -14,7 +14,7 @@ __all__ = ["COMMANDS"]
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
-    space, history, dataset, digests = load_hpo_inputs(files["space"], files.get("history"), files.get("dataset"))
+    space, history, dataset, digests = load_hpo_inputs(files.get("space"), files.get("history"), files.get("dataset"))
     return plan_hpo(space, history, config, dataset=dataset, digests=digests)
 
 
@@ -53,10 +53,11 @@ COMMANDS = (ModuleCommand(
     name="hpo",
     help="recommend hyperparameters: GP-EI, a VQC optimizer or a hybrid, against random search and Optuna TPE",
     config_cls=HpoConfig,
-    inputs=("space",),
-    optional_inputs=("history", "dataset"),
+    inputs=(),
+    optional_inputs=("space", "history", "dataset"),
     input_help={
-        "space": "JSON/YAML: parameters: {name: {kind: float|int, low, high, log} | {kind: categorical, choices: [...]}}",
+        "space": "JSON/YAML: parameters: {name: {kind: float|int, low, high, log} | {kind: categorical, choices: [...]}}; "
+        "optional for the built-in objectives branin, hartmann6, hartmann6_noisy (they search their own domain)",
         "history": "CSV of earlier trials: one column per parameter plus objective (blank = pending)",
         "dataset": "CSV for --objective train: feature columns and a target column (named target, else the last)",
     },

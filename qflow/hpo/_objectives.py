@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from qflow.core.errors import InputError
+from qflow.core.limits import max_workers
 from qflow.hpo._schemas import Space, parse_space
 
 __all__ = [
     "BENCHMARKS",
+    "Evaluator",
     "Objective",
     "branin",
     "hartmann6",
@@ -151,15 +153,72 @@ def evaluate_one(objective: Objective, config: Mapping[str, Any], trial: int) ->
     return _train_error(objective, config)
 
 
-def evaluate(objective: Objective, configs: Sequence[Mapping[str, Any]], trials: Sequence[int], n_jobs: int = 1) -> list[float]:
-    """Evaluate a batch; more than one config and ``n_jobs > 1`` use joblib worker processes."""
-    workers = min(n_jobs, len(configs))
-    if workers <= 1:
-        return [evaluate_one(objective, c, t) for c, t in zip(configs, trials, strict=True)]
-    from joblib import Parallel, delayed
+#: The objective a worker process evaluates (set once per worker by the pool's initializer).
+_WORKER_OBJECTIVE: Objective | None = None
 
-    return list(Parallel(n_jobs=workers, prefer="processes")(
-        delayed(evaluate_one)(objective, c, t) for c, t in zip(configs, trials, strict=True)))
+
+def _set_worker_objective(objective: Objective) -> None:
+    global _WORKER_OBJECTIVE
+    _WORKER_OBJECTIVE = objective
+
+
+def _evaluate_in_worker(config: Mapping[str, Any], trial: int) -> float:
+    assert _WORKER_OBJECTIVE is not None, "pool started without its objective"
+    return evaluate_one(_WORKER_OBJECTIVE, config, trial)
+
+
+class Evaluator:
+    """Evaluates batches of one objective, in this process or in worker processes this run owns.
+
+    Only the ``train`` objective uses processes (the benchmarks are closed
+    forms: starting a process costs a million of their evaluations). The
+    worker count is ``n_jobs`` capped by :func:`qflow.core.limits.max_workers`
+    (the cores, ``QFLOW_MAX_WORKERS``). The pool is loky's (joblib's process
+    backend: safe to start from a server's threads), created at the first
+    parallel batch, handed the objective once per worker, and shut down when
+    the ``with`` block ends: waiting for the workers after a normal end,
+    killing them after an exception (a Cancel raised by the progress
+    callback), so no process outlives its run.
+
+    >>> with Evaluator(Objective("branin"), n_jobs=8) as ev:
+    ...     ev.workers, [round(v, 6) for v in ev([{"x1": math.pi, "x2": 2.275}], [1])]
+    (1, [0.397887])
+    """
+
+    def __init__(self, objective: Objective, n_jobs: int = 1) -> None:
+        self.objective = objective
+        self.requested = n_jobs
+        self.workers = max_workers(n_jobs) if objective.name == "train" else 1
+        self._pool: Any = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        self.close(kill=exc_type is not None)
+
+    def __call__(self, configs: Sequence[Mapping[str, Any]], trials: Sequence[int]) -> list[float]:
+        """Objective values (minimised) of ``configs``, in order; ``trials`` seed the noisy objective."""
+        if min(self.workers, len(configs)) <= 1:
+            return [evaluate_one(self.objective, c, t) for c, t in zip(configs, trials, strict=True)]
+        if self._pool is None:
+            from joblib.externals.loky import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_set_worker_objective,
+                                             initargs=(self.objective,))
+        return list(self._pool.map(_evaluate_in_worker, configs, trials))
+
+    def close(self, kill: bool = False) -> None:
+        """Shut the worker processes down and wait for them to exit (``kill``: terminate running evaluations first)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, kill_workers=kill)
+
+
+def evaluate(objective: Objective, configs: Sequence[Mapping[str, Any]], trials: Sequence[int], n_jobs: int = 1) -> list[float]:
+    """Evaluate one batch with a pool of its own (see :class:`Evaluator`); the pool is gone when this returns."""
+    with Evaluator(objective, n_jobs) as evaluator:
+        return evaluator(configs, trials)
 
 
 def load_builtin_dataset(name: str) -> tuple[np.ndarray, np.ndarray, str]:

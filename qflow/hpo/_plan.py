@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import QuantumUnavailableError
+from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.limits import check_limit
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
-from qflow.hpo._objectives import BENCHMARKS, Objective, benchmark_space, evaluate, evaluate_one, make_objective
+from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
 from qflow.hpo._quantum import VQCSurrogate, param_shape
 from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
 
@@ -23,17 +24,20 @@ Progress = Callable[[float, str], None]
 
 
 def load_hpo_inputs(
-    space: Any, history: Any = None, dataset: Any = None, *,
+    space: Any = None, history: Any = None, dataset: Any = None, *,
     space_name: str | None = None, history_name: str | None = None, dataset_name: str | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame | None, list[InputDigest]]:
-    """Read the space (JSON/YAML), and the optional history and dataset (CSV), with validation of their format.
+) -> tuple[dict[str, Any] | None, pd.DataFrame | None, pd.DataFrame | None, list[InputDigest]]:
+    """Read the optional space (JSON/YAML), history and dataset (CSV), with validation of their format.
 
-    Returns ``(space_mapping, history_frame, dataset_frame, digests)``; the
-    frames are ``None`` when not given.
+    Returns ``(space_mapping, history_frame, dataset_frame, digests)``; each
+    is ``None`` when not given (a built-in objective brings its own space).
     """
-    raw_space = read_input(space, space_name)
-    mapping = parse_mapping(raw_space)
-    digests = [raw_space.digest("space")]
+    mapping: dict[str, Any] | None = None
+    digests: list[InputDigest] = []
+    if space is not None:
+        raw_space = read_input(space, space_name)
+        mapping = parse_mapping(raw_space)
+        digests.append(raw_space.digest("space"))
     frames: list[pd.DataFrame | None] = []
     for name, source, label in (("history", history, history_name), ("dataset", dataset, dataset_name)):
         if source is None:
@@ -51,6 +55,17 @@ def _requested(config: HpoConfig) -> str:
     if config.vqc_optimizer:
         return "vqc"
     return "gp-ei" if config.gp_surrogate else "random"
+
+
+def _given_or_builtin_space(space: Mapping[str, Any] | Space | None, config: HpoConfig, source: str) -> Space:
+    """The space the user gave, or the built-in objective's own domain when none was given."""
+    if space is not None:
+        return parse_space(space, source)
+    if config.objective in BENCHMARKS:
+        return benchmark_space(config.objective)
+    raise InputError(source, "(file)", "no search space given",
+                     "a space file (only the built-in objectives " + ", ".join(BENCHMARKS) + " bring their own domain)",
+                     f"objective={config.objective}")
 
 
 def _working_space(config: HpoConfig, space: Space, diagnostics: list[str]) -> tuple[Space, bool]:
@@ -136,7 +151,7 @@ class _Run:
 
 
 def plan_hpo(
-    space: Mapping[str, Any] | Space,
+    space: Mapping[str, Any] | Space | None = None,
     history: pd.DataFrame | None = None,
     config: HpoConfig | Mapping[str, Any] | None = None,
     *,
@@ -148,8 +163,10 @@ def plan_hpo(
 
     Parameters
     ----------
-    space : mapping
-        Search space (see :func:`qflow.hpo.parse_space`).
+    space : mapping, optional
+        Search space (see :func:`qflow.hpo.parse_space`); ``None`` with a
+        built-in objective (branin, hartmann6, hartmann6_noisy) searches that
+        objective's own domain, and the history is read against it.
     history : DataFrame, optional
         Earlier trials: one column per parameter plus ``objective`` (blank =
         pending). Used as observations when ``warm_start``.
@@ -184,7 +201,7 @@ def plan_hpo(
     names = {d.name: (d.source or d.name) for d in digests or []}
     diagnostics: list[str] = []
     with timer.stage("validate"):
-        user_space = parse_space(space, names.get("space", "space"))
+        user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
         parsed = parse_history(history, user_space, names.get("history", "history"))
         work_space, history_applies = _working_space(config, user_space, diagnostics)
         objective = None
@@ -192,8 +209,10 @@ def plan_hpo(
             objective = make_objective(config.objective, config, work_space, dataset, names.get("dataset", "dataset"),
                                        names.get("space", "space"))
     if digests is None:
-        digests = [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
+        digests = [] if space is None else [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
         digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
+    if space is None:  # the domain searched is part of what the plan answers to
+        digests = [digest_mapping(user_space.describe(), "space", source=f"built-in:{config.objective}"), *digests]
     if parsed.rejected:
         diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
                            f"(first: row {parsed.rejected[0]['row']}: {parsed.rejected[0]['reason']})")
@@ -208,12 +227,24 @@ def plan_hpo(
     if usable and parsed.configs:
         run.add(work_space.to_unit(parsed.configs), list(parsed.values), "history", None, None)
     pending = work_space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, work_space.dim))
+    warm = None
+    if config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2:
+        with timer.stage("vqc_warm_start"):
+            warm = _warm_start(run)
 
     n_evaluated = 0
+    baselines: dict[str, dict[str, Any]] = {}
     if objective is not None:
-        with timer.stage("optimize"):
-            n_evaluated = _optimize(run, objective, report)
-    report(0.8, "next suggestions")
+        with Evaluator(objective, config.n_jobs) as evaluator:  # worker processes end with this block, or a Cancel
+            _check_workers(evaluator, config, names.get("dataset", "dataset"), diagnostics)
+            with timer.stage("optimize"):
+                n_evaluated = _optimize(run, evaluator, report)
+            if config.baselines:
+                report(0.8, "baselines: random search and Optuna TPE")
+                with timer.stage("baselines"):
+                    baselines = {"random_search": random_search(work_space, objective, config, evaluator),
+                                 "optuna_tpe": tpe_search(work_space, objective, config)}
+    report(0.9, "next suggestions")
     with timer.stage("suggest"):
         suggestions_U, suggest_method = run.propose(config.suggest, pending)
     if solver.ran == "hybrid" and objective is None:
@@ -226,24 +257,33 @@ def plan_hpo(
             best_U = run.U[int(np.argmin(run.y))]
             slices = gp_slices(work_space, run.U, run.y, best_U, config.gp_kernel, config.seed, run.sign)
 
-    baselines: dict[str, dict[str, Any]] = {}
-    if objective is not None and config.baselines:
-        report(0.85, "baselines: random search and Optuna TPE")
-        with timer.stage("baselines"):
-            baselines = {"random_search": random_search(work_space, objective, config),
-                         "optuna_tpe": tpe_search(work_space, objective, config)}
-
     quantum = _quantum_report(run, diagnostics)
     if quantum is not None:
         solver.quantum = quantum
+    _record_path_used(run, suggest_method)
+    diagnostics.extend(_settings_without_effect(config, history is not None, dataset is not None))
     result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
+    if warm is not None:
+        result["vqc_warm_start"] = warm
+    result["learned_components"] = _learned_components(run, baselines, diagnostics)
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
     return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
 
 
-def _optimize(run: _Run, objective: Objective, report: Progress) -> int:
+def _check_workers(evaluator: Evaluator, config: HpoConfig, dataset_source: str, diagnostics: list[str]) -> None:
+    """Say when ``n_jobs`` was capped; refuse a dataset whose copies in the workers would pass the decoded-bytes limit."""
+    if evaluator.workers < config.n_jobs and evaluator.objective.name == "train":
+        diagnostics.append(f"n_jobs={config.n_jobs} capped at {evaluator.workers} worker processes "
+                           "(the machine's cores, or QFLOW_MAX_WORKERS)")
+    X, y = evaluator.objective.X, evaluator.objective.y
+    if evaluator.workers > 1 and X is not None and y is not None:
+        check_limit(evaluator.workers * (X.nbytes + y.nbytes), "decoded_bytes", dataset_source,
+                    f"(the dataset copied into {evaluator.workers} worker processes)")
+
+
+def _optimize(run: _Run, evaluate_batch: Evaluator, report: Progress) -> int:
     """Evaluate ``n_trials`` proposals in batches (parallel workers); returns how many ran."""
     config = run.config
     done, batch = 0, 0
@@ -256,7 +296,7 @@ def _optimize(run: _Run, objective: Objective, report: Progress) -> int:
             run.diagnostics.append(f"the space has no unseen point left after {done} trials")
             break
         trials = list(range(done + 1, done + 1 + len(U)))
-        values = evaluate(objective, run.space.from_unit(U), trials, config.n_jobs)
+        values = evaluate_batch(run.space.from_unit(U), trials)
         run.add(U, values, method, batch, done + 1)
         done += len(U)
         batch += 1
@@ -278,11 +318,12 @@ def _regret(best: float | None, objective: Objective | None, direction: str) -> 
     return float(best - objective.minimum)
 
 
-def random_search(space: Space, objective: Objective, config: HpoConfig) -> dict[str, Any]:
-    """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``."""
+def random_search(space: Space, objective: Objective, config: HpoConfig, evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``; on ``evaluator``'s workers if given."""
     rng = np.random.default_rng([config.seed, 1])
     configs = space.from_unit(space.sample_unit(rng, config.n_trials))
-    values = evaluate(objective, configs, list(range(1, config.n_trials + 1)), config.n_jobs)
+    trials = list(range(1, config.n_trials + 1))
+    values = evaluator(configs, trials) if evaluator is not None else evaluate(objective, configs, trials, config.n_jobs)
     return _baseline_summary(configs, values, objective, config)
 
 
@@ -319,6 +360,101 @@ def _baseline_summary(configs: list[dict[str, Any]], values: list[float], object
     index = int(np.argmin(sign * np.asarray(values)))
     return {"best_value": curve[-1], "regret": _regret(curve[-1], objective, config.direction), "n_evaluations": len(values),
             "best_config": configs[index], "best_so_far": curve}
+
+
+def _learned_components(run: _Run, baselines: dict[str, dict[str, Any]], diagnostics: list[str]) -> list[dict[str, Any]]:
+    """The optimiser that ran against random search with the same budget (optimize mode with baselines only).
+
+    One row: the best value the plan's own trials reached (history left out)
+    against random search's, ``beats_baseline`` when strictly better in the
+    objective's direction; a diagnostic when it is not (the suggestions still
+    come from the optimiser: random search proposes no next point to prefer).
+    """
+    evaluated = [t["value"] for t in run.trials if t["trial"] is not None]
+    if "random_search" not in baselines or not evaluated or run.solver.ran == "random":
+        return []
+    own = min(evaluated) if run.sign > 0 else max(evaluated)
+    base = baselines["random_search"]["best_value"]
+    beats = run.sign * own < run.sign * base
+    if not beats:
+        diagnostics.append(f"the {run.solver.ran} optimiser's best value ({own:.6g}) is not better than random search's "
+                           f"({base:.6g}) with the same {len(evaluated)} evaluations: its model did not help on this objective "
+                           "(random search's best configuration is in baselines.random_search.best_config)")
+    # acted_on: the plan's suggestions still come from the optimiser; the diagnostic is the operator's cue.
+    return [{"component": run.solver.ran, "measure": f"best_value ({run.config.direction})", "value": own,
+             "baseline": "random_search", "baseline_value": base, "beats_baseline": bool(beats), "acted_on": True}]
+
+
+def _warm_start(run: _Run) -> dict[str, Any] | None:
+    """The VQC's warm start from the history (see :meth:`VQCSurrogate.warm_start`); ``None`` after a quantum refusal."""
+    assert run.vqc is not None
+    try:
+        report = run.vqc.warm_start(run.U, run.y)
+    except QuantumUnavailableError as exc:
+        run._fall_back(str(exc))
+        return None
+    if not report["adopted"]:
+        run.diagnostics.append(f"vqc_warm_start: the warm start's first fit (training MSE {report['mean_training_mse_warm']:.4g} "
+                               f"on average over {report['steps']} steps) did not beat the cold start's "
+                               f"({report['mean_training_mse_cold']:.4g}); the cold start was kept")
+    return report
+
+
+def _record_path_used(run: _Run, suggest_method: str) -> None:
+    """Make ``solver.ran`` name only the proposers whose points were evaluated or suggested.
+
+    The VQC or the GP may be requested and never propose a point (every point
+    from the random initial design, or the hybrid's switch never reached);
+    the fallback then says so, with the counts.
+    """
+    counts = {m: sum(1 for t in run.trials if t["method"] == m) + (suggest_method == m) for m in ("vqc", "gp-ei")}
+    path = run.solver.ran
+    counted = f"{counts['vqc']} VQC and {counts['gp-ei']} GP-EI proposals (trials + the suggestions' batch)"
+    needs = {"vqc": ("vqc",), "gp-ei": ("gp-ei",), "hybrid": ("vqc", "gp-ei")}.get(path, ())
+    missing = [m for m in needs if counts[m] == 0]
+    if not missing:
+        return
+    used = [m for m in needs if counts[m] > 0]
+    to = used[0] if used else "random"
+    if "gp-ei" in missing and "vqc" not in missing and path == "hybrid":
+        why = f"the GP's turn never came: hybrid_switch={run.config.hybrid_switch}"
+    else:
+        why = f"fewer than n_initial={run.config.n_initial} observations or no proposal left to it"
+    run.solver.fall_back(path, to, f"{', '.join(missing)} proposed no point ({counted}): {why}")
+
+
+def _changed(config: HpoConfig, names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` whose value differs from the field's default (what the user actually set)."""
+    return [n for n in names if getattr(config, n) != type(config).model_fields[n].default]
+
+
+def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_given: bool) -> list[str]:
+    """One diagnostic per setting changed from its default that cannot act in this combination."""
+    vqc = config.vqc_optimizer or config.hybrid
+    gp_surrogate_moot = not config.gp_surrogate and vqc
+    rules = [
+        (("vqc_layers", "vqc_steps", "vqc_shots", "max_qubits", "quantum_time_budget_s"), not vqc,
+         "only the VQC uses them and neither vqc_optimizer nor hybrid is on"),
+        (("hybrid_switch",), not config.hybrid, "hybrid is off"),
+        (("vqc_optimizer",), config.hybrid and config.vqc_optimizer, "hybrid is on (the VQC proposes first, then the GP)"),
+        (("gp_surrogate",), gp_surrogate_moot, "the VQC falls back to, and the hybrid switches to, GP-EI whatever it says"),
+        (("batch_strategy",), not config.gp_surrogate and not vqc, "only GP-EI batches use it and gp_surrogate is off"),
+        (("noise_std",), config.objective != "hartmann6_noisy", "only the hartmann6_noisy objective adds noise"),
+        (("model", "cv_folds"), config.objective != "train", "only the train objective fits a model"),
+        (("builtin_dataset",), config.objective != "train" or dataset_given,
+         "a dataset file was given" if dataset_given else "only the train objective uses a dataset"),
+        (("n_trials", "batch_size", "n_jobs", "baselines"), config.objective == "none",
+         "suggest mode (objective none) evaluates nothing"),
+        (("n_jobs",), config.objective in BENCHMARKS, "the built-in benchmarks are evaluated in this process (closed forms)"),
+        (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
+         "batch_size 1 evaluates one trial at a time and the baselines are off"),
+        (("warm_start",), not history_given, "no history was given"),
+        (("vqc_warm_start",), not vqc, "neither vqc_optimizer nor hybrid is on"),
+        (("vqc_warm_start",), vqc and not (history_given and config.warm_start),
+         "it starts from the history's trials and none are used (no history, or warm_start off)"),
+    ]
+    return [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
+            if active and (changed := _changed(config, names))]
 
 
 def _quantum_report(run: _Run, diagnostics: list[str]) -> QuantumReport | None:

@@ -35,7 +35,7 @@ from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.hpo._classical import propose_batch
 from qflow.hpo._schemas import Space
 
-__all__ = ["encode_angles", "decode_angles", "param_shape", "expectations", "VQCSurrogate"]
+__all__ = ["encode_angles", "param_shape", "expectations", "VQCSurrogate"]
 
 
 def encode_angles(space: Space, configs: list[dict[str, Any]]) -> np.ndarray:
@@ -47,11 +47,6 @@ def encode_angles(space: Space, configs: list[dict[str, Any]]) -> np.ndarray:
     [[0.785398]]
     """
     return math.pi * space.to_unit(configs)
-
-
-def decode_angles(space: Space, theta: np.ndarray) -> list[dict[str, Any]]:
-    """Configurations at angles ``theta`` (n, d): ``x = a + theta / pi * (b - a)``, snapped to the space."""
-    return space.from_unit(np.asarray(theta, dtype=float) / math.pi)
 
 
 def param_shape(n_layers: int, n_qubits: int) -> tuple[int, int, int]:
@@ -204,6 +199,36 @@ class VQCSurrogate:
         self.beta = _head(E, ys)
         self.refit_steps.append(self.steps)
         return float(np.mean((np.hstack([np.ones((N, 1)), E]) @ self.beta - ys) ** 2))
+
+    def warm_start(self, U: np.ndarray, y: np.ndarray, top: int = 3) -> dict[str, Any]:
+        """Seed the RY weights from the encodings of the ``top`` best observations, if that fits them better than the cold start.
+
+        Warm weights ``w[l, j, 0] = -mean(theta_j)`` over the best observations
+        (``theta = pi * u``): at their mean every layer's encoding and trainable
+        RY cancel, so the circuit stays in ``|0...0>`` there, where every
+        readout is at its extreme (+1) and the linear head can place the loss
+        minimum. Both starts are trained once on ``U`` (N, d), ``y`` (N,) with
+        the same steps; the one whose training MSE is lower on average over the
+        steps (it fits faster: with few observations both end near zero) is
+        kept, and its trained weights carry over to the next refit. Returns the
+        measurement.
+        """
+        best = np.argsort(y, kind="stable")[:top]
+        cold = self.weights.copy()
+        warm = cold.copy()
+        warm[:, :, 0] = -math.pi * U[best].mean(axis=0)
+        fitted = {}
+        for label, start in (("cold", cold), ("warm", warm)):
+            self.weights = start.copy()
+            final = self.fit(U, y)
+            fitted[label] = (float(np.mean(self.losses)), final, self.weights.copy(), self.beta.copy(), list(self.losses))
+        adopted = fitted["warm"][0] < fitted["cold"][0]
+        self.weights, self.beta, self.losses = fitted["warm" if adopted else "cold"][2:]
+        return {"from_observations": int(len(best)), "steps": self.steps,
+                "mean_training_mse_warm": fitted["warm"][0], "mean_training_mse_cold": fitted["cold"][0],
+                "final_training_mse_warm": fitted["warm"][1], "final_training_mse_cold": fitted["cold"][1],
+                "adopted": bool(adopted),
+                "rule": "warm weights kept only when their first fit's training MSE, averaged over its steps, is below the cold start's"}
 
     def predict(self, U: np.ndarray) -> np.ndarray:
         """Predicted losses (objective units) at unit points ``U`` (M, d)."""

@@ -35,6 +35,10 @@ __all__ = ["HpoConfig", "Param", "Space", "History", "parse_space", "parse_histo
 KINDS = ("float", "int", "categorical")
 #: History column holding the measured objective (blank = a pending trial).
 OBJECTIVE_COLUMN = "objective"
+#: Largest |bound| of an int parameter: every integer up to it is exact in float64 (the unit-interval maps).
+MAX_INT_BOUND = 2**53
+#: Largest |objective| a history row may hold: squared differences of such values stay finite in the GP.
+MAX_ABS_OBJECTIVE = 1e100
 #: History columns that are carried but not used.
 META_COLUMNS = ("trial", "method")
 
@@ -63,6 +67,9 @@ class HpoConfig(QflowConfig):
     )
     ei_candidates: int = Field(1024, ge=16, le=20_000, description="Random candidates scored per proposal (plus local ones).")
     hybrid_switch: int = Field(12, ge=0, le=500, description="Hybrid: trials proposed by the VQC before the GP takes over.")
+    vqc_warm_start: bool = Field(
+        False, description="Seed the VQC's circuit weights from the angle encodings of the best history trials "
+        "(kept only when that first fit beats a cold start's; both are reported).")
     vqc_layers: int = Field(2, ge=1, le=6, description="VQC depth: re-uploading encoding + trainable RY/RZ + CNOT ring per layer.")
     vqc_steps: int = Field(15, ge=1, le=500, description="Adam steps (parameter-shift gradients) per VQC refit.")
     vqc_shots: int = Field(0, ge=0, le=1_000_000, description="Shots per expectation (0 = exact expectation values).")
@@ -153,7 +160,7 @@ class Param:
             return None
         try:
             x = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return f"{self.name}={value!r} is not a number"
         if not math.isfinite(x) or x < self.low or x > self.high:
             return f"{self.name}={value!r} is outside [{self.low:g}, {self.high:g}]"
@@ -177,7 +184,7 @@ def _same_choice(choice: Any, value: Any) -> bool:
         return str(choice).lower() == str(value).strip().lower()
     try:
         return float(choice) == float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return str(choice) == str(value).strip()
 
 
@@ -256,6 +263,24 @@ class Space:
         return [p.describe() for p in self.params]
 
 
+def _bound(value: Any, kind: str, source: str, where: str) -> float:
+    """A finite bound; an int kind's an integer of at most :data:`MAX_INT_BOUND` in size (exact in float64)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(source, where, "not a finite number", "a finite number", value)
+    if isinstance(value, int) and value.bit_length() > 64:  # described by its size: repr() of a huge int is itself an error
+        raise InputError(source, where, "number too large", f"at most 2**53 = {MAX_INT_BOUND} in size",
+                         f"an integer of {value.bit_length()} bits")
+    x = float(value)
+    if not math.isfinite(x):
+        raise InputError(source, where, "not a finite number", "a finite number", value)
+    if kind == "int":
+        if x != round(x):
+            raise InputError(source, where, "not an integer", "an integer bound for kind int", value)
+        if abs(x) > MAX_INT_BOUND:
+            raise InputError(source, where, "integer bound too large", f"an integer of at most 2**53 = {MAX_INT_BOUND} in size", value)
+    return x
+
+
 def _param(source: str, name: Any, spec: Any) -> Param:
     where = f"parameters.{name}"
     if not isinstance(name, str) or not name.strip():
@@ -289,13 +314,12 @@ def _param(source: str, name: Any, spec: Any) -> Param:
         if "low" not in spec or "high" not in spec:
             raise InputError(source, where, "missing bounds", "low and high (or bounds: [low, high])")
         low, high = spec["low"], spec["high"]
-    for label, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InputError(source, f"{where}.{label}", "not a finite number", "a finite number", value)
-        if kind == "int" and value != round(value):
-            raise InputError(source, f"{where}.{label}", "not an integer", "an integer bound for kind int", value)
+    low, high = (_bound(value, kind, source, f"{where}.{label}") for label, value in (("low", low), ("high", high)))
     if low >= high:
         raise InputError(source, f"{where}.bounds", "lower bound not below upper bound", "low < high", f"low={low}, high={high}")
+    if not math.isfinite(high - low):
+        raise InputError(source, f"{where}.bounds", "range too wide to search", "high - low a finite number",
+                         f"low={low}, high={high}")
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise InputError(source, f"{where}.log", "wrong type", "true or false", log)
@@ -395,6 +419,8 @@ def parse_history(frame: pd.DataFrame | None, space: Space, source: str = "histo
         reasons = [why for p in space.params if (why := p.check(record[p.name])) is not None]
         if not blank.iloc[i] and not math.isfinite(value):
             reasons.append(f"objective {value} is not finite")
+        elif not blank.iloc[i] and abs(value) > MAX_ABS_OBJECTIVE:
+            reasons.append(f"objective {value:g} is beyond +-{MAX_ABS_OBJECTIVE:g}")
         if reasons:
             rejected.append({"row": i, "reason": "; ".join(reasons)})
             continue

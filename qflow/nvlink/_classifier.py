@@ -21,7 +21,7 @@ class weights), accuracy measured on a stratified 25 % held out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 
 from qflow.core.errors import InputError
-from qflow.nvlink._rl import PaddedPaths
-from qflow.nvlink._simulator import FlowSet, PathTable, injection_bound_s
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
 
-__all__ = ["CONGESTION_SLOWDOWN", "FEATURES", "ContentionModel", "features_of", "simulate_logs", "train_classifier"]
+__all__ = ["CONGESTION_SLOWDOWN", "FEATURES", "ContentionModel", "features_of", "simulate_logs", "split_logs", "train_classifier"]
 
 CONGESTION_SLOWDOWN = 1.5
 FEATURES = ("gpus_share", "density", "cross_node_fraction", "cross_switch_fraction", "paths_per_flow",
@@ -123,8 +122,11 @@ def label_of(table: PathTable, flows: FlowSet, paths: PaddedPaths, weights: np.n
     return int(slowdown > CONGESTION_SLOWDOWN), slowdown
 
 
-def simulate_logs(table: PathTable, samples: int, seed: int, jobs: Sequence[np.ndarray] = ()) -> pd.DataFrame:
+def simulate_logs(table: PathTable, samples: int, seed: int, jobs: Sequence[np.ndarray] = (),
+                  heartbeat: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """``samples`` simulated runs on the fabric: :data:`FEATURES`, ``slowdown``, ``congested``, and how each was drawn.
+
+    ``heartbeat(i, samples)`` is called before each run (a Cancel raised there stops the simulation).
 
     A run is a mix of 1-3 jobs, each a synthetic pattern on 2..32 ranks or, with
     ``jobs`` given (traffic matrices), one of them, or (30 % of runs) all of
@@ -134,7 +136,9 @@ def simulate_logs(table: PathTable, samples: int, seed: int, jobs: Sequence[np.n
     rng = np.random.default_rng([seed, 31])
     n_gpus = len(table.hosts)
     rows = []
-    for _ in range(samples):
+    for i in range(samples):
+        if heartbeat is not None:
+            heartbeat(i, samples)
         blocks: list[np.ndarray] = []
         labels: list[str] = []
         whole = bool(jobs) and sum(t.shape[0] for t in jobs) <= n_gpus and rng.random() < 0.3
@@ -207,25 +211,37 @@ class ContentionModel:
     pipeline: Any
     report: dict[str, Any]
 
+    @property
+    def beats_majority_class(self) -> bool:
+        """Whether its held-out accuracy is above always answering the held-out split's majority class."""
+        return self.report["held_out_accuracy"] > self.report["majority_class_accuracy"]
+
     def predict(self, features: dict[str, float]) -> dict[str, Any]:
         x = np.array([[features[f] for f in FEATURES]])
         return {"congested": bool(self.pipeline.predict(x)[0]), "score": float(self.pipeline.decision_function(x)[0])}
 
 
+def split_logs(logs: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stratified 75/25 split every contention model trains and is measured on: X_train, X_test (n, 8), y_train, y_test."""
+    from sklearn.model_selection import train_test_split
+
+    X = logs[list(FEATURES)].to_numpy(dtype=float)
+    y = logs[LABEL].to_numpy(dtype=int)
+    return tuple(train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed % (2**32 - 1)))  # type: ignore[return-value]
+
+
 def train_classifier(logs: pd.DataFrame, seed: int) -> ContentionModel | None:
     """Fit the SVM on 75 % of ``logs`` (stratified) and measure it on the rest; ``None`` when the logs hold one class only."""
-    from sklearn.metrics import accuracy_score, confusion_matrix
-    from sklearn.model_selection import train_test_split
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    X = logs[list(FEATURES)].to_numpy(dtype=float)
     y = logs[LABEL].to_numpy(dtype=int)
     counts = np.bincount(y, minlength=2)
     if counts.min() < 2:
         return None
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed % (2**32 - 1))
+    X_train, X_test, y_train, y_test = split_logs(logs, seed)
     pipeline = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", class_weight="balanced"))
     pipeline.fit(X_train, y_train)
     predicted = pipeline.predict(X_test)
@@ -238,6 +254,7 @@ def train_classifier(logs: pd.DataFrame, seed: int) -> ContentionModel | None:
         "n_test": int(len(y_test)),
         "positive_share": float(y.mean()),
         "held_out_accuracy": float(accuracy_score(y_test, predicted)),
+        "held_out_balanced_accuracy": float(balanced_accuracy_score(y_test, predicted)),
         "majority_class_accuracy": float(majority),
         "confusion_matrix": confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
         "labels": ["not congested", "congested"],

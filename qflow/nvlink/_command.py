@@ -41,9 +41,17 @@ def _summarize(plan: Plan) -> list[str]:
                      f"{format_value(rl['final_reward'])} (shortest path {format_value(rl['shortest_path_reward'])})")
     if "classifier" in r:
         c = r["classifier"]
+        call = c["predictions"]["plan"]["congested"]
+        verdict = ("no call (it does not beat the majority class)" if call is None
+                   else "plan flagged " + ("congested" if call else "not congested"))
         lines.append(f"  classifier ({c['logs']} logs, {c['log_rows']} runs): held-out accuracy {format_value(c['held_out_accuracy'])} "
-                     f"(majority class {format_value(c['majority_class_accuracy'])}); plan flagged "
-                     f"{'congested' if c['predictions']['plan']['congested'] else 'not congested'}")
+                     f"(majority class {format_value(c['majority_class_accuracy'])}); {verdict}")
+        k = c.get("quantum_kernel")
+        if k is not None and "quantum" in k:
+            lines.append(f"  quantum kernel ({k['qubits']} qubits, {k['device']}): held-out accuracy "
+                         f"{format_value(k['quantum']['held_out_accuracy'])} vs RBF {format_value(k['rbf']['held_out_accuracy'])}, "
+                         f"alignment {format_value(k['quantum']['kernel_target_alignment'])} vs "
+                         f"{format_value(k['rbf']['kernel_target_alignment'])}; {'adopted' if k['adopted'] else 'not adopted'}")
     quantum = plan.solver.quantum
     if quantum is not None:
         optimal = sum(1 for blk in quantum.blocks if blk.get("optimal"))

@@ -36,7 +36,6 @@ from qflow.nvlink._schemas import Job
 __all__ = ["HOST_TIE_BREAK", "bisect", "cut_cost", "place_jobs", "random_placement", "refine", "round_robin_placement"]
 
 HOST_TIE_BREAK = 1e-3
-PARTITIONERS = ("kernighan_lin", "spectral", "metis")
 
 
 def cut_cost(traffic: np.ndarray, placement: np.ndarray, cost: np.ndarray) -> float:

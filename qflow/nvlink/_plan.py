@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,12 +13,13 @@ import pandas as pd
 
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
+from qflow.nvlink._kernel import compare_kernels
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
 from qflow.nvlink._quantum import QaoaBlockSolver
-from qflow.nvlink._rl import PaddedPaths, learn_paths
+from qflow.nvlink._rl import learn_paths
 from qflow.nvlink._rounds import (
     Transfers,
     colour_transfers,
@@ -31,7 +33,7 @@ from qflow.nvlink._rounds import (
     transfers_of,
 )
 from qflow.nvlink._schemas import Fabric, Job, NvlinkConfig, looks_like_topo_text, parse_fabric, parse_jobs, parse_topo_text
-from qflow.nvlink._simulator import FlowSet, PathTable, injection_bound_s
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
 
 __all__ = ["load_nvlink_inputs", "plan_nvlink", "read_fabric"]
 
@@ -129,7 +131,7 @@ def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: 
             job_times[j].append(float(times[mine].max()))
             picked = idx[mine]
             job_ideal[j] += injection_bound_s(table, FlowSet(work.flows.src[picked], work.flows.dst[picked], work.flows.nbytes[picked]))
-        busy_total += _link_busy(table, sub, work.flows.nbytes[idx], weights[idx])
+        busy_total += sub.link_busy_s(table, work.flows.nbytes[idx], weights[idx])
     totals = [float(sum(t)) for t in job_times]
     ideal = float(job_ideal.max(initial=0.0))
     concurrent = work.paths.split_times(table, work.flows.nbytes, weights, alpha_us) if work.flows.n else np.zeros(1)
@@ -139,13 +141,6 @@ def _evaluate(table: PathTable, work: _Workload, weights: np.ndarray, alpha_us: 
     return {"job_round_times_s": job_times, "job_times_s": totals, "estimated_collective_time_s": max(totals, default=0.0),
             "link_busy_s": busy_total, "ideal_time_s": ideal, "link_utilisation": utilisation,
             "max_link_utilisation": float(utilisation.max(initial=0.0)), "concurrent_time_s": float(concurrent.max())}
-
-
-def _link_busy(table: PathTable, paths: PaddedPaths, nbytes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    valid = paths.links >= 0
-    share = np.broadcast_to((nbytes[:, None] * weights)[:, :, None], paths.links.shape)
-    per_link = np.bincount(paths.links[valid], weights=share[valid], minlength=table.n_links)
-    return 8.0 * per_link / (1e9 * table.capacity_gbps)
 
 
 def _placement_metrics(table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], cost: np.ndarray) -> dict[str, Any]:
@@ -161,8 +156,51 @@ def _placement_metrics(table: PathTable, jobs: Sequence[Job], placements: Sequen
     }
 
 
+def _changed(config: NvlinkConfig, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` whose value differs from the field's default (what the user actually set)."""
+    return [n for n in names if getattr(config, n) != type(config).model_fields[n].default]
+
+
+def _settings_without_effect(config: NvlinkConfig, logs_given: bool, n_flows: int) -> list[str]:
+    """One diagnostic per setting that was changed from its default but cannot act in this combination."""
+    rules = [
+        (("qaoa_layers", "qaoa_blocks", "qaoa_steps", "quantum_time_budget_s"), not config.qaoa_optimizer,
+         "only the QAOA recolouring uses them and qaoa_optimizer is off"),
+        (("rl_episodes",), not config.rl_planner, "rl_planner is off"),
+        (("classifier_samples", "quantum_kernel"), not config.classifier, "classifier is off"),
+        (("classifier_samples",), config.classifier and logs_given, "the classifier trains on the uploaded logs, not simulated runs"),
+    ]
+    notes = [f"{', '.join(changed)} set but without effect: {why}" for names, active, why in rules
+             if active and (changed := _changed(config, names))]
+    if logs_given and not config.classifier:
+        notes.append("logs were given but the classifier is off: they were validated and not used")
+    if config.rl_planner and n_flows == 0:
+        notes.append("rl_planner without effect: the jobs have no transfers to route")
+    return notes
+
+
 def _requested(config: NvlinkConfig) -> str:
     return "qaoa" if config.qaoa_optimizer else "classical"
+
+
+def _record_quantum_kernel(config: NvlinkConfig, solver: SolverReport, classifier: dict[str, Any] | None) -> None:
+    """``+quantum_kernel`` in ``solver.ran`` only when its calls were used; otherwise a fallback with the measured effect."""
+    if not (config.quantum_kernel and config.classifier):
+        return
+    kernel = (classifier or {}).get("quantum_kernel")
+    if kernel is not None and kernel["adopted"]:
+        solver.ran += "+quantum_kernel"
+        return
+    if kernel is None:
+        reason = "the classifier was not trained (its logs hold one class)"
+    elif "unavailable" in kernel:
+        reason = kernel["unavailable"]
+    else:
+        q, c = kernel["quantum"], kernel["rbf"]
+        reason = (f"held-out accuracy {q['held_out_accuracy']:.3f} (balanced {q['held_out_balanced_accuracy']:.3f}) is not above "
+                  f"the RBF SVC's {c['held_out_accuracy']:.3f} (balanced {c['held_out_balanced_accuracy']:.3f}) on the same split: "
+                  "the RBF SVC makes the calls")
+    solver.fallbacks.append(Fallback(**{"from": "quantum_kernel", "to": "rbf_svc", "reason": reason}))
 
 
 def plan_nvlink(
@@ -220,13 +258,14 @@ def plan_nvlink(
     if digests is None:
         digests = [digest_mapping({"gpus": list(fabric.gpus), "links": sorted(map(sorted, fabric.graph.edges()))}, "fabric"),
                    digest_mapping(jobs if isinstance(jobs, Mapping) else {"jobs": list(jobs)}, "jobs")]
-    solver = SolverReport(requested=_requested(config), ran=_requested(config))
+    kernel_requested = "+quantum_kernel" if config.quantum_kernel and config.classifier else ""
+    solver = SolverReport(requested=_requested(config) + kernel_requested, ran=_requested(config))
 
     report(0.05, "path options and pair costs")
     with timer.stage("paths"):
         table = PathTable(fabric, config.max_paths)
         all_gpus = np.arange(fabric.n_gpus)
-        cost = table.cost_matrix(all_gpus)
+        cost = table.cost_matrix(all_gpus, heartbeat=lambda a, k: report(0.05 + 0.1 * a / k, f"pair costs: GPU {a + 1}/{k}"))
         hosts = table.hosts
         tie_cost = cost * (1.0 + HOST_TIE_BREAK * (hosts[:, None] != hosts[None, :]))
 
@@ -255,7 +294,8 @@ def plan_nvlink(
     with timer.stage("rounds"):
         transfers = [transfers_of(j.traffic, config.full_duplex) for j in job_list]
         colourings, greedy, methods, recolour = [], [], [], []
-        for t in transfers:
+        for i, t in enumerate(transfers):
+            report(0.3 + 0.15 * i / len(transfers), f"transfer rounds: job {i + 1}/{len(transfers)}")
             colour, method = colour_transfers(t, config.seed)
             before = n_colours(colour)
             stats = {"blocks": 0, "moved": 0, "rounds_removed": 0}
@@ -275,13 +315,15 @@ def plan_nvlink(
         shortest_eval = _evaluate(table, work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int)), config.alpha_us)
         weights, policy = ecmp, "weighted_ecmp"
 
-    rl_result = None
+    rl_result, rl_vs_ecmp = None, None
     if config.rl_planner and work.flows.n:
         report(0.55, f"RL path planner ({config.rl_episodes} episodes)")
         with timer.stage("rl"):
-            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us)
+            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us,
+                                    heartbeat=lambda e, n: report(0.55 + 0.15 * e / n, f"RL path planner: episode {e + 1}/{n}"))
             rl_weights = _one_hot(work.paths, rl_result.choice)
             rl_eval = _evaluate(table, work, rl_weights, config.alpha_us)
+            rl_vs_ecmp = (rl_eval["estimated_collective_time_s"], plan_eval["estimated_collective_time_s"])
             if rl_eval["estimated_collective_time_s"] < plan_eval["estimated_collective_time_s"]:
                 weights, policy, plan_eval = rl_weights, "rl_q_learning", rl_eval
             else:
@@ -292,7 +334,8 @@ def plan_nvlink(
     if config.classifier:
         report(0.7, "contention classifier (SVM)")
         with timer.stage("classifier"):
-            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics)
+            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics,
+                                          report, timer.timings_s)
 
     report(0.85, "baselines")
     with timer.stage("baselines"):
@@ -301,10 +344,17 @@ def plan_nvlink(
     quantum = _quantum_report(quantum_solver, solver, recolour)
     if quantum is not None:
         solver.quantum = quantum
+    _record_quantum_kernel(config, solver, classifier_report)
+    diagnostics.extend(_settings_without_effect(config, logs is not None, work.flows.n))
     with timer.stage("result"):
         metrics = _metrics(table, job_list, transfers, colourings, placements, cost, plan_eval, recolour, policy)
+        if quantum_solver is not None:
+            metrics["recolouring_moves_from_qaoa"] = quantum_solver.moves_applied
         result = _result(fabric, table, job_list, transfers, colourings, placements, methods, recolour, work, weights, policy,
                          plan_eval, rl_result, classifier_report)
+        result["learned_components"] = _learned_components(rl_vs_ecmp, classifier_report)
+        if rl_result is not None:
+            result["rl"]["adopted"] = policy == "rl_q_learning"
     report(1.0, "done")
     return Plan(module="nvlink", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
@@ -312,10 +362,14 @@ def plan_nvlink(
 
 def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
               transfers: Sequence[Transfers], colourings: Sequence[np.ndarray], logs: pd.DataFrame | None,
-              config: NvlinkConfig, diagnostics: list[str]) -> dict[str, Any] | None:
+              config: NvlinkConfig, diagnostics: list[str], report: Progress, timings: dict[str, float]) -> dict[str, Any] | None:
     source = "uploaded" if logs is not None else "simulated"
-    data = logs if logs is not None else simulate_logs(table, config.classifier_samples, config.seed, [j.traffic for j in jobs])
+    data = logs if logs is not None else simulate_logs(
+        table, config.classifier_samples, config.seed, [j.traffic for j in jobs],
+        heartbeat=lambda i, n: report(0.7 + 0.15 * i / n, f"contention classifier: simulated run {i + 1}/{n}"))
+    started = time.perf_counter()
     model = train_classifier(data, config.seed)
+    timings["classifier_rbf_fit"] = round(time.perf_counter() - started, 6)
     if model is None:
         diagnostics.append(f"classifier not trained: the {source} logs hold fewer than 2 runs of one class")
         return None
@@ -325,13 +379,53 @@ def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequ
         "round_robin": (rr_work, rr_work.paths.ecmp_weights()),
         "shortest_path": (work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int))),
     }
+    features = {name: features_of(table, w.flows, w.paths, wt) for name, (w, wt) in cases.items()}
+    figures, calls = dict(model.report), {name: model.predict(f) for name, f in features.items()}
+    kernel = _quantum_kernel(data, config, model, features, report, timings) if config.quantum_kernel else None
+    if kernel is not None and kernel["adopted"]:
+        figures.update(model="SVC on the quantum kernel (precomputed, C=10, balanced)", **kernel.pop("calls_and_figures"))
+        calls = figures.pop("calls")
+    trusted = figures["held_out_accuracy"] > figures["majority_class_accuracy"]
+    if not trusted:
+        diagnostics.append(f"contention classifier: held-out accuracy {figures['held_out_accuracy']:.3f} does not beat "
+                           f"always answering the majority class ({figures['majority_class_accuracy']:.3f}) on "
+                           f"{figures['n_test']} held-out {source} runs; its congestion calls are not used (congested: null)")
     predictions = {}
     for name, (w, wt) in cases.items():
-        features = features_of(table, w.flows, w.paths, wt)
         congested, slowdown = label_of(table, w.flows, w.paths, wt)
-        predictions[name] = {**model.predict(features), "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
-                             "features": features}
-    return {**model.report, "logs": source, "log_rows": int(len(data)), "predictions": predictions}
+        call = calls[name]
+        predictions[name] = {"congested": call["congested"] if trusted else None, "model_call": call["congested"],
+                             "score": call["score"], "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
+                             "features": features[name]}
+    out = {**figures, "logs": source, "log_rows": int(len(data)), "acted_on": trusted, "predictions": predictions}
+    if kernel is not None:
+        out["quantum_kernel"] = kernel
+    return out
+
+
+def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features: dict[str, dict[str, float]],
+                    report: Progress, timings: dict[str, float]) -> dict[str, Any]:
+    """The quantum-kernel SVC against the RBF one on the same split (see :mod:`qflow.nvlink._kernel`).
+
+    When adopted, ``calls_and_figures`` carries its calls on ``features`` and
+    its held-out figures for the plan to use; a refusal of the quantum budget
+    (qubits, memory, time) leaves the RBF model in charge, with the reason.
+    """
+    try:
+        device = choose_device()
+        budget = QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
+                               heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+        model, kernel, fit_s = compare_kernels(data, config.seed, rbf, device, budget)
+        timings["quantum_kernel_fit"] = round(fit_s, 6)
+        if kernel["adopted"]:
+            calls = {name: model.predict(f) for name, f in features.items()}
+            q = kernel["quantum"]
+            kernel["calls_and_figures"] = {"calls": calls, "held_out_accuracy": q["held_out_accuracy"],
+                                           "held_out_balanced_accuracy": q["held_out_balanced_accuracy"],
+                                           "confusion_matrix": q["confusion_matrix"]}
+        return kernel
+    except QuantumUnavailableError as exc:
+        return {"adopted": False, "unavailable": str(exc)}
 
 
 def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
@@ -441,6 +535,32 @@ def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Se
     return result
 
 
+def _learned_components(rl_vs_ecmp: tuple[float, float] | None, classifier: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each learned part against its trivial baseline, and whether the plan acted on it (the page shows this table).
+
+    The RL routing is used only when its estimated collective time is below
+    weighted ECMP's; the classifier's calls only when its held-out accuracy is
+    above the majority class's.
+    """
+    rows = []
+    if rl_vs_ecmp is not None:
+        rl_s, ecmp_s = rl_vs_ecmp
+        rows.append({"component": "rl_planner", "measure": "estimated_collective_time_s (lower is better)", "value": rl_s,
+                     "baseline": "weighted_ecmp", "baseline_value": ecmp_s, "beats_baseline": rl_s < ecmp_s, "acted_on": rl_s < ecmp_s})
+    if classifier is not None:
+        rows.append({"component": "contention_classifier", "measure": "held_out_accuracy (higher is better)",
+                     "value": classifier["held_out_accuracy"], "baseline": "majority_class",
+                     "baseline_value": classifier["majority_class_accuracy"], "beats_baseline": classifier["acted_on"],
+                     "acted_on": classifier["acted_on"]})
+    kernel = (classifier or {}).get("quantum_kernel")
+    if kernel is not None and "quantum" in kernel:
+        rows.append({"component": "quantum_kernel", "measure": "held_out_accuracy (higher is better)",
+                     "value": kernel["quantum"]["held_out_accuracy"], "baseline": "rbf_svc",
+                     "baseline_value": kernel["rbf"]["held_out_accuracy"], "beats_baseline": kernel["adopted"],
+                     "acted_on": kernel["adopted"] and classifier["acted_on"]})
+    return rows
+
+
 def _quantum_report(qs: QaoaBlockSolver | None, solver: SolverReport, recolour: list[dict[str, int]]) -> QuantumReport | None:
     if qs is None:
         return None
@@ -450,7 +570,12 @@ def _quantum_report(qs: QaoaBlockSolver | None, solver: SolverReport, recolour: 
                                 "move directly" if blocks_total == 0 else "no QAOA block ran")
         solver.fall_back("qaoa", "classical", reason)
         return None
-    if qs.stopped:
+    if qs.moves_applied == 0:
+        optimal = sum(1 for b in qs.blocks if b["optimal"])
+        solver.fall_back("qaoa", "classical", f"QAOA ran on {len(qs.blocks)} recolouring blocks ({optimal} reached the "
+                         "brute-force optimum) but no move was applied from its answers: the rounds are the exact block "
+                         "solver's" + (f"; {qs.stopped}" if qs.stopped else ""))
+    elif qs.stopped:
         solver.fall_back("qaoa", "qaoa+exact", qs.stopped)
     return QuantumReport(
         device=qs.device.name, device_reason=qs.device.reason, layers=qs.layers,

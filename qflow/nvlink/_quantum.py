@@ -38,7 +38,8 @@ class QaoaBlockSolver:
     ----------
     blocks : list of dict
         Per QAOA block: qubits, QAOA and exact energies, ratio, whether QAOA
-        was optimal, which answer was used, steps, convergence.
+        was optimal, which answer was used, whether a move was applied from
+        QAOA's answer, steps, convergence.
     stopped : str or None
         Why QAOA stopped being used (budget spent, simulator failure).
     """
@@ -53,6 +54,11 @@ class QaoaBlockSolver:
     exact_only: int = 0
     stopped: str | None = None
     circuits: int = 0
+
+    @property
+    def moves_applied(self) -> int:
+        """Blocks whose recolouring was applied from QAOA's answer (not the brute-force one)."""
+        return sum(1 for b in self.blocks if b["applied_from_qaoa"])
 
     def __call__(self, block: RecolourBlock) -> np.ndarray:
         exact_bits, best, worst = solve_exact(block.model)
@@ -80,6 +86,8 @@ class QaoaBlockSolver:
             "ratio": approximation_ratio(worst, result.energy, best),
             "optimal": bool(optimal),
             "used": "qaoa" if optimal else "exact",
+            # The answer used has no conflict, so the block's recolouring is applied (a transfer moves).
+            "applied_from_qaoa": bool(optimal and best < 0.5),
             "steps": result.steps,
             "probability": result.probability,
             "history": [float(v) for v in result.expectation_history],

@@ -18,86 +18,14 @@ over the options an agent has tried.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from qflow.nvlink._simulator import ALL_PAIRS_MAX_GPUS, FlowSet, PathTable
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable
 
-__all__ = ["PaddedPaths", "QLearningResult", "learn_paths"]
-
-
-@dataclass(frozen=True)
-class PaddedPaths:
-    """Path options of every flow as one padded array, for fast repeated simulation.
-
-    Attributes
-    ----------
-    links : ndarray of shape (n_flows, n_options, max_hops)
-        Directed link indices, ``-1`` padding.
-    n_options : ndarray of shape (n_flows,)
-    latency_s : ndarray of shape (n_flows, n_options)
-        Path latency (sum of link latencies), s.
-    bottleneck_gbps : ndarray of shape (n_flows, n_options)
-    """
-
-    links: np.ndarray
-    n_options: np.ndarray
-    latency_s: np.ndarray
-    bottleneck_gbps: np.ndarray
-
-    @classmethod
-    def build(cls, table: PathTable, flows: FlowSet) -> PaddedPaths:
-        if len(table.fabric.gpus) <= ALL_PAIRS_MAX_GPUS:
-            links, count, latency, bottleneck = table.all_pairs()
-            s, d = flows.src, flows.dst
-            return cls(links[s, d], count[s, d], latency[s, d], bottleneck[s, d])
-        options = [table.paths(s, d) for s, d in zip(flows.src.tolist(), flows.dst.tolist(), strict=True)]
-        k = max((len(o) for o in options), default=1)
-        hops = max((len(p) for o in options for p in o), default=1)
-        links = np.full((flows.n, k, hops), -1, dtype=np.int64)
-        latency = np.zeros((flows.n, k))
-        bottleneck = np.zeros((flows.n, k))
-        for f, opts in enumerate(options):
-            for a, path in enumerate(opts):
-                links[f, a, : len(path)] = path
-                latency[f, a] = table.latency_us[path].sum() * 1e-6
-                bottleneck[f, a] = table.capacity_gbps[path].min()
-        return cls(links, np.array([len(o) for o in options], dtype=np.int64), latency, bottleneck)
-
-    def flow_times(self, table: PathTable, nbytes: np.ndarray, choice: np.ndarray, alpha_us: float,
-                   groups: np.ndarray | None = None) -> np.ndarray:
-        """Completion time of every flow (s) when flow ``f`` takes option ``choice[f]``.
-
-        Flows of the same ``groups`` value (a round) run concurrently; groups
-        do not overlap in time. Without ``groups`` every flow is concurrent.
-        """
-        rows = np.arange(len(choice))
-        group = np.zeros(len(choice), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-        n_links = table.n_links
-        chosen = self.links[rows, choice]  # (n_flows, max_hops)
-        valid = chosen >= 0
-        slot = group[:, None] * n_links + np.where(valid, chosen, 0)  # (group, link) pairs
-        per_slot = np.bincount(slot[valid], weights=np.broadcast_to(nbytes[:, None], chosen.shape)[valid],
-                               minlength=(int(group.max(initial=0)) + 1) * n_links)
-        busy = 8.0 * per_slot / (1e9 * np.tile(table.capacity_gbps, int(group.max(initial=0)) + 1))
-        worst = np.where(valid, busy[slot], 0.0).max(axis=1)
-        return alpha_us * 1e-6 + self.latency_s[rows, choice] + worst
-
-    def split_times(self, table: PathTable, nbytes: np.ndarray, weights: np.ndarray, alpha_us: float) -> np.ndarray:
-        """Completion time of every flow (s) when flow ``f`` puts ``weights[f, a]`` of its bytes on option ``a``."""
-        valid = self.links >= 0
-        share = np.broadcast_to((nbytes[:, None] * weights)[:, :, None], self.links.shape)
-        per_link = np.bincount(self.links[valid], weights=share[valid], minlength=table.n_links)
-        busy = 8.0 * per_link / (1e9 * table.capacity_gbps)
-        used = valid & (weights[:, :, None] > 0)
-        worst = np.where(used, busy[np.where(valid, self.links, 0)], 0.0).max(axis=(1, 2))
-        latency = np.where(weights > 0, self.latency_s, 0.0).max(axis=1)
-        return alpha_us * 1e-6 + latency + worst
-
-    def ecmp_weights(self) -> np.ndarray:
-        """Weighted ECMP: each option's share of the flow in proportion to its bottleneck bandwidth: shape (n_flows, n_options)."""
-        return self.bottleneck_gbps / self.bottleneck_gbps.sum(axis=1, keepdims=True)
+__all__ = ["QLearningResult", "learn_paths"]
 
 
 @dataclass
@@ -138,8 +66,11 @@ def _makespan(flow_time: np.ndarray, groups: np.ndarray | None) -> float:
 
 
 def learn_paths(table: PathTable, flows: FlowSet, episodes: int, seed: int, alpha_us: float = 0.0, lr: float = 0.3,
-                epsilon_start: float = 0.3, epsilon_end: float = 0.01, groups: np.ndarray | None = None) -> QLearningResult:
+                epsilon_start: float = 0.3, epsilon_end: float = 0.01, groups: np.ndarray | None = None,
+                heartbeat: Callable[[int, int], None] | None = None) -> QLearningResult:
     """Train the agents on ``flows`` for ``episodes`` episodes; see the module docstring.
+
+    ``heartbeat(episode, episodes)`` is called before each episode (a Cancel raised there stops training).
 
     ``groups`` (n_flows,) says which flows run together (the transfer rounds);
     without it every flow is concurrent. Times in the result are the sum over
@@ -155,6 +86,8 @@ def learn_paths(table: PathTable, flows: FlowSet, episodes: int, seed: int, alph
     rewards, times = [], []
     rows = np.arange(n)
     for episode in range(episodes):
+        if heartbeat is not None:
+            heartbeat(episode, episodes)
         eps = epsilon_start + (epsilon_end - epsilon_start) * episode / max(episodes - 1, 1)
         greedy = np.argmax(q + rng.random(q.shape) * 1e-9, axis=1)
         explore = rng.random(n) < eps

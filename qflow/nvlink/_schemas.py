@@ -36,6 +36,7 @@ from pydantic import Field
 
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InfeasibleError, InputError
+from qflow.core.limits import check_limit
 from qflow.core.quantum import HARD_MAX_QUBITS
 
 __all__ = [
@@ -70,9 +71,19 @@ TOPO_CLASSES: dict[str, tuple[float, float]] = {
     "SYS": (200.0, 4.0),   # across the SMP interconnect (QPI/UPI/Infinity Fabric)
 }
 NVLINK_LATENCY_US = 1.0
-MAX_GPUS = 4096
 MAX_RANKS = 1024
 MAX_JOBS = 64
+#: Largest byte count of one job's per-rank ``bytes`` or one traffic entry (1 EiB): sums of a whole plan stay finite.
+MAX_BYTES = float(2**60)
+#: Largest link bandwidth, Gbit/s (10 Pbit/s; NVLink 5 links are 400), so 8 / bandwidth stays a normal number.
+MAX_GBPS = 1e7
+#: Smallest link bandwidth, Gbit/s (1 Mbit/s): busy times 8 * bytes / bandwidth stay finite.
+MIN_GBPS = 1e-3
+#: Largest link latency, us (one second).
+MAX_LATENCY_US = 1e6
+#: Nodes (GPUs, switches, NICs, ...) and links of one node-link file, checked before any is built.
+MAX_NODES = 65_536
+MAX_LINKS = 1_048_576
 
 
 class NvlinkConfig(QflowConfig):
@@ -84,6 +95,10 @@ class NvlinkConfig(QflowConfig):
     classifier: bool = Field(
         True, description="Train an SVM contention classifier on simulated (or uploaded) logs and flag whether the "
         "planned placement and the baselines are likely to congest; reports held-out accuracy.")
+    quantum_kernel: bool = Field(
+        False, description="Also train the contention classifier's SVC on a quantum kernel (state overlaps of an angle "
+        "embedding with a CNOT ring, PennyLane) and compare it with the RBF SVC on the same split; its calls are used "
+        "only when its held-out accuracy is higher.")
     rl_planner: bool = Field(
         True, description="Learn a path per flow with tabular Q-learning agents (one per source GPU), reward = "
         "achieved / uncontended bandwidth in the flow simulator; compared with shortest-path routing.")
@@ -164,13 +179,30 @@ class Job:
         return float(self.traffic.sum())
 
 
-def _number(value: Any, source: str, where: str, expected: str, *, low: float = 0.0, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        raise InputError(source, where, "not a finite number", expected, value)
+def _shown(value: Any) -> Any:
+    """``value`` for an error message: a huge integer by its size (its repr can itself be an error past 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return value
+
+
+def _number(value: Any, source: str, where: str, expected: str, *, low: float = 0.0, strict: bool = True,
+            high: float = math.inf) -> float:
+    """``value`` as a float in ``(low, high]`` (``[low, high]`` when not ``strict``), else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(value)):
+        raise InputError(source, where, "not a finite number", expected, _shown(value))
     x = float(value)
-    if (strict and x <= low) or (not strict and x < low):
-        raise InputError(source, where, "out of range", expected, value)
+    if (strict and x <= low) or (not strict and x < low) or x > high:
+        raise InputError(source, where, "out of range", expected, _shown(value))
     return x
+
+
+def _float(value: int | float) -> float:
+    """``float(value)``, infinite for an integer too large for a float (instead of OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def parse_fabric(data: Any, source: str = "fabric") -> Fabric:
@@ -192,6 +224,7 @@ def parse_fabric(data: Any, source: str = "fabric") -> Fabric:
     links = data.get(links_key, [])
     if not isinstance(links, list):
         raise InputError(source, links_key, "wrong type", "a list of links", type(links).__name__)
+    _check_sizes(data["nodes"], links, links_key, source)
     graph = nx.Graph()
     gpus: list[str] = []
     for i, node in enumerate(data["nodes"]):
@@ -209,8 +242,6 @@ def parse_fabric(data: Any, source: str = "fabric") -> Fabric:
             gpus.append(nid)
     if not gpus:
         raise InputError(source, "nodes", "no GPU nodes", "at least one node with kind 'gpu'")
-    if len(gpus) > MAX_GPUS:
-        raise InputError(source, "nodes", "too many GPUs", f"at most {MAX_GPUS}", len(gpus))
     for i, link in enumerate(links):
         where = f"{links_key}[{i}]"
         if not isinstance(link, Mapping) or "source" not in link or "target" not in link:
@@ -224,8 +255,10 @@ def parse_fabric(data: Any, source: str = "fabric") -> Fabric:
             raise InputError(source, where, "self-loop", "a link between two different nodes", u)
         if "bandwidth_gbps" not in link:
             raise InputError(source, f"{where}.bandwidth_gbps", "missing field", "a bandwidth in Gbit/s > 0")
-        bw = _number(link["bandwidth_gbps"], source, f"{where}.bandwidth_gbps", "a bandwidth in Gbit/s > 0")
-        lat = _number(link.get("latency_us", 1.0), source, f"{where}.latency_us", "a latency in us >= 0", strict=False)
+        bw = _number(link["bandwidth_gbps"], source, f"{where}.bandwidth_gbps", f"a bandwidth in Gbit/s in [{MIN_GBPS:g}, {MAX_GBPS:g}]",
+                     low=MIN_GBPS, strict=False, high=MAX_GBPS)
+        lat = _number(link.get("latency_us", 1.0), source, f"{where}.latency_us", f"a latency in us in [0, {MAX_LATENCY_US:g}]",
+                      strict=False, high=MAX_LATENCY_US)
         if graph.has_edge(u, v):  # parallel links (e.g. 5 NVLinks to one switch chip): bandwidths add
             graph.edges[u, v]["bandwidth_gbps"] += bw
             graph.edges[u, v]["latency_us"] = min(graph.edges[u, v]["latency_us"], lat)
@@ -233,6 +266,16 @@ def parse_fabric(data: Any, source: str = "fabric") -> Fabric:
             graph.add_edge(u, v, bandwidth_gbps=bw, latency_us=lat)
     _check_connected(graph, gpus, source, links_key)
     return Fabric(graph=graph, gpus=tuple(gpus), name=source, fmt="node-link")
+
+
+def _check_sizes(nodes: list[Any], links: list[Any], links_key: str, source: str) -> None:
+    """Node, link and GPU counts against their bounds, before any graph is built (GPUs: the ``fabric_gpus`` limit)."""
+    if len(nodes) > MAX_NODES:
+        raise InputError(source, "nodes", "too many nodes", f"at most {MAX_NODES}", len(nodes))
+    if len(links) > MAX_LINKS:
+        raise InputError(source, links_key, "too many links", f"at most {MAX_LINKS}", len(links))
+    n_gpus = sum(1 for n in nodes if isinstance(n, Mapping) and str(n.get("kind", n.get("type", ""))).lower() == "gpu")
+    check_limit(n_gpus, "fabric_gpus", source, "nodes (kind gpu)")
 
 
 def _check_connected(graph: nx.Graph, gpus: list[str], source: str, links_key: str) -> None:
@@ -274,6 +317,7 @@ def parse_topo_text(text: str, source: str = "topo.txt", host: str = "node0") ->
         if not _TOPO_NAME.match(token):
             break
         names.append(token)
+    check_limit(sum(1 for n in names if n.startswith("GPU")), "fabric_gpus", source, "(header) GPU columns")
     rows: dict[str, list[str]] = {}
     for number, line in enumerate(lines[header_at + 1:], start=header_at + 2):
         cells = line.split()
@@ -384,7 +428,7 @@ def parse_jobs(data: Any, source: str = "jobs", n_gpus: int | None = None) -> li
         if "traffic" in item and ranks is None and isinstance(item["traffic"], list):
             ranks = len(item["traffic"])
         if isinstance(ranks, bool) or not isinstance(ranks, int) or not 1 <= ranks <= MAX_RANKS:
-            raise InputError(source, f"{where}.ranks", "invalid rank count", f"an integer in [1, {MAX_RANKS}]", ranks)
+            raise InputError(source, f"{where}.ranks", "invalid rank count", f"an integer in [1, {MAX_RANKS}]", _shown(ranks))
         if n_gpus is not None and ranks > n_gpus:
             raise InfeasibleError(source, f"{where}.ranks", f"job {job_id} has more ranks than the fabric has GPUs",
                                   f"at most {n_gpus} ranks", ranks)
@@ -401,7 +445,7 @@ def parse_jobs(data: Any, source: str = "jobs", n_gpus: int | None = None) -> li
                 raise InputError(source, f"{where}.pattern", "unknown pattern", "one of " + ", ".join(PATTERNS), pattern)
             if "bytes" not in item:
                 raise InputError(source, f"{where}.bytes", "missing field", "bytes per rank > 0")
-            nbytes = _number(item["bytes"], source, f"{where}.bytes", "bytes per rank > 0")
+            nbytes = _number(item["bytes"], source, f"{where}.bytes", "bytes per rank in (0, 2**60]", high=MAX_BYTES)
             jobs.append(Job(job_id, ranks, pattern_traffic(pattern, ranks, nbytes), pattern, nbytes))
     total = sum(j.ranks for j in jobs)
     if n_gpus is not None and total > n_gpus:
@@ -416,8 +460,8 @@ def _traffic_matrix(value: Any, ranks: int, source: str, where: str) -> np.ndarr
                          f"{len(value) if isinstance(value, list) else type(value).__name__} rows")
     for r, row in enumerate(value):
         for c, x in enumerate(row):
-            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(float(x)) or x < 0:
-                raise InputError(source, f"{where}[{r}][{c}]", "invalid byte count", "a finite number of bytes >= 0", x)
+            if isinstance(x, bool) or not isinstance(x, int | float) or not 0 <= _float(x) <= MAX_BYTES:
+                raise InputError(source, f"{where}[{r}][{c}]", "invalid byte count", "a number of bytes in [0, 2**60]", _shown(x))
     t = np.asarray(value, dtype=float)
     if np.any(np.diag(t) != 0):
         r = int(np.flatnonzero(np.diag(t))[0])

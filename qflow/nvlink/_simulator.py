@@ -15,24 +15,27 @@ fractions ``w_p`` puts ``b * w_p`` bytes on every directed link of path
 Path options of a GPU pair are its minimum-hop paths (at most ``max_paths``),
 cheapest first by ``sum 1 / bandwidth`` then by node ids, found by
 breadth-first search once per source GPU (networkx ``predecessor``).
+
+:class:`PaddedPaths` is the one simulator every part of the module uses (the
+plan's rounds, the RL planner's episodes, the classifier's logs): the path
+options of every flow in one padded array, so a simulation is a few
+vectorised NumPy operations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import networkx as nx
 import numpy as np
 
 from qflow.nvlink._schemas import SWITCH_KINDS, Fabric
 
-__all__ = ["FlowSet", "PathTable", "SimResult", "Routing", "ecmp_routing", "simulate", "single_path_routing"]
+__all__ = ["FlowSet", "PaddedPaths", "PathTable", "injection_bound_s"]
 
 #: Fabrics with at most this many GPUs keep every pair's path options in padded arrays.
 ALL_PAIRS_MAX_GPUS = 256
-#: Per flow: (path option index, fraction of the flow's bytes) pairs; fractions add to 1.
-Routing = list[list[tuple[int, float]]]
 
 
 @dataclass(frozen=True)
@@ -212,11 +215,17 @@ class PathTable:
             return 0.0
         return 8.0 / self.pair_gbps(src, dst)
 
-    def cost_matrix(self, gpu_ids: np.ndarray) -> np.ndarray:
-        """Pair costs (s/GB) between the given GPUs: shape (k, k)."""
+    def cost_matrix(self, gpu_ids: np.ndarray, heartbeat: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Pair costs (s/GB) between the given GPUs: shape (k, k).
+
+        ``heartbeat(row, k)`` is called before each row (the path search is
+        the plan's longest loop on large fabrics; a Cancel raised there stops it).
+        """
         k = len(gpu_ids)
         cost = np.zeros((k, k))
         for a in range(k):
+            if heartbeat is not None:
+                heartbeat(a, k)
             for b in range(k):
                 if a != b:
                     cost[a, b] = self.pair_cost_s_per_gb(int(gpu_ids[a]), int(gpu_ids[b]))
@@ -228,78 +237,82 @@ class PathTable:
         return sum(kinds[n]["kind"] in SWITCH_KINDS for n in self.node_paths(src, dst)[0]) > 1
 
 
-def ecmp_routing(table: PathTable, flows: FlowSet) -> Routing:
-    """Weighted ECMP: every flow split over all its path options in proportion to their bottleneck bandwidth.
-
-    This is what NVSwitch fabrics do in hardware (spraying over all switch
-    planes); the weights keep unequal planes (5 vs 4 NVLinks) equally busy.
-    """
-    routing: Routing = []
-    for s, d in zip(flows.src.tolist(), flows.dst.tolist(), strict=True):
-        bn = table.bottleneck_gbps(s, d)
-        w = bn / bn.sum()
-        routing.append([(i, float(x)) for i, x in enumerate(w)])
-    return routing
-
-
-def single_path_routing(flows: FlowSet, choice: np.ndarray | None = None) -> Routing:
-    """Each flow on one path option (``choice[f]``, default 0: the cheapest, i.e. static shortest-path routing)."""
-    picks = np.zeros(flows.n, dtype=int) if choice is None else np.asarray(choice, dtype=int)
-    return [[(int(c), 1.0)] for c in picks]
-
-
-@dataclass
-class SimResult:
-    """Outcome of one simulated set of concurrent flows.
+@dataclass(frozen=True)
+class PaddedPaths:
+    """Path options of every flow as one padded array, for fast repeated simulation.
 
     Attributes
     ----------
-    link_bytes : ndarray of shape (n_links,)
-    busy_s : ndarray of shape (n_links,)
-        Time each directed link spends transferring, s.
-    flow_time_s : ndarray of shape (n_flows,)
-        Completion time of each flow, s.
-    time_s : float
-        Time until the last flow completes (0 without flows).
+    links : ndarray of shape (n_flows, n_options, max_hops)
+        Directed link indices, ``-1`` padding.
+    n_options : ndarray of shape (n_flows,)
+    latency_s : ndarray of shape (n_flows, n_options)
+        Path latency (sum of link latencies), s.
+    bottleneck_gbps : ndarray of shape (n_flows, n_options)
     """
 
-    link_bytes: np.ndarray
-    busy_s: np.ndarray
-    flow_time_s: np.ndarray
-    time_s: float
+    links: np.ndarray
+    n_options: np.ndarray
+    latency_s: np.ndarray
+    bottleneck_gbps: np.ndarray
 
+    @classmethod
+    def build(cls, table: PathTable, flows: FlowSet) -> PaddedPaths:
+        if len(table.fabric.gpus) <= ALL_PAIRS_MAX_GPUS:
+            links, count, latency, bottleneck = table.all_pairs()
+            s, d = flows.src, flows.dst
+            return cls(links[s, d], count[s, d], latency[s, d], bottleneck[s, d])
+        options = [table.paths(s, d) for s, d in zip(flows.src.tolist(), flows.dst.tolist(), strict=True)]
+        k = max((len(o) for o in options), default=1)
+        hops = max((len(p) for o in options for p in o), default=1)
+        links = np.full((flows.n, k, hops), -1, dtype=np.int64)
+        latency = np.zeros((flows.n, k))
+        bottleneck = np.zeros((flows.n, k))
+        for f, opts in enumerate(options):
+            for a, path in enumerate(opts):
+                links[f, a, : len(path)] = path
+                latency[f, a] = table.latency_us[path].sum() * 1e-6
+                bottleneck[f, a] = table.capacity_gbps[path].min()
+        return cls(links, np.array([len(o) for o in options], dtype=np.int64), latency, bottleneck)
 
-def _incidence(table: PathTable, flows: FlowSet, routing: Routing) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flattened (flow, link, fraction) triples and each flow's latency (s)."""
-    flow_idx, link_idx, frac = [], [], []
-    latency = np.zeros(flows.n)
-    for f, (s, d, split) in enumerate(zip(flows.src.tolist(), flows.dst.tolist(), routing, strict=True)):
-        options = table.paths(s, d)
-        worst = 0.0
-        for option, w in split:
-            links = options[option]
-            flow_idx.append(np.full(links.size, f))
-            link_idx.append(links)
-            frac.append(np.full(links.size, w))
-            worst = max(worst, float(table.latency_us[links].sum()))
-        latency[f] = worst * 1e-6
-    if not flow_idx:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0), latency
-    return np.concatenate(flow_idx), np.concatenate(link_idx), np.concatenate(frac), latency
+    def flow_times(self, table: PathTable, nbytes: np.ndarray, choice: np.ndarray, alpha_us: float,
+                   groups: np.ndarray | None = None) -> np.ndarray:
+        """Completion time of every flow (s) when flow ``f`` takes option ``choice[f]``.
 
+        Flows of the same ``groups`` value (a round) run concurrently; groups
+        do not overlap in time. Without ``groups`` every flow is concurrent.
+        """
+        rows = np.arange(len(choice))
+        group = np.zeros(len(choice), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+        n_links = table.n_links
+        chosen = self.links[rows, choice]  # (n_flows, max_hops)
+        valid = chosen >= 0
+        slot = group[:, None] * n_links + np.where(valid, chosen, 0)  # (group, link) pairs
+        per_slot = np.bincount(slot[valid], weights=np.broadcast_to(nbytes[:, None], chosen.shape)[valid],
+                               minlength=(int(group.max(initial=0)) + 1) * n_links)
+        busy = 8.0 * per_slot / (1e9 * np.tile(table.capacity_gbps, int(group.max(initial=0)) + 1))
+        worst = np.where(valid, busy[slot], 0.0).max(axis=1)
+        return alpha_us * 1e-6 + self.latency_s[rows, choice] + worst
 
-def simulate(table: PathTable, flows: FlowSet, routing: Routing, alpha_us: float = 0.0) -> SimResult:
-    """Link loads and completion times of concurrent ``flows`` routed by ``routing`` (alpha-beta model)."""
-    if flows.n == 0:
-        zeros = np.zeros(table.n_links)
-        return SimResult(zeros, zeros.copy(), np.zeros(0), 0.0)
-    fi, li, fr, latency = _incidence(table, flows, routing)
-    link_bytes = np.bincount(li, weights=flows.nbytes[fi] * fr, minlength=table.n_links)
-    busy = 8.0 * link_bytes / (1e9 * table.capacity_gbps)
-    worst = np.zeros(flows.n)
-    np.maximum.at(worst, fi, busy[li])
-    flow_time = alpha_us * 1e-6 + latency + worst
-    return SimResult(link_bytes, busy, flow_time, float(flow_time.max()))
+    def link_busy_s(self, table: PathTable, nbytes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Busy time of every directed link (s), shape (n_links,), when flow ``f`` puts ``weights[f, a]`` of its bytes on option ``a``."""
+        valid = self.links >= 0
+        share = np.broadcast_to((nbytes[:, None] * weights)[:, :, None], self.links.shape)
+        per_link = np.bincount(self.links[valid], weights=share[valid], minlength=table.n_links)
+        return 8.0 * per_link / (1e9 * table.capacity_gbps)
+
+    def split_times(self, table: PathTable, nbytes: np.ndarray, weights: np.ndarray, alpha_us: float) -> np.ndarray:
+        """Completion time of every flow (s) when flow ``f`` puts ``weights[f, a]`` of its bytes on option ``a``."""
+        valid = self.links >= 0
+        busy = self.link_busy_s(table, nbytes, weights)
+        used = valid & (weights[:, :, None] > 0)
+        worst = np.where(used, busy[np.where(valid, self.links, 0)], 0.0).max(axis=(1, 2))
+        latency = np.where(weights > 0, self.latency_s, 0.0).max(axis=1)
+        return alpha_us * 1e-6 + latency + worst
+
+    def ecmp_weights(self) -> np.ndarray:
+        """Weighted ECMP: each option's share of the flow in proportion to its bottleneck bandwidth: shape (n_flows, n_options)."""
+        return self.bottleneck_gbps / self.bottleneck_gbps.sum(axis=1, keepdims=True)
 
 
 def injection_bound_s(table: PathTable, flows: FlowSet) -> float:
@@ -311,11 +324,3 @@ def injection_bound_s(table: PathTable, flows: FlowSet) -> float:
     inc = np.bincount(flows.dst, weights=flows.nbytes, minlength=n)
     return float((8.0 * np.maximum(out, inc) / (1e9 * table.gpu_capacity_gbps)).max())
 
-
-def flow_stats(table: PathTable, flows: FlowSet) -> dict[str, Any]:
-    """Bytes crossing hosts and crossing more than one switch (cheapest path), for the plan's metrics."""
-    hosts = table.hosts
-    cross_node = float(flows.nbytes[hosts[flows.src] != hosts[flows.dst]].sum()) if flows.n else 0.0
-    cross_switch = float(sum(b for s, d, b in zip(flows.src.tolist(), flows.dst.tolist(), flows.nbytes.tolist(), strict=True)
-                             if table.crosses_switches(s, d)))
-    return {"cross_node_bytes": cross_node, "cross_switch_bytes": cross_switch, "total_bytes": float(flows.nbytes.sum())}

@@ -82,3 +82,34 @@ def test_train_objective_runs_cross_validation(capsys, tmp_path):
     values = [t["value"] for t in plan["result"]["trials"]]
     assert len(values) == 4 and all(0.0 <= v < 0.2 for v in values)  # CV error on iris
     assert [t["batch"] for t in plan["result"]["trials"]] == [0, 0, 1, 1]
+
+
+def test_builtin_objective_runs_without_a_space_on_its_own_domain(capsys, tmp_path):
+    out = tmp_path / "plan.json"
+    code = main(["hpo", "--objective", "branin", "--n-trials", "6", "--no-baselines", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads(out.read_text())
+    assert [(p["name"], p["low"], p["high"]) for p in plan["result"]["space"]] == [("x1", -5.0, 10.0), ("x2", 0.0, 15.0)]
+    assert plan["inputs"][0]["name"] == "space" and plan["inputs"][0]["source"] == "built-in:branin"
+    assert plan["metrics"]["n_evaluations"] == 6
+    assert not any("space file" in note for note in plan["diagnostics"])
+
+
+def test_history_without_a_space_is_read_against_the_builtin_domain(capsys, tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("x1,x2,objective\n3.14159,2.275,0.397887\n-20,5,1.0\n")
+    out = tmp_path / "plan.json"
+    code = main(["hpo", "--objective", "branin", "--history", str(history), "--n-trials", "2", "--no-baselines",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads(out.read_text())
+    assert plan["metrics"]["n_history_used"] == 1 and plan["metrics"]["n_history_rejected"] == 1  # x1=-20 is outside [-5, 10]
+    assert plan["result"]["best"]["value"] == pytest.approx(0.397887)
+
+
+@pytest.mark.parametrize("objective", ["none", "train"])
+def test_objectives_without_a_domain_need_a_space(capsys, objective):
+    assert main(["hpo", "--objective", objective]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: space: (file): no search space given; expected a space file") and "\n" not in err
+    assert err.endswith(f"got objective={objective}")

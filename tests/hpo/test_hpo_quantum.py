@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hpo_helpers import MIXED_SPACE
 
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.hpo import parse_space, plan_hpo
-from qflow.hpo._quantum import VQCSurrogate, decode_angles, encode_angles, expectations, param_shape
+from qflow.hpo._quantum import VQCSurrogate, encode_angles, expectations, param_shape
 
 BRANIN_SPACE = {"x1": {"kind": "float", "low": -5, "high": 10}, "x2": {"kind": "float", "low": 0, "high": 15}}
 
@@ -27,9 +28,10 @@ class TestAngleEncoding:
             pytest.approx(math.pi * 5 / 15, abs=1e-15)
 
     def test_round_trips(self):
+        # The plan decodes a VQC proposal's angles as space.from_unit(theta / pi).
         space = parse_space(MIXED_SPACE)
         configs = space.from_unit(space.sample_unit(np.random.default_rng(3), 20))
-        back = decode_angles(space, encode_angles(space, configs))
+        back = space.from_unit(encode_angles(space, configs) / math.pi)
         for a, b in zip(configs, back, strict=True):
             assert a["depth"] == b["depth"] and a["act"] == b["act"]
             assert a["lr"] == pytest.approx(b["lr"], rel=1e-12) and a["dropout"] == pytest.approx(b["dropout"], abs=1e-12)
@@ -92,8 +94,9 @@ class TestVqcPlans:
 
     def test_too_many_qubits_falls_back_with_a_reason(self):
         plan = plan_hpo(MIXED_SPACE, None, {"objective": "none", "vqc_optimizer": True, "max_qubits": 2})
-        assert plan.solver.requested == "vqc" and plan.solver.ran == "gp-ei"
-        assert "4 qubits, over the budget of 2" in plan.solver.fallbacks[0].reason
+        assert plan.solver.requested == "vqc" and "4 qubits, over the budget of 2" in plan.solver.fallbacks[0].reason
+        # No history: the suggestions come from the random initial design, and the plan says so.
+        assert plan.solver.ran == "random" and [(f.from_, f.to) for f in plan.solver.fallbacks] == [("vqc", "gp-ei"), ("gp-ei", "random")]
         assert plan.solver.quantum is None
 
     def test_time_budget_exceeded_falls_back(self, monkeypatch):
@@ -102,3 +105,46 @@ class TestVqcPlans:
                                              "baselines": False, "suggest": 1})
         assert plan.solver.ran == "gp-ei" and "time budget" in plan.solver.fallbacks[0].reason
         assert [t["method"] for t in plan.result["trials"]][4:] == ["gp-ei", "gp-ei"]
+
+
+class TestWarmStart:
+    def test_warm_weights_are_the_negated_encodings_of_the_best_trials(self):
+        space = parse_space(BRANIN_SPACE)
+        rng = np.random.default_rng(0)
+        U = space.sample_unit(rng, 8)
+        y = rng.random(8)
+        vqc = VQCSurrogate(space, 2, 2, 0, 0, choose_device(), QuantumBudget(max_qubits=4, time_budget_s=60))
+        cold = vqc.weights.copy()
+        seen = []
+        real_fit = vqc.fit
+
+        def recording_fit(U_, y_):
+            seen.append(vqc.weights.copy())
+            return real_fit(U_, y_)
+
+        vqc.fit = recording_fit
+        report = vqc.warm_start(U, y, top=3)
+        best = np.argsort(y)[:3]
+        assert np.array_equal(seen[0], cold)
+        assert np.allclose(seen[1][:, :, 0], -math.pi * U[best].mean(axis=0)) and np.array_equal(seen[1][:, :, 1], cold[:, :, 1])
+        assert report["adopted"] == (report["mean_training_mse_warm"] < report["mean_training_mse_cold"])
+        assert report["from_observations"] == 3 and report["steps"] == 2
+
+    def test_plan_reports_the_warm_start_against_the_cold_start(self):
+        history = pd.DataFrame({"x1": [-3.0, 2.0, 3.1, 9.0, 0.0], "x2": [12.0, 3.0, 2.3, 2.0, 7.0]})
+        history["objective"] = [(x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2 for x1, x2 in
+                                zip(history["x1"], history["x2"], strict=True)]
+        plan = plan_hpo(BRANIN_SPACE, history, {"objective": "branin", "vqc_optimizer": True, "vqc_warm_start": True,
+                                                "n_trials": 2, "n_initial": 2, "vqc_steps": 2, "baselines": False,
+                                                "suggest": 1})
+        w = plan.result["vqc_warm_start"]
+        assert w["adopted"] == (w["mean_training_mse_warm"] < w["mean_training_mse_cold"])
+        assert ("did not beat the cold start's" in " ".join(plan.diagnostics)) == (not w["adopted"])
+        assert plan.solver.quantum.optimizer_steps[:2] == [2, 2]  # the two measured first fits are reported work
+        assert "vqc_warm_start" in plan.timings_s
+
+    def test_without_history_it_says_it_has_no_effect(self):
+        plan = plan_hpo(BRANIN_SPACE, None, {"objective": "branin", "vqc_optimizer": True, "vqc_warm_start": True,
+                                             "n_trials": 4, "n_initial": 4, "vqc_steps": 2, "baselines": False, "suggest": 1})
+        assert "vqc_warm_start" not in plan.result
+        assert any(d.startswith("vqc_warm_start set but without effect: it starts from the history's trials") for d in plan.diagnostics)

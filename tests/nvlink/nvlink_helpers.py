@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from qflow.nvlink import parse_fabric
+from qflow.nvlink._classifier import FEATURES
 from qflow.nvlink._sample import dgx_h100_fabric, dgx_h100_pair_fabric, nvl72_fabric, skewed_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,3 +55,19 @@ def brute_force_chromatic_index(ports: np.ndarray, n_ports: int, start: int) -> 
         if place(0):
             return k
     return m
+
+
+JOBS = {"jobs": [{"id": "a2a", "ranks": 4, "pattern": "all_to_all", "bytes": 1e8},
+                 {"id": "ring", "ranks": 4, "pattern": "all_reduce", "bytes": 1e8}]}
+
+
+def contention_logs(informative: bool, n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Uploaded-style logs: labels follow one feature (informative, about half congested) or are noise (10 % congested)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.random((n, len(FEATURES))), columns=list(FEATURES))
+    if informative:
+        frame["congested"] = (frame["injection_imbalance"] > 0.5).astype(int)
+    else:
+        frame["congested"] = (rng.random(n) < 0.1).astype(int)
+        frame.loc[:3, "congested"] = 1  # at least a few of each class
+    return frame

@@ -44,7 +44,7 @@ def _fabric_with(tmp_path, edit) -> str:
      "error: bad_fabric.json: links[40].target: dangling link: endpoint is not a node; expected the id of a node listed "
      "under 'nodes', got nvsw9"),
     (lambda d: d["links"][3].update(bandwidth_gbps=-400),
-     "error: bad_fabric.json: links[3].bandwidth_gbps: out of range; expected a bandwidth in Gbit/s > 0, got -400"),
+     "error: bad_fabric.json: links[3].bandwidth_gbps: out of range; expected a bandwidth in Gbit/s in [0.001, 1e+07], got -400"),
 ])
 def test_bad_fabric_exits_2(capsys, tmp_path, edit, message):
     fabric = _fabric_with(tmp_path, edit)
@@ -65,3 +65,17 @@ def test_text_that_is_no_fabric_exits_2(capsys, tmp_path):
     path.write_text("just some notes\n")
     assert main(["nvlink", "--fabric", str(path), "--jobs", str(SAMPLES / "jobs_node.json")]) == 2
     assert "notes.txt: (file): neither JSON nor nvidia-smi topo -m text" in capsys.readouterr().err
+
+
+@pytest.mark.quantum
+def test_summary_reports_the_classifier_verdict_and_the_quantum_kernel(capsys, tmp_path):
+    out = tmp_path / "plan.json"
+    code = main(["nvlink", "--fabric", str(SAMPLES / "dgx_h100_topo.txt"), "--jobs", str(SAMPLES / "jobs_node.json"),
+                 "--no-rl-planner", "--quantum-kernel", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    plan = json.loads(out.read_text())
+    c = plan["result"]["classifier"]
+    verdict = "no call (it does not beat the majority class)" if not c["acted_on"] else "plan flagged"
+    assert verdict in text
+    assert "quantum kernel (8 qubits" in text and ("not adopted" in text) == (not c["quantum_kernel"]["adopted"])

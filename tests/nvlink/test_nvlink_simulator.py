@@ -1,4 +1,4 @@
-"""Flow simulator: alpha-beta times, weighted ECMP over the NVSwitch planes, link loads conserved."""
+"""Flow simulator (PaddedPaths): alpha-beta times, weighted ECMP over the NVSwitch planes, link loads conserved."""
 
 from __future__ import annotations
 
@@ -7,36 +7,58 @@ import pytest
 from nvlink_helpers import node_fabric, pair_fabric, rack_fabric
 
 from qflow.nvlink import pattern_traffic
-from qflow.nvlink._rl import PaddedPaths
-from qflow.nvlink._simulator import FlowSet, PathTable, ecmp_routing, injection_bound_s, simulate, single_path_routing
+from qflow.nvlink._simulator import FlowSet, PaddedPaths, PathTable, injection_bound_s
+
+
+def _shortest(paths: PaddedPaths) -> np.ndarray:
+    """Every flow on its cheapest option: one-hot weights (n_flows, n_options)."""
+    w = np.zeros(paths.bottleneck_gbps.shape)
+    w[:, 0] = 1.0
+    return w
+
+
+def _reference_times(table: PathTable, flows: FlowSet, weights: np.ndarray, alpha_us: float) -> np.ndarray:
+    """The alpha-beta model written out flow by flow, path by path (the definition in the module docstring)."""
+    link_bytes = np.zeros(table.n_links)
+    for s, d, b, w in zip(flows.src.tolist(), flows.dst.tolist(), flows.nbytes.tolist(), weights, strict=True):
+        for a, links in enumerate(table.paths(s, d)):
+            link_bytes[links] += b * w[a]
+    busy = 8.0 * link_bytes / (1e9 * table.capacity_gbps)
+    times = []
+    for s, d, w in zip(flows.src.tolist(), flows.dst.tolist(), weights, strict=True):
+        used = [links for a, links in enumerate(table.paths(s, d)) if w[a] > 0]
+        latency = max(table.latency_us[links].sum() * 1e-6 for links in used)
+        times.append(alpha_us * 1e-6 + latency + max(busy[links].max() for links in used))
+    return np.array(times)
 
 
 def test_single_flow_alpha_beta():
     table = PathTable(rack_fabric())
     flows = FlowSet(np.array([0]), np.array([5]), np.array([9e9]))
     assert len(table.paths(0, 5)) == 18 and all(len(p) == 2 for p in table.paths(0, 5))
-    single = simulate(table, flows, single_path_routing(flows), alpha_us=2.0)
+    paths = PaddedPaths.build(table, flows)
+    single = paths.split_times(table, flows.nbytes, _shortest(paths), alpha_us=2.0)
     # alpha (2 us) + two 0.3 us hops, then 72 Gbit over one 400 Gbit/s link.
-    assert single.time_s == pytest.approx(2.6e-6 + 72 / 400)
-    spread = simulate(table, flows, ecmp_routing(table, flows), alpha_us=2.0)
-    assert spread.time_s == pytest.approx(2.6e-6 + 72 / (18 * 400))
+    assert single[0] == pytest.approx(2.6e-6 + 72 / 400)
+    spread = paths.split_times(table, flows.nbytes, paths.ecmp_weights(), alpha_us=2.0)
+    assert spread[0] == pytest.approx(2.6e-6 + 72 / (18 * 400))
 
 
 def test_ecmp_all_to_all_on_the_rack_runs_at_the_injection_bound():
     table = PathTable(rack_fabric())
     flows = FlowSet.from_traffic(pattern_traffic("all_to_all", 72, 1e9), np.arange(72))
-    ecmp = simulate(table, flows, ecmp_routing(table, flows))
+    paths = PaddedPaths.build(table, flows)
     bound = injection_bound_s(table, flows)
-    assert ecmp.time_s == pytest.approx(bound + 0.6e-6, rel=1e-6)
-    shortest = simulate(table, flows, single_path_routing(flows))
-    assert shortest.time_s > 17 * bound  # every flow through switch chip 0
+    assert paths.split_times(table, flows.nbytes, paths.ecmp_weights(), 0.0).max() == pytest.approx(bound + 0.6e-6, rel=1e-6)
+    assert paths.split_times(table, flows.nbytes, _shortest(paths), 0.0).max() > 17 * bound  # every flow through switch chip 0
 
 
 def test_weighted_ecmp_keeps_unequal_planes_equally_busy():
     table = PathTable(node_fabric())
     flows = FlowSet(np.array([0]), np.array([3]), np.array([1e9]))
-    result = simulate(table, flows, ecmp_routing(table, flows))
-    used = result.busy_s[result.busy_s > 0]
+    paths = PaddedPaths.build(table, flows)
+    busy = paths.link_busy_s(table, flows.nbytes, paths.ecmp_weights())
+    used = busy[busy > 0]
     assert used.size == 8 and np.allclose(used, used[0])  # 4 planes x 2 hops, 5/4/4/5 NVLinks each
 
 
@@ -46,21 +68,29 @@ def test_link_bytes_are_conserved():
     t = rng.random((16, 16)) * 1e8
     np.fill_diagonal(t, 0)
     flows = FlowSet.from_traffic(t, np.arange(16))
-    routing = ecmp_routing(table, flows)
-    result = simulate(table, flows, routing)
-    hops = sum(b * sum(w * len(table.paths(s, d)[a]) for a, w in split)
-               for s, d, b, split in zip(flows.src, flows.dst, flows.nbytes, routing, strict=True))
-    assert result.link_bytes.sum() == pytest.approx(hops)
-
-
-def test_padded_paths_agree_with_the_reference_simulator():
-    table = PathTable(pair_fabric())
-    t = pattern_traffic("all_to_all", 16, 1e9)
-    flows = FlowSet.from_traffic(t, np.arange(16))
     paths = PaddedPaths.build(table, flows)
-    reference = simulate(table, flows, ecmp_routing(table, flows), alpha_us=1.0)
-    fast = paths.split_times(table, flows.nbytes, paths.ecmp_weights(), alpha_us=1.0)
-    assert fast == pytest.approx(reference.flow_time_s)
+    weights = paths.ecmp_weights()
+    link_bytes = paths.link_busy_s(table, flows.nbytes, weights) * 1e9 * table.capacity_gbps / 8.0
+    hops = sum(b * sum(w[a] * len(p) for a, p in enumerate(table.paths(s, d)))
+               for s, d, b, w in zip(flows.src, flows.dst, flows.nbytes, weights, strict=True))
+    assert link_bytes.sum() == pytest.approx(hops)
+
+
+@pytest.mark.parametrize("fabric", [pair_fabric, node_fabric])
+def test_vectorised_times_match_the_model_written_out(fabric):
+    table = PathTable(fabric())
+    n = len(table.fabric.gpus)
+    rng = np.random.default_rng(3)
+    t = (rng.random((n, n)) < 0.5) * rng.random((n, n)) * 1e9
+    np.fill_diagonal(t, 0)
+    flows = FlowSet.from_traffic(t, np.arange(n))
+    paths = PaddedPaths.build(table, flows)
+    for weights in (paths.ecmp_weights(), _shortest(paths)):
+        assert paths.split_times(table, flows.nbytes, weights, 1.0) == pytest.approx(_reference_times(table, flows, weights, 1.0))
+    choice = np.floor(rng.random(flows.n) * paths.n_options).astype(int)
+    one_hot = np.zeros(paths.bottleneck_gbps.shape)
+    one_hot[np.arange(flows.n), choice] = 1.0
+    assert paths.flow_times(table, flows.nbytes, choice, 1.0) == pytest.approx(_reference_times(table, flows, one_hot, 1.0))
 
 
 def test_cross_node_pairs_cost_more_than_the_nvswitch():
