@@ -222,7 +222,7 @@ def _refusal(scope: Scope, settings: ServerSettings) -> ApiError | None:
     origin = headers.get("origin")
     if origin is not None:
         parts = urlsplit(origin.strip().lower())
-        same_origin = parts.scheme in ("http", "https") and parts.netloc == host_header.strip().lower()
+        same_origin = parts.scheme == scope.get("scheme", "http") and parts.netloc == host_header.strip().lower()
         if not same_origin and origin.strip().rstrip("/").lower() not in settings.origins:
             return ApiError(403, "Origin", "(header)", "cross-origin request refused (QFLOW_ALLOWED_ORIGINS)",
                             "no Origin, the API's own, or an allowed origin", origin)

@@ -18,7 +18,10 @@ outlive the call. When the last running run ends, every descendant process of
 this one that appeared while runs were going is terminated (SIGTERM, then
 SIGKILL after :data:`REAP_GRACE_S`) and reaped. Found through ``/proc``, so
 on systems without it (macOS) nothing is reaped; processes that existed before
-the runs started (a test harness's, another component's) are never touched.
+the runs started (a test harness's, another component's) are never touched,
+nor is multiprocessing's or loky's ``resource_tracker`` (one idle helper per
+server process, which cleans up after the workers; killing it only makes
+later runs relaunch it with warnings).
 """
 
 from __future__ import annotations
@@ -111,6 +114,14 @@ def descendant_pids(pid: int | None = None) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _is_helper(pid: int) -> bool:
+    """Whether ``pid`` is a ``resource_tracker`` (kept: see the module docstring)."""
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -218,5 +229,6 @@ class EngineRunner:
         with self._lock:
             self._running -= 1
             stray = descendant_pids() - self._baseline if self._running == 0 else set()
+        stray = {pid for pid in stray if not _is_helper(pid)}
         if stray:
             _reap(stray)
