@@ -151,6 +151,73 @@ class TestCrashAndConcurrency:
         assert store.integrity_check() == ["ok"]
 
 
+    @pytest.mark.parametrize("round_", range(3))
+    def test_four_first_writers_on_a_new_database_all_succeed(self, tmp_path: Path, round_: int) -> None:
+        # Each round a fresh file: all four open it for the first time at once (WAL switch, schema creation).
+        db = tmp_path / "runs.db"
+        tags = [f"m{i}" for i in range(4)]
+        writers = {tag: start_writer(db, tag, count=3, payload=10) for tag in tags}
+        (tmp_path / "runs.db.go").touch()
+        for tag, writer in writers.items():
+            out, _ = writer.communicate(timeout=120)
+            assert writer.returncode == 0, (tag, out)
+            assert len(out.split()) == 3
+        store = RunStore(db)
+        assert store.count() == 12 and all(store.count(tag) == 3 for tag in tags)
+        assert store.integrity_check() == ["ok"]
+
+
+class TestRunUids:
+    def test_every_run_has_a_fresh_uid(self, tmp_path: Path) -> None:
+        store = RunStore(tmp_path / "runs.db")
+        ids = [store.save(make_plan(seed=i)) for i in range(3)]
+        uids = [store.get(i).uid for i in ids]
+        assert len(set(uids)) == 3 and all(len(uid) == 32 and int(uid, 16) >= 0 for uid in uids)
+        assert [run.uid for run in store.list()] == uids[::-1]
+        assert store.get(ids[0]).to_dict()["uid"] == uids[0]
+        assert store.save(make_plan(seed=0)) == ids[0] and store.get(ids[0]).uid == uids[0]  # same plan, same run
+
+    def test_a_replaced_database_never_reuses_uids(self, tmp_path: Path) -> None:
+        db = tmp_path / "runs.db"
+        first = RunStore(db)
+        old = first.get(first.save(make_plan(seed=1)))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        new = RunStore(db).get(RunStore(db).save(make_plan(seed=2)))
+        assert new.id == old.id and new.uid != old.uid  # ids restart, uids do not
+
+    def test_version_1_database_is_upgraded_with_uids(self, tmp_path: Path) -> None:
+        db = tmp_path / "runs.db"
+        columns = ("module, created_at, stored_at, origin, solver_ran, inputs, config, metrics, timings, "
+                   "plan_sha256, plan")
+        with sqlite3.connect(db) as conn:
+            conn.executescript(textwrap.dedent("""
+                CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL,
+                    created_at TEXT NOT NULL, stored_at TEXT NOT NULL, origin TEXT NOT NULL,
+                    solver_ran TEXT NOT NULL, inputs TEXT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL,
+                    timings TEXT NOT NULL, plan_sha256 TEXT NOT NULL UNIQUE, plan TEXT NOT NULL);
+                CREATE INDEX runs_by_module ON runs (module, id);
+                PRAGMA user_version = 1;
+            """))
+            for i in range(2):
+                conn.execute(f"INSERT INTO runs ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             ("routing", "t", "t", "cli", "classical", "[]", "{}", "{}", "{}", f"sha{i}",
+                              json.dumps(make_plan(seed=i))))
+        store = RunStore(db)
+        uids = [run.uid for run in store.list()]
+        assert len(set(uids)) == 2 and all(len(uid) == 32 for uid in uids)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.get(store.save(make_plan(seed=5))).uid not in uids
+
+    def test_health_problem_names_no_path(self, tmp_path: Path) -> None:
+        assert RunStore(tmp_path / "runs.db").health_problem() is None
+        broken = tmp_path / "broken.db"
+        broken.write_bytes(b"garbage" * 1000)
+        problem = RunStore(broken).health_problem()
+        assert problem is not None and "not a usable run database" in problem and str(tmp_path) not in problem
+
+
 class TestClearErrors:
     def test_not_a_database(self, tmp_path: Path) -> None:
         db = tmp_path / "runs.db"
