@@ -407,8 +407,10 @@ def _validation_error(exc: RequestValidationError) -> InputError:
     if kind == "missing":
         expected = f"a multipart field {field!r}" if source == "request body" else f"a value for {field!r}"
         return InputError(source, field, problem, expected)
+    if "uploadfile" in problem:  # a plain form value where a file belongs
+        return InputError(source, field, "not a file upload", f"a multipart file field {field!r}", "a form value")
     ctx = first.get("ctx") or {}
-    expected = ", ".join(f"{key} {value}" for key, value in ctx.items() if key != "error") or kind.replace("_", " ")
+    expected = ", ".join(f"{key} {value}" for key, value in ctx.items() if key != "error") or None
     received = first.get("input")
     return InputError(source, field, problem, expected, None if isinstance(received, dict | list) else received)
 

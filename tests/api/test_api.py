@@ -222,3 +222,30 @@ def test_explicit_limit_overrides_the_environment(store: RunStore) -> None:
     with TestClient(create_app(store=store, max_upload_mb=0.001), raise_server_exceptions=False, base_url="http://localhost") as client:
         response = client.post("/v1/hpo/plan", files={"space": ("space.yaml", b"x" * 5000)})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(("method", "url", "status", "start"), [
+    ("get", "/v1/runs?limit=0", 422, "query string: limit: input should be greater than or equal to 1; expected ge 1"),
+    ("get", "/v1/runs/abc", 422, "URL path: run_id: input should be a valid integer"),
+    ("get", "/v1/nothing-here", 404, "request: /v1/nothing-here: not found; expected an endpoint"),
+    ("delete", "/v1/runs", 405, "request: /v1/runs: method not allowed; expected an endpoint"),
+    ("get", "/v1/runs/424242", 404, "run: 424242: no such run; expected an id from GET /v1/runs"),
+])
+def test_every_error_is_one_line_with_its_fields(client: TestClient, method: str, url: str, status: int,
+                                                 start: str) -> None:
+    response = getattr(client, method)(url)
+    assert response.status_code == status
+    body = response.json()
+    assert isinstance(body["detail"], str) and "\n" not in body["detail"] and body["detail"].startswith(start), body
+    assert body["error"]["message"] == body["detail"] and body["error"]["source"] == start.split(":")[0]
+
+
+def test_a_bad_config_form_field_is_one_line(client: TestClient) -> None:
+    files = {"space": ("space.yaml", (ROOT / "sample_data/hpo/space.yaml").read_bytes())}
+    response = client.post("/v1/hpo/plan", files=files, data={"config": "{not json"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("config: (form field): invalid JSON")
+    response = client.post("/v1/hpo/plan", data={"space": "not a file"})  # a form value where a file belongs
+    assert response.status_code == 422
+    assert response.json()["detail"] == ("request body: space: not a file upload; expected a multipart file field "
+                                         "'space', got a form value")

@@ -170,3 +170,40 @@ def test_artifact_endpoints_are_in_the_openapi_document(client: TestClient) -> N
     paths = client.get("/openapi.json").json()["paths"]
     assert "get" in paths["/v1/runs/{run_id}/artifacts"]
     assert "get" in paths["/v1/runs/{run_id}/artifacts/{name}"]
+
+
+def test_artifacts_follow_the_run_uid_not_its_id(client: TestClient, store: RunStore) -> None:
+    run_id, _ = _compress(client)
+    old_uid = store.get(run_id).uid
+    assert (store.path.parent / "artifacts" / old_uid / "plan.qfz").is_file()
+    for suffix in ("", "-wal", "-shm"):  # the database is replaced; the artifacts folder stays
+        Path(str(store.path) + suffix).unlink(missing_ok=True)
+    files = {"space": ("space.yaml", (ROOT / "sample_data/hpo/space.yaml").read_bytes())}
+    response = client.post("/v1/hpo/plan", files=files, data={"config": json.dumps({"suggest": 1})})
+    assert response.status_code == 200, response.text
+    new_id = int(response.headers["X-Qflow-Run-Id"])
+    assert new_id == run_id  # the integer id came round again...
+    assert client.get(f"/v1/runs/{new_id}/artifacts").json() == []  # ...but the old files do not attach to it
+    assert client.get(f"/v1/runs/{new_id}/artifacts/plan.qfz").status_code == 404
+    assert client.get(f"/v1/runs/{new_id}").json()["uid"] != old_uid
+
+
+def test_nothing_is_served_through_a_symbolic_link(client: TestClient, store: RunStore, tmp_path: Path) -> None:
+    run_id, _ = _compress(client)
+    uid = store.get(run_id).uid
+    folder = store.path.parent / "artifacts" / uid
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.qfz").write_text("not yours")
+    (folder / "linked.qfz").symlink_to(outside / "secret.qfz")  # a file link inside the run's folder
+    assert [entry["name"] for entry in client.get(f"/v1/runs/{run_id}/artifacts").json()] == ["plan.qfz"]
+    assert client.get(f"/v1/runs/{run_id}/artifacts/linked.qfz").status_code == 404
+    # The run's whole folder replaced by a link to a folder holding a file of the listed name.
+    (outside / "plan.qfz").write_text("not yours either")
+    for entry in folder.iterdir():
+        entry.unlink()
+    folder.rmdir()
+    folder.symlink_to(outside, target_is_directory=True)
+    assert client.get(f"/v1/runs/{run_id}/artifacts").json() == []
+    response = client.get(f"/v1/runs/{run_id}/artifacts/plan.qfz")
+    assert response.status_code == 404 and b"not yours" not in response.content
