@@ -34,6 +34,7 @@ from pydantic import Field
 
 from qflow.api import ServerSettings, create_app
 from qflow.cli import _build_parser, streamlit_command
+from qflow.cli import main as cli_main
 from qflow.core.commands import ModuleCommand
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan, SolverReport
@@ -241,22 +242,35 @@ def _qflow(*args: str, env: dict[str, str] | None = None, timeout: float = PATIE
 
 
 @pytest.mark.parametrize("command", ["serve", "app"])
-def test_refuses_to_start_beyond_loopback_without_a_token(command: str) -> None:
-    done = _qflow(command, "--host", "0.0.0.0", "--port", "9")  # port 9: it must never get as far as binding
+def test_refuses_to_start_beyond_loopback_without_a_token(command: str, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("QFLOW_API_TOKEN", raising=False)
+    monkeypatch.delenv("QFLOW_API_TOKEN_FILE", raising=False)
+    # Port 9: it must never get as far as binding (or starting Streamlit).
+    assert cli_main([command, "--host", "0.0.0.0", "--port", "9"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --host: 0.0.0.0: ") and "beyond loopback with no login" in line
+    assert "QFLOW_API_TOKEN" in line
+
+
+def test_serve_process_refuses_to_start_beyond_loopback_without_a_token() -> None:
+    done = _qflow("serve", "--host", "0.0.0.0", "--port", "9")
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: --host: 0.0.0.0: ") and "beyond loopback with no login" in line
-    assert "QFLOW_API_TOKEN" in line
 
 
 @pytest.mark.parametrize(("variable", "value"), [
     ("QFLOW_MAX_UPLOAD_MB", "lots"), ("QFLOW_REQUEST_TIME_BUDGET_S", "-1"), ("QFLOW_MAX_CONCURRENT_RUNS", "0"),
     ("QFLOW_ALLOWED_HOSTS", "a, b c"), ("QFLOW_API_TOKEN", "short"), ("QFLOW_ALLOWED_ORIGINS", "evil.example"),
 ])
-def test_malformed_environment_stops_startup_with_one_line(variable: str, value: str) -> None:
-    done = _qflow("serve", "--port", "9", env={variable: value})
-    assert done.returncode == 2, done.stderr
-    [line] = done.stderr.strip().splitlines()
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_malformed_environment_stops_startup_with_one_line(command: str, variable: str, value: str,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(variable, value)
+    assert cli_main([command, "--port", "9"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {variable}: (environment): "), line
 
 
