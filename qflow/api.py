@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import ipaddress
 import json
 import logging
 import time
@@ -203,8 +204,6 @@ def _beyond_loopback(scope: Scope, settings: ServerSettings) -> bool:
     server = scope.get("server")
     local = str(server[0]) if server else ""
     try:
-        import ipaddress
-
         local_is_ip = bool(ipaddress.ip_address(local.strip("[]")))
     except ValueError:
         local_is_ip = False  # an in-process test client names no interface
