@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,22 @@ WRITER = textwrap.dedent("""
     for i in range(count):
         run_id = store.save(make_plan(module=tag, seed=i, payload=int(sys.argv[5])), origin="test")
         print(run_id, flush=True)
+""")
+
+
+# A lighter writer for first-use races: imports only the run store, so four start within milliseconds.
+FIRST_WRITER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from qflow.core.runs import RunStore
+    db, tag = sys.argv[1], sys.argv[2]
+    while not os.path.exists(db + ".go"):
+        time.sleep(0.0005)
+    store = RunStore(db)
+    for i in range(3):
+        plan = {"module": tag, "created_at": str(i), "inputs": [], "config": {"seed": i}, "solver": {"ran": "x"},
+                "metrics": {}, "timings_s": {}}
+        print(store.save(plan, origin="test"), flush=True)
 """)
 
 
@@ -151,12 +168,14 @@ class TestCrashAndConcurrency:
         assert store.integrity_check() == ["ok"]
 
 
-    @pytest.mark.parametrize("round_", range(3))
+    @pytest.mark.parametrize("round_", range(4))
     def test_four_first_writers_on_a_new_database_all_succeed(self, tmp_path: Path, round_: int) -> None:
         # Each round a fresh file: all four open it for the first time at once (WAL switch, schema creation).
         db = tmp_path / "runs.db"
         tags = [f"m{i}" for i in range(4)]
-        writers = {tag: start_writer(db, tag, count=3, payload=10) for tag in tags}
+        writers = {tag: subprocess.Popen([sys.executable, "-c", FIRST_WRITER, str(db), tag, str(ROOT)],
+                                         stdout=subprocess.PIPE, text=True, cwd=ROOT) for tag in tags}
+        time.sleep(1.0)  # let all four reach their wait loop, so they start together
         (tmp_path / "runs.db.go").touch()
         for tag, writer in writers.items():
             out, _ = writer.communicate(timeout=120)
@@ -165,6 +184,22 @@ class TestCrashAndConcurrency:
         store = RunStore(db)
         assert store.count() == 12 and all(store.count(tag) == 3 for tag in tags)
         assert store.integrity_check() == ["ok"]
+
+
+    def test_first_use_waits_for_a_writer_holding_a_new_file(self, tmp_path: Path) -> None:
+        # Another first writer is mid-setup (a RESERVED lock on the new file): SQLite answers the WAL switch
+        # with "database is locked" at once, without its busy timeout; the set-up must retry, not fail.
+        db = tmp_path / "runs.db"
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.5, lambda: other.execute("ROLLBACK"))
+        release.start()
+        try:
+            run_id = RunStore(db).save(make_plan())
+        finally:
+            release.join()
+            other.close()
+        assert RunStore(db).get(run_id).module == "routing"
 
 
 class TestRunUids:
