@@ -326,8 +326,9 @@ async def _await_run(request: Request, future: asyncio.Future[Any], ticket: RunT
         if remaining <= 0:
             ticket.cancel(f"over the request time budget of {budget_s:g} s")
             raise ApiError(504, "request", "(time budget)",
-                           f"stopped after {budget_s:g} s, over the request time budget (QFLOW_REQUEST_TIME_BUDGET_S)",
-                           "a smaller input or config, or a larger QFLOW_REQUEST_TIME_BUDGET_S", f"{ticket.message}")
+                           f"stopped after {budget_s:g} s, over the request time budget (QFLOW_REQUEST_TIME_BUDGET_S); "
+                           f"last progress: {ticket.message}",
+                           "a smaller input or config, or a larger QFLOW_REQUEST_TIME_BUDGET_S")
         await asyncio.wait({future}, timeout=min(_POLL_S, remaining))
         if not future.done() and await request.is_disconnected():
             ticket.cancel("the client disconnected")
