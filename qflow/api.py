@@ -124,11 +124,11 @@ class ServerSettings:
     """
 
     upload_bytes: int
-    token: str | None
-    hosts: tuple[str, ...]
-    origins: tuple[str, ...]
-    max_running: int
-    max_queued: int
+    token: str | None = dataclasses.field(repr=False)  # never in a log line
+    hosts: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    max_running: int = 2
+    max_queued: int = 4
     bound_host: str = "127.0.0.1"
 
     @classmethod
