@@ -14,7 +14,8 @@ inside the engine, so it stops between stages and never half-way through a
 database write. A run still waiting for a slot is dropped before it starts.
 
 Worker processes: engines may start processes (joblib, process pools) that
-outlive the call. When the last running run ends, every descendant process of
+outlive the call. When the last running run ends, joblib's reusable executor
+(if one was started) is shut down through its own API, then every descendant process of
 this one that appeared while runs were going is terminated (SIGTERM, then
 SIGKILL after :data:`REAP_GRACE_S`) and reaped. Found through ``/proc``, so
 on systems without it (macOS) nothing is reaped; processes that existed before
@@ -29,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -114,6 +116,20 @@ def descendant_pids(pid: int | None = None) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _shut_down_loky() -> None:
+    """Stop joblib's reusable loky executor through its own API, if this process started one.
+
+    Its idle workers then exit by themselves, and the executor knows they
+    are gone (killed from outside, loky later warns while trying to kill
+    them again). Never imports joblib: a process that did not load it has no
+    such executor.
+    """
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _is_helper(pid: int) -> bool:
@@ -226,9 +242,13 @@ class EngineRunner:
             self._running += 1
 
     def _finished(self) -> None:
+        """Count the run out; the last one out shuts loky down and reaps what the runs left (under the lock, so
+        no run starts using an executor being shut down)."""
         with self._lock:
             self._running -= 1
             stray = descendant_pids() - self._baseline if self._running == 0 else set()
-        stray = {pid for pid in stray if not _is_helper(pid)}
+            if stray:
+                _shut_down_loky()
+                stray = {pid for pid in stray if _alive(pid) and not _is_helper(pid)}
         if stray:
             _reap(stray)
