@@ -15,9 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-## Start the console headless on http://localhost:8501 with the bundled sample data.
+## Start the console headless on http://127.0.0.1:8501 with the bundled sample data (this machine only;
+## `make run HOST=0.0.0.0` with QFLOW_API_TOKEN set to serve others).
+HOST ?= 127.0.0.1
 run: install
-	$(BIN)/python -m qflow app --port 8501
+	$(BIN)/python -m qflow app --host $(HOST) --port 8501
 
 ## Install everything (Chromium for the browser test included) and run the full suite.
 test: install chromium

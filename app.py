@@ -7,9 +7,11 @@ button is pressed.
 
 import streamlit as st
 
+from ui.auth import require_login
 from ui.modules import MODULE_PAGES
 
 st.set_page_config(layout="wide", page_title="QuantumFlow", page_icon=":material/hub:")
+require_login()
 
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

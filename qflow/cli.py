@@ -3,15 +3,28 @@
 A thin adapter: flags become the module's config, files go through the
 module's loaders, the plan is written as JSON. Exit codes: 0 done, 2 bad
 input or infeasible instance (one ``error: ...`` line on stderr), 1 a bug.
+A malformed environment variable, or an ``--out`` that cannot be written
+(missing folder, no permission), is exit 2 before any work starts. Warnings
+libraries raise during a run are printed after the summary (or after the
+``error:`` line), one line each, never before it.
+
+``app`` and ``serve`` listen on 127.0.0.1 unless ``--host`` says otherwise;
+beyond loopback they refuse to start without a token
+(:mod:`qflow.core.access`). SIGTERM stops either, and ``app`` stops its
+Streamlit child with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +33,7 @@ from qflow.core.commands import ModuleCommand, available_commands, load_command
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError, QflowError
 from qflow.core.io import load_mapping, parse_scalar
+from qflow.core.limits import validate_environment
 
 __all__ = ["main"]
 
@@ -58,10 +72,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="write the bundled sample inputs of every module")
     sample.add_argument("directory", nargs="?", default="sample_data")
     sample.add_argument("--seed", type=int, default=0)
-    app = sub.add_parser("app", help="start the operator console (Streamlit) on http://localhost:PORT")
+    app = sub.add_parser("app", help="start the operator console (Streamlit) on http://127.0.0.1:PORT")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default: 127.0.0.1, this machine only; beyond it a login is required)")
     app.add_argument("--port", type=int, default=8501)
     serve = sub.add_parser("serve", help="start the HTTP API (FastAPI, uvicorn) on http://127.0.0.1:PORT (docs at /docs)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default: 127.0.0.1, this machine only; beyond it QFLOW_API_TOKEN "
+                            "is required)")
     serve.add_argument("--port", type=int, default=8000)
     return parser
 
@@ -84,9 +102,44 @@ def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowCon
     return spec.config_cls.from_mapping(values, source)
 
 
-def _run_module(args: argparse.Namespace) -> int:
+def _check_out_writable(out: Path, spec: ModuleCommand) -> None:
+    """An :class:`InputError` unless ``out`` (and the plan file beside it) can be written; nothing is created."""
+    targets = [out] + ([spec.plan_path(out)] if spec.plan_path else [])
+    for target in targets:
+        folder = target.parent if str(target.parent) else Path(".")
+        if not folder.is_dir():
+            raise InputError("--out", str(out), "its folder does not exist", "a file in an existing folder", str(folder))
+        if target.is_dir():
+            raise InputError("--out", str(out), "is a folder", "a file path", str(target))
+        writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK | os.X_OK)
+        if not writable:
+            raise InputError("--out", str(out), "not writable (permission denied)", "a path this user may write",
+                             str(target))
+
+
+@contextmanager
+def _warnings_held() -> Iterator[list[warnings.WarningMessage]]:
+    """Collect the warnings raised inside (printed later by the caller, after its result or ``error:`` line)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield caught
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    seen = set()
+    for item in caught:
+        line = f"warning: {item.category.__name__}: {' '.join(str(item.message).split())}"
+        if line not in seen:
+            seen.add(line)
+            print(line[:300], file=sys.stderr)
+
+
+def _run_module(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
     spec = load_command(args.command)
+    validate_environment()
     config = _config_from_args(args, spec)
+    if args.out:
+        _check_out_writable(Path(args.out), spec)
     files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
              for name in (*spec.inputs, *spec.optional_inputs)}
     plan = spec.run(files, config, Path(args.out) if args.out else None)
@@ -100,6 +153,7 @@ def _run_module(args: argparse.Namespace) -> int:
         print(text)
         if run_id is not None:
             print(f"saved as run {run_id}", file=sys.stderr)
+        _print_warnings(caught)
         return 0
     solver = plan.solver
     print(f"qflow {spec.name}: requested {solver.requested}, ran {solver.ran}")
@@ -112,6 +166,8 @@ def _run_module(args: argparse.Namespace) -> int:
     print(f"  time: {sum(plan.timings_s.values()):.2f} s" + (f"; plan written to {plan_out}" if plan_out else ""))
     if run_id is not None:
         print(f"  saved as run {run_id} in the run history")
+    sys.stdout.flush()
+    _print_warnings(caught)
     return 0
 
 
@@ -122,51 +178,129 @@ def _save_plan(plan: Any) -> int:
     return RunStore().save(plan, origin="cli")
 
 
+def _require_login_beyond_loopback(host: str, what: str, console: bool = False) -> None:
+    """Refuse to listen beyond loopback without a token (or, for the console, OIDC login settings)."""
+    from qflow.core.access import configured_token, is_loopback
+
+    if is_loopback(host) or configured_token() is not None or (console and _oidc_configured()):
+        return
+    other = " or an [auth] section in .streamlit/secrets.toml (OIDC login)" if console else ""
+    raise InputError("--host", host, f"{what} would listen beyond loopback with no login",
+                     f"QFLOW_API_TOKEN or QFLOW_API_TOKEN_FILE set{other}, or --host 127.0.0.1", host)
+
+
+def _oidc_configured() -> bool:
+    """Whether a Streamlit secrets file (the checkout's or the user's) has an ``[auth]`` section for ``st.login``."""
+    import tomllib
+
+    for path in (Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml",
+                 Path.home() / ".streamlit" / "secrets.toml"):
+        try:
+            if "auth" in tomllib.loads(path.read_text()):
+                return True
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
+    return False
+
+
 def _run_serve(host: str, port: int) -> int:
-    """The HTTP API under uvicorn until interrupted."""
+    """The HTTP API under uvicorn until interrupted (SIGTERM or Ctrl-C: in-flight runs are cancelled)."""
+    from qflow.core.access import allowed_hosts, is_loopback, validate_server_environment
+
+    validate_server_environment()
+    _require_login_beyond_loopback(host, "the API")
     import uvicorn
 
-    uvicorn.run("qflow.api:app", host=host, port=port, log_level="info")
+    from qflow.api import create_app
+
+    if not is_loopback(host) and all(is_loopback(name) for name in allowed_hosts()):
+        print("note: QFLOW_ALLOWED_HOSTS holds loopback names only: requests naming this machine otherwise get 400",
+              file=sys.stderr)
+    uvicorn.run(create_app(bound_host=host), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     return 0
 
 
-def _run_app(port: int) -> int:
-    import subprocess
+def streamlit_command(app: Path, host: str, port: int) -> list[str]:
+    """The ``streamlit run`` command line of ``qflow app`` (listening on ``host``:``port``)."""
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+            "--server.address", host, "--server.port", str(port)]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when its parent dies (even by kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_app(host: str, port: int) -> int:
+    """The console (Streamlit) as a child process; SIGTERM, SIGHUP and Ctrl-C stop it with this process."""
+    from qflow.core.access import validate_server_environment
+    from qflow.core.uploads import sweep_stale_upload_folders
 
     root = Path(__file__).resolve().parent.parent
     app = root / "app.py"
     if not app.is_file():
         raise InputError("app.py", "(file)", "not found", "a source checkout with app.py beside the qflow package", str(app))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true", "--server.port", str(port)]
-    return subprocess.call(cmd, cwd=root)
+    validate_server_environment()
+    _require_login_beyond_loopback(host, "the console", console=True)
+    sweep_stale_upload_folders()
+    child = subprocess.Popen(streamlit_command(app, host, port), cwd=root,
+                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
+
+    def stop(signum: int, _frame: Any) -> None:
+        child.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached the child too; give it time to stop
+            child.send_signal(signal.SIGTERM)
+            raise
+    finally:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``qflow`` / ``python -m qflow``; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "sample":
-            from qflow.samples import write_samples
+    servers = args.command in ("app", "serve")  # long-running: their warnings go to the log as they come
+    with nullcontext([]) if servers else _warnings_held() as caught:
+        try:
+            if args.command == "sample":
+                from qflow.samples import write_samples
 
-            for path in write_samples(args.directory, seed=args.seed):
-                print(path)
-            return 0
-        if args.command == "app":
-            return _run_app(args.port)
-        if args.command == "serve":
-            return _run_serve(args.host, args.port)
-        return _run_module(args)
-    except QflowError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: say so, one line unless debugging
-        print(f"internal error (a bug in qflow): {type(exc).__name__}: {exc}", file=sys.stderr)
-        if os.environ.get("QFLOW_DEBUG"):
-            traceback.print_exc()
-        else:
-            print("  rerun with QFLOW_DEBUG=1 for the traceback", file=sys.stderr)
-        return 1
+                for path in write_samples(args.directory, seed=args.seed):
+                    print(path)
+                return 0
+            if args.command == "app":
+                return _run_app(args.host, args.port)
+            if args.command == "serve":
+                return _run_serve(args.host, args.port)
+            return _run_module(args, caught)
+        except QflowError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            _print_warnings(caught)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # a bug: say so, one line unless debugging
+            print(f"internal error (a bug in qflow): {type(exc).__name__}: {exc}", file=sys.stderr)
+            if os.environ.get("QFLOW_DEBUG"):
+                traceback.print_exc()
+            else:
+                print("  rerun with QFLOW_DEBUG=1 for the traceback", file=sys.stderr)
+            _print_warnings(caught)
+            return 1

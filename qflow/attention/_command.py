@@ -7,6 +7,7 @@ names that file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
@@ -23,9 +24,10 @@ def embeddings_path(out: Path) -> Path:
     return out.with_name(out.stem + ".embeddings.npy")
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
-    run = run_attention(emb, weights, config, digests=digests)
+    run = run_attention(emb, weights, config, digests=digests, progress=progress)
     info = run.plan.result["updated_embeddings"]
     if out is not None:
         target = embeddings_path(out)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.compression._plan import compress_tensors, decompress_container, load_container, load_tensors_input
@@ -40,9 +41,10 @@ def artifact_paths(out: Path, command: str) -> tuple[Path, Path]:
     return out.with_name(out.stem + DEFAULT_SUFFIX[command]), out
 
 
-def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     arrays, digest = load_tensors_input(files["input"])
-    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest])
+    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest], progress=progress)
     info = run.plan.result["container"]
     info["written_to"] = None
     if out is not None:
@@ -53,14 +55,15 @@ def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path 
     return run.plan
 
 
-def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     data, name, digest = load_container(files["input"])
     reference, digests = None, [digest]
     if files.get("reference") is not None:
         reference, ref_digest = load_tensors_input(files["reference"])
         ref_digest.name = "reference"
         digests.append(ref_digest)
-    run = decompress_container(data, config, source=name, reference=reference, digests=digests)
+    run = decompress_container(data, config, source=name, reference=reference, digests=digests, progress=progress)
     run.plan.result["written_to"] = None
     if out is not None:
         target, _ = artifact_paths(out, "decompress")

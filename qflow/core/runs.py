@@ -4,7 +4,9 @@ Where: ``$QFLOW_HOME/runs.db``, default ``~/.qflow/runs.db``. The database is
 opened in WAL mode with ``synchronous=FULL`` and every write is one
 transaction, so a process killed mid-write loses at most the run it was
 writing, never a finished one. Two processes may write at once: each
-connection waits up to :data:`BUSY_TIMEOUT_S` for the other's lock.
+connection waits up to :data:`BUSY_TIMEOUT_S` for the other's lock. The first
+use of a new file (switching it to WAL, creating the tables) is retried while
+another process holds the lock, so any number of first writers all succeed.
 
 The schema is versioned in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`).
 A file that is not a SQLite database, a damaged one, or one written by a newer
@@ -12,7 +14,9 @@ qflow raises :class:`RunStoreError` (a :class:`~qflow.core.errors.QflowError`)
 saying what is wrong and what to do; nothing is ever dropped or rewritten to
 make it open.
 
-One row per run: its id, module, the plan's ``created_at``, when and from
+One row per run: its id, a random ``uid`` (a UUID, never reused: what the
+run's artifacts are filed under, so a replaced database cannot attach old
+files to new runs), module, the plan's ``created_at``, when and from
 where (``app``, ``cli``, ``api``) it was stored, the inputs' digests, the
 config, metrics and timings (as JSON), ``solver.ran``, and the whole plan
 JSON. A plan is stored once: saving the same plan again (a cached rerun in the
@@ -33,6 +37,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,8 +59,8 @@ __all__ = [
     "qflow_home",
 ]
 
-#: Version of the table layout, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+#: Version of the table layout, kept in ``PRAGMA user_version`` (2 added ``uid``).
+SCHEMA_VERSION = 2
 #: How long a writer waits for another process's lock, seconds.
 BUSY_TIMEOUT_S = 30.0
 
@@ -73,12 +79,20 @@ CREATE TABLE runs (
     metrics     TEXT NOT NULL,
     timings     TEXT NOT NULL,
     plan_sha256 TEXT NOT NULL UNIQUE,
-    plan        TEXT NOT NULL
+    plan        TEXT NOT NULL,
+    uid         TEXT
 );
 CREATE INDEX runs_by_module ON runs (module, id);
+CREATE UNIQUE INDEX runs_by_uid ON runs (uid);
 """
 
-_SUMMARY_COLUMNS = "id, module, created_at, stored_at, origin, solver_ran, inputs, config, metrics, timings"
+#: Version 1 -> 2: a uid for every run (existing runs get fresh ones).
+_MIGRATE_1_TO_2 = ("ALTER TABLE runs ADD COLUMN uid TEXT", "CREATE UNIQUE INDEX runs_by_uid ON runs (uid)")
+
+#: Pause between tries of the first-use setup while another process holds the lock, seconds.
+_SETUP_RETRY_S = 0.05
+
+_SUMMARY_COLUMNS = "id, module, created_at, stored_at, origin, solver_ran, inputs, config, metrics, timings, uid"
 
 
 class RunStoreError(QflowError):
@@ -110,12 +124,13 @@ class RunSummary:
     config: dict[str, Any]
     metrics: dict[str, Any]
     timings_s: dict[str, float]
+    uid: str = ""  #: random UUID (hex) of this run, never reused; its artifacts' folder name
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "module": self.module, "created_at": self.created_at, "stored_at": self.stored_at,
-            "origin": self.origin, "solver_ran": self.solver_ran, "inputs": self.inputs, "config": self.config,
-            "metrics": self.metrics, "timings_s": self.timings_s,
+            "id": self.id, "uid": self.uid, "module": self.module, "created_at": self.created_at,
+            "stored_at": self.stored_at, "origin": self.origin, "solver_ran": self.solver_ran, "inputs": self.inputs,
+            "config": self.config, "metrics": self.metrics, "timings_s": self.timings_s,
         }
 
 
@@ -161,24 +176,24 @@ class RunStore:
         return RunStoreError(str(self.path), "(database)", problem, expected, received)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """An autocommit connection with the schema checked (created on first use)."""
+    def _connect(self, timeout_s: float = BUSY_TIMEOUT_S) -> Iterator[sqlite3.Connection]:
+        """An autocommit connection with the schema checked (created on first use); waits ``timeout_s`` for locks."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error("cannot create the folder", "a writable QFLOW_HOME", str(exc)) from None
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._error("cannot open the run database", "a readable SQLite file", str(exc)) from None
         try:
             try:
-                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                self._check_schema(conn)
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+                self._check_schema(conn, timeout_s)
                 yield conn
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
-                    raise self._error("database is locked by another process", f"it free within {BUSY_TIMEOUT_S:g} s",
+                    raise self._error("database is locked by another process", f"it free within {timeout_s:g} s",
                                       str(exc)) from None
                 raise self._damaged(exc) from None
             except sqlite3.DatabaseError as exc:
@@ -191,13 +206,34 @@ class RunStore:
                            "a qflow run database; move this file aside (keep it for recovery) and qflow starts a new one",
                            str(exc))
 
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise self._error(f"written by a newer qflow (schema version {version})",
-                              f"schema version <= {SCHEMA_VERSION}: upgrade qflow or set QFLOW_HOME elsewhere", version)
-        if version == SCHEMA_VERSION:
-            return
+    def _check_schema(self, conn: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        """Create or upgrade the schema on first use; retried while another process holds the lock.
+
+        SQLite answers "database is locked" at once (without waiting out the
+        busy timeout) when two connections both try to switch a new file to
+        WAL or to upgrade a read lock, so first-time setup is retried until
+        ``timeout_s`` has passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._error(f"written by a newer qflow (schema version {version})",
+                                  f"schema version <= {SCHEMA_VERSION}: upgrade qflow or set QFLOW_HOME elsewhere", version)
+            if version == SCHEMA_VERSION:
+                return
+            try:
+                self._set_up(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(_SETUP_RETRY_S)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, then (in one IMMEDIATE transaction) the tables of a new file or the upgrade of an old one."""
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise self._error("cannot switch to WAL mode", "a file system that supports SQLite WAL", mode)
@@ -212,10 +248,17 @@ class RunStore:
                 # executescript would COMMIT the open transaction: run the statements one by one
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+            elif version == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    conn.execute(statement)
+                for (run_id,) in conn.execute("SELECT id FROM runs WHERE uid IS NULL").fetchall():
+                    conn.execute("UPDATE runs SET uid = ? WHERE id = ?", (uuid.uuid4().hex, run_id))
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # -- writes ------------------------------------------------------------------------------------
@@ -234,7 +277,7 @@ class RunStore:
             str(data.get("module", "")), str(data.get("created_at", "")), _now(), str(origin), str(solver.get("ran", "")),
             json.dumps(data.get("inputs") or [], default=str), json.dumps(data.get("config") or {}, default=str),
             json.dumps(data.get("metrics") or {}, default=str), json.dumps(data.get("timings_s") or {}, default=str),
-            sha, text,
+            sha, text, uuid.uuid4().hex,
         )
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -245,7 +288,7 @@ class RunStore:
                     return int(found[0])
                 cursor = conn.execute(
                     "INSERT INTO runs (module, created_at, stored_at, origin, solver_ran, inputs, config, metrics, "
-                    "timings, plan_sha256, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    "timings, plan_sha256, plan, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -259,7 +302,7 @@ class RunStore:
         return {
             "id": row[0], "module": row[1], "created_at": row[2], "stored_at": row[3], "origin": row[4],
             "solver_ran": row[5], "inputs": json.loads(row[6]), "config": json.loads(row[7]),
-            "metrics": json.loads(row[8]), "timings_s": json.loads(row[9]),
+            "metrics": json.loads(row[8]), "timings_s": json.loads(row[9]), "uid": row[10] or "",
         }
 
     def list(self, module: str | None = None, limit: int | None = None, offset: int = 0) -> list[RunSummary]:
@@ -281,7 +324,7 @@ class RunStore:
             row = conn.execute(f"SELECT {_SUMMARY_COLUMNS}, plan FROM runs WHERE id = ?", (int(run_id),)).fetchone()
         if row is None:
             raise KeyError(run_id)
-        return StoredRun(**self._summary(row), plan=json.loads(row[10]))
+        return StoredRun(**self._summary(row), plan=json.loads(row[11]))
 
     def get_many(self, run_ids: list[int]) -> list[StoredRun]:
         """Several runs with their plans, in the order asked (unknown ids left out)."""
@@ -304,6 +347,15 @@ class RunStore:
             if module is None:
                 return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
             return int(conn.execute("SELECT COUNT(*) FROM runs WHERE module = ?", (module,)).fetchone()[0])
+
+    def health_problem(self, timeout_s: float = 0.5) -> str | None:
+        """``None`` when the store answers a read within ``timeout_s``, else what is wrong (never its path)."""
+        try:
+            with self._connect(timeout_s) as conn:
+                conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        except RunStoreError as exc:
+            return exc.problem
+        return None
 
     def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check`` lines (``["ok"]`` when healthy)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
@@ -34,9 +35,10 @@ def write_apply_files(plan: Plan, out: Path) -> dict[str, dict[str, str]]:
     return written
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"], telemetry_options=config)
-    plan = plan_energy(inputs, config, digests=digests)
+    plan = plan_energy(inputs, config, digests=digests, progress=progress)
     if out is not None:
         plan.result["apply"]["files"] = write_apply_files(plan, out)
     return plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
@@ -13,9 +14,10 @@ from qflow.hpo._schemas import HpoConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     space, history, dataset, digests = load_hpo_inputs(files.get("space"), files.get("history"), files.get("dataset"))
-    return plan_hpo(space, history, config, dataset=dataset, digests=digests)
+    return plan_hpo(space, history, config, dataset=dataset, digests=digests, progress=progress)
 
 
 def _config_text(config: dict) -> str:

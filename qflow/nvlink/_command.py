@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
@@ -13,9 +14,10 @@ from qflow.nvlink._schemas import NvlinkConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     fabric, jobs, logs, digests = load_nvlink_inputs(files["fabric"], files["jobs"], files.get("logs"))
-    return plan_nvlink(fabric, jobs, config, logs=logs, digests=digests)
+    return plan_nvlink(fabric, jobs, config, logs=logs, digests=digests, progress=progress)
 
 
 def _summarize(plan: Plan) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
@@ -13,9 +14,10 @@ from qflow.routing._schemas import RoutingConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
     frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
-    return plan_routing(frame, graph, config, digests=digests)
+    return plan_routing(frame, graph, config, digests=digests, progress=progress)
 
 
 def _summarize(plan: Plan) -> list[str]:

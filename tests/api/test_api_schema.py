@@ -8,15 +8,19 @@ message; a 5xx is a bug.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from qflow.api import create_app
+from qflow.api import ServerSettings, create_app
 
 #: Examples per operation: enough to hit each loader's error paths, small enough for the default run.
 MAX_EXAMPLES = 25
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
+#: Schemathesis's in-process client names the host "testserver": allow it (and only it) here.
+_SETTINGS = replace(ServerSettings.from_environment(), hosts=("testserver",))
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings=_SETTINGS))
 
 
 @schema.parametrize()

@@ -36,7 +36,7 @@ def store(tmp_path: Path) -> RunStore:
 
 @pytest.fixture
 def client(store: RunStore) -> Iterator[TestClient]:
-    with TestClient(create_app(store=store), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(store=store), raise_server_exceptions=False, base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -59,7 +59,7 @@ def test_compress_container_downloads_and_decompresses_to_the_plain_inverse(
     assert listing.status_code == 200
     [entry] = listing.json()
     assert entry["name"] == "plan.qfz" and entry["bytes"] == plan["metrics"]["container_bytes"]
-    kept = store.path.parent / "artifacts" / str(run_id) / "plan.qfz"
+    kept = store.path.parent / "artifacts" / store.get(run_id).uid / "plan.qfz"
     assert kept.is_file()
 
     download = client.get(f"/v1/runs/{run_id}/artifacts/plan.qfz")
@@ -114,7 +114,7 @@ def test_a_run_without_files_keeps_no_folder(client: TestClient, store: RunStore
     run_id = int(response.headers["X-Qflow-Run-Id"])
     assert "X-Qflow-Artifacts" not in response.headers
     assert client.get(f"/v1/runs/{run_id}/artifacts").json() == []
-    assert not artifact_store(store).folder(run_id).exists()
+    assert not artifact_store(store).folder(store.get(run_id).uid).exists()
     missing = client.get(f"/v1/runs/{run_id}/artifacts/plan.qfz")
     assert missing.status_code == 404 and "no artifact" in missing.json()["detail"]
 
@@ -123,12 +123,12 @@ def test_unknown_runs_and_names_are_404_with_a_message(client: TestClient) -> No
     for url in ("/v1/runs/999/artifacts", "/v1/runs/999/artifacts/plan.qfz", f"/v1/runs/{2**70}/artifacts"):
         response = client.get(url)
         assert response.status_code == 404, url
-        assert response.json()["detail"].startswith("no run"), url
+        assert response.json()["detail"].startswith("run: ") and "no such run" in response.json()["detail"], url
     run_id, _ = _compress(client)
     response = client.get(f"/v1/runs/{run_id}/artifacts/plan.json")
     assert response.status_code == 404
-    assert response.json()["detail"] == (f"run {run_id} has no artifact 'plan.json'; "
-                                          f"GET /v1/runs/{run_id}/artifacts lists them")
+    assert response.json()["detail"] == (f"run {run_id}: plan.json: no artifact of this name; "
+                                          f"expected a name from GET /v1/runs/{run_id}/artifacts")
 
 
 def test_path_traversal_is_refused(client: TestClient, store: RunStore) -> None:
@@ -136,10 +136,11 @@ def test_path_traversal_is_refused(client: TestClient, store: RunStore) -> None:
     home = store.path.parent
     (home / "secret.txt").write_text("not yours")
     other_id, _ = _compress(client, seed=2)  # a second run: its file must not be reachable from the first
-    (home / "artifacts" / str(other_id) / "plan.qfz").rename(home / "artifacts" / str(other_id) / "other.qfz")
+    uid, other_uid = store.get(run_id).uid, store.get(other_id).uid
+    (home / "artifacts" / other_uid / "plan.qfz").rename(home / "artifacts" / other_uid / "other.qfz")
     # Percent-encoded names reach the endpoint as they are (clients do not normalise them): all 404.
     attempts = [
-        "..%2F..%2Fsecret.txt", "..%2F..%2Fruns.db", f"..%2F{other_id}%2Fother.qfz", "%2E%2E", "%2E%2E%2Fsecret.txt",
+        "..%2F..%2Fsecret.txt", "..%2F..%2Fruns.db", f"..%2F{other_uid}%2Fother.qfz", "%2E%2E", "%2E%2E%2Fsecret.txt",
         "%2Fetc%2Fpasswd", "/etc/passwd", str(home / "runs.db"), "..%5C..%5Csecret.txt", "plan.qfz%00",
         ".%2Fplan.qfz", "PLAN.QFZ", "%20plan.qfz",
     ]
@@ -148,7 +149,7 @@ def test_path_traversal_is_refused(client: TestClient, store: RunStore) -> None:
         assert response.status_code == 404, (name, response.status_code)
         assert b"not yours" not in response.content and b"SQLite" not in response.content
     # Bare dot segments are resolved by the client before sending; whatever they become, nothing outside leaks.
-    for name in ("..", "../secret.txt", "../../secret.txt", "../../../runs.db", f"../{other_id}/other.qfz"):
+    for name in ("..", "../secret.txt", "../../secret.txt", "../../../runs.db", f"../{other_uid}/other.qfz"):
         response = client.get(f"/v1/runs/{run_id}/artifacts/{name}")
         assert b"not yours" not in response.content and b"SQLite" not in response.content, name
         assert response.status_code in (200, 404, 422), name
@@ -158,9 +159,9 @@ def test_path_traversal_is_refused(client: TestClient, store: RunStore) -> None:
     # And the store itself serves only names from its listing, whatever the router passes on.
     kept = artifact_store(store)
     for name in ("..", "../secret.txt", "../../secret.txt", "./plan.qfz", str(home / "secret.txt"), "/etc/passwd",
-                 f"../{other_id}/other.qfz", "", ".", "plan.qfz/", "plan.qfz\x00"):
-        assert kept.path(run_id, name) is None, name
-    assert kept.path(run_id, "plan.qfz") == home / "artifacts" / str(run_id) / "plan.qfz"
+                 f"../{other_uid}/other.qfz", "", ".", "plan.qfz/", "plan.qfz\x00"):
+        assert kept.path(uid, name) is None, name
+    assert kept.path(uid, "plan.qfz") == home / "artifacts" / uid / "plan.qfz"
     assert client.get(f"/v1/runs/{run_id}/artifacts/plan.qfz").status_code == 200
     assert client.get(f"/v1/runs/{other_id}/artifacts/other.qfz").status_code == 200
 
@@ -169,3 +170,40 @@ def test_artifact_endpoints_are_in_the_openapi_document(client: TestClient) -> N
     paths = client.get("/openapi.json").json()["paths"]
     assert "get" in paths["/v1/runs/{run_id}/artifacts"]
     assert "get" in paths["/v1/runs/{run_id}/artifacts/{name}"]
+
+
+def test_artifacts_follow_the_run_uid_not_its_id(client: TestClient, store: RunStore) -> None:
+    run_id, _ = _compress(client)
+    old_uid = store.get(run_id).uid
+    assert (store.path.parent / "artifacts" / old_uid / "plan.qfz").is_file()
+    for suffix in ("", "-wal", "-shm"):  # the database is replaced; the artifacts folder stays
+        Path(str(store.path) + suffix).unlink(missing_ok=True)
+    files = {"space": ("space.yaml", (ROOT / "sample_data/hpo/space.yaml").read_bytes())}
+    response = client.post("/v1/hpo/plan", files=files, data={"config": json.dumps({"suggest": 1})})
+    assert response.status_code == 200, response.text
+    new_id = int(response.headers["X-Qflow-Run-Id"])
+    assert new_id == run_id  # the integer id came round again...
+    assert client.get(f"/v1/runs/{new_id}/artifacts").json() == []  # ...but the old files do not attach to it
+    assert client.get(f"/v1/runs/{new_id}/artifacts/plan.qfz").status_code == 404
+    assert client.get(f"/v1/runs/{new_id}").json()["uid"] != old_uid
+
+
+def test_nothing_is_served_through_a_symbolic_link(client: TestClient, store: RunStore, tmp_path: Path) -> None:
+    run_id, _ = _compress(client)
+    uid = store.get(run_id).uid
+    folder = store.path.parent / "artifacts" / uid
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.qfz").write_text("not yours")
+    (folder / "linked.qfz").symlink_to(outside / "secret.qfz")  # a file link inside the run's folder
+    assert [entry["name"] for entry in client.get(f"/v1/runs/{run_id}/artifacts").json()] == ["plan.qfz"]
+    assert client.get(f"/v1/runs/{run_id}/artifacts/linked.qfz").status_code == 404
+    # The run's whole folder replaced by a link to a folder holding a file of the listed name.
+    (outside / "plan.qfz").write_text("not yours either")
+    for entry in folder.iterdir():
+        entry.unlink()
+    folder.rmdir()
+    folder.symlink_to(outside, target_is_directory=True)
+    assert client.get(f"/v1/runs/{run_id}/artifacts").json() == []
+    response = client.get(f"/v1/runs/{run_id}/artifacts/plan.qfz")
+    assert response.status_code == 404 and b"not yours" not in response.content

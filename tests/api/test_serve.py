@@ -33,6 +33,22 @@ def _multipart(fields: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of sockets listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
 def test_serve_answers_on_localhost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QFLOW_HOME", str(tmp_path))
     port = _free_port()
@@ -51,7 +67,10 @@ def test_serve_answers_on_localhost(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.3)
-        assert health["status"] == "ok" and health["runs_db"] == str(tmp_path / "runs.db")
+        assert health["status"] == "ok" and health["run_store"] == "ok"
+        if Path("/proc/net/tcp").exists():  # bound to 127.0.0.1 only, not every interface
+            assert _listening_addresses(port) == {"0100007F"}
+        assert str(tmp_path) not in json.dumps(health)  # no server path in health
         with urllib.request.urlopen(f"{base}/docs", timeout=10) as response:
             assert b"swagger" in response.read().lower()
         space = (ROOT / "sample_data" / "hpo" / "space.yaml").read_bytes()

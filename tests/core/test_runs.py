@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,22 @@ WRITER = textwrap.dedent("""
     for i in range(count):
         run_id = store.save(make_plan(module=tag, seed=i, payload=int(sys.argv[5])), origin="test")
         print(run_id, flush=True)
+""")
+
+
+# A lighter writer for first-use races: imports only the run store, so four start within milliseconds.
+FIRST_WRITER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from qflow.core.runs import RunStore
+    db, tag = sys.argv[1], sys.argv[2]
+    while not os.path.exists(db + ".go"):
+        time.sleep(0.0005)
+    store = RunStore(db)
+    for i in range(3):
+        plan = {"module": tag, "created_at": str(i), "inputs": [], "config": {"seed": i}, "solver": {"ran": "x"},
+                "metrics": {}, "timings_s": {}}
+        print(store.save(plan, origin="test"), flush=True)
 """)
 
 
@@ -149,6 +166,91 @@ class TestCrashAndConcurrency:
             assert sorted(r.id for r in store.list(module=tag)) == sorted(ids)
             assert {store.get(i).config["seed"] for i in ids} == set(range(40))
         assert store.integrity_check() == ["ok"]
+
+
+    @pytest.mark.parametrize("round_", range(4))
+    def test_four_first_writers_on_a_new_database_all_succeed(self, tmp_path: Path, round_: int) -> None:
+        # Each round a fresh file: all four open it for the first time at once (WAL switch, schema creation).
+        db = tmp_path / "runs.db"
+        tags = [f"m{i}" for i in range(4)]
+        writers = {tag: subprocess.Popen([sys.executable, "-c", FIRST_WRITER, str(db), tag, str(ROOT)],
+                                         stdout=subprocess.PIPE, text=True, cwd=ROOT) for tag in tags}
+        time.sleep(1.0)  # let all four reach their wait loop, so they start together
+        (tmp_path / "runs.db.go").touch()
+        for tag, writer in writers.items():
+            out, _ = writer.communicate(timeout=120)
+            assert writer.returncode == 0, (tag, out)
+            assert len(out.split()) == 3
+        store = RunStore(db)
+        assert store.count() == 12 and all(store.count(tag) == 3 for tag in tags)
+        assert store.integrity_check() == ["ok"]
+
+
+    def test_first_use_waits_for_a_writer_holding_a_new_file(self, tmp_path: Path) -> None:
+        # Another first writer is mid-setup (a RESERVED lock on the new file): SQLite answers the WAL switch
+        # with "database is locked" at once, without its busy timeout; the set-up must retry, not fail.
+        db = tmp_path / "runs.db"
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.5, lambda: other.execute("ROLLBACK"))
+        release.start()
+        try:
+            run_id = RunStore(db).save(make_plan())
+        finally:
+            release.join()
+            other.close()
+        assert RunStore(db).get(run_id).module == "routing"
+
+
+class TestRunUids:
+    def test_every_run_has_a_fresh_uid(self, tmp_path: Path) -> None:
+        store = RunStore(tmp_path / "runs.db")
+        ids = [store.save(make_plan(seed=i)) for i in range(3)]
+        uids = [store.get(i).uid for i in ids]
+        assert len(set(uids)) == 3 and all(len(uid) == 32 and int(uid, 16) >= 0 for uid in uids)
+        assert [run.uid for run in store.list()] == uids[::-1]
+        assert store.get(ids[0]).to_dict()["uid"] == uids[0]
+        assert store.save(make_plan(seed=0)) == ids[0] and store.get(ids[0]).uid == uids[0]  # same plan, same run
+
+    def test_a_replaced_database_never_reuses_uids(self, tmp_path: Path) -> None:
+        db = tmp_path / "runs.db"
+        first = RunStore(db)
+        old = first.get(first.save(make_plan(seed=1)))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        new = RunStore(db).get(RunStore(db).save(make_plan(seed=2)))
+        assert new.id == old.id and new.uid != old.uid  # ids restart, uids do not
+
+    def test_version_1_database_is_upgraded_with_uids(self, tmp_path: Path) -> None:
+        db = tmp_path / "runs.db"
+        columns = ("module, created_at, stored_at, origin, solver_ran, inputs, config, metrics, timings, "
+                   "plan_sha256, plan")
+        with sqlite3.connect(db) as conn:
+            conn.executescript(textwrap.dedent("""
+                CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL,
+                    created_at TEXT NOT NULL, stored_at TEXT NOT NULL, origin TEXT NOT NULL,
+                    solver_ran TEXT NOT NULL, inputs TEXT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL,
+                    timings TEXT NOT NULL, plan_sha256 TEXT NOT NULL UNIQUE, plan TEXT NOT NULL);
+                CREATE INDEX runs_by_module ON runs (module, id);
+                PRAGMA user_version = 1;
+            """))
+            for i in range(2):
+                conn.execute(f"INSERT INTO runs ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             ("routing", "t", "t", "cli", "classical", "[]", "{}", "{}", "{}", f"sha{i}",
+                              json.dumps(make_plan(seed=i))))
+        store = RunStore(db)
+        uids = [run.uid for run in store.list()]
+        assert len(set(uids)) == 2 and all(len(uid) == 32 for uid in uids)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.get(store.save(make_plan(seed=5))).uid not in uids
+
+    def test_health_problem_names_no_path(self, tmp_path: Path) -> None:
+        assert RunStore(tmp_path / "runs.db").health_problem() is None
+        broken = tmp_path / "broken.db"
+        broken.write_bytes(b"garbage" * 1000)
+        problem = RunStore(broken).health_problem()
+        assert problem is not None and "not a usable run database" in problem and str(tmp_path) not in problem
 
 
 class TestClearErrors:

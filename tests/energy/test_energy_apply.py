@@ -92,7 +92,7 @@ def test_the_api_keeps_the_scripts_and_the_schedule_as_downloadable_artifacts(tm
 
     files = {name: (f, (SAMPLES / f).read_bytes()) for name, f in
              (("telemetry", "telemetry_dcgm.json"), ("topology", "topology.json"), ("jobs", "jobs.json"))}
-    with TestClient(create_app(store=RunStore(tmp_path / "runs.db"))) as client:
+    with TestClient(create_app(store=RunStore(tmp_path / "runs.db")), base_url="http://localhost") as client:
         response = client.post("/v1/energy/plan", files=files, data={"config": json.dumps({"gnn_steps": 10, "makespan_iterations": 2})})
         assert response.status_code == 200, response.text
         plan = response.json()

@@ -281,7 +281,7 @@ def _assert_one_line_4xx(status: int, body: bytes, case: str) -> None:
 @pytest.fixture(scope="module")
 def api_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     store = RunStore(tmp_path_factory.mktemp("hostile-api") / "runs.db")
-    with TestClient(create_app(store=store), raise_server_exceptions=False) as client:
+    with TestClient(create_app(store=store), raise_server_exceptions=False, base_url="http://localhost") as client:
         yield client
 
 
