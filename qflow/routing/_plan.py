@@ -12,6 +12,7 @@ import pandas as pd
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.routing._classical import (
     drop_penalty,
@@ -136,9 +137,7 @@ def plan_routing(
     if digests is None:
         graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
         digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
-    diagnostics = list(problem.notes)
-    if config.hqc and not config.qaoa:
-        diagnostics.append("hqc warm-starts QAOA and has no effect while qaoa is off")
+    diagnostics = list(problem.notes) + _toggle_notes(config)
 
     report(0.05, "building utilities")
     w = problem.complexity
@@ -158,7 +157,6 @@ def plan_routing(
         else:
             balanced = route_balanced(u, w, capacity, penalty=penalty)
             expert, prices, router_iterations = balanced.expert, balanced.prices, balanced.iterations
-    classical_expert = expert
 
     if config.qaoa:
         report(0.35, "QAOA refinement")
@@ -197,7 +195,9 @@ def plan_routing(
     metrics["qaoa_mean_ratio"] = float(np.mean([r for r in quantum.block_ratios if r is not None])) if quantum and quantum.block_ratios else None
     metrics["circuit_evaluations"] = quantum.circuits_run if quantum else 0
     if config.qaoa:
-        metrics["tokens_moved_by_qaoa"] = int((expert != classical_expert).sum())
+        moved = _tokens_moved_by_source(quantum, simulated=config.simulator)
+        metrics["tokens_moved_by_qaoa"] = moved["qaoa"]
+        metrics["tokens_moved_by_exact_blocks"] = moved["exact"]
 
     baselines: dict[str, dict[str, Any]] = {}
     if config.baselines:
@@ -221,6 +221,40 @@ def plan_routing(
     )
 
 
+def _toggle_notes(config: RoutingConfig) -> list[str]:
+    """Diagnostics for toggles that do nothing in the given combination."""
+    notes = []
+    if config.hqc and not config.qaoa:
+        notes.append("hqc warm-starts QAOA and has no effect while qaoa is off")
+    if config.simulator and not config.qaoa:
+        notes.append("simulator replaces QAOA circuits and has no effect while qaoa is off")
+    if config.deterministic_fallback and config.qaoa:
+        notes.append(
+            "deterministic_fallback picks the hash router only when qaoa is off; with qaoa on, a quantum failure "
+            "keeps the classical plan already computed (itself deterministic for a given input, config and seed)"
+        )
+    if config.qaoa and config.max_qubits > EXACT_MAX_VARIABLES:
+        notes.append(
+            f"max_qubits={config.max_qubits}: QAOA blocks are limited to {EXACT_MAX_VARIABLES} tokens so that every "
+            "block is checked against its exact optimum (enumeration)"
+        )
+    return notes
+
+
+def _tokens_moved_by_source(quantum: QuantumReport | None, *, simulated: bool) -> dict[str, int]:
+    """Tokens moved by blocks whose applied answer came from a QAOA circuit vs the exact block solve.
+
+    Under the ``simulator`` toggle no circuit runs: the drop-in is an exact
+    solve, so its moves count as exact.
+    """
+    moved = {"qaoa": 0, "exact": 0}
+    for block in quantum.blocks if quantum else []:
+        if block["applied"]:
+            source = "exact" if simulated or block["applied_from"] != "qaoa" else "qaoa"
+            moved[source] += int(block["tokens_moved"])
+    return moved
+
+
 def _relative_gap(reference: float, value: float) -> float:
     return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
@@ -228,30 +262,38 @@ def _relative_gap(reference: float, value: float) -> float:
 def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, heartbeat=None):
     """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment.
 
-    ``heartbeat`` is called between optimiser steps (the progress sink: a
-    front end's Cancel takes effect there).
+    On a quantum failure the classical plan ``expert`` (already computed) is
+    kept: it is the best plan at hand, and hash routing is only ever the
+    router when asked for with qaoa off. ``heartbeat`` is called between
+    optimiser steps (the progress sink: a front end's Cancel takes effect there).
     """
-    to = "hash" if config.deterministic_fallback else "classical"
     try:
         device = choose_device()
     except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, to, str(exc))
-        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+        solver.fall_back(solver.requested, "classical", str(exc))
+        return expert, solver
     budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
     kwargs = {"solver": classical_drop_in} if config.simulator else {}
     try:
         refined, blocks = refine_with_qaoa(
             u, w, expert, capacity,
-            layers=config.qaoa_layers, block_size=config.max_qubits, n_blocks=config.qaoa_blocks,
+            layers=config.qaoa_layers, block_size=min(config.max_qubits, EXACT_MAX_VARIABLES), n_blocks=config.qaoa_blocks,
             warm_start=config.hqc, device=device, budget=budget, max_steps=config.qaoa_steps,
             seed=config.seed, **kwargs,
         )
     except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, to, str(exc))
-        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+        solver.fall_back(solver.requested, "classical", str(exc))
+        return expert, solver
     solver.ran = solver.requested
     if config.simulator:
         solver.fall_back(solver.requested, "classical-drop-in", "simulator toggle on: each QAOA call replaced by exact enumeration")
+    elif blocks and not any(b["applied_from"] == "qaoa" for b in blocks):
+        exact_moves = sum(b["tokens_moved"] for b in blocks if b["applied"])
+        solver.fall_back(
+            solver.requested, "classical",
+            f"QAOA ran on {len(blocks)} blocks and none of its answers was adopted (each was infeasible or no better "
+            f"than the exact block solve or the plan as it stood); exact block solves moved {exact_moves} tokens",
+        )
     solver.quantum = QuantumReport(
         device="classical-drop-in" if config.simulator else device.name,
         device_reason="simulator toggle on" if config.simulator else device.reason,
@@ -268,10 +310,6 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, h
     if not blocks:
         diagnostics.append("QAOA found no expert pair with tokens to exchange")
     return refined, solver
-
-
-def _hash_plan(problem: RoutingProblem, w: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    return hash_route(problem.token_ids, w, capacity)
 
 
 def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float) -> dict[str, dict[str, Any]]:

@@ -30,6 +30,10 @@ _SCORE_COLUMN = re.compile(r"^score_(\d+)$")
 #: Token columns holding identifiers: read as text, compared as text.
 ID_COLUMNS = ("token_id", "source", "hint")
 _TRUE = {"true", "1", "yes", "y", "t"}
+#: Accepted link bandwidths, Gb/s: their ratios become distances, which must stay finite.
+BANDWIDTH_GBPS = (1e-6, 1e9)
+#: Accepted token complexities (relative weights): sums of a million stay exact enough in float64 and finite in float32.
+COMPLEXITY_RANGE = (1e-6, 1e6)
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
@@ -41,8 +45,8 @@ class RoutingConfig(QflowConfig):
     hqc: bool = Field(False, description="Warm-start each QAOA circuit from the classical plan (hybrid quantum-classical).")
     deterministic_fallback: bool = Field(
         False,
-        description="Use the stable token-id hash router (capacity-bounded) instead of the optimiser, "
-        "and as the fallback when the quantum path fails.",
+        description="Use the stable token-id hash router (capacity-bounded) instead of the optimiser (qaoa off); "
+        "with qaoa on it has no effect: a quantum failure keeps the classical plan.",
     )
     simulator: bool = Field(
         False, description="Replace each QAOA call by the classical drop-in with the same signature (exact block solve)."
@@ -54,7 +58,7 @@ class RoutingConfig(QflowConfig):
         0.1, ge=0, le=100, description="Affinity lost per unit of node-to-node distance between a token and its expert."
     )
     hint_bonus: float = Field(0.25, ge=0, le=10, description="Affinity added to a token's hinted expert.")
-    max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit (qubits = tokens per block).")
+    max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit (qubits = tokens per block; blocks stop at 20 tokens, the exact check's limit).")
     qaoa_blocks: int = Field(4, ge=1, le=64, description="How many expert-pair sub-problems QAOA refines.")
     qaoa_steps: int = Field(40, ge=1, le=500, description="Optimiser steps per QAOA block at most.")
     quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all QAOA circuits of one plan, s.")
@@ -270,14 +274,20 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
     )
 
 
-def _positive_number(value: Any, source: str, field: str, unit: str) -> float:
-    """``value`` as a positive finite float, or an InputError naming ``field``."""
+def _positive_number(
+    value: Any, source: str, field: str, unit: str, bounds: tuple[float, float] = (0.0, np.inf)
+) -> float:
+    """``value`` as a finite float in ``(low, high]``, or an InputError naming ``field``."""
+    low, high = bounds
+    expected = f"a positive finite number ({unit})" if bounds == (0.0, np.inf) else f"a number in ({low:g}, {high:g}] ({unit})"
     try:
         number = float(value)
+    except OverflowError:  # an integer too large for a float: never printed whole
+        raise InputError(source, field, "out of range", expected, f"an integer of about {int(value.bit_length() * 0.30103)} digits") from None
     except (TypeError, ValueError):
-        raise InputError(source, field, "not a number", f"a positive number ({unit})", value) from None
-    if not np.isfinite(number) or number <= 0:
-        raise InputError(source, field, "out of range", f"a positive finite number ({unit})", value)
+        raise InputError(source, field, "not a number", expected, value) from None
+    if not np.isfinite(number) or not low < number <= high:
+        raise InputError(source, field, "out of range", expected, value)
     return number
 
 
@@ -298,7 +308,7 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
         for end, name in ((a, "source"), (b, "target")):
             if str(end) not in locator:
                 raise InputError(source, f"links[{i}].{name}", "unknown node", "a listed node id", end)
-        bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s")
+        bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s", BANDWIDTH_GBPS)
         bandwidths.append(bw)
         graph.add_edge(locator[str(a)], locator[str(b)], bandwidth_gbps=bw)
     fastest = max(bandwidths)
@@ -455,9 +465,13 @@ def build_problem(
     complexity = np.ones(len(tokens))
     if "complexity" in tokens.columns:
         complexity = _numeric(tokens["complexity"], tokens_name, "complexity")
-        if (complexity <= 0).any():
-            row = int(np.flatnonzero(complexity <= 0)[0])
-            raise InputError(tokens_name, f"complexity[row {row}]", "not positive", "a positive weight", tokens["complexity"].iloc[row])
+        low, high = COMPLEXITY_RANGE
+        bad = (complexity < low) | (complexity > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            problem = "not positive" if complexity[row] <= 0 else "out of range"
+            raise InputError(tokens_name, f"complexity[row {row}]", problem, f"a positive weight in [{low:g}, {high:g}]",
+                             tokens["complexity"].iloc[row])
 
     scores = _score_matrix(tokens, E, tokens_name)
     if scores is None:
