@@ -14,6 +14,7 @@ from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mappin
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
     drop_penalty,
     dual_bound,
@@ -128,6 +129,13 @@ def plan_routing(
     """
     if not isinstance(config, RoutingConfig):
         config = RoutingConfig.from_mapping(config, "config")
+    # One torch thread throughout: see route_balanced (OpenMP waits dominate on a busy 2-core machine).
+    with one_torch_thread():
+        return _plan_routing(tokens, model_graph, config, digests, progress)
+
+
+def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[InputDigest] | None, progress: Progress | None) -> Plan:
+    """Body of :func:`plan_routing` (validated config)."""
     report = progress or (lambda fraction, message: None)
     timer = StageTimer()
     frame = _as_frame(tokens, "tokens")
