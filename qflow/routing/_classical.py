@@ -556,8 +556,13 @@ def exact_optimum(
     *,
     prices: np.ndarray | None = None,
     start_candidates: int = 8,
+    k: int = 1,
 ) -> dict[str, float | int | str]:
     """Exact LP optimum by column generation with scipy's HiGHS.
+
+    ``k`` experts per token (top-k routing: each token's ``k`` slots, at most
+    one per expert, a dropped slot costing ``penalty * w``; a b-matching, as
+    integral as the k = 1 case).
 
     Solves the LP over each token's best ``start_candidates`` experts (best
     after subtracting ``prices``, when a heuristic's prices are given), prices
@@ -576,7 +581,7 @@ def exact_optimum(
     from scipy.sparse import coo_matrix
 
     n, E = u.shape
-    K = min(start_candidates, E)
+    K = min(max(start_candidates, 2 * k), E)
     start = u if prices is None else u - weight[:, None] * prices[None, :]
     cols = np.argsort(-start, axis=1)[:, :K]
     active = np.zeros((n, E), dtype=bool)
@@ -592,7 +597,8 @@ def exact_optimum(
         cols_eq = np.arange(m + n)
         A_eq = coo_matrix((np.ones(m + n), (rows_eq, cols_eq)), shape=(n, m + n)).tocsr()
         A_ub = coo_matrix((weight[tok], (exp, np.arange(m))), shape=(E, m + n)).tocsr()
-        res = linprog(c, A_ub=A_ub, b_ub=capacity, A_eq=A_eq, b_eq=np.ones(n), bounds=(0, 1), method="highs")
+        bounds = np.column_stack([np.zeros(m + n), np.r_[np.ones(m), np.full(n, float(k))]])
+        res = linprog(c, A_ub=A_ub, b_ub=capacity, A_eq=A_eq, b_eq=np.full(n, float(k)), bounds=bounds, method="highs")
         if res.status != 0:
             raise RuntimeError(f"exact LP failed: {res.message}")
         pi = -res.eqlin.marginals  # token duals (value units)
@@ -602,8 +608,8 @@ def exact_optimum(
         if not add.any():
             break
         active |= add
-    x = res.x[:m]
-    integral = bool(np.all((x < 1e-7) | (x > 1 - 1e-7)))
+    x = res.x
+    integral = bool(np.all(np.abs(x - np.round(x)) < 1e-7))
     return {"value": float(-res.fun), "kind": "integral" if integral else "lp_upper_bound", "rounds": rounds, "columns": int(m)}
 
 

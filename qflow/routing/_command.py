@@ -6,14 +6,24 @@ from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
+from qflow.core.errors import InputError
+from qflow.core.io import parse_mapping, read_input
 from qflow.core.plan import Plan
-from qflow.routing._plan import load_routing_inputs, plan_routing
+from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
 from qflow.routing._schemas import RoutingConfig
+from qflow.routing._tensors import is_tensor_file, load_logit_layers
 
 __all__ = ["COMMANDS"]
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    if is_tensor_file(files["tokens"]):
+        frames, digests = load_logit_layers(files["tokens"], files.get("token_metadata"))
+        raw_graph = read_input(files["model_graph"])
+        return plan_routing_layers(frames, parse_mapping(raw_graph), config, digests=[*digests, raw_graph.digest("model_graph")])
+    if files.get("token_metadata") is not None:
+        raise InputError(Path(files["token_metadata"]).name, "(file)", "token metadata without a logits tensor",
+                         "tokens as .npy/.safetensors/.pt when token_metadata is given", Path(files["tokens"]).name)
     frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
     return plan_routing(frame, graph, config, digests=digests)
 
@@ -47,9 +57,12 @@ COMMANDS = (ModuleCommand(
     config_cls=RoutingConfig,
     inputs=("tokens", "model_graph"),
     input_help={
-        "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
+        "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding; "
+        "or router logits .npy/.safetensors/.pt of shape (tokens, experts) or (layers, tokens, experts)",
+        "token_metadata": "with a logits tensor: CSV/JSON, one row per token (token_id, source, complexity, hint, padding)",
         "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
     },
+    optional_inputs=("token_metadata",),
     sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,

@@ -28,10 +28,11 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
+from qflow.routing._plan_topk import route_and_measure_topk
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
 
-__all__ = ["plan_routing", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
+__all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
 Progress = Callable[[float, str], None]
 
@@ -84,6 +85,8 @@ def _as_frame(tokens: Any, name: str) -> pd.DataFrame:
 
 
 def _requested_path(config: RoutingConfig) -> str:
+    if config.top_k > 1 and not config.qaoa and not config.deterministic_fallback:
+        return "classical-topk"
     if config.qaoa:
         return "qaoa+hqc" if config.hqc else "qaoa"
     return "hash" if config.deterministic_fallback else "classical"
@@ -143,9 +146,12 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     with timer.stage("validate"):
         problem = build_problem(frame, model_graph, config, names.get("tokens", "tokens"), names.get("model_graph", "model_graph"))
     if digests is None:
-        graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
-        digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
+        with timer.stage("digest"):
+            graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
+            digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
     diagnostics = list(problem.notes) + _toggle_notes(config)
+    if config.top_k > 1:
+        return _plan_topk(problem, config, digests, diagnostics, timer, report)
 
     report(0.05, "building utilities")
     w = problem.complexity
@@ -229,6 +235,72 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     )
 
 
+def _plan_topk(problem: RoutingProblem, config: RoutingConfig, digests: list[InputDigest], diagnostics: list[str],
+               timer: StageTimer, report: Progress) -> Plan:
+    """``top_k > 1``: the top-k router, its bound and baselines (see :mod:`qflow.routing._plan_topk`)."""
+    report(0.05, "building utilities")
+    with timer.stage("utility"):
+        u = utility_matrix(problem, config.locality_weight)
+        penalty = drop_penalty(u)
+    solver = SolverReport(requested=_requested_path(config), ran="classical-topk")
+    report(0.15, "routing")
+    result, metrics, baselines = route_and_measure_topk(problem, u, penalty, config, solver, timer, diagnostics)
+    report(1.0, "done")
+    return Plan(module="routing", inputs=digests, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def plan_routing_layers(
+    frames: Sequence[pd.DataFrame],
+    model_graph: Mapping[str, Any] | nx.Graph,
+    config: RoutingConfig | Mapping[str, Any] | None = None,
+    *,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """One routing plan per layer (a (layers, tokens, experts) logits tensor), gathered in one Plan.
+
+    A single layer gives exactly :func:`plan_routing`'s plan. Several give
+    ``result.layers`` and ``metrics.layers`` (each layer's own result and
+    metrics, with ``layer`` and the path that ran), ``baselines`` per layer
+    under ``layer<i>.<name>``, and top-level totals: ``total_affinity``,
+    ``dropped_tokens``, ``capacity_violations`` summed; ``load_imbalance``
+    and ``gap_to_upper_bound`` the worst layer's.
+    """
+    if not isinstance(config, RoutingConfig):
+        config = RoutingConfig.from_mapping(config, "config")
+    if len(frames) == 1:
+        return plan_routing(frames[0], model_graph, config, digests=digests, progress=progress)
+    plans = []
+    for i, frame in enumerate(frames):
+        step = (lambda f, m, i=i: progress((i + f) / len(frames), f"layer {i}: {m}")) if progress else None
+        plans.append(plan_routing(frame, model_graph, config, digests=digests, progress=step))
+    ran = sorted({p.solver.ran for p in plans})
+    solver = plans[0].solver.model_copy(update={"ran": "+".join(ran) if len(ran) > 1 else ran[0], "quantum": None})
+    metrics: dict[str, Any] = {
+        "layers": [{"layer": i, "solver_ran": p.solver.ran, **p.metrics} for i, p in enumerate(plans)],
+        "total_affinity": float(sum(p.metrics["total_affinity"] for p in plans)),
+        "dropped_tokens": int(sum(p.metrics["dropped_tokens"] for p in plans)),
+        "capacity_violations": int(sum(p.metrics["capacity_violations"] for p in plans)),
+        "load_imbalance": float(max(p.metrics["load_imbalance"] for p in plans)),
+        "gap_to_upper_bound": float(max(p.metrics["gap_to_upper_bound"] for p in plans)),
+        "tokens_routed": int(sum(p.metrics["tokens_routed"] for p in plans)),
+        "cross_node_fraction": float(np.mean([p.metrics["cross_node_fraction"] for p in plans])),
+    }
+    timings: dict[str, float] = {}
+    for p in plans:
+        for stage, seconds in p.timings_s.items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 6)
+    return Plan(
+        module="routing", inputs=plans[0].inputs, config=config.model_dump(), solver=solver,
+        result={"layers": [{"layer": i, **p.result} for i, p in enumerate(plans)]},
+        metrics=metrics,
+        baselines={f"layer{i}.{name}": b for i, p in enumerate(plans) for name, b in p.baselines.items()},
+        timings_s=timings,
+        diagnostics=[f"layer {i}: {d}" for i, p in enumerate(plans) for d in p.diagnostics],
+    )
+
+
 def _toggle_notes(config: RoutingConfig) -> list[str]:
     """Diagnostics for toggles that do nothing in the given combination."""
     notes = []
@@ -241,6 +313,8 @@ def _toggle_notes(config: RoutingConfig) -> list[str]:
             "deterministic_fallback picks the hash router only when qaoa is off; with qaoa on, a quantum failure "
             "keeps the classical plan already computed (itself deterministic for a given input, config and seed)"
         )
+    if config.node_limit and config.top_k == 1:
+        notes.append("node_limit bounds the nodes of a token's top_k experts and has no effect with top_k=1")
     if config.qaoa and config.max_qubits > EXACT_MAX_VARIABLES:
         notes.append(
             f"max_qubits={config.max_qubits}: QAOA blocks are limited to {EXACT_MAX_VARIABLES} tokens so that every "

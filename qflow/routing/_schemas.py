@@ -63,6 +63,16 @@ class RoutingConfig(QflowConfig):
     qaoa_steps: int = Field(40, ge=1, le=500, description="Optimiser steps per QAOA block at most.")
     quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all QAOA circuits of one plan, s.")
     baselines: bool = Field(True, description="Also run hash routing, top-1 gating and greedy balanced on the same input.")
+    top_k: int = Field(
+        1, ge=1, le=64,
+        description="Experts per token (distinct); capacity = capacity_factor x top_k x total complexity / experts. "
+        "Above 1 the top-k router runs (no QAOA, no hash router).",
+    )
+    node_limit: int = Field(
+        0, ge=0, le=4096,
+        description="Each token's top_k experts lie on at most this many nodes (0 = off); nodes picked by the sum "
+        "of their best experts' utilities (DeepSeek-V3's rule), experts then optimised within them.",
+    )
     exact_max_tokens: int = Field(
         10_000, ge=0, le=200_000,
         description="Solve the exact LP optimum when at most this many tokens (0 = never); about 0.5 s at 8k tokens, 7 s at 20k.",
@@ -460,6 +470,10 @@ def build_problem(
         raise InputError(tokens_name, f"token_id[row {row}]", "duplicate token id", "unique ids", ids.iloc[row])
 
     E = graph.n_experts
+    if config.top_k > E:
+        raise InputError("config", "top_k", "more experts per token than experts", f"at most {E} (the experts in {model_graph_name})",
+                         config.top_k)
+    _check_node_limit(graph, config, model_graph_name)
     notes: list[str] = []
     padding = _bool_column(tokens["padding"], tokens_name, "padding") if "padding" in tokens.columns else np.zeros(len(tokens), bool)
     complexity = np.ones(len(tokens))
@@ -518,6 +532,17 @@ def build_problem(
         score_kind=score_kind,
         notes=notes + list(graph.notes),
     )
+
+
+def _check_node_limit(graph: ModelGraph, config: RoutingConfig, model_graph_name: str) -> None:
+    """``top_k`` must fit on any ``node_limit`` nodes the rule may pick (the smallest ones, at worst)."""
+    if not config.node_limit:
+        return
+    sizes = np.sort(np.bincount(graph.expert_node)[np.bincount(graph.expert_node) > 0])
+    fits = int(sizes[: config.node_limit].sum())
+    if config.top_k > fits:
+        raise InputError("config", "top_k", "more experts per token than node_limit allows",
+                         f"at most {fits} (experts on the {config.node_limit} smallest nodes of {model_graph_name})", config.top_k)
 
 
 def _resolve_hints(values: pd.Series, graph: ModelGraph, source: str) -> np.ndarray:
