@@ -171,10 +171,14 @@ def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndar
     token_ids = problem.token_ids.tolist()
     placed = experts >= 0
     weights = combine_weights(router_probabilities(problem, config.hint_bonus), experts)
-    assignments, combine = {}, {}
-    for token, row, keep, weight in zip(token_ids, experts, placed, weights, strict=True):
-        assignments[token] = names[row[keep]].tolist()
-        combine[token] = [round(float(x), 6) for x in weight[keep]]
+    expert_lists = names[np.maximum(experts, 0)].tolist()
+    weight_lists = np.round(weights, 6).tolist()
+    for i in np.flatnonzero(~placed.all(axis=1)):  # only rows with a dropped slot need filtering
+        keep = placed[i]
+        expert_lists[i] = names[experts[i][keep]].tolist()
+        weight_lists[i] = np.round(weights[i][keep], 6).tolist()
+    assignments = dict(zip(token_ids, expert_lists, strict=True))
+    combine = dict(zip(token_ids, weight_lists, strict=True))
     rows, cols = np.nonzero(placed)
     flat = experts[rows, cols]
     order = np.argsort(flat, kind="stable")
