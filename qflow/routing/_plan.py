@@ -31,6 +31,7 @@ from qflow.routing._classical import (
 from qflow.routing._plan_topk import route_and_measure_topk
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
+from qflow.routing._topk import aux_loss_free_routing
 
 __all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
@@ -217,7 +218,7 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     if config.baselines:
         report(0.75, "baselines")
         with timer.stage("baselines"):
-            baselines = _baselines(problem, u, w, capacity, penalty)
+            baselines = _baselines(problem, u, w, capacity, penalty, config)
 
     with timer.stage("result"):
         result = _result(problem, expert, capacity, config)
@@ -313,6 +314,8 @@ def _toggle_notes(config: RoutingConfig) -> list[str]:
             "deterministic_fallback picks the hash router only when qaoa is off; with qaoa on, a quantum failure "
             "keeps the classical plan already computed (itself deterministic for a given input, config and seed)"
         )
+    if config.aux_free_steps and not config.baselines:
+        notes.append("aux_free_steps simulates a baseline and has no effect while baselines is off")
     if config.node_limit and config.top_k == 1:
         notes.append("node_limit bounds the nodes of a token's top_k experts and has no effect with top_k=1")
     if config.qaoa and config.max_qubits > EXACT_MAX_VARIABLES:
@@ -394,7 +397,8 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, h
     return refined, solver
 
 
-def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float) -> dict[str, dict[str, Any]]:
+def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
+               config: RoutingConfig) -> dict[str, dict[str, Any]]:
     E = problem.graph.n_experts
     plain_hash = hash_experts(problem.token_ids, E)
     out = {
@@ -402,6 +406,9 @@ def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: 
         "top1_gating": route_metrics(problem, top1_gating(problem.affinity, w, capacity), u, capacity, penalty),
         "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
     }
+    if config.aux_free_steps:
+        online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
+        out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
     return out
 
 

@@ -14,6 +14,7 @@ from qflow.core.plan import SolverReport, StageTimer
 from qflow.routing._classical import exact_optimum
 from qflow.routing._schemas import RoutingConfig, RoutingProblem
 from qflow.routing._topk import (
+    aux_loss_free_routing,
     combine_weights,
     masked_utility,
     node_limited_mask,
@@ -134,6 +135,9 @@ def route_and_measure_topk(
                 "topk_gating": topk_metrics(problem, topk_gating(problem.affinity, w, capacity, k), u, capacity, penalty),
                 "topk_no_capacity": topk_metrics(problem, topk_uncapped(problem.affinity, k), u, capacity, penalty),
             }
+            if config.aux_free_steps:
+                online = aux_loss_free_routing(problem.affinity, k, config.aux_free_steps, config.aux_free_step_size)
+                baselines["aux_loss_free"] = topk_metrics(problem, online, u, capacity, penalty)
             if limited:
                 rule = node_limited_mask(problem.affinity, problem.graph.expert_node, k, config.node_limit)
                 gated = topk_gating(np.where(rule, problem.affinity, -np.inf), w, capacity, k)

@@ -73,6 +73,12 @@ class RoutingConfig(QflowConfig):
         description="Each token's top_k experts lie on at most this many nodes (0 = off); nodes picked by the sum "
         "of their best experts' utilities (DeepSeek-V3's rule), experts then optimised within them.",
     )
+    aux_free_steps: int = Field(
+        0, ge=0, le=100_000,
+        description="Also simulate DeepSeek-V3's auxiliary-loss-free balancing over this many steps (token batches "
+        "in row order) as the online baseline; 0 = off.",
+    )
+    aux_free_step_size: float = Field(0.001, gt=0, le=1.0, description="Its per-step bias update, score units.")
     exact_max_tokens: int = Field(
         10_000, ge=0, le=200_000,
         description="Solve the exact LP optimum when at most this many tokens (0 = never); about 0.5 s at 8k tokens, 7 s at 20k.",

@@ -317,3 +317,35 @@ def masked_utility(u: np.ndarray, allowed: np.ndarray, penalty: float, weight_ma
     """``u`` where allowed, and below dropping the slot elsewhere (worth ``-penalty * w``), so never chosen."""
     below = float(u.min()) - penalty * (weight_max + 1.0) - 1.0
     return np.where(allowed, u, np.float32(below)).astype(np.float32)
+
+
+def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
+    """DeepSeek-V3's auxiliary-loss-free balancing, simulated on the same scores (an online baseline).
+
+    Tokens arrive in ``steps`` equal batches in row order. Each token takes
+    its k best experts by ``score + bias``; after each batch every expert's
+    bias moves by ``step_size`` against its deviation from the batch's mean
+    load (down when overloaded, up when underloaded). The bias only selects:
+    affinity is still the score. No capacity: whatever overflows stays.
+
+    Parameters
+    ----------
+    scores : (n, E) router probabilities (affinity)
+    k : experts per token
+    steps : batches (training or serving steps)
+    step_size : bias update per step, in score units (DeepSeek-V3 used 0.001)
+
+    Returns
+    -------
+    ndarray of shape (n, k), int64
+    """
+    n, E = scores.shape
+    bias = np.zeros(E, dtype=np.float32)
+    experts = np.empty((n, k), dtype=np.int64)
+    table = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    for batch in np.array_split(np.arange(n), max(1, min(steps, n))):
+        chosen = torch.topk(table[batch[0]:batch[-1] + 1] + torch.from_numpy(bias), k, dim=1).indices.numpy()
+        experts[batch] = chosen
+        load = np.bincount(chosen.ravel(), minlength=E)
+        bias += np.float32(step_size) * np.sign(load.mean() - load).astype(np.float32)
+    return experts

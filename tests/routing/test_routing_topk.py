@@ -203,3 +203,29 @@ class TestNodeLimit:
     def test_limit_without_effect_is_flagged(self, extra, note):
         _, plan = self.plan(**extra)
         assert any("node_limit" in d and note in d for d in plan.diagnostics)
+
+
+class TestAuxLossFreeBaseline:
+    def test_bias_balances_what_plain_top_k_does_not(self):
+        tokens, graph = make_tokens(2000, 8, seed=8, skew=2.0), make_graph(2, 4)
+        plan = plan_routing(tokens, graph, {**SETTINGS, "top_k": 2, "aux_free_steps": 200, "aux_free_step_size": 0.01,
+                                            "exact_max_tokens": 0})
+        online, plain = plan.baselines["aux_loss_free"], plan.baselines["topk_no_capacity"]
+        assert online["load_imbalance"] < plain["load_imbalance"]
+        assert online["total_affinity"] < plain["total_affinity"]  # the bias trades affinity for balance
+        assert sum(online["expert_load"]) == pytest.approx(2 * 2000)  # nothing dropped online
+
+    def test_first_step_and_a_vanishing_step_size_are_plain_top_k(self):
+        from qflow.routing._topk import aux_loss_free_routing, topk_uncapped
+
+        p = make_tokens(300, 6, seed=9)[[f"score_{e}" for e in range(6)]].to_numpy(np.float32)
+        assert np.array_equal(aux_loss_free_routing(p, 2, 1, 0.5), topk_uncapped(p, 2))
+        assert np.array_equal(aux_loss_free_routing(p, 2, 30, 1e-12), topk_uncapped(p, 2))
+        moved = aux_loss_free_routing(p, 2, 30, 0.05)
+        assert np.array_equal(moved[:10], topk_uncapped(p[:10], 2)) and not np.array_equal(moved, topk_uncapped(p, 2))
+
+    def test_top1_plan_gets_it_only_when_asked(self):
+        tokens, graph = make_tokens(200, 4, seed=10), make_graph(2, 2)
+        assert "aux_loss_free" not in plan_routing(tokens, graph, {"exact_max_tokens": 0}).baselines
+        plan = plan_routing(tokens, graph, {"exact_max_tokens": 0, "aux_free_steps": 20})
+        assert plan.baselines["aux_loss_free"]["dropped_tokens"] == 0
