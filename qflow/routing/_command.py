@@ -7,8 +7,9 @@ from pathlib import Path
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
-from qflow.core.io import parse_mapping, read_input
+from qflow.core.io import load_table, parse_mapping, read_input
 from qflow.core.plan import Plan
+from qflow.routing._placement_plan import PlacementConfig, plan_placement
 from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
 from qflow.routing._schemas import RoutingConfig
 from qflow.routing._tensors import is_tensor_file, load_logit_layers
@@ -51,6 +52,25 @@ def _summarize(plan: Plan) -> list[str]:
     return lines
 
 
+def _run_placement(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    loads, raw_loads = load_table(files["loads"], records_key="loads", text_columns=("expert",))
+    raw_graph = read_input(files["model_graph"])
+    digests = [raw_loads.digest("loads", rows=len(loads), shape=list(loads.shape)), raw_graph.digest("model_graph")]
+    return plan_placement(loads, parse_mapping(raw_graph), config, digests=digests)
+
+
+def _summarize_placement(plan: Plan) -> list[str]:
+    m, lines = plan.metrics, []
+    keys = ("max_gpu_imbalance", "mean_gpu_imbalance", "max_node_imbalance", "cross_node_dispatch")
+    lines.append(f"  {'':<12}" + "".join(f"{k:>20}" for k in keys))
+    lines.append(f"  {'plan':<12}" + "".join(f"{format_value(m.get(k)):>20}" for k in keys))
+    for name, base in plan.baselines.items():
+        lines.append(f"  {name:<12}" + "".join(f"{format_value(base.get(k)):>20}" for k in keys))
+    lines.append(f"  worst gap of the max GPU load to its lower bound: {format_value(m.get('max_gap_to_lower_bound'))}; "
+                 f"{plan.result.get('slots_per_gpu')} slots per GPU")
+    return lines
+
+
 COMMANDS = (ModuleCommand(
     name="routing",
     help="assign MoE tokens to experts under capacity, near their expert",
@@ -66,4 +86,16 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,
-),)
+), ModuleCommand(
+    name="placement",
+    help="place MoE experts and replicas of the hot ones on GPUs from expert-load statistics (EPLB's three arrays)",
+    config_cls=PlacementConfig,
+    inputs=("loads", "model_graph"),
+    input_help={
+        "loads": "CSV or JSON list: layer, expert, load (expected tokens per expert, e.g. a serving engine's counters)",
+        "model_graph": "JSON/YAML: nodes with their gpus (the same count on every node)",
+    },
+    sample_inputs={"loads": "sample_data/routing/expert_loads.csv", "model_graph": "sample_data/routing/model_graph.json"},
+    run=_run_placement,
+    summarize=_summarize_placement,
+))
