@@ -162,6 +162,7 @@ def route_topk(
         real_prices = real_prices + (penalty - prices[E])
     margin_units = margin_t.numpy().astype(np.float64)
     experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units)
+    experts = _fill_spare_topk(u, wd, capacity, experts, cand_e[:, :K].numpy(), penalty)
     order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
     experts = np.take_along_axis(experts, order, axis=1)
     return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
@@ -219,6 +220,43 @@ def _repair_topk(
         if not took.any():
             break
     return experts, repaired
+
+
+def _fill_spare_topk(
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, penalty: float,
+    rounds: int = 16,
+) -> np.ndarray:
+    """Move slots into capacity the auction left unused, where they gain.
+
+    Prices only rise, so an expert can end below capacity at a positive
+    price (a coarse phase overshot) and no price rise brings tokens back.
+    Each round every token offers to replace its worst slot (a dropped one
+    first) by its best candidate expert that it does not use yet and that
+    has room; experts take the offers in order of gain while they fit.
+    """
+    n, k = experts.shape
+    E = capacity.shape[0]
+    experts = experts.copy()
+    rows = np.arange(n)
+    for _ in range(rounds):
+        placed = experts >= 0
+        load = np.bincount(experts[placed], weights=np.repeat(w, k)[placed.ravel()], minlength=E)
+        room = capacity - load
+        current = np.where(placed, u[rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
+        worst = np.argmin(current, axis=1)
+        used = (cand_e[:, :, None] == experts[:, None, :]).any(axis=2)
+        value = np.where(~used & (room[cand_e] >= w[:, None] - 1e-9), u[rows[:, None], cand_e], -np.inf)
+        best = np.argmax(value, axis=1)
+        gain = value[rows, best] - current[rows, worst]
+        movers = np.flatnonzero(gain > 1e-7)
+        if movers.size == 0:
+            break
+        movers = movers[np.argsort(-gain[movers], kind="stable")]
+        target = cand_e[movers, best[movers]]
+        took = _accept_in_order(target, w[movers], room.copy())
+        moved = movers[took]
+        experts[moved, worst[moved]] = target[took]
+    return experts
 
 
 def topk_dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int) -> float:
