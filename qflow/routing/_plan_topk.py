@@ -19,7 +19,7 @@ from qflow.routing._topk import (
     masked_utility,
     node_limited_mask,
     route_topk,
-    topk_dual_bound,
+    tightened_topk_bound,
     topk_gating,
     topk_objective,
     topk_uncapped,
@@ -106,7 +106,7 @@ def route_and_measure_topk(
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
     value = topk_objective(u, w, routed.experts, penalty)
     with timer.stage("bound"):
-        bound = topk_dual_bound(u_route, w, capacity, routed.prices, penalty, k)
+        bound, _ = tightened_topk_bound(u_route, w, capacity, routed.prices, penalty, k, value)
     metrics["objective_upper_bound"] = bound
     metrics["gap_to_upper_bound"] = _relative_gap(bound, value)
     metrics["affinity_gap_to_optimum"] = None

@@ -134,9 +134,10 @@ def route_topk(
     if max_iter is None:
         max_iter = int(np.clip(5e7 / max(n * cand_e.shape[1], 1), 30, 2000))
     steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
-    rounds_per_step = max(1, max_iter // len(steps))
     iterations, previous_eps = 0, 0.0
-    for step in steps:
+    for phase, step in enumerate(steps):
+        # A phase that settles early hands its unused rounds to the finer ones.
+        rounds_per_step = max(1, (max_iter - iterations) // (len(steps) - phase))
         eps = step * penalty
         prices = np.maximum(prices - BACKOFF * previous_eps, 0.0)
         previous_eps = eps
@@ -387,3 +388,49 @@ def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: flo
         load = np.bincount(chosen.ravel(), minlength=E)
         bias += np.float32(step_size) * np.sign(load.mean() - load).astype(np.float32)
     return experts
+
+
+def tightened_topk_bound(
+    u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int,
+    value: float, *, steps: int = 20, target_gap: float = 1e-4,
+) -> tuple[float, np.ndarray]:
+    """Lower the certified bound by projected subgradient steps on the dual, starting from the auction's prices.
+
+    ``g(p)`` (:func:`topk_dual_bound`) is convex with subgradient
+    ``capacity - load(p)``, where ``load(p)`` is what the tokens' top-k
+    choices at prices ``p`` would put on each expert. Polyak's step
+    ``(g - value) / |s|^2`` uses the plan's own objective ``value`` (a lower
+    bound on min g). Every iterate is a valid bound (weak duality), so the
+    smallest is reported; the plan itself is unchanged. This matters where
+    the auction stopped at its round budget with prices still far from the
+    dual optimum (many near-ties among experts).
+
+    Returns
+    -------
+    bound : float
+    prices : ndarray of shape (E,), the prices that gave it
+    """
+    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    w = torch.from_numpy(weight.astype(np.float32)).unsqueeze(1)
+    wd = weight.astype(np.float64)
+    E = capacity.shape[0]
+    p = np.maximum(prices, 0.0).astype(np.float64)
+    best_bound, best_p = np.inf, p
+    for _ in range(steps + 1):
+        charged = ut - w * torch.from_numpy(p.astype(np.float32))
+        top_value, top_e = torch.topk(torch.maximum(charged, -penalty * w), k, dim=1)
+        real = (charged.gather(1, top_e) >= -penalty * w).numpy()  # slots on an expert, not dropped
+        bound = float(top_value.double().sum()) + float(np.dot(capacity, p))
+        if bound < best_bound:
+            best_bound, best_p = bound, p.copy()
+        if (best_bound - value) <= target_gap * abs(best_bound):
+            break
+        e = top_e.numpy()[real]
+        load = np.bincount(e, weights=np.broadcast_to(wd[:, None], real.shape)[real], minlength=E)
+        sub = capacity - load
+        sub = np.where((p <= 0) & (sub > 0), 0.0, sub)  # projection onto p >= 0
+        norm = float(sub @ sub)
+        if norm <= 1e-18:
+            break
+        p = np.maximum(p - (bound - value) / norm * sub, 0.0)
+    return best_bound, best_p
