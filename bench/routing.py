@@ -17,9 +17,11 @@ Prints, in one run on this machine:
    ``plan_routing(DataFrame)`` call.
 6. Top-k: 256 experts on 8 nodes, top-8, node limit 4, on the same three
    distributions: engine time and certified gap.
+7. Expert placement with replicas against DeepSeek's EPLB greedy and a
+   contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
-       [--skew-tokens 50000,200000] [--topk-tokens 100000] [--only skew,topk]
+       [--skew-tokens 50000,200000] [--topk-tokens 100000] [--only skew,topk,placement]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
+from qflow.routing._placement_plan import plan_placement
 from qflow.routing._sample import make_model_graph, make_tokens
 from qflow.routing._schemas import build_problem
 
@@ -236,6 +239,32 @@ def topk(n: int) -> None:
               f"nodes/token max {m['nodes_per_token_max']}; imbalance {m['load_imbalance']:.3f}", flush=True)
 
 
+def placement() -> None:
+    print("== expert placement: 64 experts x 4 layers on 8 nodes x 4 GPUs, loads of the three skewed families ==")
+    print(f"  {'loads':<10} {'redundant':>9} {'time s':>7} {'plan max/mean GPU':>18} {'EPLB':>7} {'contiguous':>10} "
+          f"{'gap to bound':>12} {'node max/mean':>13} {'EPLB node':>9} {'x-node':>7} {'EPLB x-node':>11}")
+    graph = make_model_graph(8, 8, racks=2)
+    rng = np.random.default_rng(0)
+    for kind in DISTRIBUTIONS:
+        rows = []
+        for layer in range(4):
+            if kind == "zipf":
+                load = 1.0 / np.arange(1, 65) ** 1.2
+                rng.shuffle(load)
+            elif kind == "gamma":
+                load = rng.gamma(0.5, 2.0, 64)
+            else:
+                load = rng.dirichlet(np.full(64, 0.3))
+            rows += [{"layer": layer, "expert": f"expert{e}", "load": float(1e6 * load[e] / load.sum())} for e in range(64)]
+        for redundant in (0, 32, 64):
+            plan, seconds = timed(plan_placement, pd.DataFrame(rows), graph, {"redundant_experts": redundant})
+            m, eplb = plan.metrics, plan.baselines["eplb"]
+            flat = plan.baselines.get("contiguous", {}).get("max_gpu_imbalance", float("nan"))
+            print(f"  {kind:<10} {redundant:>9} {seconds:>7.2f} {m['max_gpu_imbalance']:>18.3f} {eplb['max_gpu_imbalance']:>7.3f} "
+                  f"{flat:>10.3f} {m['max_gap_to_lower_bound']:>12.3f} {m['max_node_imbalance']:>13.3f} "
+                  f"{eplb['max_node_imbalance']:>9.3f} {m['cross_node_dispatch']:>7.3f} {eplb['cross_node_dispatch']:>11.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1_000_000)
@@ -244,7 +273,7 @@ def main() -> None:
     parser.add_argument("--skip-qaoa", action="store_true")
     parser.add_argument("--skew-tokens", default="50000,200000", help="comma-separated sizes for the skew section")
     parser.add_argument("--topk-tokens", type=int, default=100_000)
-    parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk")
+    parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     wanted = lambda name: not only or name in only  # noqa: E731
@@ -261,6 +290,8 @@ def main() -> None:
         skew([int(x) for x in args.skew_tokens.split(",")])
     if wanted("topk"):
         topk(args.topk_tokens)
+    if wanted("placement"):
+        placement()
 
 
 if __name__ == "__main__":
