@@ -28,10 +28,10 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
-from qflow.routing._plan_topk import route_and_measure_topk
+from qflow.routing._plan_topk import route_and_measure_topk, topk_metrics
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
-from qflow.routing._topk import aux_loss_free_routing
+from qflow.routing._topk import aux_loss_free_routing, route_topk, topk_gating
 
 __all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
@@ -462,6 +462,10 @@ def capacity_sweep(
 ) -> list[dict[str, float]]:
     """Dropped tokens and affinity against ``capacity_factor``: router vs top-1 gating.
 
+    With ``top_k > 1`` in ``config``: the top-k router vs top-k gating, and
+    ``dropped_tokens`` counts tokens with at least one dropped slot (rows
+    also carry ``dropped_slots``).
+
     Returns
     -------
     list of dict
@@ -474,6 +478,8 @@ def capacity_sweep(
     problem = build_problem(_as_frame(tokens, "tokens"), model_graph, config)
     u = utility_matrix(problem, config.locality_weight)
     penalty = drop_penalty(u)
+    if config.top_k > 1:
+        return _capacity_sweep_topk(problem, u, penalty, config.top_k, factors)
     rows = []
     for factor in factors:
         cap = problem.capacity(float(factor))
@@ -484,4 +490,21 @@ def capacity_sweep(
             m = route_metrics(problem, expert, u, cap, penalty)
             rows.append({"capacity_factor": float(factor), "method": method, "dropped_tokens": m["dropped_tokens"],
                          "total_affinity": m["total_affinity"], "load_imbalance": m["load_imbalance"]})
+    return rows
+
+
+def _capacity_sweep_topk(problem: RoutingProblem, u: np.ndarray, penalty: float, k: int,
+                         factors: Sequence[float]) -> list[dict[str, float]]:
+    """Rows of :func:`capacity_sweep` for ``top_k > 1`` (capacity = factor x k x total / experts)."""
+    rows = []
+    for factor in factors:
+        cap = problem.capacity(float(factor) * k)
+        for method, experts in (
+            ("plan", route_topk(u, problem.complexity, cap, k, penalty=penalty).experts),
+            ("topk_gating", topk_gating(problem.affinity, problem.complexity, cap, k)),
+        ):
+            m = topk_metrics(problem, experts, u, cap, penalty)
+            rows.append({"capacity_factor": float(factor), "method": method, "dropped_tokens": m["dropped_tokens"],
+                         "dropped_slots": m["dropped_slots"], "total_affinity": m["total_affinity"],
+                         "load_imbalance": m["load_imbalance"]})
     return rows

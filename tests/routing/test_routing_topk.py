@@ -229,3 +229,17 @@ class TestAuxLossFreeBaseline:
         assert "aux_loss_free" not in plan_routing(tokens, graph, {"exact_max_tokens": 0}).baselines
         plan = plan_routing(tokens, graph, {"exact_max_tokens": 0, "aux_free_steps": 20})
         assert plan.baselines["aux_loss_free"]["dropped_tokens"] == 0
+
+
+def test_capacity_sweep_for_top_k():
+    from qflow.routing import capacity_sweep
+
+    tokens, graph = make_tokens(200, 8, seed=11, skew=1.5), make_graph(2, 4)
+    rows = capacity_sweep(tokens, graph, {**SETTINGS, "top_k": 2}, factors=(0.5, 1.0, 1.5))
+    plan_rows = [r for r in rows if r["method"] == "plan"]
+    gating_rows = [r for r in rows if r["method"] == "topk_gating"]
+    assert [r["capacity_factor"] for r in plan_rows] == [0.5, 1.0, 1.5] and len(gating_rows) == 3
+    # capacity = factor x 2 x 200 / 8 slots per expert: the router drops only what capacity forces
+    assert [r["dropped_slots"] for r in plan_rows] == [200, 0, 0]
+    assert all(g["dropped_slots"] >= p["dropped_slots"] for g, p in zip(gating_rows, plan_rows, strict=True))
+    assert gating_rows[1]["dropped_slots"] > 0
