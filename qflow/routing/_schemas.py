@@ -385,8 +385,19 @@ def _bool_column(values: pd.Series, source: str, name: str) -> np.ndarray:
     return text.isin(_TRUE).to_numpy()
 
 
+def _shown(value: Any) -> Any:
+    """``value`` as an error message may print it: an integer too long to print is described instead."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return value
+
+
 def _numeric(values: pd.Series, source: str, name: str) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    try:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    except OverflowError:  # an integer beyond float range, in an object column
+        row = next(i for i, v in enumerate(values.tolist()) if isinstance(v, int) and abs(v) > 1e308)
+        raise InputError(source, f"{name}[row {row}]", "not a finite number", "a finite number", _shown(values.iloc[row])) from None
     bad = ~np.isfinite(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -410,7 +421,7 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
             # C order: DataFrame blocks come out column-major, and every solver
             # step works row by row (a 5x difference at a million tokens).
             scores = np.ascontiguousarray(block.to_numpy(dtype=np.float32))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             for i in range(E):
                 _numeric(block.iloc[:, i], source, f"score_{i}")
             raise
@@ -431,8 +442,11 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
             rows.append(value)
         try:
             scores = np.asarray(rows, dtype=np.float32)
+        except OverflowError:
+            row = next(i for i, r in enumerate(rows) if any(isinstance(v, int) and abs(v) > 1e308 for v in r))
+            raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", "an integer beyond float range") from None
         except (TypeError, ValueError):
-            raise InputError(source, "scores", "not numbers", "lists of numbers", rows[0]) from None
+            raise InputError(source, "scores", "not numbers", "lists of numbers", _shown(rows[0]) if not isinstance(rows[0], list) else "a list") from None
         if not np.isfinite(scores).all():
             row = int(np.argwhere(~np.isfinite(scores))[0][0])
             raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", rows[row])

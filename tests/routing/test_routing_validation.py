@@ -84,6 +84,18 @@ class TestTokenColumns:
         err = raises_for(tokens, field="complexity[row 3]")
         assert "out of range" in str(err) and "1e+06" in err.expected
 
+    @pytest.mark.parametrize("column", ["complexity", "score_1"])
+    def test_integer_beyond_float_range_in_a_column(self, column):
+        tokens = good_tokens().astype({column: object})
+        tokens.loc[2, column] = 10**5000
+        err = raises_for(tokens, field=f"{column}[row 2]")
+        assert "5000 digits" in str(err) and len(str(err)) < 300
+
+    def test_integer_beyond_float_range_in_a_scores_list(self):
+        records = [{"token_id": f"t{i}", "scores": [0.2, 0.3, 10**5000 if i == 1 else 0.5]} for i in range(3)]
+        err = raises_for(records, field="scores[row 1]")
+        assert "beyond float range" in str(err)
+
     def test_huge_integer_capacity_is_not_printed(self):
         graph = {"nodes": GRAPH["nodes"], "experts": [*GRAPH["experts"][:2], {"id": "e2", "node": "n1", "capacity": 10**5000}]}
         err = raises_for(good_tokens(), graph, field="experts[2].capacity", source="model_graph")
