@@ -9,18 +9,34 @@ Prints, in one run on this machine:
    LP on HiGHS; integral for unit complexities): the router's gap to it.
 3. CSV parsing cost, reported separately from the engine call.
 4. QAOA refinement on the sample data: block ratios and circuit counts.
+5. Skewed score distributions (Zipf-like expert popularity, gamma expert bias
+   on normal logits, Dirichlet per token) at several sizes x 64 experts: the
+   whole CLI call and its route stage against a pandas top-1 gating script
+   (read CSV, argmax, capacity by arrival, write JSON), both run as fresh
+   processes in the same run; and the digest's share of an in-process
+   ``plan_routing(DataFrame)`` call.
+6. Top-k: 256 experts on 8 nodes, top-8, node limit 4, on the same three
+   distributions: engine time and certified gap.
+7. Expert placement with replicas against DeepSeek's EPLB greedy and a
+   contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
+       [--skew-tokens 50000,200000] [--topk-tokens 100000] [--only skew,topk,placement]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from qflow.routing import RoutingConfig, load_routing_inputs, plan_routing
@@ -35,6 +51,7 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
+from qflow.routing._placement_plan import plan_placement
 from qflow.routing._sample import make_model_graph, make_tokens
 from qflow.routing._schemas import build_problem
 
@@ -104,8 +121,6 @@ def parsing(n: int) -> None:
         path = Path(tmp) / "tokens.csv"
         frame.to_csv(path, index=False)
         graph_path = Path(tmp) / "graph.json"
-        import json
-
         graph_path.write_text(json.dumps(make_model_graph(8, 8, racks=2)))
         _, t_parse = timed(load_routing_inputs, path, graph_path)
         size = path.stat().st_size
@@ -128,19 +143,155 @@ def qaoa() -> None:
               f"steps {q.optimizer_steps}; circuits {q.circuits_run}; tokens moved {plan.metrics['tokens_moved_by_qaoa']}")
 
 
+DISTRIBUTIONS = ("zipf", "gamma", "dirichlet")
+
+GATING_SCRIPT = """
+import json, sys
+import numpy as np, pandas as pd
+frame = pd.read_csv(sys.argv[1])
+cols = [c for c in frame.columns if c.startswith("score_")]
+best = frame[cols].to_numpy().argmax(axis=1)
+capacity = int(np.ceil(1.25 * len(frame) / len(cols)))
+rank = pd.Series(best).groupby(best).cumcount().to_numpy()
+expert = np.where(rank < capacity, best, -1)
+json.dump(dict(zip(frame["token_id"].astype(str), expert.tolist())), open(sys.argv[2], "w"))
+"""
+
+
+def skewed_logits(kind: str, n: int, n_experts: int, seed: int = 0) -> np.ndarray:
+    """Router logits (n, E), float32, of one skewed family.
+
+    ``zipf``: expert popularity log(1 / rank^1.2) plus Gumbel noise per token;
+    ``gamma``: a Gamma(0.5, 2) bias per expert on standard normal logits;
+    ``dirichlet``: log of per-token Dirichlet probabilities with Gamma(0.3)
+    concentrations (a few experts carry most of each token's mass).
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "zipf":
+        popularity = np.log(1.0 / np.arange(1, n_experts + 1) ** 1.2)
+        rng.shuffle(popularity)
+        return (popularity[None, :] + rng.gumbel(size=(n, n_experts))).astype(np.float32)
+    if kind == "gamma":
+        return (rng.gamma(0.5, 2.0, size=n_experts)[None, :] + rng.normal(size=(n, n_experts))).astype(np.float32)
+    alpha = rng.gamma(0.3, 1.0, size=n_experts) + 1e-3
+    return np.log(rng.dirichlet(alpha, size=n) + 1e-9).astype(np.float32)
+
+
+def skewed_frame(kind: str, n: int, n_experts: int, n_nodes: int = 8) -> pd.DataFrame:
+    frame = pd.DataFrame(skewed_logits(kind, n, n_experts), columns=[f"score_{e}" for e in range(n_experts)])
+    frame.insert(0, "token_id", np.arange(n).astype(str))
+    frame.insert(1, "source", [f"node{i % n_nodes}" for i in range(n)])
+    return frame
+
+
+def run_process(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one child process.
+
+    Both, because on a shared machine the wall time mostly measures the
+    other processes; the CPU time is what the command itself cost.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def skew(sizes: list[int]) -> None:
+    print("== skewed distributions x 64 experts x 8 nodes, default config: CLI vs pandas top-1 gating script ==")
+    print("  wall and CPU seconds of each fresh process; route = the CLI plan's route stage; engine = plan_routing(DataFrame) in process")
+    print(f"  {'distribution':<10} {'tokens':>9} {'script s':>9} {'CLI s':>8} {'wall x':>7} {'script cpu':>10} {'CLI cpu':>8} "
+          f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'gap':>9} {'top1 max/mean':>13}")
+    graph = make_model_graph(8, 8, racks=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph_path = Path(tmp) / "graph.json"
+        graph_path.write_text(json.dumps(graph))
+        for n in sizes:
+            for kind in DISTRIBUTIONS:
+                frame = skewed_frame(kind, n, 64)
+                path = Path(tmp) / f"{kind}-{n}.csv"
+                frame.to_csv(path, index=False, float_format="%.6g")
+                t_script, c_script = run_process([sys.executable, "-c", GATING_SCRIPT, str(path), str(Path(tmp) / "gated.json")])
+                out = Path(tmp) / "plan.json"
+                t_cli, c_cli = run_process([sys.executable, "-m", "qflow", "routing", "--tokens", str(path), "--model-graph",
+                                     str(graph_path), "--out", str(out)])
+                cli_plan = json.loads(out.read_text())
+                plan, t_engine = timed(plan_routing, frame, graph, RoutingConfig())
+                top = np.bincount(frame.iloc[:, 2:].to_numpy().argmax(axis=1), minlength=64)
+                print(f"  {kind:<10} {n:>9,} {t_script:>9.2f} {t_cli:>8.2f} {t_cli / t_script:>7.2f} {c_script:>10.2f} {c_cli:>8.2f} "
+                      f"{c_cli / c_script:>6.2f} "
+                      f"{cli_plan['timings_s']['route']:>8.2f} {t_engine:>9.2f} {100 * plan.timings_s['digest'] / t_engine:>9.1f} "
+                      f"{plan.metrics['gap_to_upper_bound']:>9.2e} {top.max() / top.mean():>13.1f}", flush=True)
+                path.unlink()
+
+
+def topk(n: int) -> None:
+    print(f"== top-8 of 256 experts on 8 nodes, node limit 4, {n:,} tokens (engine call, no baselines) ==")
+    graph = make_model_graph(8, 32, racks=2)
+    config = RoutingConfig(top_k=8, node_limit=4, baselines=False, exact_max_tokens=0)
+    for kind in DISTRIBUTIONS:
+        frame = skewed_frame(kind, n, 256)
+        plan, seconds = timed(plan_routing, frame, graph, config)
+        m = plan.metrics
+        print(f"  {kind:<10} {seconds:7.2f} s (route {plan.timings_s['route']:.2f}, result {plan.timings_s['result']:.2f}); "
+              f"certified gap {m['gap_to_upper_bound']:.2e}; {m['router_iterations']} rounds; dropped slots {m['dropped_slots']}; "
+              f"nodes/token max {m['nodes_per_token_max']}; imbalance {m['load_imbalance']:.3f}", flush=True)
+
+
+def placement() -> None:
+    print("== expert placement: 64 experts x 4 layers on 8 nodes x 4 GPUs, loads of the three skewed families ==")
+    print(f"  {'loads':<10} {'redundant':>9} {'time s':>7} {'plan max/mean GPU':>18} {'EPLB':>7} {'contiguous':>10} "
+          f"{'gap to bound':>12} {'node max/mean':>13} {'EPLB node':>9} {'x-node':>7} {'EPLB x-node':>11}")
+    graph = make_model_graph(8, 8, racks=2)
+    rng = np.random.default_rng(0)
+    for kind in DISTRIBUTIONS:
+        rows = []
+        for layer in range(4):
+            if kind == "zipf":
+                load = 1.0 / np.arange(1, 65) ** 1.2
+                rng.shuffle(load)
+            elif kind == "gamma":
+                load = rng.gamma(0.5, 2.0, 64)
+            else:
+                load = rng.dirichlet(np.full(64, 0.3))
+            rows += [{"layer": layer, "expert": f"expert{e}", "load": float(1e6 * load[e] / load.sum())} for e in range(64)]
+        for redundant in (0, 32, 64):
+            plan, seconds = timed(plan_placement, pd.DataFrame(rows), graph, {"redundant_experts": redundant})
+            m, eplb = plan.metrics, plan.baselines["eplb"]
+            flat = plan.baselines.get("contiguous", {}).get("max_gpu_imbalance", float("nan"))
+            print(f"  {kind:<10} {redundant:>9} {seconds:>7.2f} {m['max_gpu_imbalance']:>18.3f} {eplb['max_gpu_imbalance']:>7.3f} "
+                  f"{flat:>10.3f} {m['max_gap_to_lower_bound']:>12.3f} {m['max_node_imbalance']:>13.3f} "
+                  f"{eplb['max_node_imbalance']:>9.3f} {m['cross_node_dispatch']:>7.3f} {eplb['cross_node_dispatch']:>11.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1_000_000)
     parser.add_argument("--exact-tokens", type=int, default=20_000)
     parser.add_argument("--parse-tokens", type=int, default=100_000)
     parser.add_argument("--skip-qaoa", action="store_true")
+    parser.add_argument("--skew-tokens", default="50000,200000", help="comma-separated sizes for the skew section")
+    parser.add_argument("--topk-tokens", type=int, default=100_000)
+    parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
     args = parser.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}; numpy {np.__version__}")
-    large(args.tokens)
-    exact(args.exact_tokens)
-    parsing(args.parse_tokens)
-    if not args.skip_qaoa:
+    only = set(filter(None, args.only.split(",")))
+    wanted = lambda name: not only or name in only  # noqa: E731
+    print(f"torch threads: {torch.get_num_threads()} (plan_routing runs on 1); numpy {np.__version__}")
+    if wanted("large"):
+        large(args.tokens)
+    if wanted("exact"):
+        exact(args.exact_tokens)
+    if wanted("parse"):
+        parsing(args.parse_tokens)
+    if wanted("qaoa") and not args.skip_qaoa:
         qaoa()
+    if wanted("skew"):
+        skew([int(x) for x in args.skew_tokens.split(",")])
+    if wanted("topk"):
+        topk(args.topk_tokens)
+    if wanted("placement"):
+        placement()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ was expected.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -424,22 +425,40 @@ def graph_from_node_link(data: Any, source: str) -> nx.Graph:
 
 
 def digest_frame(frame: pd.DataFrame, name: str, source: str | None = None) -> InputDigest:
-    """Digest of a DataFrame given directly (no file bytes to hash)."""
-    # Object columns may hold lists (a ``scores`` column): hash their text form.
-    safe = frame.copy(deep=False)
-    safe.columns = range(safe.shape[1])  # positional: duplicate names are allowed here
-    for col in safe.columns:
-        if pd.api.types.is_object_dtype(safe[col].dtype):
-            safe[col] = safe[col].astype(str)
-    hashed = pd.util.hash_pandas_object(safe, index=False)
-    header = "\x1f".join(map(str, frame.columns)).encode()
-    return InputDigest(
-        name=name,
-        sha256=digest_bytes(header + np.ascontiguousarray(hashed.to_numpy()).tobytes()),
-        rows=len(frame),
-        shape=list(frame.shape),
-        source=source,
-    )
+    """Digest of a DataFrame given directly (no file bytes to hash).
+
+    Columns are hashed by position (duplicate names are allowed), each with
+    its dtype: numeric and boolean columns by their raw bytes, object columns
+    of equal-length numeric sequences (a ``scores`` column) by the bytes of
+    the stacked float64 matrix, anything else by pandas' per-value hash of its
+    text form. Printing number arrays as text (the simple way) cost 19 of
+    22.6 s of a 50k-token routing call; bytes cost milliseconds.
+    """
+    hasher = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position]
+        hasher.update(f"\x1e{position}:{values.dtype}".encode())
+        hasher.update(_column_bytes(values))
+    return InputDigest(name=name, sha256=hasher.hexdigest(), rows=len(frame), shape=list(frame.shape), source=source)
+
+
+def _column_bytes(values: pd.Series) -> bytes | memoryview:
+    """Canonical bytes of one column (see :func:`digest_frame`)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biufcmM":
+        return memoryview(np.ascontiguousarray(values.to_numpy())).cast("B")
+    if pd.api.types.is_object_dtype(values.dtype):
+        items = values.tolist()
+        if items and all(isinstance(v, (list, tuple, np.ndarray)) for v in items):
+            try:
+                block = np.asarray(items, dtype=np.float64)
+            except (TypeError, ValueError):  # ragged or not numbers: text form below
+                block = None
+            if block is not None and block.ndim == 2:
+                return f"seq{block.shape}".encode() + block.tobytes()
+        if all(isinstance(v, str) for v in items):  # ids: hashed as they are, no factorising of unique values
+            return pd.util.hash_array(values.to_numpy(dtype=object), categorize=False).tobytes()
+        return pd.util.hash_array(values.astype(str).to_numpy(dtype=object), categorize=False).tobytes()
+    return pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
 
 
 def digest_mapping(data: Any, name: str, source: str | None = None) -> InputDigest:

@@ -7,15 +7,27 @@ from pathlib import Path
 
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
+from qflow.core.errors import InputError
+from qflow.core.io import load_table, parse_mapping, read_input
 from qflow.core.plan import Plan
-from qflow.routing._plan import load_routing_inputs, plan_routing
+from qflow.routing._placement_plan import PlacementConfig, plan_placement
+from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
 from qflow.routing._schemas import RoutingConfig
+from qflow.routing._tensors import is_tensor_file, load_logit_layers
 
 __all__ = ["COMMANDS"]
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    if is_tensor_file(files["tokens"]):
+        frames, digests = load_logit_layers(files["tokens"], files.get("token_metadata"))
+        raw_graph = read_input(files["model_graph"])
+        return plan_routing_layers(frames, parse_mapping(raw_graph), config, digests=[*digests, raw_graph.digest("model_graph")],
+                                   progress=progress)
+    if files.get("token_metadata") is not None:
+        raise InputError(Path(files["token_metadata"]).name, "(file)", "token metadata without a logits tensor",
+                         "tokens as .npy/.safetensors/.pt when token_metadata is given", Path(files["tokens"]).name)
     frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
     return plan_routing(frame, graph, config, digests=digests, progress=progress)
 
@@ -43,16 +55,50 @@ def _summarize(plan: Plan) -> list[str]:
     return lines
 
 
+def _run_placement(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+    loads, raw_loads = load_table(files["loads"], records_key="loads", text_columns=("expert",))
+    raw_graph = read_input(files["model_graph"])
+    digests = [raw_loads.digest("loads", rows=len(loads), shape=list(loads.shape)), raw_graph.digest("model_graph")]
+    return plan_placement(loads, parse_mapping(raw_graph), config, digests=digests)
+
+
+def _summarize_placement(plan: Plan) -> list[str]:
+    m, lines = plan.metrics, []
+    keys = ("max_gpu_imbalance", "mean_gpu_imbalance", "max_node_imbalance", "cross_node_dispatch")
+    lines.append(f"  {'':<12}" + "".join(f"{k:>20}" for k in keys))
+    lines.append(f"  {'plan':<12}" + "".join(f"{format_value(m.get(k)):>20}" for k in keys))
+    for name, base in plan.baselines.items():
+        lines.append(f"  {name:<12}" + "".join(f"{format_value(base.get(k)):>20}" for k in keys))
+    lines.append(f"  worst gap of the max GPU load to its lower bound: {format_value(m.get('max_gap_to_lower_bound'))}; "
+                 f"{plan.result.get('slots_per_gpu')} slots per GPU")
+    return lines
+
+
 COMMANDS = (ModuleCommand(
     name="routing",
     help="assign MoE tokens to experts under capacity, near their expert",
     config_cls=RoutingConfig,
     inputs=("tokens", "model_graph"),
     input_help={
-        "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding",
+        "tokens": "CSV or JSON list: token_id, source, complexity, scores or score_0..score_{E-1}, hint, padding; "
+        "or router logits .npy/.safetensors/.pt of shape (tokens, experts) or (layers, tokens, experts)",
+        "token_metadata": "with a logits tensor: CSV/JSON, one row per token (token_id, source, complexity, hint, padding)",
         "model_graph": "JSON/YAML: experts (id, node, capacity), nodes, links (bandwidth_gbps); or node-link JSON",
     },
+    optional_inputs=("token_metadata",),
     sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,
-),)
+), ModuleCommand(
+    name="placement",
+    help="place MoE experts and replicas of the hot ones on GPUs from expert-load statistics (EPLB's three arrays)",
+    config_cls=PlacementConfig,
+    inputs=("loads", "model_graph"),
+    input_help={
+        "loads": "CSV or JSON list: layer, expert, load (expected tokens per expert, e.g. a serving engine's counters)",
+        "model_graph": "JSON/YAML: nodes with their gpus (the same count on every node)",
+    },
+    sample_inputs={"loads": "sample_data/routing/expert_loads.csv", "model_graph": "sample_data/routing/model_graph.json"},
+    run=_run_placement,
+    summarize=_summarize_placement,
+))

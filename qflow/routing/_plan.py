@@ -12,7 +12,9 @@ import pandas as pd
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
     drop_penalty,
     dual_bound,
@@ -26,10 +28,12 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
+from qflow.routing._plan_topk import route_and_measure_topk, topk_metrics
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
+from qflow.routing._topk import aux_loss_free_routing, route_topk, topk_gating
 
-__all__ = ["plan_routing", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
+__all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
 Progress = Callable[[float, str], None]
 
@@ -82,6 +86,8 @@ def _as_frame(tokens: Any, name: str) -> pd.DataFrame:
 
 
 def _requested_path(config: RoutingConfig) -> str:
+    if config.top_k > 1 and not config.qaoa and not config.deterministic_fallback:
+        return "classical-topk"
     if config.qaoa:
         return "qaoa+hqc" if config.hqc else "qaoa"
     return "hash" if config.deterministic_fallback else "classical"
@@ -127,6 +133,13 @@ def plan_routing(
     """
     if not isinstance(config, RoutingConfig):
         config = RoutingConfig.from_mapping(config, "config")
+    # One torch thread throughout: see route_balanced (OpenMP waits dominate on a busy 2-core machine).
+    with one_torch_thread():
+        return _plan_routing(tokens, model_graph, config, digests, progress)
+
+
+def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[InputDigest] | None, progress: Progress | None) -> Plan:
+    """Body of :func:`plan_routing` (validated config)."""
     report = progress or (lambda fraction, message: None)
     timer = StageTimer()
     frame = _as_frame(tokens, "tokens")
@@ -134,11 +147,12 @@ def plan_routing(
     with timer.stage("validate"):
         problem = build_problem(frame, model_graph, config, names.get("tokens", "tokens"), names.get("model_graph", "model_graph"))
     if digests is None:
-        graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
-        digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
-    diagnostics = list(problem.notes)
-    if config.hqc and not config.qaoa:
-        diagnostics.append("hqc warm-starts QAOA and has no effect while qaoa is off")
+        with timer.stage("digest"):
+            graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
+            digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
+    diagnostics = list(problem.notes) + _toggle_notes(config)
+    if config.top_k > 1:
+        return _plan_topk(problem, config, digests, diagnostics, timer, report)
 
     report(0.05, "building utilities")
     w = problem.complexity
@@ -158,7 +172,6 @@ def plan_routing(
         else:
             balanced = route_balanced(u, w, capacity, penalty=penalty)
             expert, prices, router_iterations = balanced.expert, balanced.prices, balanced.iterations
-    classical_expert = expert
 
     if config.qaoa:
         report(0.35, "QAOA refinement")
@@ -197,13 +210,15 @@ def plan_routing(
     metrics["qaoa_mean_ratio"] = float(np.mean([r for r in quantum.block_ratios if r is not None])) if quantum and quantum.block_ratios else None
     metrics["circuit_evaluations"] = quantum.circuits_run if quantum else 0
     if config.qaoa:
-        metrics["tokens_moved_by_qaoa"] = int((expert != classical_expert).sum())
+        moved = _tokens_moved_by_source(quantum, simulated=config.simulator)
+        metrics["tokens_moved_by_qaoa"] = moved["qaoa"]
+        metrics["tokens_moved_by_exact_blocks"] = moved["exact"]
 
     baselines: dict[str, dict[str, Any]] = {}
     if config.baselines:
         report(0.75, "baselines")
         with timer.stage("baselines"):
-            baselines = _baselines(problem, u, w, capacity, penalty)
+            baselines = _baselines(problem, u, w, capacity, penalty, config)
 
     with timer.stage("result"):
         result = _result(problem, expert, capacity, config)
@@ -221,6 +236,110 @@ def plan_routing(
     )
 
 
+def _plan_topk(problem: RoutingProblem, config: RoutingConfig, digests: list[InputDigest], diagnostics: list[str],
+               timer: StageTimer, report: Progress) -> Plan:
+    """``top_k > 1``: the top-k router, its bound and baselines (see :mod:`qflow.routing._plan_topk`)."""
+    report(0.05, "building utilities")
+    with timer.stage("utility"):
+        u = utility_matrix(problem, config.locality_weight)
+        penalty = drop_penalty(u)
+    solver = SolverReport(requested=_requested_path(config), ran="classical-topk")
+    report(0.15, "routing")
+    result, metrics, baselines = route_and_measure_topk(problem, u, penalty, config, solver, timer, diagnostics)
+    report(1.0, "done")
+    return Plan(module="routing", inputs=digests, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def plan_routing_layers(
+    frames: Sequence[pd.DataFrame],
+    model_graph: Mapping[str, Any] | nx.Graph,
+    config: RoutingConfig | Mapping[str, Any] | None = None,
+    *,
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """One routing plan per layer (a (layers, tokens, experts) logits tensor), gathered in one Plan.
+
+    A single layer gives exactly :func:`plan_routing`'s plan. Several give
+    ``result.layers`` and ``metrics.layers`` (each layer's own result and
+    metrics, with ``layer`` and the path that ran), ``baselines`` per layer
+    under ``layer<i>.<name>``, and top-level totals: ``total_affinity``,
+    ``dropped_tokens``, ``capacity_violations`` summed; ``load_imbalance``
+    and ``gap_to_upper_bound`` the worst layer's.
+    """
+    if not isinstance(config, RoutingConfig):
+        config = RoutingConfig.from_mapping(config, "config")
+    if len(frames) == 1:
+        return plan_routing(frames[0], model_graph, config, digests=digests, progress=progress)
+    plans = []
+    for i, frame in enumerate(frames):
+        step = (lambda f, m, i=i: progress((i + f) / len(frames), f"layer {i}: {m}")) if progress else None
+        plans.append(plan_routing(frame, model_graph, config, digests=digests, progress=step))
+    ran = sorted({p.solver.ran for p in plans})
+    solver = plans[0].solver.model_copy(update={"ran": "+".join(ran) if len(ran) > 1 else ran[0], "quantum": None})
+    metrics: dict[str, Any] = {
+        "layers": [{"layer": i, "solver_ran": p.solver.ran, **p.metrics} for i, p in enumerate(plans)],
+        "total_affinity": float(sum(p.metrics["total_affinity"] for p in plans)),
+        "dropped_tokens": int(sum(p.metrics["dropped_tokens"] for p in plans)),
+        "capacity_violations": int(sum(p.metrics["capacity_violations"] for p in plans)),
+        "load_imbalance": float(max(p.metrics["load_imbalance"] for p in plans)),
+        "gap_to_upper_bound": float(max(p.metrics["gap_to_upper_bound"] for p in plans)),
+        "tokens_routed": int(sum(p.metrics["tokens_routed"] for p in plans)),
+        "cross_node_fraction": float(np.mean([p.metrics["cross_node_fraction"] for p in plans])),
+    }
+    timings: dict[str, float] = {}
+    for p in plans:
+        for stage, seconds in p.timings_s.items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 6)
+    return Plan(
+        module="routing", inputs=plans[0].inputs, config=config.model_dump(), solver=solver,
+        result={"layers": [{"layer": i, **p.result} for i, p in enumerate(plans)]},
+        metrics=metrics,
+        baselines={f"layer{i}.{name}": b for i, p in enumerate(plans) for name, b in p.baselines.items()},
+        timings_s=timings,
+        diagnostics=[f"layer {i}: {d}" for i, p in enumerate(plans) for d in p.diagnostics],
+    )
+
+
+def _toggle_notes(config: RoutingConfig) -> list[str]:
+    """Diagnostics for toggles that do nothing in the given combination."""
+    notes = []
+    if config.hqc and not config.qaoa:
+        notes.append("hqc warm-starts QAOA and has no effect while qaoa is off")
+    if config.simulator and not config.qaoa:
+        notes.append("simulator replaces QAOA circuits and has no effect while qaoa is off")
+    if config.deterministic_fallback and config.qaoa:
+        notes.append(
+            "deterministic_fallback picks the hash router only when qaoa is off; with qaoa on, a quantum failure "
+            "keeps the classical plan already computed (itself deterministic for a given input, config and seed)"
+        )
+    if config.aux_free_steps and not config.baselines:
+        notes.append("aux_free_steps simulates a baseline and has no effect while baselines is off")
+    if config.node_limit and config.top_k == 1:
+        notes.append("node_limit bounds the nodes of a token's top_k experts and has no effect with top_k=1")
+    if config.qaoa and config.max_qubits > EXACT_MAX_VARIABLES:
+        notes.append(
+            f"max_qubits={config.max_qubits}: QAOA blocks are limited to {EXACT_MAX_VARIABLES} tokens so that every "
+            "block is checked against its exact optimum (enumeration)"
+        )
+    return notes
+
+
+def _tokens_moved_by_source(quantum: QuantumReport | None, *, simulated: bool) -> dict[str, int]:
+    """Tokens moved by blocks whose applied answer came from a QAOA circuit vs the exact block solve.
+
+    Under the ``simulator`` toggle no circuit runs: the drop-in is an exact
+    solve, so its moves count as exact.
+    """
+    moved = {"qaoa": 0, "exact": 0}
+    for block in quantum.blocks if quantum else []:
+        if block["applied"]:
+            source = "exact" if simulated or block["applied_from"] != "qaoa" else "qaoa"
+            moved[source] += int(block["tokens_moved"])
+    return moved
+
+
 def _relative_gap(reference: float, value: float) -> float:
     return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
@@ -228,30 +347,38 @@ def _relative_gap(reference: float, value: float) -> float:
 def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, heartbeat=None):
     """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment.
 
-    ``heartbeat`` is called between optimiser steps (the progress sink: a
-    front end's Cancel takes effect there).
+    On a quantum failure the classical plan ``expert`` (already computed) is
+    kept: it is the best plan at hand, and hash routing is only ever the
+    router when asked for with qaoa off. ``heartbeat`` is called between
+    optimiser steps (the progress sink: a front end's Cancel takes effect there).
     """
-    to = "hash" if config.deterministic_fallback else "classical"
     try:
         device = choose_device()
     except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, to, str(exc))
-        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+        solver.fall_back(solver.requested, "classical", str(exc))
+        return expert, solver
     budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
     kwargs = {"solver": classical_drop_in} if config.simulator else {}
     try:
         refined, blocks = refine_with_qaoa(
             u, w, expert, capacity,
-            layers=config.qaoa_layers, block_size=config.max_qubits, n_blocks=config.qaoa_blocks,
+            layers=config.qaoa_layers, block_size=min(config.max_qubits, EXACT_MAX_VARIABLES), n_blocks=config.qaoa_blocks,
             warm_start=config.hqc, device=device, budget=budget, max_steps=config.qaoa_steps,
             seed=config.seed, **kwargs,
         )
     except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, to, str(exc))
-        return (_hash_plan(problem, w, capacity) if to == "hash" else expert), solver
+        solver.fall_back(solver.requested, "classical", str(exc))
+        return expert, solver
     solver.ran = solver.requested
     if config.simulator:
         solver.fall_back(solver.requested, "classical-drop-in", "simulator toggle on: each QAOA call replaced by exact enumeration")
+    elif blocks and not any(b["applied_from"] == "qaoa" for b in blocks):
+        exact_moves = sum(b["tokens_moved"] for b in blocks if b["applied"])
+        solver.fall_back(
+            solver.requested, "classical",
+            f"QAOA ran on {len(blocks)} blocks and none of its answers was adopted (each was infeasible or no better "
+            f"than the exact block solve or the plan as it stood); exact block solves moved {exact_moves} tokens",
+        )
     solver.quantum = QuantumReport(
         device="classical-drop-in" if config.simulator else device.name,
         device_reason="simulator toggle on" if config.simulator else device.reason,
@@ -270,11 +397,8 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, h
     return refined, solver
 
 
-def _hash_plan(problem: RoutingProblem, w: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    return hash_route(problem.token_ids, w, capacity)
-
-
-def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float) -> dict[str, dict[str, Any]]:
+def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
+               config: RoutingConfig) -> dict[str, dict[str, Any]]:
     E = problem.graph.n_experts
     plain_hash = hash_experts(problem.token_ids, E)
     out = {
@@ -282,6 +406,9 @@ def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: 
         "top1_gating": route_metrics(problem, top1_gating(problem.affinity, w, capacity), u, capacity, penalty),
         "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
     }
+    if config.aux_free_steps:
+        online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
+        out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
     return out
 
 
@@ -335,6 +462,10 @@ def capacity_sweep(
 ) -> list[dict[str, float]]:
     """Dropped tokens and affinity against ``capacity_factor``: router vs top-1 gating.
 
+    With ``top_k > 1`` in ``config``: the top-k router vs top-k gating, and
+    ``dropped_tokens`` counts tokens with at least one dropped slot (rows
+    also carry ``dropped_slots``).
+
     Returns
     -------
     list of dict
@@ -347,6 +478,8 @@ def capacity_sweep(
     problem = build_problem(_as_frame(tokens, "tokens"), model_graph, config)
     u = utility_matrix(problem, config.locality_weight)
     penalty = drop_penalty(u)
+    if config.top_k > 1:
+        return _capacity_sweep_topk(problem, u, penalty, config.top_k, factors)
     rows = []
     for factor in factors:
         cap = problem.capacity(float(factor))
@@ -357,4 +490,21 @@ def capacity_sweep(
             m = route_metrics(problem, expert, u, cap, penalty)
             rows.append({"capacity_factor": float(factor), "method": method, "dropped_tokens": m["dropped_tokens"],
                          "total_affinity": m["total_affinity"], "load_imbalance": m["load_imbalance"]})
+    return rows
+
+
+def _capacity_sweep_topk(problem: RoutingProblem, u: np.ndarray, penalty: float, k: int,
+                         factors: Sequence[float]) -> list[dict[str, float]]:
+    """Rows of :func:`capacity_sweep` for ``top_k > 1`` (capacity = factor x k x total / experts)."""
+    rows = []
+    for factor in factors:
+        cap = problem.capacity(float(factor) * k)
+        for method, experts in (
+            ("plan", route_topk(u, problem.complexity, cap, k, penalty=penalty).experts),
+            ("topk_gating", topk_gating(problem.affinity, problem.complexity, cap, k)),
+        ):
+            m = topk_metrics(problem, experts, u, cap, penalty)
+            rows.append({"capacity_factor": float(factor), "method": method, "dropped_tokens": m["dropped_tokens"],
+                         "dropped_slots": m["dropped_slots"], "total_affinity": m["total_affinity"],
+                         "load_imbalance": m["load_imbalance"]})
     return rows

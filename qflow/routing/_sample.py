@@ -101,3 +101,22 @@ def write_sample(directory: str | Path, seed: int = 0) -> list[Path]:
     tokens.to_csv(tokens_path, index=False)
     graph_path.write_text(json.dumps(graph, indent=1) + "\n")
     return [tokens_path, graph_path]
+
+
+def write_expert_loads(directory: str | Path, layers: int = 4) -> Path:
+    """Write ``expert_loads.csv`` (``layer, expert, load``): the placement sample.
+
+    Layer ``i``'s load is the complexity-weighted top-1 count of a token
+    trace made with ``seed=i`` (layer 0's trace has the router scores of the
+    bundled ``tokens.csv``), i.e. what a serving engine's expert-load counters
+    would show for these routers.
+    """
+    rows = []
+    for layer in range(layers):
+        tokens = make_tokens(8192, 64, 8, seed=layer, heavy_fraction=0.1)
+        best = tokens[[f"score_{e}" for e in range(64)]].to_numpy().argmax(axis=1)
+        load = np.bincount(best, weights=tokens["complexity"].to_numpy(dtype=float), minlength=64)
+        rows += [{"layer": layer, "expert": f"expert{e}", "load": float(load[e])} for e in range(64)]
+    path = Path(directory) / "expert_loads.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

@@ -30,6 +30,10 @@ _SCORE_COLUMN = re.compile(r"^score_(\d+)$")
 #: Token columns holding identifiers: read as text, compared as text.
 ID_COLUMNS = ("token_id", "source", "hint")
 _TRUE = {"true", "1", "yes", "y", "t"}
+#: Accepted link bandwidths, Gb/s: their ratios become distances, which must stay finite.
+BANDWIDTH_GBPS = (1e-6, 1e9)
+#: Accepted token complexities (relative weights): sums of a million stay exact enough in float64 and finite in float32.
+COMPLEXITY_RANGE = (1e-6, 1e6)
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
 
@@ -41,8 +45,8 @@ class RoutingConfig(QflowConfig):
     hqc: bool = Field(False, description="Warm-start each QAOA circuit from the classical plan (hybrid quantum-classical).")
     deterministic_fallback: bool = Field(
         False,
-        description="Use the stable token-id hash router (capacity-bounded) instead of the optimiser, "
-        "and as the fallback when the quantum path fails.",
+        description="Use the stable token-id hash router (capacity-bounded) instead of the optimiser (qaoa off); "
+        "with qaoa on it has no effect: a quantum failure keeps the classical plan.",
     )
     simulator: bool = Field(
         False, description="Replace each QAOA call by the classical drop-in with the same signature (exact block solve)."
@@ -54,11 +58,27 @@ class RoutingConfig(QflowConfig):
         0.1, ge=0, le=100, description="Affinity lost per unit of node-to-node distance between a token and its expert."
     )
     hint_bonus: float = Field(0.25, ge=0, le=10, description="Affinity added to a token's hinted expert.")
-    max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit (qubits = tokens per block).")
+    max_qubits: int = Field(16, ge=2, le=HARD_MAX_QUBITS, description="Largest QAOA circuit (qubits = tokens per block; blocks stop at 20 tokens, the exact check's limit).")
     qaoa_blocks: int = Field(4, ge=1, le=64, description="How many expert-pair sub-problems QAOA refines.")
     qaoa_steps: int = Field(40, ge=1, le=500, description="Optimiser steps per QAOA block at most.")
     quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all QAOA circuits of one plan, s.")
     baselines: bool = Field(True, description="Also run hash routing, top-1 gating and greedy balanced on the same input.")
+    top_k: int = Field(
+        1, ge=1, le=64,
+        description="Experts per token (distinct); capacity = capacity_factor x top_k x total complexity / experts. "
+        "Above 1 the top-k router runs (no QAOA, no hash router).",
+    )
+    node_limit: int = Field(
+        0, ge=0, le=4096,
+        description="Each token's top_k experts lie on at most this many nodes (0 = off); nodes picked by the sum "
+        "of their best experts' utilities (DeepSeek-V3's rule), experts then optimised within them.",
+    )
+    aux_free_steps: int = Field(
+        0, ge=0, le=100_000,
+        description="Also simulate DeepSeek-V3's auxiliary-loss-free balancing over this many steps (token batches "
+        "in row order) as the online baseline; 0 = off.",
+    )
+    aux_free_step_size: float = Field(0.001, gt=0, le=1.0, description="Its per-step bias update, score units.")
     exact_max_tokens: int = Field(
         10_000, ge=0, le=200_000,
         description="Solve the exact LP optimum when at most this many tokens (0 = never); about 0.5 s at 8k tokens, 7 s at 20k.",
@@ -270,14 +290,20 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
     )
 
 
-def _positive_number(value: Any, source: str, field: str, unit: str) -> float:
-    """``value`` as a positive finite float, or an InputError naming ``field``."""
+def _positive_number(
+    value: Any, source: str, field: str, unit: str, bounds: tuple[float, float] = (0.0, np.inf)
+) -> float:
+    """``value`` as a finite float in ``(low, high]``, or an InputError naming ``field``."""
+    low, high = bounds
+    expected = f"a positive finite number ({unit})" if bounds == (0.0, np.inf) else f"a number in ({low:g}, {high:g}] ({unit})"
     try:
         number = float(value)
+    except OverflowError:  # an integer too large for a float: never printed whole
+        raise InputError(source, field, "out of range", expected, f"an integer of about {int(value.bit_length() * 0.30103)} digits") from None
     except (TypeError, ValueError):
-        raise InputError(source, field, "not a number", f"a positive number ({unit})", value) from None
-    if not np.isfinite(number) or number <= 0:
-        raise InputError(source, field, "out of range", f"a positive finite number ({unit})", value)
+        raise InputError(source, field, "not a number", expected, value) from None
+    if not np.isfinite(number) or not low < number <= high:
+        raise InputError(source, field, "out of range", expected, value)
     return number
 
 
@@ -298,7 +324,7 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
         for end, name in ((a, "source"), (b, "target")):
             if str(end) not in locator:
                 raise InputError(source, f"links[{i}].{name}", "unknown node", "a listed node id", end)
-        bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s")
+        bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s", BANDWIDTH_GBPS)
         bandwidths.append(bw)
         graph.add_edge(locator[str(a)], locator[str(b)], bandwidth_gbps=bw)
     fastest = max(bandwidths)
@@ -359,8 +385,19 @@ def _bool_column(values: pd.Series, source: str, name: str) -> np.ndarray:
     return text.isin(_TRUE).to_numpy()
 
 
+def _shown(value: Any) -> Any:
+    """``value`` as an error message may print it: an integer too long to print is described instead."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return value
+
+
 def _numeric(values: pd.Series, source: str, name: str) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    try:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    except OverflowError:  # an integer beyond float range, in an object column
+        row = next(i for i, v in enumerate(values.tolist()) if isinstance(v, int) and abs(v) > 1e308)
+        raise InputError(source, f"{name}[row {row}]", "not a finite number", "a finite number", _shown(values.iloc[row])) from None
     bad = ~np.isfinite(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -384,7 +421,7 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
             # C order: DataFrame blocks come out column-major, and every solver
             # step works row by row (a 5x difference at a million tokens).
             scores = np.ascontiguousarray(block.to_numpy(dtype=np.float32))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             for i in range(E):
                 _numeric(block.iloc[:, i], source, f"score_{i}")
             raise
@@ -405,8 +442,11 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
             rows.append(value)
         try:
             scores = np.asarray(rows, dtype=np.float32)
+        except OverflowError:
+            row = next(i for i, r in enumerate(rows) if any(isinstance(v, int) and abs(v) > 1e308 for v in r))
+            raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", "an integer beyond float range") from None
         except (TypeError, ValueError):
-            raise InputError(source, "scores", "not numbers", "lists of numbers", rows[0]) from None
+            raise InputError(source, "scores", "not numbers", "lists of numbers", _shown(rows[0]) if not isinstance(rows[0], list) else "a list") from None
         if not np.isfinite(scores).all():
             row = int(np.argwhere(~np.isfinite(scores))[0][0])
             raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", rows[row])
@@ -450,14 +490,22 @@ def build_problem(
         raise InputError(tokens_name, f"token_id[row {row}]", "duplicate token id", "unique ids", ids.iloc[row])
 
     E = graph.n_experts
+    if config.top_k > E:
+        raise InputError("config", "top_k", "more experts per token than experts", f"at most {E} (the experts in {model_graph_name})",
+                         config.top_k)
+    _check_node_limit(graph, config, model_graph_name)
     notes: list[str] = []
     padding = _bool_column(tokens["padding"], tokens_name, "padding") if "padding" in tokens.columns else np.zeros(len(tokens), bool)
     complexity = np.ones(len(tokens))
     if "complexity" in tokens.columns:
         complexity = _numeric(tokens["complexity"], tokens_name, "complexity")
-        if (complexity <= 0).any():
-            row = int(np.flatnonzero(complexity <= 0)[0])
-            raise InputError(tokens_name, f"complexity[row {row}]", "not positive", "a positive weight", tokens["complexity"].iloc[row])
+        low, high = COMPLEXITY_RANGE
+        bad = (complexity < low) | (complexity > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            problem = "not positive" if complexity[row] <= 0 else "out of range"
+            raise InputError(tokens_name, f"complexity[row {row}]", problem, f"a positive weight in [{low:g}, {high:g}]",
+                             tokens["complexity"].iloc[row])
 
     scores = _score_matrix(tokens, E, tokens_name)
     if scores is None:
@@ -504,6 +552,17 @@ def build_problem(
         score_kind=score_kind,
         notes=notes + list(graph.notes),
     )
+
+
+def _check_node_limit(graph: ModelGraph, config: RoutingConfig, model_graph_name: str) -> None:
+    """``top_k`` must fit on any ``node_limit`` nodes the rule may pick (the smallest ones, at worst)."""
+    if not config.node_limit:
+        return
+    sizes = np.sort(np.bincount(graph.expert_node)[np.bincount(graph.expert_node) > 0])
+    fits = int(sizes[: config.node_limit].sum())
+    if config.top_k > fits:
+        raise InputError("config", "top_k", "more experts per token than node_limit allows",
+                         f"at most {fits} (experts on the {config.node_limit} smallest nodes of {model_graph_name})", config.top_k)
 
 
 def _resolve_hints(values: pd.Series, graph: ModelGraph, source: str) -> np.ndarray:

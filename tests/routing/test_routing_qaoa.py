@@ -10,7 +10,7 @@ import pytest
 from routing_helpers import check_plan_consistency, make_graph, make_tokens
 
 from qflow.core.errors import QuantumUnavailableError
-from qflow.core.qaoa import approximation_ratio
+from qflow.core.qaoa import EXACT_MAX_VARIABLES, approximation_ratio
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.routing import RoutingConfig, plan_routing
 from qflow.routing._classical import utility_matrix
@@ -51,8 +51,15 @@ class TestQuantumReport:
     def test_solver_section(self, qaoa_plans, seed):
         tokens, plan, _ = qaoa_plans[seed]
         solver = plan.solver
-        assert (solver.requested, solver.ran, solver.fallbacks) == ("qaoa+hqc", "qaoa+hqc", [])
         quantum = solver.quantum
+        assert quantum is not None
+        if any(b["applied_from"] == "qaoa" for b in quantum.blocks):
+            assert (solver.requested, solver.ran, solver.fallbacks) == ("qaoa+hqc", "qaoa+hqc", [])
+        else:  # QAOA ran and nothing it found was used: not in solver.ran, recorded with its effect
+            (fallback,) = solver.fallbacks
+            assert (solver.requested, solver.ran, fallback.to) == ("qaoa+hqc", "classical", "classical")
+            exact_moves = sum(b["tokens_moved"] for b in quantum.blocks if b["applied"])
+            assert f"exact block solves moved {exact_moves} tokens" in fallback.reason
         assert quantum is not None
         assert quantum.device == choose_device().name and quantum.layers == 2
         k = len(quantum.blocks)
@@ -94,9 +101,17 @@ class TestOnlyImprovementsApplied:
             moved = [t for t in before if before[t] != after[t]]
             for token in moved:
                 assert any({before[token], after[token]} <= pair for pair in pairs), token
-            assert len(moved) == sum(b["tokens_moved"] for b in blocks) == quantum.metrics["tokens_moved_by_qaoa"]
+            assert len(moved) == sum(b["tokens_moved"] for b in blocks)
+            by_qaoa = sum(b["tokens_moved"] for b in blocks if b["applied_from"] == "qaoa")
+            assert quantum.metrics["tokens_moved_by_qaoa"] == by_qaoa
+            assert quantum.metrics["tokens_moved_by_exact_blocks"] == len(moved) - by_qaoa
             assert quantum.metrics["dropped_tokens"] <= classical.metrics["dropped_tokens"]
         assert applied_somewhere  # otherwise this test would check nothing
+
+    def test_ran_names_qaoa_in_some_plan_and_not_in_others(self, qaoa_plans):
+        """Both branches of the adoption rule are exercised by the seeds."""
+        ran = {plan.solver.ran for _, plan, _ in qaoa_plans.values()}
+        assert ran == {"qaoa+hqc", "classical"}
 
     def test_applied_only_when_block_cost_falls(self, qaoa_plans):
         blocks = [block for _, plan, _ in qaoa_plans.values() for block in plan.solver.quantum.blocks]
@@ -215,31 +230,58 @@ class TestFallbacks:
         assert quantum.block_ratios and all(r == 1.0 for r in quantum.block_ratios)
         check_plan_consistency(plan, tokens)
 
-    @pytest.mark.parametrize(("deterministic", "ran"), [(False, "classical"), (True, "hash")])
-    def test_time_budget_zero(self, monkeypatch, deterministic, ran):
+    @pytest.mark.parametrize("deterministic", [False, True])
+    def test_time_budget_zero_keeps_the_classical_plan(self, monkeypatch, deterministic):
         monkeypatch.setenv("QFLOW_QUANTUM_TIME_BUDGET_S", "0")
         tokens, graph = instance(2)
         plan = plan_routing(tokens, graph, {**QAOA, "deterministic_fallback": deterministic})
         (fallback,) = plan.solver.fallbacks
-        assert (plan.solver.requested, plan.solver.ran, fallback.to) == ("qaoa+hqc", ran, ran)
+        assert (plan.solver.requested, plan.solver.ran, fallback.to) == ("qaoa+hqc", "classical", "classical")
         assert "time budget" in fallback.reason
         assert plan.solver.quantum is None
         classical, hashed = self.classical_and_hash(tokens, graph)
-        assert plan.result["assignments"] == (hashed if deterministic else classical)
+        assert plan.result["assignments"] == classical != hashed
+        assert plan.metrics["tokens_moved_by_qaoa"] == plan.metrics["tokens_moved_by_exact_blocks"] == 0
+        assert any("deterministic_fallback" in note for note in plan.diagnostics) == deterministic
         check_plan_consistency(plan, tokens)
 
-    @pytest.mark.parametrize(("deterministic", "ran"), [(False, "classical"), (True, "hash")])
-    def test_no_quantum_library(self, monkeypatch, deterministic, ran):
+    @pytest.mark.parametrize("deterministic", [False, True])
+    def test_no_quantum_library_keeps_the_classical_plan(self, monkeypatch, deterministic):
         def unavailable(*args, **kwargs):
             raise QuantumUnavailableError("pennylane is not installed")
 
         monkeypatch.setattr("qflow.routing._plan.choose_device", unavailable)
         tokens, graph = instance(3)
         plan = plan_routing(tokens, graph, {**QAOA, "hqc": False, "deterministic_fallback": deterministic})
-        assert plan.solver.requested == "qaoa" and plan.solver.ran == ran
+        assert plan.solver.requested == "qaoa" and plan.solver.ran == "classical"
         assert [f.reason for f in plan.solver.fallbacks] == ["pennylane is not installed"]
         classical, hashed = self.classical_and_hash(tokens, graph)
-        assert plan.result["assignments"] == (hashed if deterministic else classical)
+        assert plan.result["assignments"] == classical != hashed
+
+    def test_hash_only_when_asked_with_qaoa_off(self):
+        tokens, graph = instance(3)
+        plan = plan_routing(tokens, graph, {**QAOA, "qaoa": False, "deterministic_fallback": True})
+        assert plan.solver.requested == plan.solver.ran == "hash"
+        assert not any("deterministic_fallback" in note for note in plan.diagnostics)
+
+    def test_simulator_without_qaoa_is_flagged(self):
+        tokens, graph = instance(1)
+        plan = plan_routing(tokens, graph, {**QAOA, "qaoa": False, "simulator": True})
+        assert plan.solver.ran == "classical" and plan.solver.fallbacks == []
+        assert any("simulator" in note and "qaoa is off" in note for note in plan.diagnostics)
+        quiet = plan_routing(tokens, graph, {**QAOA, "qaoa": False})
+        assert not any("simulator" in note for note in quiet.diagnostics)
+
+    @pytest.mark.parametrize("max_qubits", [21, 24])
+    def test_max_qubits_up_to_the_documented_cap_runs(self, max_qubits):
+        """The documented range reaches 24: blocks grow past 16 tokens, never past the exact check's reach."""
+        tokens, graph = make_tokens(120, 4, seed=4, skew=0.2), make_graph(2, 2)
+        plan = plan_routing(tokens, graph, {**QAOA, "simulator": True, "max_qubits": max_qubits, "qaoa_blocks": 1})
+        quantum = plan.solver.quantum
+        largest = max(quantum.qubits_per_circuit)
+        assert 16 < largest <= min(max_qubits, EXACT_MAX_VARIABLES)
+        assert any("limited to" in note for note in plan.diagnostics) == (max_qubits > EXACT_MAX_VARIABLES)
+        check_plan_consistency(plan, tokens)
 
     def test_simulator_crash_falls_back(self, monkeypatch):
         def broken(*args, **kwargs):

@@ -75,6 +75,32 @@ class TestTokenColumns:
         err = raises_for(tokens, field="complexity[row 3]")
         assert "not positive" in str(err) and "positive" in err.expected
 
+    @pytest.mark.parametrize("bad", [1e308, 1e7, 1e-300])
+    def test_absurd_complexity(self, bad):
+        """Two tokens of 1e308 would sum to inf (and crash the exact LP); 1e-300 vanishes in float32."""
+        tokens = good_tokens()
+        tokens.loc[3, "complexity"] = bad
+        tokens.loc[4, "complexity"] = bad
+        err = raises_for(tokens, field="complexity[row 3]")
+        assert "out of range" in str(err) and "1e+06" in err.expected
+
+    @pytest.mark.parametrize("column", ["complexity", "score_1"])
+    def test_integer_beyond_float_range_in_a_column(self, column):
+        tokens = good_tokens().astype({column: object})
+        tokens.loc[2, column] = 10**5000
+        err = raises_for(tokens, field=f"{column}[row 2]")
+        assert "5000 digits" in str(err) and len(str(err)) < 300
+
+    def test_integer_beyond_float_range_in_a_scores_list(self):
+        records = [{"token_id": f"t{i}", "scores": [0.2, 0.3, 10**5000 if i == 1 else 0.5]} for i in range(3)]
+        err = raises_for(records, field="scores[row 1]")
+        assert "beyond float range" in str(err)
+
+    def test_huge_integer_capacity_is_not_printed(self):
+        graph = {"nodes": GRAPH["nodes"], "experts": [*GRAPH["experts"][:2], {"id": "e2", "node": "n1", "capacity": 10**5000}]}
+        err = raises_for(good_tokens(), graph, field="experts[2].capacity", source="model_graph")
+        assert len(str(err)) < 300 and "5000 digits" in str(err)
+
     @pytest.mark.parametrize("bad", [math.nan, math.inf, "heavy"])
     def test_non_finite_complexity(self, bad):
         tokens = good_tokens().astype({"complexity": object})
@@ -195,6 +221,9 @@ class TestModelGraph:
             ({"source": "n0", "target": "nX"}, "links[0].target"),
             ({"source": "n0", "target": "n1", "bandwidth_gbps": 0}, "links[0].bandwidth_gbps"),
             ({"source": "n0", "target": "n1", "bandwidth_gbps": "fast"}, "links[0].bandwidth_gbps"),
+            # Ratios of bandwidths become distances: a vanishing one would make them infinite.
+            ({"source": "n0", "target": "n1", "bandwidth_gbps": 1e-300}, "links[0].bandwidth_gbps"),
+            ({"source": "n0", "target": "n1", "bandwidth_gbps": 1e300}, "links[0].bandwidth_gbps"),
         ],
     )
     def test_bad_link(self, link, field):

@@ -1,0 +1,222 @@
+"""The top-k branch of ``plan_routing`` (``top_k > 1``): route, measure, report.
+
+Kept apart from the top-1 path so that path (and its sample plans) is
+unchanged; see :mod:`qflow.routing._topk` for the solver and the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qflow.core.plan import SolverReport, StageTimer
+from qflow.routing._classical import exact_optimum
+from qflow.routing._schemas import RoutingConfig, RoutingProblem
+from qflow.routing._topk import (
+    aux_loss_free_routing,
+    combine_weights,
+    masked_utility,
+    node_limited_mask,
+    route_topk,
+    tightened_topk_bound,
+    topk_gating,
+    topk_objective,
+    topk_uncapped,
+)
+
+__all__ = ["route_and_measure_topk", "topk_metrics"]
+
+
+def topk_metrics(
+    problem: RoutingProblem, experts: np.ndarray, u: np.ndarray, capacity: np.ndarray, penalty: float
+) -> dict[str, Any]:
+    """Quality figures of one top-k assignment (plan and baselines alike).
+
+    ``experts`` (n, k), -1 for a dropped slot. ``tokens_routed`` counts
+    tokens with all k slots placed, ``dropped_tokens`` those with at least
+    one dropped, ``dropped_slots`` the slots; loads, imbalance and
+    ``cross_node_fraction`` (over placed slots of tokens of known source)
+    are as for k = 1.
+    """
+    n, k = experts.shape
+    E = problem.graph.n_experts
+    w = problem.complexity
+    placed = experts >= 0
+    rows = np.nonzero(placed)[0]
+    cols = experts[placed]
+    load = np.bincount(cols, weights=w[rows], minlength=E)
+    known = problem.source_node[rows] >= 0
+    cross = problem.graph.expert_node[cols[known]] != problem.source_node[rows[known]]
+    full = placed.all(axis=1)
+    node_of = np.where(placed, problem.graph.expert_node[np.maximum(experts, 0)], -1)
+    sorted_nodes = np.sort(node_of, axis=1)
+    distinct = ((sorted_nodes[:, 1:] != sorted_nodes[:, :-1]) & (sorted_nodes[:, 1:] >= 0)).sum(axis=1) + (sorted_nodes[:, 0] >= 0)
+    mean_load = load.mean() if E else 0.0
+    return {
+        "tokens_routed": int(full.sum()),
+        "dropped_tokens": int((~full).sum()),
+        "dropped_slots": int((~placed).sum()),
+        "dropped_complexity": float((w[:, None] * ~placed).sum()),
+        "capacity_violations": int((load > capacity + 1e-9).sum()),
+        "max_overload": float(max(0.0, (load - capacity).max())),
+        "load_imbalance": float(load.max() / mean_load) if mean_load > 0 else 1.0,
+        "total_affinity": float(problem.affinity[rows, cols].astype(np.float64).sum()),
+        "objective": float(u[rows, cols].astype(np.float64).sum()),
+        "cross_node_fraction": float(cross.mean()) if cross.size else 0.0,
+        "nodes_per_token_mean": float(distinct.mean()) if n else 0.0,
+        "nodes_per_token_max": int(distinct.max()) if n else 0,
+        "expert_load": [round(float(x), 6) for x in load],
+    }
+
+
+def router_probabilities(problem: RoutingProblem, hint_bonus: float) -> np.ndarray:
+    """The router's own probabilities (affinity without the hint bonus), shape (n, E)."""
+    probabilities = problem.affinity.astype(np.float64, copy=True)
+    hinted = np.flatnonzero(problem.hint >= 0)
+    probabilities[hinted, problem.hint[hinted]] -= hint_bonus
+    return probabilities
+
+
+def route_and_measure_topk(
+    problem: RoutingProblem, u: np.ndarray, penalty: float, config: RoutingConfig, solver: SolverReport,
+    timer: StageTimer, diagnostics: list[str],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Top-k plan: returns ``(result, metrics, baselines)``.
+
+    QAOA blocks and the hash router exchange one expert per token, so with
+    ``top_k > 1`` they do not run; ``solver`` records that with the reason.
+    """
+    k = config.top_k
+    w = problem.complexity
+    capacity = problem.capacity(config.capacity_factor * k)
+    if config.qaoa:
+        solver.fall_back(solver.requested, "classical-topk", f"QAOA blocks move one expert per token; top_k={k} ran the classical top-k router")
+    elif config.deterministic_fallback:
+        solver.fall_back(solver.requested, "classical-topk", f"the hash router is top-1 only; top_k={k} ran the classical top-k router")
+    else:
+        solver.ran = "classical-topk"
+    limited = _node_limit_applies(problem, config, diagnostics)
+    with timer.stage("route"):
+        u_route = u
+        if limited:
+            allowed = node_limited_mask(u, problem.graph.expert_node, k, config.node_limit)
+            u_route = masked_utility(u, allowed, penalty, float(w.max()))
+        routed = route_topk(u_route, w, capacity, k, penalty=penalty)
+    metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
+    value = topk_objective(u, w, routed.experts, penalty)
+    with timer.stage("bound"):
+        bound, _ = tightened_topk_bound(u_route, w, capacity, routed.prices, penalty, k, value)
+    metrics["objective_upper_bound"] = bound
+    metrics["gap_to_upper_bound"] = _relative_gap(bound, value)
+    metrics["affinity_gap_to_optimum"] = None
+    metrics["optimum_kind"] = None
+    if 0 < problem.n_tokens <= config.exact_max_tokens:
+        with timer.stage("exact"):
+            exact = exact_optimum(u_route, w, capacity, penalty, prices=routed.prices, k=k)
+        metrics["objective_upper_bound"] = min(bound, exact["value"])
+        metrics["gap_to_upper_bound"] = _relative_gap(metrics["objective_upper_bound"], value)
+        metrics["objective_optimum"] = exact["value"]
+        metrics["optimum_kind"] = exact["kind"]
+        metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], value)
+    elif config.exact_max_tokens:
+        diagnostics.append(f"exact optimum skipped: {problem.n_tokens} tokens > exact_max_tokens={config.exact_max_tokens}; "
+                           "gap_to_upper_bound is a certified bound instead")
+    metrics["router_iterations"] = routed.iterations
+    metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
+    metrics["top_k"] = k
+    metrics["node_limit"] = config.node_limit if limited else 0
+    metrics["node_limit_affinity_cost"] = None
+    metrics["cross_node_fraction_saved"] = None
+    baselines: dict[str, dict[str, Any]] = {}
+    if config.baselines:
+        with timer.stage("baselines"):
+            baselines = {
+                "topk_gating": topk_metrics(problem, topk_gating(problem.affinity, w, capacity, k), u, capacity, penalty),
+                "topk_no_capacity": topk_metrics(problem, topk_uncapped(problem.affinity, k), u, capacity, penalty),
+            }
+            if config.aux_free_steps:
+                online = aux_loss_free_routing(problem.affinity, k, config.aux_free_steps, config.aux_free_step_size)
+                baselines["aux_loss_free"] = topk_metrics(problem, online, u, capacity, penalty)
+            if limited:
+                rule = node_limited_mask(problem.affinity, problem.graph.expert_node, k, config.node_limit)
+                gated = topk_gating(np.where(rule, problem.affinity, -np.inf), w, capacity, k)
+                baselines["node_limited_gating"] = topk_metrics(problem, gated, u, capacity, penalty)
+                free = topk_metrics(problem, route_topk(u, w, capacity, k, penalty=penalty).experts, u, capacity, penalty)
+                baselines["router_no_node_limit"] = free
+                metrics["node_limit_affinity_cost"] = free["total_affinity"] - metrics["total_affinity"]
+                metrics["cross_node_fraction_saved"] = free["cross_node_fraction"] - metrics["cross_node_fraction"]
+    elif limited:
+        diagnostics.append("baselines off: the affinity the node limit costs and the traffic it saves are not measured")
+    with timer.stage("result"):
+        result = _topk_result(problem, routed.experts, capacity, config)
+    return result, metrics, baselines
+
+
+def _node_limit_applies(problem: RoutingProblem, config: RoutingConfig, diagnostics: list[str]) -> bool:
+    """True when ``node_limit`` constrains anything; otherwise a diagnostic says why not."""
+    if not config.node_limit:
+        return False
+    nodes = int(np.unique(problem.graph.expert_node).size)
+    if config.node_limit >= nodes:
+        diagnostics.append(f"node_limit={config.node_limit} >= the {nodes} nodes hosting experts: no effect")
+        return False
+    return True
+
+
+def _relative_gap(reference: float, value: float) -> float:
+    return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
+
+
+def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndarray, config: RoutingConfig) -> dict[str, Any]:
+    """``assignments``: token -> its placed experts (best first); ``combine_weights`` in the same order."""
+    ids = problem.graph.expert_ids
+    names = np.asarray(ids, dtype=object)
+    token_ids = problem.token_ids.tolist()
+    placed = experts >= 0
+    weights = combine_weights(router_probabilities(problem, config.hint_bonus), experts)
+    expert_lists = names[np.maximum(experts, 0)].tolist()
+    weight_lists = np.round(weights, 6).tolist()
+    for i in np.flatnonzero(~placed.all(axis=1)):  # only rows with a dropped slot need filtering
+        keep = placed[i]
+        expert_lists[i] = names[experts[i][keep]].tolist()
+        weight_lists[i] = np.round(weights[i][keep], 6).tolist()
+    assignments = dict(zip(token_ids, expert_lists, strict=True))
+    combine = dict(zip(token_ids, weight_lists, strict=True))
+    rows, cols = np.nonzero(placed)
+    flat = experts[rows, cols]
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(len(ids) + 1))
+    queue_tokens = problem.token_ids[rows[order]]
+    queues = {ids[e]: queue_tokens[bounds[e]:bounds[e + 1]].tolist() for e in range(len(ids))}
+    short = ~placed.all(axis=1)
+    N = len(problem.graph.node_ids)
+    known = problem.source_node[rows] >= 0
+    traffic = np.zeros((N, N), dtype=np.int64)
+    np.add.at(traffic, (problem.source_node[rows[known]], problem.graph.expert_node[flat[known]]), 1)
+    total = float(problem.complexity.sum()) * config.top_k
+    dropped = {
+        "count": int(short.sum()),
+        "slots": int((~placed).sum()),
+        "token_ids": problem.token_ids[short].tolist(),
+        "reason": None,
+    }
+    if dropped["slots"]:
+        dropped["reason"] = (
+            f"total capacity {capacity.sum():g} < top_k x total complexity {total:g}" if capacity.sum() < total - 1e-9
+            else "capacity left on the experts a token may still use is smaller than its complexity (packing)"
+        )
+    return {
+        "expert_ids": ids,
+        "top_k": config.top_k,
+        "assignments": assignments,
+        "combine_weights": combine,
+        "expert_queues": queues,
+        "dropped": dropped,
+        "padding_token_ids": problem.padding_ids,
+        "expert_capacity": dict(zip(ids, [round(float(c), 6) for c in capacity], strict=True)),
+        "expert_node": dict(zip(ids, [problem.graph.node_ids[i] for i in problem.graph.expert_node], strict=True)),
+        "node_ids": problem.graph.node_ids,
+        "node_traffic_tokens": traffic.tolist(),
+        "score_kind": problem.score_kind,
+    }

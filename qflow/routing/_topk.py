@@ -1,0 +1,436 @@
+"""Top-k routing: each token to ``k`` distinct experts under capacity.
+
+The problem (one MoE layer with top-k gating, e.g. Mixtral 2 of 8)::
+
+    maximise   sum_{t,e} u[t, e] x[t, e]  -  penalty * sum_t w[t] d[t]
+    subject to sum_e x[t, e] + d[t] = k          for every token t
+               sum_t w[t] x[t, e] <= C[e]        for every expert e
+               0 <= x[t, e] <= 1,  0 <= d[t] <= k
+
+``d[t]`` counts the token's dropped slots. It is a bipartite b-matching:
+with whole-number complexities and capacities the LP is integral, so
+:func:`qflow.routing._classical.exact_optimum` (called with ``k``) gives the
+true optimum. For any expert prices ``p >= 0`` weak duality gives the bound
+``g(p) = sum_t topk_e max(u[t, e] - w[t] p[e], -penalty w[t]) + sum_e C[e] p[e]``
+(:func:`topk_dual_bound`).
+
+:func:`route_topk` is the ascending-price auction of ``route_balanced``
+generalised to k slots: each token takes its k best experts by
+``u - w * price``; the margin of a chosen expert is its value over the
+token's best unchosen option (the (k+1)-th expert, or dropping the slot);
+an overloaded expert raises its price exactly enough to shed its excess.
+Dropping is a pseudo-expert that holds the capacity shortfall and may take
+several slots of one token (it appears ``k`` times among the candidates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qflow.routing._classical import BACKOFF, WARM_START_ABOVE, WARM_START_SAMPLE, _accept_in_order, _grouped_shed
+
+__all__ = ["node_limited_mask", "masked_utility", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
+
+
+@dataclass
+class TopkRoute:
+    """Output of :func:`route_topk`.
+
+    Attributes
+    ----------
+    experts : ndarray of shape (n, k), int64
+        Expert indices per token, best first by utility; -1 marks a dropped slot.
+    prices : ndarray of shape (E,)
+        Dual prices (affinity per unit complexity) of the penalty formulation.
+    iterations : int
+        Price rounds run.
+    repaired : int
+        Slots placed by the repair pass.
+    """
+
+    experts: np.ndarray
+    prices: np.ndarray
+    iterations: int
+    repaired: int
+
+
+def _choose(value: torch.Tensor, k: int, drop_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best candidates per row and each one's margin over the best unchosen option.
+
+    ``value`` (n, K) with K > k; returns ``best_k`` (n, k) candidate positions
+    and ``margin`` (n, k) >= 0.
+    """
+    top_value, top_pos = torch.topk(value, k + 1, dim=1, sorted=True)
+    runner_up = torch.maximum(top_value[:, k], drop_value)
+    return top_pos[:, :k], top_value[:, :k] - runner_up.unsqueeze(1)
+
+
+def route_topk(
+    u: np.ndarray,
+    weight: np.ndarray,
+    capacity: np.ndarray,
+    k: int,
+    *,
+    penalty: float,
+    max_iter: int | None = None,
+    initial_prices: np.ndarray | None = None,
+) -> TopkRoute:
+    """Capacity-constrained top-k assignment by ascending expert prices.
+
+    Parameters
+    ----------
+    u : ndarray of shape (n, E)
+        Utility of each token for each expert.
+    weight : ndarray of shape (n,)
+        Complexity of each token (> 0); one slot on an expert costs it this much load.
+    capacity : ndarray of shape (E,)
+        Capacity of each expert, complexity units.
+    k : int
+        Experts per token, ``1 <= k <= E``.
+    penalty : float
+        Cost of a dropped slot per unit complexity.
+    max_iter : int, optional
+        Price rounds at most (default: 5e7 candidate evaluations, clamped to [30, 2000]).
+    initial_prices : ndarray of shape (E,), optional
+        Warm start (prices of the penalty formulation). Above
+        ``WARM_START_ABOVE`` tokens, without one, the prices are first solved
+        on a random eighth of the tokens (at least ``WARM_START_SAMPLE``) with
+        capacities scaled to match, shrunk by 2 %, as ``route_balanced`` does.
+
+    Returns
+    -------
+    TopkRoute
+        Loads never exceed ``capacity``; a token's experts are distinct.
+    """
+    n, E = u.shape
+    wd = weight.astype(np.float64)
+    shortfall = float(k * wd.sum() - capacity.sum())
+    has_drop = shortfall > 1e-9
+    K = min(E, max(16, 2 * k + 8))
+    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    w = torch.from_numpy(weight.astype(np.float32))
+    drop_value = -penalty * w
+    if initial_prices is None and n > WARM_START_ABOVE:
+        sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
+        share = wd[sample].sum() / wd.sum()
+        initial_prices = 0.98 * route_topk(u[sample], weight[sample], capacity * share, k, penalty=penalty).prices
+    start = ut if initial_prices is None else ut - w.unsqueeze(1) * torch.from_numpy(np.asarray(initial_prices, np.float32))
+    cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E).contiguous()
+    del start
+    cand_u = torch.gather(ut, 1, cand_e)
+    # Dropping is expert E, k copies per token. With a shortfall it holds exactly the slots that cannot
+    # fit (utility 0, priced like an expert); otherwise it costs the penalty and has no capacity limit.
+    drop_u = torch.zeros(n) if has_drop else drop_value
+    cand_e = torch.cat([cand_e, torch.full((n, k), E, dtype=cand_e.dtype)], dim=1)
+    cand_u = torch.cat([cand_u, drop_u.unsqueeze(1).expand(n, k)], dim=1)
+    cap = np.append(capacity.astype(np.float64), shortfall if has_drop else np.inf)
+    prices = np.zeros(cap.shape[0])
+    if initial_prices is not None:
+        # The drop option (utility 0 with a shortfall) priced at the penalty is worth -penalty * w, as it should.
+        prices = np.append(initial_prices, penalty if has_drop else 0.0).astype(np.float64)
+    if max_iter is None:
+        max_iter = int(np.clip(5e7 / max(n * cand_e.shape[1], 1), 30, 2000))
+    steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
+    iterations, previous_eps = 0, 0.0
+    for phase, step in enumerate(steps):
+        # A phase that settles early hands its unused rounds to the finer ones.
+        rounds_per_step = max(1, (max_iter - iterations) // (len(steps) - phase))
+        eps = step * penalty
+        prices = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        previous_eps = eps
+        for _ in range(rounds_per_step):
+            iterations += 1
+            charged = torch.from_numpy(prices.astype(np.float32))[cand_e]
+            value = cand_u - w.unsqueeze(1) * charged
+            best_pos, margin_t = _choose(value, k, drop_value)
+            chosen = torch.gather(cand_e, 1, best_pos).numpy()
+            flat = chosen.ravel()
+            unit_w = np.repeat(wd, k)
+            excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
+            over = excess > 1e-9
+            if not over.any():
+                break
+            members = np.flatnonzero(over[flat])
+            margin = margin_t.numpy().ravel()[members].astype(np.float64) / unit_w[members]
+            _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
+            prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
+    experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
+    real_prices = prices[:E]
+    if has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
+        real_prices = real_prices + (penalty - prices[E])
+    margin_units = margin_t.numpy().astype(np.float64)
+    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units)
+    experts = _fill_spare_topk(u, wd, capacity, experts, cand_e[:, :K].numpy(), penalty)
+    order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
+    experts = np.take_along_axis(experts, order, axis=1)
+    return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
+
+
+def _repair_topk(
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, margin: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Enforce capacity exactly, then place dropped slots where room is left.
+
+    Overloaded experts (possible after ``max_iter`` or through ties) shed
+    their smallest-margin slots. Dropped slots are then offered, in rounds, to
+    the best expert with room that the token does not already use, experts
+    taking them in order of utility while they fit (the greedy of
+    ``greedy_balanced``, per slot).
+    """
+    n, k = experts.shape
+    E = capacity.shape[0]
+    experts = experts.copy()
+    flat = experts.ravel()
+    unit_w = np.repeat(w, k)
+    placed = flat >= 0
+    load = np.bincount(flat[placed], weights=unit_w[placed], minlength=E)
+    excess = load - capacity
+    if (excess > 1e-9).any():
+        members = np.flatnonzero(placed & (excess[np.maximum(flat, 0)] > 1e-9))
+        shed, _ = _grouped_shed(flat[members], margin.ravel()[members] / unit_w[members], unit_w[members], np.maximum(excess, 0.0))
+        flat[members[shed]] = -1
+        experts = flat.reshape(n, k)
+        placed = flat >= 0
+        load = np.bincount(flat[placed], weights=unit_w[placed], minlength=E)
+    room = capacity - load
+    repaired = 0
+    for _ in range(E):
+        token, slot = np.nonzero(experts < 0)
+        if token.size == 0 or room.max() <= 1e-9:
+            break
+        scores = u[token].astype(np.float64).copy()
+        used = experts[token]
+        rows = np.repeat(np.arange(token.size), k)
+        scores[rows[used.ravel() >= 0], used.ravel()[used.ravel() >= 0]] = -np.inf
+        scores[:, room < w[token].min() - 1e-9] = -np.inf
+        # One slot per token per round: its experts must stay distinct.
+        first = np.r_[True, token[1:] != token[:-1]]
+        token, slot, scores = token[first], slot[first], scores[first]
+        best = scores.argmax(axis=1)
+        alive = np.isfinite(scores[np.arange(token.size), best])
+        if not alive.any():
+            break
+        token, slot, best, value = token[alive], slot[alive], best[alive], scores[alive, best[alive]]
+        order = np.argsort(-value, kind="stable")
+        took = _accept_in_order(best[order], w[token[order]], room)
+        experts[token[order][took], slot[order][took]] = best[order][took]
+        repaired += int(took.sum())
+        if not took.any():
+            break
+    return experts, repaired
+
+
+def _fill_spare_topk(
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, penalty: float,
+    rounds: int = 16,
+) -> np.ndarray:
+    """Move slots into capacity the auction left unused, where they gain.
+
+    Prices only rise, so an expert can end below capacity at a positive
+    price (a coarse phase overshot) and no price rise brings tokens back.
+    Each round every token offers to replace its worst slot (a dropped one
+    first) by its best candidate expert that it does not use yet and that
+    has room; experts take the offers in order of gain while they fit.
+    """
+    n, k = experts.shape
+    E = capacity.shape[0]
+    experts = experts.copy()
+    rows = np.arange(n)
+    for _ in range(rounds):
+        placed = experts >= 0
+        load = np.bincount(experts[placed], weights=np.repeat(w, k)[placed.ravel()], minlength=E)
+        room = capacity - load
+        current = np.where(placed, u[rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
+        worst = np.argmin(current, axis=1)
+        used = (cand_e[:, :, None] == experts[:, None, :]).any(axis=2)
+        value = np.where(~used & (room[cand_e] >= w[:, None] - 1e-9), u[rows[:, None], cand_e], -np.inf)
+        best = np.argmax(value, axis=1)
+        gain = value[rows, best] - current[rows, worst]
+        movers = np.flatnonzero(gain > 1e-7)
+        if movers.size == 0:
+            break
+        movers = movers[np.argsort(-gain[movers], kind="stable")]
+        target = cand_e[movers, best[movers]]
+        took = _accept_in_order(target, w[movers], room.copy())
+        moved = movers[took]
+        experts[moved, worst[moved]] = target[took]
+    return experts
+
+
+def topk_dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int) -> float:
+    """Upper bound on the top-k optimum from any prices ``>= 0`` (weak duality; see module docstring)."""
+    p = np.maximum(prices, 0.0)
+    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    w = torch.from_numpy(weight.astype(np.float32)).unsqueeze(1)
+    value = torch.maximum(ut - w * torch.from_numpy(p.astype(np.float32)), -penalty * w)
+    best = torch.topk(value, k, dim=1).values
+    return float(best.double().sum()) + float(np.dot(capacity, p))
+
+
+def topk_objective(u: np.ndarray, weight: np.ndarray, experts: np.ndarray, penalty: float) -> float:
+    """``sum u`` over placed slots minus ``penalty * w`` per dropped slot."""
+    placed = experts >= 0
+    rows = np.nonzero(placed)[0]
+    gained = float(u[rows, experts[placed]].astype(np.float64).sum())
+    return gained - penalty * float((weight[:, None] * ~placed).sum())
+
+
+def topk_uncapped(affinity: np.ndarray, k: int) -> np.ndarray:
+    """Each token's k highest-affinity experts, no capacity (plain top-k gating), shape (n, k)."""
+    return torch.topk(torch.from_numpy(np.ascontiguousarray(affinity)), k, dim=1).indices.numpy().astype(np.int64)
+
+
+def topk_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int) -> np.ndarray:
+    """Top-k gating with capacity (GShard/Switch style): overflow slots are dropped.
+
+    Each token asks its k highest-affinity experts; an expert accepts the
+    requests in arrival (row) order while they fit.
+
+    Returns
+    -------
+    ndarray of shape (n, k), int64 -- -1 where a slot was dropped.
+    """
+    wanted = topk_uncapped(affinity, k)
+    took = _accept_in_order(wanted.ravel(), np.repeat(weight.astype(np.float64), k), capacity.astype(np.float64).copy())
+    return np.where(took.reshape(wanted.shape), wanted, -1)
+
+
+def combine_weights(probabilities: np.ndarray, experts: np.ndarray) -> np.ndarray:
+    """Router probabilities of each token's placed experts, renormalised to sum 1 (0 for dropped slots).
+
+    Parameters
+    ----------
+    probabilities : (n, E), experts : (n, k) with -1 for dropped slots
+
+    Returns
+    -------
+    ndarray of shape (n, k), float64
+    """
+    placed = experts >= 0
+    chosen = np.where(placed, np.take_along_axis(probabilities, np.maximum(experts, 0), axis=1), 0.0).astype(np.float64)
+    total = chosen.sum(axis=1, keepdims=True)
+    uniform = placed / np.maximum(placed.sum(axis=1, keepdims=True), 1)
+    return np.where(total > 0, chosen / np.where(total > 0, total, 1.0), uniform)
+
+
+def node_limited_mask(scores: np.ndarray, expert_node: np.ndarray, k: int, node_limit: int) -> np.ndarray:
+    """Experts each token may use when its k experts must lie on at most ``node_limit`` nodes.
+
+    DeepSeek-V3's rule: score each node by the sum of its best
+    ``ceil(k / node_limit)`` expert scores for the token, keep the
+    ``node_limit`` best nodes, and allow every expert on them.
+
+    Parameters
+    ----------
+    scores : (n, E) float
+    expert_node : (E,) int, node index of each expert (nodes without experts are ignored)
+
+    Returns
+    -------
+    ndarray of shape (n, E), bool
+    """
+    n, E = scores.shape
+    nodes, slot = np.unique(expert_node, return_inverse=True)
+    per_node = np.bincount(slot, minlength=nodes.size)
+    width = int(per_node.max())
+    best_per_node = int(np.ceil(k / node_limit))
+    # (n, nodes, width) grid of scores, -inf padding where a node has fewer experts.
+    position = np.zeros(E, dtype=np.int64)
+    order = np.argsort(slot, kind="stable")
+    position[order] = np.arange(E) - np.repeat(np.cumsum(per_node) - per_node, per_node)
+    grid = torch.full((n, nodes.size, width), -torch.inf)
+    grid[:, slot, position] = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    take = min(best_per_node, width)
+    top = torch.topk(grid, take, dim=2).values
+    node_score = torch.where(torch.isfinite(top), top, 0.0).sum(dim=2)
+    keep_nodes = torch.topk(node_score, min(node_limit, nodes.size), dim=1).indices
+    allowed_nodes = torch.zeros((n, nodes.size), dtype=torch.bool)
+    allowed_nodes[torch.arange(n).unsqueeze(1), keep_nodes] = True
+    return allowed_nodes[:, torch.from_numpy(slot)].numpy()
+
+
+def masked_utility(u: np.ndarray, allowed: np.ndarray, penalty: float, weight_max: float) -> np.ndarray:
+    """``u`` where allowed, and below dropping the slot elsewhere (worth ``-penalty * w``), so never chosen."""
+    below = float(u.min()) - penalty * (weight_max + 1.0) - 1.0
+    return np.where(allowed, u, np.float32(below)).astype(np.float32)
+
+
+def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
+    """DeepSeek-V3's auxiliary-loss-free balancing, simulated on the same scores (an online baseline).
+
+    Tokens arrive in ``steps`` equal batches in row order. Each token takes
+    its k best experts by ``score + bias``; after each batch every expert's
+    bias moves by ``step_size`` against its deviation from the batch's mean
+    load (down when overloaded, up when underloaded). The bias only selects:
+    affinity is still the score. No capacity: whatever overflows stays.
+
+    Parameters
+    ----------
+    scores : (n, E) router probabilities (affinity)
+    k : experts per token
+    steps : batches (training or serving steps)
+    step_size : bias update per step, in score units (DeepSeek-V3 used 0.001)
+
+    Returns
+    -------
+    ndarray of shape (n, k), int64
+    """
+    n, E = scores.shape
+    bias = np.zeros(E, dtype=np.float32)
+    experts = np.empty((n, k), dtype=np.int64)
+    table = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    for batch in np.array_split(np.arange(n), max(1, min(steps, n))):
+        chosen = torch.topk(table[batch[0]:batch[-1] + 1] + torch.from_numpy(bias), k, dim=1).indices.numpy()
+        experts[batch] = chosen
+        load = np.bincount(chosen.ravel(), minlength=E)
+        bias += np.float32(step_size) * np.sign(load.mean() - load).astype(np.float32)
+    return experts
+
+
+def tightened_topk_bound(
+    u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int,
+    value: float, *, steps: int = 8, target_gap: float = 1e-4,
+) -> tuple[float, np.ndarray]:
+    """Lower the certified bound by projected subgradient steps on the dual, starting from the auction's prices.
+
+    ``g(p)`` (:func:`topk_dual_bound`) is convex with subgradient
+    ``capacity - load(p)``, where ``load(p)`` is what the tokens' top-k
+    choices at prices ``p`` would put on each expert. Polyak's step
+    ``(g - value) / |s|^2`` uses the plan's own objective ``value`` (a lower
+    bound on min g). Every iterate is a valid bound (weak duality), so the
+    smallest is reported; the plan itself is unchanged. This matters where
+    the auction stopped at its round budget with prices still far from the
+    dual optimum (many near-ties among experts).
+
+    Returns
+    -------
+    bound : float
+    prices : ndarray of shape (E,), the prices that gave it
+    """
+    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    w = torch.from_numpy(weight.astype(np.float32)).unsqueeze(1)
+    wd = weight.astype(np.float64)
+    E = capacity.shape[0]
+    p = np.maximum(prices, 0.0).astype(np.float64)
+    best_bound, best_p = np.inf, p
+    for _ in range(steps + 1):
+        charged = ut - w * torch.from_numpy(p.astype(np.float32))
+        top_value, top_e = torch.topk(torch.maximum(charged, -penalty * w), k, dim=1)
+        real = (charged.gather(1, top_e) >= -penalty * w).numpy()  # slots on an expert, not dropped
+        bound = float(top_value.double().sum()) + float(np.dot(capacity, p))
+        if bound < best_bound:
+            best_bound, best_p = bound, p.copy()
+        if (best_bound - value) <= target_gap * abs(best_bound):
+            break
+        e = top_e.numpy()[real]
+        load = np.bincount(e, weights=np.broadcast_to(wd[:, None], real.shape)[real], minlength=E)
+        sub = capacity - load
+        sub = np.where((p <= 0) & (sub > 0), 0.0, sub)  # projection onto p >= 0
+        norm = float(sub @ sub)
+        if norm <= 1e-18:
+            break
+        p = np.maximum(p - (bound - value) / norm * sub, 0.0)
+    return best_bound, best_p
