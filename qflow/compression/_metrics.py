@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from qflow.compression._dtypes import is_float, work_dtype
+
 __all__ = ["ErrorSums", "baseline_fp16", "baseline_int8", "baseline_zstd", "error_sums"]
 
 _CHUNK = 1 << 21
@@ -97,7 +99,7 @@ def _baseline(arrays: dict[str, np.ndarray], codec: Codec) -> tuple[Figures, dic
 
 
 def _fp16_cast(x: np.ndarray) -> tuple[np.ndarray, int, float]:
-    if x.dtype.kind != "f":
+    if not is_float(x.dtype) or x.dtype.itemsize <= 2:  # bf16 and fp8 are no larger than fp16
         return x, x.nbytes, 0.0
     start = time.perf_counter()
     half = x.astype(np.float16)
@@ -112,14 +114,16 @@ def _zstd_raw(x: np.ndarray, level: int = 3) -> tuple[np.ndarray, int, float]:
 
 
 def _int8_per_tensor(x: np.ndarray) -> tuple[np.ndarray, int, float]:
-    if x.dtype.kind != "f" or not x.size:
+    if not is_float(x.dtype) or not x.size or x.dtype.itemsize == 1:
         return x, x.nbytes, 0.0
     start = time.perf_counter()
-    peak = float(np.abs(x).max())
+    work = work_dtype(x.dtype)
+    xw = x.astype(work, copy=False)
+    peak = float(np.abs(xw).max())
     scale = peak / 127 if peak > 0 else 1.0
-    codes = np.clip(np.rint(x / x.dtype.type(scale)), -127, 127).astype(np.int8)
+    codes = np.clip(np.rint(xw / work(scale)), -127, 127).astype(np.int8)
     seconds = time.perf_counter() - start
-    return codes.astype(x.dtype) * x.dtype.type(scale), x.size + 4, seconds  # codes + one float32 scale
+    return (codes.astype(work) * work(scale)).astype(x.dtype), x.size + 4, seconds  # codes + one float32 scale
 
 
 def baseline_fp16(arrays: dict[str, np.ndarray]) -> tuple[Figures, dict[str, Figures]]:

@@ -1,0 +1,154 @@
+"""Tensors through worker threads in order, and restored tensors out to files as they are decoded.
+
+Encoding and decoding a tensor is numpy, zstd and sha256 work, all of which
+release the GIL, so threads use every core without copying tensors between
+processes. :func:`ordered_map` keeps at most ``window`` results in flight
+and yields them in input order, so the container (and each restored file) is
+written as tensors finish and peak memory is bounded by the window, not by
+the checkpoint.
+
+Restores (:func:`write_safetensors_files`): a checkpoint read from
+safetensors files is written back as the same files -- each file's header
+as it was stored, the tensors at the offsets it names, and the sharded
+index as it was -- so a lossless restore is byte-identical; ``--out
+file.safetensors`` merges everything into one file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from qflow.compression._dtypes import dtype_info
+from qflow.core.errors import InputError
+
+__all__ = ["ordered_map", "merged_safetensors_header", "safetensors_outputs", "write_safetensors_files"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None) -> Iterator[R]:
+    """``func`` over ``items`` on ``workers`` threads, results in input order, at most ``window`` in flight.
+
+    ``workers == 1`` runs in the calling thread (no pool). An exception in
+    ``func`` is raised here and the tasks not yet started are cancelled.
+    """
+    if workers <= 1:
+        for item in items:
+            yield func(item)
+        return
+    window = window or workers + 1
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="qflow-compress")
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _aligned(text: bytes) -> bytes:
+    """A safetensors header padded with spaces to a multiple of 8 bytes (as the format's writer does)."""
+    return text + b" " * (-len(text) % 8)
+
+
+def merged_safetensors_header(records: list[dict[str, Any]], metadata: Mapping[str, str] | None) -> bytes:
+    """A new safetensors header for ``records`` (in their order), data back to back."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for record in records:
+        info = dtype_info(record["dtype"])
+        nbytes = math.prod(record["shape"]) * info.numpy.itemsize
+        header[record["name"]] = {"dtype": info.safetensors, "shape": record["shape"],
+                                  "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    return _aligned(json.dumps(header, separators=(",", ":")).encode())
+
+
+def _stored_order(text: str, records: Mapping[str, dict[str, Any]], file_name: str, source: str) -> list[str]:
+    """Tensor names of a stored header in offset order, each checked against the container's record."""
+    header = json.loads(text)
+    names = [n for n in header if n != "__metadata__"]
+    for name in names:
+        record = records.get(name)
+        info = dtype_info(record["dtype"]) if record else None
+        if record is None or info is None or info.safetensors != header[name]["dtype"] \
+                or list(header[name]["shape"]) != list(record["shape"]):
+            raise InputError(source, f"layout {file_name}: {name}", "layout does not match the tensor records",
+                             "the same name, dtype and shape", None if record is None else record["dtype"])
+    return sorted(names, key=lambda n: header[n]["data_offsets"][0])
+
+
+def safetensors_outputs(layout: Mapping[str, Any] | None, records: list[dict[str, Any]], out: Path, source: str
+                        ) -> list[tuple[Path, bytes, list[str]]]:
+    """``(path, header bytes incl. the 8-byte length, tensor names in write order)`` for each file to write.
+
+    ``out`` a folder: the recorded safetensors files (headers as stored),
+    or ``model.safetensors`` when the checkpoint had none. ``out`` a
+    ``.safetensors`` file: one merged file (a single stored file is written
+    as it was).
+    """
+    by_name = {r["name"]: r for r in records}
+    files = [f for f in (layout or {}).get("files", []) if f.get("header") is not None]
+    stored = bool(files) and (layout or {}).get("kind") in ("safetensors", "sharded")
+    if out.suffix.lower() == ".safetensors" and not (stored and len(files) == 1):
+        metadata = files[0].get("metadata") if stored and len(files) == 1 else None
+        text = merged_safetensors_header(records, metadata)
+        return [(out, len(text).to_bytes(8, "little") + text, [r["name"] for r in records])]
+    if not stored:
+        text = merged_safetensors_header(records, None)
+        target = out if out.suffix.lower() == ".safetensors" else out / "model.safetensors"
+        return [(target, len(text).to_bytes(8, "little") + text, [r["name"] for r in records])]
+    outputs = []
+    for entry in files:
+        text = entry["header"].encode()
+        target = out if out.suffix.lower() == ".safetensors" else out / Path(entry["name"]).name
+        outputs.append((target, len(text).to_bytes(8, "little") + text,
+                        _stored_order(entry["header"], by_name, entry["name"], source)))
+    return outputs
+
+
+def write_safetensors_files(outputs: list[tuple[Path, bytes, list[str]]], tensors: Iterator[tuple[str, np.ndarray]],
+                            layout: Mapping[str, Any] | None, folder: Path | None) -> list[str]:
+    """Write each output file as ``tensors`` arrive (in the concatenated write order); returns the paths written.
+
+    The sharded index is written beside the shards as it was stored when
+    ``folder`` is given and the layout had one. When a tensor fails (a
+    damaged block), the files written so far are removed before the error
+    propagates: no half-restored checkpoint is left behind.
+    """
+    written: list[str] = []
+    try:
+        for path, head, names in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(str(path))
+            with path.open("wb") as handle:
+                handle.write(head)
+                for expected in names:
+                    name, array = next(tensors)
+                    if name != expected:  # the caller decodes in the same order: a mismatch is a bug
+                        raise RuntimeError(f"restore order: {name!r} arrived where {expected!r} was due")
+                    handle.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    except BaseException:
+        for done in written:
+            Path(done).unlink(missing_ok=True)
+        raise
+    if folder is not None and layout and layout.get("index_text") is not None:
+        index_path = folder / Path(layout["index_name"]).name
+        index_path.write_text(layout["index_text"])
+        written.append(str(index_path))
+    return written
