@@ -306,6 +306,7 @@ def _npz(path: Path) -> Checkpoint:
     except (OSError, zipfile.BadZipFile) as exc:
         raise _bad(path.name, "(file)", "not a plain .npz archive", "a file written by numpy.savez", str(exc)) from None
     check_limit(len(infos), "archive_members", path.name, "(members)")
+    check_limit(sum(i.file_size for i in infos), "decoded_bytes", path.name, "(members unpacked)")
     npz = np.load(path, allow_pickle=False)
     refs = []
     for info in infos:

@@ -67,8 +67,8 @@ BOTH_LAYOUTS_LIMIT = 16 << 20
 HEADER_BYTES_PER_BLOCK = 150
 #: Largest tensor checked for distinct values (elements).
 DISTINCT_CHECK_LIMIT = 1 << 24
-#: Bytes of a float tensor on which the float layout is compared with plain byte planes.
-LAYOUT_SAMPLE_BYTES = 1 << 20
+#: Bytes of a float tensor on which the float layout is compared with plain byte planes (zstd level 1 each).
+LAYOUT_SAMPLE_BYTES = 256 << 10
 
 
 @dataclass
@@ -166,14 +166,14 @@ def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[s
         data = x.reshape(-1).view(np.uint8)
         return [Block(f"{name}/bytes", pack_entropy(data) if is_float(x.dtype) else pack(data))]
 
-    def planes(values: np.ndarray) -> list[Block]:
-        return [Block(f"{name}/plane{i}", pack(plane)) for i, plane in enumerate(split_planes(values))]
+    def planes(values: np.ndarray, level: int | None = None) -> list[Block]:
+        return [Block(f"{name}/plane{i}", pack(plane, level)) for i, plane in enumerate(split_planes(values))]
 
     if x.dtype.itemsize == 1 or x.nbytes < SMALL_LOSSLESS_BYTES:
         return "whole", whole(), None
     if is_float(x.dtype):
         sample = _sample_values(x)
-        trial = {"float": _stored(_float_blocks(name, sample)), "planes": _stored(planes(sample))}
+        trial = {"float": _stored(_float_blocks(name, sample)), "planes": _stored(planes(sample, level=1))}
         if trial["float"] <= trial["planes"]:
             return "float", _float_blocks(name, x), trial
         return "planes", planes(x), trial

@@ -32,8 +32,6 @@ TRIAL_BYTES = 1 << 20
 LEVEL_GAIN = 0.01
 #: Output at or above this share of the input is "incompressible": stored as is.
 INCOMPRESSIBLE = 0.98
-#: Inputs at least this big use zstd's worker threads.
-THREADED_BYTES = 4 << 20
 #: zstd parameters for an exponent plane: matches of 7+ bytes only (rare in exponents), so the plane is coded
 #: mostly by zstd's literal Huffman coder. Measured on all-MiniLM-L6-v2's weights in bf16: 2.70 bits per
 #: exponent (entropy 2.66) at ~440 MB/s, where level 1 gives 2.91 bits and level 3 3.29 bits.
@@ -89,8 +87,8 @@ def pack(data: bytes | memoryview, level: int | None = None) -> Packed:
         level, ratios = choose_level(data)
         if ratios and ratios[level] >= INCOMPRESSIBLE:
             return Packed("raw", bytes(data), raw_length, None)
-    threads = 2 if raw_length >= THREADED_BYTES else 0
-    payload = zstandard.ZstdCompressor(level=level, threads=threads).compress(data)
+    # no zstd worker threads: tensors are compressed in parallel by the caller's own threads
+    payload = zstandard.ZstdCompressor(level=level).compress(data)
     if len(payload) >= INCOMPRESSIBLE * raw_length:
         return Packed("raw", bytes(data), raw_length, None)
     return Packed("zstd", payload, raw_length, level)
