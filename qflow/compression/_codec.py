@@ -68,7 +68,7 @@ HEADER_BYTES_PER_BLOCK = 150
 #: Largest tensor checked for distinct values (elements).
 DISTINCT_CHECK_LIMIT = 1 << 24
 #: Bytes of a float tensor on which the float layout is compared with plain byte planes (zstd level 1 each).
-LAYOUT_SAMPLE_BYTES = 256 << 10
+LAYOUT_SAMPLE_BYTES = 64 << 10
 
 
 @dataclass

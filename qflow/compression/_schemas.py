@@ -153,6 +153,18 @@ def as_arrays(value: Any) -> dict[str, np.ndarray]:
                      type(value).__name__)
 
 
+def _has_nonfinite(array: np.ndarray) -> bool:
+    """True when a float tensor holds NaN or inf. Narrow floats test their exponent bits (all ones means NaN or
+    inf; float8_e4m3fn has no inf and its only NaN is all ones) -- several times faster than ``np.isfinite``
+    through ml_dtypes' casts."""
+    info = DTYPES[array.dtype.name]
+    if info.numpy.itemsize >= 4:
+        return not bool(np.isfinite(array).all())
+    bits = np.ascontiguousarray(array).reshape(-1).view(np.uint16 if info.numpy.itemsize == 2 else np.uint8)
+    mask = 0x7F if info.name == "float8_e4m3fn" else ((1 << info.exponent_bits) - 1) << info.mantissa_bits
+    return bool(((bits & mask) == mask).any())
+
+
 def check_tensors(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """Refuse empty inputs, unsupported dtypes and non-finite floats; returns the arrays unchanged.
 
@@ -166,7 +178,7 @@ def check_tensors(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np
     for name, array in arrays.items():
         if array.dtype.name not in SUPPORTED_DTYPES:
             raise InputError(source, name, "unsupported dtype", ", ".join(SUPPORTED_DTYPES), array.dtype.name)
-        if is_float(array.dtype) and array.size and not np.isfinite(array).all():
+        if is_float(array.dtype) and array.size and _has_nonfinite(array):
             where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             index = ", ".join(map(str, where))
             raise InputError(source, f"{name}[{index}]", "not a finite number", "finite values",
