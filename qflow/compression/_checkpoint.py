@@ -169,15 +169,39 @@ def _metadata(text: str) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def safetensors_from_buffer(buffer: Any, file_name: str, source: str) -> tuple[list[TensorRef], dict[str, Any]]:
-    """The tensors of one safetensors buffer (bytes or a memory map) as views into it, and the file's layout entry."""
+def safetensors_from_buffer(buffer: Any, file_name: str, source: str, path: Path | None = None
+                            ) -> tuple[list[TensorRef], dict[str, Any]]:
+    """The tensors of one safetensors buffer and the file's layout entry.
+
+    With ``path`` (``buffer`` then being its memory map, used for the header
+    only) each tensor is read from the file into its own array when loaded:
+    pages of a memory map would stay resident and count against the
+    process for the whole run. Without it tensors are views of ``buffer``.
+    """
     entries, text, start = parse_safetensors_header(buffer, source)
     refs = []
-    for name, (info, shape, begin, _) in entries.items():
-        def load(info: Any = info, shape: tuple[int, ...] = shape, begin: int = begin) -> np.ndarray:
-            return np.frombuffer(buffer, dtype=info.numpy, count=math.prod(shape), offset=start + begin).reshape(shape)
+    for name, (info, shape, begin, end) in entries.items():
+        def load(info: Any = info, shape: tuple[int, ...] = shape, begin: int = begin, end: int = end) -> np.ndarray:
+            if path is None:
+                return np.frombuffer(buffer, dtype=info.numpy, count=math.prod(shape), offset=start + begin).reshape(shape)
+            return _read_range(path, start + begin, end - begin).view(info.numpy).reshape(shape)
         refs.append(TensorRef(name, info.name, shape, file_name, load))
     return refs, {"name": file_name, "header": text, "metadata": _metadata(text)}
+
+
+def _read_range(path: Path, offset: int, length: int) -> np.ndarray:
+    """``length`` bytes of ``path`` from ``offset`` into a new uint8 array."""
+    out = np.empty(length, dtype=np.uint8)
+    with path.open("rb", buffering=0) as handle:
+        handle.seek(offset)
+        view, done = memoryview(out), 0
+        while done < length:
+            got = handle.readinto(view[done:])
+            if not got:
+                raise InputError(path.name, "(data)", "file shorter than its header says", f"{length} bytes at {offset}",
+                                 f"{done} bytes")
+            done += got
+    return out
 
 
 def _map_file(path: Path, label: str) -> Any:
@@ -223,7 +247,7 @@ def _sharded(index_path: Path) -> Checkpoint:
         path = _inside(folder, shard, label)
         if not path.is_file():
             raise _bad(label, f"weight_map -> {shard}", "shard missing", "a shard file beside the index", str(path.name))
-        shard_refs, entry = safetensors_from_buffer(_map_file(path, shard), shard, shard)
+        shard_refs, entry = safetensors_from_buffer(_map_file(path, shard), shard, shard, path)
         for ref in shard_refs:
             if ref.name in seen:
                 raise _bad(shard, ref.name, "tensor named twice", "each tensor in one shard", f"also in {seen[ref.name]}")
@@ -257,7 +281,7 @@ def _folder(path: Path) -> Checkpoint:
 
 
 def _single(path: Path) -> Checkpoint:
-    refs, entry = safetensors_from_buffer(_map_file(path, path.name), path.name, path.name)
+    refs, entry = safetensors_from_buffer(_map_file(path, path.name), path.name, path.name, path)
     return Checkpoint(path.name, refs, {"kind": "safetensors", "files": [entry], "index": None, "index_name": None})
 
 

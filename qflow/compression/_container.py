@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,10 +137,12 @@ def tensor_nbytes(record: dict[str, Any]) -> int:
 class Container:
     """A verified container: the header and lazily unpacked (and, unless verified on opening, checked) blocks."""
 
-    def __init__(self, header: dict[str, Any], data: memoryview, start: int, source: str, verified: bool) -> None:
+    def __init__(self, header: dict[str, Any], data: memoryview, start: int, source: str, verified: bool,
+                 mapped: mmap.mmap | None = None) -> None:
         self.header = header
         self.source = source
         self._data = data
+        self._mapped = mapped
         self._start = start
         self._verified = verified
         self._blocks = {b["name"]: b for b in header["blocks"]}
@@ -169,7 +172,17 @@ class Container:
             raise _fail(self.source, name, "cannot be unpacked", f"a valid {entry['codec']} block", str(exc)) from None
         if len(data) != entry["raw_length"]:
             raise _fail(self.source, name, "wrong unpacked length", str(entry["raw_length"]), len(data))
+        self._release(lo, entry["length"])
         return data
+
+    def _release(self, offset: int, length: int) -> None:
+        """Drop a memory-mapped file's pages once read (they would otherwise stay resident for the whole run)."""
+        if self._mapped is None or length < mmap.PAGESIZE or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self._mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _fail(source: str, block: str, problem: str, expected: str | None = None, received: object = None) -> InputError:
@@ -317,4 +330,4 @@ def read_container(data: bytes | memoryview, source: str = "container.qfz", veri
         for entry in header["blocks"]:
             lo = start + entry["offset"]
             _check_digest(source, entry, view[lo: lo + entry["length"]])
-    return Container(header, view, start, source, verify)
+    return Container(header, view, start, source, verify, data if isinstance(data, mmap.mmap) else None)
