@@ -31,10 +31,10 @@ from qflow.compression._plan import (
     write_restored,
 )
 from qflow.compression._schemas import CompressConfig, DecompressConfig
+from qflow.compression._stream import restored_bytes
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
-from qflow.core.tensors import tensor_file_bytes
 
 __all__ = ["COMMANDS", "artifact_paths"]
 
@@ -97,7 +97,7 @@ def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Pat
     run.plan.result["written_to"] = None
     if target is not None:
         if target.suffix.lower() == ".npz":
-            target.write_bytes(tensor_file_bytes(run.arrays, target.suffix))
+            target.write_bytes(restored_bytes(run.arrays, target.suffix))
         else:
             run.plan.result["files_written"] = write_restored(data, run.arrays, target, name)
         run.plan.result["written_to"] = str(target)

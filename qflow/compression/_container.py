@@ -102,7 +102,8 @@ class ContainerWriter:
         payload = block.packed.payload
         self._table.append({"name": block.name, "offset": self._offset, "length": len(payload),
                             "codec": block.packed.codec, "raw_length": block.packed.raw_length,
-                            "level": block.packed.level, "sha256": hashlib.sha256(payload).hexdigest()})
+                            "level": block.packed.level,
+                            "sha256": block.packed.sha256 or hashlib.sha256(payload).hexdigest()})
         self._sink.write(payload)
         self._offset += len(payload)
 

@@ -44,12 +44,14 @@ PLANE_TRIAL_BYTES = 256 << 10
 
 @dataclass(frozen=True)
 class Packed:
-    """One packed block: its codec (``zstd`` or ``raw``), payload and the length before packing."""
+    """One packed block: its codec (``zstd`` or ``raw``), payload, the length before packing, and the payload's
+    sha256 when already computed (by the worker that packed it, so the writer need not)."""
 
     codec: str
     payload: bytes
     raw_length: int
     level: int | None
+    sha256: str | None = None
 
 
 def _sample(data: bytes | memoryview) -> bytes:

@@ -25,7 +25,7 @@ import math
 import mmap
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -47,7 +47,7 @@ from qflow.compression._lossless import Packed, unpack
 from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums, exact_sums
 from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
 from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
-from qflow.compression._stream import ordered_map, safetensors_outputs, write_safetensors_files
+from qflow.compression._stream import ordered_map, release_memory, safetensors_outputs, write_safetensors_files
 from qflow.core.config import config_from_mapping
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import Source, read_input
@@ -367,6 +367,8 @@ def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
     enc.record["sha256"] = sha
     if ref.file:
         enc.record["file"] = ref.file
+    enc.blocks = [Block(b.name, replace(b.packed, sha256=hashlib.sha256(b.packed.payload).hexdigest()))
+                  for b in enc.blocks]  # the container's checksums, computed here on this worker's core
     out.cpu["encode"] = time.thread_time() - cpu
     cpu = time.thread_time()
     with timer.stage("decompress"):
@@ -553,6 +555,7 @@ def compress_tensors(
             writer.add(block)
         out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
                           for b in out.enc.blocks]  # written: drop the payloads, keep what the plan reports
+        release_memory()
         for stage, seconds in out.seconds.items():
             timer.timings_s[stage] = round(timer.timings_s.get(stage, 0.0) + seconds, 6)
         if out.latent_error and "vqc" in solver.ran.split("+"):

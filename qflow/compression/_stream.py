@@ -29,7 +29,8 @@ import numpy as np
 from qflow.compression._dtypes import dtype_info
 from qflow.core.errors import InputError
 
-__all__ = ["ordered_map", "merged_safetensors_header", "safetensors_outputs", "write_safetensors_files"]
+__all__ = ["ordered_map", "merged_safetensors_header", "release_memory", "restored_bytes", "safetensors_outputs",
+           "write_safetensors_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,6 +58,55 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], workers: int, window
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Tensors of a few MB to tens of MB, freed by several threads, otherwise
+    stay in glibc's per-thread arenas and the process's resident memory
+    creeps up with the checkpoint's size instead of staying at its largest
+    tensors.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def restored_bytes(arrays: Mapping[str, np.ndarray], suffix: str, source: str = "--out") -> bytes:
+    """Restored tensors as the bytes of a ``.safetensors`` (every dtype) or ``.npz`` (numpy's own dtypes) file."""
+    kind = suffix.lower().lstrip(".")
+    if kind == "safetensors":
+        records = [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays.items()]
+        head = merged_safetensors_header(records, None)
+        parts = [len(head).to_bytes(8, "little"), head]
+        parts += [np.ascontiguousarray(a).reshape(-1).view(np.uint8).tobytes() for a in arrays.values()]
+        return b"".join(parts)
+    if kind == "npz":
+        numpy_own = ("bool", "float16", "float32", "float64")
+        odd = next((n for n, a in arrays.items()
+                    if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and a.dtype.name not in numpy_own)), None)
+        if odd is not None:
+            raise InputError(source, odd, f"dtype .npz cannot hold ({arrays[odd].dtype.name})",
+                             "a .safetensors output for bf16 and float8 tensors", ".npz")
+        from qflow.core.tensors import npz_bytes
+
+        return npz_bytes(arrays)
+    raise InputError(source, "suffix", "unsupported output format", ".safetensors, .npz or a folder",
+                     suffix or "no suffix")
 
 
 def _aligned(text: bytes) -> bytes:

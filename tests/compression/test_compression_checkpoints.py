@@ -215,3 +215,38 @@ def test_forged_headers_are_input_errors() -> None:
     for mutate in cases:
         with pytest.raises(InputError):
             decompress_container(forge(mutate), source="forged.qfz")
+
+
+def test_torch_and_npz_state_dicts_in_every_dtype_round_trip(tmp_path: Path) -> None:
+    import torch
+
+    state = {"w": torch.randn(32, 48).to(torch.bfloat16), "f8": torch.randn(64).to(torch.float8_e4m3fn),
+             "h": torch.randn(40, 40).to(torch.float16), "n": torch.arange(7), "mask": torch.rand(20) > 0.5}
+    torch.save(state, tmp_path / "model.bin")
+    model = tmp_path / "model.qfz"
+    assert main(["compress", "--input", str(tmp_path / "model.bin"), "--lossless", "--out", str(model)]) == 0
+    assert main(["decompress", "--input", str(model), "--out", str(tmp_path / "back.safetensors")]) == 0
+    from safetensors.torch import load_file
+
+    back = load_file(str(tmp_path / "back.safetensors"))
+    for name, tensor in state.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name].view(torch.uint8), tensor.view(torch.uint8))
+    arrays = {"a": _tensor("float32", (30, 20)), "b": _tensor("int16", (50,))}
+    np.savez(tmp_path / "g.npz", **arrays)
+    assert main(["compress", "--input", str(tmp_path / "g.npz"), "--lossless", "--out", str(model)]) == 0
+    assert main(["decompress", "--input", str(model), "--out", str(tmp_path / "g_back.npz")]) == 0
+    with np.load(tmp_path / "g_back.npz") as restored:
+        assert all(_bytes(restored[k]) == _bytes(v) for k, v in arrays.items())
+
+
+def test_bf16_cannot_go_to_npz_and_says_so(tmp_path: Path, capsys) -> None:
+    save = tmp_path / "w.safetensors"
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    save.write_bytes(struct.pack("<Q", len(header)) + header + np.ones(4, ml_dtypes.bfloat16).tobytes())
+    model = tmp_path / "w.qfz"
+    assert main(["compress", "--input", str(save), "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["decompress", "--input", str(model), "--out", str(tmp_path / "w.npz")]) == 2
+    assert "w: dtype .npz cannot hold" in capsys.readouterr().err
+    assert main(["decompress", "--input", str(model), "--out", str(tmp_path / "w2.safetensors")]) == 0
+    assert (tmp_path / "w2.safetensors").read_bytes() == save.read_bytes()
