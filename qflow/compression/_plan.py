@@ -520,7 +520,7 @@ def compress_tensors(
         ``plan.metrics``: ``compression_ratio`` (original / container bytes),
         ``relative_l2_error``, ``max_abs_error``, ``snr_db``,
         ``cosine_similarity`` (all tensors together), ``compress_mb_per_s``
-        (wall time of the whole run), ``compress_mb_per_s_per_core`` and
+        (wall time of the whole run), ``compress_core_mb_per_s`` and
         ``decompress_mb_per_s`` (per core: bytes over the CPU time the worker
         threads spent encoding / decoding, so a busy machine does not skew them);
         ``plan.result["tensors"]`` has them per tensor; ``plan.baselines``:
@@ -607,7 +607,7 @@ def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: Solv
         "tensors": len(rows),
         "workers": workers,
         "compress_mb_per_s": round(mb / wall, 3) if wall > 0 else None,
-        "compress_mb_per_s_per_core": round(mb / encode_s, 3) if encode_s > 0 else None,
+        "compress_core_mb_per_s": round(mb / encode_s, 3) if encode_s > 0 else None,
         "decompress_mb_per_s": round(mb / decode_s, 3) if decode_s > 0 else None,
     }
     diagnostics = [f"{r['name']}: {note}" for r in rows for note in r["notes"]][:20]
@@ -978,7 +978,7 @@ def decompress_to_files(
     metrics = {"tensors": len(order), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
                "compression_ratio": restored_bytes / opened.stored_bytes, "workers": workers,
                "decompress_mb_per_s": round(mb / seconds, 1) if seconds > 0 else None,
-               "decompress_mb_per_s_per_core": round(mb / sum(cpu), 1) if sum(cpu) > 0 else None}
+               "decompress_core_mb_per_s": round(mb / sum(cpu), 1) if sum(cpu) > 0 else None}
     rows = [{"name": r["name"], "shape": r["shape"], "dtype": r["dtype"], "scheme": r["scheme"], "changed_by": []}
             for r in order]
     result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": {},
