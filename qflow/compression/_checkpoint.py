@@ -29,6 +29,7 @@ folder, an unknown dtype.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import mmap
@@ -46,8 +47,8 @@ from qflow.compression._dtypes import DTYPES, from_safetensors, torch_to_numpy
 from qflow.core.errors import InputError
 from qflow.core.limits import check_limit
 
-__all__ = ["INDEX_SUFFIX", "Checkpoint", "TensorRef", "open_checkpoint", "parse_safetensors_header",
-           "safetensors_from_buffer"]
+__all__ = ["INDEX_SUFFIX", "TORCH_SUFFIXES", "Checkpoint", "TensorRef", "open_checkpoint",
+           "parse_safetensors_header", "safetensors_from_buffer", "torch_checkpoint"]
 
 INDEX_SUFFIX = ".safetensors.index.json"
 #: Largest safetensors JSON header accepted, bytes (the format's own reader caps it at 100 MB).
@@ -300,27 +301,30 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any], source: str) -> None:
                    type(value).__name__)
 
 
-def _torch_file(path: Path) -> Checkpoint:
+def torch_checkpoint(source: Path | io.BytesIO, label: str) -> Checkpoint:
+    """A ``torch.save`` state dict (a path, memory-mapped; or uploaded bytes) loaded with ``weights_only=True``."""
     import pickle
 
     import torch
 
     try:
-        value = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(source, Path):
+            value = torch.load(str(source), map_location="cpu", weights_only=True, mmap=True)
+        else:
+            value = torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _bad(path.name, "(file)", "not a weights-only torch file",
+        raise _bad(label, "(file)", "not a weights-only torch file",
                    "tensors saved with torch.save (loaded with weights_only=True)", first) from None
     tensors: dict[str, Any] = {}
-    _flatten(value, "", tensors, path.name)
+    _flatten(value, "", tensors, label)
     refs = []
     for name, tensor in tensors.items():
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype not in DTYPES:
-            raise _bad(path.name, name, "unknown dtype", ", ".join(DTYPES), dtype)
-        refs.append(TensorRef(name, dtype, tuple(tensor.shape), path.name, lambda t=tensor: torch_to_numpy(t)))
-    return Checkpoint(path.name, refs, {"kind": "torch", "files": [{"name": path.name}], "index": None,
-                                        "index_name": None})
+            raise _bad(label, name, "unknown dtype", ", ".join(DTYPES), dtype)
+        refs.append(TensorRef(name, dtype, tuple(tensor.shape), label, lambda t=tensor: torch_to_numpy(t)))
+    return Checkpoint(label, refs, {"kind": "torch", "files": [{"name": label}], "index": None, "index_name": None})
 
 
 def _npz(path: Path) -> Checkpoint:
@@ -377,7 +381,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint | None:
     if path.suffix.lower() in TORCH_SUFFIXES:
         if not path.is_file():
             raise _bad(path.name, "(file)", "file not found", "an existing file", str(path))
-        return _torch_file(path)
+        return torch_checkpoint(path, path.name)
     if name.endswith(".npz"):
         if not path.is_file():
             raise _bad(path.name, "(file)", "file not found", "an existing file", str(path))

@@ -31,7 +31,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from qflow.compression._checkpoint import Checkpoint, TensorRef, open_checkpoint, safetensors_from_buffer
+from qflow.compression._checkpoint import (
+    TORCH_SUFFIXES,
+    Checkpoint,
+    TensorRef,
+    open_checkpoint,
+    safetensors_from_buffer,
+    torch_checkpoint,
+)
 from qflow.compression._codec import (
     EncodedTensor,
     QuantOptions,
@@ -138,6 +145,9 @@ def load_checkpoint_input(source: Source, name: str | None = None) -> tuple[Chec
         refs, entry = safetensors_from_buffer(raw.data, raw.name, raw.name)
         layout = {"kind": "safetensors", "files": [entry], "index": None, "index_name": None}
         return Checkpoint(raw.name, refs, layout), raw.digest("input", rows=len(refs))
+    if raw.suffix in TORCH_SUFFIXES:  # bf16/fp8 tensors need the ml_dtypes view, not tensor.numpy()
+        checkpoint = torch_checkpoint(io.BytesIO(raw.data), raw.name)
+        return checkpoint, raw.digest("input", rows=len(checkpoint.tensors))
     arrays, raw = load_tensor_file(raw.data, raw.name)
     return arrays, raw.digest("input", rows=len(arrays))
 

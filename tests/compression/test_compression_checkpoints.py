@@ -14,7 +14,7 @@ import zstandard
 from safetensors.numpy import save_file
 
 from qflow.cli import main
-from qflow.compression import compress_tensors, decompress_container
+from qflow.compression import compress_tensors, decompress_container, load_tensors_input
 from qflow.compression._checkpoint import open_checkpoint
 from qflow.compression._container import Block, read_container, write_container
 from qflow.compression._lossless import Packed
@@ -231,6 +231,10 @@ def test_torch_and_npz_state_dicts_in_every_dtype_round_trip(tmp_path: Path) -> 
     back = load_file(str(tmp_path / "back.safetensors"))
     for name, tensor in state.items():
         assert back[name].dtype == tensor.dtype and torch.equal(back[name].view(torch.uint8), tensor.view(torch.uint8))
+    # the same file uploaded as bytes (API, console): bf16 and fp8 read through ml_dtypes too
+    uploaded, digest = load_tensors_input((tmp_path / "model.bin").read_bytes(), "model.pt")
+    assert digest.source == "model.pt" and uploaded["w"].dtype.name == "bfloat16"
+    assert uploaded["f8"].dtype.name == "float8_e4m3fn"
     arrays = {"a": _tensor("float32", (30, 20)), "b": _tensor("int16", (50,))}
     np.savez(tmp_path / "g.npz", **arrays)
     assert main(["compress", "--input", str(tmp_path / "g.npz"), "--lossless", "--out", str(model)]) == 0
