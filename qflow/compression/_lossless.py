@@ -48,7 +48,7 @@ class Packed:
     sha256 when already computed (by the worker that packed it, so the writer need not)."""
 
     codec: str
-    payload: bytes
+    payload: bytes | memoryview
     raw_length: int
     level: int | None
     sha256: str | None = None
@@ -121,7 +121,7 @@ def pack_plane(data: bytes | memoryview) -> Packed:
     sample = bytes(view[: PLANE_TRIAL_BYTES])
     compressor = zstandard.ZstdCompressor(compression_params=ENTROPY_PARAMS)
     if len(compressor.compress(sample)) >= INCOMPRESSIBLE * len(sample):
-        return Packed("raw", bytes(view), len(view), None)
+        return Packed("raw", view.toreadonly(), len(view), None)  # the plane's own buffer: no copy
     return pack_entropy(view)
 
 
