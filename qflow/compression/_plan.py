@@ -498,6 +498,40 @@ def _ran_compress(config: CompressConfig, encoded: list[_Encoded], solver: Solve
     solver.fall_back("vqc", to, reason + (f" ({effect})" if effect else ""))
 
 
+def _vqc_device(config: CompressConfig, solver: SolverReport) -> tuple[Any, Any, QuantumReport] | None:
+    """Device, budget and report of the VQC autoencoder, or None (off, lossless, or unavailable: a fallback)."""
+    if not config.vqc_autoencoder or config.lossless:
+        return None
+    try:
+        device = choose_device()
+    except QuantumUnavailableError as exc:
+        solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
+        return None
+    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+    return device, budget, QuantumReport(device=device.name, device_reason=device.reason, layers=config.vqc_layers)
+
+
+def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: ContainerWriter, timer: StageTimer,
+                solver: SolverReport, report: Progress) -> list[_Encoded]:
+    """Encode every tensor on ``workers`` threads and write its blocks as it finishes, in order."""
+    encoded: list[_Encoded] = []
+    done_bytes, total_bytes = 0, sum(r.nbytes for r in refs) or 1
+    for out in ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers):
+        for block in out.enc.blocks:
+            writer.add(block)
+        out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
+                          for b in out.enc.blocks]  # written: drop the payloads, keep what the plan reports
+        release_memory()
+        for stage, seconds in out.seconds.items():
+            timer.timings_s[stage] = round(timer.timings_s.get(stage, 0.0) + seconds, 6)
+        if out.latent_error and "vqc" in solver.ran.split("+"):
+            solver.fall_back("vqc", _without(solver.ran, "vqc"), out.latent_error)
+        encoded.append(out)
+        done_bytes += out.row["original_bytes"]
+        report(0.85 * done_bytes / total_bytes, f"compressed {out.row['name']} {tuple(out.row['shape'])}")
+    return encoded
+
+
 def compress_tensors(
     tensors: Any,
     config: CompressConfig | Mapping[str, Any] | None = None,
@@ -542,37 +576,15 @@ def compress_tensors(
     refs, layout = _tensor_refs(tensors, source)
     wall = time.perf_counter()
     solver = SolverReport(requested=_requested_compress(config), ran=_requested_compress(config))
-    quantum = None
-    if config.vqc_autoencoder and not config.lossless:
-        try:
-            device = choose_device()
-            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-            quantum = (device, budget, QuantumReport(device=device.name, device_reason=device.reason,
-                                                     layers=config.vqc_layers))
-        except QuantumUnavailableError as exc:
-            solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
+    quantum = _vqc_device(config, solver)
     floats = [r for r in refs if is_float(numpy_dtype(r.dtype)) and math.prod(r.shape)]
     ctx = _Context(config, quantum, source, max(floats, key=lambda r: math.prod(r.shape)).name if floats else None)
     learned = not config.lossless and (config.denoiser or config.dropout_simulator or quantum is not None)
     workers = _workers(config, learned)
     buffer = io.BytesIO() if sink is None else None
     writer = ContainerWriter(sink if sink is not None else buffer)
-    encoded: list[_Encoded] = []
     timer = StageTimer()
-    done_bytes, total_bytes = 0, sum(r.nbytes for r in refs) or 1
-    for out in ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers):
-        for block in out.enc.blocks:
-            writer.add(block)
-        out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
-                          for b in out.enc.blocks]  # written: drop the payloads, keep what the plan reports
-        release_memory()
-        for stage, seconds in out.seconds.items():
-            timer.timings_s[stage] = round(timer.timings_s.get(stage, 0.0) + seconds, 6)
-        if out.latent_error and "vqc" in solver.ran.split("+"):
-            solver.fall_back("vqc", _without(solver.ran, "vqc"), out.latent_error)
-        encoded.append(out)
-        done_bytes += out.row["original_bytes"]
-        report(0.85 * done_bytes / total_bytes, f"compressed {out.row['name']} {tuple(out.row['shape'])}")
+    encoded = _encode_all(refs, ctx, workers, writer, timer, solver, report)
     _ran_compress(config, encoded, solver)
     report(0.87, "writing the container header")
     steps = _compress_steps(config, encoded)
