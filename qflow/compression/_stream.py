@@ -130,21 +130,47 @@ def merged_safetensors_header(records: list[dict[str, Any]], metadata: Mapping[s
 
 
 def _stored_order(text: str, records: Mapping[str, dict[str, Any]], file_name: str, source: str) -> list[str]:
-    """Tensor names of a stored header in offset order, each checked against the container's record."""
+    """Tensor names of a stored header in offset order, each checked against the container's record and its
+    data range (back to back, as long as its shape): the header is written to the restored file as it is."""
     header = json.loads(text)
     names = [n for n in header if n != "__metadata__"]
-    for name in names:
+    position = 0
+    for name in sorted(names, key=lambda n: header[n]["data_offsets"][0]):
         record = records.get(name)
         info = dtype_info(record["dtype"]) if record else None
         if record is None or info is None or info.safetensors != header[name]["dtype"] \
                 or list(header[name]["shape"]) != list(record["shape"]):
             raise InputError(source, f"layout {file_name}: {name}", "layout does not match the tensor records",
                              "the same name, dtype and shape", None if record is None else record["dtype"])
+        begin, end = header[name]["data_offsets"]
+        if begin != position or end - begin != math.prod(record["shape"]) * info.numpy.itemsize:
+            raise InputError(source, f"layout {file_name}: {name}", "data offsets do not fit the tensor",
+                             f"[{position}, {position + math.prod(record['shape']) * info.numpy.itemsize}]",
+                             header[name]["data_offsets"])
+        position = end
     return sorted(names, key=lambda n: header[n]["data_offsets"][0])
 
 
 def safetensors_outputs(layout: Mapping[str, Any] | None, records: list[dict[str, Any]], out: Path, source: str
                         ) -> list[tuple[Path, bytes, list[str]]]:
+    """See :func:`_outputs`; a malformed recorded layout (the container's header is input) is an
+    :class:`InputError`, and every tensor must be written exactly once."""
+    try:
+        outputs = _outputs(layout, records, out, source)
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise InputError(source, "layout", "malformed layout record", "the layout qflow records",
+                         f"{type(exc).__name__}: {exc}"[:200]) from None
+    written = [n for _, _, names in outputs for n in names]
+    if sorted(written) != sorted(r["name"] for r in records):
+        raise InputError(source, "layout", "layout does not list every tensor exactly once",
+                         f"{len(records)} tensors", f"{len(written)} entries")
+    return outputs
+
+
+def _outputs(layout: Mapping[str, Any] | None, records: list[dict[str, Any]], out: Path, source: str
+             ) -> list[tuple[Path, bytes, list[str]]]:
     """``(path, header bytes incl. the 8-byte length, tensor names in write order)`` for each file to write.
 
     ``out`` a folder: the recorded safetensors files (headers as stored),

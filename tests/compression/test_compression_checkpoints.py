@@ -254,3 +254,42 @@ def test_bf16_cannot_go_to_npz_and_says_so(tmp_path: Path, capsys) -> None:
     assert "w: dtype .npz cannot hold" in capsys.readouterr().err
     assert main(["decompress", "--input", str(model), "--out", str(tmp_path / "w2.safetensors")]) == 0
     assert (tmp_path / "w2.safetensors").read_bytes() == save.read_bytes()
+
+
+def test_a_forged_layout_is_refused_before_writing(tmp_path: Path) -> None:
+    import hashlib
+
+    from qflow.compression import decompress_to_files
+
+    source = tmp_path / "w.safetensors"
+    save_file({"a": np.ones(4, np.float32), "b": np.zeros(3, np.float32)}, str(source))
+    good = compress_tensors(open_checkpoint(source), {"lossless": True}).container
+    header_len = struct.unpack_from("<4sHQ32s", good)[2]
+    header = json.loads(zstandard.ZstdDecompressor().decompress(good[len(good) - header_len:]))
+    blocks = good[46: len(good) - header_len]
+
+    def forged(mutate) -> bytes:
+        h = json.loads(json.dumps(header))
+        mutate(h["layout"])
+        text = zstandard.ZstdCompressor().compress(json.dumps(h).encode())
+        return struct.pack("<4sHQ32s", b"QFZ\x89", 3, len(text), hashlib.sha256(text).digest()) + blocks + text
+
+    def shifted(layout) -> None:
+        stored = json.loads(layout["files"][0]["header"])
+        stored["a"]["data_offsets"] = [4, 20]
+        layout["files"][0]["header"] = json.dumps(stored)
+
+    def dropped(layout) -> None:
+        stored = json.loads(layout["files"][0]["header"])
+        del stored["b"]
+        layout["files"][0]["header"] = json.dumps(stored)
+
+    cases = [(lambda layout: layout["files"][0].update(header="{not json"), "malformed layout"),
+             (shifted, "data offsets do not fit"), (dropped, "every tensor exactly once"),
+             (lambda layout: layout.update(files=7), "malformed layout")]
+    for mutate, problem in cases:
+        with pytest.raises(InputError, match=problem):
+            decompress_to_files(forged(mutate), tmp_path / "out", source="forged.qfz")
+        assert not (tmp_path / "out" / "w.safetensors").exists()
+    decompress_to_files(good, tmp_path / "out")
+    assert (tmp_path / "out" / "w.safetensors").read_bytes() == source.read_bytes()
