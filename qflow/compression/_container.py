@@ -278,6 +278,21 @@ def _record_blocks(record: dict[str, Any]) -> Any:
     return record.get("blocks")
 
 
+def _check_quant_counts(record: dict[str, Any], source: str, field: str) -> None:
+    """A ``quant`` record's channel and code counts within its shape (they size arrays on decoding)."""
+    quant = record.get("quant")
+    if record.get("scheme") != "quant":
+        return
+    values = math.prod(record["shape"])
+    counts = quant.get("counts") if isinstance(quant, dict) else None
+    channels = quant.get("channels") if isinstance(quant, dict) else None
+    if not _is_count(channels) or channels > max(values, 1) or not isinstance(counts, dict) \
+            or not all(_is_count(c) and c <= values for c in counts.values()) \
+            or quant.get("bits") not in (4, 8) or quant.get("hi_bits") not in (8, 16):
+        raise InputError(source, field, "malformed quant record",
+                         f"bits 4 or 8, at most {values} channels and codes", str(quant)[:120])
+
+
 def _check_tensors(header: dict[str, Any], source: str) -> None:
     """Every tensor record's dtype known, shape under the limit, and its blocks' unpacked sizes consistent with it."""
     tensors = header.get("tensors")
@@ -295,6 +310,7 @@ def _check_tensors(header: dict[str, Any], source: str) -> None:
             raise InputError(source, field, "unknown dtype", "a dtype qflow writes", record.get("dtype"))
         nbytes = tensor_nbytes(record)
         check_limit(nbytes, "decoded_bytes", source, f"{field} shape {record['shape']}")
+        _check_quant_counts(record, source, field)
         names = _record_blocks(record)
         missing = [b for b in names if b not in blocks]
         if missing:

@@ -293,3 +293,20 @@ def test_a_forged_layout_is_refused_before_writing(tmp_path: Path) -> None:
         assert not (tmp_path / "out" / "w.safetensors").exists()
     decompress_to_files(good, tmp_path / "out")
     assert (tmp_path / "out" / "w.safetensors").read_bytes() == source.read_bytes()
+
+
+def test_forged_quant_records_are_refused_before_allocating() -> None:
+    import hashlib
+
+    good = compress_tensors({"w": _tensor("float32", (64, 80))}, {"max_relative_error": 0}).container
+    header_len = struct.unpack_from("<4sHQ32s", good)[2]
+    header = json.loads(zstandard.ZstdDecompressor().decompress(good[len(good) - header_len:]))
+    blocks = good[46: len(good) - header_len]
+    assert header["tensors"][0]["scheme"] == "quant"
+    for key, value in (("channels", 10**15), ("counts", {"codes": 10**12}), ("bits", 3), ("channels", -1)):
+        h = json.loads(json.dumps(header))
+        h["tensors"][0]["quant"][key] = value
+        text = zstandard.ZstdCompressor().compress(json.dumps(h).encode())
+        forged = struct.pack("<4sHQ32s", b"QFZ\x89", 3, len(text), hashlib.sha256(text).digest()) + blocks + text
+        with pytest.raises(InputError, match="tensor 'w': malformed quant record"):
+            decompress_container(forged, source="forged.qfz")
