@@ -160,29 +160,42 @@ def _unsigned(itemsize: int) -> type:
     return {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[itemsize]
 
 
+#: Values rotated per step by :func:`float_planes` / :func:`join_float_planes` (their temporaries stay this small).
+ROTATE_CHUNK = 1 << 22
+
+
 def float_planes(x: np.ndarray) -> np.ndarray:
     """Byte planes of ``x``'s bits rotated left by one, shape ``(itemsize, size)`` uint8; the last plane is the top byte.
 
     The rotation moves the sign to the lowest bit, so the top byte is the
-    exponent's top 8 bits (all of it for bf16 and fp32).
+    exponent's top 8 bits (all of it for bf16 and fp32). Done in chunks of
+    :data:`ROTATE_CHUNK` values: besides ``x`` only the planes are tensor-sized.
     """
     width = x.dtype.itemsize
     u = np.ascontiguousarray(x).reshape(-1).view(_unsigned(width))
-    rotated = u << 1
-    rotated |= u >> (8 * width - 1)
-    return rotated.view(np.uint8).reshape(-1, width).T.copy()
+    planes = np.empty((width, u.size), dtype=np.uint8)
+    for lo in range(0, u.size, ROTATE_CHUNK):
+        part = u[lo: lo + ROTATE_CHUNK]
+        rotated = part << 1
+        rotated |= part >> (8 * width - 1)
+        planes[:, lo: lo + part.size] = rotated.view(np.uint8).reshape(-1, width).T
+    return planes
 
 
 def join_float_planes(planes: list[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`float_planes` (``planes`` in the same order)."""
+    """Inverse of :func:`float_planes` (``planes`` in the same order), in chunks of :data:`ROTATE_CHUNK` values."""
     dt = np.dtype(dtype)
     width = dt.itemsize
     count = int(np.prod(shape, dtype=np.int64))
-    stacked = np.empty((count, width), dtype=np.uint8)
-    for i, plane in enumerate(planes):
-        stacked[:, i] = np.frombuffer(plane, dtype=np.uint8, count=count)
-    rotated = stacked.view(_unsigned(width)).reshape(-1)
-    u = rotated >> 1
-    np.left_shift(rotated, 8 * width - 1, out=rotated)
-    u |= rotated
-    return u.view(dt).reshape(shape)
+    sources = [np.frombuffer(plane, dtype=np.uint8, count=count) for plane in planes]
+    out = np.empty(count, dtype=_unsigned(width))
+    for lo in range(0, count, ROTATE_CHUNK):
+        hi = min(count, lo + ROTATE_CHUNK)
+        stacked = np.empty((hi - lo, width), dtype=np.uint8)
+        for i, source in enumerate(sources):
+            stacked[:, i] = source[lo:hi]
+        rotated = stacked.view(_unsigned(width)).reshape(-1)
+        np.right_shift(rotated, 1, out=out[lo:hi])
+        np.left_shift(rotated, 8 * width - 1, out=rotated)
+        out[lo:hi] |= rotated
+    return out.view(dt).reshape(shape)

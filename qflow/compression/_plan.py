@@ -301,8 +301,10 @@ class _MemoryBlocks:
     def __init__(self, blocks: list[Block]) -> None:
         self._blocks = {b.name: b.packed for b in blocks}
 
-    def block(self, name: str) -> bytes:
+    def block(self, name: str) -> bytes | memoryview:
         packed = self._blocks[name]
+        if packed.codec == "raw":
+            return packed.payload  # read only: no copy of a tensor-sized plane
         return unpack(packed.codec, packed.payload, packed.raw_length)
 
 
