@@ -99,7 +99,7 @@ def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Pat
         if target.suffix.lower() == ".npz":
             target.write_bytes(restored_bytes(run.arrays, target.suffix))
         else:
-            run.plan.result["files_written"] = write_restored(data, run.arrays, target, name)
+            write_restored(data, run.arrays, target, name)
         run.plan.result["written_to"] = str(target)
     return run.plan
 

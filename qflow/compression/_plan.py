@@ -1006,7 +1006,8 @@ def decompress_to_files(
     rows = [{"name": r["name"], "shape": r["shape"], "dtype": r["dtype"], "scheme": r["scheme"], "changed_by": []}
             for r in order]
     result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": {},
-              "compressed_with": opened.header.get("config", {}), "reference_given": False, "files_written": written}
+              "compressed_with": opened.header.get("config", {}), "reference_given": False,
+              "files": [Path(w).name for w in written]}
     inputs = digests or [InputDigest(name="input", sha256="", source=source)]
     plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(),
                 solver=SolverReport(requested="plain", ran="plain"), result=result, metrics=metrics,
