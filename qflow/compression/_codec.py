@@ -2,12 +2,16 @@
 
 Schemes (``record["scheme"]``):
 
-* ``lossless`` -- byte planes, each zstd-packed or stored raw (:mod:`._lossless`);
-  integer/bool tensors, tiny tensors, already-quantized floats and lossless mode.
+* ``lossless`` -- layout ``float`` (bits rotated so the exponent is a byte
+  plane of its own, entropy-coded; mantissa planes zstd or raw), ``planes``
+  (plain byte planes) or ``whole`` (one buffer), each block zstd-packed or
+  stored raw (:mod:`._lossless`); integer/bool tensors, tiny tensors,
+  already-quantized floats and lossless mode. Floats get the ``float``
+  layout unless plain byte planes do better on a sample of the tensor.
 * ``quant`` -- uniform affine codes per channel (:mod:`._quantize`), optional
   high-precision rows (dropout simulator), optional pruning bitmask, optional
   denoiser weights; codes zstd-packed.
-* ``latent`` -- blocks encoded by a PCA or VQC autoencoder (:mod:`._quantum`).
+* ``latent`` -- blocks encoded by PCA (chosen by :mod:`._quantum`, decoded by :mod:`._latent`).
 
 :func:`encode_tensor` returns the header record, its blocks and the
 reconstruction the decompressor will produce (used for metrics and for
@@ -24,7 +28,17 @@ from typing import Any
 import numpy as np
 
 from qflow.compression._container import Block, Container
-from qflow.compression._lossless import join_planes, pack, split_planes
+from qflow.compression._dtypes import is_float, numpy_dtype, work_dtype
+from qflow.compression._latent import decode_latent
+from qflow.compression._lossless import (
+    float_planes,
+    join_float_planes,
+    join_planes,
+    pack,
+    pack_entropy,
+    pack_plane,
+    split_planes,
+)
 from qflow.compression._quantize import (
     channel_matrix,
     compact_params,
@@ -53,6 +67,8 @@ BOTH_LAYOUTS_LIMIT = 16 << 20
 HEADER_BYTES_PER_BLOCK = 150
 #: Largest tensor checked for distinct values (elements).
 DISTINCT_CHECK_LIMIT = 1 << 24
+#: Bytes of a float tensor on which the float layout is compared with plain byte planes (zstd level 1 each).
+LAYOUT_SAMPLE_BYTES = 64 << 10
 
 
 @dataclass
@@ -80,12 +96,17 @@ class QuantOptions:
     channel_weight: np.ndarray | None = None
 
 
-def original_sha256(x: np.ndarray) -> str:
-    """sha256 of the tensor's C-order little-endian bytes (what a bit-exact restore must reproduce)."""
+def _little(x: np.ndarray) -> np.ndarray:
+    """``x`` C-contiguous and little endian (a copy only where it is not already)."""
     flat = np.ascontiguousarray(x)
     if flat.dtype.byteorder == ">":
         flat = flat.astype(flat.dtype.newbyteorder("<"))
-    return hashlib.sha256(memoryview(flat.reshape(-1)).cast("B")).hexdigest()
+    return flat
+
+
+def original_sha256(x: np.ndarray) -> str:
+    """sha256 of the tensor's C-order little-endian bytes (what a bit-exact restore must reproduce)."""
+    return hashlib.sha256(_little(x).reshape(-1).view(np.uint8)).hexdigest()
 
 
 def _base_record(name: str, x: np.ndarray, sha: str) -> dict[str, Any]:
@@ -94,8 +115,10 @@ def _base_record(name: str, x: np.ndarray, sha: str) -> dict[str, Any]:
 
 def should_store_losslessly(x: np.ndarray) -> str | None:
     """Why ``x`` is stored losslessly even in lossy mode, or None when it should be quantized."""
-    if x.dtype.kind != "f":
+    if not is_float(x.dtype):
         return f"{x.dtype.name} tensor stored losslessly (already integer-valued)"
+    if x.dtype.itemsize == 1:
+        return f"{x.dtype.name} tensor stored losslessly (8-bit floats: 8/4-bit codes would not be smaller)"
     if x.size < MIN_QUANT_SIZE:
         return f"small tensor ({x.size} values) stored losslessly"
     if x.size <= DISTINCT_CHECK_LIMIT:
@@ -107,39 +130,68 @@ def should_store_losslessly(x: np.ndarray) -> str | None:
     return None
 
 
-def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block]]:
-    """``("planes", one block per byte plane)`` or ``("whole", one block of the raw bytes)``, whichever is smaller.
+def _float_blocks(name: str, x: np.ndarray) -> list[Block]:
+    """Blocks of the ``float`` layout: mantissa planes (zstd or raw), the exponent plane (entropy-coded) last."""
+    planes = float_planes(x)
+    blocks = [Block(f"{name}/plane{i}", pack_plane(plane)) for i, plane in enumerate(planes[:-1])]
+    return blocks + [Block(f"{name}/plane{len(planes) - 1}", pack_entropy(planes[-1]))]
 
-    Both are tried up to :data:`BOTH_LAYOUTS_LIMIT` bytes; above it floats use
-    planes (what makes them compress) and other dtypes the whole buffer.
-    Tensors under :data:`SMALL_LOSSLESS_BYTES` use one block (each block costs
-    a table entry in the header).
+
+def _stored(blocks: list[Block]) -> int:
+    return sum(len(b.packed.payload) + HEADER_BYTES_PER_BLOCK for b in blocks)
+
+
+def _sample_values(x: np.ndarray) -> np.ndarray:
+    """About :data:`LAYOUT_SAMPLE_BYTES` of ``x``'s values, in four pieces across it."""
+    flat = x.reshape(-1)
+    per_piece = LAYOUT_SAMPLE_BYTES // 4 // x.dtype.itemsize
+    if flat.size <= 4 * per_piece:
+        return flat
+    step = flat.size // 4
+    return np.concatenate([flat[i * step: i * step + per_piece] for i in range(4)])
+
+
+def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[str, int] | None]:
+    """``(layout, blocks, sample sizes)``: ``float``, ``planes`` or ``whole``, whichever stores ``x`` smaller.
+
+    Floats of 2+ bytes: the ``float`` layout against plain byte planes on a
+    sample of :data:`LAYOUT_SAMPLE_BYTES` (the sample's stored bytes under
+    each are returned); the winner encodes the whole tensor. Other dtypes:
+    both plain layouts up to :data:`BOTH_LAYOUTS_LIMIT` bytes, above it byte
+    planes for floats and the whole buffer otherwise. Tensors under
+    :data:`SMALL_LOSSLESS_BYTES` use one block (each block costs a table
+    entry in the header); 8-bit floats one entropy-coded block.
     """
     def whole() -> list[Block]:
-        return [Block(f"{name}/bytes", pack(x.reshape(-1).view(np.uint8).tobytes()))]
+        data = x.reshape(-1).view(np.uint8)
+        return [Block(f"{name}/bytes", pack_entropy(data) if is_float(x.dtype) else pack(data))]
 
-    def planes() -> list[Block]:
-        return [Block(f"{name}/plane{i}", pack(plane)) for i, plane in enumerate(split_planes(x))]
-
-    def stored(blocks: list[Block]) -> int:
-        return sum(len(b.packed.payload) + HEADER_BYTES_PER_BLOCK for b in blocks)
+    def planes(values: np.ndarray, level: int | None = None) -> list[Block]:
+        return [Block(f"{name}/plane{i}", pack(plane, level)) for i, plane in enumerate(split_planes(values))]
 
     if x.dtype.itemsize == 1 or x.nbytes < SMALL_LOSSLESS_BYTES:
-        return "whole", whole()
+        return "whole", whole(), None
+    if is_float(x.dtype):
+        sample = _sample_values(x)
+        trial = {"float": _stored(_float_blocks(name, sample)), "planes": _stored(planes(sample, level=1))}
+        if trial["float"] <= trial["planes"]:
+            return "float", _float_blocks(name, x), trial
+        return "planes", planes(x), trial
     if x.nbytes > BOTH_LAYOUTS_LIMIT:
-        return ("planes", planes()) if x.dtype.kind == "f" else ("whole", whole())
-    by_plane, by_whole = planes(), whole()
-    return ("planes", by_plane) if stored(by_plane) < stored(by_whole) else ("whole", by_whole)
+        return "whole", whole(), None
+    by_plane, by_whole = planes(x), whole()
+    return ("planes", by_plane, None) if _stored(by_plane) < _stored(by_whole) else ("whole", by_whole, None)
 
 
 def encode_lossless(name: str, x: np.ndarray, sha: str, note: str | None = None) -> EncodedTensor:
     """Byte planes or the whole buffer (whichever is smaller), packed by :func:`~qflow.compression._lossless.pack`; bit-exact."""
     record = _base_record(name, x, sha)
     record["scheme"] = "lossless"
-    little = np.ascontiguousarray(x).astype(x.dtype.newbyteorder("<"), copy=False)
-    layout, blocks = _lossless_blocks(name, little)
+    layout, blocks, trial = _lossless_blocks(name, _little(x))
     codecs = [b.packed.codec if b.packed.level is None else f"{b.packed.codec}-{b.packed.level}" for b in blocks]
     record["lossless"] = {"layout": layout, "planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
+    if trial is not None:
+        record["lossless"]["sample_stored_bytes"] = trial
     if note:
         record["notes"].append(note)
     if x.size and all(b.packed.codec == "raw" for b in blocks):
@@ -154,6 +206,10 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
     then None): the fast path when nothing downstream needs it before the
     container is read back.
     """
+    original_dtype = x.dtype
+    work = work_dtype(x.dtype)
+    if x.dtype != work:  # bf16, fp16: quantized in float32
+        x = x.astype(work)
     x2d = channel_matrix(x, options.per_channel)
     rows = x2d.shape[0]
     hi = np.zeros(rows, dtype=bool)
@@ -162,7 +218,6 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
     keep, threshold = (None, None)
     if options.sparsity > 0:
         keep, threshold = prune_mask(x2d, options.sparsity, options.channel_weight)
-    work = np.float64 if x.dtype == np.float64 else np.float32
     recon2d = np.empty(x2d.shape, dtype=work) if reconstruct else None
     scales = np.zeros(rows, dtype=work)
     zero_points = np.zeros(rows, dtype=work)
@@ -191,7 +246,7 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
             codes = codes[sub_keep]
         counts[part] = int(codes.size)
         blocks.append(Block(f"{name}/{part}", pack(pack_codes(codes, part_bits))))
-    record = _base_record(name, x, sha)
+    record = {**_base_record(name, x, sha), "dtype": original_dtype.name}
     record["scheme"] = "quant"
     record["quant"] = {
         "bits": options.bits, "hi_bits": 2 * options.bits, "per_channel": rows > 1,
@@ -215,7 +270,7 @@ def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reco
                             "total": int(keep.size), "threshold": threshold,
                             "weighted_by_sensitivity": options.channel_weight is not None}
     record["blocks"] = [b.name for b in blocks]
-    reconstruction = None if recon2d is None else recon2d.reshape(x.shape).astype(x.dtype, copy=False)
+    reconstruction = None if recon2d is None else recon2d.reshape(x.shape).astype(original_dtype, copy=False)
     return EncodedTensor(record, blocks, reconstruction, {"recon2d": recon2d, "scales": scales,
                                                            "zero_points": zero_points, "keep": keep, "hi": hi})
 
@@ -272,13 +327,16 @@ def quant_parts(record: dict[str, Any], container: Container) -> tuple[np.ndarra
 def decode_tensor(record: dict[str, Any], container: Container) -> np.ndarray:
     """The exact inverse of the recorded steps for one tensor (denoiser included when recorded)."""
     shape = tuple(record["shape"])
-    dtype = np.dtype(record["dtype"])
+    dtype = numpy_dtype(record["dtype"])
     scheme = record["scheme"]
     if scheme == "lossless":
         parts = [container.block(name) for name in record["lossless"]["blocks"]]
-        if record["lossless"].get("layout") == "whole":
+        layout = record["lossless"].get("layout")
+        if layout == "whole":
             count = int(np.prod(shape, dtype=np.int64))
             return np.frombuffer(parts[0], dtype=dtype.newbyteorder("<"), count=count).reshape(shape).astype(dtype)
+        if layout == "float":
+            return join_float_planes(parts, dtype, shape)
         return join_planes(parts, dtype, shape)
     if scheme == "quant":
         recon2d, scales, zero_points, levels, keep = quant_parts(record, container)
@@ -289,7 +347,5 @@ def decode_tensor(record: dict[str, Any], container: Container) -> np.ndarray:
             recon2d = apply_denoiser(weights, recon2d, scales, zero_points, levels, keep)
         return recon2d.reshape(shape).astype(dtype, copy=False)
     if scheme == "latent":
-        from qflow.compression._quantum import decode_latent
-
         return decode_latent(record, container).reshape(shape).astype(dtype, copy=False)
     raise ValueError(f"unknown scheme {scheme!r}")

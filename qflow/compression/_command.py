@@ -1,25 +1,41 @@
 """The compress and decompress commands as the CLI and API drive them.
 
-``compress`` writes the container: exactly at ``--out`` when it ends with
-``.qfz`` (the plan JSON then goes beside it as ``<out>.plan.json``), or at
-``<out stem>.qfz`` when ``--out`` is a plan path ending with ``.json``.
-``decompress`` writes the restored tensors at ``--out`` when it ends with
-``.safetensors`` or ``.npz`` (plan beside it as ``<out>.plan.json``), or at
-``<out stem>.safetensors`` when ``--out`` ends with ``.json``. Without
-``--out`` nothing but the plan (stdout) is produced.
+``compress --input`` takes a ``.safetensors`` file, a sharded checkpoint
+(its ``*.safetensors.index.json`` or the folder holding it), ``.pt``/
+``.pth``/``.bin``, ``.npz``, ``.npy`` or CSV; checkpoints given as paths
+are read lazily with no size cap and the container is written as tensors
+are encoded: exactly at ``--out`` when it ends with ``.qfz`` (the plan JSON
+then goes beside it as ``<out>.plan.json``), or at ``<out stem>.qfz`` when
+``--out`` is a plan path ending with ``.json``. ``decompress`` writes the
+restored tensors at ``--out`` when it ends with ``.safetensors`` or ``.npz``
+(plan beside it as ``<out>.plan.json``), into the folder ``--out`` when it
+has no suffix (the recorded shard files and index; plan at
+``<folder>.plan.json``), or at ``<out stem>.safetensors`` when ``--out``
+ends with ``.json``. Without ``--out`` nothing but the plan (stdout) is
+produced.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from qflow.compression._plan import compress_tensors, decompress_container, load_container, load_tensors_input
+from qflow.compression._plan import (
+    compress_tensors,
+    decompress_container,
+    decompress_to_files,
+    load_checkpoint_input,
+    load_container,
+    load_tensors_input,
+    write_restored,
+)
 from qflow.compression._schemas import CompressConfig, DecompressConfig
+from qflow.compression._stream import restored_bytes
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
-from qflow.core.tensors import tensor_file_bytes
 
 __all__ = ["COMMANDS", "artifact_paths"]
 
@@ -35,21 +51,33 @@ def artifact_paths(out: Path, command: str) -> tuple[Path, Path]:
     (PosixPath('model.qfz'), PosixPath('model.qfz.plan.json'))
     >>> artifact_paths(Path("plan.json"), "compress")
     (PosixPath('plan.qfz'), PosixPath('plan.json'))
+    >>> artifact_paths(Path("restored"), "decompress")
+    (PosixPath('restored'), PosixPath('restored.plan.json'))
     """
-    if out.suffix.lower() in ARTIFACT_SUFFIXES[command]:
+    if out.suffix.lower() in ARTIFACT_SUFFIXES[command] or (command == "decompress" and out.suffix == ""):
         return out, out.with_name(out.name + ".plan.json")
     return out.with_name(out.stem + DEFAULT_SUFFIX[command]), out
 
 
+def _sha256_of(handle) -> str:
+    handle.seek(0)
+    h = hashlib.sha256()
+    while chunk := handle.read(64 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
-         progress: Callable[[float, str], None] | None = None) -> Plan:
-    arrays, digest = load_tensors_input(files["input"])
-    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest], progress=progress)
-    info = run.plan.result["container"]
+                  progress: Callable[[float, str], None] | None = None) -> Plan:
+    checkpoint, digest = load_checkpoint_input(files["input"])
+    target = None if out is None else artifact_paths(out, "compress")[0]
+    with (target.open("w+b") if target is not None else tempfile.TemporaryFile()) as sink:
+        run = compress_tensors(checkpoint, config, source=digest.source or "input", digests=[digest], sink=sink,
+                               progress=progress)
+        info = run.plan.result["container"]
+        info["sha256"] = _sha256_of(sink)
     info["written_to"] = None
-    if out is not None:
-        target, _ = artifact_paths(out, "compress")
-        target.write_bytes(run.container)
+    if target is not None:
         info["file"] = target.name
         info["written_to"] = str(target)
     return run.plan
@@ -58,6 +86,12 @@ def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path 
 def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
     data, name, digest = load_container(files["input"])
+    target = None if out is None else artifact_paths(out, "decompress")[0]
+    plain = not (config.hhl or config.qsvt or config.lstm_enhancer)
+    if target is not None and plain and files.get("reference") is None and target.suffix.lower() != ".npz":
+        plan = decompress_to_files(data, target, config, source=name, digests=[digest], progress=progress)
+        plan.result["written_to"] = str(target)
+        return plan
     reference, digests = None, [digest]
     if files.get("reference") is not None:
         reference, ref_digest = load_tensors_input(files["reference"])
@@ -65,9 +99,11 @@ def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Pat
         digests.append(ref_digest)
     run = decompress_container(data, config, source=name, reference=reference, digests=digests, progress=progress)
     run.plan.result["written_to"] = None
-    if out is not None:
-        target, _ = artifact_paths(out, "decompress")
-        target.write_bytes(tensor_file_bytes(run.arrays, target.suffix))
+    if target is not None:
+        if target.suffix.lower() == ".npz":
+            target.write_bytes(restored_bytes(run.arrays, target.suffix))
+        else:
+            write_restored(data, run.arrays, target, name)
         run.plan.result["written_to"] = str(target)
     return run.plan
 
@@ -108,8 +144,9 @@ COMMANDS = (
         help="compress a checkpoint into a checksummed .qfz container (8/4-bit, pruning, zstd, lossless mode)",
         config_cls=CompressConfig,
         inputs=("input",),
-        input_help={"input": ".safetensors/.npz/.npy/.pt (weights-only)/.csv tensors; --out model.qfz writes the "
-                    "container (plan beside it as model.qfz.plan.json)"},
+        input_help={"input": ".safetensors, a sharded checkpoint (its .safetensors.index.json or folder), .pt/.bin "
+                    "(weights-only), .npz/.npy/.csv tensors; --out model.qfz writes the container (plan beside it "
+                    "as model.qfz.plan.json)"},
         sample_inputs={"input": "sample_data/compression/checkpoint.safetensors"},
         run=_run_compress,
         summarize=_summarize_compress,
@@ -121,7 +158,8 @@ COMMANDS = (
         config_cls=DecompressConfig,
         inputs=("input",),
         optional_inputs=("reference",),
-        input_help={"input": ".qfz container; --out restored.safetensors (or .npz) writes the tensors",
+        input_help={"input": ".qfz container; --out restored.safetensors (or .npz) writes the tensors, --out FOLDER "
+                    "the recorded shard files and index",
                     "reference": "optional original tensors: errors of every path are measured against them"},
         sample_inputs={"input": "sample_data/compression/checkpoint.qfz",
                        "reference": "sample_data/compression/checkpoint.safetensors"},

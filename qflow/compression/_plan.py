@@ -20,13 +20,25 @@ given, else the self-check the step used to decide).
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import mmap
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from qflow.compression._checkpoint import (
+    TORCH_SUFFIXES,
+    Checkpoint,
+    TensorRef,
+    open_checkpoint,
+    safetensors_from_buffer,
+    torch_checkpoint,
+)
 from qflow.compression._codec import (
     EncodedTensor,
     QuantOptions,
@@ -36,32 +48,41 @@ from qflow.compression._codec import (
     original_sha256,
     should_store_losslessly,
 )
-from qflow.compression._container import VERSION, Block, read_container, write_container
-from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums
+from qflow.compression._container import VERSION, Block, ContainerWriter, read_container, tensor_nbytes
+from qflow.compression._dtypes import is_float, numpy_dtype
+from qflow.compression._lossless import Packed, unpack
+from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums, exact_sums
 from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
 from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
+from qflow.compression._stream import ordered_map, release_memory, safetensors_outputs, write_safetensors_files
 from qflow.core.config import config_from_mapping
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import Source, read_input
+from qflow.core.limits import check_limit, max_workers
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 
-__all__ = ["CompressRun", "DecompressRun", "compress_tensors", "decompress_container", "load_container",
-           "load_tensors_input", "plan_compress", "plan_decompress"]
+__all__ = ["CompressRun", "DecompressRun", "compress_tensors", "decompress_container", "decompress_to_files",
+           "decoded_tensors", "load_checkpoint_input", "load_container", "load_tensors_input", "plan_compress",
+           "plan_decompress", "write_restored"]
 
 Progress = Callable[[float, str], None]
 #: Values of the largest tensor carried in the plan for the histogram (original and reconstructed).
 PREVIEW_VALUES = 4000
 #: Side of the error heatmap carried in the plan.
 HEATMAP_SIDE = 48
+#: Bytes of tensors the baselines (fp16 cast, zstd, int8) run on; a larger checkpoint uses a stated sample.
+BASELINE_SAMPLE_BYTES = 64 << 20
+#: Bytes hashed per read when digesting checkpoint files.
+HASH_CHUNK = 64 << 20
 
 
 @dataclass(frozen=True)
 class CompressRun:
-    """The plan and the container bytes (too large for the plan JSON)."""
+    """The plan and the container bytes (too large for the plan JSON); None when written to a sink."""
 
     plan: Plan
-    container: bytes
+    container: bytes | None
 
 
 @dataclass(frozen=True)
@@ -76,23 +97,74 @@ def _ignore(fraction: float, message: str) -> None:
     """Progress sink when nobody watches."""
 
 
-def _digest_arrays(arrays: Mapping[str, np.ndarray], name: str) -> InputDigest:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
-        h.update(memoryview(a.reshape(-1)).cast("B"))
-    return InputDigest(name=name, sha256=h.hexdigest(), rows=len(arrays))
-
-
 def load_tensors_input(source: Source, name: str | None = None) -> tuple[dict[str, np.ndarray], InputDigest]:
-    """Read a checkpoint file (path, bytes or upload) for :func:`compress_tensors`; see ``load_tensor_file``."""
-    arrays, raw = load_tensor_file(source, name)
+    """Read a tensor file (path, bytes or upload) into memory ``{name: ndarray}``; see :func:`load_checkpoint_input`."""
+    checkpoint, digest = load_checkpoint_input(source, name)
+    if isinstance(checkpoint, Checkpoint):
+        return check_tensors(checkpoint.arrays(), digest.source or "input"), digest
+    return checkpoint, digest
+
+
+def _hash_files(paths: list[Path]) -> str:
+    """sha256 of the files' bytes, one after another (a single file: the sha256 of that file)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint_input(source: Source, name: str | None = None) -> tuple[Checkpoint | dict[str, np.ndarray],
+                                                                             InputDigest]:
+    """A checkpoint for :func:`compress_tensors`: lazily read where the format allows, else in memory.
+
+    A path to a ``.safetensors`` file, a sharded index or its folder, a
+    ``.pt``/``.pth``/``.bin`` or an ``.npz`` is opened lazily with no size
+    cap (:func:`qflow.compression._checkpoint.open_checkpoint`); its digest is
+    the sha256 of its files (the index, then the shards). Uploaded bytes go
+    through :func:`qflow.core.io.read_input` (and its size limit): a
+    ``.safetensors`` upload is parsed here (every dtype), other formats by
+    the shared loaders; ``.csv`` is a matrix.
+    """
+    if isinstance(source, str | Path) and not isinstance(source, bytes):
+        path = Path(source)
+        checkpoint = open_checkpoint(path)
+        if checkpoint is not None:
+            files = [path] if path.is_file() else []
+            if checkpoint.layout["kind"] == "sharded":
+                folder = path if path.is_dir() else path.parent
+                files = [folder / checkpoint.layout["index_name"]] + [folder / f["name"] for f in checkpoint.layout["files"]]
+            elif path.is_dir():
+                files = [path / checkpoint.layout["files"][0]["name"]]
+            digest = InputDigest(name="input", sha256=_hash_files(files), rows=len(checkpoint.tensors),
+                                 source=name or checkpoint.source)
+            return checkpoint, digest
+    raw = read_input(source, name)
+    if raw.suffix == ".safetensors":
+        refs, entry = safetensors_from_buffer(raw.data, raw.name, raw.name)
+        layout = {"kind": "safetensors", "files": [entry], "index": None, "index_name": None}
+        return Checkpoint(raw.name, refs, layout), raw.digest("input", rows=len(refs))
+    if raw.suffix in TORCH_SUFFIXES:  # bf16/fp8 tensors need the ml_dtypes view, not tensor.numpy()
+        checkpoint = torch_checkpoint(io.BytesIO(raw.data), raw.name)
+        return checkpoint, raw.digest("input", rows=len(checkpoint.tensors))
+    arrays, raw = load_tensor_file(raw.data, raw.name)
     return arrays, raw.digest("input", rows=len(arrays))
 
 
-def load_container(source: Source, name: str | None = None) -> tuple[bytes, str, InputDigest]:
-    """Read a container file's bytes (verification happens in :func:`decompress_container`)."""
+def load_container(source: Source, name: str | None = None) -> tuple[Any, str, InputDigest]:
+    """A container's bytes for :func:`decompress_container`: a read-only memory map for a path (no size cap),
+    else the upload's bytes (size-limited); verification happens on decompression."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        label = name or path.name
+        if not path.is_file():
+            raise InputError(label, "(file)", "file not found", "an existing file", str(path))
+        if path.stat().st_size == 0:
+            raise InputError(label, "(file)", "file is empty", "a non-empty file")
+        with path.open("rb") as handle:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return data, label, InputDigest(name="input", sha256=_hash_files([path]), source=label)
     raw = read_input(source, name)
     return raw.data, raw.name, raw.digest("input")
 
@@ -207,6 +279,261 @@ def _preview(arrays: Mapping[str, np.ndarray], restored: Mapping[str, np.ndarray
             "error_map": err.tolist(), "error_map_rows": rows.tolist(), "error_map_cols": cols.tolist()}
 
 
+@dataclass
+class _Encoded:
+    """One tensor after encoding and the read-back check (the values themselves are not kept)."""
+
+    enc: EncodedTensor
+    row: dict[str, Any]
+    sums: ErrorSums
+    seconds: dict[str, float]
+    cpu: dict[str, float] = field(default_factory=dict)
+    dropout: dict[str, Any] | None = None
+    denoise: dict[str, Any] | None = None
+    latent: dict[str, Any] | None = None
+    latent_error: str | None = None
+    preview: dict[str, Any] | None = None
+
+
+class _MemoryBlocks:
+    """The blocks of encoded tensors, readable like a container (for the read-back check before writing)."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        self._blocks = {b.name: b.packed for b in blocks}
+
+    def block(self, name: str) -> bytes | memoryview:
+        packed = self._blocks[name]
+        if packed.codec == "raw":
+            return packed.payload  # read only: no copy of a tensor-sized plane
+        return unpack(packed.codec, packed.payload, packed.raw_length)
+
+
+def _tensor_refs(tensors: Any, source: str) -> tuple[list[TensorRef], dict[str, Any] | None]:
+    """The tensors to compress as lazy references, and the checkpoint layout (None for in-memory tensors)."""
+    if isinstance(tensors, Checkpoint):
+        if not tensors.tensors:
+            raise InputError(source, "(file)", "no tensors", "at least one tensor")
+        return tensors.tensors, tensors.layout
+    arrays = check_tensors(as_arrays(tensors), source)
+    return [TensorRef(name, a.dtype.name, tuple(a.shape), "", lambda a=a: a) for name, a in arrays.items()], None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every tensor's encoding shares (read-only in the workers)."""
+
+    config: CompressConfig
+    quantum: tuple[Any, Any, QuantumReport] | None
+    source: str
+    preview_tensor: str | None
+
+
+def _encode_steps(name: str, x: np.ndarray, i: int, ctx: _Context, timer: StageTimer, out: _Encoded) -> EncodedTensor:
+    """Quantization and the optional learned/quantum steps of one float tensor."""
+    config = ctx.config
+    seed = (config.seed * 1_000_003 + i) % 2**32
+    with timer.stage("compress"):
+        per_channel, granularity = _granularity(x, config)
+        x2d = channel_matrix(x, per_channel)
+        options = QuantOptions(config.bits, per_channel, config.target_sparsity)
+    if config.dropout_simulator and x2d.shape[0] >= 4:
+        with timer.stage("dropout_simulator"):
+            options, info = _sensitivity_options(x2d, config, seed)
+            out.dropout = {"tensor": name, **info}
+    with timer.stage("compress"):
+        enc = encode_quant(name, x, "", options, reconstruct=config.denoiser or ctx.quantum is not None)
+        enc.record["quant"]["granularity"] = granularity
+    if config.denoiser:
+        with timer.stage("denoiser"):
+            out.denoise = _denoise(name, x, enc, config, seed, per_channel)
+    if ctx.quantum is not None:
+        from qflow.compression._quantum import autoencoder_candidate
+
+        with timer.stage("vqc_autoencoder"):
+            try:
+                info, latent = autoencoder_candidate(name, x, enc, config, ctx.quantum, seed)
+                out.latent = info
+                if latent is not None:
+                    enc = latent
+            except QuantumUnavailableError as exc:
+                out.latent_error = f"{name}: {exc}"
+    return enc
+
+
+def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
+    """Load, check, encode, then decode the blocks again and measure: one tensor, start to end, in a worker."""
+    i, ref = item
+    timer = StageTimer()
+    cpu = time.thread_time()
+    with timer.stage("compress"):
+        x = ref.load()
+        check_tensors({ref.name: x}, ctx.source)
+        sha = original_sha256(x)
+        reason = "lossless mode" if ctx.config.lossless else should_store_losslessly(x)
+    out = _Encoded(None, {}, ErrorSums(), {})  # type: ignore[arg-type]
+    if reason is not None:
+        with timer.stage("compress"):
+            enc = encode_lossless(ref.name, x, "", reason if not ctx.config.lossless else None)
+    else:
+        enc = _encode_steps(ref.name, x, i, ctx, timer, out)
+    enc.record["sha256"] = sha
+    if ref.file:
+        enc.record["file"] = ref.file
+    enc.blocks = [Block(b.name, replace(b.packed, sha256=hashlib.sha256(b.packed.payload).hexdigest()))
+                  for b in enc.blocks]  # the container's checksums, computed here on this worker's core
+    out.cpu["encode"] = time.thread_time() - cpu
+    cpu = time.thread_time()
+    with timer.stage("decompress"):
+        restored = decode_tensor(enc.record, _MemoryBlocks(enc.blocks))
+    out.cpu["decode"] = time.thread_time() - cpu
+    with timer.stage("evaluate"):
+        exact = enc.record["scheme"] == "lossless"
+        if exact and not np.array_equal(_bytes_of(restored), _bytes_of(x)):
+            raise RuntimeError(f"lossless round trip of {ref.name} is not bit-exact")  # a bug, never input
+        out.sums = exact_sums(x) if exact else error_sums(x, restored)
+        if ref.name == ctx.preview_tensor:
+            out.preview = _preview({ref.name: x}, {ref.name: restored})
+    stored = sum(len(b.packed.payload) for b in enc.blocks)
+    rec = enc.record
+    out.enc, out.seconds = enc, timer.timings_s
+    out.row = {"name": ref.name, "shape": list(x.shape), "dtype": x.dtype.name, "scheme": rec["scheme"],
+               "bits": rec.get("quant", {}).get("bits"), **_granularity_columns(rec), "original_bytes": int(x.nbytes),
+               "stored_bytes": stored, "compression_ratio": x.nbytes / max(stored, 1), **out.sums.figures(),
+               "notes": rec["notes"]}
+    if rec["scheme"] == "lossless":
+        out.row["layout"] = rec["lossless"]["layout"]
+    enc.extras = {}
+    enc.reconstruction = None  # type: ignore[assignment]
+    return out
+
+
+def _bytes_of(x: np.ndarray) -> np.ndarray:
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.dtype.byteorder == ">":
+        flat = flat.astype(flat.dtype.newbyteorder("<"))
+    return flat.view(np.uint8)
+
+
+def _workers(config: CompressConfig | DecompressConfig, learned: bool) -> int:
+    """Worker threads: ``n_workers`` (0 = every core) capped by :func:`qflow.core.limits.max_workers`; 1 with
+    learned or quantum steps (torch and PennyLane training keep their own threads and seeds)."""
+    return 1 if learned else max_workers(config.n_workers or None)
+
+
+def _baseline_sample(refs: list[TensorRef]) -> tuple[list[TensorRef], dict[str, Any]]:
+    """Tensors the baselines run on: all up to :data:`BASELINE_SAMPLE_BYTES`, else every k-th one within it."""
+    total = sum(r.nbytes for r in refs)
+    if total <= BASELINE_SAMPLE_BYTES:
+        return refs, {"tensors": len(refs), "of": len(refs), "bytes": total, "rule": "every tensor"}
+    step = math.ceil(total / BASELINE_SAMPLE_BYTES)
+    picked, size = [], 0
+    for ref in refs[::step]:
+        if size + ref.nbytes <= BASELINE_SAMPLE_BYTES:
+            picked.append(ref)
+            size += ref.nbytes
+    rule = (f"every {step}th tensor, skipping any that would pass {BASELINE_SAMPLE_BYTES >> 20} MiB in all "
+            "(the baselines then cover that sample only)")
+    return picked, {"tensors": len(picked), "of": len(refs), "bytes": size, "rule": rule}
+
+
+def _baselines(refs: list[TensorRef], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    sample, info = _baseline_sample(refs)
+    arrays = {r.name: r.load() for r in sample}
+    baselines, per_tensor = {}, {}
+    for key, func in (("fp16_cast", baseline_fp16), ("zstd_raw", baseline_zstd), ("int8_plain", baseline_int8)):
+        baselines[key], per = func(arrays)
+        for name, figures in per.items():
+            per_tensor.setdefault(name, {})[key] = figures
+    for row in rows:
+        row["baselines"] = per_tensor.get(row["name"])
+    return baselines, info
+
+
+def _compress_steps(config: CompressConfig, encoded: list[_Encoded]) -> list[dict[str, str]]:
+    if config.lossless:
+        return [{"step": "lossless", "detail": "floats: exponent split from sign and mantissa and entropy-coded "
+                 "(plain byte planes where a sample says they store smaller); others byte planes + zstd"}]
+    steps = []
+    if config.dropout_simulator:
+        steps.append({"step": "dropout_simulator", "detail": "sensitive channels at twice the bits"})
+    if config.target_sparsity > 0:
+        steps.append({"step": "prune", "detail": f"magnitude pruning to {config.target_sparsity:g} sparsity"})
+    granularity = "per tensor"
+    if config.per_channel:
+        granularity = ("per channel" if config.max_relative_error <= 0 or config.dropout_simulator else
+                       f"per tensor where that keeps the relative error <= {config.max_relative_error:g}, "
+                       "else per channel")
+    steps.append({"step": "quantize", "detail": f"uniform {config.bits}-bit, {granularity}"})
+    steps.append({"step": "zstd", "detail": "codes packed with zstd (level by a quick trial)"})
+    if any(e.denoise and e.denoise["used"] for e in encoded):
+        steps.append({"step": "denoiser", "detail": "residual conv net applied on decompression"})
+    if any(e.enc.record["scheme"] == "latent" for e in encoded):
+        steps.append({"step": "latent", "detail": "PCA latents for some tensors"})
+    return steps
+
+
+def _ran_compress(config: CompressConfig, encoded: list[_Encoded], solver: SolverReport) -> None:
+    """Make ``solver.ran`` name only the steps whose result is in the container; the others become fallbacks
+    with their reason and measured effect."""
+    if config.lossless:
+        return
+    if config.denoiser and not any(e.denoise and e.denoise["used"] for e in encoded):
+        tried = [e.denoise for e in encoded if e.denoise]
+        effect = "; ".join(f"{d['tensor']}: {d.get('relative_l2_before', 0):.4g} -> {d.get('relative_l2_after', 0):.4g}"
+                           for d in tried[:4] if "relative_l2_before" in d)
+        solver.fall_back("denoiser", _without(solver.ran, "denoiser"), "denoiser kept on no tensor: it did not lower "
+                         "the relative L2 error" + (f" ({effect})" if effect else ""))
+    if not config.vqc_autoencoder or "vqc" not in solver.ran.split("+"):
+        return
+    infos = [e.latent for e in encoded if e.latent]
+    won = [i for i in infos if i.get("winner") == "vqc"]
+    effect = "; ".join(f"{i['tensor']}: held-out error VQC {i['vqc_relative_error']:.4g} vs PCA "
+                       f"{i['pca_relative_error']:.4g}" for i in infos[:4] if "vqc_relative_error" in i)
+    pca_used = any(e.enc.record["scheme"] == "latent" for e in encoded)
+    to = _without(solver.ran, "vqc") + ("+pca_latent" if pca_used else "")
+    if pca_used:
+        reason = "no VQC latent stored: PCA won on held-out blocks and its latent replaced the codes"
+    elif won:
+        reason = "no VQC latent stored: the VQC beat PCA on held-out blocks but its latent is not smaller than the codes"
+    else:
+        reason = "no latent stored: " + (infos[0].get("reason", "") if infos else "no tensor eligible")
+    solver.fall_back("vqc", to, reason + (f" ({effect})" if effect else ""))
+
+
+def _vqc_device(config: CompressConfig, solver: SolverReport) -> tuple[Any, Any, QuantumReport] | None:
+    """Device, budget and report of the VQC autoencoder, or None (off, lossless, or unavailable: a fallback)."""
+    if not config.vqc_autoencoder or config.lossless:
+        return None
+    try:
+        device = choose_device()
+    except QuantumUnavailableError as exc:
+        solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
+        return None
+    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+    return device, budget, QuantumReport(device=device.name, device_reason=device.reason, layers=config.vqc_layers)
+
+
+def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: ContainerWriter, timer: StageTimer,
+                solver: SolverReport, report: Progress) -> list[_Encoded]:
+    """Encode every tensor on ``workers`` threads and write its blocks as it finishes, in order."""
+    encoded: list[_Encoded] = []
+    done_bytes, total_bytes = 0, sum(r.nbytes for r in refs) or 1
+    for out in ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers):
+        for block in out.enc.blocks:
+            writer.add(block)
+        out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
+                          for b in out.enc.blocks]  # written: drop the payloads, keep what the plan reports
+        release_memory()
+        for stage, seconds in out.seconds.items():
+            timer.timings_s[stage] = round(timer.timings_s.get(stage, 0.0) + seconds, 6)
+        if out.latent_error and "vqc" in solver.ran.split("+"):
+            solver.fall_back("vqc", _without(solver.ran, "vqc"), out.latent_error)
+        encoded.append(out)
+        done_bytes += out.row["original_bytes"]
+        report(0.85 * done_bytes / total_bytes, f"compressed {out.row['name']} {tuple(out.row['shape'])}")
+    return encoded
+
+
 def compress_tensors(
     tensors: Any,
     config: CompressConfig | Mapping[str, Any] | None = None,
@@ -214,151 +541,98 @@ def compress_tensors(
     source: str = "tensors",
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
+    sink: BinaryIO | None = None,
 ) -> CompressRun:
     """Compress named tensors into one ``.qfz`` container and measure it.
 
     Parameters
     ----------
-    tensors : ndarray, torch tensor or mapping of name -> array
-        Numeric tensors of any shape (a checkpoint's state dict).
+    tensors : Checkpoint, ndarray, torch tensor or mapping of name -> array
+        A lazily read checkpoint (:func:`load_checkpoint_input`) or numeric
+        tensors of any shape and dtype (bf16 and float8 as ``ml_dtypes`` arrays).
     config : CompressConfig or mapping
     source : str
         Name used in error messages.
     digests : list of InputDigest, optional
-        The input files' digests (from :func:`load_tensors_input`).
+        The input files' digests.
     progress : callable(fraction, message), optional
+    sink : binary file, optional
+        Where the container is written as tensors are encoded (seekable);
+        without it the container's bytes are returned in ``CompressRun.container``.
 
     Returns
     -------
     CompressRun
         ``plan.metrics``: ``compression_ratio`` (original / container bytes),
         ``relative_l2_error``, ``max_abs_error``, ``snr_db``,
-        ``cosine_similarity`` (all tensors together), ``compress_mb_per_s``,
-        ``decompress_mb_per_s``; ``plan.result["tensors"]`` has them per tensor;
-        ``plan.baselines``: ``fp16_cast``, ``zstd_raw``, ``int8_plain``.
+        ``cosine_similarity`` (all tensors together), ``compress_mb_per_s``
+        (wall time of the whole run), ``compress_core_mb_per_s`` and
+        ``decompress_mb_per_s`` (per core: bytes over the CPU time the worker
+        threads spent encoding / decoding, so a busy machine does not skew them);
+        ``plan.result["tensors"]`` has them per tensor; ``plan.baselines``:
+        ``fp16_cast``, ``zstd_raw``, ``int8_plain`` (on ``result["baseline_sample"]``).
     """
     if not isinstance(config, CompressConfig):
         config = config_from_mapping(CompressConfig, config, "config")
     report = progress or _ignore
-    arrays = check_tensors(as_arrays(tensors), source)
-    timer = StageTimer()
+    refs, layout = _tensor_refs(tensors, source)
+    wall = time.perf_counter()
     solver = SolverReport(requested=_requested_compress(config), ran=_requested_compress(config))
-    original_bytes = sum(a.nbytes for a in arrays.values())
-    encoded: dict[str, EncodedTensor] = {}
-    dropout_info, denoise_info, latent_info = [], [], []
-    steps = []
-    quantum = None
-    if config.vqc_autoencoder:
-        try:
-            device = choose_device()
-            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-            quantum = (device, budget, QuantumReport(device=device.name, device_reason=device.reason,
-                                                     layers=config.vqc_layers))
-        except QuantumUnavailableError as exc:
-            solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
-    n = len(arrays)
-    with ThreadPoolExecutor(1) as hasher:
-        shas = {name: hasher.submit(original_sha256, x) for name, x in arrays.items()}
-        for i, (name, x) in enumerate(arrays.items()):
-            report(0.7 * i / n, f"compressing {name} {tuple(x.shape)}")
-            seed = (config.seed * 1_000_003 + i) % 2**32
-            with timer.stage("compress"):
-                reason = "lossless mode" if config.lossless else should_store_losslessly(x)
-                if reason is not None:
-                    encoded[name] = encode_lossless(name, x, "", reason if not config.lossless else None)
-                    continue
-                per_channel, granularity = _granularity(x, config)
-                x2d = channel_matrix(x, per_channel)
-                options = QuantOptions(config.bits, per_channel, config.target_sparsity)
-            if config.dropout_simulator and x2d.shape[0] >= 4:
-                with timer.stage("dropout_simulator"):
-                    options, info = _sensitivity_options(x2d, config, seed)
-                    dropout_info.append({"tensor": name, **info})
-            with timer.stage("compress"):
-                enc = encode_quant(name, x, "", options, reconstruct=config.denoiser or quantum is not None)
-                enc.record["quant"]["granularity"] = granularity
-            if config.denoiser:
-                with timer.stage("denoiser"):
-                    denoise_info.append(_denoise(name, x, enc, config, seed, per_channel))
-            if quantum is not None:
-                from qflow.compression._quantum import autoencoder_candidate
-
-                with timer.stage("vqc_autoencoder"):
-                    try:
-                        info, latent = autoencoder_candidate(name, x, enc, config, quantum, seed)
-                        latent_info.append(info)
-                        if latent is not None:
-                            enc = latent
-                    except QuantumUnavailableError as exc:
-                        solver.fall_back("vqc", _without(solver.ran, "vqc"), f"{name}: {exc}")
-                        quantum = None
-            encoded[name] = enc
-        with timer.stage("compress"):
-            for name, enc in encoded.items():
-                enc.record["sha256"] = shas[name].result()
-    report(0.75, "writing the container")
+    quantum = _vqc_device(config, solver)
+    floats = [r for r in refs if is_float(numpy_dtype(r.dtype)) and math.prod(r.shape)]
+    ctx = _Context(config, quantum, source, max(floats, key=lambda r: math.prod(r.shape)).name if floats else None)
+    learned = not config.lossless and (config.denoiser or config.dropout_simulator or quantum is not None)
+    workers = _workers(config, learned)
+    buffer = io.BytesIO() if sink is None else None
+    writer = ContainerWriter(sink if sink is not None else buffer)
+    timer = StageTimer()
+    encoded = _encode_all(refs, ctx, workers, writer, timer, solver, report)
+    _ran_compress(config, encoded, solver)
+    report(0.87, "writing the container header")
+    steps = _compress_steps(config, encoded)
+    header = {"config": config.model_dump(), "steps": steps, "tensors": [e.enc.record for e in encoded]}
+    if layout is not None:
+        header["layout"] = layout
     with timer.stage("compress"):
-        if config.lossless:
-            steps.append({"step": "lossless", "detail": "byte planes + zstd, level by a quick trial per plane"})
-        else:
-            if config.dropout_simulator:
-                steps.append({"step": "dropout_simulator", "detail": "sensitive channels at twice the bits"})
-            if config.target_sparsity > 0:
-                steps.append({"step": "prune", "detail": f"magnitude pruning to {config.target_sparsity:g} sparsity"})
-            granularity = "per tensor"
-            if config.per_channel:
-                granularity = ("per channel" if config.max_relative_error <= 0 or config.dropout_simulator else
-                               f"per tensor where that keeps the relative error <= {config.max_relative_error:g}, "
-                               "else per channel")
-            steps.append({"step": "quantize", "detail": f"uniform {config.bits}-bit, {granularity}"})
-            steps.append({"step": "zstd", "detail": "codes packed with zstd (level by a quick trial)"})
-            if any(d["used"] for d in denoise_info):
-                steps.append({"step": "denoiser", "detail": "residual conv net applied on decompression"})
-            if any(e.record["scheme"] == "latent" for e in encoded.values()):
-                steps.append({"step": "latent", "detail": "autoencoder latents for some tensors"})
-        header = {"config": config.model_dump(), "steps": steps, "tensors": [e.record for e in encoded.values()]}
-        container = write_container(header, [b for e in encoded.values() for b in e.blocks])
-    compress_s = sum(timer.timings_s.values())
-    report(0.8, "reading the container back (checksums, decode)")
-    with timer.stage("decompress"):
-        opened = read_container(container, "compressed.qfz")
-        restored = {r["name"]: decode_tensor(r, opened) for r in opened.header["tensors"]}
-    decompress_s = timer.timings_s["decompress"]
-    report(0.88, "measuring errors and baselines")
-    with timer.stage("evaluate"):
-        rows, sums = [], []
-        for name, x in arrays.items():
-            s = error_sums(x, restored[name])
-            sums.append(s)
-            rec = encoded[name].record
-            stored = sum(len(b.packed.payload) for b in encoded[name].blocks)
-            rows.append({"name": name, "shape": list(x.shape), "dtype": x.dtype.name, "scheme": rec["scheme"],
-                         "bits": rec.get("quant", {}).get("bits"), **_granularity_columns(rec),
-                         "original_bytes": int(x.nbytes),
-                         "stored_bytes": stored, "compression_ratio": x.nbytes / max(stored, 1), **s.figures(),
-                         "notes": rec["notes"]})
-        total = ErrorSums()
-        for s in sums:
-            total = total + s
-        preview = _preview(arrays, restored)
+        container_bytes = writer.finish(header)
+    wall = time.perf_counter() - wall
+    report(0.9, "measuring baselines")
+    rows = [e.row for e in encoded]
     with timer.stage("baselines"):
-        baselines, per_tensor = {}, {}
-        for key, func in (("fp16_cast", baseline_fp16), ("zstd_raw", baseline_zstd), ("int8_plain", baseline_int8)):
-            baselines[key], per = func(arrays)
-            for name, figures in per.items():
-                per_tensor.setdefault(name, {})[key] = figures
-    for row in rows:
-        row["baselines"] = per_tensor[row["name"]]
+        baselines, sample_info = _baselines(refs, rows)
     if quantum is not None:
         solver.quantum = quantum[2]
+    container = buffer.getvalue() if buffer is not None else None
+    original_bytes = sum(r["original_bytes"] for r in rows)
+    plan = _compress_plan(config, encoded, solver, timer, steps, layout, source, digests, workers, wall,
+                          original_bytes, container_bytes, container, baselines, sample_info)
+    report(1.0, "done")
+    return CompressRun(plan, container)
+
+
+def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: SolverReport, timer: StageTimer,
+                   steps: list[dict[str, str]], layout: dict[str, Any] | None, source: str,
+                   digests: list[InputDigest] | None, workers: int, wall: float, original_bytes: int,
+                   container_bytes: int, container: bytes | None, baselines: dict[str, Any],
+                   sample_info: dict[str, Any]) -> Plan:
+    """The compress plan from the encoded tensors' rows and the run's timings."""
+    rows = [e.row for e in encoded]
+    total = ErrorSums()
+    for e in encoded:
+        total = total + e.sums
+    encode_s = sum(e.cpu.get("encode", 0.0) for e in encoded)  # CPU seconds of the workers' threads
+    decode_s = sum(e.cpu.get("decode", 0.0) for e in encoded)
+    mb = original_bytes / 2**20
     metrics = {
-        "compression_ratio": original_bytes / len(container),
+        "compression_ratio": original_bytes / container_bytes,
         **total.figures(),
         "original_bytes": original_bytes,
-        "container_bytes": len(container),
-        "tensors": len(arrays),
-        "compress_mb_per_s": round(original_bytes / 2**20 / compress_s, 3) if compress_s > 0 else None,
-        "decompress_mb_per_s": round(original_bytes / 2**20 / decompress_s, 3) if decompress_s > 0 else None,
+        "container_bytes": container_bytes,
+        "tensors": len(rows),
+        "workers": workers,
+        "compress_mb_per_s": round(mb / wall, 3) if wall > 0 else None,
+        "compress_core_mb_per_s": round(mb / encode_s, 3) if encode_s > 0 else None,
+        "decompress_mb_per_s": round(mb / decode_s, 3) if decode_s > 0 else None,
     }
     diagnostics = [f"{r['name']}: {note}" for r in rows for note in r["notes"]][:20]
     if config.lossless:
@@ -367,26 +641,34 @@ def compress_tensors(
                                          ("target_sparsity", config.target_sparsity > 0)) if on]
         if skipped:
             diagnostics.insert(0, "lossless mode is bit-exact: lossy steps skipped (" + ", ".join(skipped) + ")")
-    result = {
-        "container": {"bytes": len(container), "sha256": hashlib.sha256(container).hexdigest(), "format": f"qflow.qfz/{VERSION}"},
-        "steps": steps,
-        "tensors": rows,
-        "preview": preview,
-    }
+    info: dict[str, Any] = {"bytes": container_bytes, "format": f"qflow.qfz/{VERSION}"}
+    if container is not None:
+        info["sha256"] = hashlib.sha256(container).hexdigest()
+    result: dict[str, Any] = {"container": info, "steps": steps, "tensors": rows,
+                              "preview": next((e.preview for e in encoded if e.preview), None),
+                              "baseline_sample": sample_info}
+    if layout is not None:
+        result["layout"] = {"kind": layout["kind"], "files": [f["name"] for f in layout["files"]]}
     if config.dropout_simulator:
-        result["dropout_simulator"] = dropout_info
+        result["dropout_simulator"] = [e.dropout for e in encoded if e.dropout]
     if config.denoiser:
-        result["denoiser"] = denoise_info
-        used = [d for d in denoise_info if d["used"]]
-        metrics["denoiser_tensors"] = len(used)
+        result["denoiser"] = [e.denoise for e in encoded if e.denoise]
+        metrics["denoiser_tensors"] = sum(1 for d in result["denoiser"] if d["used"])
     if config.vqc_autoencoder:
-        result["autoencoder"] = latent_info
-        metrics["latent_tensors"] = sum(1 for e in encoded.values() if e.record["scheme"] == "latent")
-    plan = Plan(module="compress", inputs=digests or [_digest_arrays(arrays, "input")], config=config.model_dump(),
-                solver=solver, result=result, metrics=metrics, baselines=baselines, timings_s=timer.timings_s,
-                diagnostics=diagnostics)
-    report(1.0, "done")
-    return CompressRun(plan, container)
+        result["autoencoder"] = [e.latent for e in encoded if e.latent]
+        metrics["latent_tensors"] = sum(1 for e in encoded if e.enc.record["scheme"] == "latent")
+    inputs = digests or [_digest_records(encoded, source)]
+    return Plan(module="compress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _digest_records(encoded: list[_Encoded], source: str) -> InputDigest:
+    """Digest of the tensors: names, dtypes, shapes and each tensor's sha256, in order."""
+    h = hashlib.sha256()
+    for e in encoded:
+        r = e.enc.record
+        h.update(f"{r['name']}:{r['dtype']}:{r['shape']}:{r['sha256']};".encode())
+    return InputDigest(name="input", sha256=h.hexdigest(), rows=len(encoded), source=source)
 
 
 def plan_compress(tensors: Any, config: CompressConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> Plan:
@@ -399,14 +681,170 @@ def _without(path: str, part: str) -> str:
     return "+".join(p for p in path.split("+") if p != part)
 
 
+def _decode_checked(record: dict[str, Any], opened: Any, source: str, check_sha: bool = True) -> np.ndarray:
+    """One tensor's plain decode; a forged record is an :class:`InputError` naming the tensor, and (``check_sha``)
+    a lossless tensor must reproduce its recorded sha256."""
+    name = record["name"]
+    try:
+        restored = decode_tensor(record, opened)
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+        raise InputError(source, f"tensor '{name}'", "cannot be decoded", "a record qflow wrote", str(exc)[:200]) from None
+    if tuple(restored.shape) != tuple(record["shape"]):
+        raise InputError(source, f"tensor '{name}'", "decodes to another shape", str(record["shape"]),
+                         list(restored.shape))
+    if check_sha and record["scheme"] == "lossless" and original_sha256(restored) != record["sha256"]:
+        raise InputError(source, f"tensor '{name}'", "restored bytes differ from the recorded sha256",
+                         record["sha256"][:16], original_sha256(restored)[:16])
+    return restored
+
+
+def decoded_tensors(opened: Any, records: list[dict[str, Any]], workers: int, check_sha: bool = True,
+                    cpu: list[float] | None = None) -> Any:
+    """``(name, array)`` for ``records`` in order, decoded on ``workers`` threads (a bounded window in flight).
+
+    ``cpu``, when given, receives each decode's thread CPU seconds.
+    """
+    def one(record: dict[str, Any]) -> tuple[str, np.ndarray]:
+        start = time.thread_time()
+        values = _decode_checked(record, opened, opened.source, check_sha)
+        if cpu is not None:
+            cpu.append(time.thread_time() - start)
+        return record["name"], values
+
+    return ordered_map(one, records, workers)
+
+
 def _requested_decompress(config: DecompressConfig) -> str:
     parts = ["plain"] + [name for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt),
                                                ("lstm", config.lstm_enhancer)) if on]
     return "+".join(parts)
 
 
+def _check_reference(records: list[dict[str, Any]], reference: Mapping[str, np.ndarray] | None
+                     ) -> dict[str, np.ndarray] | None:
+    if reference is None:
+        return None
+    reference = check_tensors(as_arrays(reference), "reference")
+    for record in records:
+        ref = reference.get(record["name"])
+        if ref is None:
+            raise InputError("reference", record["name"], "tensor missing from the reference", "every tensor of the container")
+        if list(ref.shape) != record["shape"]:
+            raise InputError("reference", record["name"], "shape differs from the container's", str(record["shape"]),
+                             list(ref.shape))
+    return reference
+
+
+def _judge_by_reference(step: str, info: dict[str, Any], before: Mapping[str, np.ndarray],
+                        changed: dict[str, np.ndarray], reference: Mapping[str, np.ndarray] | None,
+                        diagnostics: list[str]) -> dict[str, np.ndarray]:
+    """Keep a refinement's tensors only where the reference (when given) says it lowered the error.
+
+    A tensor the step's own self-check kept but the reference shows worse is
+    reverted to its previous values, listed in ``info["reverted"]`` with both
+    errors, and named in a diagnostic (the self-check and the reference
+    disagree).
+    """
+    if reference is None:
+        return changed
+    kept: dict[str, np.ndarray] = {}
+    reverted = []
+    for name, values in changed.items():
+        old = error_sums(reference[name], before[name]).figures()["relative_l2_error"] or 0.0
+        new = error_sums(reference[name], values).figures()["relative_l2_error"] or 0.0
+        if new > old:
+            reverted.append({"tensor": name, "relative_l2_before": old, "relative_l2_after": new})
+        else:
+            kept[name] = values
+    if reverted:
+        info["reverted"] = reverted
+        info["applied"] = [n for n in info.get("applied", []) if n in kept]
+        diagnostics.append(f"{step}: its self-check kept it on {len(reverted)} tensor(s) where the reference shows "
+                           "it made the error worse (" + ", ".join(
+                               f"{r['tensor']} {r['relative_l2_before']:.6g} -> {r['relative_l2_after']:.6g}"
+                               for r in reverted[:4]) + "); reverted there")
+    return kept
+
+
+def _quantum_steps(config: DecompressConfig, records: list[dict[str, Any]], opened: Any, out: dict[str, np.ndarray],
+                   reference: Mapping[str, np.ndarray] | None, solver: SolverReport, timer: StageTimer,
+                   report: Progress, diagnostics: list[str]) -> tuple[dict[str, Any], QuantumReport | None,
+                                                                      list[tuple[str, dict[str, np.ndarray]]]]:
+    """HHL, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees)."""
+    steps_report: dict[str, Any] = {}
+    snapshots: list[tuple[str, dict[str, np.ndarray]]] = []
+    quantum: QuantumReport | None = None
+    device = budget = None
+    if config.hhl or config.qsvt:
+        try:
+            device = choose_device()
+            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+            quantum = QuantumReport(device=device.name, device_reason=device.reason, layers=0)
+        except QuantumUnavailableError as exc:
+            for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt)):
+                if on:
+                    solver.fall_back(name, _without(solver.ran, name), str(exc))
+    for step, on, fraction in (("hhl", config.hhl and quantum is not None, 0.3),
+                               ("qsvt", config.qsvt and quantum is not None, 0.5), ("lstm", config.lstm_enhancer, 0.7)):
+        if not on:
+            continue
+        report(fraction, {"hhl": "HHL on the latent decoder's Gram systems", "qsvt": "QSVT spectrum sharpening",
+                          "lstm": "LSTM enhancer"}[step])
+        with timer.stage({"lstm": "lstm_enhancer"}.get(step, step)):
+            try:
+                info, changed = _run_refinement(step, config, records, opened, out, device, budget, quantum)
+            except QuantumUnavailableError as exc:
+                solver.fall_back(step, _without(solver.ran, step), str(exc))
+                continue
+            changed = _judge_by_reference(step, info, out, changed, reference, diagnostics)
+            out.update(changed)
+            steps_report["lstm_enhancer" if step == "lstm" else step] = info
+            snapshots.append(("lstm_enhancer" if step == "lstm" else step, dict(out)))
+            if not changed:
+                solver.fall_back(step, _without(solver.ran, step), _not_adopted_reason(step, info))
+    return steps_report, quantum, snapshots
+
+
+def _run_refinement(step: str, config: DecompressConfig, records: list[dict[str, Any]], opened: Any,
+                    out: dict[str, np.ndarray], device: Any, budget: Any, quantum: QuantumReport | None
+                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if step == "hhl":
+        from qflow.compression._quantum import hhl_refine
+
+        return hhl_refine(records, opened, out, config, device, budget, quantum)
+    if step == "qsvt":
+        from qflow.compression._quantum import qsvt_sharpen
+
+        return qsvt_sharpen(records, opened, out, config, device, budget, quantum)
+    from qflow.compression._enhance import lstm_enhance
+
+    return lstm_enhance(records, opened, out, config)
+
+
+def _not_adopted_reason(step: str, info: dict[str, Any]) -> str:
+    """Why a refinement changed no tensor, with what it measured."""
+    tensors = info.get("tensors", [])
+    reverted = info.get("reverted", [])
+    if reverted:
+        return (f"{step} kept on no tensor: the reference shows it made the error worse where its self-check kept it ("
+                + ", ".join(f"{r['tensor']} {r['relative_l2_before']:.6g} -> {r['relative_l2_after']:.6g}"
+                            for r in reverted[:3]) + ")")
+    if step == "hhl":
+        if not tensors:
+            return ("no latent tensors in this container (compressed classically): no linear system to solve; "
+                    "plain inverse used")
+        measured = "; ".join(f"{t['tensor']}: residual HHL {t['residual_hhl']:.3g} vs numpy {t['residual_numpy']:.3g}"
+                             for t in tensors[:3])
+        return f"numpy's solve kept on every latent tensor ({measured})"
+    if step == "qsvt":
+        return "QSVT kept on no tensor: " + (info.get("reason") or "the self-check found no tensor where it helps")
+    return "LSTM kept on no tensor: the held-out residual did not improve (or no quantized tensor to enhance)"
+
+
 def decompress_container(
-    container: bytes,
+    container: Any,
     config: DecompressConfig | Mapping[str, Any] | None = None,
     *,
     source: str = "container.qfz",
@@ -414,24 +852,27 @@ def decompress_container(
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
 ) -> DecompressRun:
-    """Verify a ``.qfz`` container and restore its tensors.
+    """Verify a ``.qfz`` container and restore its tensors in memory.
 
     Parameters
     ----------
-    container : bytes
+    container : bytes or memory map
         The container file's bytes.
     config : DecompressConfig or mapping
         All toggles off: the exact inverse of the recorded steps.
     source : str
         File name used in messages (``block '...'`` errors name it).
     reference : mapping of name -> ndarray, optional
-        The original tensors; when given, every path's error is measured against them.
+        The original tensors; when given, every path's error is measured
+        against them and a refinement is kept only where it lowers that error.
 
     Raises
     ------
     InputError
-        Not a container, truncated, a checksum mismatch (naming the block), or
-        a lossless tensor whose restored bytes differ from the recorded sha256.
+        Not a container, truncated, a checksum mismatch (naming the block), a
+        declared size over ``decoded_bytes`` (all tensors together, as they
+        are held in memory) or inconsistent with the header, or a lossless
+        tensor whose restored bytes differ from the recorded sha256.
     """
     if not isinstance(config, DecompressConfig):
         config = config_from_mapping(DecompressConfig, config, "config")
@@ -443,123 +884,136 @@ def decompress_container(
     with timer.stage("decompress"):
         opened = read_container(container, source)
         records = opened.header["tensors"]
-        plain = {}
-        for record in records:
-            restored = decode_tensor(record, opened)
-            if record["scheme"] == "lossless" and original_sha256(restored) != record["sha256"]:
-                raise InputError(source, f"tensor '{record['name']}'", "restored bytes differ from the recorded sha256",
-                                 record["sha256"][:16], original_sha256(restored)[:16])
-            plain[record["name"]] = restored
+        check_limit(sum(tensor_nbytes(r) for r in records), "decoded_bytes", source, "(all tensors)")
+        plain = dict(decoded_tensors(opened, records, max_workers(config.n_workers or None)))
+    reference = _check_reference(records, reference)
     restored_bytes = sum(a.nbytes for a in plain.values())
     decompress_s = timer.timings_s["decompress"]
     out = dict(plain)
-    steps_report: dict[str, Any] = {}
-    snapshots: list[tuple[str, dict[str, np.ndarray]]] = [("plain", dict(plain))]
-    quantum: QuantumReport | None = None
-    if config.hhl or config.qsvt:
-        try:
-            device = choose_device()
-            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-            quantum = QuantumReport(device=device.name, device_reason=device.reason, layers=0)
-        except QuantumUnavailableError as exc:
-            for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt)):
-                if on:
-                    solver.fall_back(name, _without(solver.ran, name), str(exc))
-            device = budget = None
-    if config.hhl and quantum is not None:
-        from qflow.compression._quantum import hhl_refine
-
-        report(0.3, "HHL on the latent decoder's Gram systems")
-        with timer.stage("hhl"):
-            try:
-                info, refined = hhl_refine(records, opened, out, config, device, budget, quantum)
-                out.update(refined)
-                steps_report["hhl"] = info
-                snapshots.append(("hhl", dict(out)))
-                if not info["tensors"]:
-                    solver.fall_back("hhl", _without(solver.ran, "hhl"), "no latent tensors in this container (compressed classically): "
-                                     "no linear system to solve; plain inverse used")
-            except QuantumUnavailableError as exc:
-                solver.fall_back("hhl", _without(solver.ran, "hhl"), str(exc))
-    if config.qsvt and quantum is not None:
-        from qflow.compression._quantum import qsvt_sharpen
-
-        report(0.5, "QSVT spectrum sharpening")
-        with timer.stage("qsvt"):
-            try:
-                info, sharpened = qsvt_sharpen(records, opened, out, config, device, budget, quantum)
-                out.update(sharpened)
-                steps_report["qsvt"] = info
-                snapshots.append(("qsvt", dict(out)))
-                if not sharpened:
-                    solver.fall_back("qsvt", _without(solver.ran, "qsvt"), "QSVT kept on no tensor: " + (info.get("reason") or "the self-check "
-                                     "found no tensor where it helps"))
-            except QuantumUnavailableError as exc:
-                solver.fall_back("qsvt", _without(solver.ran, "qsvt"), str(exc))
-    if config.lstm_enhancer:
-        from qflow.compression._enhance import lstm_enhance
-
-        report(0.7, "LSTM enhancer")
-        with timer.stage("lstm_enhancer"):
-            info, enhanced = lstm_enhance(records, opened, out, config)
-            out.update(enhanced)
-            steps_report["lstm_enhancer"] = info
-            snapshots.append(("lstm_enhancer", dict(out)))
-            if not enhanced:
-                solver.fall_back("lstm", _without(solver.ran, "lstm"), "LSTM kept on no tensor: the held-out residual did not improve "
-                                 "(or no quantized tensor to enhance)")
+    diagnostics: list[str] = []
+    steps_report, quantum, snapshots = _quantum_steps(config, records, opened, out, reference, solver, timer, report,
+                                                      diagnostics)
     if quantum is not None:
         solver.quantum = quantum
     report(0.9, "measuring")
     metrics: dict[str, Any] = {
-        "tensors": len(out), "container_bytes": len(container), "restored_bytes": restored_bytes,
-        "compression_ratio": restored_bytes / len(container),
+        "tensors": len(out), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
+        "compression_ratio": restored_bytes / opened.stored_bytes,
         "decompress_mb_per_s": round(restored_bytes / 2**20 / decompress_s, 1) if decompress_s > 0 else None,
     }
+    rows, baselines = _decompress_rows(records, plain, out, steps_report, reference, snapshots, metrics)
+    result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": steps_report,
+              "compressed_with": opened.header.get("config", {}), "reference_given": reference is not None}
+    if opened.header.get("layout"):
+        layout = opened.header["layout"]
+        result["layout"] = {"kind": layout.get("kind"), "files": [f.get("name") for f in layout.get("files", [])]}
+    inputs = digests or [InputDigest(name="input", sha256=hashlib.sha256(container).hexdigest(), source=source)]
+    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    report(1.0, "done")
+    return DecompressRun(plan, out)
+
+
+def _decompress_rows(records: list[dict[str, Any]], plain: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray],
+                     steps_report: dict[str, Any], reference: Mapping[str, np.ndarray] | None,
+                     snapshots: list[tuple[str, dict[str, np.ndarray]]], metrics: dict[str, Any]
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-tensor rows, and with a reference every path's error (what each step added or removed)."""
     rows = []
-    reference = None if reference is None else check_tensors(as_arrays(reference), "reference")
-    if reference is not None:
-        missing = [r["name"] for r in records if r["name"] not in reference]
-        if missing:
-            raise InputError("reference", missing[0], "tensor missing from the reference", "every tensor of the container")
     plain_sums, final_sums = ErrorSums(), ErrorSums()
     for record in records:
         name = record["name"]
         row = {"name": name, "shape": record["shape"], "dtype": record["dtype"], "scheme": record["scheme"],
                "changed_by": [step for step, info in steps_report.items() if name in info.get("applied", [])]}
         if reference is not None:
-            ref = reference[name]
-            if list(ref.shape) != record["shape"]:
-                raise InputError("reference", name, "shape differs from the container's", str(record["shape"]),
-                                 list(ref.shape))
-            p, f = error_sums(ref, plain[name]), error_sums(ref, out[name])
+            p, f = error_sums(reference[name], plain[name]), error_sums(reference[name], out[name])
             plain_sums, final_sums = plain_sums + p, final_sums + f
             row["plain"] = p.figures()
             row.update(f.figures())
         rows.append(row)
-    if reference is not None:
-        metrics.update(final_sums.figures())
-        metrics["plain_relative_l2_error"] = plain_sums.figures()["relative_l2_error"]
-        baselines = {"plain": plain_sums.figures()}
-        previous = None
-        for step, arrays in snapshots:  # what each step added (+) or removed (-) from the relative error
-            total = ErrorSums()
-            for record in records:
-                total = total + error_sums(reference[record["name"]], arrays[record["name"]])
-            rel = total.figures()["relative_l2_error"]
-            if step in steps_report:
-                steps_report[step]["relative_l2_error_after"] = rel
-                steps_report[step]["relative_l2_error_change"] = None if previous is None or rel is None else rel - previous
-            previous = rel
-    else:
-        baselines = {}
-    result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": steps_report,
-              "compressed_with": opened.header.get("config", {}), "reference_given": reference is not None}
-    inputs = digests or [InputDigest(name="input", sha256=hashlib.sha256(container).hexdigest(), source=source)]
-    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, baselines=baselines, timings_s=timer.timings_s)
+    if reference is None:
+        return rows, {}
+    metrics.update(final_sums.figures())
+    metrics["plain_relative_l2_error"] = plain_sums.figures()["relative_l2_error"]
+    previous = metrics["plain_relative_l2_error"]
+    for step, arrays in snapshots:  # what each step added (+) or removed (-) from the relative error
+        total = ErrorSums()
+        for record in records:
+            total = total + error_sums(reference[record["name"]], arrays[record["name"]])
+        rel = total.figures()["relative_l2_error"]
+        steps_report[step]["relative_l2_error_after"] = rel
+        steps_report[step]["relative_l2_error_change"] = None if previous is None or rel is None else rel - previous
+        previous = rel
+    return rows, {"plain": plain_sums.figures()}
+
+
+def _restore_targets(opened: Any, out: Path) -> tuple[list[tuple[Path, bytes, list[str]]], Path | None]:
+    """The files a restore to ``out`` writes (see :func:`qflow.compression._stream.safetensors_outputs`)."""
+    folder = None if out.suffix.lower() == ".safetensors" else out
+    return safetensors_outputs(opened.header.get("layout"), opened.header["tensors"], out, opened.source), folder
+
+
+def write_restored(container: Any, arrays: Mapping[str, np.ndarray], out: Path, source: str = "container.qfz"
+                   ) -> list[str]:
+    """Write restored ``arrays`` to ``out`` (a ``.safetensors`` file, or a folder holding the recorded layout)."""
+    opened = read_container(container, source, verify=False)
+    outputs, folder = _restore_targets(opened, out)
+    names = [n for _, _, order in outputs for n in order]
+    return write_safetensors_files(outputs, ((n, arrays[n]) for n in names), opened.header.get("layout"), folder)
+
+
+def decompress_to_files(
+    container: Any,
+    out: Path,
+    config: DecompressConfig | Mapping[str, Any] | None = None,
+    *,
+    source: str = "container.qfz",
+    digests: list[InputDigest] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """The plain inverse of a container written straight to ``out`` as tensors are decoded (bounded memory).
+
+    ``out`` ending in ``.safetensors``: one file (a single recorded file is
+    written as it was); otherwise a folder receiving the recorded files --
+    each shard with its header as stored and the sharded index -- or
+    ``model.safetensors`` for checkpoints that were not safetensors. Each
+    block's checksum is checked as it is read; each tensor's declared size
+    against ``decoded_bytes`` (one tensor at a time is in memory per worker).
+    The sha256 of each restored lossless tensor is not recomputed here (the
+    blocks' checksums cover the stored bytes, and compression already
+    checked the round trip bit for bit); :func:`decompress_container` does.
+    """
+    if not isinstance(config, DecompressConfig):
+        config = config_from_mapping(DecompressConfig, config, "config")
+    report = progress or _ignore
+    timer = StageTimer()
+    with timer.stage("decompress"):
+        opened = read_container(container, source, verify=False)
+        records = {r["name"]: r for r in opened.header["tensors"]}
+        outputs, folder = _restore_targets(opened, out)
+        order = [records[n] for _, _, names in outputs for n in names]
+        workers = max_workers(config.n_workers or None)
+        report(0.05, f"decoding {len(order)} tensors on {workers} threads")
+        cpu: list[float] = []
+        tensors = decoded_tensors(opened, order, workers, check_sha=False, cpu=cpu)
+        written = write_safetensors_files(outputs, tensors, opened.header.get("layout"), folder)
+    restored_bytes = sum(tensor_nbytes(r) for r in order)
+    seconds, mb = timer.timings_s["decompress"], restored_bytes / 2**20
+    metrics = {"tensors": len(order), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
+               "compression_ratio": restored_bytes / opened.stored_bytes, "workers": workers,
+               "decompress_mb_per_s": round(mb / seconds, 1) if seconds > 0 else None,
+               "decompress_core_mb_per_s": round(mb / sum(cpu), 1) if sum(cpu) > 0 else None}
+    rows = [{"name": r["name"], "shape": r["shape"], "dtype": r["dtype"], "scheme": r["scheme"], "changed_by": []}
+            for r in order]
+    result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": {},
+              "compressed_with": opened.header.get("config", {}), "reference_given": False,
+              "files": [Path(w).name for w in written]}
+    inputs = digests or [InputDigest(name="input", sha256="", source=source)]
+    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(),
+                solver=SolverReport(requested="plain", ran="plain"), result=result, metrics=metrics,
+                timings_s=timer.timings_s)
     report(1.0, "done")
-    return DecompressRun(plan, out)
+    return plan
 
 
 def plan_decompress(container: bytes, config: DecompressConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> Plan:

@@ -41,6 +41,7 @@ import numpy as np
 
 from qflow.compression._codec import EncodedTensor
 from qflow.compression._container import Block, Container
+from qflow.compression._latent import decode_latent, decode_pca, pca_parts
 from qflow.compression._lossless import pack, unpack
 from qflow.compression._quantize import channel_matrix, dequantize, quantize
 from qflow.core.errors import QuantumUnavailableError
@@ -51,7 +52,6 @@ __all__ = [
     "autoencoder_candidate",
     "autoencoder_split",
     "blocks_of",
-    "decode_latent",
     "hhl_inverse",
     "hhl_refine",
     "hhl_solve",
@@ -164,13 +164,6 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b - a) / den) if den > 0 else 0.0
 
 
-def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-bit codes per column of ``m`` and the dequantized matrix."""
-    codes, scales, zps = quantize(m.T.copy(), 8)
-    return np.concatenate([codes.reshape(-1).astype(np.float64), scales, zps]), dequantize(codes, scales, zps,
-                                                                                           np.float64).T
-
-
 def _pca_latent_encoding(name: str, x: np.ndarray, mean: np.ndarray, basis: np.ndarray, sha: str) -> EncodedTensor:
     """Store mean (float64), the basis and the coefficients as 8-bit codes; the decoder solves (B^T B) z = c."""
     size = basis.shape[0]
@@ -190,34 +183,8 @@ def _pca_latent_encoding(name: str, x: np.ndarray, mean: np.ndarray, basis: np.n
               "latent": {"kind": "pca", "block_size": size, "components": basis.shape[1], "blocks": blocks.shape[0],
                          "decoder": "x = mean + B z with (B^T B) z = c (least squares in the stored basis)"}}
     unpacked = {b.name: unpack(b.packed.codec, b.packed.payload, b.packed.raw_length) for b in blocks_out}
-    recon = _decode_pca(record["latent"], lambda key: unpacked[f"{name}/{key}"])[: x.size]
+    recon = decode_pca(record["latent"], lambda key: unpacked[f"{name}/{key}"])[: x.size]
     return EncodedTensor(record, blocks_out, recon.reshape(x.shape).astype(x.dtype))
-
-
-def _pca_parts(latent: dict[str, Any], read) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    size, k, n = latent["block_size"], latent["components"], latent["blocks"]
-    meta = np.frombuffer(read("latent_meta"), dtype="<f8")
-    mean, meta = meta[:size], meta[size:]
-    b_scales, b_zps, c_scales, c_zps = meta[:k], meta[k:2 * k], meta[2 * k:3 * k], meta[3 * k:4 * k]
-    b_codes = np.frombuffer(read("latent_basis"), dtype=np.uint8).reshape(k, size)
-    c_codes = np.frombuffer(read("latent_codes"), dtype=np.uint8).reshape(k, n)
-    basis = dequantize(b_codes, b_scales, b_zps, np.float64).T
-    coeffs = dequantize(c_codes, c_scales, c_zps, np.float64).T
-    return mean, basis, coeffs
-
-
-def _decode_pca(latent: dict[str, Any], read, gram_inverse: np.ndarray | None = None) -> np.ndarray:
-    mean, basis, coeffs = _pca_parts(latent, read)
-    gram = basis.T @ basis
-    z = coeffs @ gram_inverse.T if gram_inverse is not None else np.linalg.solve(gram, coeffs.T).T
-    return (mean + z @ basis.T).reshape(-1)
-
-
-def decode_latent(record: dict[str, Any], container: Container, gram_inverse: np.ndarray | None = None) -> np.ndarray:
-    """Plain decoder of a ``latent`` record: flat float64 values (numpy solve unless ``gram_inverse`` is given)."""
-    size = int(np.prod(record["shape"], dtype=np.int64))
-    flat = _decode_pca(record["latent"], lambda key: container.block(f"{record['name']}/{key}"), gram_inverse)
-    return flat[:size]
 
 
 def autoencoder_candidate(name: str, x: np.ndarray, enc: EncodedTensor, config: Any,
@@ -357,7 +324,7 @@ def hhl_refine(records: list[dict[str, Any]], container: Container, current: dic
         if record["scheme"] != "latent":
             continue
         prefix = record["name"]
-        mean, basis, coeffs = _pca_parts(record["latent"], lambda key, p=prefix: container.block(f"{p}/{key}"))
+        mean, basis, coeffs = pca_parts(record["latent"], lambda key, p=prefix: container.block(f"{p}/{key}"))
         gram = basis.T @ basis
         n_sys = int(np.ceil(np.log2(max(gram.shape[0], 2))))
         budget.check_circuit(1 + config.hhl_clock_qubits + n_sys, 2**config.hhl_clock_qubits, device)

@@ -76,3 +76,18 @@ def test_lstm_enhancer_is_kept_only_where_the_held_out_residual_drops(checkpoint
     plain = decompress_container(run.container).arrays
     for name, array in result.arrays.items():
         assert np.array_equal(array, plain[name]) == (name not in changed)
+
+    def error(name: str, values: np.ndarray) -> float:
+        ref = checkpoint[name].astype(np.float64)
+        return float(np.linalg.norm(values.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+    # with a reference the LSTM is never kept where it made the error worse; where its self-check kept it
+    # and the reference disagrees, it is reverted and a diagnostic says so
+    assert all(error(n, result.arrays[n]) <= error(n, plain[n]) for n in changed)
+    assert info["relative_l2_error_change"] <= 0
+    for entry in info.get("reverted", []):
+        assert entry["relative_l2_after"] > entry["relative_l2_before"] and entry["tensor"] not in changed
+        assert any(d.startswith("lstm: its self-check kept it") and entry["tensor"] in d
+                   for d in result.plan.diagnostics)
+    if not changed:
+        assert "lstm" not in result.plan.solver.ran.split("+")

@@ -55,6 +55,10 @@ def test_latent_is_used_only_where_it_beats_the_codes_and_round_trips(low_rank_r
                             and info["latent_bytes"] < info["codes_bytes"])
     assert info["used"]  # low-rank blocks: 8 components at 8 bits beat 4-bit codes
     assert run.plan.result["tensors"][0]["scheme"] == "latent"
+    # the stored latent is PCA's, not the VQC's: `ran` says so and the VQC is a fallback with its measured errors
+    assert run.plan.solver.requested == "quant4+vqc" and run.plan.solver.ran == "quant4+pca_latent"
+    (fallback,) = run.plan.solver.fallbacks
+    assert fallback.from_ == "vqc" and "PCA won" in fallback.reason and "held-out error VQC" in fallback.reason
     restored = decompress_container(run.container).arrays["low_rank"]
     assert np.linalg.norm(restored - x) / np.linalg.norm(x) == pytest.approx(run.plan.metrics["relative_l2_error"])
 
@@ -66,7 +70,10 @@ def test_hhl_on_the_latent_gram_system_is_checked_against_numpy(low_rank_run) ->
     assert entry["system_size"] == 8 and entry["qubits"] == 1 + 6 + 3
     assert entry["relative_deviation_vs_numpy"] <= HHL_TOLERANCE
     assert not entry["used"] and entry["residual_numpy"] <= entry["residual_hhl"]  # numpy's exact solve is kept
-    assert result.plan.solver.ran == "plain+hhl" and result.plan.solver.quantum.circuits_run == 8
+    # HHL ran but numpy's answer was kept: not in `ran`, a fallback with what it measured
+    assert result.plan.solver.ran == "plain" and result.plan.solver.quantum.circuits_run == 8
+    (fallback,) = result.plan.solver.fallbacks
+    assert fallback.from_ == "hhl" and "numpy's solve kept" in fallback.reason and "residual HHL" in fallback.reason
 
 
 def test_vqc_reconstruct_keeps_the_latent_amplitudes() -> None:
