@@ -255,7 +255,7 @@ def run_batch(module: str, uploads: Mapping[str, Upload | None], configurations:
               db_path: str, _progress: Any = _ignore) -> list[BatchItem]:
     """Plan each configuration of ``module`` on the same ``uploads`` in turn and store each plan.
 
-    Meant for :func:`ui.jobs.start_job` (``_progress`` reports between runs,
+    Meant for :meth:`ui.jobs.JobBoard.submit` (``_progress`` reports between runs,
     and raises there once Cancel was pressed). Each finished plan is stored in
     the run store at ``db_path`` as soon as it exists, so a cancelled or
     abandoned batch keeps what it finished.

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
 from qflow.attention._schemas import AttentionConfig
-from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
+from qflow.core.tensors import TENSOR_SUFFIXES
 
 __all__ = ["COMMANDS", "embeddings_path"]
 
@@ -23,9 +24,10 @@ def embeddings_path(out: Path) -> Path:
     return out.with_name(out.stem + ".embeddings.npy")
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Progress | None = None) -> Plan:
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
-    run = run_attention(emb, weights, config, digests=digests)
+    run = run_attention(emb, weights, config, digests=digests, progress=progress)
     info = run.plan.result["updated_embeddings"]
     if out is not None:
         target = embeddings_path(out)
@@ -79,4 +81,9 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"embeddings": "sample_data/attention/embeddings.npy", "weights": "sample_data/attention/attention_weights.safetensors"},
     run=_run,
     summarize=_summarize,
+    title="Attention",
+    icon=":material/center_focus_strong:",
+    summary="Sparse top-k attention against dense attention, QPE position encoding, a contrastive trainer "
+    "and SVD head pruning on uploaded embeddings and weights.",
+    input_types={"embeddings": TENSOR_SUFFIXES, "weights": TENSOR_SUFFIXES},
 ),)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qflow.compression._plan import compress_tensors, decompress_container, load_container, load_tensors_input
-from qflow.compression._schemas import CompressConfig, DecompressConfig
-from qflow.core.commands import ModuleCommand, format_value
+from qflow.compression._schemas import INPUT_SUFFIXES, CompressConfig, DecompressConfig
+from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.core.tensors import tensor_file_bytes
@@ -40,9 +40,10 @@ def artifact_paths(out: Path, command: str) -> tuple[Path, Path]:
     return out.with_name(out.stem + DEFAULT_SUFFIX[command]), out
 
 
-def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+                  progress: Progress | None = None) -> Plan:
     arrays, digest = load_tensors_input(files["input"])
-    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest])
+    run = compress_tensors(arrays, config, source=digest.source or "input", digests=[digest], progress=progress)
     info = run.plan.result["container"]
     info["written_to"] = None
     if out is not None:
@@ -53,14 +54,15 @@ def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path 
     return run.plan
 
 
-def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+                    progress: Progress | None = None) -> Plan:
     data, name, digest = load_container(files["input"])
     reference, digests = None, [digest]
     if files.get("reference") is not None:
         reference, ref_digest = load_tensors_input(files["reference"])
         ref_digest.name = "reference"
         digests.append(ref_digest)
-    run = decompress_container(data, config, source=name, reference=reference, digests=digests)
+    run = decompress_container(data, config, source=name, reference=reference, digests=digests, progress=progress)
     run.plan.result["written_to"] = None
     if out is not None:
         target, _ = artifact_paths(out, "decompress")
@@ -111,6 +113,11 @@ COMMANDS = (
         run=_run_compress,
         summarize=_summarize_compress,
         plan_path=lambda out: artifact_paths(out, "compress")[1],
+        title="Compress",
+        icon=":material/compress:",
+        summary="Shrink checkpoints, gradients and activations into a checksummed container: per-channel "
+        "quantization, pruning, entropy packing, or bit-exact lossless mode, against fp16 and zstd.",
+        input_types={"input": INPUT_SUFFIXES},
     ),
     ModuleCommand(
         name="decompress",
@@ -125,5 +132,10 @@ COMMANDS = (
         run=_run_decompress,
         summarize=_summarize_decompress,
         plan_path=lambda out: artifact_paths(out, "decompress")[1],
+        title="Decompress",
+        icon=":material/expand:",
+        summary="Restore tensors from a container, verifying every block's checksum, with optional "
+        "refinement steps measured against the plain inverse.",
+        input_types={"input": ("qfz",), "reference": INPUT_SUFFIXES},
     ),
 )

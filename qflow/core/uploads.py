@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qflow.core.commands import ModuleCommand
+from qflow.core.commands import ModuleCommand, Progress
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
@@ -83,13 +83,15 @@ T = TypeVar("T")
 
 def run_on_uploads_keeping_artifacts(
     command: ModuleCommand, uploads: Mapping[str, Upload | None], config: QflowConfig,
-    keep: Callable[[Plan, list[Path]], T],
+    keep: Callable[[Plan, list[Path]], T], out_name: str = "plan.json", progress: Progress | None = None,
 ) -> T:
     """:func:`run_on_uploads`, but the command may write artifacts; ``keep(plan, files)`` takes them.
 
-    The command runs with ``out`` = ``<private folder>/plan.json``, as the CLI
+    The command runs with ``out`` = ``<private folder>/<out_name>``, as the CLI
     does for ``--out plan.json``, so compress writes ``plan.qfz``, decompress
-    ``plan.safetensors``, attention ``plan.embeddings.npy``. ``files`` are the
+    ``plan.safetensors``, attention ``plan.embeddings.npy`` (``out_name``
+    picks the names and, for decompress, the format). ``progress`` is passed
+    to the command (see :class:`~qflow.core.commands.ModuleCommand`). ``files`` are the
     regular files the command wrote in that folder (sorted by name); ``keep``
     runs before the folder is removed, so it must move or copy what it wants.
     Paths into the private folder (``written_to``) are set to ``None`` in the
@@ -99,8 +101,8 @@ def run_on_uploads_keeping_artifacts(
         files = _write_uploads(command, uploads, Path(tmp))
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
-        out = out_dir / "plan.json"
-        plan = command.run(files, config, out)
+        out = out_dir / safe_file_name(out_name, "plan.json")
+        plan = command.run(files, config, out, progress=progress)
         plan.result = _forget_paths(plan.result, str(out_dir) + os.sep)
         plan_file = command.plan_path(out) if command.plan_path is not None else out
         written = sorted(path for path in out_dir.iterdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.energy._plan import load_energy_inputs, plan_energy
@@ -13,9 +13,10 @@ from qflow.energy._schemas import EnergyConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Progress | None = None) -> Plan:
     inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"])
-    return plan_energy(inputs, config, digests=digests)
+    return plan_energy(inputs, config, digests=digests, progress=progress)
 
 
 def _summarize(plan: Plan) -> list[str]:
@@ -53,4 +54,9 @@ COMMANDS = (ModuleCommand(
                    "jobs": "sample_data/energy/jobs.json"},
     run=_run,
     summarize=_summarize,
+    title="Energy",
+    icon=":material/bolt:",
+    summary="Predict per-node power from telemetry, schedule dependent jobs under a power budget and cap "
+    "clocks, against ASAP and per-node scheduling and the lower bound on peak power.",
+    input_types={"telemetry": ("csv", "json"), "topology": ("json", "yaml", "yml"), "jobs": ("json", "yaml", "yml")},
 ),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.routing._plan import load_routing_inputs, plan_routing
@@ -13,9 +13,10 @@ from qflow.routing._schemas import RoutingConfig
 __all__ = ["COMMANDS"]
 
 
-def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None) -> Plan:
+def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
+         progress: Progress | None = None) -> Plan:
     frame, graph, digests = load_routing_inputs(files["tokens"], files["model_graph"])
-    return plan_routing(frame, graph, config, digests=digests)
+    return plan_routing(frame, graph, config, digests=digests, progress=progress)
 
 
 def _summarize(plan: Plan) -> list[str]:
@@ -53,4 +54,9 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,
+    title="Routing",
+    icon=":material/alt_route:",
+    summary="Assign the tokens of one MoE layer step to experts under capacity, close to their expert's node, "
+    "and compare with hash routing, top-1 gating and greedy balancing on the same input.",
+    input_types={"tokens": ("csv", "json"), "model_graph": ("json", "yaml", "yml")},
 ),)

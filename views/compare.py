@@ -10,12 +10,13 @@ The batch runs as a :mod:`ui.jobs` job: it keeps going when you click
 elsewhere, shows its progress here, stores each plan as it finishes, and
 Cancel stops it before the next configuration. Test hooks: widget keys
 ``compare_module``, ``compare_n_configs``, ``compare_{module}_c{i}_{field}``,
-``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``; input
-bytes can be injected as ``st.session_state["compare_{module}_{input}_bytes"]``.
+``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``, the uploaders
+``compare_{module}_{input}_upload`` (the samples when nothing is uploaded, as on a module page).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import streamlit as st
@@ -25,41 +26,16 @@ from qflow.core.errors import QflowError
 from qflow.core.runs import RunStore
 from qflow.core.uploads import Upload
 from ui import compare
-from ui.inputs import REPO_ROOT, choose_input
-from ui.jobs import Job, session_jobs, start_job
-from ui.navigation import leave_legacy_pages_mode
+from ui.inputs import choose_inputs
+from ui.jobs import Job, job_board, show_progress
 from ui.store import run_store
 
-JOB_KEY = "compare_job_id"
+JOB_KEY = "compare_job"
 COLLECTED_KEY = "compare_collected_job"
 ITEMS_KEY = "compare_batch_items"
 RUNS_KEY = "compare_runs"
 #: Runs offered in the picker (newest first).
 RUNS_LISTED = 200
-
-
-def batch_inputs(command: ModuleCommand) -> dict[str, Upload | None] | None:
-    """One uploader per input, falling back to injected bytes or the command's sample; ``None`` if one is missing."""
-    uploads: dict[str, Upload | None] = {}
-    names = (*command.inputs, *command.optional_inputs)
-    columns = st.columns(max(1, len(names)))
-    for column, name in zip(columns, names, strict=False):
-        with column:
-            hook = f"compare_{command.name}_{name}"
-            uploaded = st.file_uploader(name + ("" if name in command.inputs else " (optional)"), key=f"{hook}_upload",
-                                        help=command.input_help.get(name))
-            sample = command.sample_inputs.get(name)
-            if uploaded is None and st.session_state.get(f"{hook}_bytes") is None and (
-                    sample is None or not (REPO_ROOT / sample).is_file()):
-                uploads[name] = None
-                st.caption("not given" if name not in command.inputs else "no sample file: upload one")
-                continue
-            chosen = choose_input(uploaded, st.session_state, hook, REPO_ROOT / (sample or name))
-            uploads[name] = (chosen.name, chosen.data)
-            st.caption(f"{chosen.origin}: `{chosen.name}` ({len(chosen.data):,} bytes)")
-    if any(uploads[name] is None for name in command.inputs):
-        return None
-    return uploads
 
 
 def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
@@ -90,22 +66,8 @@ def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
 
 
 def current_job() -> Job | None:
-    job_id = st.session_state.get(JOB_KEY)
-    return session_jobs(st.session_state).get(job_id) if job_id else None
-
-
-@st.fragment(run_every=1.0)
-def job_progress() -> None:
-    """Polls the running batch once a second; the whole page reruns when it ends."""
-    job = current_job()
-    if job is None or not job.running:
-        st.rerun()
-    st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed_s:.0f} s)")
-    if job.cancel_requested:
-        st.caption("Cancelling: stops before the next configuration.")
-    elif st.button("Cancel", key="compare_cancel", icon=":material/cancel:"):
-        job.cancel()
-        st.rerun(scope="fragment")
+    job = st.session_state.get(JOB_KEY)
+    return job if isinstance(job, Job) else None
 
 
 def show_batch_outcome(job: Job) -> None:
@@ -132,7 +94,8 @@ def show_batch_outcome(job: Job) -> None:
 def batch_section(command: ModuleCommand) -> None:
     """Inputs, configurations, Run all, and the running or finished batch."""
     st.subheader("Run several configurations of one input")
-    uploads = batch_inputs(command)
+    inputs = choose_inputs(command, f"compare_{command.name}")
+    uploads = None if inputs.problem else inputs.uploads
     configurations = configuration_forms(command)
     job = current_job()
     running = job is not None and job.running
@@ -141,15 +104,14 @@ def batch_section(command: ModuleCommand) -> None:
     if pressed and uploads is not None and configurations is not None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
-        job = start_job(f"{command.name}: {len(configurations)} configurations", _run_batch_into, items,
-                        command.name, uploads, configurations, str(run_store().path))
-        session_jobs(st.session_state)[job.id] = job
-        st.session_state[JOB_KEY] = job.id
+        job = job_board().submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations",
+                                 _run_batch_into, items, command.name, uploads, configurations, str(run_store().path))
+        st.session_state[JOB_KEY] = job
         running = True
     if job is None:
         return
     if running:
-        job_progress()
+        show_progress(job, "compare_cancel")
     else:
         show_batch_outcome(job)
 
@@ -205,7 +167,6 @@ def comparison_section(module: str, store: RunStore) -> None:
                                mime="application/json", key=f"compare_download_{run['id']}", on_click="ignore")
 
 
-leave_legacy_pages_mode()
 st.title("Compare runs")
 st.caption("Every plan made in the app, by `python -m qflow MODULE ... --save` or by the HTTP API is stored; put runs "
            f"of one module side by side, or run several toggle sets on one input at once. History: `{run_store().path}`.")
