@@ -21,11 +21,9 @@ def show_solver(plan: dict[str, Any]) -> None:
     then each fallback and not-adopted step as a warning and the plan's diagnostics as warnings."""
     solver = plan["solver"]
     skipped = [step_name(entry) for entry in not_adopted(plan)]
-    line = f"**Path requested:** `{solver['requested']}` &nbsp;&nbsp; **Path ran:** `{solver['ran']}` " + _badges(
-        path_steps(solver["ran"]), "green")
-    if skipped:
-        line += " &nbsp; **not adopted:** " + _badges(skipped, "orange")
-    st.markdown(line)
+    st.markdown(f"**Path requested:** `{solver['requested']}` &nbsp;&nbsp; **Path ran:** `{solver['ran']}`")
+    st.markdown("Steps adopted: " + _badges(path_steps(solver["ran"]), "green")
+                + (" &nbsp; not adopted: " + _badges(skipped, "orange") if skipped else ""))
     for message in fallback_messages(plan):
         st.warning(message, icon=":material/call_split:")
     for message in not_adopted_messages(plan):
