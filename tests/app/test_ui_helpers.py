@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from qflow.routing import RoutingConfig
 from qflow.compression import DecompressConfig
+from qflow.routing import RoutingConfig
 from ui.page import run_module
 from ui.summary import fallback_messages, metrics_table, not_adopted_messages, path_steps, plan_for_display
 from ui.widgets import field_bounds, field_table, ordered_fields
