@@ -1,12 +1,9 @@
 """A module's input files on a page: your uploads, or the bundled samples, never a mix of both.
 
-Every input of the registry entry (:attr:`ModuleCommand.input_specs`) gets an
-uploader. While nothing is uploaded the page runs on the samples (a module
-with several sample sets, nvlink's fabrics, offers a choice; an optional
-input's sample can be switched off). Once any file is uploaded, only uploads
-are used: an optional input left empty is left out, a required one must be
-uploaded too. So a file of yours is never planned together with a sample
-made for another input (an own search space with the sample trial history).
+Each input of the registry entry (:attr:`ModuleCommand.input_specs`) gets an
+uploader. With nothing uploaded the page runs on a sample set (an optional
+sample can be switched off); once any file is uploaded only uploads are used,
+so your file is never planned with a sample made for another input.
 """
 
 from __future__ import annotations
@@ -77,5 +74,5 @@ def choose_inputs(command: ModuleCommand, key: str) -> PageInputs:
         if uploaded[spec.name] is None:
             column.caption(f"Upload `{spec.name}` too: samples are used only when nothing is uploaded."
                            if spec.name in missing else "Not uploaded: left out.")
-    problem = (f"Upload {', '.join(missing)} too, or remove your uploads to run on the samples." if missing else None)
-    return PageInputs(uploaded, problem)
+    return PageInputs(uploaded, f"Upload {', '.join(missing)} too, or remove your uploads to run on the samples."
+                      if missing else None)

@@ -1,19 +1,13 @@
 """Long work outside the script thread: jobs in a worker pool, progress in a fragment, Cancel that stops the engine.
 
-The Streamlit way: the pool and its jobs are one :class:`JobBoard` held by
-``st.cache_resource`` (:func:`job_board`), so a job outlives the script run
-that started it (any click ends that run) and every session sees it. A page
-keeps the job in its session state and shows it with :func:`show_progress`,
-an ``st.fragment`` that reruns every half second and reruns the whole page
-once the job has ended. A job is identified by a key (for a module run: the
-module, the input bytes and names, the config): submitting a key that is
-running attaches to that job; a key that finished recently returns its result
-at once (the board keeps the last :data:`KEEP_FINISHED`).
-
-Cancel is cooperative: :meth:`Job.cancel` sets a flag, and the job's progress
-callback raises :class:`JobCancelled` inside the worker at its next report,
-so the engine stops between stages. Nothing is killed half-way through a
-write.
+The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource``
+(:func:`job_board`), so a job outlives the script run that started it (any
+click ends that run). A page keeps its job in the session state and shows it
+with :func:`show_progress`, an ``st.fragment`` rerun every half second that
+reruns the page once the job has ended. Submitting a key that is running
+attaches to that job; one that finished recently returns its result at once.
+Cancel is cooperative: the job's progress callback raises :class:`JobCancelled`
+in the worker at its next report, so the engine stops between stages.
 """
 
 from __future__ import annotations
@@ -52,19 +46,10 @@ class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
 class Job:
     """One piece of work for the pool.
 
-    Attributes
-    ----------
-    key : str
-        What identifies the work (same key, same result).
-    label : str
-        What the job does, for the progress line.
-    fraction, message : float, str
-        Last progress report (0..1).
-    state : {"running", "done", "failed", "cancelled"}
-    result : object
-        The function's return value once ``state == "done"``.
-    error : str or None
-        ``"TypeName: message"`` once ``state == "failed"`` (a bug: input errors are results).
+    ``key`` identifies the work (same key, same result); ``fraction`` and
+    ``message`` are the last progress report; ``result`` is the function's
+    value once ``state == "done"``, ``error`` ``"TypeName: message"`` once
+    ``"failed"`` (a bug: input errors are results).
     """
 
     key: str

@@ -1,10 +1,8 @@
 """The one module page: any module drawn from its registry entry, plus its own charts from ``ui/hooks/<name>.py``.
 
-:func:`render` shows the module's inputs (uploads or the samples, see
-:mod:`ui.inputs`), a settings form generated from its config class, Run and,
-while a run goes on, its progress with Cancel (:mod:`ui.jobs`); then the path
-badges and warnings, the module's summary (its hook), the plan against the
-baselines, the module's charts (its hook) and the downloads.
+:func:`render` draws inputs (:mod:`ui.inputs`), the config form, Run with
+progress and Cancel (:mod:`ui.jobs`), then path badges, the module's summary,
+the table against the baselines, the module's charts and the downloads.
 
 Page hooks (a module ``ui.hooks.<name>``; every name optional):
 
@@ -64,15 +62,11 @@ def page_hooks(name: str) -> ModuleType | None:
     return importlib.import_module(module) if importlib.util.find_spec(module) is not None else None
 
 
-def _hook(hooks: ModuleType | None, name: str) -> Callable[..., Any] | None:
-    return getattr(hooks, name, None) if hooks is not None else None
-
-
 def run_module(name: str, uploads: dict[str, Upload | None], config_json: str, options: dict[str, Any],
                _progress: Callable[[float, str], None]) -> PageRun:
     """Plan ``name`` on ``uploads`` (a job's work: runs in the pool); bad input becomes ``PageRun(error=...)``."""
     command, hooks = load_command(name), page_hooks(name)
-    extras_hook, out_hook = _hook(hooks, "extras"), _hook(hooks, "out_name")
+    extras_hook, out_hook = getattr(hooks, "extras", None), getattr(hooks, "out_name", None)
     share = PLAN_SHARE if extras_hook else 1.0
     try:
         config = command.config_cls.model_validate_json(config_json)
@@ -107,7 +101,7 @@ def _collect(name: str, job: Job) -> None:
     if job.state == "done":
         st.session_state[f"{name}_run"] = job.result
         if job.result.error is None:
-            save_run(job.result.plan)  # run history for the Compare page
+            save_run(job.result.plan)
     elif job.state == "cancelled":
         st.warning("Run cancelled: nothing was stored.", icon=":material/cancel:")
     else:
@@ -124,11 +118,11 @@ def _show_run(command: ModuleCommand, hooks: ModuleType | None, run: PageRun, se
         st.caption("Settings changed since this plan was made; press Run to update it.")
     st.caption(f"Plan ready (engine {sum(plan['timings_s'].values()):.2f} s).")
     show_solver(plan)
-    if summary := _hook(hooks, "summary"):
+    if summary := getattr(hooks, "summary", None):
         summary(plan)
     if metrics := getattr(hooks, "METRICS", None):
         st.dataframe(metrics_table(plan, metrics), hide_index=True, key=f"{command.name}_metrics_table")
-    if charts := _hook(hooks, "charts"):
+    if charts := getattr(hooks, "charts", None):
         charts(run)
     show_downloads(command.name, plan, run.plan_json, run.artifacts)
 
@@ -139,17 +133,14 @@ def render(name: str) -> None:
     st.title(command.page_title)
     st.caption(command.description)
     inputs = choose_inputs(command, name)
-    options = options_hook() if (options_hook := _hook(hooks, "options")) else {}
+    options = options_hook() if (options_hook := getattr(hooks, "options", None)) else {}
     with st.container(border=True):
         settings = config_form(command.config_cls, key_prefix=name)
     if inputs.problem:
         st.warning(inputs.problem, icon=":material/upload_file:")
     if st.button("Run", type="primary", key=f"{name}_run_button", disabled=inputs.problem is not None):
         started = _start(command, inputs.uploads, settings, options)
-        if isinstance(started, PageRun):
-            st.session_state[f"{name}_run"] = started
-        else:
-            st.session_state[f"{name}_job"] = started
+        st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
     job: Job | None = st.session_state.get(f"{name}_job")
     if job is not None and job.running:
         show_progress(job, f"{name}_cancel")

@@ -9,27 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ROUTING_METRICS", "fallback_messages", "metrics_table", "not_adopted", "not_adopted_messages", "path_steps",
+__all__ = ["fallback_messages", "metrics_table", "not_adopted", "not_adopted_messages", "path_steps",
            "plan_for_display", "step_name"]
-
-#: Metrics compared between the plan and each baseline, in table order.
-ROUTING_METRICS: tuple[str, ...] = (
-    "tokens_routed",
-    "dropped_tokens",
-    "capacity_violations",
-    "max_overload",
-    "load_imbalance",
-    "total_affinity",
-    "objective",
-    "cross_node_fraction",
-)
 
 
 def _rounded(value: Any, digits: int = 4) -> Any:
     return round(value, digits) if isinstance(value, float) else value
 
 
-def metrics_table(plan: dict[str, Any], metrics: Sequence[str] = ROUTING_METRICS) -> list[dict[str, Any]]:
+def metrics_table(plan: dict[str, Any], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """One row for the plan (labelled with the path that ran), then one per baseline.
 
     Metrics missing from a row show as ``None``; floats are rounded to 4 decimals.
@@ -59,11 +47,7 @@ def not_adopted(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def step_name(entry: dict[str, Any]) -> str:
-    """The step a not-adopted entry names (``step``, else ``name``, else ``path``).
-
-    >>> step_name({"path": "vqc", "reason": "no gain"})
-    'vqc'
-    """
+    """The step a not-adopted entry names (``step``, else ``name``, else ``path``)."""
     return str(entry.get("step", entry.get("name", entry.get("path", "?"))))
 
 

@@ -67,28 +67,16 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     low = bounds.get("ge", bounds["gt"] + step if "gt" in bounds else None)
     high = bounds.get("le", bounds["lt"] - step if "lt" in bounds else None)
     cast = int if is_int else float
-    return st.number_input(
-        name,
-        min_value=None if low is None else cast(low),
-        max_value=None if high is None else cast(high),
-        value=cast(info.default),
-        step=step,
-        format=None if is_int else "%g",
-        key=key,
-        help=info.description,
-    )
+    return st.number_input(name, min_value=None if low is None else cast(low), max_value=None if high is None else cast(high),
+                           value=cast(info.default), step=step, format=None if is_int else "%g", key=key,
+                           help=info.description)
 
 
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
-    Toggles come first on one row, then number inputs in a grid. Widget keys
-    are ``f"{key_prefix}_{field}"`` so tests and automation can find them.
-
-    Raises
-    ------
-    TypeError
-        For a field type the form does not know yet (extend the form then).
+    Toggles first on one row, then choices, then number inputs in a grid; widget
+    keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
     """
     toggles, numbers, choices = [], [], []
     for name, info in ordered_fields(config_cls):
@@ -124,9 +112,7 @@ def field_table(config_cls: type[BaseModel]) -> list[dict[str, str]]:
         bounds = field_bounds(info)
         annotation = info.annotation
         rows.append({
-            "field": name,
-            "type": getattr(annotation, "__name__", str(annotation)),
-            "default": str(info.default),
+            "field": name, "type": getattr(annotation, "__name__", str(annotation)), "default": str(info.default),
             "allowed": ", ".join(f"{words[k]} {v}" for k, v in bounds.items()) or ("true / false" if annotation is bool else ""),
             "description": info.description or "",
         })

@@ -1,17 +1,10 @@
 """Compare page: stored runs of one module side by side, and a batch of configurations run at once.
 
-Pick a module, then either run several configurations of one input (the
-module's sample files unless uploaded; toggles per configuration plus
-``name=value`` settings) or pick any stored runs. The runs are shown as a
-metrics table, the config with differing fields highlighted, grouped bars of
-the numeric metrics (baselines dashed) and engine time per stage.
-
-The batch runs as a :mod:`ui.jobs` job: it keeps going when you click
-elsewhere, shows its progress here, stores each plan as it finishes, and
-Cancel stops it before the next configuration. Test hooks: widget keys
-``compare_module``, ``compare_n_configs``, ``compare_{module}_c{i}_{field}``,
-``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``, the uploaders
-``compare_{module}_{input}_upload`` (the samples when nothing is uploaded, as on a module page).
+Run several configurations of one input (uploads or the samples, as on a
+module page) as one :mod:`ui.jobs` job that stores each plan as it finishes,
+or pick stored runs: metrics, config differences, metric bars, stage times.
+Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``,
+``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``.
 """
 
 from __future__ import annotations
@@ -24,7 +17,6 @@ import streamlit as st
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import QflowError
 from qflow.core.runs import RunStore
-from qflow.core.uploads import Upload
 from ui import compare
 from ui.inputs import choose_inputs
 from ui.jobs import Job, job_board, show_progress
@@ -65,11 +57,6 @@ def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
     return configurations if ok else None
 
 
-def current_job() -> Job | None:
-    job = st.session_state.get(JOB_KEY)
-    return job if isinstance(job, Job) else None
-
-
 def show_batch_outcome(job: Job) -> None:
     """What the finished batch did; on first sight, select its runs for the comparison below."""
     items: list[dict[str, Any]] = st.session_state.get(ITEMS_KEY, [])
@@ -97,7 +84,7 @@ def batch_section(command: ModuleCommand) -> None:
     inputs = choose_inputs(command, f"compare_{command.name}")
     uploads = None if inputs.problem else inputs.uploads
     configurations = configuration_forms(command)
-    job = current_job()
+    job: Job | None = st.session_state.get(JOB_KEY)
     running = job is not None and job.running
     pressed = st.button("Run all configurations", type="primary", key="compare_run_all",
                         disabled=running or uploads is None or configurations is None)
@@ -105,7 +92,7 @@ def batch_section(command: ModuleCommand) -> None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
         job = job_board().submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations",
-                                 _run_batch_into, items, command.name, uploads, configurations, str(run_store().path))
+                                 compare.run_batch, items, command.name, uploads, configurations, str(run_store().path))
         st.session_state[JOB_KEY] = job
         running = True
     if job is None:
@@ -114,17 +101,6 @@ def batch_section(command: ModuleCommand) -> None:
         show_progress(job, "compare_cancel")
     else:
         show_batch_outcome(job)
-
-
-def _run_batch_into(items: list[dict[str, Any]], module: str, uploads: dict[str, Upload | None],
-                    configurations: list[dict[str, Any]], db_path: str, _progress: Any) -> list[dict[str, Any]]:
-    """:func:`ui.compare.run_batch` one configuration at a time, appending each outcome to ``items`` as it lands."""
-    for index, settings in enumerate(configurations):
-        def progress(fraction: float, message: str, index: int = index) -> None:
-            _progress((index + fraction) / len(configurations), f"configuration {index + 1} of {len(configurations)}")
-
-        items.extend(compare.run_batch(module, uploads, [settings], db_path, _progress=progress))
-    return items
 
 
 def comparison_section(module: str, store: RunStore) -> None:

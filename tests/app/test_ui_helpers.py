@@ -9,6 +9,7 @@ from typing import Any
 
 from qflow.compression import DecompressConfig
 from qflow.routing import RoutingConfig
+from ui.hooks.routing import METRICS
 from ui.page import run_module
 from ui.summary import fallback_messages, metrics_table, not_adopted_messages, path_steps, plan_for_display
 from ui.widgets import field_bounds, field_table, ordered_fields
@@ -18,7 +19,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "routing"
 
 class TestSummary:
     def test_metrics_table_has_the_plan_then_each_baseline(self, classical_plan: dict[str, Any]) -> None:
-        rows = metrics_table(classical_plan)
+        rows = metrics_table(classical_plan, METRICS)
         assert [r["method"] for r in rows] == ["plan (classical)", "hash", "top1_gating", "greedy_balanced"]
         assert rows[0]["tokens_routed"] == classical_plan["metrics"]["tokens_routed"]
         assert rows[0]["load_imbalance"] == round(classical_plan["metrics"]["load_imbalance"], 4)

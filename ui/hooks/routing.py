@@ -11,9 +11,10 @@ from qflow.core.config import QflowConfig
 from qflow.core.uploads import Upload
 from qflow.routing import capacity_sweep, load_routing_inputs
 from ui import charts as figures
-from ui.summary import ROUTING_METRICS
 
-METRICS = ROUTING_METRICS
+#: Metrics compared between the plan and each baseline, in table order.
+METRICS = ("tokens_routed", "dropped_tokens", "capacity_violations", "max_overload", "load_imbalance", "total_affinity",
+           "objective", "cross_node_fraction")
 #: capacity_factor values of the capacity sweep chart.
 SWEEP_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
