@@ -90,7 +90,7 @@ def _start(command: ModuleCommand, uploads: dict[str, Upload | None], settings: 
         return PageRun(error=exc.message)
     files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
     key = content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files)
-    return job_board().submit(key, f"{command.page_title}", run_module, command.name, uploads, config_json, options)
+    return job_board().submit(key, command.page_title, run_module, command.name, uploads, config_json, options)
 
 
 def _collect(name: str, job: Job) -> None:
@@ -141,6 +141,7 @@ def render(name: str) -> None:
     if st.button("Run", type="primary", key=f"{name}_run_button", disabled=inputs.problem is not None):
         started = _start(command, inputs.uploads, settings, options)
         st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
+        st.session_state[f"{name}_collected"] = None  # a finished job handed back again is shown again
     job: Job | None = st.session_state.get(f"{name}_job")
     if job is not None and job.running:
         show_progress(job, f"{name}_cancel")
