@@ -108,3 +108,24 @@ class TestRunModule:
         assert run.error is None and [name for name, _ in run.artifacts] == ["checkpoint_restored.npz"]
         assert run.artifacts[0][1][:2] == b"PK"  # an npz is a zip
         assert run.plan["result"]["written_to"] is None  # no private temporary path in the plan
+
+
+def _solver_section() -> None:
+    from ui.plan_view import show_solver
+
+    show_solver({"solver": {"requested": "quant8+vqc", "ran": "quant8+zstd", "fallbacks": [],
+                            "not_adopted": [{"step": "vqc", "reason": "no latent stored", "seconds": 30.0}]},
+                 "diagnostics": ["classifier below its majority-class baseline: not acted on"]})
+
+
+def test_badges_show_the_steps_that_ran_and_those_not_adopted_with_warnings() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_solver_section)
+    at.run()
+    assert not at.exception
+    assert at.markdown[0].value == "**Path requested:** `quant8+vqc` &nbsp;&nbsp; **Path ran:** `quant8+zstd`"
+    assert at.markdown[1].value == ("Steps adopted: :green-badge[quant8] :green-badge[zstd] &nbsp; "
+                                    "not adopted: :orange-badge[vqc]")
+    assert [w.value for w in at.warning] == ["`vqc` ran but was not adopted: no latent stored (seconds 30.0)",
+                                             "classifier below its majority-class baseline: not acted on"]
