@@ -128,8 +128,7 @@ class JobBoard:
         return job
 
     def get(self, key: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(key)
+        return self._jobs.get(key)
 
     def _forget_old(self) -> None:
         """Drop the oldest finished jobs beyond :data:`KEEP_FINISHED` (running ones stay)."""

@@ -1,9 +1,5 @@
-"""Config forms generated from a module's pydantic config class.
-
-The config's fields are the page's widgets: same names, defaults, bounds and
-help text as the CLI flags, read from ``model_fields`` so nothing is restated
-here. Booleans become toggles, numbers become bounded number inputs.
-"""
+"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names,
+defaults, bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
 
 from __future__ import annotations
 
@@ -26,13 +22,8 @@ def field_bounds(info: FieldInfo) -> dict[str, float]:
     >>> field_bounds(Field(1, ge=0, lt=5))
     {'ge': 0, 'lt': 5}
     """
-    bounds: dict[str, float] = {}
-    for constraint in info.metadata:
-        for name in ("ge", "gt", "le", "lt"):
-            value = getattr(constraint, name, None)
-            if value is not None:
-                bounds[name] = value
-    return bounds
+    return {name: getattr(constraint, name) for constraint in info.metadata for name in ("ge", "gt", "le", "lt")
+            if getattr(constraint, name, None) is not None}
 
 
 def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo]]:
