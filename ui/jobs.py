@@ -5,8 +5,9 @@ The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource``
 click ends that run). A page keeps its job in the session state and shows it
 with :func:`show_progress`, an ``st.fragment`` rerun once a second (every half
 second slowed routing's sample run from 25 to 75 s in the browser: each rerun
-takes the GIL from the worker) that reruns the page once the job has ended. Submitting a key that is running
-attaches to that job; one that finished recently returns its result at once.
+takes the GIL from the worker) that reruns the page once the job has ended.
+Submitting a key that is running attaches to that job; one that finished
+recently returns its result at once.
 Cancel is cooperative: the job's progress callback raises :class:`JobCancelled`
 in the worker at its next report, so the engine stops between stages.
 """
