@@ -69,10 +69,12 @@ def test_no_streamlit_internals_and_no_module_lists(script: str) -> None:
         assert not names & literals, sorted(names & literals)
 
 
-def test_every_module_has_its_page_hooks() -> None:
-    """A module without hooks still gets a page (inputs, settings, badges, downloads); every module here has charts."""
-    from ui.page import page_hooks
-
-    for command in available_commands():
-        hooks = page_hooks(command.name)
-        assert hooks is not None and callable(hooks.charts), command.name
+def test_every_hooks_module_belongs_to_a_registered_module_and_names_known_hooks() -> None:
+    """Hooks are looked up by module name: one for a name the registry lacks would never be drawn."""
+    names = {c.name for c in available_commands()}
+    known = {"METRICS", "summary", "charts", "options", "out_name", "extras"}
+    for path in (ROOT / "ui" / "hooks").glob("[!_]*.py"):
+        assert path.stem in names, path.name
+        public = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)
+                  and not n.name.startswith("_")}
+        assert public <= known, (path.name, public - known)
