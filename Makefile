@@ -23,7 +23,7 @@ run: install
 
 ## Install everything (Chromium for the browser test included) and run the full suite.
 test: install chromium
-	$(BIN)/python -m ruff check qflow tests bench app.py pages ui
+	$(BIN)/python -m ruff check qflow tests bench app.py views ui
 	$(BIN)/python -m pytest
 
 ## Debian's Chromium for the browser test (Playwright cannot download one here).
@@ -33,7 +33,7 @@ chromium:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 lint: install
-	$(BIN)/python -m ruff check qflow tests bench app.py pages ui
+	$(BIN)/python -m ruff check qflow tests bench app.py views ui
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Runtime code: the package, and the console (``qflow app`` runs app.py with its pages and ui helpers).
-RUNTIME_SOURCES = ("qflow", "app.py", "pages", "ui")
+RUNTIME_SOURCES = ("qflow", "app.py", "views", "ui")
 
 #: Distributions used without an import statement naming them, and why.
 USED_WITHOUT_IMPORT = {

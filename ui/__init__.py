@@ -1,7 +1,8 @@
-"""Streamlit helpers shared by the console's pages.
+"""The console's Streamlit code (the engine in ``qflow`` never imports Streamlit).
 
-Pages stay thin: they turn widgets into a config and input files, call the
-engine through :mod:`ui.run`, and render through :mod:`ui.charts`,
-:mod:`ui.summary` and :mod:`ui.plan_view`. :mod:`ui.charts` and
+:mod:`ui.page` draws any module's page from its registry entry
+(:mod:`qflow.core.commands`); :mod:`ui.hooks` holds what is specific to one
+module (key figures, charts); :mod:`ui.jobs` runs the engine in a worker pool
+with progress and Cancel. The figure modules (``ui/*charts.py``) and
 :mod:`ui.summary` do not import Streamlit, so they are tested on plain plans.
 """

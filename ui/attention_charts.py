@@ -10,13 +10,11 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts import LAYOUT as _LAYOUT
+
 __all__ = ["attention_map_figure", "error_vs_k_figure", "loss_curve_figure", "qpe_accuracy_figure", "singular_values_figure"]
 
 COLORS = {"topk": "#1f5fbf", "random_k": "#b0b0b0", "dense": "#444444", "threshold": "#c0392b", "pruned": "#e8a33d"}
-_LAYOUT = {
-    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-}
 
 
 def attention_map_figure(plan: dict[str, Any]) -> go.Figure:

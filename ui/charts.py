@@ -24,7 +24,7 @@ COLORS = {
     "capacity": "#c0392b",
 }
 #: Legend in one row above the plot, right-aligned under the title, clear of the axis titles.
-_LAYOUT = {
+LAYOUT = {
     "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
     "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
 }
@@ -58,7 +58,7 @@ def expert_load_figure(plan: dict[str, Any]) -> go.Figure:
     fig.add_scatter(x=experts, y=plan["metrics"]["expert_capacity"], name="capacity", mode="lines",
                     line={"color": COLORS["capacity"], "dash": "dash", "shape": "hvh", "width": 2})
     fig.update_layout(title="Expert load vs capacity", bargap=0.25, xaxis_title="expert",
-                      yaxis_title="load (token complexity)", **_LAYOUT)
+                      yaxis_title="load (token complexity)", **LAYOUT)
     return fig
 
 
@@ -77,7 +77,7 @@ def node_traffic_figure(plan: dict[str, Any]) -> go.Figure:
     ))
     cross = plan["metrics"].get("cross_node_fraction")
     title = "Token traffic between nodes" + (f" ({cross:.1%} cross-node)" if cross is not None else "")
-    fig.update_layout(title=title, xaxis_title="expert node", yaxis_title="source node", **_LAYOUT)
+    fig.update_layout(title=title, xaxis_title="expert node", yaxis_title="source node", **LAYOUT)
     fig.update_yaxes(autorange="reversed")  # first node on top, like a matrix
     fig.update_xaxes(side="bottom")
     return fig

@@ -25,23 +25,9 @@ from qflow.core.errors import InputError, QflowError
 from qflow.core.runs import RunStore
 from qflow.core.uploads import Upload, run_on_uploads
 
-__all__ = [
-    "MAX_CONFIGURATIONS",
-    "BatchItem",
-    "config_frame",
-    "default_metrics",
-    "differing_fields",
-    "inputs_differ",
-    "metrics_figure",
-    "metrics_frame",
-    "numeric_metric_names",
-    "parse_overrides",
-    "plan_json",
-    "run_batch",
-    "run_label",
-    "style_differences",
-    "timings_figure",
-]
+__all__ = ["MAX_CONFIGURATIONS", "BatchItem", "config_frame", "default_metrics", "differing_fields", "inputs_differ",
+           "metrics_figure", "metrics_frame", "numeric_metric_names", "parse_overrides", "plan_json", "run_batch",
+           "run_label", "style_differences", "timings_figure"]
 
 #: Most configurations one batch runs.
 MAX_CONFIGURATIONS = 6
@@ -73,10 +59,6 @@ def run_label(run: Run) -> str:
     return " · ".join([f"#{run['id']}", when, str(run.get("solver_ran", "")), ", ".join(on) or "no toggles on"])
 
 
-def _short_label(run: Run) -> str:
-    return f"#{run['id']}"
-
-
 def numeric_metric_names(runs: Sequence[Run]) -> list[str]:
     """Metric names holding a finite number (not a bool) in at least one run, in first-seen order.
 
@@ -94,7 +76,7 @@ def numeric_metric_names(runs: Sequence[Run]) -> list[str]:
 def metrics_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per numeric metric, one column per run (``#id``); a run without the metric shows empty."""
     names = numeric_metric_names(runs)
-    data = {_short_label(run): [run["metrics"].get(name) if _is_number(run["metrics"].get(name)) else None
+    data = {f"#{run['id']}": [run["metrics"].get(name) if _is_number(run["metrics"].get(name)) else None
                                 for name in names] for run in runs}
     return pd.DataFrame(data, index=pd.Index(names, name="metric"), dtype=float)
 
@@ -122,7 +104,7 @@ def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
     fields: dict[str, None] = {}
     for run in runs:
         fields.update(dict.fromkeys(run.get("config", {})))
-    data = {_short_label(run): [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields]
+    data = {f"#{run['id']}": [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields]
             for run in runs}
     return pd.DataFrame(data, index=pd.Index(list(fields), name="field"))
 
@@ -173,7 +155,7 @@ def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3
     cols = min(columns, max(1, len(metrics)))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=metrics or ["(no numeric metrics)"],
                         vertical_spacing=0.5 / rows if rows > 1 else 0.1)
-    labels = [_short_label(run) for run in runs]
+    labels = [f"#{run['id']}" for run in runs]
     for index, name in enumerate(metrics):
         row, col = index // cols + 1, index % cols + 1
         for run_index, run in enumerate(runs):
@@ -200,7 +182,7 @@ def timings_figure(runs: Sequence[Run]) -> go.Figure:
     stages: dict[str, None] = {}
     for run in runs:
         stages.update(dict.fromkeys(run.get("timings_s", {})))
-    labels = [_short_label(run) for run in runs]
+    labels = [f"#{run['id']}" for run in runs]
     fig = go.Figure([go.Bar(name=stage, x=labels, y=[run.get("timings_s", {}).get(stage) for run in runs])
                      for stage in stages])
     fig.update_xaxes(type="category")
@@ -251,43 +233,34 @@ def _plan_cached(module: str, uploads: tuple[tuple[str, str, bytes], ...], confi
     return {"plan": plan.to_dict()}
 
 
-def run_batch(module: str, uploads: Mapping[str, Upload | None], configurations: Sequence[Mapping[str, Any]],
-              db_path: str, _progress: Any = _ignore) -> list[BatchItem]:
-    """Plan each configuration of ``module`` on the same ``uploads`` in turn and store each plan.
+def run_batch(items: list[BatchItem], module: str, uploads: Mapping[str, Upload | None],
+              configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Any = _ignore) -> list[BatchItem]:
+    """Plan each configuration of ``module`` on the same ``uploads`` in turn, store each plan, append to ``items``.
 
-    Meant for :func:`ui.jobs.start_job` (``_progress`` reports between runs,
-    and raises there once Cancel was pressed). Each finished plan is stored in
-    the run store at ``db_path`` as soon as it exists, so a cancelled or
-    abandoned batch keeps what it finished.
-
-    Returns
-    -------
-    list of dict
-        Per configuration: ``settings``, ``run_id`` (or ``None``), ``error`` (or ``None``).
+    Meant for :meth:`ui.jobs.JobBoard.submit` (``_progress`` reports between
+    runs, and raises there once Cancel was pressed). Each outcome lands in
+    ``items`` (``settings``, ``run_id`` or ``None``, ``error`` or ``None``) and
+    each plan in the run store at ``db_path`` as soon as it exists, so a
+    cancelled batch keeps what it finished. Returns ``items``.
     """
-    command = load_command(module)
-    store = RunStore(db_path)
-    items = tuple(sorted((name, up[0], up[1]) for name, up in uploads.items() if up is not None))
-    results: list[BatchItem] = []
+    command, store = load_command(module), RunStore(db_path)
+    files = tuple(sorted((name, up[0], up[1]) for name, up in uploads.items() if up is not None))
     total = len(configurations)
     for index, settings in enumerate(configurations):
         _progress(index / total, f"configuration {index + 1} of {total}")
         item: BatchItem = {"settings": dict(settings), "run_id": None, "error": None}
+        items.append(item)
         try:
             config = command.config_cls.from_mapping(dict(settings), source=f"configuration {index + 1}")
         except QflowError as exc:
             item["error"] = exc.message
-            results.append(item)
             continue
-        outcome = _plan_cached(module, items, config.model_dump_json())
-        if "error" in outcome:
-            item["error"] = outcome["error"]
-        else:
-            try:
-                item["run_id"] = store.save(outcome["plan"], origin="app")
-            except QflowError as exc:
-                item["error"] = f"plan made but not stored: {exc.message}"
-        results.append(item)
+        outcome = _plan_cached(module, files, config.model_dump_json())
+        item["error"] = outcome.get("error")
+        try:
+            item["run_id"] = store.save(outcome["plan"], origin="app") if "plan" in outcome else None
+        except QflowError as exc:
+            item["error"] = f"plan made but not stored: {exc.message}"
     _progress(1.0, f"{total} configurations done")
-    return results
+    return items
 

@@ -9,15 +9,13 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ui.charts import LAYOUT as _LAYOUT
+
 __all__ = ["error_heatmap_figure", "ratio_vs_error_figure", "restored_error_figure", "value_histogram_figure"]
 
 COLORS = {"plan": "#1f5fbf", "fp16_cast": "#e8a33d", "zstd_raw": "#7fb77e", "int8_plain": "#b0b0b0",
           "plain": "#b0b0b0", "final": "#1f5fbf"}
 _SYMBOLS = {"plan": "circle", "fp16_cast": "diamond", "zstd_raw": "square", "int8_plain": "triangle-up"}
-_LAYOUT = {
-    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-}
 #: Errors of exactly zero are drawn here on the log axis (lossless points).
 _FLOOR = 1e-9
 

@@ -7,15 +7,13 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ui.charts import LAYOUT as _LAYOUT
+
 __all__ = ["caps_figure", "gantt_figure", "gantt_lanes", "power_timeline_figure", "prediction_figure", "windows_figure"]
 
 COLORS = {"plan": "#1f5fbf", "asap": "#e8a33d", "per_node": "#7fb77e", "plan_capped": "#6a3d9a", "budget": "#c0392b",
           "lower_bound": "#555555", "measured": "#222222", "persistence": "#b0b0b0", "ridge": "#e8a33d", "gnn": "#1f5fbf",
           "current": "#b0b0b0", "recommended": "#1f5fbf", "greedy": "#e8a33d", "qaoa": "#1f5fbf"}
-_LAYOUT = {
-    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-}
 _LABELS = {"plan": "plan", "asap": "ASAP (before)", "per_node": "per-node scheduler", "plan_capped": "plan with clock caps"}
 
 

@@ -7,13 +7,11 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ui.charts import LAYOUT as _LAYOUT
+
 __all__ = ["best_so_far_figure", "gp_posterior_figure", "parallel_coordinates_figure", "slice_parameters"]
 
 COLORS = {"plan": "#1f5fbf", "random_search": "#b0b0b0", "optuna_tpe": "#e8a33d", "history": "#7f7f7f"}
-_LAYOUT = {
-    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-}
 
 
 def _running_best(values: list[float], minimize: bool) -> list[float]:

@@ -1,77 +1,78 @@
-"""Input files for a page: an upload, injected bytes, or the bundled sample.
+"""A module's input files on a page: your uploads, or the bundled samples, never a mix of both.
 
-Test and automation hook
-------------------------
-A page's input named ``NAME`` on module ``MODULE`` reads
-``st.session_state[f"{MODULE}_{NAME}_bytes"]`` (and optionally
-``f"{MODULE}_{NAME}_name"`` for the file name used in messages and to pick
-the format by suffix) when nothing is uploaded. ``AppTest`` and scripts set
-these to feed a page without a browser upload. Order: upload, then injected
-bytes, then the sample file.
+Each input of the registry entry (:attr:`ModuleCommand.input_specs`) gets an
+uploader. With nothing uploaded the page runs on a sample set (an optional
+sample can be switched off); once any file is uploaded only uploads are used,
+so your file is never planned with a sample made for another input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import streamlit as st
 
-__all__ = ["REPO_ROOT", "InputFile", "choose_input", "file_input", "optional_file_input"]
+from qflow.core.commands import InputSpec, ModuleCommand
+from qflow.core.uploads import Upload
 
-#: The checkout holding app.py, pages/ and sample_data/.
+__all__ = ["REPO_ROOT", "PageInputs", "choose_inputs"]
+
+#: The checkout holding app.py, views/ and sample_data/.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-Origin = Literal["upload", "injected", "sample"]
 
 
 @dataclass(frozen=True)
-class InputFile:
-    """The bytes of one input, its file name, and where it came from."""
+class PageInputs:
+    """What the page will run on: ``{input name: (file name, bytes) or None}``, or why it cannot run."""
 
-    name: str
-    data: bytes
-    origin: Origin
+    uploads: dict[str, Upload | None]
+    problem: str | None = None
 
 
-def choose_input(uploaded: Any, state: Mapping[str, Any], hook: str, sample: Path) -> InputFile:
-    """Pick the upload, else the injected bytes ``state[hook + "_bytes"]``, else the sample file.
+def _sample_input(spec: InputSpec, sample: str | None, key: str) -> Upload | None:
+    """The sample for ``spec`` (an optional one only while its checkbox is on), with a caption saying so."""
+    path = REPO_ROOT / sample if sample else None
+    if path is None or not path.is_file():
+        st.caption("Not given: this input has no sample." if spec.optional else "No sample: upload this file.")
+        return None
+    if spec.optional and not st.checkbox(f"use the sample {path.name}", value=True, key=f"{key}_use_sample"):
+        st.caption("Left out.")
+        return None
+    st.caption(f"Nothing uploaded: using the sample `{sample}`.")
+    return path.name, path.read_bytes()
 
-    ``uploaded`` is what ``st.file_uploader`` returned (``None`` or an object
-    with ``name`` and ``getvalue()``).
+
+def choose_inputs(command: ModuleCommand, key: str) -> PageInputs:
+    """Uploaders for every input (widget keys ``{key}_{input}_upload``); the uploads, else the samples.
+
+    Returns the chosen files and, when a required input is missing, the
+    one-line reason the page cannot run.
     """
-    if uploaded is not None:
-        return InputFile(uploaded.name, uploaded.getvalue(), "upload")
-    injected = state.get(f"{hook}_bytes")
-    if injected is not None:
-        data = injected.encode() if isinstance(injected, str) else bytes(injected)
-        default_name = f"injected_{hook.split('_', 1)[-1]}{sample.suffix}"
-        return InputFile(str(state.get(f"{hook}_name", default_name)), data, "injected")
-    return InputFile(sample.name, sample.read_bytes(), "sample")
-
-
-def file_input(label: str, hook: str, types: Sequence[str], sample: Path, help: str | None = None) -> InputFile:
-    """A file uploader that falls back to injected bytes or the sample, and says which is used."""
-    uploaded = st.file_uploader(label, type=list(types), key=f"{hook}_upload", help=help)
-    chosen = choose_input(uploaded, st.session_state, hook, sample)
-    if chosen.origin == "sample":
-        st.caption(f"Nothing uploaded: using the sample `{sample.relative_to(REPO_ROOT)}`.")
-    elif chosen.origin == "injected":
-        st.caption(f"Using injected bytes from `st.session_state['{hook}_bytes']` as `{chosen.name}`.")
-    return chosen
-
-
-def optional_file_input(label: str, hook: str, types: Sequence[str], absent: str, help: str | None = None) -> InputFile | None:
-    """An optional input: the upload, else injected bytes, else ``None`` with the caption ``absent``."""
-    uploaded = st.file_uploader(label, type=list(types), key=f"{hook}_upload", help=help)
-    if uploaded is not None:
-        return InputFile(uploaded.name, uploaded.getvalue(), "upload")
-    injected = st.session_state.get(f"{hook}_bytes")
-    if injected is not None:
-        data = injected.encode() if isinstance(injected, str) else bytes(injected)
-        suffix = f".{types[0]}" if types else ""
-        return InputFile(str(st.session_state.get(f"{hook}_name", f"injected_{hook.split('_', 1)[-1]}{suffix}")), data, "injected")
-    st.caption(absent)
-    return None
+    samples = command.samples
+    chosen_set = next(iter(samples))
+    if len(samples) > 1:
+        chosen_set = st.selectbox("bundled samples (used when nothing is uploaded)", list(samples),
+                                  key=f"{key}_sample_set")
+    specs = command.input_specs
+    columns = st.columns(len(specs))
+    uploaded = {}
+    for column, spec in zip(columns, specs, strict=True):
+        with column:
+            file = st.file_uploader(spec.label, type=list(spec.types) or None, key=f"{key}_{spec.name}_upload",
+                                    help=spec.help)
+            uploaded[spec.name] = None if file is None else (file.name, file.getvalue())
+    if not any(uploaded.values()):
+        uploads: dict[str, Upload | None] = {}
+        for column, spec in zip(columns, specs, strict=True):
+            with column:
+                uploads[spec.name] = _sample_input(spec, samples[chosen_set].get(spec.name), f"{key}_{spec.name}")
+        missing = [spec.name for spec in specs if not spec.optional and uploads[spec.name] is None]
+        return PageInputs(uploads, f"Upload {', '.join(missing)}: no sample for it." if missing else None)
+    missing = [spec.name for spec in specs if not spec.optional and uploaded[spec.name] is None]
+    for column, spec in zip(columns, specs, strict=True):
+        if uploaded[spec.name] is None:
+            column.caption(f"Upload `{spec.name}` too: samples are used only when nothing is uploaded."
+                           if spec.name in missing else "Not uploaded: left out.")
+    return PageInputs(uploaded, f"Upload {', '.join(missing)} too, or remove your uploads to run on the samples."
+                      if missing else None)

@@ -1,34 +1,39 @@
-"""Long work outside the script thread: a :class:`Job` with an id, progress, and a Cancel that stops it.
+"""Long work outside the script thread: jobs in a worker pool, progress in a fragment, Cancel that stops the engine.
 
-A Streamlit script run ends (and its thread is told to stop) whenever the
-user clicks anything, also on another page. Work started with
-:func:`start_job` runs in its own thread, so it keeps going; the job object
-lives in ``st.session_state`` (see :func:`session_jobs`) so the page finds it
-again after the click, shows its progress (poll it from an ``st.fragment``
-with ``run_every``) and its result when done.
-
-Cancel is cooperative: :meth:`Job.cancel` sets a flag, and the job's progress
-callback raises :class:`JobCancelled` inside the worker at its next report,
-so the work stops there (the engines report progress between stages, and a
-batch of runs reports between runs). Nothing is killed half-way through a
-database write.
+The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource``
+(:func:`job_board`), so a job outlives the script run that started it (any
+click ends that run). A page keeps its job in the session state and shows it
+with :func:`show_progress`, an ``st.fragment`` rerun once a second (every half
+second slowed routing's sample run from 25 to 75 s in the browser: each rerun
+takes the GIL from the worker) that reruns the page once the job has ended.
+Submitting a key that is running attaches to that job; one that finished
+recently returns its result at once.
+Cancel is cooperative: the job's progress callback raises :class:`JobCancelled`
+in the worker at its next report, so the engine stops between stages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Job", "JobCancelled", "JobState", "session_jobs", "start_job"]
+import streamlit as st
+
+from qflow.core.limits import max_workers
+
+__all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "show_progress"]
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 
-#: ``st.session_state`` key of the session's jobs, ``{job id: Job}``.
-JOBS_KEY = "qflow_jobs"
+#: Finished jobs the board keeps (their results answer a repeated Run at once).
+KEEP_FINISHED = 8
 
 
 class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
@@ -41,34 +46,26 @@ class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
 
 @dataclass
 class Job:
-    """One piece of work in a worker thread.
+    """One piece of work for the pool.
 
-    Attributes
-    ----------
-    id : str
-        Short unique id (what a page keeps in its session state).
-    label : str
-        What the job does, for the status line.
-    fraction, message : float, str
-        Last progress report (0..1).
-    state : {"running", "done", "failed", "cancelled"}
-    result : object
-        The function's return value once ``state == "done"``.
-    error : str or None
-        ``"TypeName: message"`` once ``state == "failed"``.
+    ``key`` identifies the work (same key, same result); ``fraction`` and
+    ``message`` are the last progress report; ``result`` is the function's
+    value once ``state == "done"``, ``error`` ``"TypeName: message"`` once
+    ``"failed"`` (a bug: input errors are results).
     """
 
+    key: str
     label: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     fraction: float = 0.0
-    message: str = "starting"
+    message: str = "waiting for a worker"
     state: JobState = "running"
     result: Any = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def running(self) -> bool:
@@ -94,36 +91,85 @@ class Job:
         self._cancel.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker ends (tests, scripts); returns whether it did."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.running
+        """Block until the job ends (tests, scripts); returns whether it did."""
+        return self._ended.wait(timeout)
 
-
-def start_job(label: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
-    """Run ``func(*args, **kwargs, _progress=job.report)`` in a daemon thread and return the job at once."""
-    job = Job(label=label)
-
-    def work() -> None:
+    def work(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run ``func(*args, _progress=self.report)`` and record how it ended (in a worker thread)."""
         try:
-            job.result = func(*args, **kwargs, _progress=job.report)
-            job.fraction, job.message, job.state = 1.0, "done", "done"
+            self.result = func(*args, _progress=self.report)
+            self.fraction, self.message, self.state = 1.0, "done", "done"
         except JobCancelled:
-            job.message, job.state = "cancelled", "cancelled"
+            self.message, self.state = "cancelled", "cancelled"
         except Exception as exc:  # noqa: BLE001 -- reported on the page, never lost
-            job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+            self.error, self.state = f"{type(exc).__name__}: {exc}", "failed"
         finally:
-            job.finished_at = time.time()
-
-    job._thread = threading.Thread(target=work, name=f"qflow-job-{job.id}", daemon=True)
-    job._thread.start()
-    return job
+            self.finished_at = time.time()
+            self._ended.set()
 
 
-def session_jobs(state: MutableMapping[str, Any]) -> dict[str, Job]:
-    """The session's ``{job id: Job}`` kept in ``state`` (``st.session_state``), created on first use."""
-    jobs = state.get(JOBS_KEY)
-    if jobs is None:
-        jobs = {}
-        state[JOBS_KEY] = jobs
-    return jobs
+class JobBoard:
+    """A thread pool and the jobs it ran or runs, by key (one per server process, see :func:`job_board`)."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qflow-job")
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def submit(self, key: str, label: str, func: Callable[..., Any], *args: Any) -> Job:
+        """The job for ``key``: the running or successfully finished one, else a new one running ``func(*args)``."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.state in ("running", "done"):
+                self._jobs.move_to_end(key)
+                return job
+            job = Job(key=key, label=label)
+            self._jobs[key] = job
+            self._forget_old()
+        self._pool.submit(job.work, func, args)
+        return job
+
+    def get(self, key: str) -> Job | None:
+        return self._jobs.get(key)
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished jobs beyond :data:`KEEP_FINISHED` (running ones stay)."""
+        finished = [key for key, job in self._jobs.items() if not job.running]
+        for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._jobs[key]
+
+
+@st.cache_resource(show_spinner=False)
+def job_board() -> JobBoard:
+    """The server's one board; its pool has as many threads as :func:`qflow.core.limits.max_workers` allows."""
+    return JobBoard(max_workers())
+
+
+def content_key(*parts: bytes | str | None) -> str:
+    """A sha256 key over ``parts`` (bytes hashed whole, each length-prefixed so parts never run together).
+
+    >>> content_key(b"ab", "x") == content_key(b"ab", "x") != content_key(b"a", "bx")
+    True
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if part is None:
+            digest.update(b"none;")
+            continue
+        data = part if isinstance(part, bytes) else part.encode()
+        digest.update(f"{len(data)}:".encode() + data)
+    return digest.hexdigest()[:20]
+
+
+@st.fragment(run_every=1.0)
+def show_progress(job: Job, cancel_key: str) -> None:
+    """The running job's progress bar and Cancel button; reruns the whole page once the job has ended."""
+    if not job.running:
+        st.rerun()
+    st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed_s:.0f} s)")
+    if job.cancel_requested:
+        st.caption("Cancelling: the engine stops at its next step.")
+    elif st.button("Cancel", key=cancel_key, icon=":material/cancel:",
+                   help="Stop this run: the engine stops at its next step; nothing is stored."):
+        job.cancel()
+        st.rerun(scope="fragment")

@@ -13,12 +13,10 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ui.charts import LAYOUT as _LAYOUT
+
 __all__ = ["confusion_figure", "fabric_figure", "rl_reward_figure", "rounds_timeline_figure"]
 
-_LAYOUT = {
-    "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-}
 _LAYER = {"gpu": 0.0, "nic": 1.0, "cpu": 1.0, "pcie_switch": 1.5, "nvswitch": 2.0, "switch": 2.0, "ib_switch": 3.0}
 _SYMBOL = {"gpu": "square", "nvswitch": "diamond", "nic": "circle", "ib_switch": "triangle-up", "switch": "diamond",
            "pcie_switch": "diamond-open", "cpu": "hexagon"}

@@ -1,71 +1,44 @@
-"""Streamlit sections every module's page shows the same way: solver path, plan JSON, download."""
+"""Streamlit sections every module's page shows the same way: path badges, warnings, downloads, the plan JSON."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import streamlit as st
 
-from ui.summary import fallback_messages, plan_for_display
+from ui.summary import fallback_messages, not_adopted, not_adopted_messages, path_steps, plan_for_display, step_name
 
-__all__ = ["finished_run", "run_in_status", "show_plan_json", "show_solver"]
-
-R = TypeVar("R")
+__all__ = ["show_downloads", "show_solver"]
 
 
-def run_in_status(call: Callable[[Callable[[float, str], None]], R], working: str = "Planning...",
-                  first_step: str = "loading inputs", done: str = "Plan ready", rejected: str = "Input rejected") -> R:
-    """Run ``call(on_progress)`` inside a status box with a live progress bar; returns what it returned.
-
-    ``call`` returns a page run with ``error`` (a message or ``None``) and
-    ``plan`` (a plan dict on success); the box closes on ``done`` with the
-    engine's time, or on ``rejected``.
-    """
-    with st.status(working, expanded=True) as status:
-        bar = st.progress(0.0, text=first_step)
-        run = call(lambda fraction, text: bar.progress(fraction, text=text))
-        if run.error:
-            status.update(label=rejected, state="error", expanded=False)
-        else:
-            seconds = sum(run.plan["timings_s"].values())
-            status.update(label=f"{done} (engine {seconds:.2f} s)", state="complete", expanded=False)
-    return run
+def _badges(steps: list[str], colour: str) -> str:
+    """Markdown badges, one per step (brackets would end a badge, so they are dropped)."""
+    return " ".join(f":{colour}-badge[{step.replace('[', '').replace(']', '')}]" for step in steps)
 
 
 def show_solver(plan: dict[str, Any]) -> None:
-    """Requested path, the path that ran, each fallback as a warning, then the plan's diagnostics."""
+    """The path requested, each step of ``solver.ran`` as a badge and the steps not adopted struck out;
+    then each fallback and not-adopted step as a warning and the plan's diagnostics as warnings."""
     solver = plan["solver"]
+    skipped = [step_name(entry) for entry in not_adopted(plan)]
     st.markdown(f"**Path requested:** `{solver['requested']}` &nbsp;&nbsp; **Path ran:** `{solver['ran']}`")
+    st.markdown("Steps adopted: " + _badges(path_steps(solver["ran"]), "green")
+                + (" &nbsp; not adopted: " + _badges(skipped, "orange") if skipped else ""))
     for message in fallback_messages(plan):
         st.warning(message, icon=":material/call_split:")
+    for message in not_adopted_messages(plan):
+        st.warning(message, icon=":material/block:")
     for note in plan.get("diagnostics", []):
-        st.info(note, icon=":material/info:")
+        text = note if isinstance(note, str) else str(note.get("message", note))
+        st.warning(text, icon=":material/info:")
 
 
-def show_plan_json(plan: dict[str, Any], plan_json: str, file_name: str, key: str) -> None:
-    """The plan as collapsed JSON (long lists shortened for display) and a download of the full JSON."""
-    st.download_button("Download plan JSON", data=plan_json, file_name=file_name, mime="application/json",
-                       key=key, on_click="ignore", type="secondary", icon=":material/download:")
+def show_downloads(name: str, plan: dict[str, Any], plan_json: str, artifacts: list[tuple[str, bytes]]) -> None:
+    """A download per artifact the module wrote, the plan JSON's download, and the plan collapsed for reading."""
+    for index, (file_name, data) in enumerate(artifacts):
+        st.download_button(f"Download {file_name}", data=data, file_name=file_name, mime="application/octet-stream",
+                           key=f"{name}_artifact_{index}", on_click="ignore", icon=":material/download:")
+    st.download_button("Download plan JSON", data=plan_json, file_name=f"{name}_plan.json", mime="application/json",
+                       key=f"{name}_download", on_click="ignore", type="secondary", icon=":material/download:")
     with st.expander("Plan JSON (long lists shortened here; the download has everything)"):
         st.json(plan_for_display(plan), expanded=1)
-
-
-def finished_run(run_key: str, settings: Mapping[str, Any], prompt: str) -> Any | None:
-    """The last run kept in ``st.session_state[run_key]``, ready to draw, or ``None``.
-
-    ``None`` after showing why there is nothing to draw: ``prompt`` before the
-    first Run, the engine's one-line message after a rejected input. A note
-    says when the settings changed since the run was made. Runs are objects
-    with ``plan`` (dict) and ``error`` (str or None).
-    """
-    last = st.session_state.get(run_key)
-    if last is None:
-        st.info(prompt)
-        return None
-    if last.error:
-        st.error(last.error)
-        return None
-    if any(last.plan["config"].get(name) != value for name, value in settings.items()):
-        st.caption("Settings changed since this plan was made; press Run to update it.")
-    return last

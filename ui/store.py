@@ -1,15 +1,8 @@
 """The app's hook into the run store: every plan a page makes is kept for the Compare page.
 
-A page calls :func:`save_run` on the script thread right after a successful
-Run (never inside an ``st.cache_data`` function: a cache hit would replay it)::
-
-    run = run_with_progress(...)
-    if not run.error:
-        save_run(run.plan)
-
-Saving the same plan twice (a cached rerun) keeps one stored run. A store
-that cannot be written (damaged file, read-only home) shows a warning and the
-page carries on: the plan on screen is never lost because history failed.
+The module page calls :func:`save_run` on the script thread once per finished
+run. Saving the same plan twice keeps one stored run. A store that cannot be
+written shows a warning and the page carries on.
 """
 
 from __future__ import annotations
@@ -33,21 +26,15 @@ def run_store() -> RunStore:
     return RunStore()
 
 
-def save_run(plan: Mapping[str, Any], show: bool = True) -> int | None:
-    """Store ``plan`` (``Plan.to_dict()``) as an ``app`` run; returns its run id, or ``None`` if the store failed.
-
-    With ``show``, a caption says where the run went (or a warning why it
-    did not).
-    """
+def save_run(plan: Mapping[str, Any]) -> int | None:
+    """Store ``plan`` (``Plan.to_dict()``) as an ``app`` run and say so; its run id, or ``None`` (with a warning)."""
     try:
         run_id = run_store().save(dict(plan), origin="app")
     except QflowError as exc:
-        if show:
-            st.warning(f"Run not saved to history: {exc.message}", icon=":material/history:")
+        st.warning(f"Run not saved to history: {exc.message}", icon=":material/history:")
         return None
     saved = dict(st.session_state.get(LAST_SAVED_KEY, {}))
     saved[str(plan.get("module", ""))] = run_id
     st.session_state[LAST_SAVED_KEY] = saved
-    if show:
-        st.caption(f"Saved as run #{run_id} in the run history (see **Compare**).")
+    st.caption(f"Saved as run #{run_id} in the run history (see **Compare**).")
     return run_id

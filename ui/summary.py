@@ -9,26 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ROUTING_METRICS", "fallback_messages", "metrics_table", "plan_for_display"]
-
-#: Metrics compared between the plan and each baseline, in table order.
-ROUTING_METRICS: tuple[str, ...] = (
-    "tokens_routed",
-    "dropped_tokens",
-    "capacity_violations",
-    "max_overload",
-    "load_imbalance",
-    "total_affinity",
-    "objective",
-    "cross_node_fraction",
-)
+__all__ = ["fallback_messages", "metrics_table", "not_adopted", "not_adopted_messages", "path_steps",
+           "plan_for_display", "step_name"]
 
 
 def _rounded(value: Any, digits: int = 4) -> Any:
     return round(value, digits) if isinstance(value, float) else value
 
 
-def metrics_table(plan: dict[str, Any], metrics: Sequence[str] = ROUTING_METRICS) -> list[dict[str, Any]]:
+def metrics_table(plan: dict[str, Any], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """One row for the plan (labelled with the path that ran), then one per baseline.
 
     Metrics missing from a row show as ``None``; floats are rounded to 4 decimals.
@@ -39,9 +28,42 @@ def metrics_table(plan: dict[str, Any], metrics: Sequence[str] = ROUTING_METRICS
     return rows
 
 
+def _extra(entry: dict[str, Any], known: Sequence[str]) -> str:
+    """The entry's other fields (a measured effect) as ``; name value, ...``, or nothing."""
+    rest = [f"{key} {_rounded(value, 6)}" for key, value in entry.items() if key not in known and value is not None]
+    return f" ({', '.join(rest)})" if rest else ""
+
+
 def fallback_messages(plan: dict[str, Any]) -> list[str]:
-    """One sentence per fallback: which path gave way to which, and why."""
-    return [f"Requested path `{fb['from']}` fell back to `{fb['to']}`: {fb['reason']}" for fb in plan["solver"].get("fallbacks", [])]
+    """One sentence per fallback: which path gave way to which, why, and any measured effect it records."""
+    return [f"Requested path `{fb['from']}` fell back to `{fb['to']}`: {fb['reason']}"
+            + _extra(fb, ("from", "to", "reason")) for fb in plan["solver"].get("fallbacks", [])]
+
+
+def not_adopted(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Steps that ran and whose result was not used: ``solver.not_adopted`` and a top-level ``not_adopted``."""
+    entries = [*plan["solver"].get("not_adopted", []), *plan.get("not_adopted", [])]
+    return [entry if isinstance(entry, dict) else {"step": str(entry)} for entry in entries]
+
+
+def step_name(entry: dict[str, Any]) -> str:
+    """The step a not-adopted entry names (``step``, else ``name``, else ``path``)."""
+    return str(entry.get("step", entry.get("name", entry.get("path", "?"))))
+
+
+def not_adopted_messages(plan: dict[str, Any]) -> list[str]:
+    """One sentence per step that ran and was not adopted: its reason and its measured effect."""
+    return [f"`{step_name(e)}` ran but was not adopted: {e.get('reason', 'no reason recorded')}"
+            + _extra(e, ("step", "name", "path", "reason")) for e in not_adopted(plan)]
+
+
+def path_steps(ran: str) -> list[str]:
+    """The steps of a ``solver.ran`` path (``quant8+zstd`` -> two steps).
+
+    >>> path_steps("quant8+zstd"), path_steps("plain")
+    (['quant8', 'zstd'], ['plain'])
+    """
+    return [step for step in ran.split("+") if step]
 
 
 def plan_for_display(value: Any, list_limit: int = 12, dict_limit: int = 24) -> Any:

@@ -1,9 +1,5 @@
-"""Config forms generated from a module's pydantic config class.
-
-The config's fields are the page's widgets: same names, defaults, bounds and
-help text as the CLI flags, read from ``model_fields`` so nothing is restated
-here. Booleans become toggles, numbers become bounded number inputs.
-"""
+"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names,
+defaults, bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
 
 from __future__ import annotations
 
@@ -26,13 +22,8 @@ def field_bounds(info: FieldInfo) -> dict[str, float]:
     >>> field_bounds(Field(1, ge=0, lt=5))
     {'ge': 0, 'lt': 5}
     """
-    bounds: dict[str, float] = {}
-    for constraint in info.metadata:
-        for name in ("ge", "gt", "le", "lt"):
-            value = getattr(constraint, name, None)
-            if value is not None:
-                bounds[name] = value
-    return bounds
+    return {name: getattr(constraint, name) for constraint in info.metadata for name in ("ge", "gt", "le", "lt")
+            if getattr(constraint, name, None) is not None}
 
 
 def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo]]:
@@ -67,28 +58,16 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     low = bounds.get("ge", bounds["gt"] + step if "gt" in bounds else None)
     high = bounds.get("le", bounds["lt"] - step if "lt" in bounds else None)
     cast = int if is_int else float
-    return st.number_input(
-        name,
-        min_value=None if low is None else cast(low),
-        max_value=None if high is None else cast(high),
-        value=cast(info.default),
-        step=step,
-        format=None if is_int else "%g",
-        key=key,
-        help=info.description,
-    )
+    return st.number_input(name, min_value=None if low is None else cast(low), max_value=None if high is None else cast(high),
+                           value=cast(info.default), step=step, format=None if is_int else "%g", key=key,
+                           help=info.description)
 
 
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
-    Toggles come first on one row, then number inputs in a grid. Widget keys
-    are ``f"{key_prefix}_{field}"`` so tests and automation can find them.
-
-    Raises
-    ------
-    TypeError
-        For a field type the form does not know yet (extend the form then).
+    Toggles first on one row, then choices, then number inputs in a grid; widget
+    keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
     """
     toggles, numbers, choices = [], [], []
     for name, info in ordered_fields(config_cls):
@@ -124,9 +103,7 @@ def field_table(config_cls: type[BaseModel]) -> list[dict[str, str]]:
         bounds = field_bounds(info)
         annotation = info.annotation
         rows.append({
-            "field": name,
-            "type": getattr(annotation, "__name__", str(annotation)),
-            "default": str(info.default),
+            "field": name, "type": getattr(annotation, "__name__", str(annotation)), "default": str(info.default),
             "allowed": ", ".join(f"{words[k]} {v}" for k, v in bounds.items()) or ("true / false" if annotation is bool else ""),
             "description": info.description or "",
         })

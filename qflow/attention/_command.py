@@ -15,6 +15,7 @@ from qflow.attention._schemas import AttentionConfig
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
+from qflow.core.tensors import TENSOR_SUFFIXES
 
 __all__ = ["COMMANDS", "embeddings_path"]
 
@@ -81,4 +82,9 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"embeddings": "sample_data/attention/embeddings.npy", "weights": "sample_data/attention/attention_weights.safetensors"},
     run=_run,
     summarize=_summarize,
+    title="Attention",
+    icon=":material/center_focus_strong:",
+    summary="Sparse top-k attention against dense attention, QPE position encoding, a contrastive trainer "
+    "and SVD head pruning on uploaded embeddings and weights.",
+    input_types={"embeddings": TENSOR_SUFFIXES, "weights": TENSOR_SUFFIXES},
 ),)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from qflow.compression._plan import (
@@ -31,9 +30,9 @@ from qflow.compression._plan import (
     load_tensors_input,
     write_restored,
 )
-from qflow.compression._schemas import CompressConfig, DecompressConfig
+from qflow.compression._schemas import INPUT_SUFFIXES, CompressConfig, DecompressConfig
 from qflow.compression._stream import restored_bytes
-from qflow.core.commands import ModuleCommand, format_value
+from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
@@ -68,7 +67,7 @@ def _sha256_of(handle) -> str:
 
 
 def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> Plan:
+                  progress: Progress | None = None) -> Plan:
     checkpoint, digest = load_checkpoint_input(files["input"])
     target = None if out is None else artifact_paths(out, "compress")[0]
     with (target.open("w+b") if target is not None else tempfile.TemporaryFile()) as sink:
@@ -84,7 +83,7 @@ def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path 
 
 
 def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
-         progress: Callable[[float, str], None] | None = None) -> Plan:
+                    progress: Progress | None = None) -> Plan:
     data, name, digest = load_container(files["input"])
     target = None if out is None else artifact_paths(out, "decompress")[0]
     plain = not (config.hhl or config.qsvt or config.lstm_enhancer)
@@ -151,6 +150,11 @@ COMMANDS = (
         run=_run_compress,
         summarize=_summarize_compress,
         plan_path=lambda out: artifact_paths(out, "compress")[1],
+        title="Compress",
+        icon=":material/compress:",
+        summary="Shrink checkpoints, gradients and activations into a checksummed container: per-channel "
+        "quantization, pruning, entropy packing, or bit-exact lossless mode, against fp16 and zstd.",
+        input_types={"input": INPUT_SUFFIXES},
     ),
     ModuleCommand(
         name="decompress",
@@ -166,5 +170,10 @@ COMMANDS = (
         run=_run_decompress,
         summarize=_summarize_decompress,
         plan_path=lambda out: artifact_paths(out, "decompress")[1],
+        title="Decompress",
+        icon=":material/expand:",
+        summary="Restore tensors from a container, verifying every block's checksum, with optional "
+        "refinement steps measured against the plain inverse.",
+        input_types={"input": ("qfz",), "reference": INPUT_SUFFIXES},
     ),
 )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qflow.core.commands import ModuleCommand
+from qflow.core.commands import ModuleCommand, Progress
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
@@ -32,9 +32,6 @@ __all__ = ["UPLOAD_PREFIX", "Upload", "run_command", "run_on_uploads", "run_on_u
 
 #: Name prefix of every upload folder in the temporary directory.
 UPLOAD_PREFIX = "qflow-upload-"
-#: ``progress(fraction, message)``; raising from it stops the engine at that report.
-Progress = Callable[[float, str], None]
-
 #: (file name as uploaded, bytes)
 Upload = tuple[str, bytes]
 
@@ -144,13 +141,15 @@ T = TypeVar("T")
 
 def run_on_uploads_keeping_artifacts(
     command: ModuleCommand, uploads: Mapping[str, Upload | None], config: QflowConfig,
-    keep: Callable[[Plan, list[Path]], T], progress: Progress | None = None,
+    keep: Callable[[Plan, list[Path]], T], out_name: str = "plan.json", progress: Progress | None = None,
 ) -> T:
     """:func:`run_on_uploads`, but the command may write artifacts; ``keep(plan, files)`` takes them.
 
-    The command runs with ``out`` = ``<private folder>/plan.json``, as the CLI
+    The command runs with ``out`` = ``<private folder>/<out_name>``, as the CLI
     does for ``--out plan.json``, so compress writes ``plan.qfz``, decompress
-    ``plan.safetensors``, attention ``plan.embeddings.npy``. ``files`` are the
+    ``plan.safetensors``, attention ``plan.embeddings.npy`` (``out_name``
+    picks the names and, for decompress, the format). ``progress`` is passed
+    to the command (see :class:`~qflow.core.commands.ModuleCommand`). ``files`` are the
     regular files the command wrote in that folder (sorted by name); ``keep``
     runs before the folder is removed, so it must move or copy what it wants.
     Paths into the private folder (``written_to``) are set to ``None`` in the
@@ -160,7 +159,7 @@ def run_on_uploads_keeping_artifacts(
         files = _write_uploads(command, uploads, Path(tmp))
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
-        out = out_dir / "plan.json"
+        out = out_dir / safe_file_name(out_name, "plan.json")
         plan = run_command(command, files, config, out, progress)
         plan.result = _forget_paths(plan.result, str(out_dir) + os.sep)
         plan_file = command.plan_path(out) if command.plan_path is not None else out

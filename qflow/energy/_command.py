@@ -88,4 +88,9 @@ COMMANDS = (ModuleCommand(
                    "jobs": "sample_data/energy/jobs.json"},
     run=_run,
     summarize=_summarize,
+    title="Energy",
+    icon=":material/bolt:",
+    summary="Predict per-node power from telemetry, schedule dependent jobs under a power budget and cap "
+    "clocks, against ASAP and per-node scheduling and the lower bound on peak power.",
+    input_types={"telemetry": ("csv", "json"), "topology": ("json", "yaml", "yml"), "jobs": ("json", "yaml", "yml")},
 ),)

@@ -66,4 +66,9 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"space": "sample_data/hpo/space.yaml", "history": "sample_data/hpo/history.csv"},
     run=_run,
     summarize=_summarize,
+    title="HPO",
+    icon=":material/tune:",
+    summary="Recommend hyperparameters from a search space and past trials: Gaussian-process expected "
+    "improvement, a VQC optimizer and a hybrid, measured against random search and Optuna's TPE.",
+    input_types={"space": ("json", "yaml", "yml"), "history": ("csv",), "dataset": ("csv",)},
 ),)

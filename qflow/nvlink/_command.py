@@ -9,6 +9,7 @@ from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 from qflow.nvlink._plan import load_nvlink_inputs, plan_nvlink
+from qflow.nvlink._sample import SAMPLE_SCENARIOS
 from qflow.nvlink._schemas import NvlinkConfig
 
 __all__ = ["COMMANDS"]
@@ -79,4 +80,11 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"fabric": "sample_data/nvlink/gb200_nvl72.json", "jobs": "sample_data/nvlink/jobs.json"},
     run=_run,
     summarize=_summarize,
+    title="NVLink",
+    icon=":material/lan:",
+    summary="Place jobs' ranks on an NVLink/NVSwitch fabric, schedule transfers in conflict-free rounds and "
+    "route flows, against round-robin placement, greedy colouring and shortest paths.",
+    input_types={"fabric": ("json", "txt"), "jobs": ("json", "yaml", "yml"), "logs": ("csv",)},
+    sample_sets={fabric: {"fabric": f"sample_data/nvlink/{fabric}", "jobs": f"sample_data/nvlink/{jobs}"}
+                 for fabric, jobs in SAMPLE_SCENARIOS.items()},
 ),)

@@ -89,6 +89,12 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"tokens": "sample_data/routing/tokens.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run,
     summarize=_summarize,
+    title="Routing",
+    icon=":material/alt_route:",
+    summary="Assign the tokens of one MoE layer step to experts under capacity, close to their expert's node, "
+    "and compare with hash routing, top-1 gating and greedy balancing on the same input.",
+    input_types={"tokens": ("csv", "json", "npy", "safetensors", "pt"), "token_metadata": ("csv", "json"),
+                 "model_graph": ("json", "yaml", "yml")},
 ), ModuleCommand(
     name="placement",
     help="place MoE experts and replicas of the hot ones on GPUs from expert-load statistics (EPLB's three arrays)",
@@ -101,4 +107,9 @@ COMMANDS = (ModuleCommand(
     sample_inputs={"loads": "sample_data/routing/expert_loads.csv", "model_graph": "sample_data/routing/model_graph.json"},
     run=_run_placement,
     summarize=_summarize_placement,
+    title="Expert placement",
+    icon=":material/grid_view:",
+    summary="Place each layer's experts, with replicas of the hot ones, on GPUs from expert-load statistics, "
+    "and compare with EPLB's greedy and contiguous placement on the same loads.",
+    input_types={"loads": ("csv", "json"), "model_graph": ("json", "yaml", "yml")},
 ))

@@ -43,7 +43,7 @@ def qaoa_plan() -> dict[str, Any]:
 def sweep_rows() -> list[dict[str, Any]]:
     """``capacity_sweep`` on the sample data at the page's factors."""
     from qflow.routing import capacity_sweep, load_routing_inputs
-    from ui.run import SWEEP_FACTORS
+    from ui.hooks.routing import SWEEP_FACTORS
 
     frame, graph, _ = load_routing_inputs(SAMPLES / "tokens.csv", SAMPLES / "model_graph.json")
     return capacity_sweep(frame, graph, {}, factors=SWEEP_FACTORS)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from page_helpers import chart_titles, click_run, open_page
+from page_helpers import chart_titles, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.attention import AttentionConfig
@@ -49,7 +49,7 @@ def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
     assert [r["method"] for r in rows] == ["plan (topk+qaoa+qpe+infonce+svd_prune)", "dense", "random_k"]
     assert rows[0]["relative_error"] < rows[2]["relative_error"]
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download updated embeddings (.npy)", "Download plan JSON"]
+    assert labels == ["Download attention.embeddings.npy", "Download plan JSON"]
     assert at.metric[4].value == "2 of 4"
 
 
@@ -58,9 +58,7 @@ def test_bad_upload_shows_the_loaders_message(at: AppTest) -> None:
     x[1, 1] = np.inf
     buffer = io.BytesIO()
     np.save(buffer, x)
-    at.session_state["attention_embeddings_bytes"] = buffer.getvalue()
-    at.session_state["attention_embeddings_name"] = "broken.npy"
-    at.checkbox(key="attention_use_weights").uncheck()
+    upload(at, "attention", "embeddings", "broken.npy", buffer.getvalue())  # weights (optional) are then left out
     at.number_input(key="attention_top_k").set_value(4)
     click_run(at, "attention")
     assert at.error[0].value.startswith("broken.npy: embeddings[1, 1]: not a finite number")

@@ -19,7 +19,7 @@ from qflow.core.runs import RunStore
 from ui import compare
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages" / "compare.py"
+PAGE = ROOT / "views" / "compare.py"
 
 
 @pytest.fixture
@@ -153,8 +153,9 @@ def test_malformed_settings_are_refused_before_running(store: RunStore) -> None:
 
 def test_bad_uploaded_input_is_reported_per_configuration(store: RunStore) -> None:
     at = open_page()
-    at.session_state["compare_routing_tokens_bytes"] = b"token_id,source,complexity\nt0,s0,oops\n"
-    at.session_state["compare_routing_tokens_name"] = "tokens.csv"
+    at.file_uploader(key="compare_routing_tokens_upload").upload("tokens.csv", b"token_id,source,complexity\nt0,s0,oops\n")
+    at.file_uploader(key="compare_routing_model_graph_upload").upload(
+        "model_graph.json", (ROOT / "sample_data" / "routing" / "model_graph.json").read_bytes())
     at.run()
     at.button(key="compare_run_all").click().run()
     wait_for_batch(at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from page_helpers import chart_titles, open_page
+from page_helpers import chart_titles, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.compression import CompressConfig
@@ -31,8 +31,8 @@ def test_run_on_the_sample_with_pruning_and_denoiser(at: AppTest) -> None:
     at.number_input(key="compress_bits").set_value(4)
     at.number_input(key="compress_target_sparsity").set_value(0.2)
     at.number_input(key="compress_denoiser_steps").set_value(40)
-    at.button(key="compress_run_button").click().run()
-    assert not at.exception and not at.error
+    click_run(at, "compress")
+    assert not at.error
     titles = chart_titles(at)
     assert titles[0].startswith("Compression ratio vs relative error per tensor")
     assert titles[1].startswith("Values of 2.weight") and titles[2].startswith("Absolute error map of 2.weight")
@@ -41,13 +41,11 @@ def test_run_on_the_sample_with_pruning_and_denoiser(at: AppTest) -> None:
     rows = at.dataframe[0].value.to_dict("records")
     assert [r["method"] for r in rows][1:] == ["fp16_cast", "zstd_raw", "int8_plain"]
     assert rows[0]["compression_ratio"] > rows[3]["compression_ratio"] > rows[1]["compression_ratio"]
-    assert [b.label for b in at.get("download_button")] == ["Download container (.qfz)", "Download plan JSON"]
+    assert [b.label for b in at.get("download_button")] == ["Download checkpoint.qfz", "Download plan JSON"]
 
 
 def test_pickle_upload_shows_the_loaders_message(at: AppTest) -> None:
-    at.session_state["compress_input_bytes"] = b"\x80\x04\x95not really a torch file"
-    at.session_state["compress_input_name"] = "evil.pt"
-    at.button(key="compress_run_button").click().run()
-    assert not at.exception
+    upload(at, "compress", "input", "evil.pt", b"\x80\x04\x95not really a torch file")
+    click_run(at, "compress")
     assert at.error[0].value.startswith("evil.pt: (file): not a weights-only torch file")
     assert not at.get("plotly_chart")

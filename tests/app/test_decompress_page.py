@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from page_helpers import chart_titles, open_page
+from page_helpers import chart_titles, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.compression import DecompressConfig
@@ -27,20 +27,20 @@ def test_widgets_are_the_config_fields(at: AppTest) -> None:
 
 def test_plain_run_on_the_sample_container_against_the_reference(at: AppTest) -> None:
     at.selectbox(key="decompress_format").set_value("npz")
-    at.button(key="decompress_run_button").click().run()
-    assert not at.exception and not at.error
+    click_run(at, "decompress")
+    assert not at.error
     titles = chart_titles(at)
     assert titles == ["Relative error vs the reference per tensor"]
     assert at.metric[0].value == "6"
     assert float(at.metric[2].value) < 0.01
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download restored tensors (.npz)", "Download plan JSON"]
+    assert labels == ["Download checkpoint_restored.npz", "Download plan JSON"]
 
 
 def test_hhl_on_a_classical_container_falls_back_with_a_reason(at: AppTest) -> None:
     at.toggle(key="decompress_hhl").set_value(True)
-    at.button(key="decompress_run_button").click().run()
-    assert not at.exception and not at.error
+    click_run(at, "decompress")
+    assert not at.error
     warnings = " ".join(w.value for w in at.warning)
     assert "`hhl` fell back to `plain`" in warnings and "compressed classically" in warnings
 
@@ -48,9 +48,7 @@ def test_hhl_on_a_classical_container_falls_back_with_a_reason(at: AppTest) -> N
 def test_tampered_container_names_the_block(at: AppTest) -> None:
     data = bytearray(SAMPLE.read_bytes())
     data[-10] ^= 0xFF
-    at.session_state["decompress_input_bytes"] = bytes(data)
-    at.session_state["decompress_input_name"] = "model.qfz"
-    at.button(key="decompress_run_button").click().run()
-    assert not at.exception
+    upload(at, "decompress", "input", "model.qfz", bytes(data))
+    click_run(at, "decompress")
     assert at.error[0].value.startswith("model.qfz: block '")
     assert "checksum mismatch" in at.error[0].value

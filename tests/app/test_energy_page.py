@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from page_helpers import chart_specs, click_run, open_page
+from page_helpers import chart_specs, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.energy import EnergyConfig
@@ -48,9 +48,10 @@ def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
     assert len(gantt["data"][0]["base"]) == len(plan["result"]["schedule"])
     assert [t["name"].split(" ")[0] for t in prediction["data"]] == ["measured", "persistence", "ridge", "gnn"]
     assert "Clock caps per node" in caps["layout"]["title"]["text"]
-    rows = at.dataframe[0].value.to_dict("records")
+    rows = next(d.value for d in at.dataframe if "peak_power_w" in d.value.columns).to_dict("records")
     assert [r["method"] for r in rows] == ["plan (gnn+list)", "asap", "per_node"]
-    assert [d.label for d in at.get("download_button")] == ["Download plan JSON"]
+    assert [d.label for d in at.get("download_button")] == [
+        "Download energy.apply.sh", "Download energy.restore.sh", "Download energy.schedule.csv", "Download plan JSON"]
 
 
 def test_all_toggles_off_runs_the_per_node_scheduler(at: AppTest) -> None:
@@ -79,10 +80,10 @@ def test_qaoa_windows_add_their_chart_and_table(at: AppTest) -> None:
 
 
 def test_cyclic_jobs_show_the_loader_message(at: AppTest) -> None:
-    at.session_state["energy_jobs_bytes"] = json.dumps(
-        {"jobs": [{"id": "a", "duration": 1, "deps": ["b"]}, {"id": "b", "duration": 1, "deps": ["a"]}]})
-    at.session_state["energy_jobs_name"] = "bad_jobs.json"
-    at.run()
+    for name in ("telemetry.csv", "topology.json"):
+        upload(at, "energy", name.split(".")[0], name, (SAMPLES / name).read_bytes())
+    upload(at, "energy", "jobs", "bad_jobs.json", json.dumps(
+        {"jobs": [{"id": "a", "duration": 1, "deps": ["b"]}, {"id": "b", "duration": 1, "deps": ["a"]}]}).encode())
     click_run(at, "energy")
     assert not at.exception
     assert at.error[0].value == ("bad_jobs.json: jobs.deps: cyclic dependencies (a -> b -> a, 2 jobs); expected a DAG "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from page_helpers import chart_specs, click_run, open_page
+from page_helpers import chart_specs, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.hpo import HpoConfig
@@ -75,10 +75,25 @@ def test_optimize_mode_plots_each_method_against_the_baselines(at: AppTest) -> N
 
 
 def test_a_malformed_space_shows_the_loader_message(at: AppTest) -> None:
-    at.session_state["hpo_space_bytes"] = b"parameters:\n  lr: {kind: float, low: 1, high: 0.1}\n"
-    at.session_state["hpo_space_name"] = "bad.yaml"
-    at.run()
+    upload(at, "hpo", "space", "bad.yaml", b"parameters:\n  lr: {kind: float, low: 1, high: 0.1}\n")
     click_run(at, "hpo")
     assert not at.exception
     assert at.error[0].value.startswith("bad.yaml: parameters.lr.bounds: lower bound not below upper bound")
     assert not at.get("plotly_chart")
+
+
+def test_an_own_space_runs_without_the_sample_history(at: AppTest) -> None:
+    """Uploading only a search space leaves the optional history out (never the sample made for another space)."""
+    upload(at, "hpo", "space", "mine.yaml", b"parameters:\n  lr: {kind: float, low: 0.001, high: 0.1, log: true}\n")
+    assert not any("using the sample" in c.value for c in at.caption)
+    click_run(at, "hpo")
+    assert not at.error
+    plan = at.session_state["hpo_run"].plan
+    assert [d["name"] for d in plan["inputs"]] == ["space"] and plan["metrics"]["n_history_used"] == 0
+    assert all(set(s) == {"lr"} for s in plan["result"]["suggestions"])
+
+
+def test_the_sample_history_can_be_left_out(at: AppTest) -> None:
+    at.checkbox(key="hpo_history_use_sample").uncheck().run()
+    click_run(at, "hpo")
+    assert not at.error and at.session_state["hpo_run"].plan["metrics"]["n_history_used"] == 0

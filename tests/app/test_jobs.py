@@ -1,4 +1,4 @@
-"""Long work: jobs in worker threads with Cancel, and call_with_progress when the script is interrupted."""
+"""The job board: jobs in a worker pool, attach by key, reuse of a finished result, Cancel, the progress fragment."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from ui.jobs import JobCancelled, session_jobs, start_job
-from ui.run import call_with_progress
+from ui.jobs import KEEP_FINISHED, JobBoard, JobCancelled, content_key
 
 
 def counting_work(steps: int, reached: list[int], _progress: Any, pause_s: float = 0.02) -> int:
@@ -40,16 +40,21 @@ def wait_until(condition: Any, timeout_s: float = 10) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture
+def board() -> JobBoard:
+    return JobBoard(workers=2)
+
+
 class TestJobs:
-    def test_done_job_has_its_result(self) -> None:
-        job = start_job("demo", counting_work, 3, [])
+    def test_done_job_has_its_result(self, board: JobBoard) -> None:
+        job = board.submit("a", "demo", counting_work, 3, [])
         assert job.wait(timeout=10)
         assert (job.state, job.result, job.fraction, job.error) == ("done", 3, 1.0, None)
         assert len(job.id) == 12 and job.finished_at is not None
 
-    def test_cancel_stops_at_the_next_report(self) -> None:
+    def test_cancel_stops_at_the_next_report(self, board: JobBoard) -> None:
         reached: list[int] = []
-        job = start_job("demo", counting_work, 10_000, reached)
+        job = board.submit("a", "demo", counting_work, 10_000, reached)
         wait_until(lambda: len(reached) >= 3)
         job.cancel()
         assert job.wait(timeout=10) and job.state == "cancelled"
@@ -59,166 +64,88 @@ class TestJobs:
         with pytest.raises(JobCancelled):
             job.report(0.5, "after cancel")
 
-    def test_cancel_is_not_swallowed_by_except_exception(self) -> None:
+    def test_cancel_is_not_swallowed_by_except_exception(self, board: JobBoard) -> None:
         reached: list[int] = []
-        job = start_job("demo", swallowing_work, reached)
+        job = board.submit("a", "demo", swallowing_work, reached)
         wait_until(lambda: len(reached) >= 2)
         job.cancel()
         assert job.wait(timeout=10) and job.state == "cancelled" and job.result is None
 
-    def test_failure_is_reported_not_lost(self) -> None:
+    def test_failure_is_reported_not_lost(self, board: JobBoard) -> None:
         def broken(_progress: Any) -> None:
             raise KeyError("boom")
 
-        job = start_job("demo", broken)
+        job = board.submit("a", "demo", broken)
         assert job.wait(timeout=10) and job.state == "failed" and job.error == "KeyError: 'boom'"
 
-    def test_jobs_live_in_the_session_state(self) -> None:
-        state: dict[str, Any] = {}
-        jobs = session_jobs(state)
-        job = start_job("demo", counting_work, 1, [])
-        jobs[job.id] = job
-        assert session_jobs(state)[job.id] is job
-        job.wait(timeout=10)
 
-
-class TestCallWithProgress:
-    def test_cancel_event_stops_the_worker_and_is_raised_here(self) -> None:
-        reached: list[int] = []
-        cancel = threading.Event()
-
-        def on_progress(fraction: float, message: str) -> None:
-            if len(reached) >= 3:
-                cancel.set()
-
-        with pytest.raises(JobCancelled):
-            call_with_progress(counting_work, 10_000, reached, on_progress=on_progress, cancel=cancel)
-        stopped_at = len(reached)
-        time.sleep(0.1)
-        assert len(reached) == stopped_at < 10_000
-
-    def test_interrupted_script_returns_at_once_and_the_worker_finishes(self) -> None:
-        """A click elsewhere raises in the script thread: no waiting for the engine, whose work still completes."""
-        reached: list[int] = []
-
-        class Rerun(Exception):
-            pass
-
-        def on_progress(fraction: float, message: str) -> None:
-            raise Rerun
-
-        with pytest.raises(Rerun):
-            call_with_progress(counting_work, 40, reached, on_progress=on_progress)
-        assert len(reached) < 40  # returned while the worker was still going (40 steps take >= 0.8 s)
-        wait_until(lambda: len(reached) == 40)
-
-    def test_a_second_call_attaches_to_the_running_worker(self) -> None:
-        """Run, click elsewhere, Run again while it works: one computation, both callers get its result."""
+class TestBoard:
+    def test_same_key_attaches_to_the_running_job_and_then_reuses_its_result(self, board: JobBoard) -> None:
         calls: list[bytes] = []
         release = threading.Event()
 
-        def work(data: bytes, config_json: str, _progress: Any) -> str:
+        def work(data: bytes, _progress: Any) -> str:
             calls.append(data)
             _progress(0.1, "started")
             release.wait(timeout=10)
-            _progress(0.9, "finishing")
-            return config_json + ":" + data.decode()
+            return data.decode()
 
-        class Rerun(Exception):
-            pass
-
-        def interrupted(fraction: float, message: str) -> None:
-            raise Rerun
-
-        with pytest.raises(Rerun):  # the first script run is interrupted at its first report
-            call_with_progress(work, b"tokens", "{}", on_progress=interrupted)
-        seen: list[tuple[float, str]] = []
-        results: list[str] = []
-        second = threading.Thread(target=lambda: results.append(
-            call_with_progress(work, b"tokens", "{}", on_progress=lambda f, m: seen.append((f, m)))))
-        second.start()
-        wait_until(lambda: seen)
+        first = board.submit(content_key(b"tokens", "{}"), "demo", work, b"tokens")
+        wait_until(lambda: calls)
+        second = board.submit(content_key(b"tokens", "{}"), "demo", work, b"tokens")
+        assert second is first and second.running
+        other = board.submit(content_key(b"other", "{}"), "demo", work, b"other")
+        assert other is not first
         release.set()
-        second.join(timeout=10)
-        assert results == ["{}:tokens"] and calls == [b"tokens"]  # computed once
-        assert seen == [(0.1, "started"), (0.9, "finishing")]
-        # Another input is another job.
-        assert call_with_progress(work, b"other", "{}", on_progress=lambda f, m: None) == "{}:other"
-        assert calls == [b"tokens", b"other"]
+        assert first.wait(10) and other.wait(10) and first.result == "tokens" and other.result == "other"
+        assert board.submit(content_key(b"tokens", "{}"), "demo", work, b"tokens") is first  # finished: reused
+        assert sorted(calls) == [b"other", b"tokens"]  # each computed once
 
-    def test_streamlit_stop_cancels_the_worker_but_a_rerun_does_not(self) -> None:
-        from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
+    def test_a_cancelled_or_failed_job_is_run_again(self, board: JobBoard) -> None:
+        reached: list[int] = []
+        first = board.submit("k", "demo", counting_work, 10_000, reached)
+        first.cancel()
+        assert first.wait(10) and first.state == "cancelled"
+        second = board.submit("k", "demo", counting_work, 2, [])
+        assert second is not first and second.wait(10) and second.result == 2
 
-        for control, stops in ((StopException(), True), (RerunException(None), False)):
-            reached: list[int] = []
-
-            def interrupted(fraction: float, message: str, control: BaseException = control,
-                            reached: list[int] = reached) -> None:
-                if len(reached) >= 2:
-                    raise control
-
-            with pytest.raises(type(control)):
-                call_with_progress(counting_work, 60, reached, on_progress=interrupted)
-            time.sleep(0.3)
-            if stops:
-                stopped_at = len(reached)
-                time.sleep(0.2)
-                assert len(reached) == stopped_at < 60  # the Stop button really stops the engine
-            else:
-                wait_until(lambda reached=reached: len(reached) == 60)  # a click elsewhere lets it finish
+    def test_only_the_newest_finished_jobs_are_kept(self, board: JobBoard) -> None:
+        jobs = [board.submit(f"k{i}", "demo", counting_work, 1, []) for i in range(KEEP_FINISHED + 3)]
+        for job in jobs:
+            job.wait(10)
+        board.submit("last", "demo", counting_work, 1, []).wait(10)
+        assert board.get("k0") is None and board.get(f"k{KEEP_FINISHED + 2}") is jobs[-1]
 
 
-def _script_with_a_quick_run() -> None:
+def _page_with_a_slow_job() -> None:
+    import time
+
     import streamlit as st
 
-    from ui.run import call_with_progress
+    from ui.jobs import JobBoard, show_progress
 
-    def work(x: int, _progress: object) -> int:
-        _progress(0.5, "half")  # type: ignore[operator]
-        return x + 1
+    def work(_progress) -> str:  # noqa: ANN001 -- the script is run from its source text alone
+        for i in range(1000):
+            _progress(i / 1000, f"step {i}")
+            time.sleep(0.01)
+        return "done"
 
-    with st.status("Running"):
-        bar = st.progress(0.0)
-        st.session_state["result"] = call_with_progress(work, 1, on_progress=lambda f, m: bar.progress(f, text=m))
+    if "job" not in st.session_state:
+        st.session_state["job"] = JobBoard(1).submit("slow", "slow work", work)
+    if st.session_state["job"].running:
+        show_progress(st.session_state["job"], "cancel")
+    else:
+        st.write(f"ended: {st.session_state['job'].state}")
 
 
-class TestCancelButton:
-    def test_shown_while_running_and_gone_when_done(self) -> None:
-        from streamlit.testing.v1 import AppTest
-
-        at = AppTest.from_function(_script_with_a_quick_run)
+class TestProgressFragment:
+    def test_progress_and_cancel_while_running_then_the_page_sees_the_end(self) -> None:
+        at = AppTest.from_function(_page_with_a_slow_job)
         at.run()
-        assert not at.exception and at.session_state["result"] == 2
-        assert [b.label for b in at.button] == []  # the Cancel placeholder is emptied once the run ends
-
-    def test_its_callback_cancels_the_worker(self) -> None:
-        from ui.run import _cancel_flight, _flight_for
-
-        reached: list[int] = []
-        flight, attached = _flight_for(counting_work, (10_000, reached))
-        assert not attached
-        wait_until(lambda: len(reached) >= 2)
-        _cancel_flight(flight)
-        with pytest.raises(JobCancelled):
-            flight.future.result(timeout=10)
-        assert len(reached) < 10_000
-
-    def test_a_new_run_never_attaches_to_a_cancelled_worker(self) -> None:
-        from ui.run import _cancel_flight, _flight_for
-
-        release = threading.Event()
-
-        def work(data: bytes, _progress: Any) -> bytes:
-            _progress(0.1, "started")
-            release.wait(timeout=10)
-            _progress(0.9, "finishing")
-            return data
-
-        first, _ = _flight_for(work, (b"x",))
-        _cancel_flight(first)
-        second, attached = _flight_for(work, (b"x",))
-        assert not attached and second is not first
-        release.set()
-        assert second.future.result(timeout=10) == b"x"
-        with pytest.raises(JobCancelled):
-            first.future.result(timeout=10)
+        assert not at.exception
+        assert at.get("progress")[0].proto.text.startswith("slow work: ")
+        at.button(key="cancel").click().run()
+        job = at.session_state["job"]
+        assert job.cancel_requested and job.wait(10) and job.state == "cancelled"
+        at.run()
+        assert not at.get("progress") and at.markdown[0].value == "ended: cancelled"

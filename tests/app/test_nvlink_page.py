@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from page_helpers import chart_specs, click_run, open_page
+from page_helpers import chart_specs, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.nvlink import NvlinkConfig
@@ -22,10 +22,10 @@ def at() -> AppTest:
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
     assert [t.label for t in at.toggle] == NvlinkConfig.toggles()
     numbers = {n.label for n in at.number_input}
-    selects = {s.label for s in at.selectbox} - {"bundled fabric (used when nothing is uploaded)"}
+    selects = {s.label for s in at.selectbox} - {"bundled samples (used when nothing is uploaded)"}
     assert numbers | selects == set(NvlinkConfig.model_fields) - set(NvlinkConfig.toggles())
     assert at.selectbox(key="nvlink_partitioner").value == "kernighan_lin"
-    assert at.selectbox(key="nvlink_scenario").value == "gb200_nvl72.json"
+    assert at.selectbox(key="nvlink_sample_set").value == "gb200_nvl72.json"
     captions = " ".join(c.value for c in at.caption)
     assert "using the sample `sample_data/nvlink/gb200_nvl72.json`" in captions
     assert "using the sample `sample_data/nvlink/jobs.json`" in captions
@@ -61,7 +61,7 @@ def test_run_on_the_sample_draws_four_charts(at: AppTest) -> None:
 
 
 def test_another_bundled_scenario(at: AppTest) -> None:
-    at.selectbox(key="nvlink_scenario").set_value("dgx_h100_topo.txt").run()
+    at.selectbox(key="nvlink_sample_set").set_value("dgx_h100_topo.txt").run()
     at.toggle(key="nvlink_classifier").set_value(False)
     at.toggle(key="nvlink_rl_planner").set_value(False)
     click_run(at, "nvlink")
@@ -74,9 +74,8 @@ def test_another_bundled_scenario(at: AppTest) -> None:
 def test_a_dangling_link_shows_the_loader_message(at: AppTest) -> None:
     data = json.loads((ROOT / "sample_data" / "nvlink" / "dgx_h100.json").read_text())
     data["links"][0]["target"] = "nowhere"
-    at.session_state["nvlink_fabric_bytes"] = json.dumps(data).encode()
-    at.session_state["nvlink_fabric_name"] = "bad.json"
-    at.run()
+    upload(at, "nvlink", "fabric", "bad.json", json.dumps(data).encode())
+    upload(at, "nvlink", "jobs", "jobs_node.json", (ROOT / "sample_data" / "nvlink" / "jobs_node.json").read_bytes())
     click_run(at, "nvlink")
     assert not at.exception
     assert at.error[0].value.startswith("bad.json: links[0].target: dangling link: endpoint is not a node")

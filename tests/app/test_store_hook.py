@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from page_helpers import click_run, open_page
 from streamlit.testing.v1 import AppTest
 
 from qflow.core.runs import RunStore
@@ -48,10 +49,8 @@ def test_a_broken_history_warns_and_the_page_goes_on(home: Path) -> None:
 
 
 def test_the_hpo_page_stores_each_run(home: Path) -> None:
-    at = AppTest.from_file(str(ROOT / "pages" / "hpo.py"), default_timeout=120)
-    at.run()
-    at.button(key="hpo_run_button").click().run()
-    assert not at.exception and not at.error
+    at = click_run(open_page("hpo"), "hpo")
+    assert not at.error
     runs = RunStore(home / "runs.db").list()
     assert len(runs) == 1 and runs[0].module == "hpo" and runs[0].origin == "app"
     assert RunStore(home / "runs.db").get(runs[0].id).plan == at.session_state["hpo_run"].plan

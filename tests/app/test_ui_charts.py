@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ui import charts
-from ui.run import SWEEP_FACTORS
+from ui.hooks.routing import SWEEP_FACTORS
 
 
 class TestExpertLoad:

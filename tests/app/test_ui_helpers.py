@@ -1,4 +1,4 @@
-"""ui.summary, ui.widgets, ui.inputs and ui.run, called directly."""
+"""ui.summary, ui.widgets and ui.page.run_module, called directly."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from qflow.compression import DecompressConfig
 from qflow.routing import RoutingConfig
-from ui.inputs import InputFile, choose_input
-from ui.run import call_with_progress, run_routing
-from ui.summary import fallback_messages, metrics_table, plan_for_display
+from ui.hooks.routing import METRICS
+from ui.page import run_module
+from ui.summary import fallback_messages, metrics_table, not_adopted_messages, path_steps, plan_for_display
 from ui.widgets import field_bounds, field_table, ordered_fields
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "routing"
@@ -20,7 +19,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "routing"
 
 class TestSummary:
     def test_metrics_table_has_the_plan_then_each_baseline(self, classical_plan: dict[str, Any]) -> None:
-        rows = metrics_table(classical_plan)
+        rows = metrics_table(classical_plan, METRICS)
         assert [r["method"] for r in rows] == ["plan (classical)", "hash", "top1_gating", "greedy_balanced"]
         assert rows[0]["tokens_routed"] == classical_plan["metrics"]["tokens_routed"]
         assert rows[0]["load_imbalance"] == round(classical_plan["metrics"]["load_imbalance"], 4)
@@ -65,62 +64,68 @@ class TestWidgetsFromConfig:
         assert rows["max_qubits"]["description"] == RoutingConfig.model_fields["max_qubits"].description
 
 
-class TestChooseInput:
-    class Upload:
-        name = "mine.csv"
+class TestPathMessages:
+    def test_not_adopted_steps_name_the_reason_and_the_measured_effect(self) -> None:
+        plan = {"solver": {"requested": "quant8+vqc", "ran": "quant8", "fallbacks": [],
+                           "not_adopted": [{"step": "vqc", "reason": "no latent stored", "relative_l2_change": 0.0}]}}
+        assert not_adopted_messages(plan) == [
+            "`vqc` ran but was not adopted: no latent stored (relative_l2_change 0.0)"]
+        assert not_adopted_messages({"solver": {"ran": "x"}}) == []
 
-        def getvalue(self) -> bytes:
-            return b"token_id\nt0\n"
+    def test_fallback_messages_carry_a_measured_effect(self) -> None:
+        plan = {"solver": {"fallbacks": [{"from": "hhl", "to": "plain", "reason": "worse", "error_before": 0.5}]}}
+        assert fallback_messages(plan) == ["Requested path `hhl` fell back to `plain`: worse (error_before 0.5)"]
 
-    def test_upload_wins_over_injected_bytes_and_sample(self) -> None:
-        chosen = choose_input(self.Upload(), {"routing_tokens_bytes": b"x"}, "routing_tokens", SAMPLES / "tokens.csv")
-        assert chosen == InputFile("mine.csv", b"token_id\nt0\n", "upload")
-
-    def test_injected_bytes_win_over_the_sample_with_a_telling_name(self) -> None:
-        chosen = choose_input(None, {"routing_tokens_bytes": "a,b\n"}, "routing_tokens", SAMPLES / "tokens.csv")
-        assert chosen == InputFile("injected_tokens.csv", b"a,b\n", "injected")
-        named = choose_input(None, {"routing_model_graph_bytes": b"{}", "routing_model_graph_name": "g.yaml"},
-                             "routing_model_graph", SAMPLES / "model_graph.json")
-        assert (named.name, named.origin) == ("g.yaml", "injected")
-
-    def test_sample_when_nothing_else(self) -> None:
-        chosen = choose_input(None, {}, "routing_tokens", SAMPLES / "tokens.csv")
-        assert chosen.origin == "sample" and chosen.name == "tokens.csv"
-        assert chosen.data == (SAMPLES / "tokens.csv").read_bytes()
+    def test_path_steps_split_the_ran_path(self) -> None:
+        assert path_steps("quant8+prune+zstd") == ["quant8", "prune", "zstd"]
 
 
-class TestRunner:
-    def test_progress_reaches_the_caller_in_order_and_results_return(self) -> None:
-        def work(x: int, _progress: Any) -> int:
-            for step in range(3):
-                _progress(step / 2, f"step {step}")
-            return x * 2
+class TestRunModule:
+    """:func:`ui.page.run_module`, the work of a page's job, called directly."""
 
-        seen: list[tuple[float, str]] = []
-        assert call_with_progress(work, 21, on_progress=lambda f, m: seen.append((f, m))) == 42
-        assert seen == [(0.0, "step 0"), (0.5, "step 1"), (1.0, "step 2")]
-
-    def test_worker_exceptions_are_raised_here(self) -> None:
-        def broken(_progress: Any) -> None:
-            raise RuntimeError("bug")
-
-        with pytest.raises(RuntimeError, match="bug"):
-            call_with_progress(broken, on_progress=lambda f, m: None)
-
-    def test_invalid_settings_come_back_as_the_config_message(self) -> None:
-        tokens = choose_input(None, {}, "routing_tokens", SAMPLES / "tokens.csv")
-        graph = choose_input(None, {}, "routing_model_graph", SAMPLES / "model_graph.json")
-        run = run_routing(tokens, graph, {"capacity_factor": 0}, on_progress=lambda f, m: None)
-        assert run.plan is None
-        assert run.error == "settings: config.capacity_factor: invalid value; expected a number > 0.0, got 0"
+    def uploads(self) -> dict[str, Any]:
+        return {name: (f"{name}.{ext}", (SAMPLES / f"{name}.{ext}").read_bytes())
+                for name, ext in (("tokens", "csv"), ("model_graph", "json"))}
 
     def test_a_run_reports_progress_to_done_and_returns_plan_and_sweep(self) -> None:
-        tokens = choose_input(None, {}, "routing_tokens", SAMPLES / "tokens.csv")
-        graph = choose_input(None, {}, "routing_model_graph", SAMPLES / "model_graph.json")
         seen: list[float] = []
-        # A seed no other test uses, so this call computes instead of hitting the cache.
-        run = run_routing(tokens, graph, {"seed": 7}, on_progress=lambda f, m: seen.append(f))
+        run = run_module("routing", self.uploads(), RoutingConfig(seed=7).model_dump_json(), {},
+                         lambda f, m: seen.append(f))
         assert run.error is None and run.plan["config"]["seed"] == 7
         assert json.loads(run.plan_json)["solver"] == run.plan["solver"]
-        assert {r["method"] for r in run.sweep} == {"plan", "top1_gating"}
+        assert {r["method"] for r in run.extras["sweep"]} == {"plan", "top1_gating"}
         assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 3
+
+    def test_bad_input_comes_back_as_the_loader_message(self) -> None:
+        uploads = {**self.uploads(), "tokens": ("t.csv", b"token_id,source,complexity\nt0,n0,abc\n")}
+        run = run_module("routing", uploads, RoutingConfig().model_dump_json(), {}, lambda f, m: None)
+        assert run.plan is None and run.error.startswith("t.csv: complexity[row 0]: not a finite number")
+
+    def test_artifacts_come_back_named_by_the_hook(self) -> None:
+        container = (SAMPLES.parent / "compression" / "checkpoint.qfz").read_bytes()
+        run = run_module("decompress", {"input": ("checkpoint.qfz", container), "reference": None},
+                         DecompressConfig().model_dump_json(), {"format": "npz"}, lambda f, m: None)
+        assert run.error is None and [name for name, _ in run.artifacts] == ["checkpoint_restored.npz"]
+        assert run.artifacts[0][1][:2] == b"PK"  # an npz is a zip
+        assert run.plan["result"]["written_to"] is None  # no private temporary path in the plan
+
+
+def _solver_section() -> None:
+    from ui.plan_view import show_solver
+
+    show_solver({"solver": {"requested": "quant8+vqc", "ran": "quant8+zstd", "fallbacks": [],
+                            "not_adopted": [{"step": "vqc", "reason": "no latent stored", "seconds": 30.0}]},
+                 "diagnostics": ["classifier below its majority-class baseline: not acted on"]})
+
+
+def test_badges_show_the_steps_that_ran_and_those_not_adopted_with_warnings() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_solver_section)
+    at.run()
+    assert not at.exception
+    assert at.markdown[0].value == "**Path requested:** `quant8+vqc` &nbsp;&nbsp; **Path ran:** `quant8+zstd`"
+    assert at.markdown[1].value == ("Steps adopted: :green-badge[quant8] :green-badge[zstd] &nbsp; "
+                                    "not adopted: :orange-badge[vqc]")
+    assert [w.value for w in at.warning] == ["`vqc` ran but was not adopted: no latent stored (seconds 30.0)",
+                                             "classifier below its majority-class baseline: not acted on"]

@@ -1,7 +1,9 @@
 """The contract every module's config and plan keeps (STYLE.md, "one contract test").
 
-Add a module by adding one entry to ``MODULES``: its config class, its planner
-and a function returning small valid inputs.
+The modules and their config classes come from the registry
+(:func:`qflow.core.commands.available_commands`); a module is planned on small
+inputs from :data:`SMALL_INPUTS` when it has an entry there, else on its
+bundled samples.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import annotated_types as at
@@ -18,15 +21,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qflow.attention import AttentionConfig, plan_attention
-from qflow.compression import CompressConfig, DecompressConfig, compress_tensors, plan_compress, plan_decompress
+from qflow.attention import plan_attention
+from qflow.compression import compress_tensors, plan_compress, plan_decompress
+from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.plan import PLAN_SCHEMA, Plan
-from qflow.energy import EnergyConfig, EnergyInputs, parse_jobs, parse_telemetry, parse_topology, plan_energy
-from qflow.hpo import HpoConfig, plan_hpo
-from qflow.nvlink import NvlinkConfig, plan_nvlink
-from qflow.routing import RoutingConfig, plan_routing
+from qflow.energy import EnergyInputs, parse_jobs, parse_telemetry, parse_topology, plan_energy
+from qflow.hpo import plan_hpo
+from qflow.nvlink import plan_nvlink
+from qflow.routing import plan_routing
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def routing_inputs() -> tuple[Any, ...]:
@@ -75,24 +81,44 @@ def decompress_inputs() -> tuple[Any, ...]:
     return (compress_tensors(*compress_inputs()).container,)
 
 
+#: Small valid inputs and the planner per registry entry (a module without an entry here is planned on its samples).
+SMALL_INPUTS: dict[str, tuple[Callable[..., Plan], Callable[[], tuple[Any, ...]]]] = {
+    "routing": (plan_routing, routing_inputs),
+    "energy": (plan_energy, energy_inputs),
+    "hpo": (plan_hpo, hpo_inputs),
+    "attention": (plan_attention, attention_inputs),
+    "nvlink": (plan_nvlink, nvlink_inputs),
+    "compress": (plan_compress, compress_inputs),
+    "decompress": (plan_decompress, decompress_inputs),
+}
+
+
 @dataclass(frozen=True)
 class Module:
+    """One registry entry as the contract sees it: ``plan(config mapping) -> Plan``."""
+
     name: str
     config: type[QflowConfig]
-    plan: Callable[..., Plan]
-    inputs: Callable[[], tuple[Any, ...]]
+    plan: Callable[[Mapping[str, Any]], Plan]
 
 
-MODULES = [
-    pytest.param(Module("routing", RoutingConfig, plan_routing, routing_inputs), id="routing"),
-    pytest.param(Module("energy", EnergyConfig, plan_energy, energy_inputs), id="energy"),
-    pytest.param(Module("hpo", HpoConfig, plan_hpo, hpo_inputs), id="hpo"),
-    pytest.param(Module("attention", AttentionConfig, plan_attention, attention_inputs), id="attention"),
-    pytest.param(Module("nvlink", NvlinkConfig, plan_nvlink, nvlink_inputs), id="nvlink"),
-    pytest.param(Module("compress", CompressConfig, plan_compress, compress_inputs), id="compress"),
-    pytest.param(Module("decompress", DecompressConfig, plan_decompress, decompress_inputs), id="decompress"),
-]
-CONFIGS = [pytest.param(m.values[0].config, id=m.id) for m in MODULES]
+def contract_module(command: ModuleCommand) -> Module:
+    """The command's planner on its small inputs, else ``command.run`` on its bundled samples."""
+    if command.name in SMALL_INPUTS:
+        planner, inputs = SMALL_INPUTS[command.name]
+        return Module(command.name, command.config_cls, lambda config: planner(*inputs(), config))
+    files = {spec.name: None if spec.sample is None else ROOT / spec.sample for spec in command.input_specs}
+    return Module(command.name, command.config_cls,
+                  lambda config: command.run(files, command.config_cls.from_mapping(config), None))
+
+
+MODULES = [pytest.param(contract_module(command), id=command.name) for command in available_commands()]
+CONFIGS = [pytest.param(command.config_cls, id=command.name) for command in available_commands()]
+
+
+def test_the_registry_is_what_is_tested() -> None:
+    """Every module with small inputs here is registered (a renamed command must not silently drop out)."""
+    assert set(SMALL_INPUTS) <= {command.name for command in available_commands()}
 
 
 def numeric_fields(config: type[QflowConfig]) -> list[str]:
@@ -202,7 +228,7 @@ class TestConfigContract:
 @pytest.mark.parametrize("module", MODULES)
 class TestPlanContract:
     def test_envelope(self, module):
-        plan = module.plan(*module.inputs(), {"seed": 3})
+        plan = module.plan({"seed": 3})
         data = plan.to_dict()
         assert data["schema"] == PLAN_SCHEMA and data["module"] == module.name
         assert {"inputs", "config", "solver", "result", "metrics", "baselines", "timings_s", "created_at"} <= set(data)
@@ -210,21 +236,21 @@ class TestPlanContract:
         assert data["solver"]["ran"] and data["solver"]["requested"]
 
     def test_json_round_trip(self, module):
-        plan = module.plan(*module.inputs(), {"seed": 3})
+        plan = module.plan({"seed": 3})
         assert Plan.from_json(plan.to_json()) == plan
 
     def test_config_echoed_with_defaults(self, module):
-        plan = module.plan(*module.inputs(), {"seed": 3})
+        plan = module.plan({"seed": 3})
         expected = module.config(seed=3).model_dump()
         assert plan.config == expected
         assert set(plan.config) == set(module.config.model_fields)
 
     def test_same_seed_same_plan(self, module):
-        first, second = (without_speeds(module.plan(*module.inputs(), {"seed": 5}).to_dict()) for _ in range(2))
+        first, second = (without_speeds(module.plan({"seed": 5}).to_dict()) for _ in range(2))
         for volatile in ("created_at", "timings_s"):
             first.pop(volatile), second.pop(volatile)
         assert first == second
 
     def test_bad_config_value_names_field(self, module):
         with pytest.raises(InputError, match=r"config\.seed"):
-            module.plan(*module.inputs(), {"seed": -5})
+            module.plan({"seed": -5})

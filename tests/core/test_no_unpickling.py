@@ -1,6 +1,6 @@
 """No unpickling anywhere: every call that could run code from a file is refused by a source scan.
 
-Scans qflow/, ui/, pages/ and app.py (modules that land later included) for ``pickle``/``dill``/
+Scans qflow/, ui/, views/ and app.py (modules that land later included) for ``pickle``/``dill``/
 ``joblib``/``cloudpickle`` loads, ``pandas.read_pickle``, ``yaml.load``/``unsafe_load`` and
 ``yaml.full_load``, ``torch.load`` without ``weights_only=True`` and ``numpy.load`` without
 ``allow_pickle=False``.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted([*ROOT.glob("qflow/**/*.py"), *ROOT.glob("ui/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"])
+SOURCES = sorted([*ROOT.glob("qflow/**/*.py"), *ROOT.glob("ui/**/*.py"), *ROOT.glob("views/*.py"), ROOT / "app.py"])
 
 #: Called names (last two dotted parts) that deserialize arbitrary objects.
 FORBIDDEN = {("pickle", "load"), ("pickle", "loads"), ("dill", "load"), ("dill", "loads"), ("joblib", "load"),

@@ -17,4 +17,4 @@ def test_attention_run_draws_charts(page, server_url: str, tmp_path: Path) -> No
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
     assert page.get_by_text("Path ran:").count() == 1
     assert page.get_by_role("button", name="Download plan JSON").count() == 1
-    assert page.get_by_role("button", name="Download updated embeddings (.npy)").count() == 1
+    assert page.get_by_role("button", name="Download attention.embeddings.npy").count() == 1

@@ -16,5 +16,5 @@ def test_compress_run_draws_charts(page, server_url: str, tmp_path: Path) -> Non
     assert "Compress" in nav and "Decompress" in nav and nav[0] == "Home"
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
     assert page.get_by_text("Path ran:").count() == 1
-    assert page.get_by_role("button", name="Download container (.qfz)").count() == 1
+    assert page.get_by_role("button", name="Download checkpoint.qfz").count() == 1
     assert page.get_by_role("button", name="Download plan JSON").count() == 1

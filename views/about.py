@@ -4,10 +4,7 @@ import streamlit as st
 
 import qflow
 from qflow.core.commands import available_commands
-from ui.navigation import leave_legacy_pages_mode
 from ui.widgets import field_table
-
-leave_legacy_pages_mode()
 
 st.title("About QuantumFlow")
 st.markdown(f"**qflow {qflow.__version__}**: planning engine for GPU clusters, with this console as one front end.")
@@ -28,13 +25,14 @@ st.markdown(
     """
 - `qflow/` is the engine: `qflow.core` (plan envelope, config base, loaders, quantum backend, errors) and one
   subpackage per module, e.g. `qflow.routing.plan_routing`. It does not import Streamlit.
-- `app.py`, `pages/` and `ui/` are this console: pages turn widgets into a config, call the engine, and draw.
+- `app.py`, `views/` and `ui/` are this console: one generic module page (`ui/page.py`) draws every module of
+  the registry (`qflow.core.commands`), with each module's charts in `ui/hooks/<module>.py`.
 - `sample_data/` holds the inputs the pages use when nothing is uploaded.
 """
 )
 
 for command in available_commands():
-    st.subheader(f"{command.name.capitalize()} settings")
+    st.subheader(f"{command.page_title} settings")
     st.caption(f"`python -m qflow {command.name}`: page toggles, CLI flags (`--name VALUE`, `--toggle/--no-toggle`) "
                "and config-file keys share these names.")
     st.dataframe(field_table(command.config_cls), hide_index=True)

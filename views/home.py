@@ -1,11 +1,9 @@
-"""Home: what the console does, and a link to each working module."""
+"""Home: what the console does, and a link to each module of the registry."""
 
 import streamlit as st
 
-from ui.modules import MODULE_PAGES, PLANNED_PAGES
-from ui.navigation import leave_legacy_pages_mode
-
-leave_legacy_pages_mode()
+from qflow.core.commands import available_commands
+from ui.page import module_pages
 
 st.title("QuantumFlow")
 st.markdown(
@@ -22,9 +20,6 @@ so the plan reports how close QAOA came, and a quantum answer is used only where
 """
 )
 st.subheader("Modules")
-for module in MODULE_PAGES:
-    st.page_link(module.path, label=module.title, icon=module.icon)
-    st.caption(module.summary)
-missing = [page.title for page in PLANNED_PAGES if page not in MODULE_PAGES]
-if missing:
-    st.caption(f"Not available in this build: {', '.join(missing)} (listed here once their pages exist).")
+for page, command in zip(module_pages(), available_commands(), strict=True):
+    st.page_link(page, label=command.page_title, icon=command.icon)
+    st.caption(command.description)

@@ -1,21 +1,15 @@
 """Compare page: stored runs of one module side by side, and a batch of configurations run at once.
 
-Pick a module, then either run several configurations of one input (the
-module's sample files unless uploaded; toggles per configuration plus
-``name=value`` settings) or pick any stored runs. The runs are shown as a
-metrics table, the config with differing fields highlighted, grouped bars of
-the numeric metrics (baselines dashed) and engine time per stage.
-
-The batch runs as a :mod:`ui.jobs` job: it keeps going when you click
-elsewhere, shows its progress here, stores each plan as it finishes, and
-Cancel stops it before the next configuration. Test hooks: widget keys
-``compare_module``, ``compare_n_configs``, ``compare_{module}_c{i}_{field}``,
-``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``; input
-bytes can be injected as ``st.session_state["compare_{module}_{input}_bytes"]``.
+Run several configurations of one input (uploads or the samples, as on a
+module page) as one :mod:`ui.jobs` job that stores each plan as it finishes,
+or pick stored runs: metrics, config differences, metric bars, stage times.
+Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``,
+``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import streamlit as st
@@ -23,43 +17,17 @@ import streamlit as st
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import QflowError
 from qflow.core.runs import RunStore
-from qflow.core.uploads import Upload
 from ui import compare
-from ui.inputs import REPO_ROOT, choose_input
-from ui.jobs import Job, session_jobs, start_job
-from ui.navigation import leave_legacy_pages_mode
+from ui.inputs import choose_inputs
+from ui.jobs import Job, job_board, show_progress
 from ui.store import run_store
 
-JOB_KEY = "compare_job_id"
+JOB_KEY = "compare_job"
 COLLECTED_KEY = "compare_collected_job"
 ITEMS_KEY = "compare_batch_items"
 RUNS_KEY = "compare_runs"
 #: Runs offered in the picker (newest first).
 RUNS_LISTED = 200
-
-
-def batch_inputs(command: ModuleCommand) -> dict[str, Upload | None] | None:
-    """One uploader per input, falling back to injected bytes or the command's sample; ``None`` if one is missing."""
-    uploads: dict[str, Upload | None] = {}
-    names = (*command.inputs, *command.optional_inputs)
-    columns = st.columns(max(1, len(names)))
-    for column, name in zip(columns, names, strict=False):
-        with column:
-            hook = f"compare_{command.name}_{name}"
-            uploaded = st.file_uploader(name + ("" if name in command.inputs else " (optional)"), key=f"{hook}_upload",
-                                        help=command.input_help.get(name))
-            sample = command.sample_inputs.get(name)
-            if uploaded is None and st.session_state.get(f"{hook}_bytes") is None and (
-                    sample is None or not (REPO_ROOT / sample).is_file()):
-                uploads[name] = None
-                st.caption("not given" if name not in command.inputs else "no sample file: upload one")
-                continue
-            chosen = choose_input(uploaded, st.session_state, hook, REPO_ROOT / (sample or name))
-            uploads[name] = (chosen.name, chosen.data)
-            st.caption(f"{chosen.origin}: `{chosen.name}` ({len(chosen.data):,} bytes)")
-    if any(uploads[name] is None for name in command.inputs):
-        return None
-    return uploads
 
 
 def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
@@ -89,25 +57,6 @@ def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
     return configurations if ok else None
 
 
-def current_job() -> Job | None:
-    job_id = st.session_state.get(JOB_KEY)
-    return session_jobs(st.session_state).get(job_id) if job_id else None
-
-
-@st.fragment(run_every=1.0)
-def job_progress() -> None:
-    """Polls the running batch once a second; the whole page reruns when it ends."""
-    job = current_job()
-    if job is None or not job.running:
-        st.rerun()
-    st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed_s:.0f} s)")
-    if job.cancel_requested:
-        st.caption("Cancelling: stops before the next configuration.")
-    elif st.button("Cancel", key="compare_cancel", icon=":material/cancel:"):
-        job.cancel()
-        st.rerun(scope="fragment")
-
-
 def show_batch_outcome(job: Job) -> None:
     """What the finished batch did; on first sight, select its runs for the comparison below."""
     items: list[dict[str, Any]] = st.session_state.get(ITEMS_KEY, [])
@@ -132,37 +81,26 @@ def show_batch_outcome(job: Job) -> None:
 def batch_section(command: ModuleCommand) -> None:
     """Inputs, configurations, Run all, and the running or finished batch."""
     st.subheader("Run several configurations of one input")
-    uploads = batch_inputs(command)
+    inputs = choose_inputs(command, f"compare_{command.name}")
+    uploads = None if inputs.problem else inputs.uploads
     configurations = configuration_forms(command)
-    job = current_job()
+    job: Job | None = st.session_state.get(JOB_KEY)
     running = job is not None and job.running
     pressed = st.button("Run all configurations", type="primary", key="compare_run_all",
                         disabled=running or uploads is None or configurations is None)
     if pressed and uploads is not None and configurations is not None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
-        job = start_job(f"{command.name}: {len(configurations)} configurations", _run_batch_into, items,
-                        command.name, uploads, configurations, str(run_store().path))
-        session_jobs(st.session_state)[job.id] = job
-        st.session_state[JOB_KEY] = job.id
+        job = job_board().submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations",
+                                 compare.run_batch, items, command.name, uploads, configurations, str(run_store().path))
+        st.session_state[JOB_KEY] = job
         running = True
     if job is None:
         return
     if running:
-        job_progress()
+        show_progress(job, "compare_cancel")
     else:
         show_batch_outcome(job)
-
-
-def _run_batch_into(items: list[dict[str, Any]], module: str, uploads: dict[str, Upload | None],
-                    configurations: list[dict[str, Any]], db_path: str, _progress: Any) -> list[dict[str, Any]]:
-    """:func:`ui.compare.run_batch` one configuration at a time, appending each outcome to ``items`` as it lands."""
-    for index, settings in enumerate(configurations):
-        def progress(fraction: float, message: str, index: int = index) -> None:
-            _progress((index + fraction) / len(configurations), f"configuration {index + 1} of {len(configurations)}")
-
-        items.extend(compare.run_batch(module, uploads, [settings], db_path, _progress=progress))
-    return items
 
 
 def comparison_section(module: str, store: RunStore) -> None:
@@ -205,7 +143,6 @@ def comparison_section(module: str, store: RunStore) -> None:
                                mime="application/json", key=f"compare_download_{run['id']}", on_click="ignore")
 
 
-leave_legacy_pages_mode()
 st.title("Compare runs")
 st.caption("Every plan made in the app, by `python -m qflow MODULE ... --save` or by the HTTP API is stored; put runs "
            f"of one module side by side, or run several toggle sets on one input at once. History: `{run_store().path}`.")

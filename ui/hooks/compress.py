@@ -1,0 +1,47 @@
+"""Compress page hooks: ratio and errors, ratio vs error per tensor, histogram, heatmap, the per-tensor table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from qflow.core.uploads import Upload
+from ui import compression_charts as figures
+
+METRICS = ("compression_ratio", "relative_l2_error", "max_abs_error", "snr_db", "cosine_similarity", "compress_mb_per_s")
+
+
+def out_name(options: dict[str, Any], uploads: dict[str, Upload | None]) -> str:
+    """``checkpoint.json`` for ``checkpoint.safetensors``: the container is then ``checkpoint.qfz``."""
+    upload = uploads.get("input")
+    return f"{upload[0].rsplit('.', 1)[0] if upload else 'checkpoint'}.json"
+
+
+def summary(plan: dict[str, Any]) -> None:
+    """Ratio, relative L2 error, SNR, cosine similarity and throughput."""
+    m = plan["metrics"]
+    cols = st.columns(5)
+    cols[0].metric("compression ratio", f"{m['compression_ratio']:.2f}x",
+                   help=f"{m['original_bytes']} -> {m['container_bytes']} bytes")
+    cols[1].metric("relative L2 error", f"{m['relative_l2_error']:.2e}")
+    cols[2].metric("SNR", "exact" if m["snr_db"] is None else f"{m['snr_db']:.1f} dB")
+    cols[3].metric("cosine similarity", f"{m['cosine_similarity']:.6f}")
+    cols[4].metric("compress", f"{m['compress_mb_per_s']:.3g} MB/s", help=f"decompress {m['decompress_mb_per_s']:.3g} MB/s")
+
+
+def charts(run: Any) -> None:
+    """Ratio vs error per tensor, value histogram, error heatmap, then the per-tensor table and step details."""
+    plan = run.plan
+    st.plotly_chart(figures.ratio_vs_error_figure(plan), key="compress_ratio_chart")
+    for key, fig in (("compress_histogram_chart", figures.value_histogram_figure(plan)),
+                     ("compress_heatmap_chart", figures.error_heatmap_figure(plan))):
+        if fig is not None:
+            st.plotly_chart(fig, key=key)
+    st.subheader("Per tensor")
+    st.dataframe([{k: v for k, v in row.items() if k not in ("baselines", "notes")} for row in plan["result"]["tensors"]],
+                 hide_index=True)
+    for section in ("autoencoder", "denoiser", "dropout_simulator"):
+        if plan["result"].get(section):
+            with st.expander(f"{section} details"):
+                st.dataframe(plan["result"][section], hide_index=True)
