@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qflow.attention._blocksparse import BLOCK, SelectionStats, Tick, blocksparse_topk
 from qflow.attention._schemas import PROJECTIONS, AttentionWeights
 from qflow.core.threads import one_torch_thread
 
@@ -29,12 +30,15 @@ __all__ = [
     "random_k_attention",
     "relative_error",
     "sinusoidal_encoding",
+    "sparse_attention",
     "topk_attention",
     "train_contrastive",
 ]
 
-#: Queries scored at once: bounds sparse attention's scratch to QUERY_CHUNK x n scores.
+#: Queries whose selected values are gathered at once (random-k also scores this many at a time).
 QUERY_CHUNK = 512
+#: Queries the error-vs-k sweep measures (the first ones): it bounds that sweep's cost on long sequences.
+ERROR_VS_K_QUERIES = 512
 
 
 def _t(a: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -55,12 +59,14 @@ def _gathered(weights: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torc
     return torch.einsum("ck,ckd->cd", weights, v[idx])
 
 
-def topk_attention(q, k, v, top_k: int, chunk: int = QUERY_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK,
+                   tick: Tick | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k sparse attention: per query, softmax over its ``top_k`` highest-scoring keys only.
 
-    Scores are ``q k^T / sqrt(d)`` (as SDPA); queries go in chunks of
-    ``chunk`` so scratch memory is ``chunk x n`` scores, not ``n_q x n``.
-    With ``top_k = n`` this is dense attention.
+    Scores are ``q k^T / sqrt(d)`` (as SDPA). Keys are found by
+    :func:`~qflow.attention._blocksparse.blocksparse_topk` (blocks whose score
+    bound cannot reach a query's top k are never scored); with ``top_k = n``
+    this is dense attention.
 
     Returns
     -------
@@ -73,15 +79,19 @@ def topk_attention(q, k, v, top_k: int, chunk: int = QUERY_CHUNK) -> tuple[torch
     >>> idx.flatten().tolist(), bool(torch.allclose(out, x))
     ([0, 1, 2], True)
     """
+    out, idx, _ = sparse_attention(q, k, v, top_k, use_bounds=use_bounds, block=block, tick=tick)
+    return out, idx
+
+
+def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK,
+                     tick: Tick | None = None) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+    """:func:`topk_attention`, also returning what the selection computed (:class:`SelectionStats`)."""
     q, k, v = _t(q), _t(k), _t(v)
     scale = 1.0 / math.sqrt(q.shape[1])
-    outs, idxs = [], []
-    for start in range(0, q.shape[0], chunk):
-        scores = (q[start:start + chunk] @ k.T) * scale
-        top, idx = scores.topk(top_k, dim=1, sorted=True)
-        outs.append(_gathered(torch.softmax(top, dim=1), idx, v))
-        idxs.append(idx)
-    return torch.cat(outs), torch.cat(idxs)
+    values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, tick=tick)
+    outs = [_gathered(torch.softmax(values[s:s + QUERY_CHUNK], dim=1), idx[s:s + QUERY_CHUNK], v)
+            for s in range(0, q.shape[0], QUERY_CHUNK)]
+    return torch.cat(outs), idx, stats
 
 
 def random_k_attention(q, k, v, top_k: int, seed: int = 0, chunk: int = QUERY_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,16 +135,20 @@ def attention_memory_bytes(n_queries: int, n_keys: int, top_k: int | None) -> in
     return (4 + 8) * n_queries * top_k
 
 
-def error_vs_k(q, k, v, ks: list[int], seed: int = 0) -> list[dict[str, float]]:
-    """Relative error against dense attention of top-k and random-k at each ``k`` in ``ks``."""
+def error_vs_k(q, k, v, ks: list[int], seed: int = 0, queries: int = ERROR_VS_K_QUERIES,
+               tick: Tick | None = None) -> list[dict[str, float]]:
+    """Relative error against dense attention of top-k and random-k at each ``k`` in ``ks``, on the first ``queries`` queries."""
+    q = _t(q)[:queries]
     dense = dense_attention(q, k, v)
     rows = []
-    for kk in ks:
+    for i, kk in enumerate(ks):
         rows.append({
             "k": int(kk),
-            "topk_relative_error": relative_error(topk_attention(q, k, v, kk)[0], dense),
+            "topk_relative_error": relative_error(topk_attention(q, k, v, kk, use_bounds=False)[0], dense),
             "random_k_relative_error": relative_error(random_k_attention(q, k, v, kk, seed)[0], dense),
         })
+        if tick is not None:
+            tick((i + 1) / len(ks))
     return rows
 
 

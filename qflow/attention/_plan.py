@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from qflow.attention._blocksparse import SelectionStats
 from qflow.attention._classical import (
+    ERROR_VS_K_QUERIES,
     attention_memory_bytes,
     dense_attention,
     error_vs_k,
@@ -34,7 +36,7 @@ from qflow.attention._classical import (
     random_k_attention,
     relative_error,
     sinusoidal_encoding,
-    topk_attention,
+    sparse_attention,
     train_contrastive,
 )
 from qflow.attention._quantum import qaoa_topk, qpe_sweep
@@ -119,7 +121,7 @@ def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
 
 
 def _requested(config: AttentionConfig) -> list[str]:
-    parts = ["topk"]
+    parts = [f"topk_{config.topk_search}"]
     parts += [name for name, on in (("qaoa", config.qaoa_sparse), ("qpe", config.qpe_positions),
                                     ("infonce", config.contrastive_trainer), ("svd_prune", config.svd_pruner)) if on]
     return parts
@@ -198,7 +200,8 @@ def run_attention(
     if config.qpe_positions:
         report(0.05, "QPE position encoding")
         with timer.stage("qpe"):
-            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics)
+            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics,
+                              heartbeat=lambda: report(0.1, "QPE position encoding"))
     if config.contrastive_trainer:
         report(0.2, "contrastive training (InfoNCE)")
         with timer.stage("train"):
@@ -206,7 +209,16 @@ def run_attention(
 
     report(0.4, "sparse top-k attention")
     with timer.stage("sparse_attention"):
-        out, idx = topk_attention(q, k, v, config.top_k)
+        out, idx, search = sparse_attention(q, k, v, config.top_k, use_bounds=config.topk_search == "bounds",
+                                            block=config.key_block, tick=lambda f: report(0.4 + 0.05 * f, "sparse top-k attention"))
+    _record_search(search, config, solver, result, metrics)
+    if config.qaoa_sparse:
+        report(0.45, "QAOA top-k windows")
+        with timer.stage("qaoa"):
+            out, idx = _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnostics,
+                             heartbeat=lambda: report(0.45, "QAOA top-k windows"))
+    diagnostics += _idle_settings(config, inputs)
+    report(0.5, "dense attention (baseline)")
     with timer.stage("dense_attention"):
         dense = dense_attention(q, k, v)
     with timer.stage("random_k_attention"):
@@ -231,13 +243,11 @@ def run_attention(
     }
     report(0.5, "error against k")
     with timer.stage("error_vs_k"):
-        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed)
+        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed,
+                                          tick=lambda f: report(0.5 + 0.1 * f, "error against k"))
+    result["error_vs_k_queries"] = min(n_q, ERROR_VS_K_QUERIES)
     result["attention_map"] = _attention_map(q, k, idx)
 
-    if config.qaoa_sparse:
-        report(0.6, "QAOA top-k windows")
-        with timer.stage("qaoa"):
-            _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics)
     if inputs.weights is not None:
         report(0.85, "SVD of the heads")
         with timer.stage("svd_prune"):
@@ -301,11 +311,28 @@ def _fall_back(solver: SolverReport, part: str, reason: str) -> None:
     solver.fall_back(before, after, reason)
 
 
-def _budget(config: AttentionConfig) -> QuantumBudget:
-    return QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+def _budget(config: AttentionConfig, heartbeat: Callable[[], None] | None = None) -> QuantumBudget:
+    """The plan's quantum budget; ``heartbeat`` (the progress sink) is called between optimiser steps, so a cancel stops them."""
+    return QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
 
 
-def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics, diagnostics):
+def _record_search(search: SelectionStats, config: AttentionConfig, solver: SolverReport, result, metrics) -> None:
+    """How the top-k keys were found: the fraction of scores computed, the scratch held, and a dense fallback if any."""
+    dense_bytes = 4 * search.scores_total
+    result["topk_search"] = {
+        "requested": config.topk_search, "path": search.path, "reason": search.reason, "key_block": config.key_block,
+        "scores_computed": search.scores_computed, "scores_total": search.scores_total,
+        "tiles": search.tiles, "tiles_scored_densely": search.tiles_dense,
+        "exact": "every key whose block bound reaches a query's k-th score is scored; the result is exact top-k",
+    }
+    metrics["scores_computed_fraction"] = search.fraction_computed
+    metrics["score_scratch_bytes"] = 4 * search.scratch_elements
+    metrics["score_scratch_ratio_vs_dense"] = 4 * search.scratch_elements / dense_bytes
+    if config.topk_search == "bounds" and search.path == "dense":
+        solver.fall_back(solver.ran, solver.ran.replace("topk_bounds", "topk_dense", 1), search.reason)
+
+
+def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics, diagnostics, heartbeat=None):
     """Encode positions with QPE, read them back, add their sinusoid to Q and K."""
     n_q, n, d = inputs.q.shape[0], inputs.k.shape[0], inputs.k.shape[1]
     n_pos = max(n_q, n)
@@ -318,7 +345,7 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
     device = quantum.device_or_fall_back(solver, "qpe")
     if device is not None:
         try:
-            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config))
+            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config, heartbeat))
             quantum.blocks.append({"kind": "qpe_positions", "qubits": t_max + 1, "circuits": circuits, "positions": n_pos,
                                    "counting_qubits": t_max})
         except QuantumUnavailableError as exc:
@@ -375,44 +402,126 @@ def _attention_map(q, k, idx: torch.Tensor) -> dict[str, Any]:
             "sparse": sparse[:, :side_k].numpy().round(5).tolist()}
 
 
-def _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics) -> None:
-    """QAOA k-of-m selection on a key window of each of the first ``qaoa_queries`` queries."""
+def _qaoa_window(scores: torch.Tensor, selected: torch.Tensor, top_k: int, max_qubits: int) -> tuple[int, np.ndarray] | None:
+    """The keys QAOA decides for one query: ``j`` open slots at the end of its top k, and ``m`` candidates for them.
+
+    The query's ``top_k - j`` best keys are certain; the candidates are its
+    keys ranked ``top_k - j`` to ``top_k - j + m - 1`` (the selection's last
+    ``j`` and the best unselected ones). ``j = m // 3``, not ``m // 2``: at
+    half the count penalty is symmetric under complementing the selection,
+    and shallow QAOA then often reads out the complement.
+
+    Returns ``(j, candidate key indices (m,))``, or None when every key is selected.
+    """
+    n = scores.numel()
+    m = min(max_qubits, n)
+    j = max(1, min(top_k, m // 3))
+    m = min(m, n - top_k + j)
+    if m <= j:
+        return None
+    outside = torch.ones(n, dtype=torch.bool)
+    outside[selected] = False
+    rest = torch.nonzero(outside).flatten()
+    best_rest = rest[torch.argsort(scores[rest], descending=True, stable=True)[: m - j]]
+    return j, torch.cat([selected[top_k - j:], best_rest]).numpy()
+
+
+def _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnostics, heartbeat=None):
+    """QAOA fills the last slots of the top-k selection of the first ``qaoa_queries`` queries; the output uses its pick.
+
+    QAOA's pick is adopted only where its exact check shows it optimal (the
+    exact top-j of the candidates); elsewhere the exact pick is used. Those
+    queries' output rows are recomputed from the adopted selection.
+
+    Returns
+    -------
+    out : tensor of shape (n_q, d_v)
+    idx : tensor of shape (n_q, top_k), int64
+    """
+    qt, kt, vt = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (q, k, v))
+    scale = 1.0 / math.sqrt(qt.shape[1])
+    out, idx = out.clone(), idx.clone()
     device = quantum.device_or_fall_back(solver, "qaoa")
-    qt, kt = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
-    n = kt.shape[0]
-    m = min(config.max_qubits, n)
-    # m // 3, not m // 2: at k = m/2 the count penalty is symmetric under complementing the
-    # selection, and shallow QAOA then often reads out the complement of the top-k set.
-    k_sub = max(1, min(config.top_k, m // 3))
     rows = []
     for query in range(min(config.qaoa_queries, qt.shape[0])):
-        start = int(min(max(query - m // 2, 0), n - m))  # the m keys around the query's own position
-        window = np.arange(start, start + m)
-        scores = kt[window] @ qt[query] / math.sqrt(qt.shape[1])
-        exact = window[np.sort(np.argsort(-scores, kind="stable")[:k_sub])]
-        row = {"query": query, "window": [int(start), int(start + m)], "k": k_sub, "exact": exact.tolist()}
+        scores = kt @ qt[query] * scale
+        window = _qaoa_window(scores, idx[query], config.top_k, config.max_qubits)
+        if window is None:
+            diagnostics.append(f"qaoa_sparse has no effect: top_k = {config.top_k} keeps every one of the "
+                               f"{kt.shape[0]} keys, so there is nothing to choose")
+            break
+        j, candidates = window
+        cand_scores = scores[candidates].double().numpy()
+        exact = np.sort(candidates[np.argsort(-cand_scores, kind="stable")[:j]])
+        row = {"query": query, "slots": j, "candidates": candidates.tolist(), "exact": exact.tolist()}
         if device is not None:
             try:
-                out = qaoa_topk(scores, k_sub, config.qaoa_layers, device, _budget(config), config.qaoa_steps, config.seed + query)
+                found = qaoa_topk(cand_scores, j, config.qaoa_layers, device, _budget(config, heartbeat), config.qaoa_steps,
+                                  config.seed + query)
             except QuantumUnavailableError as exc:
                 _fall_back(solver, "qaoa", str(exc))
                 device = None
             else:
-                row.update({"qaoa": window[out["qaoa"]].tolist(), "used": window[out["used"]].tolist(),
-                            "overlap": out["overlap"], "optimal": out["optimal"], "ratio": out["ratio"],
-                            "probability": out["probability"], "feasible_probability": out["feasible_probability"],
-                            "argmax_feasible": out["argmax_feasible"]})
-                quantum.blocks.append({"kind": "qaoa_topk", **{key: out[key] for key in
+                row.update({"qaoa": sorted(candidates[found["qaoa"]].tolist()), "used": sorted(candidates[found["used"]].tolist()),
+                            "adopted": found["optimal"], **{key: found[key] for key in (
+                                "overlap", "optimal", "ratio", "probability", "feasible_probability", "argmax_feasible")}})
+                quantum.blocks.append({"kind": "qaoa_topk", **{key: found[key] for key in
                                       ("qubits", "circuits", "steps", "history", "ratio", "overlap")}, "query": query})
         if "used" not in row:
-            row["used"] = row["exact"]
+            row["used"], row["adopted"] = row["exact"], False
+        keys = torch.cat([idx[query][: config.top_k - j], torch.as_tensor(row["used"], dtype=torch.int64)])
+        order = torch.argsort(scores[keys], descending=True, stable=True)
+        idx[query] = keys[order]
+        out[query] = torch.softmax(scores[idx[query]], dim=0) @ vt[idx[query]]
         rows.append(row)
     result["qaoa_topk"] = rows
+    result["qaoa_topk_use"] = (
+        "For each listed query, QAOA chooses the last `slots` keys of its top-k among `candidates` (the keys ranked "
+        "around the k-th); the updated embeddings use that choice where QAOA's exact check shows it optimal and the "
+        "exact choice elsewhere. An optimal choice is the exact top-k, so the output equals exact top-k attention.")
     done = [r for r in rows if "overlap" in r]
+    adopted = sum(r["adopted"] for r in done)
     metrics["qaoa_overlap"] = float(np.mean([r["overlap"] for r in done])) if done else None
     metrics["qaoa_mean_ratio"] = float(np.mean([r["ratio"] for r in done])) if done else None
-    if done and not all(r["optimal"] for r in done):
-        diagnostics.append("QAOA missed the exact top-k on some windows; the exact answer was used there")
+    metrics["qaoa_windows_adopted"] = adopted
+    if done and adopted == 0:
+        _fall_back(solver, "qaoa", f"QAOA missed the exact top-k on all {len(done)} windows; the exact selection was used")
+    elif done and adopted < len(done):
+        diagnostics.append(f"QAOA missed the exact top-k on {len(done) - adopted} of {len(done)} windows; "
+                           "the exact selection was used there")
+    if adopted:
+        diagnostics.append(f"QAOA's selection is used on {adopted} window(s); being optimal it equals exact top-k, so "
+                           "the updated embeddings are those of exact top-k attention")
+    return out, idx
+
+
+#: Settings that only act through a toggle (or an input), and what they need.
+_NEEDS = {
+    "qaoa_queries": ("qaoa_sparse",), "qaoa_layers": ("qaoa_sparse",), "qaoa_steps": ("qaoa_sparse",),
+    "train_steps": ("contrastive_trainer",), "learning_rate": ("contrastive_trainer",),
+    "max_qubits": ("qaoa_sparse", "qpe_positions"), "quantum_time_budget_s": ("qaoa_sparse", "qpe_positions"),
+}
+
+
+def _idle_settings(config: AttentionConfig, inputs: AttentionInputs) -> list[str]:
+    """One diagnostic per setting changed from its default that cannot act in this combination."""
+    fields = AttentionConfig.model_fields
+    changed = [name for name in fields if getattr(config, name) != fields[name].default]
+    notes = []
+    for name in changed:
+        needs = _NEEDS.get(name)
+        if needs and not any(getattr(config, toggle) for toggle in needs):
+            notes.append(f"{name} = {getattr(config, name)} has no effect: {' and '.join(needs)} "
+                         f"{'is' if len(needs) == 1 else 'are'} off")
+    if inputs.weights is None:
+        notes += [f"{name} = {getattr(config, name)} has no effect: no weights file was given"
+                  for name in ("heads", "prune_threshold") if name in changed]
+    elif "prune_threshold" in changed and not config.svd_pruner:
+        notes.append(f"prune_threshold = {config.prune_threshold} only marks heads in the report: svd_pruner is off, "
+                     "so no head is removed")
+    if "key_block" in changed and config.topk_search == "dense":
+        notes.append(f"key_block = {config.key_block} has no effect: topk_search is 'dense'")
+    return notes
 
 
 def _heads(inputs: AttentionInputs, config, result, metrics) -> None:

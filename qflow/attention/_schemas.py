@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
+from qflow.core.limits import check_limit
 from qflow.core.quantum import HARD_MAX_QUBITS
 
 __all__ = ["AttentionConfig", "AttentionInputs", "AttentionWeights", "build_inputs", "parse_embeddings", "parse_weights"]
@@ -46,6 +47,11 @@ class AttentionConfig(QflowConfig):
         False, description="Prune heads of the weights file whose leading OV singular value is under prune_threshold "
         "(needs a weights file).")
     top_k: int = Field(32, ge=1, le=MAX_SEQ, description="Keys kept per query by sparse attention (<= number of keys).")
+    topk_search: Literal["bounds", "dense"] = Field(
+        "bounds", description="How the exact top-k keys are found: 'bounds' skips key blocks whose per-dimension "
+        "min/max bound cannot reach a query's k-th score (falling back to dense where they prune too little); "
+        "'dense' scores every key. Both give the same keys.")
+    key_block: int = Field(32, ge=4, le=1024, description="Keys per block (consecutive positions) for the top-k bounds.")
     heads: int = Field(4, ge=1, le=64, description="Attention heads of the layer; must match the weights file's n_heads.")
     prune_threshold: float = Field(
         0.5, ge=0, le=1e6, description="A head is pruned when the leading singular value of its W_O W_V is under this.")
@@ -238,6 +244,9 @@ def build_inputs(
     arrays = {"array": embeddings} if isinstance(embeddings, np.ndarray) else dict(embeddings)
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     q, k, v, shared = parse_embeddings(arrays, embeddings_name)
+    # Dense attention (the baseline) computes n_q * n scores of width d and mixes n_q * n values of width d_v.
+    check_limit(q.shape[0] * k.shape[0] * (k.shape[1] + v.shape[1]), "attention_cells", embeddings_name,
+                f"(shapes q {q.shape[0]}x{q.shape[1]}, k {k.shape[0]}x{k.shape[1]}, v {v.shape[0]}x{v.shape[1]})")
     if config.top_k > k.shape[0]:
         raise InputError(embeddings_name, "config.top_k", "larger than the sequence",
                          f"at most {k.shape[0]} (the number of keys)", config.top_k)

@@ -65,6 +65,9 @@ LIMITS: dict[str, Limit] = {
     "yaml_aliases": Limit("QFLOW_MAX_YAML_ALIASES", 100, "count", "alias references in one YAML document"),
     "carried_field_bytes": Limit("QFLOW_MAX_CARRIED_FIELD_KB", 64, "count", "KiB of one free-form field copied into a plan"),
     "request_seconds": Limit("QFLOW_REQUEST_TIME_BUDGET_S", 300, "s", "wall time of one API request's engine work"),
+    "attention_cells": Limit(
+        "QFLOW_MAX_ATTENTION_CELLS", 2**35, "count",
+        "query-key scores times width one attention plan computes (n_queries * n_keys * (d + d_v))"),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
 }
 

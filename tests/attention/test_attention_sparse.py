@@ -39,11 +39,12 @@ class TestTopK:
 
     def test_selects_the_highest_scoring_keys_and_softmaxes_over_them_only(self):
         q, k, v = qkv(n=30, seed=1)
-        out, idx = topk_attention(q, k, v, 5, chunk=7)  # chunking across query blocks must not change anything
         scores = q @ k.T
         expected = np.argsort(-scores, axis=1)[:, :5]
-        assert np.array_equal(np.sort(idx.numpy(), axis=1), np.sort(expected, axis=1))
-        assert np.allclose(out.numpy(), naive_attention(q, k, v, expected), atol=1e-5)
+        for use_bounds, block in ((True, 4), (False, 4), (True, 32)):  # the search path must not change anything
+            out, idx = topk_attention(q, k, v, 5, use_bounds=use_bounds, block=block)
+            assert np.array_equal(np.sort(idx.numpy(), axis=1), np.sort(expected, axis=1))
+            assert np.allclose(out.numpy(), naive_attention(q, k, v, expected), atol=1e-5)
 
     def test_error_falls_as_k_grows_and_beats_random_k(self):
         q, k, v = qkv(n=64, seed=2)
