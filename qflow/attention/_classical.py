@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from qflow.attention._blocksparse import BLOCK, SelectionStats, Tick, blocksparse_topk
-from qflow.attention._schemas import PROJECTIONS, AttentionWeights
+from qflow.attention._checkpoint import PROJECTIONS, AttentionWeights
 from qflow.core.threads import one_torch_thread
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "head_report",
     "info_nce_loss",
     "layer_forward",
+    "params_saved",
     "random_k_attention",
     "relative_error",
     "sinusoidal_encoding",
@@ -37,6 +38,8 @@ __all__ = [
 
 #: Queries whose selected values are gathered at once (random-k also scores this many at a time).
 QUERY_CHUNK = 512
+#: Queries per SDPA call of the dense baseline (a progress report after each).
+DENSE_CHUNK = 2048
 #: Queries the error-vs-k sweep measures (the first ones): it bounds that sweep's cost on long sequences.
 ERROR_VS_K_QUERIES = 512
 
@@ -45,13 +48,20 @@ def _t(a: np.ndarray | torch.Tensor) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-def dense_attention(q, k, v) -> torch.Tensor:
+def dense_attention(q, k, v, tick: Tick | None = None, chunk: int = DENSE_CHUNK) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` by ``torch.nn.functional.scaled_dot_product_attention``.
 
-    q : (n_q, d), k : (n, d), v : (n, d_v) -> (n_q, d_v)
+    q : (n_q, d), k : (n, d), v : (n, d_v) -> (n_q, d_v). Queries go in
+    chunks of ``chunk`` with ``tick(fraction_done)`` after each, so a cancel
+    stops a long sequence between chunks.
     """
     q, k, v = _t(q), _t(k), _t(v)
-    return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+    outs = []
+    for start in range(0, q.shape[0], chunk):
+        outs.append(F.scaled_dot_product_attention(q[None, start:start + chunk], k[None], v[None])[0])
+        if tick is not None:
+            tick(min(1.0, (start + chunk) / q.shape[0]))
+    return torch.cat(outs)
 
 
 def _gathered(weights: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -250,54 +260,84 @@ class HeadReport:
     keep: np.ndarray
 
 
-def head_report(weights: AttentionWeights, threshold: float) -> HeadReport:
-    """Per head, the singular values of its output circuit; prune where the leading one is under ``threshold``.
+def _head_rows(head: int, dh: int) -> slice:
+    return slice(head * dh, (head + 1) * dh)
 
-    Why the OV circuit: head ``h`` adds ``W_O,h (A_h (X W_V,h^T + b_V,h))``
-    to the output, and every row of ``A_h`` is a convex combination, so the
-    head's contribution to a token is at most ``sigma_1 * ||[x; 1]||`` for
-    the augmented matrix ``[W_O,h W_V,h | W_O,h b_V,h]``. A head under the
-    threshold can move no output by more than that, whatever it attends to.
+
+def head_report(weights: AttentionWeights, threshold: float) -> HeadReport:
+    """Per query head, the singular values of its output circuit; prune where the leading one is under ``threshold``.
+
+    Why the OV circuit: head ``h`` adds ``W_O,h (A_h (X W_V,g^T + b_V,g))``
+    to the output (``g`` its key/value head), and every row of ``A_h`` is a
+    convex combination, so the head's contribution to a token is at most
+    ``sigma_1 * ||[x; 1]||`` for the augmented matrix ``[W_O,h W_V,g |
+    W_O,h b_V,g]``. A head under the threshold can move no output by more
+    than that, whatever it attends to.
     """
-    H, dh = weights.n_heads, weights.d_head
+    H, dh, group = weights.n_heads, weights.d_head, weights.group
     w, b = weights.w, weights.b
     sv = np.zeros((H, dh + 1))
     qk = np.zeros(H)
     for h in range(H):
-        rows = slice(h * dh, (h + 1) * dh)
+        rows, kv_rows = _head_rows(h, dh), _head_rows(h // group, dh)
         wo = w["o_proj"][:, rows].astype(np.float64)
-        ov = np.concatenate([wo @ w["v_proj"][rows].astype(np.float64), (wo @ b["v_proj"][rows])[:, None]], axis=1)
+        ov = np.concatenate([wo @ w["v_proj"][kv_rows].astype(np.float64), (wo @ b["v_proj"][kv_rows])[:, None]], axis=1)
         values = np.linalg.svd(ov, compute_uv=False)
         sv[h, : min(dh + 1, values.size)] = values[: dh + 1]
-        qk[h] = np.linalg.svd(w["q_proj"][rows].T.astype(np.float64) @ w["k_proj"][rows], compute_uv=False)[0]
+        qk[h] = np.linalg.svd(w["q_proj"][rows].T.astype(np.float64) @ w["k_proj"][kv_rows], compute_uv=False)[0]
     return HeadReport(singular_values=sv, qk_leading=qk, keep=sv[:, 0] >= threshold)
 
 
 def layer_forward(x: np.ndarray, weights: AttentionWeights, keep: np.ndarray | None = None) -> torch.Tensor:
-    """The layer's output on ``x`` (n, d) with only the heads in ``keep`` (all by default).
+    """The layer's attention output on ``x`` (n, d) with only the query heads in ``keep`` (all by default).
 
-    Pruned heads are removed from the matrices (rows of q/k/v, columns of o),
-    as a pruned checkpoint would store them, not masked.
+    Pruned heads are removed from the matrices (rows of q, columns of o; a
+    key/value head once no query head uses it), as the pruned checkpoint
+    stores them, not masked. Grouped-query attention repeats each key/value
+    head for its query heads. No rotary position embedding is applied (the
+    layer is measured on the embeddings as given).
 
     Returns
     -------
     tensor of shape (n, d)
     """
-    H, dh = weights.n_heads, weights.d_head
+    H, dh, group = weights.n_heads, weights.d_head, weights.group
     keep = np.ones(H, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     xs = _t(x)
     out = torch.from_numpy(weights.b["o_proj"]).expand(xs.shape[0], -1).clone()
     heads = np.flatnonzero(keep)
     if heads.size == 0:
         return out
-    rows = np.concatenate([np.arange(h * dh, (h + 1) * dh) for h in heads])
-    proj = {p: (torch.from_numpy(weights.w[p][rows]), torch.from_numpy(weights.b[p][rows])) for p in PROJECTIONS[:3]}
-    q, k, v = (F.linear(xs, *proj[p]).view(xs.shape[0], heads.size, dh).transpose(0, 1) for p in PROJECTIONS[:3])
-    mixed = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(xs.shape[0], heads.size * dh)
-    return out + mixed @ torch.from_numpy(weights.w["o_proj"][:, rows]).T
+    q_rows = np.concatenate([np.arange(h * dh, (h + 1) * dh) for h in heads])
+    kv_rows = np.concatenate([np.arange((h // group) * dh, (h // group + 1) * dh) for h in heads])
+    n = xs.shape[0]
+
+    def project(name: str, rows: np.ndarray) -> torch.Tensor:
+        return F.linear(xs, torch.from_numpy(weights.w[name][rows]), torch.from_numpy(weights.b[name][rows])) \
+            .view(n, heads.size, dh).transpose(0, 1)
+
+    q, k, v = project("q_proj", q_rows), project("k_proj", kv_rows), project("v_proj", kv_rows)
+    mixed = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(n, heads.size * dh)
+    return out + mixed @ torch.from_numpy(weights.w["o_proj"][:, q_rows]).T
+
+
+def params_saved(weights: AttentionWeights, keep: np.ndarray) -> int:
+    """Parameters removed with the heads not in ``keep``.
+
+    A query head owns d_h rows of q (and their biases) and d_h columns of o;
+    a key/value head (d_h rows of k and v, and biases) goes once every query
+    head of its group is pruned. Biases count where the checkpoint stores them.
+    """
+    d, dh, group = weights.d_model, weights.d_head, weights.group
+    stored = {p: weights.names is None or f"{p}.bias" in weights.names for p in PROJECTIONS}
+    pruned = np.flatnonzero(~np.asarray(keep, dtype=bool))
+    kv_gone = [g for g in range(weights.n_kv_heads) if not np.asarray(keep)[g * group:(g + 1) * group].any()]
+    per_query = 2 * d * dh + dh * stored["q_proj"]
+    per_kv = 2 * d * dh + dh * (stored["k_proj"] + stored["v_proj"])
+    return int(pruned.size * per_query + len(kv_gone) * per_kv)
 
 
 def params_per_head(weights: AttentionWeights) -> int:
-    """Parameters one head owns: d_h rows of q/k/v (+ biases) and d_h columns of o."""
+    """Parameters one head of a multi-head (not grouped) layer owns: d_h rows of q/k/v (+ biases) and d_h columns of o."""
     d, dh = weights.d_model, weights.d_head
     return 4 * d * dh + 3 * dh

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from qflow.attention._blocksparse import SelectionStats
+from qflow.attention._checkpoint import CONFIG_KEYS, pruned_checkpoint
 from qflow.attention._classical import (
     ERROR_VS_K_QUERIES,
     attention_memory_bytes,
@@ -32,7 +35,7 @@ from qflow.attention._classical import (
     head_report,
     k_grid,
     layer_forward,
-    params_per_head,
+    params_saved,
     random_k_attention,
     relative_error,
     sinusoidal_encoding,
@@ -41,7 +44,8 @@ from qflow.attention._classical import (
 )
 from qflow.attention._quantum import qaoa_topk, qpe_sweep
 from qflow.attention._schemas import AttentionConfig, AttentionInputs, build_inputs
-from qflow.core.errors import QuantumUnavailableError
+from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.io import read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer, digest_bytes
 from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
 from qflow.core.tensors import load_tensors
@@ -53,6 +57,10 @@ Progress = Callable[[float, str], None]
 EMBEDDINGS_FILE = "attention_embeddings.npy"
 #: Queries whose selected key indices are listed in the plan JSON (all are in the .npy).
 LISTED_QUERIES = 256
+#: Largest model config.json read beside a weights file.
+CONFIG_MAX_BYTES = 1 << 20
+#: File name the pruned checkpoint is offered under (the CLI writes ``<out stem>.pruned/model.safetensors``).
+PRUNED_FILE = "model.safetensors"
 #: Side of the dense-vs-sparse attention map carried in the plan for the page's heatmaps.
 MAP_SIDE = 48
 
@@ -68,11 +76,19 @@ class AttentionRun:
         The updated embeddings (sparse attention output); ``plan.result
         ["updated_embeddings"]`` holds their shape and sha256.
     selected_keys : ndarray of shape (n_q, top_k), int64
+    pruned_checkpoint : bytes or None
+        With svd_pruner on: the weights file as safetensors with the pruned
+        heads removed (``plan.result["pruned_checkpoint"]`` describes it).
+    pruned_config : dict or None
+        Its ``config.json``: the original head counts and head width (a
+        layer's heads are its rows over ``head_dim``) and ``pruned_heads``.
     """
 
     plan: Plan
     embeddings: np.ndarray
     selected_keys: np.ndarray
+    pruned_checkpoint: bytes | None = None
+    pruned_config: dict[str, Any] | None = None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -97,7 +113,38 @@ def load_attention_inputs(
     if weights is not None:
         w, raw_w = load_tensors(weights, weights_name)
         digests.append(raw_w.digest("weights"))
+        beside = Path(weights).with_name("config.json") if isinstance(weights, str | Path) else None
+        if beside is not None and beside.is_file():
+            counts, raw_c = read_model_config(beside)
+            w.update(counts)
+            digests.append(raw_c.digest("weights_config"))
     return emb, w, digests
+
+
+def read_model_config(source: Any, name: str = "config.json") -> tuple[dict[str, np.ndarray], Any]:
+    """Head counts from a model's ``config.json`` as ``config.<field>`` scalars (fields it lacks are left out).
+
+    Raises
+    ------
+    InputError
+        Not JSON, not an object, or a head count that is not a positive integer.
+    """
+    raw = read_input(source, name, max_bytes=CONFIG_MAX_BYTES)
+    try:
+        data = json.loads(raw.data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(raw.name, "(file)", "not valid JSON", "a model config.json", str(exc)[:80]) from None
+    if not isinstance(data, dict):
+        raise InputError(raw.name, "(file)", "not a JSON object", "a model config.json", type(data).__name__)
+    counts = {}
+    for key in CONFIG_KEYS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20:
+            raise InputError(raw.name, key, "not a usable count", "a whole number from 1 to 1048576", value)
+        counts[f"config.{key}"] = np.array(value, dtype=np.int64)
+    return counts, raw
 
 
 def _digest_arrays(arrays: Mapping[str, np.ndarray], name: str) -> InputDigest:
@@ -220,7 +267,7 @@ def run_attention(
     diagnostics += _idle_settings(config, inputs)
     report(0.5, "dense attention (baseline)")
     with timer.stage("dense_attention"):
-        dense = dense_attention(q, k, v)
+        dense = dense_attention(q, k, v, tick=lambda f: report(0.5 + 0.05 * f, "dense attention (baseline)"))
     with timer.stage("random_k_attention"):
         rand_out, _ = random_k_attention(q, k, v, config.top_k, config.seed)
     n_q, n = int(q.shape[0]), int(k.shape[0])
@@ -248,10 +295,13 @@ def run_attention(
     result["error_vs_k_queries"] = min(n_q, ERROR_VS_K_QUERIES)
     result["attention_map"] = _attention_map(q, k, idx)
 
+    pruned_bytes, pruned_config = None, None
     if inputs.weights is not None:
         report(0.85, "SVD of the heads")
         with timer.stage("svd_prune"):
-            _heads(inputs, config, result, metrics)
+            keeps = _heads(inputs, config, result, metrics, tick=lambda f: report(0.85 + 0.1 * f, "SVD of the heads"))
+        if keeps is not None:
+            pruned_bytes, pruned_config = _write_pruned(w_arrays, inputs.weights, keeps, result)
     solver.quantum = quantum.report(config)
 
     embeddings_out = out.numpy().astype(np.float32)
@@ -269,7 +319,30 @@ def run_attention(
     report(1.0, "done")
     plan = Plan(module="attention", inputs=digests, config=config.model_dump(), solver=solver, result=result,
                 metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
-    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected)
+    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected, pruned_checkpoint=pruned_bytes,
+                        pruned_config=pruned_config)
+
+
+def _write_pruned(arrays, checkpoint, keeps, result) -> tuple[bytes, dict[str, Any]]:
+    """The pruned state dict as safetensors bytes, its config.json, and their description in ``result``."""
+    from safetensors.numpy import save
+
+    state = {key: np.ascontiguousarray(value) for key, value in pruned_checkpoint(arrays, checkpoint, keeps).items()
+             if not key.startswith("config.")}
+    first = checkpoint.layers[0]
+    config = {"num_attention_heads": first.n_heads, "num_key_value_heads": first.n_kv_heads, "head_dim": first.d_head,
+              "hidden_size": first.d_model,
+              "pruned_heads": {str(layer.index): np.flatnonzero(~keep).tolist() for layer, keep in zip(
+                  checkpoint.layers, keeps, strict=True) if (~keep).any()}}
+    data = save(state)
+    result["pruned_checkpoint"] = {
+        "file": PRUNED_FILE, "config_file": "config.json", "sha256": digest_bytes(data), "bytes": len(data),
+        "layout": checkpoint.layout, "arrays": len(state), "config": config,
+        "shapes": {name: list(state[name].shape) for layer in checkpoint.layers for name in (layer.names or {}).values()},
+        "what": "the weights file with the pruned heads removed (rows of q, columns of o; k/v rows once no query head "
+                "uses them); read it back with its config.json beside it",
+    }
+    return data, config
 
 
 class _QuantumLog:
@@ -366,8 +439,10 @@ def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result
     """InfoNCE-train W_q, W_k; return the projected Q and K."""
     q_np, k_np = np.asarray(q), np.asarray(k)
     d = q_np.shape[1]
-    if inputs.weights is not None:
-        wq0, wk0, start = inputs.weights.w["q_proj"], inputs.weights.w["k_proj"], "weights file q_proj / k_proj"
+    first = inputs.weights.layers[0] if inputs.weights is not None else None
+    if first is not None and first.w["q_proj"].shape == first.w["k_proj"].shape == (d, d):
+        wq0, wk0 = first.w["q_proj"], first.w["k_proj"]
+        start = f"weights file layer {first.index} q_proj / k_proj"
     else:
         wq0 = wk0 = np.eye(d, dtype=np.float32)
         start = "identity"
@@ -515,7 +590,10 @@ def _idle_settings(config: AttentionConfig, inputs: AttentionInputs) -> list[str
                          f"{'is' if len(needs) == 1 else 'are'} off")
     if inputs.weights is None:
         notes += [f"{name} = {getattr(config, name)} has no effect: no weights file was given"
-                  for name in ("heads", "prune_threshold") if name in changed]
+                  for name in ("heads", "kv_heads", "prune_threshold") if name in changed]
+    elif "settings" not in inputs.weights.heads_from:
+        notes += [f"{name} = {getattr(config, name)} has no effect: head counts come from the {inputs.weights.heads_from}"
+                  for name in ("heads", "kv_heads") if name in changed]
     elif "prune_threshold" in changed and not config.svd_pruner:
         notes.append(f"prune_threshold = {config.prune_threshold} only marks heads in the report: svd_pruner is off, "
                      "so no head is removed")
@@ -524,26 +602,49 @@ def _idle_settings(config: AttentionConfig, inputs: AttentionInputs) -> list[str
     return notes
 
 
-def _heads(inputs: AttentionInputs, config, result, metrics) -> None:
-    """SVD of every head; with svd_pruner on, remove those under the threshold and measure the change."""
-    weights = inputs.weights
-    report = head_report(weights, config.prune_threshold)
-    keep = report.keep if config.svd_pruner else np.ones(weights.n_heads, dtype=bool)
-    x = inputs.q  # the layer's sample inputs: the embeddings (or the queries when Q/K/V are separate)
-    full = layer_forward(x, weights)
-    pruned = layer_forward(x, weights, keep)
-    saved = int((~keep).sum()) * params_per_head(weights)
-    total = 4 * weights.d_model * weights.d_model + 4 * weights.d_model
+def _heads(inputs: AttentionInputs, config, result, metrics, tick=None) -> list[np.ndarray] | None:
+    """SVD of every head of every layer; with svd_pruner on, remove those under the threshold and measure the change.
+
+    Returns, when svd_pruner is on, per layer the query heads kept ((H_l,) bool); else None.
+    """
+    checkpoint = inputs.weights
+    x = inputs.q  # the layers' sample inputs: the embeddings (or the queries when Q/K/V are separate)
+    layers, keeps, flat_sv, flat_pruned, labels = [], [], [], [], []
+    saved = 0
+    for number, layer in enumerate(checkpoint.layers):
+        report = head_report(layer, config.prune_threshold)
+        keep = report.keep if config.svd_pruner else np.ones(layer.n_heads, dtype=bool)
+        change = relative_error(layer_forward(x, layer, keep), layer_forward(x, layer))
+        layer_saved = params_saved(layer, keep)
+        saved += layer_saved
+        keeps.append(keep)
+        for h in range(layer.n_heads):
+            if not keep[h]:
+                flat_pruned.append(len(labels))
+            labels.append(f"L{layer.index}.H{h}")
+        flat_sv += report.singular_values.round(6).tolist()
+        layers.append({
+            "layer": layer.index, "n_heads": layer.n_heads, "n_kv_heads": layer.n_kv_heads, "d_head": layer.d_head,
+            "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
+            "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
+            "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
+            "output_relative_change": change, "params_saved": layer_saved,
+        })
+        if tick is not None:
+            tick((number + 1) / len(checkpoint.layers))
+    first = checkpoint.layers[0]
     result["heads"] = {
-        "n_heads": weights.n_heads, "d_head": weights.d_head, "threshold": config.prune_threshold,
-        "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
-        "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
-        "singular_values": report.singular_values.round(6).tolist(),
-        "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
-        "criterion": "leading singular value of [W_O,h W_V,h | W_O,h b_V,h] < threshold",
+        "layout": checkpoint.layout, "layers": layers, "heads_from": checkpoint.heads_from,
+        "n_heads": len(labels), "d_head": first.d_head, "threshold": config.prune_threshold, "head_labels": labels,
+        "kept": [i for i in range(len(labels)) if i not in set(flat_pruned)], "pruned": flat_pruned,
+        "leading_singular_values": [row[0] for row in flat_sv], "singular_values": flat_sv,
+        "criterion": "leading singular value of [W_O,h W_V,g(h) | W_O,h b_V,g(h)] < threshold (g(h): the head's key/value head)",
         "applied": bool(config.svd_pruner),
+        "measured_on": "each layer's attention output on the embeddings, with all heads and with the kept heads "
+                       "(no rotary positions, norms or MLPs)",
     }
-    metrics["heads_pruned"] = int((~keep).sum())
+    metrics["heads_pruned"] = len(flat_pruned)
     metrics["params_saved"] = saved
-    metrics["params_saved_fraction"] = saved / total
-    metrics["layer_output_relative_change"] = relative_error(pruned, full)
+    metrics["params_saved_fraction"] = saved / checkpoint.n_params
+    metrics["layer_output_relative_change"] = max(row["output_relative_change"] for row in layers)
+    return keeps if config.svd_pruner else None

@@ -164,10 +164,15 @@ class TestValidation:
 
     def test_weights_of_the_wrong_width_or_head_count(self):
         x = qkv(n=8, d=8)[0]
-        with pytest.raises(InputError, match=r"weights: q_proj\.weight: shape mismatch with the embeddings; expected shape \(8, 8\)"):
+        with pytest.raises(InputError, match=r"weights: q_proj\.weight: shape mismatch with the embeddings; expected shape "
+                           r"\(heads \* head_dim, 8\)"):
             plan_attention(x, layer_weights(d=16), {"top_k": 2})
-        with pytest.raises(InputError, match=r"n_heads: head count differs from config\.heads"):
-            plan_attention(x, layer_weights(d=8, heads=2), {"top_k": 2, "heads": 4})
+        with pytest.raises(InputError, match=r"n_heads: does not divide the model width; expected a divisor of d = 8, got 3"):
+            plan_attention(x, {k: v for k, v in layer_weights(d=8).items() if k != "n_heads"}, {"top_k": 2, "heads": 3})
+        # The file's own head count wins over the setting, and the plan says so.
+        plan = plan_attention(x, layer_weights(d=8, heads=2), {"top_k": 2, "heads": 8})
+        assert plan.result["heads"]["layers"][0]["n_heads"] == 2
+        assert "heads = 8 has no effect: head counts come from the weights file (n_heads)" in plan.diagnostics
         with pytest.raises(InputError, match=r"svd_pruner needs the attention layer's weights"):
             plan_attention(x, None, {"top_k": 2, "svd_pruner": True})
 
@@ -225,7 +230,8 @@ class TestCli:
         (lambda x: x.__setitem__((0, 0), np.nan) or x, ["--top-k", "4"], "error: bad.npy: embeddings[0, 0]: not a finite number"),
         (lambda x: x, ["--top-k", "300"], "error: bad.npy: config.top_k: larger than the sequence; expected at most 256"),
         (lambda x: x[:, :32], ["--weights", str(SAMPLES / "attention_weights.safetensors")],
-         "error: attention_weights.safetensors: q_proj.weight: shape mismatch with the embeddings; expected shape (32, 32)"),
+         "error: attention_weights.safetensors: q_proj.weight: shape mismatch with the embeddings; expected shape "
+         "(heads * head_dim, 32)"),
     ])
     def test_bad_inputs_exit_2_with_one_line(self, monkeypatch, capsys, tmp_path, make, flags, message):
         x = np.load(SAMPLES / "embeddings.npy")
