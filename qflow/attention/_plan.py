@@ -613,7 +613,9 @@ def _heads(inputs: AttentionInputs, config, result, metrics, tick=None) -> list[
     saved = 0
     for number, layer in enumerate(checkpoint.layers):
         report = head_report(layer, config.prune_threshold)
-        keep = report.keep if config.svd_pruner else np.ones(layer.n_heads, dtype=bool)
+        # Grouped-query attention needs equal groups: a query head goes only with its whole key/value group.
+        prunable = report.keep.reshape(layer.n_kv_heads, layer.group).any(axis=1).repeat(layer.group)
+        keep = prunable if config.svd_pruner else np.ones(layer.n_heads, dtype=bool)
         change = relative_error(layer_forward(x, layer, keep), layer_forward(x, layer))
         layer_saved = params_saved(layer, keep)
         saved += layer_saved
@@ -626,6 +628,7 @@ def _heads(inputs: AttentionInputs, config, result, metrics, tick=None) -> list[
         layers.append({
             "layer": layer.index, "n_heads": layer.n_heads, "n_kv_heads": layer.n_kv_heads, "d_head": layer.d_head,
             "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
+            "under_threshold": np.flatnonzero(~report.keep).tolist(),
             "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
             "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
             "output_relative_change": change, "params_saved": layer_saved,
@@ -638,7 +641,8 @@ def _heads(inputs: AttentionInputs, config, result, metrics, tick=None) -> list[
         "n_heads": len(labels), "d_head": first.d_head, "threshold": config.prune_threshold, "head_labels": labels,
         "kept": [i for i in range(len(labels)) if i not in set(flat_pruned)], "pruned": flat_pruned,
         "leading_singular_values": [row[0] for row in flat_sv], "singular_values": flat_sv,
-        "criterion": "leading singular value of [W_O,h W_V,g(h) | W_O,h b_V,g(h)] < threshold (g(h): the head's key/value head)",
+        "criterion": "leading singular value of [W_O,h W_V,g(h) | W_O,h b_V,g(h)] < threshold (g(h): the head's key/value "
+                     "head); with grouped-query attention a head is removed only with every head of its group",
         "applied": bool(config.svd_pruner),
         "measured_on": "each layer's attention output on the embeddings, with all heads and with the kept heads "
                        "(no rotary positions, norms or MLPs)",
