@@ -48,8 +48,8 @@ MAX_TILE = 1024
 SELECT_GROUP = 8
 #: Up to this many scores (n_q x n), one torch thread: many small ops, where OpenMP spin-waits cost more than they save.
 SMALL_PROBLEM = 1 << 22
-#: Below this many elements the scratch budget is not worth splitting work for.
-MIN_SCRATCH = 1 << 16
+#: Scratch floor (elements): below it, splitting the work costs more than the memory it saves.
+MIN_SCRATCH = 2048
 
 Tick = Callable[[float], None]
 
@@ -272,7 +272,8 @@ def _tile_with_bounds(q, keys: _Keys, top_k: int, chunk_blocks: int, stats: Sele
 
 
 def blocksparse_topk(
-    q: torch.Tensor, k: torch.Tensor, top_k: int, *, block: int = BLOCK, use_bounds: bool = True, tick: Tick | None = None,
+    q: torch.Tensor, k: torch.Tensor, top_k: int, *, block: int = BLOCK, use_bounds: bool = True,
+    prune_limit: float = PRUNE_LIMIT, tick: Tick | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
     """Exact top-k keys of every query, scoring only blocks that can reach its k-th score.
 
@@ -286,6 +287,9 @@ def blocksparse_topk(
     block : int
     use_bounds : bool
         False scores every key (the dense path), still tile by tile.
+    prune_limit : float
+        A tile whose bounds leave more than this share of the key blocks to
+        score switches the remaining tiles to the dense path.
     tick : callable, optional
         ``tick(fraction_done)`` after every tile (a cancel raised there stops the work).
 
@@ -299,18 +303,18 @@ def blocksparse_topk(
     """
     if q.shape[0] * k.shape[0] <= SMALL_PROBLEM:
         with one_torch_thread():
-            return _blocksparse_topk(q, k, top_k, block, use_bounds, tick)
-    return _blocksparse_topk(q, k, top_k, block, use_bounds, tick)
+            return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
+    return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
 
 
-def _blocksparse_topk(q, k, top_k, block, use_bounds, tick) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
     """:func:`blocksparse_topk` with torch's thread count already chosen."""
     n_q, n = int(q.shape[0]), int(k.shape[0])
     keys = _Keys(k, block)
     tile, chunk_blocks = tile_shape(n_q, n, block)
     stats = SelectionStats(scores_total=n_q * n)
-    if not use_bounds:
-        stats.path, stats.reason = "dense", "bounds not requested"
+    if not use_bounds or prune_limit <= 0:
+        stats.path, stats.reason = "dense", "bounds not requested (topk_bounds_limit = 0)"
     elif keys.nb < 4:
         stats.path, stats.reason = "dense", f"{keys.nb} key blocks: too few to prune"
     every_block = torch.arange(keys.nb)
@@ -323,10 +327,10 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, tick) -> tuple[torch.Tenso
         if stats.path == "bounds":
             running, share = _tile_with_bounds(rows, keys, top_k, chunk_blocks, stats)
             stats.bound_fractions.append(share)
-            if share > PRUNE_LIMIT:
+            if share > prune_limit:
                 stats.path = "dense"
                 stats.reason = (f"bounds left {share:.0%} of the key blocks of tile {stats.tiles} to score "
-                                f"(over {PRUNE_LIMIT:.0%}); the remaining tiles were scored densely")
+                                f"(over {prune_limit:.0%}); the remaining tiles were scored densely")
         else:
             stats.tiles_dense += 1
             running = _Running(rows.shape[0], top_k)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qflow.attention._blocksparse import BLOCK, SelectionStats, Tick, blocksparse_topk
+from qflow.attention._blocksparse import BLOCK, PRUNE_LIMIT, SelectionStats, Tick, blocksparse_topk
 from qflow.attention._checkpoint import PROJECTIONS, AttentionWeights
 from qflow.core.threads import one_torch_thread
 
@@ -69,7 +69,7 @@ def _gathered(weights: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torc
     return torch.einsum("ck,ckd->cd", weights, v[idx])
 
 
-def topk_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK,
+def topk_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK, prune_limit: float = PRUNE_LIMIT,
                    tick: Tick | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k sparse attention: per query, softmax over its ``top_k`` highest-scoring keys only.
 
@@ -89,16 +89,17 @@ def topk_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int =
     >>> idx.flatten().tolist(), bool(torch.allclose(out, x))
     ([0, 1, 2], True)
     """
-    out, idx, _ = sparse_attention(q, k, v, top_k, use_bounds=use_bounds, block=block, tick=tick)
+    out, idx, _ = sparse_attention(q, k, v, top_k, use_bounds=use_bounds, block=block, prune_limit=prune_limit, tick=tick)
     return out, idx
 
 
-def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK,
+def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK, prune_limit: float = PRUNE_LIMIT,
                      tick: Tick | None = None) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
     """:func:`topk_attention`, also returning what the selection computed (:class:`SelectionStats`)."""
     q, k, v = _t(q), _t(k), _t(v)
     scale = 1.0 / math.sqrt(q.shape[1])
-    values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, tick=tick)
+    values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, prune_limit=prune_limit,
+                                          tick=tick)
     outs = [_gathered(torch.softmax(values[s:s + QUERY_CHUNK], dim=1), idx[s:s + QUERY_CHUNK], v)
             for s in range(0, q.shape[0], QUERY_CHUNK)]
     return torch.cat(outs), idx, stats

@@ -168,7 +168,7 @@ def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
 
 
 def _requested(config: AttentionConfig) -> list[str]:
-    parts = [f"topk_{config.topk_search}"]
+    parts = ["topk_bounds" if config.topk_bounds_limit > 0 else "topk_dense"]
     parts += [name for name, on in (("qaoa", config.qaoa_sparse), ("qpe", config.qpe_positions),
                                     ("infonce", config.contrastive_trainer), ("svd_prune", config.svd_pruner)) if on]
     return parts
@@ -256,8 +256,9 @@ def run_attention(
 
     report(0.4, "sparse top-k attention")
     with timer.stage("sparse_attention"):
-        out, idx, search = sparse_attention(q, k, v, config.top_k, use_bounds=config.topk_search == "bounds",
-                                            block=config.key_block, tick=lambda f: report(0.4 + 0.05 * f, "sparse top-k attention"))
+        out, idx, search = sparse_attention(q, k, v, config.top_k, block=config.key_block,
+                                            prune_limit=config.topk_bounds_limit,
+                                            tick=lambda f: report(0.4 + 0.05 * f, "sparse top-k attention"))
     _record_search(search, config, solver, result, metrics)
     if config.qaoa_sparse:
         report(0.45, "QAOA top-k windows")
@@ -393,7 +394,7 @@ def _record_search(search: SelectionStats, config: AttentionConfig, solver: Solv
     """How the top-k keys were found: the fraction of scores computed, the scratch held, and a dense fallback if any."""
     dense_bytes = 4 * search.scores_total
     result["topk_search"] = {
-        "requested": config.topk_search, "path": search.path, "reason": search.reason, "key_block": config.key_block,
+        "bounds_limit": config.topk_bounds_limit, "path": search.path, "reason": search.reason, "key_block": config.key_block,
         "scores_computed": search.scores_computed, "scores_total": search.scores_total,
         "tiles": search.tiles, "tiles_scored_densely": search.tiles_dense,
         "exact": "every key whose block bound reaches a query's k-th score is scored; the result is exact top-k",
@@ -401,7 +402,7 @@ def _record_search(search: SelectionStats, config: AttentionConfig, solver: Solv
     metrics["scores_computed_fraction"] = search.fraction_computed
     metrics["score_scratch_bytes"] = 4 * search.scratch_elements
     metrics["score_scratch_ratio_vs_dense"] = 4 * search.scratch_elements / dense_bytes
-    if config.topk_search == "bounds" and search.path == "dense":
+    if config.topk_bounds_limit > 0 and search.path == "dense":
         solver.fall_back(solver.ran, solver.ran.replace("topk_bounds", "topk_dense", 1), search.reason)
 
 
@@ -597,8 +598,8 @@ def _idle_settings(config: AttentionConfig, inputs: AttentionInputs) -> list[str
     elif "prune_threshold" in changed and not config.svd_pruner:
         notes.append(f"prune_threshold = {config.prune_threshold} only marks heads in the report: svd_pruner is off, "
                      "so no head is removed")
-    if "key_block" in changed and config.topk_search == "dense":
-        notes.append(f"key_block = {config.key_block} has no effect: topk_search is 'dense'")
+    if "key_block" in changed and config.topk_bounds_limit == 0:
+        notes.append(f"key_block = {config.key_block} has no effect: topk_bounds_limit is 0 (every key is scored)")
     return notes
 
 

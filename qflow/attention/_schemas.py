@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -48,10 +47,10 @@ class AttentionConfig(QflowConfig):
         False, description="Prune heads of the weights file whose leading OV singular value is under prune_threshold "
         "(needs a weights file).")
     top_k: int = Field(32, ge=1, le=MAX_SEQ, description="Keys kept per query by sparse attention (<= number of keys).")
-    topk_search: Literal["bounds", "dense"] = Field(
-        "bounds", description="How the exact top-k keys are found: 'bounds' skips key blocks whose per-dimension "
-        "min/max bound cannot reach a query's k-th score (falling back to dense where they prune too little); "
-        "'dense' scores every key. Both give the same keys.")
+    topk_bounds_limit: float = Field(
+        0.5, ge=0, le=1, description="Exact top-k skips key blocks whose per-dimension min/max bound cannot reach a "
+        "query's k-th score; once a tile still has to score more than this share of the blocks, the rest is scored "
+        "densely. 0 scores every key (no bounds). The keys found are the same either way.")
     key_block: int = Field(32, ge=4, le=1024, description="Keys per block (consecutive positions) for the top-k bounds.")
     heads: int = Field(4, ge=1, le=256, description="Query heads per layer when the weights file declares none (its "
                        "config.json's num_attention_heads or an n_heads array wins).")

@@ -144,13 +144,14 @@ class TestQaoaPickIsWhatTheOutputUses:
 class TestSettingsThatCannotAct:
     def test_each_idle_setting_gets_a_diagnostic(self):
         plan = plan_attention(qkv(n=16)[0], config={"top_k": 4, "qaoa_steps": 50, "train_steps": 7, "max_qubits": 12,
-                                                      "heads": 2, "topk_search": "dense", "key_block": 8})
+                                                      "heads": 2, "topk_bounds_limit": 0, "key_block": 8})
         notes = plan.diagnostics
         assert "qaoa_steps = 50 has no effect: qaoa_sparse is off" in notes
         assert "train_steps = 7 has no effect: contrastive_trainer is off" in notes
         assert "max_qubits = 12 has no effect: qaoa_sparse and qpe_positions are off" in notes
         assert "heads = 2 has no effect: no weights file was given" in notes
-        assert "key_block = 8 has no effect: topk_search is 'dense'" in notes
+        assert "key_block = 8 has no effect: topk_bounds_limit is 0 (every key is scored)" in notes
+        assert plan.solver.ran == "topk_dense" and not plan.solver.fallbacks
 
     def test_defaults_and_active_settings_get_none(self):
         plan = plan_attention(qkv(n=16)[0], config={"top_k": 4, "contrastive_trainer": True, "train_steps": 3})
