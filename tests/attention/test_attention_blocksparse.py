@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qflow.attention._blocksparse import SCRATCH_SHARE, blocksparse_topk, exact_topk
+from qflow.attention._blocksparse import MIN_SCRATCH, SCRATCH_SHARE, blocksparse_topk, exact_topk, tile_shape
 
 
 def brute_force(q: torch.Tensor, k: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +87,14 @@ def test_random_floats_match_torch_topk_and_scratch_stays_small():
         ref = (q @ k.T).topk(32, dim=1)
         assert torch.allclose(values, ref.values, rtol=0, atol=1e-5)
         assert (torch.sort(idx).values == torch.sort(ref.indices).values).float().mean() > 0.999
-        assert stats.scratch_elements <= SCRATCH_SHARE * n * n + q.shape[0] * 32
+        tile, _ = tile_shape(n, n)
+        assert stats.scratch_elements <= max(SCRATCH_SHARE * n * n, MIN_SCRATCH) + tile * 32
+
+
+def test_scratch_is_a_small_share_of_dense_scores_at_length():
+    assert tile_shape(8192, 8192) == (655, 256)  # 655 x 8192 scores: 8 % of the 8192 x 8192 matrix
+    tile, chunk_blocks = tile_shape(1, 32768)  # decode: the budget floor, one 1 MiB chunk of scores
+    assert tile == 1 and chunk_blocks * 32 <= MIN_SCRATCH
 
 
 def test_two_stage_selection_and_its_tie_rule():
