@@ -281,11 +281,16 @@ def head_report(weights: AttentionWeights, threshold: float) -> HeadReport:
     qk = np.zeros(H)
     for h in range(H):
         rows, kv_rows = _head_rows(h, dh), _head_rows(h // group, dh)
-        wo = w["o_proj"][:, rows].astype(np.float64)
-        ov = np.concatenate([wo @ w["v_proj"][kv_rows].astype(np.float64), (wo @ b["v_proj"][kv_rows])[:, None]], axis=1)
-        values = np.linalg.svd(ov, compute_uv=False)
+        # W_O,h [W_V,g | b_V,g] is d x (d+1) of rank <= dh: with W_O,h = Q R (Q orthonormal columns) its
+        # singular values are those of the dh x (d+1) matrix R [W_V,g | b_V,g], a much smaller SVD.
+        _, r_o = np.linalg.qr(w["o_proj"][:, rows].astype(np.float64))
+        v_aug = np.concatenate([w["v_proj"][kv_rows].astype(np.float64), b["v_proj"][kv_rows, None]], axis=1)
+        values = np.linalg.svd(r_o @ v_aug, compute_uv=False)
         sv[h, : min(dh + 1, values.size)] = values[: dh + 1]
-        qk[h] = np.linalg.svd(w["q_proj"][rows].T.astype(np.float64) @ w["k_proj"][kv_rows], compute_uv=False)[0]
+        # Likewise W_Q,h^T W_K,g = (Q_q R_q)(Q_k R_k)^T has the singular values of R_q R_k^T (dh x dh).
+        _, r_q = np.linalg.qr(w["q_proj"][rows].T.astype(np.float64))
+        _, r_k = np.linalg.qr(w["k_proj"][kv_rows].T.astype(np.float64))
+        qk[h] = np.linalg.svd(r_q @ r_k.T, compute_uv=False)[0]
     return HeadReport(singular_values=sv, qk_leading=qk, keep=sv[:, 0] >= threshold)
 
 
