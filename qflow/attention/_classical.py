@@ -202,6 +202,7 @@ def info_nce_loss(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def train_contrastive(
     x_q: np.ndarray, x_k: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, steps: int, lr: float, seed: int = 0,
+    tick: Tick | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Fit projections ``W_q, W_k`` (d x d, ``y = x W^T``) with Adam on :func:`info_nce_loss`.
 
@@ -219,12 +220,14 @@ def train_contrastive(
     w_q, w_k : ndarray of shape (d, d)
     losses : list of float
         Loss before each step, then the final loss (``steps + 1`` values).
+    tick : callable, optional
+        ``tick(fraction_done)`` before every step (a cancel raised there stops training).
     """
     with one_torch_thread():
-        return _train(x_q, x_k, w_q, w_k, steps, lr, seed)
+        return _train(x_q, x_k, w_q, w_k, steps, lr, seed, tick)
 
 
-def _train(x_q, x_k, w_q, w_k, steps: int, lr: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def _train(x_q, x_k, w_q, w_k, steps: int, lr: float, seed: int, tick=None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """:func:`train_contrastive` on already valid inputs, single-threaded by the caller."""
     torch.manual_seed(int(seed))
     xq, xk = _t(x_q), _t(x_k)
@@ -232,7 +235,9 @@ def _train(x_q, x_k, w_q, w_k, steps: int, lr: float, seed: int) -> tuple[np.nda
     wk = torch.nn.Parameter(_t(w_k).clone())
     opt = torch.optim.Adam([wq, wk], lr=lr)
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
+        if tick is not None:
+            tick(step / steps)
         opt.zero_grad()
         loss = info_nce_loss(xq @ wq.T, xk @ wk.T)
         losses.append(loss.item())

@@ -252,7 +252,7 @@ def run_attention(
     if config.contrastive_trainer:
         report(0.2, "contrastive training (InfoNCE)")
         with timer.stage("train"):
-            q, k = _train(q, k, inputs, config, result, metrics)
+            q, k = _train(q, k, inputs, config, result, metrics, report)
 
     report(0.4, "sparse top-k attention")
     with timer.stage("sparse_attention"):
@@ -436,7 +436,7 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
     return q, k
 
 
-def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics):
+def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics, report):
     """InfoNCE-train W_q, W_k; return the projected Q and K."""
     q_np, k_np = np.asarray(q), np.asarray(k)
     d = q_np.shape[1]
@@ -451,7 +451,8 @@ def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result
         rows = min(q_np.shape[0], k_np.shape[0])  # positives are row-aligned pairs
     else:
         rows = q_np.shape[0]
-    wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate, config.seed)
+    wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate,
+                                       config.seed, tick=lambda f: report(0.2 + 0.2 * f, "contrastive training (InfoNCE)"))
     result["training"] = {"loss_curve": [round(x, 6) for x in losses], "start": start, "pairs": rows,
                           "loss": "sum_i -log softmax_j(q_i . k_j)[i]"}
     metrics["infonce_initial"] = losses[0]

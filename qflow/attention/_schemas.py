@@ -179,6 +179,11 @@ def build_inputs(
     if config.top_k > k.shape[0]:
         raise InputError(embeddings_name, "config.top_k", "larger than the sequence",
                          f"at most {k.shape[0]} (the number of keys)", config.top_k)
+    if config.contrastive_trainer:
+        pairs = min(q.shape[0], k.shape[0])
+        # Each Adam step forms the pairs x pairs logits of width d, forward and backward (about 3 passes).
+        check_limit(3 * config.train_steps * pairs * pairs * q.shape[1], "attention_cells", embeddings_name,
+                    f"(contrastive trainer: {config.train_steps} steps x {pairs}^2 pairs x width {q.shape[1]} x 3)")
     parsed = None
     if weights is not None:
         if not shared and not (q.shape[1] == k.shape[1] == v.shape[1]):

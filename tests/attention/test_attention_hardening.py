@@ -161,3 +161,22 @@ class TestSettingsThatCannotAct:
         plan = plan_attention(qkv(n=8)[0], config={"top_k": 8, "qaoa_sparse": True})
         assert any("qaoa_sparse has no effect: top_k = 8 keeps every one of the 8 keys" in d for d in plan.diagnostics)
         assert plan.result["qaoa_topk"] == []
+
+
+def test_contrastive_training_work_is_limited_and_cancellable(monkeypatch):
+    x = qkv(n=64, d=16, d_v=16)[0]
+    monkeypatch.setenv("QFLOW_MAX_ATTENTION_CELLS", str(3 * 100 * 64 * 64 * 16 - 1))
+    with pytest.raises(LimitExceededError, match=r"\(contrastive trainer: 100 steps x 64\^2 pairs x width 16 x 3\)"):
+        plan_attention(x, config={"top_k": 4, "contrastive_trainer": True, "train_steps": 100})
+    monkeypatch.delenv("QFLOW_MAX_ATTENTION_CELLS")
+    seen = []
+
+    def progress(fraction, message):
+        if message == "contrastive training (InfoNCE)":
+            seen.append(fraction)
+            if len(seen) == 5:
+                raise Cancelled
+
+    with pytest.raises(Cancelled):
+        plan_attention(x, config={"top_k": 4, "contrastive_trainer": True, "train_steps": 100}, progress=progress)
+    assert seen == sorted(seen) and seen[-1] < 0.3  # stopped after a few of the 100 steps
