@@ -49,8 +49,9 @@ MAX_TILE = 1024
 BOUNDS_TILE = 32
 #: Tiles whose mean share of blocks scored decides between bounds and dense.
 PROBE_TILES = 4
-#: Columns per group in the first stage of a two-stage selection (see :func:`exact_topk`).
-SELECT_GROUP = 8
+#: Column group widths of the staged selection (see :func:`exact_topk`), widest first: each stage keeps
+#: the k groups with the highest maxima, so torch's topk runs on m / group maxima and k * group candidates.
+SELECT_GROUPS = (32, 8)
 #: Up to this many scores (n_q x n), one torch thread: many small ops, where OpenMP spin-waits cost more than they save.
 SMALL_PROBLEM = 1 << 22
 #: Scratch floor (elements, 1 MiB of float32): below it, splitting the work costs more than the memory it saves.
@@ -134,7 +135,8 @@ def _rounding_margin(q: torch.Tensor, k_absmax: float) -> torch.Tensor:
     return 2 * gamma * q.abs().sum(dim=1) * k_absmax + 1e-30
 
 
-def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | None = None,
+               stages: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` of each row, highest first; among equal values the lower column wins.
 
     Parameters
@@ -150,6 +152,9 @@ def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | No
         above the k-th value (each holds one such element, so the k-th value
         is at least their smallest maximum). torch's ``topk`` is then run on
         ``m / block`` maxima and ``k * block`` candidates instead of ``m``.
+    stages : bool
+        Without ``block``, pick the group width from ``SELECT_GROUPS`` at
+        every stage (the candidates of one stage may go through another).
 
     Returns
     -------
@@ -160,6 +165,8 @@ def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | No
     [[1, 2]]
     """
     t, m = values.shape
+    if block is None:
+        block = next((g for g in SELECT_GROUPS if m % g == 0 and m >= 4 * k * g), None) if stages else None
     if block is not None and m % block == 0 and m >= 4 * k * block:
         nb = m // block
         # Reducing over a strided axis lets torch vectorise along the contiguous one (much faster than amax(dim=2)).
@@ -168,12 +175,10 @@ def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | No
         no_tie = nb == k or bool((top_blocks.values[:, k] < top_blocks.values[:, k - 1]).all())
         if no_tie:
             chosen = top_blocks.indices[:, :k].sort(dim=1).values  # ascending: keeps columns in key order
-            picked_v = values.view(t, nb, block).gather(1, chosen[:, :, None].expand(t, k, block)).reshape(t, k * block)
-            if cols.dim() == 1:
-                picked_c = cols.view(nb, block)[chosen].reshape(t, k * block)
-            else:
-                picked_c = cols.view(t, nb, block).gather(1, chosen[:, :, None].expand(t, k, block)).reshape(t, k * block)
-            return exact_topk(picked_v, picked_c, k)
+            flat = (chosen[:, :, None] * block + torch.arange(block)).reshape(t, k * block)
+            picked_v = values.gather(1, flat)
+            picked_c = cols[flat] if cols.dim() == 1 else cols.gather(1, flat)
+            return exact_topk(picked_v, picked_c, k, stages=stages)
     cols = cols.expand(t, m) if cols.dim() == 1 else cols
     if m <= k:
         return _sorted_by_value_then_column(values, cols, m)
@@ -207,7 +212,7 @@ class _Running:
         self.empty = True
 
     def merge(self, values: torch.Tensor, cols: torch.Tensor, block: int) -> None:
-        values, cols = exact_topk(values, cols, self.k, SELECT_GROUP)
+        values, cols = exact_topk(values, cols, self.k, stages=True)
         if self.empty:  # already the chunk's exact top k, in order
             self.values, self.cols = values, cols.expand(values.shape[0], -1) if cols.dim() == 1 else cols
         else:
