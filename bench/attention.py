@@ -5,7 +5,7 @@ Measured in one run on the same arrays (d = 64, one head, float32):
   top-k      qflow's exact top-k attention, topk_bounds_limit 0.5 (key blocks of 32
              whose min/max bound cannot reach a query's k-th score are skipped;
              dense scoring where bounds prune too little)
-  top-k/d    the same with topk_bounds_limit 0 (every score computed, exact two-stage selection)
+  top-k/d    the same with topk_bounds_limit 0 (every score computed, exact staged selection)
   random-k   softmax over k uniformly drawn keys (the naive sparse baseline)
 Columns: best-of-N wall time, dense time / time (above 1: faster than SDPA),
 relative L2 error against dense, share of the n_q x n scores computed, and

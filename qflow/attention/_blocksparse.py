@@ -15,7 +15,7 @@ the result is exact top-k (ties broken towards the lower key index).
 
 Where bounds prune too little (flat attention, keys with no positional
 locality) the first tile says so and the rest is scored densely: every score
-computed, selected per tile with a two-stage exact selection (block maxima
+computed, selected per tile with a staged exact selection (block maxima
 first, then the few blocks that can hold the top k). Either way scores are
 held for one tile and one key chunk at a time, never ``n_q x n``.
 
