@@ -38,6 +38,8 @@ __all__ = [
 
 #: Queries whose selected values are gathered at once (random-k also scores this many at a time).
 QUERY_CHUNK = 512
+#: Elements of gathered keys/values held at once (16 MiB of float32).
+GATHER_ELEMENTS = 1 << 22
 #: Queries per SDPA call of the dense baseline (a progress report after each).
 DENSE_CHUNK = 2048
 #: Queries the error-vs-k sweep measures (the first ones): it bounds that sweep's cost on long sequences.
@@ -100,9 +102,14 @@ def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int
     scale = 1.0 / math.sqrt(q.shape[1])
     values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, prune_limit=prune_limit,
                                           tick=tick)
-    outs = [_gathered(torch.softmax(values[s:s + QUERY_CHUNK], dim=1), idx[s:s + QUERY_CHUNK], v)
-            for s in range(0, q.shape[0], QUERY_CHUNK)]
+    step = _gather_rows(top_k, v.shape[1])
+    outs = [_gathered(torch.softmax(values[s:s + step], dim=1), idx[s:s + step], v) for s in range(0, q.shape[0], step)]
     return torch.cat(outs), idx, stats
+
+
+def _gather_rows(top_k: int, width: int) -> int:
+    """Queries per chunk so a gather of their ``top_k`` rows of ``width`` stays within GATHER_ELEMENTS (k = n is n x width per query)."""
+    return max(1, min(QUERY_CHUNK, GATHER_ELEMENTS // (top_k * width)))
 
 
 def random_k_attention(q, k, v, top_k: int, seed: int = 0, chunk: int = QUERY_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +118,7 @@ def random_k_attention(q, k, v, top_k: int, seed: int = 0, chunk: int = QUERY_CH
     gen = torch.Generator().manual_seed(int(seed))
     scale = 1.0 / math.sqrt(q.shape[1])
     outs, idxs = [], []
+    chunk = min(chunk, _gather_rows(top_k, max(k.shape[1], v.shape[1])))
     for start in range(0, q.shape[0], chunk):
         rows = q[start:start + chunk]
         idx = torch.rand(rows.shape[0], k.shape[0], generator=gen).topk(top_k, dim=1).indices

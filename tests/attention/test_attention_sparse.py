@@ -76,3 +76,13 @@ def test_relative_error_is_the_l2_ratio(shape):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=shape), rng.normal(size=shape)
     assert relative_error(a, b) == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_gathers_are_chunked_by_k_times_width():
+    from qflow.attention._classical import GATHER_ELEMENTS, QUERY_CHUNK, _gather_rows
+
+    assert _gather_rows(32, 64) == QUERY_CHUNK  # the usual case: 512 queries at once
+    assert _gather_rows(16384, 64) * 16384 * 64 <= GATHER_ELEMENTS  # k = n at the longest sequence: 4 queries
+    q, k, v = qkv(n=50, seed=5)
+    out, _ = topk_attention(q, k, v, 50)
+    assert np.allclose(out.numpy(), naive_attention(q, k, v), atol=1e-5)
