@@ -67,7 +67,15 @@ def dense_attention(q, k, v, tick: Tick | None = None, chunk: int = DENSE_CHUNK)
 
 
 def _gathered(weights: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``sum_j weights[i, j] v[idx[i, j]]``: (c, k), (c, k), (n, d_v) -> (c, d_v)."""
+    """``sum_j weights[i, j] v[idx[i, j]]``: (c, k), (c, k), (n, d_v) -> (c, d_v).
+
+    Gathers the k value rows per query, or, when that is more than a row of
+    n weights (k d_v > n), scatters the weights into a (c, n) row and uses
+    one matmul: the same sum with less memory and a BLAS kernel.
+    """
+    if idx.shape[1] * v.shape[1] > v.shape[0]:
+        dense = torch.zeros(idx.shape[0], v.shape[0], dtype=weights.dtype).scatter_(1, idx, weights)
+        return dense @ v
     return torch.einsum("ck,ckd->cd", weights, v[idx])
 
 
@@ -102,13 +110,13 @@ def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int
     scale = 1.0 / math.sqrt(q.shape[1])
     values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, prune_limit=prune_limit,
                                           tick=tick)
-    step = _gather_rows(top_k, v.shape[1])
+    step = _gather_rows(min(top_k * v.shape[1], v.shape[0]), 1)
     outs = [_gathered(torch.softmax(values[s:s + step], dim=1), idx[s:s + step], v) for s in range(0, q.shape[0], step)]
     return torch.cat(outs), idx, stats
 
 
 def _gather_rows(top_k: int, width: int) -> int:
-    """Queries per chunk so a gather of their ``top_k`` rows of ``width`` stays within GATHER_ELEMENTS (k = n is n x width per query)."""
+    """Queries per chunk so ``top_k * width`` elements per query stay within GATHER_ELEMENTS at once."""
     return max(1, min(QUERY_CHUNK, GATHER_ELEMENTS // (top_k * width)))
 
 
@@ -118,11 +126,14 @@ def random_k_attention(q, k, v, top_k: int, seed: int = 0, chunk: int = QUERY_CH
     gen = torch.Generator().manual_seed(int(seed))
     scale = 1.0 / math.sqrt(q.shape[1])
     outs, idxs = [], []
-    chunk = min(chunk, _gather_rows(top_k, max(k.shape[1], v.shape[1])))
+    chunk = min(chunk, _gather_rows(min(top_k * max(k.shape[1], v.shape[1]), k.shape[0]), 1))
     for start in range(0, q.shape[0], chunk):
         rows = q[start:start + chunk]
         idx = torch.rand(rows.shape[0], k.shape[0], generator=gen).topk(top_k, dim=1).indices
-        scores = torch.einsum("cd,ckd->ck", rows, k[idx]) * scale
+        if top_k * k.shape[1] > k.shape[0]:  # fewer multiply-adds as one matmul than as a gather of k rows
+            scores = (rows @ k.T).gather(1, idx) * scale
+        else:
+            scores = torch.einsum("cd,ckd->ck", rows, k[idx]) * scale
         outs.append(_gathered(torch.softmax(scores, dim=1), idx, v))
         idxs.append(idx)
     return torch.cat(outs), torch.cat(idxs)

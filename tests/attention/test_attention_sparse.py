@@ -82,7 +82,10 @@ def test_gathers_are_chunked_by_k_times_width():
     from qflow.attention._classical import GATHER_ELEMENTS, QUERY_CHUNK, _gather_rows
 
     assert _gather_rows(32, 64) == QUERY_CHUNK  # the usual case: 512 queries at once
-    assert _gather_rows(16384, 64) * 16384 * 64 <= GATHER_ELEMENTS  # k = n at the longest sequence: 4 queries
+    assert _gather_rows(16384, 64) * 16384 * 64 <= GATHER_ELEMENTS
     q, k, v = qkv(n=50, seed=5)
-    out, _ = topk_attention(q, k, v, 50)
-    assert np.allclose(out.numpy(), naive_attention(q, k, v), atol=1e-5)
+    for kk in (3, 20, 50):  # 3 * 8 < 50 gathers value rows; 20 * 8 > 50 scatters weights into rows of 50
+        out, idx = topk_attention(q, k, v, kk)
+        assert np.allclose(out.numpy(), naive_attention(q, k, v, idx.numpy()), atol=1e-5)
+        r_out, r_idx = random_k_attention(q, k, v, kk, seed=1)
+        assert np.allclose(r_out.numpy(), naive_attention(q, k, v, r_idx.numpy()), atol=1e-5)
