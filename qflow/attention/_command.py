@@ -7,6 +7,7 @@ names that file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def embeddings_path(out: Path) -> Path:
     return out.with_name(out.stem + ".embeddings.npy")
 
 
+def pruned_dir(out: Path) -> Path:
+    """``plan.json`` -> ``plan.pruned/`` (same folder): ``model.safetensors`` and ``config.json``, as a model hub stores them."""
+    return out.with_name(out.stem + ".pruned")
+
+
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
@@ -37,6 +43,15 @@ def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = 
         info["written_to"] = str(target)
     else:
         info["written_to"] = None
+    pruned = run.plan.result.get("pruned_checkpoint")
+    if pruned is not None:
+        pruned["written_to"] = None
+        if out is not None:
+            folder = pruned_dir(out)
+            folder.mkdir(exist_ok=True)
+            (folder / pruned["file"]).write_bytes(run.pruned_checkpoint)
+            (folder / pruned["config_file"]).write_text(json.dumps(run.pruned_config, indent=2) + "\n")
+            pruned["written_to"] = str(folder)
     return run.plan
 
 
@@ -60,8 +75,18 @@ def _summarize(plan: Plan) -> list[str]:
         lines.append(f"  QAOA top-k windows: overlap {format_value(m.get('qaoa_overlap'))}, mean ratio {format_value(m.get('qaoa_mean_ratio'))}")
     heads = plan.result.get("heads")
     if heads:
-        lines.append(f"  heads kept {heads['kept']}, pruned {heads['pruned']}; params saved {m['params_saved']}; "
-                     f"layer output change {format_value(m['layer_output_relative_change'])}")
+        pruned = [heads["head_labels"][i] for i in heads["pruned"]]
+        lines.append(f"  heads ({heads['layout']} layout, {len(heads['layers'])} layers): pruned {len(pruned)} of "
+                     f"{heads['n_heads']} {pruned[:12]}{' ...' if len(pruned) > 12 else ''}; params saved "
+                     f"{m['params_saved']}; largest layer output change {format_value(m['layer_output_relative_change'])}")
+    search = plan.result.get("topk_search")
+    if search:
+        lines.append(f"  top-k search: {search['path']} ({search['reason']}); scores computed "
+                     f"{format_value(m['scores_computed_fraction'])} of dense")
+    pruned_info = plan.result.get("pruned_checkpoint")
+    if pruned_info:
+        where = pruned_info.get("written_to")
+        lines.append("  pruned checkpoint " + (f"written to {where}" if where else "not written (pass --out)"))
     info = plan.result["updated_embeddings"]
     where = info.get("written_to")
     lines.append(f"  updated embeddings {tuple(info['shape'])} "
@@ -77,7 +102,8 @@ COMMANDS = (ModuleCommand(
     optional_inputs=("weights",),
     input_help={
         "embeddings": ".npy/.npz/.pt/.safetensors: one (seq, d) array used as Q = K = V, or arrays q, k, v",
-        "weights": ".npz/.pt/.safetensors state dict: {q,k,v,o}_proj.weight (d, d), optional biases, n_heads",
+        "weights": ".npz/.pt/.safetensors state dict: {q,k,v,o}_proj.weight, BERT encoder.layer.N.attention.* or "
+                   "Llama/Mistral model.layers.N.self_attn.{q,k,v,o}_proj (head counts from config.json beside it)",
     },
     sample_inputs={"embeddings": "sample_data/attention/embeddings.npy", "weights": "sample_data/attention/attention_weights.safetensors"},
     run=_run,

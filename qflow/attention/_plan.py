@@ -15,31 +15,37 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from qflow.attention._blocksparse import SelectionStats
+from qflow.attention._checkpoint import CONFIG_KEYS, pruned_checkpoint
 from qflow.attention._classical import (
+    ERROR_VS_K_QUERIES,
     attention_memory_bytes,
     dense_attention,
     error_vs_k,
     head_report,
     k_grid,
     layer_forward,
-    params_per_head,
+    params_saved,
     random_k_attention,
     relative_error,
     sinusoidal_encoding,
-    topk_attention,
+    sparse_attention,
     train_contrastive,
 )
 from qflow.attention._quantum import qaoa_topk, qpe_sweep
 from qflow.attention._schemas import AttentionConfig, AttentionInputs, build_inputs
-from qflow.core.errors import QuantumUnavailableError
+from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.io import read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer, digest_bytes
 from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
 from qflow.core.tensors import load_tensors
@@ -51,6 +57,10 @@ Progress = Callable[[float, str], None]
 EMBEDDINGS_FILE = "attention_embeddings.npy"
 #: Queries whose selected key indices are listed in the plan JSON (all are in the .npy).
 LISTED_QUERIES = 256
+#: Largest model config.json read beside a weights file.
+CONFIG_MAX_BYTES = 1 << 20
+#: File name the pruned checkpoint is offered under (the CLI writes ``<out stem>.pruned/model.safetensors``).
+PRUNED_FILE = "model.safetensors"
 #: Side of the dense-vs-sparse attention map carried in the plan for the page's heatmaps.
 MAP_SIDE = 48
 
@@ -66,11 +76,19 @@ class AttentionRun:
         The updated embeddings (sparse attention output); ``plan.result
         ["updated_embeddings"]`` holds their shape and sha256.
     selected_keys : ndarray of shape (n_q, top_k), int64
+    pruned_checkpoint : bytes or None
+        With svd_pruner on: the weights file as safetensors with the pruned
+        heads removed (``plan.result["pruned_checkpoint"]`` describes it).
+    pruned_config : dict or None
+        Its ``config.json``: the original head counts and head width (a
+        layer's heads are its rows over ``head_dim``) and ``pruned_heads``.
     """
 
     plan: Plan
     embeddings: np.ndarray
     selected_keys: np.ndarray
+    pruned_checkpoint: bytes | None = None
+    pruned_config: dict[str, Any] | None = None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -95,7 +113,38 @@ def load_attention_inputs(
     if weights is not None:
         w, raw_w = load_tensors(weights, weights_name)
         digests.append(raw_w.digest("weights"))
+        beside = Path(weights).with_name("config.json") if isinstance(weights, str | Path) else None
+        if beside is not None and beside.is_file():
+            counts, raw_c = read_model_config(beside)
+            w.update(counts)
+            digests.append(raw_c.digest("weights_config"))
     return emb, w, digests
+
+
+def read_model_config(source: Any, name: str = "config.json") -> tuple[dict[str, np.ndarray], Any]:
+    """Head counts from a model's ``config.json`` as ``config.<field>`` scalars (fields it lacks are left out).
+
+    Raises
+    ------
+    InputError
+        Not JSON, not an object, or a head count that is not a positive integer.
+    """
+    raw = read_input(source, name, max_bytes=CONFIG_MAX_BYTES)
+    try:
+        data = json.loads(raw.data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(raw.name, "(file)", "not valid JSON", "a model config.json", str(exc)[:80]) from None
+    if not isinstance(data, dict):
+        raise InputError(raw.name, "(file)", "not a JSON object", "a model config.json", type(data).__name__)
+    counts = {}
+    for key in CONFIG_KEYS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 20:
+            raise InputError(raw.name, key, "not a usable count", "a whole number from 1 to 1048576", value)
+        counts[f"config.{key}"] = np.array(value, dtype=np.int64)
+    return counts, raw
 
 
 def _digest_arrays(arrays: Mapping[str, np.ndarray], name: str) -> InputDigest:
@@ -119,7 +168,7 @@ def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
 
 
 def _requested(config: AttentionConfig) -> list[str]:
-    parts = ["topk"]
+    parts = ["topk_bounds" if config.topk_bounds_limit > 0 else "topk_dense"]
     parts += [name for name, on in (("qaoa", config.qaoa_sparse), ("qpe", config.qpe_positions),
                                     ("infonce", config.contrastive_trainer), ("svd_prune", config.svd_pruner)) if on]
     return parts
@@ -198,17 +247,28 @@ def run_attention(
     if config.qpe_positions:
         report(0.05, "QPE position encoding")
         with timer.stage("qpe"):
-            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics)
+            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics,
+                              heartbeat=lambda: report(0.1, "QPE position encoding"))
     if config.contrastive_trainer:
         report(0.2, "contrastive training (InfoNCE)")
         with timer.stage("train"):
-            q, k = _train(q, k, inputs, config, result, metrics)
+            q, k = _train(q, k, inputs, config, result, metrics, report)
 
     report(0.4, "sparse top-k attention")
     with timer.stage("sparse_attention"):
-        out, idx = topk_attention(q, k, v, config.top_k)
+        out, idx, search = sparse_attention(q, k, v, config.top_k, block=config.key_block,
+                                            prune_limit=config.topk_bounds_limit,
+                                            tick=lambda f: report(0.4 + 0.05 * f, "sparse top-k attention"))
+    _record_search(search, config, solver, result, metrics)
+    if config.qaoa_sparse:
+        report(0.45, "QAOA top-k windows")
+        with timer.stage("qaoa"):
+            out, idx = _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnostics,
+                             heartbeat=lambda: report(0.45, "QAOA top-k windows"))
+    diagnostics += _idle_settings(config, inputs)
+    report(0.5, "dense attention (baseline)")
     with timer.stage("dense_attention"):
-        dense = dense_attention(q, k, v)
+        dense = dense_attention(q, k, v, tick=lambda f: report(0.5 + 0.05 * f, "dense attention (baseline)"))
     with timer.stage("random_k_attention"):
         rand_out, _ = random_k_attention(q, k, v, config.top_k, config.seed)
     n_q, n = int(q.shape[0]), int(k.shape[0])
@@ -231,17 +291,18 @@ def run_attention(
     }
     report(0.5, "error against k")
     with timer.stage("error_vs_k"):
-        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed)
+        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed,
+                                          tick=lambda f: report(0.5 + 0.1 * f, "error against k"))
+    result["error_vs_k_queries"] = min(n_q, ERROR_VS_K_QUERIES)
     result["attention_map"] = _attention_map(q, k, idx)
 
-    if config.qaoa_sparse:
-        report(0.6, "QAOA top-k windows")
-        with timer.stage("qaoa"):
-            _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics)
+    pruned_bytes, pruned_config = None, None
     if inputs.weights is not None:
         report(0.85, "SVD of the heads")
         with timer.stage("svd_prune"):
-            _heads(inputs, config, result, metrics)
+            keeps = _heads(inputs, config, result, metrics, tick=lambda f: report(0.85 + 0.1 * f, "SVD of the heads"))
+        if keeps is not None:
+            pruned_bytes, pruned_config = _write_pruned(w_arrays, inputs.weights, keeps, result)
     solver.quantum = quantum.report(config)
 
     embeddings_out = out.numpy().astype(np.float32)
@@ -259,7 +320,30 @@ def run_attention(
     report(1.0, "done")
     plan = Plan(module="attention", inputs=digests, config=config.model_dump(), solver=solver, result=result,
                 metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
-    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected)
+    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected, pruned_checkpoint=pruned_bytes,
+                        pruned_config=pruned_config)
+
+
+def _write_pruned(arrays, checkpoint, keeps, result) -> tuple[bytes, dict[str, Any]]:
+    """The pruned state dict as safetensors bytes, its config.json, and their description in ``result``."""
+    from safetensors.numpy import save
+
+    state = {key: np.ascontiguousarray(value) for key, value in pruned_checkpoint(arrays, checkpoint, keeps).items()
+             if not key.startswith("config.")}
+    first = checkpoint.layers[0]
+    config = {"num_attention_heads": first.n_heads, "num_key_value_heads": first.n_kv_heads, "head_dim": first.d_head,
+              "hidden_size": first.d_model,
+              "pruned_heads": {str(layer.index): np.flatnonzero(~keep).tolist() for layer, keep in zip(
+                  checkpoint.layers, keeps, strict=True) if (~keep).any()}}
+    data = save(state)
+    result["pruned_checkpoint"] = {
+        "file": PRUNED_FILE, "config_file": "config.json", "sha256": digest_bytes(data), "bytes": len(data),
+        "layout": checkpoint.layout, "arrays": len(state), "config": config,
+        "shapes": {name: list(state[name].shape) for layer in checkpoint.layers for name in (layer.names or {}).values()},
+        "what": "the weights file with the pruned heads removed (rows of q, columns of o; k/v rows once no query head "
+                "uses them); read it back with its config.json beside it",
+    }
+    return data, config
 
 
 class _QuantumLog:
@@ -301,11 +385,28 @@ def _fall_back(solver: SolverReport, part: str, reason: str) -> None:
     solver.fall_back(before, after, reason)
 
 
-def _budget(config: AttentionConfig) -> QuantumBudget:
-    return QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
+def _budget(config: AttentionConfig, heartbeat: Callable[[], None] | None = None) -> QuantumBudget:
+    """The plan's quantum budget; ``heartbeat`` (the progress sink) is called between optimiser steps, so a cancel stops them."""
+    return QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
 
 
-def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics, diagnostics):
+def _record_search(search: SelectionStats, config: AttentionConfig, solver: SolverReport, result, metrics) -> None:
+    """How the top-k keys were found: the fraction of scores computed, the scratch held, and a dense fallback if any."""
+    dense_bytes = 4 * search.scores_total
+    result["topk_search"] = {
+        "bounds_limit": config.topk_bounds_limit, "path": search.path, "reason": search.reason, "key_block": config.key_block,
+        "scores_computed": search.scores_computed, "scores_total": search.scores_total,
+        "tiles": search.tiles, "tiles_scored_densely": search.tiles_dense,
+        "exact": "every key whose block bound reaches a query's k-th score is scored; the result is exact top-k",
+    }
+    metrics["scores_computed_fraction"] = search.fraction_computed
+    metrics["score_scratch_bytes"] = 4 * search.scratch_elements
+    metrics["score_scratch_ratio_vs_dense"] = 4 * search.scratch_elements / dense_bytes
+    if config.topk_bounds_limit > 0 and search.path == "dense":
+        solver.fall_back(solver.ran, solver.ran.replace("topk_bounds", "topk_dense", 1), search.reason)
+
+
+def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics, diagnostics, heartbeat=None):
     """Encode positions with QPE, read them back, add their sinusoid to Q and K."""
     n_q, n, d = inputs.q.shape[0], inputs.k.shape[0], inputs.k.shape[1]
     n_pos = max(n_q, n)
@@ -318,7 +419,7 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
     device = quantum.device_or_fall_back(solver, "qpe")
     if device is not None:
         try:
-            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config))
+            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config, heartbeat))
             quantum.blocks.append({"kind": "qpe_positions", "qubits": t_max + 1, "circuits": circuits, "positions": n_pos,
                                    "counting_qubits": t_max})
         except QuantumUnavailableError as exc:
@@ -335,12 +436,14 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
     return q, k
 
 
-def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics):
+def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics, report):
     """InfoNCE-train W_q, W_k; return the projected Q and K."""
     q_np, k_np = np.asarray(q), np.asarray(k)
     d = q_np.shape[1]
-    if inputs.weights is not None:
-        wq0, wk0, start = inputs.weights.w["q_proj"], inputs.weights.w["k_proj"], "weights file q_proj / k_proj"
+    first = inputs.weights.layers[0] if inputs.weights is not None else None
+    if first is not None and first.w["q_proj"].shape == first.w["k_proj"].shape == (d, d):
+        wq0, wk0 = first.w["q_proj"], first.w["k_proj"]
+        start = f"weights file layer {first.index} q_proj / k_proj"
     else:
         wq0 = wk0 = np.eye(d, dtype=np.float32)
         start = "identity"
@@ -348,7 +451,8 @@ def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result
         rows = min(q_np.shape[0], k_np.shape[0])  # positives are row-aligned pairs
     else:
         rows = q_np.shape[0]
-    wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate, config.seed)
+    wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate,
+                                       config.seed, tick=lambda f: report(0.2 + 0.2 * f, "contrastive training (InfoNCE)"))
     result["training"] = {"loss_curve": [round(x, 6) for x in losses], "start": start, "pairs": rows,
                           "loss": "sum_i -log softmax_j(q_i . k_j)[i]"}
     metrics["infonce_initial"] = losses[0]
@@ -375,66 +479,178 @@ def _attention_map(q, k, idx: torch.Tensor) -> dict[str, Any]:
             "sparse": sparse[:, :side_k].numpy().round(5).tolist()}
 
 
-def _qaoa(q, k, idx, config, solver, quantum, result, metrics, diagnostics) -> None:
-    """QAOA k-of-m selection on a key window of each of the first ``qaoa_queries`` queries."""
+def _qaoa_window(scores: torch.Tensor, selected: torch.Tensor, top_k: int, max_qubits: int) -> tuple[int, np.ndarray] | None:
+    """The keys QAOA decides for one query: ``j`` open slots at the end of its top k, and ``m`` candidates for them.
+
+    The query's ``top_k - j`` best keys are certain; the candidates are its
+    keys ranked ``top_k - j`` to ``top_k - j + m - 1`` (the selection's last
+    ``j`` and the best unselected ones). ``j = m // 3``, not ``m // 2``: at
+    half the count penalty is symmetric under complementing the selection,
+    and shallow QAOA then often reads out the complement.
+
+    Returns ``(j, candidate key indices (m,))``, or None when every key is selected.
+    """
+    n = scores.numel()
+    m = min(max_qubits, n)
+    j = max(1, min(top_k, m // 3))
+    m = min(m, n - top_k + j)
+    if m <= j:
+        return None
+    outside = torch.ones(n, dtype=torch.bool)
+    outside[selected] = False
+    rest = torch.nonzero(outside).flatten()
+    best_rest = rest[torch.argsort(scores[rest], descending=True, stable=True)[: m - j]]
+    return j, torch.cat([selected[top_k - j:], best_rest]).numpy()
+
+
+def _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnostics, heartbeat=None):
+    """QAOA fills the last slots of the top-k selection of the first ``qaoa_queries`` queries; the output uses its pick.
+
+    QAOA's pick is adopted only where its exact check shows it optimal (the
+    exact top-j of the candidates); elsewhere the exact pick is used. Those
+    queries' output rows are recomputed from the adopted selection.
+
+    Returns
+    -------
+    out : tensor of shape (n_q, d_v)
+    idx : tensor of shape (n_q, top_k), int64
+    """
+    qt, kt, vt = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (q, k, v))
+    scale = 1.0 / math.sqrt(qt.shape[1])
+    out, idx = out.clone(), idx.clone()
     device = quantum.device_or_fall_back(solver, "qaoa")
-    qt, kt = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
-    n = kt.shape[0]
-    m = min(config.max_qubits, n)
-    # m // 3, not m // 2: at k = m/2 the count penalty is symmetric under complementing the
-    # selection, and shallow QAOA then often reads out the complement of the top-k set.
-    k_sub = max(1, min(config.top_k, m // 3))
     rows = []
     for query in range(min(config.qaoa_queries, qt.shape[0])):
-        start = int(min(max(query - m // 2, 0), n - m))  # the m keys around the query's own position
-        window = np.arange(start, start + m)
-        scores = kt[window] @ qt[query] / math.sqrt(qt.shape[1])
-        exact = window[np.sort(np.argsort(-scores, kind="stable")[:k_sub])]
-        row = {"query": query, "window": [int(start), int(start + m)], "k": k_sub, "exact": exact.tolist()}
+        scores = kt @ qt[query] * scale
+        window = _qaoa_window(scores, idx[query], config.top_k, config.max_qubits)
+        if window is None:
+            diagnostics.append(f"qaoa_sparse has no effect: top_k = {config.top_k} keeps every one of the "
+                               f"{kt.shape[0]} keys, so there is nothing to choose")
+            break
+        j, candidates = window
+        cand_scores = scores[candidates].double().numpy()
+        exact = np.sort(candidates[np.argsort(-cand_scores, kind="stable")[:j]])
+        row = {"query": query, "slots": j, "candidates": candidates.tolist(), "exact": exact.tolist()}
         if device is not None:
             try:
-                out = qaoa_topk(scores, k_sub, config.qaoa_layers, device, _budget(config), config.qaoa_steps, config.seed + query)
+                found = qaoa_topk(cand_scores, j, config.qaoa_layers, device, _budget(config, heartbeat), config.qaoa_steps,
+                                  config.seed + query)
             except QuantumUnavailableError as exc:
                 _fall_back(solver, "qaoa", str(exc))
                 device = None
             else:
-                row.update({"qaoa": window[out["qaoa"]].tolist(), "used": window[out["used"]].tolist(),
-                            "overlap": out["overlap"], "optimal": out["optimal"], "ratio": out["ratio"],
-                            "probability": out["probability"], "feasible_probability": out["feasible_probability"],
-                            "argmax_feasible": out["argmax_feasible"]})
-                quantum.blocks.append({"kind": "qaoa_topk", **{key: out[key] for key in
+                row.update({"qaoa": sorted(candidates[found["qaoa"]].tolist()), "used": sorted(candidates[found["used"]].tolist()),
+                            "adopted": found["optimal"], **{key: found[key] for key in (
+                                "overlap", "optimal", "ratio", "probability", "feasible_probability", "argmax_feasible")}})
+                quantum.blocks.append({"kind": "qaoa_topk", **{key: found[key] for key in
                                       ("qubits", "circuits", "steps", "history", "ratio", "overlap")}, "query": query})
         if "used" not in row:
-            row["used"] = row["exact"]
+            row["used"], row["adopted"] = row["exact"], False
+        keys = torch.cat([idx[query][: config.top_k - j], torch.as_tensor(row["used"], dtype=torch.int64)])
+        order = torch.argsort(scores[keys], descending=True, stable=True)
+        idx[query] = keys[order]
+        out[query] = torch.softmax(scores[idx[query]], dim=0) @ vt[idx[query]]
         rows.append(row)
     result["qaoa_topk"] = rows
+    result["qaoa_topk_use"] = (
+        "For each listed query, QAOA chooses the last `slots` keys of its top-k among `candidates` (the keys ranked "
+        "around the k-th); the updated embeddings use that choice where QAOA's exact check shows it optimal and the "
+        "exact choice elsewhere. An optimal choice is the exact top-k, so the output equals exact top-k attention.")
     done = [r for r in rows if "overlap" in r]
+    adopted = sum(r["adopted"] for r in done)
     metrics["qaoa_overlap"] = float(np.mean([r["overlap"] for r in done])) if done else None
     metrics["qaoa_mean_ratio"] = float(np.mean([r["ratio"] for r in done])) if done else None
-    if done and not all(r["optimal"] for r in done):
-        diagnostics.append("QAOA missed the exact top-k on some windows; the exact answer was used there")
+    metrics["qaoa_windows_adopted"] = adopted
+    if done and adopted == 0:
+        _fall_back(solver, "qaoa", f"QAOA missed the exact top-k on all {len(done)} windows; the exact selection was used")
+    elif done and adopted < len(done):
+        diagnostics.append(f"QAOA missed the exact top-k on {len(done) - adopted} of {len(done)} windows; "
+                           "the exact selection was used there")
+    if adopted:
+        diagnostics.append(f"QAOA's selection is used on {adopted} window(s); being optimal it equals exact top-k, so "
+                           "the updated embeddings are those of exact top-k attention")
+    return out, idx
 
 
-def _heads(inputs: AttentionInputs, config, result, metrics) -> None:
-    """SVD of every head; with svd_pruner on, remove those under the threshold and measure the change."""
-    weights = inputs.weights
-    report = head_report(weights, config.prune_threshold)
-    keep = report.keep if config.svd_pruner else np.ones(weights.n_heads, dtype=bool)
-    x = inputs.q  # the layer's sample inputs: the embeddings (or the queries when Q/K/V are separate)
-    full = layer_forward(x, weights)
-    pruned = layer_forward(x, weights, keep)
-    saved = int((~keep).sum()) * params_per_head(weights)
-    total = 4 * weights.d_model * weights.d_model + 4 * weights.d_model
+#: Settings that only act through a toggle (or an input), and what they need.
+_NEEDS = {
+    "qaoa_queries": ("qaoa_sparse",), "qaoa_layers": ("qaoa_sparse",), "qaoa_steps": ("qaoa_sparse",),
+    "train_steps": ("contrastive_trainer",), "learning_rate": ("contrastive_trainer",),
+    "max_qubits": ("qaoa_sparse", "qpe_positions"), "quantum_time_budget_s": ("qaoa_sparse", "qpe_positions"),
+}
+
+
+def _idle_settings(config: AttentionConfig, inputs: AttentionInputs) -> list[str]:
+    """One diagnostic per setting changed from its default that cannot act in this combination."""
+    fields = AttentionConfig.model_fields
+    changed = [name for name in fields if getattr(config, name) != fields[name].default]
+    notes = []
+    for name in changed:
+        needs = _NEEDS.get(name)
+        if needs and not any(getattr(config, toggle) for toggle in needs):
+            notes.append(f"{name} = {getattr(config, name)} has no effect: {' and '.join(needs)} "
+                         f"{'is' if len(needs) == 1 else 'are'} off")
+    if inputs.weights is None:
+        notes += [f"{name} = {getattr(config, name)} has no effect: no weights file was given"
+                  for name in ("heads", "kv_heads", "prune_threshold") if name in changed]
+    elif "settings" not in inputs.weights.heads_from:
+        notes += [f"{name} = {getattr(config, name)} has no effect: head counts come from the {inputs.weights.heads_from}"
+                  for name in ("heads", "kv_heads") if name in changed]
+    elif "prune_threshold" in changed and not config.svd_pruner:
+        notes.append(f"prune_threshold = {config.prune_threshold} only marks heads in the report: svd_pruner is off, "
+                     "so no head is removed")
+    if "key_block" in changed and config.topk_bounds_limit == 0:
+        notes.append(f"key_block = {config.key_block} has no effect: topk_bounds_limit is 0 (every key is scored)")
+    return notes
+
+
+def _heads(inputs: AttentionInputs, config, result, metrics, tick=None) -> list[np.ndarray] | None:
+    """SVD of every head of every layer; with svd_pruner on, remove those under the threshold and measure the change.
+
+    Returns, when svd_pruner is on, per layer the query heads kept ((H_l,) bool); else None.
+    """
+    checkpoint = inputs.weights
+    x = inputs.q  # the layers' sample inputs: the embeddings (or the queries when Q/K/V are separate)
+    layers, keeps, flat_sv, flat_pruned, labels = [], [], [], [], []
+    saved = 0
+    for number, layer in enumerate(checkpoint.layers):
+        report = head_report(layer, config.prune_threshold)
+        # Grouped-query attention needs equal groups: a query head goes only with its whole key/value group.
+        prunable = report.keep.reshape(layer.n_kv_heads, layer.group).any(axis=1).repeat(layer.group)
+        keep = prunable if config.svd_pruner else np.ones(layer.n_heads, dtype=bool)
+        change = relative_error(layer_forward(x, layer, keep), layer_forward(x, layer))
+        layer_saved = params_saved(layer, keep)
+        saved += layer_saved
+        keeps.append(keep)
+        for h in range(layer.n_heads):
+            if not keep[h]:
+                flat_pruned.append(len(labels))
+            labels.append(f"L{layer.index}.H{h}")
+        flat_sv += report.singular_values.round(6).tolist()
+        layers.append({
+            "layer": layer.index, "n_heads": layer.n_heads, "n_kv_heads": layer.n_kv_heads, "d_head": layer.d_head,
+            "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
+            "under_threshold": np.flatnonzero(~report.keep).tolist(),
+            "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
+            "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
+            "output_relative_change": change, "params_saved": layer_saved,
+        })
+        if tick is not None:
+            tick((number + 1) / len(checkpoint.layers))
+    first = checkpoint.layers[0]
     result["heads"] = {
-        "n_heads": weights.n_heads, "d_head": weights.d_head, "threshold": config.prune_threshold,
-        "kept": np.flatnonzero(keep).tolist(), "pruned": np.flatnonzero(~keep).tolist(),
-        "leading_singular_values": report.singular_values[:, 0].round(6).tolist(),
-        "singular_values": report.singular_values.round(6).tolist(),
-        "qk_leading_singular_values": report.qk_leading.round(6).tolist(),
-        "criterion": "leading singular value of [W_O,h W_V,h | W_O,h b_V,h] < threshold",
+        "layout": checkpoint.layout, "layers": layers, "heads_from": checkpoint.heads_from,
+        "n_heads": len(labels), "d_head": first.d_head, "threshold": config.prune_threshold, "head_labels": labels,
+        "kept": [i for i in range(len(labels)) if i not in set(flat_pruned)], "pruned": flat_pruned,
+        "leading_singular_values": [row[0] for row in flat_sv], "singular_values": flat_sv,
+        "criterion": "leading singular value of [W_O,h W_V,g(h) | W_O,h b_V,g(h)] < threshold (g(h): the head's key/value "
+                     "head); with grouped-query attention a head is removed only with every head of its group",
         "applied": bool(config.svd_pruner),
+        "measured_on": "each layer's attention output on the embeddings, with all heads and with the kept heads "
+                       "(no rotary positions, norms or MLPs)",
     }
-    metrics["heads_pruned"] = int((~keep).sum())
+    metrics["heads_pruned"] = len(flat_pruned)
     metrics["params_saved"] = saved
-    metrics["params_saved_fraction"] = saved / total
-    metrics["layer_output_relative_change"] = relative_error(pruned, full)
+    metrics["params_saved_fraction"] = saved / checkpoint.n_params
+    metrics["layer_output_relative_change"] = max(row["output_relative_change"] for row in layers)
+    return keeps if config.svd_pruner else None

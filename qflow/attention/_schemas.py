@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from qflow.attention._checkpoint import AttentionWeights, Checkpoint, parse_checkpoint
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
+from qflow.core.limits import check_limit
 from qflow.core.quantum import HARD_MAX_QUBITS
 
-__all__ = ["AttentionConfig", "AttentionInputs", "AttentionWeights", "build_inputs", "parse_embeddings", "parse_weights"]
+__all__ = ["AttentionConfig", "AttentionInputs", "AttentionWeights", "Checkpoint", "build_inputs", "parse_embeddings",
+           "parse_weights"]
 
 #: Largest sequence accepted (keys or queries); the dense baseline is n x n.
 MAX_SEQ = 16_384
@@ -28,7 +30,6 @@ MAX_SEQ = 16_384
 QKV_NAMES = {"q": ("q", "query", "queries"), "k": ("k", "key", "keys"), "v": ("v", "value", "values")}
 #: Key names accepted for a single embeddings array inside a multi-array file.
 EMBEDDING_NAMES = ("embeddings", "x", "hidden_states", "array")
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class AttentionConfig(QflowConfig):
@@ -46,7 +47,15 @@ class AttentionConfig(QflowConfig):
         False, description="Prune heads of the weights file whose leading OV singular value is under prune_threshold "
         "(needs a weights file).")
     top_k: int = Field(32, ge=1, le=MAX_SEQ, description="Keys kept per query by sparse attention (<= number of keys).")
-    heads: int = Field(4, ge=1, le=64, description="Attention heads of the layer; must match the weights file's n_heads.")
+    topk_bounds_limit: float = Field(
+        0.5, ge=0, le=1, description="Exact top-k skips key blocks whose per-dimension min/max bound cannot reach a "
+        "query's k-th score; once a tile still has to score more than this share of the blocks, the rest is scored "
+        "densely. 0 scores every key (no bounds). The keys found are the same either way.")
+    key_block: int = Field(32, ge=4, le=1024, description="Keys per block (consecutive positions) for the top-k bounds.")
+    heads: int = Field(4, ge=1, le=256, description="Query heads per layer when the weights file declares none (its "
+                       "config.json's num_attention_heads or an n_heads array wins).")
+    kv_heads: int = Field(0, ge=0, le=256, description="Key/value heads per layer (grouped-query attention) when the "
+                          "weights file declares none; 0 = as heads.")
     prune_threshold: float = Field(
         0.5, ge=0, le=1e6, description="A head is pruned when the leading singular value of its W_O W_V is under this.")
     max_qubits: int = Field(
@@ -61,34 +70,6 @@ class AttentionConfig(QflowConfig):
 
 
 @dataclass(frozen=True)
-class AttentionWeights:
-    """One multi-head attention layer, ``y = concat_h(softmax(q_h k_h^T / sqrt(d_h)) v_h) W_O^T + b_O``.
-
-    Attributes
-    ----------
-    w : dict of str to ndarray of shape (d, d), float32
-        ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` in ``torch.nn.Linear``
-        layout (out_features, in_features); head ``h`` owns rows
-        ``h*d_h:(h+1)*d_h`` of q/k/v and those columns of o.
-    b : dict of str to ndarray of shape (d,), float32
-        Biases (zeros where the file has none).
-    n_heads : int
-    """
-
-    w: dict[str, np.ndarray]
-    b: dict[str, np.ndarray]
-    n_heads: int
-
-    @property
-    def d_model(self) -> int:
-        return int(self.w["q_proj"].shape[1])
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-
-@dataclass(frozen=True)
 class AttentionInputs:
     """A validated attention instance.
 
@@ -99,14 +80,15 @@ class AttentionInputs:
     v : ndarray of shape (n, d_v), float32
     shared : bool
         True when one embeddings array was given and is used as Q = K = V.
-    weights : AttentionWeights or None
+    weights : Checkpoint or None
+        Every attention layer of the weights file.
     """
 
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
     shared: bool
-    weights: AttentionWeights | None = None
+    weights: Checkpoint | None = None
 
     @property
     def n_keys(self) -> int:
@@ -168,56 +150,9 @@ def parse_embeddings(arrays: Mapping[str, np.ndarray], source: str = "embeddings
     return x, x, x, True
 
 
-def _scalar_int(value: Any, source: str, field: str) -> int:
-    a = np.asarray(value)
-    if a.size != 1 or a.dtype.kind not in "iuf" or float(a.reshape(-1)[0]) != int(a.reshape(-1)[0]):
-        raise InputError(source, field, "not a whole number", "one integer", a.tolist())
-    return int(a.reshape(-1)[0])
-
-
 def parse_weights(arrays: Mapping[str, np.ndarray], d_model: int, heads: int, source: str = "weights") -> AttentionWeights:
-    """An :class:`AttentionWeights` from a state dict.
-
-    Expects ``{q,k,v,o}_proj.weight`` of shape (d_model, d_model), optional
-    ``{q,k,v,o}_proj.bias`` of shape (d_model,), and optionally ``n_heads``
-    (must equal ``heads``). A common prefix (``layers.0.attn.``) is ignored.
-    """
-    names = {key: key for key in arrays}
-    stripped: dict[str, str] = {}
-    for key in names:
-        for proj in PROJECTIONS:
-            for part in ("weight", "bias"):
-                if key == f"{proj}.{part}" or key.endswith(f".{proj}.{part}"):
-                    stripped[f"{proj}.{part}"] = key
-        if key == "n_heads" or key.endswith(".n_heads") or key in ("num_heads", "n_head"):
-            stripped["n_heads"] = key
-    w, b = {}, {}
-    for proj in PROJECTIONS:
-        key = stripped.get(f"{proj}.weight")
-        if key is None:
-            raise InputError(source, f"{proj}.weight", "missing array", "q_proj, k_proj, v_proj and o_proj weights",
-                             sorted(arrays)[:8])
-        w[proj] = _matrix(arrays[key], source, key)
-        if w[proj].shape != (d_model, d_model):
-            raise InputError(source, key, "shape mismatch with the embeddings",
-                             f"shape ({d_model}, {d_model}) for embeddings of width {d_model}", f"shape {w[proj].shape}")
-        bias_key = stripped.get(f"{proj}.bias")
-        if bias_key is None:
-            b[proj] = np.zeros(d_model, dtype=np.float32)
-            continue
-        bias = np.asarray(arrays[bias_key], dtype=np.float32).reshape(-1)
-        if bias.shape != (d_model,) or not np.isfinite(bias).all():
-            raise InputError(source, bias_key, "bad bias", f"{d_model} finite values", f"shape {np.shape(arrays[bias_key])}")
-        b[proj] = bias
-    n_heads = heads
-    if "n_heads" in stripped:
-        n_heads = _scalar_int(arrays[stripped["n_heads"]], source, stripped["n_heads"])
-        if n_heads != heads:
-            raise InputError(source, stripped["n_heads"], "head count differs from config.heads",
-                             f"config.heads = {heads} (set --heads {n_heads})", n_heads)
-    if n_heads < 1 or d_model % n_heads:
-        raise InputError(source, "n_heads", "does not divide the model width", f"a divisor of d = {d_model}", n_heads)
-    return AttentionWeights(w=w, b=b, n_heads=n_heads)
+    """The first attention layer of a state dict (see :func:`~qflow.attention._checkpoint.parse_checkpoint`)."""
+    return parse_checkpoint(arrays, d_model, heads, 0, source).layers[0]
 
 
 def build_inputs(
@@ -238,16 +173,27 @@ def build_inputs(
     arrays = {"array": embeddings} if isinstance(embeddings, np.ndarray) else dict(embeddings)
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     q, k, v, shared = parse_embeddings(arrays, embeddings_name)
+    # Dense attention (the baseline) computes n_q * n scores of width d and mixes n_q * n values of width d_v.
+    check_limit(q.shape[0] * k.shape[0] * (k.shape[1] + v.shape[1]), "attention_cells", embeddings_name,
+                f"(shapes q {q.shape[0]}x{q.shape[1]}, k {k.shape[0]}x{k.shape[1]}, v {v.shape[0]}x{v.shape[1]})")
     if config.top_k > k.shape[0]:
         raise InputError(embeddings_name, "config.top_k", "larger than the sequence",
                          f"at most {k.shape[0]} (the number of keys)", config.top_k)
+    if config.contrastive_trainer:
+        pairs = min(q.shape[0], k.shape[0])
+        # Each Adam step forms the pairs x pairs logits of width d, forward and backward (about 3 passes).
+        check_limit(3 * config.train_steps * pairs * pairs * q.shape[1], "attention_cells", embeddings_name,
+                    f"(contrastive trainer: {config.train_steps} steps x {pairs}^2 pairs x width {q.shape[1]} x 3)")
     parsed = None
     if weights is not None:
         if not shared and not (q.shape[1] == k.shape[1] == v.shape[1]):
             raise InputError(weights_name, "(file)", "cannot apply a layer to Q/K/V of different widths",
                              "one embeddings array, or q, k, v of one width", f"{q.shape[1]}, {k.shape[1]}, {v.shape[1]}")
-        parsed = parse_weights(weights, int(k.shape[1]), config.heads, weights_name)
+        parsed = parse_checkpoint(weights, int(k.shape[1]), config.heads, config.kv_heads, weights_name)
+        # The pruner runs every layer twice (all heads, kept heads) on the embeddings.
+        check_limit(2 * len(parsed.layers) * q.shape[0] * q.shape[0] * 2 * q.shape[1], "attention_cells", weights_name,
+                    f"({len(parsed.layers)} layers on {q.shape[0]} positions of width {q.shape[1]})")
     elif config.svd_pruner:
         raise InputError(weights_name, "(file)", "svd_pruner needs the attention layer's weights",
-                         "a weights file (q/k/v/o_proj and n_heads), or svd_pruner off")
+                         "a weights file (single-layer, BERT or Llama/Mistral layout), or svd_pruner off")
     return AttentionInputs(q=q, k=k, v=v, shared=shared, weights=parsed)

@@ -73,6 +73,9 @@ LIMITS: dict[str, Limit] = {
     "energy_job_slots": Limit(
         "QFLOW_MAX_ENERGY_JOB_SLOTS", 10_000_000, "count", "energy jobs x schedule slots (the sum of their durations) of one plan"
     ),
+    "attention_cells": Limit(
+        "QFLOW_MAX_ATTENTION_CELLS", 2**35, "count",
+        "query-key scores times width one attention plan computes (n_queries * n_keys * (d + d_v))"),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
     "fabric_gpus": Limit("QFLOW_MAX_FABRIC_GPUS", 256, "count", "GPUs of one nvlink fabric (path work grows as GPUs^2 to GPUs^3)"),
 }

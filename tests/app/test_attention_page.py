@@ -44,9 +44,13 @@ def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
     assert "Contrastive training loss" in titles and titles[-1].startswith("QPE position recovery")
     assert not at.error
     path = next(m.value for m in at.markdown if m.value.startswith("**Path requested:**"))
-    assert "`topk+qaoa+qpe+infonce+svd_prune`" in path
+    assert path.startswith("**Path requested:** `topk_bounds+qaoa+qpe+infonce+svd_prune`")
+    # 256 keys in 8 blocks: the top-k bounds prune too little and the plan says it scored densely; QAOA with
+    # 5 steps may miss its window, and then it is not on the path that ran.
+    ran = path.split("**Path ran:** ")[1].strip("`")
+    assert ran.startswith("topk_dense+") and {"qpe", "infonce", "svd_prune"} <= set(ran.split("+"))
     rows = at.dataframe[0].value.to_dict("records")
-    assert [r["method"] for r in rows] == ["plan (topk+qaoa+qpe+infonce+svd_prune)", "dense", "random_k"]
+    assert [r["method"] for r in rows] == [f"plan ({ran})", "dense", "random_k"]
     assert rows[0]["relative_error"] < rows[2]["relative_error"]
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Download attention.embeddings.npy", "Download plan JSON"]

@@ -71,7 +71,11 @@ class TestPlan:
         assert plan.config == AttentionConfig(top_k=4, svd_pruner=True, seed=3).model_dump()
         assert [d.name for d in plan.inputs] == ["embeddings", "weights"] and all(len(d.sha256) == 64 for d in plan.inputs)
         assert set(data["baselines"]) == {"dense", "random_k"}
-        assert data["solver"] == {"requested": "topk+svd_prune", "ran": "topk+svd_prune", "fallbacks": [], "quantum": None}
+        # 24 keys make one block of 32: nothing to prune, and the plan says so.
+        assert data["solver"] == {"requested": "topk_bounds+svd_prune", "ran": "topk_dense+svd_prune", "quantum": None,
+                                  "fallbacks": [{"from": "topk_bounds+svd_prune", "to": "topk_dense+svd_prune",
+                                                 "reason": "1 key blocks: too few to prune"}]}
+        assert plan.metrics["scores_computed_fraction"] == 1.0
 
     def test_same_seed_same_plan(self):
         config = {"top_k": 4, "contrastive_trainer": True, "train_steps": 5, "svd_pruner": True, "seed": 5}
@@ -95,17 +99,21 @@ class TestPlan:
     def test_all_toggles_on_the_sample(self):
         emb, w, digests = load_attention_inputs(SAMPLES / "embeddings.npy", SAMPLES / "attention_weights.safetensors")
         plan = plan_attention(emb, w, {"qaoa_sparse": True, "qpe_positions": True, "contrastive_trainer": True,
-                                       "svd_pruner": True, "qaoa_queries": 1, "qaoa_steps": 5, "max_qubits": 9,
+                                       "svd_pruner": True, "qaoa_queries": 1, "qaoa_steps": 30, "max_qubits": 9,
                                        "train_steps": 10}, digests=digests)
         m, r = plan.metrics, plan.result
-        assert plan.solver.ran == plan.solver.requested == "topk+qaoa+qpe+infonce+svd_prune"
+        assert plan.solver.requested == "topk_bounds+qaoa+qpe+infonce+svd_prune"
+        # 256 keys in 8 blocks: the bounds of the first tile leave too much to score, so it is dense, and said so.
+        assert plan.solver.ran == "topk_dense+qaoa+qpe+infonce+svd_prune"
+        assert plan.solver.fallbacks[0].reason == r["topk_search"]["reason"] and "scored densely" in r["topk_search"]["reason"]
         assert m["qpe_recovery_accuracy"] == 1.0 and m["position_encoding_relative_error"] == 0.0  # 2^8 >= 256
         assert m["infonce_final"] < m["infonce_initial"]
         # The sample's trained layer: two heads carry the lag-3 copy, two were shrunk by the group lasso.
         assert r["heads"]["pruned"] == [0, 1] and m["layer_output_relative_change"] < 1e-3
         assert m["params_saved"] == 2 * (4 * 64 * 16 + 3 * 16)
         row = r["qaoa_topk"][0]
-        assert set(row["used"]) == set(row["exact"]) and plan.solver.quantum.exact_checked == [True]
+        assert row["adopted"] and set(row["used"]) == set(row["exact"]) and plan.solver.quantum.exact_checked == [True]
+        assert set(row["used"]) <= set(r["selected_key_indices"]["indices"][0])  # the output's selection holds QAOA's pick
         assert plan.solver.quantum.qubits_per_circuit == [9, 9]  # QPE (8 counting + 1), QAOA window of 9 keys
 
     def test_quantum_unavailable_falls_back_and_says_so(self, monkeypatch):
@@ -117,17 +125,19 @@ class TestPlan:
         monkeypatch.setattr(planmod, "choose_device", refuse)
         plan = plan_attention(qkv(n=16)[0], None, {"top_k": 4, "qaoa_sparse": True, "qpe_positions": True})
         reasons = [(f.from_, f.to, f.reason) for f in plan.solver.fallbacks]
-        assert reasons == [("topk+qaoa+qpe", "topk+qaoa+qpe_classical", "pennylane is not installed"),
-                           ("topk+qaoa+qpe_classical", "topk+qpe_classical+qaoa_classical", "pennylane is not installed")]
-        assert plan.solver.ran == "topk+qpe_classical+qaoa_classical"
-        assert all("overlap" not in row and row["used"] == row["exact"] for row in plan.result["qaoa_topk"])
+        assert reasons == [
+            ("topk_bounds+qaoa+qpe", "topk_bounds+qaoa+qpe_classical", "pennylane is not installed"),
+            ("topk_bounds+qaoa+qpe_classical", "topk_dense+qaoa+qpe_classical", "1 key blocks: too few to prune"),
+            ("topk_dense+qaoa+qpe_classical", "topk_dense+qpe_classical+qaoa_classical", "pennylane is not installed")]
+        assert plan.solver.ran == "topk_dense+qpe_classical+qaoa_classical"
+        assert all("overlap" not in row and row["used"] == row["exact"] and not row["adopted"] for row in plan.result["qaoa_topk"])
         assert plan.solver.quantum is None and plan.metrics["qpe_recovery_accuracy"] is None
 
     def test_time_budget_exceeded_is_a_recorded_fallback(self, monkeypatch):
         monkeypatch.setenv("QFLOW_QUANTUM_TIME_BUDGET_S", "0")
         plan = plan_attention(qkv(n=16)[0], None, {"top_k": 4, "qaoa_sparse": True, "qaoa_queries": 1})
-        assert plan.solver.ran == "topk+qaoa_classical"
-        assert "time budget" in plan.solver.fallbacks[0].reason
+        assert plan.solver.ran == "topk_dense+qaoa_classical"
+        assert "time budget" in plan.solver.fallbacks[-1].reason
         assert plan.result["qaoa_topk"][0]["used"] == plan.result["qaoa_topk"][0]["exact"]
 
 
@@ -154,10 +164,15 @@ class TestValidation:
 
     def test_weights_of_the_wrong_width_or_head_count(self):
         x = qkv(n=8, d=8)[0]
-        with pytest.raises(InputError, match=r"weights: q_proj\.weight: shape mismatch with the embeddings; expected shape \(8, 8\)"):
+        with pytest.raises(InputError, match=r"weights: q_proj\.weight: shape mismatch with the embeddings; expected shape "
+                           r"\(heads \* head_dim, 8\)"):
             plan_attention(x, layer_weights(d=16), {"top_k": 2})
-        with pytest.raises(InputError, match=r"n_heads: head count differs from config\.heads"):
-            plan_attention(x, layer_weights(d=8, heads=2), {"top_k": 2, "heads": 4})
+        with pytest.raises(InputError, match=r"n_heads: does not divide the model width; expected a divisor of d = 8, got 3"):
+            plan_attention(x, {k: v for k, v in layer_weights(d=8).items() if k != "n_heads"}, {"top_k": 2, "heads": 3})
+        # The file's own head count wins over the setting, and the plan says so.
+        plan = plan_attention(x, layer_weights(d=8, heads=2), {"top_k": 2, "heads": 8})
+        assert plan.result["heads"]["layers"][0]["n_heads"] == 2
+        assert "heads = 8 has no effect: head counts come from the weights file (n_heads)" in plan.diagnostics
         with pytest.raises(InputError, match=r"svd_pruner needs the attention layer's weights"):
             plan_attention(x, None, {"top_k": 2, "svd_pruner": True})
 
@@ -215,7 +230,8 @@ class TestCli:
         (lambda x: x.__setitem__((0, 0), np.nan) or x, ["--top-k", "4"], "error: bad.npy: embeddings[0, 0]: not a finite number"),
         (lambda x: x, ["--top-k", "300"], "error: bad.npy: config.top_k: larger than the sequence; expected at most 256"),
         (lambda x: x[:, :32], ["--weights", str(SAMPLES / "attention_weights.safetensors")],
-         "error: attention_weights.safetensors: q_proj.weight: shape mismatch with the embeddings; expected shape (32, 32)"),
+         "error: attention_weights.safetensors: q_proj.weight: shape mismatch with the embeddings; expected shape "
+         "(heads * head_dim, 32)"),
     ])
     def test_bad_inputs_exit_2_with_one_line(self, monkeypatch, capsys, tmp_path, make, flags, message):
         x = np.load(SAMPLES / "embeddings.npy")

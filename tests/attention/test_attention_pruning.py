@@ -67,3 +67,23 @@ def test_leading_singular_value_bounds_each_heads_contribution(x):
 def test_parameters_saved_per_head():
     weights = parse_weights(layer_weights(d=16, heads=4), 16, 4)
     assert params_per_head(weights) == 4 * 16 * 4 + 3 * 4
+
+
+def test_singular_values_equal_those_of_the_full_circuit_matrices_with_grouped_heads():
+    """The report's small QR-reduced SVDs against SVDs of the full d x (d+1) and d x d matrices."""
+    from qflow.attention._checkpoint import AttentionWeights
+
+    rng = np.random.default_rng(7)
+    d, heads, kv_heads, dh = 24, 4, 2, 6
+    w = {"q_proj": rng.normal(size=(heads * dh, d)), "k_proj": rng.normal(size=(kv_heads * dh, d)),
+         "v_proj": rng.normal(size=(kv_heads * dh, d)), "o_proj": rng.normal(size=(d, heads * dh))}
+    w = {name: a.astype(np.float32) for name, a in w.items()}
+    b = {name: rng.normal(size=a.shape[0]).astype(np.float32) for name, a in w.items()}
+    report = head_report(AttentionWeights(w=w, b=b, n_heads=heads, n_kv_heads=kv_heads), 0.0)
+    for h in range(heads):
+        rows, kv = slice(h * dh, (h + 1) * dh), slice((h // 2) * dh, (h // 2 + 1) * dh)
+        wo = w["o_proj"][:, rows].astype(np.float64)
+        ov = np.concatenate([wo @ w["v_proj"][kv], (wo @ b["v_proj"][kv])[:, None]], axis=1)
+        assert np.allclose(report.singular_values[h], np.linalg.svd(ov, compute_uv=False)[:dh + 1], rtol=1e-6, atol=1e-9)
+        qk = w["q_proj"][rows].T.astype(np.float64) @ w["k_proj"][kv]
+        assert report.qk_leading[h] == pytest.approx(np.linalg.svd(qk, compute_uv=False)[0], rel=1e-9)

@@ -39,11 +39,12 @@ class TestTopK:
 
     def test_selects_the_highest_scoring_keys_and_softmaxes_over_them_only(self):
         q, k, v = qkv(n=30, seed=1)
-        out, idx = topk_attention(q, k, v, 5, chunk=7)  # chunking across query blocks must not change anything
         scores = q @ k.T
         expected = np.argsort(-scores, axis=1)[:, :5]
-        assert np.array_equal(np.sort(idx.numpy(), axis=1), np.sort(expected, axis=1))
-        assert np.allclose(out.numpy(), naive_attention(q, k, v, expected), atol=1e-5)
+        for use_bounds, block in ((True, 4), (False, 4), (True, 32)):  # the search path must not change anything
+            out, idx = topk_attention(q, k, v, 5, use_bounds=use_bounds, block=block)
+            assert np.array_equal(np.sort(idx.numpy(), axis=1), np.sort(expected, axis=1))
+            assert np.allclose(out.numpy(), naive_attention(q, k, v, expected), atol=1e-5)
 
     def test_error_falls_as_k_grows_and_beats_random_k(self):
         q, k, v = qkv(n=64, seed=2)
@@ -75,3 +76,16 @@ def test_relative_error_is_the_l2_ratio(shape):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=shape), rng.normal(size=shape)
     assert relative_error(a, b) == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_gathers_are_chunked_by_k_times_width():
+    from qflow.attention._classical import GATHER_ELEMENTS, QUERY_CHUNK, _gather_rows
+
+    assert _gather_rows(32, 64) == QUERY_CHUNK  # the usual case: 512 queries at once
+    assert _gather_rows(16384, 64) * 16384 * 64 <= GATHER_ELEMENTS
+    q, k, v = qkv(n=50, seed=5)
+    for kk in (3, 20, 50):  # 3 * 8 < 50 gathers value rows; 20 * 8 > 50 scatters weights into rows of 50
+        out, idx = topk_attention(q, k, v, kk)
+        assert np.allclose(out.numpy(), naive_attention(q, k, v, idx.numpy()), atol=1e-5)
+        r_out, r_idx = random_k_attention(q, k, v, kk, seed=1)
+        assert np.allclose(r_out.numpy(), naive_attention(q, k, v, r_idx.numpy()), atol=1e-5)

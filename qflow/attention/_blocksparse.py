@@ -1,0 +1,366 @@
+"""Exact top-k key selection that skips key blocks which cannot reach a query's top k.
+
+Keys are cut into contiguous blocks of ``block`` positions (Quest's pages,
+Tang et al. 2024). For each block the per-dimension minimum and maximum of
+its keys bound any query's score against it::
+
+    q . k  <=  sum_d max(q_d * min_d, q_d * max_d)      for every key k of the block
+
+Queries go in tiles. For a tile, the blocks with the highest bounds are
+scored first, which gives each query a k-th best score ``tau``; then only
+blocks whose bound reaches some query's ``tau`` are scored. A block is
+skipped only when its bound is below ``tau`` minus a float rounding margin,
+so every key that could be in (or tie with) the top k is scored exactly and
+the result is exact top-k (ties broken towards the lower key index).
+
+Where bounds prune too little (flat attention, keys with no positional
+locality) the first tile says so and the rest is scored densely: every score
+computed, selected per tile with a staged exact selection (block maxima
+first, then the few blocks that can hold the top k). Either way scores are
+held for one tile and one key chunk at a time, never ``n_q x n``.
+
+Why hand-written: torch and numpy have dense top-k only; Quest's kernels are
+CUDA and approximate (they keep whole pages). This is the exact variant on
+CPU, with torch matmuls doing the arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from qflow.core.threads import one_torch_thread
+
+__all__ = ["BLOCK", "PRUNE_LIMIT", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
+
+#: Keys per block (a Quest page).
+BLOCK = 32
+#: Share of scores above which a tile's bounds are judged not worth it and the rest goes dense.
+PRUNE_LIMIT = 0.5
+#: Score scratch held at once, as a share of the dense n_q x n matrix (for inputs large enough to matter).
+SCRATCH_SHARE = 0.08
+#: Queries per tile at most.
+MAX_TILE = 1024
+#: Queries per tile on the bounds path: a tile scores the union of its queries' surviving blocks, which grows
+#: with the tile (measured on the bench's local keys at 8,192: 5 % of the blocks for 16 queries, 41 % for 256).
+BOUNDS_TILE = 32
+#: Tiles whose mean share of blocks scored decides between bounds and dense.
+PROBE_TILES = 4
+#: Column group widths of the staged selection (see :func:`exact_topk`), widest first: each stage keeps
+#: the k groups with the highest maxima, so torch's topk runs on m / group maxima and k * group candidates.
+SELECT_GROUPS = (32, 8)
+#: Up to this many scores (n_q x n), one torch thread: many small ops, where OpenMP spin-waits cost more than they save.
+SMALL_PROBLEM = 1 << 22
+#: Scratch floor (elements, 1 MiB of float32): below it, splitting the work costs more than the memory it saves.
+MIN_SCRATCH = 1 << 18
+
+Tick = Callable[[float], None]
+
+
+@dataclass
+class SelectionStats:
+    """What one selection did.
+
+    Attributes
+    ----------
+    path : str
+        ``"bounds"`` (blocks pruned by their bounds) or ``"dense"`` (every score computed).
+    reason : str
+        Why that path.
+    scores_computed, scores_total : int
+        Exact query-key scores computed, and ``n_q * n``.
+    scratch_elements : int
+        Largest score matrix held at once (elements; 4 bytes each).
+    tiles, tiles_dense : int
+    """
+
+    path: str = "bounds"
+    reason: str = ""
+    scores_computed: int = 0
+    scores_total: int = 0
+    scratch_elements: int = 0
+    tiles: int = 0
+    tiles_dense: int = 0
+    bound_fractions: list[float] = field(default_factory=list)
+
+    @property
+    def fraction_computed(self) -> float:
+        return self.scores_computed / max(self.scores_total, 1)
+
+
+def tile_shape(n_q: int, n: int, block: int = BLOCK) -> tuple[int, int]:
+    """Queries per tile and keys per chunk so a tile's scores stay within the scratch budget.
+
+    Returns
+    -------
+    tile : int
+        Queries per tile (1 .. MAX_TILE).
+    chunk_blocks : int
+        Key blocks scored at once (at least 1).
+    """
+    budget = max(int(SCRATCH_SHARE * n_q * n), MIN_SCRATCH)
+    tile = max(1, min(MAX_TILE, n_q, budget // max(n, 1)))
+    chunk_blocks = max(1, min(math.ceil(n / block), budget // (tile * block)))
+    return tile, chunk_blocks
+
+
+def _padded_blocks(k: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys as (nb, block, d) (the last block padded with copies of the last key) and each block's min and max (nb, d)."""
+    n, d = k.shape
+    nb = math.ceil(n / block)
+    pad = nb * block - n
+    padded = torch.cat([k, k[-1:].expand(pad, d)]) if pad else k
+    blocks = padded.reshape(nb, block, d)
+    return blocks, blocks.amin(dim=1), blocks.amax(dim=1)
+
+
+def _bounds(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``sum_d max(q_d lo_d, q_d hi_d)`` for every query and block: (T, d), (nb, d) -> (T, nb)."""
+    return q.clamp(min=0) @ hi.T + q.clamp(max=0) @ lo.T
+
+
+def _rounding_margin(q: torch.Tensor, k_absmax: float) -> torch.Tensor:
+    """Per query (T,), more than the float32 rounding of a score or a bound: ``2 gamma_d |q|_1 max|k|``.
+
+    A dot product of length d summed in float32 is off by at most
+    ``gamma_d sum_i |q_i k_i|`` with ``gamma_d = d u / (1 - d u)``, u = 2**-24;
+    the bound and the score each carry one such error.
+    """
+    d = q.shape[1]
+    u = 2.0 ** -24
+    gamma = (d + 2) * u / (1 - (d + 2) * u)
+    return 2 * gamma * q.abs().sum(dim=1) * k_absmax + 1e-30
+
+
+def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | None = None,
+               stages: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` of each row, highest first; among equal values the lower column wins.
+
+    Parameters
+    ----------
+    values : tensor of shape (T, m), float32
+    cols : tensor of shape (m,) or (T, m), int64
+        Global key index of each column.
+    k : int
+    block : int, optional
+        Group width of a two-stage selection, used when ``m`` is a multiple of
+        it and at least ``4 k block``: the ``k`` groups of ``block``
+        consecutive columns with the highest maxima hold every element at or
+        above the k-th value (each holds one such element, so the k-th value
+        is at least their smallest maximum). torch's ``topk`` is then run on
+        ``m / block`` maxima and ``k * block`` candidates instead of ``m``.
+    stages : bool
+        Without ``block``, pick the group width from ``SELECT_GROUPS`` at
+        every stage (the candidates of one stage may go through another).
+
+    Returns
+    -------
+    values, cols : tensors of shape (T, k)
+
+    >>> v = torch.tensor([[1.0, 3.0, 3.0, 2.0]])
+    >>> exact_topk(v, torch.arange(4), 2)[1].tolist()
+    [[1, 2]]
+    """
+    t, m = values.shape
+    if block is None:
+        block = next((g for g in SELECT_GROUPS if m % g == 0 and m >= 4 * k * g), None) if stages else None
+    if block is not None and m % block == 0 and m >= 4 * k * block:
+        nb = m // block
+        # Reducing over a strided axis lets torch vectorise along the contiguous one (much faster than amax(dim=2)).
+        maxima = values.view(t, nb, block).transpose(1, 2).amax(dim=1)
+        top_blocks = maxima.topk(min(k + 1, nb), dim=1)
+        no_tie = nb == k or bool((top_blocks.values[:, k] < top_blocks.values[:, k - 1]).all())
+        if no_tie:
+            chosen = top_blocks.indices[:, :k].sort(dim=1).values  # ascending: keeps columns in key order
+            flat = (chosen[:, :, None] * block + torch.arange(block)).reshape(t, k * block)
+            picked_v = values.gather(1, flat)
+            picked_c = cols[flat] if cols.dim() == 1 else cols.gather(1, flat)
+            return exact_topk(picked_v, picked_c, k, stages=stages)
+    cols = cols.expand(t, m) if cols.dim() == 1 else cols
+    if m <= k:
+        return _sorted_by_value_then_column(values, cols, m)
+    top = values.topk(k + 1, dim=1, sorted=True)
+    top_v, top_c = top.values[:, :k], cols.gather(1, top.indices[:, :k])
+    # An equal pair among the first k + 1 values: the plain top-k may have taken a higher
+    # column, or listed equal values out of column order. Those rows are redone exactly.
+    tied = (top.values[:, 1:] == top.values[:, :-1]).any(dim=1)
+    if bool(tied.any()):
+        rows = torch.nonzero(tied).flatten()
+        top_v, top_c = top_v.clone(), top_c.clone()
+        top_v[rows], top_c[rows] = _sorted_by_value_then_column(values[rows], cols[rows], k)
+    return top_v, top_c
+
+
+def _sorted_by_value_then_column(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First ``k`` of each row ordered by value descending, then column ascending (two stable sorts)."""
+    by_col = torch.argsort(cols, dim=1, stable=True)
+    v, c = values.gather(1, by_col), cols.gather(1, by_col)
+    by_value = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
+    return v.gather(1, by_value), c.gather(1, by_value)
+
+
+class _Running:
+    """Each query's best ``k`` (value, key) so far, merged chunk by chunk."""
+
+    def __init__(self, t: int, k: int) -> None:
+        self.k = k
+        self.values = torch.full((t, k), -math.inf)
+        self.cols = torch.full((t, k), -1, dtype=torch.int64)
+        self.empty = True
+
+    def merge(self, values: torch.Tensor, cols: torch.Tensor, block: int) -> None:
+        values, cols = exact_topk(values, cols, self.k, stages=True)
+        if self.empty:  # already the chunk's exact top k, in order
+            self.values, self.cols = values, cols.expand(values.shape[0], -1) if cols.dim() == 1 else cols
+        else:
+            both_v, both_c = torch.cat([self.values, values], dim=1), torch.cat([self.cols, cols], dim=1)
+            self.values, self.cols = exact_topk(both_v, both_c, self.k)
+        self.empty = False
+
+
+class _Keys:
+    """The keys in blocks, with what scoring a set of blocks needs."""
+
+    def __init__(self, k: torch.Tensor, block: int) -> None:
+        self.n, self.block = int(k.shape[0]), block
+        self.blocks, self.lo, self.hi = _padded_blocks(k, block)
+        self.nb = self.blocks.shape[0]
+        self.absmax = float(torch.maximum(self.hi.amax(), -self.lo.amin()))
+        self.flat = self.blocks.reshape(self.nb * block, -1)
+
+    def score(self, q: torch.Tensor, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact scores (T, len(block_ids) * block) of queries ``q`` (T, d) against blocks ``block_ids`` (ascending)."""
+        first, count = int(block_ids[0]), block_ids.numel()
+        if int(block_ids[-1]) - first + 1 == count:  # a contiguous run: a view, no copy
+            keys = self.flat[first * self.block:(first + count) * self.block]
+        else:
+            keys = self.blocks[block_ids].reshape(-1, self.blocks.shape[2])
+        cols = (block_ids[:, None] * self.block + torch.arange(self.block)).reshape(-1)
+        scores = q @ keys.T
+        if int(block_ids[-1]) == self.nb - 1 and self.n % self.block:
+            scores[:, scores.shape[1] - (self.block - self.n % self.block):] = -math.inf  # padding copies of the last key
+        return scores, cols
+
+
+def _score_blocks(q, keys: _Keys, ids: torch.Tensor, running: _Running, chunk_blocks: int, stats: SelectionStats) -> None:
+    """Score blocks ``ids`` for the tile ``q`` in chunks and merge them into ``running``."""
+    for start in range(0, ids.numel(), chunk_blocks):
+        part = ids[start:start + chunk_blocks]
+        scores, cols = keys.score(q, part)
+        stats.scratch_elements = max(stats.scratch_elements, scores.numel() + running.values.numel())
+        stats.scores_computed += q.shape[0] * (scores.shape[1] - int(cols[-1]) - 1 + keys.n if int(cols[-1]) >= keys.n
+                                               else scores.shape[1])
+        running.merge(scores, cols, keys.block)
+
+
+def _query_order(q: torch.Tensor, keys: _Keys, tile: int) -> torch.Tensor:
+    """Queries sorted by the block with their highest bound, so a tile's queries want the same blocks.
+
+    Returns a permutation (n_q,), int64.
+    """
+    best = torch.cat([_bounds(q[start:start + tile], keys.lo, keys.hi).argmax(dim=1) for start in range(0, q.shape[0], tile)])
+    return torch.argsort(best, stable=True)
+
+
+def _tile_with_bounds(q, keys: _Keys, top_k: int, chunk_blocks: int, stats: SelectionStats) -> tuple[_Running, float]:
+    """One tile by bounds: the highest-bound blocks first, then every block that can still reach a query's k-th score."""
+    t = q.shape[0]
+    bounds = _bounds(q, keys.lo, keys.hi)
+    # Enough blocks for k keys; a seed set that includes the short last block may hold fewer, and then that
+    # query's k-th score is -inf and every block is scored for it (exact, only slower).
+    seed_count = min(keys.nb, math.ceil(top_k / keys.block))
+    seeds = torch.unique(bounds.topk(seed_count, dim=1).indices)
+    running = _Running(t, top_k)
+    _score_blocks(q, keys, seeds, running, chunk_blocks, stats)
+    tau = running.values[:, -1] - _rounding_margin(q, keys.absmax)
+    reach = bounds >= tau[:, None]
+    reach[:, seeds] = False
+    rest = torch.nonzero(reach.any(dim=0)).flatten()
+    _score_blocks(q, keys, rest, running, chunk_blocks, stats)
+    return running, (seeds.numel() + rest.numel()) / keys.nb
+
+
+def blocksparse_topk(
+    q: torch.Tensor, k: torch.Tensor, top_k: int, *, block: int = BLOCK, use_bounds: bool = True,
+    prune_limit: float = PRUNE_LIMIT, tick: Tick | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+    """Exact top-k keys of every query, scoring only blocks that can reach its k-th score.
+
+    Parameters
+    ----------
+    q : tensor of shape (n_q, d), float32
+        Queries, already multiplied by the score scale (1 / sqrt(d)).
+    k : tensor of shape (n, d), float32
+    top_k : int
+        ``1 <= top_k <= n``.
+    block : int
+    use_bounds : bool
+        False scores every key (the dense path), still tile by tile.
+    prune_limit : float
+        A tile whose bounds leave more than this share of the key blocks to
+        score switches the remaining tiles to the dense path.
+    tick : callable, optional
+        ``tick(fraction_done)`` after every tile (a cancel raised there stops the work).
+
+    Returns
+    -------
+    values : tensor of shape (n_q, top_k)
+        Scores, highest first.
+    idx : tensor of shape (n_q, top_k), int64
+        Key indices; among equal scores the lower index.
+    stats : SelectionStats
+    """
+    if q.shape[0] * k.shape[0] <= SMALL_PROBLEM:
+        with one_torch_thread():
+            return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
+    return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
+
+
+def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+    """:func:`blocksparse_topk` with torch's thread count already chosen."""
+    n_q, n = int(q.shape[0]), int(k.shape[0])
+    keys = _Keys(k, block)
+    tile, chunk_blocks = tile_shape(n_q, n, block)
+    stats = SelectionStats(scores_total=n_q * n)
+    if not use_bounds or prune_limit <= 0:
+        stats.path, stats.reason = "dense", "bounds not requested (topk_bounds_limit = 0)"
+    elif keys.nb < 4:
+        stats.path, stats.reason = "dense", f"{keys.nb} key blocks: too few to prune"
+    every_block = torch.arange(keys.nb)
+    order = _query_order(q, keys, tile) if stats.path == "bounds" else None
+    rows_in_order = q if order is None else q[order]
+    values, idx = [], []
+    start = 0
+    while start < n_q:
+        size = min(tile, BOUNDS_TILE) if stats.path == "bounds" else tile
+        rows = rows_in_order[start:start + size]
+        stats.tiles += 1
+        if stats.path == "bounds":
+            running, share = _tile_with_bounds(rows, keys, top_k, chunk_blocks, stats)
+            stats.bound_fractions.append(share)
+            probed = len(stats.bound_fractions) >= PROBE_TILES or start + size >= n_q
+            mean_share = sum(stats.bound_fractions) / len(stats.bound_fractions)
+            if probed and mean_share > prune_limit:
+                stats.path = "dense"
+                stats.reason = (f"bounds left {mean_share:.0%} of the key blocks of the first {len(stats.bound_fractions)} "
+                                f"tiles to score (over {prune_limit:.0%}); the remaining tiles were scored densely")
+        else:
+            stats.tiles_dense += 1
+            running = _Running(rows.shape[0], top_k)
+            _score_blocks(rows, keys, every_block, running, chunk_blocks, stats)
+        values.append(running.values)
+        idx.append(running.cols)
+        start += size
+        if tick is not None:
+            tick(min(1.0, start / n_q))
+    if stats.path == "bounds":
+        stats.reason = f"bounds left {stats.fraction_computed:.1%} of the scores to compute"
+    values_out, idx_out = torch.cat(values), torch.cat(idx)
+    if order is not None:
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n_q)
+        values_out, idx_out = values_out[inverse], idx_out[inverse]
+    return values_out, idx_out, stats
