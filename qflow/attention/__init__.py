@@ -7,17 +7,28 @@ tensor files (.npy, .npz, .pt weights-only, .safetensors) and a ``config.json`` 
 :func:`read_model_config` reads such a ``config.json`` given on its own (an upload).
 """
 
-from qflow.attention._checkpoint import Checkpoint, parse_checkpoint
-from qflow.attention._plan import (
-    AttentionRun,
-    load_attention_inputs,
-    npy_bytes,
-    plan_attention,
-    read_model_config,
-    run_attention,
-)
-from qflow.attention._schemas import AttentionConfig, AttentionInputs, AttentionWeights, build_inputs
-from qflow.core.tensors import TENSOR_SUFFIXES, load_tensors
+from qflow._lazy import lazy_exports
+
+#: Public name -> the submodule defining it, imported on first use (the CLI lists every
+#: module's command without importing any engine).
+_EXPORTS = {
+    "Checkpoint": "qflow.attention._checkpoint",
+    "parse_checkpoint": "qflow.attention._checkpoint",
+    "AttentionRun": "qflow.attention._plan",
+    "load_attention_inputs": "qflow.attention._plan",
+    "npy_bytes": "qflow.attention._plan",
+    "plan_attention": "qflow.attention._plan",
+    "read_model_config": "qflow.attention._plan",
+    "run_attention": "qflow.attention._plan",
+    "AttentionConfig": "qflow.attention._schemas",
+    "AttentionInputs": "qflow.attention._schemas",
+    "AttentionWeights": "qflow.attention._schemas",
+    "build_inputs": "qflow.attention._schemas",
+    "TENSOR_SUFFIXES": "qflow.core.tensors",
+    "load_tensors": "qflow.core.tensors",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AttentionConfig",

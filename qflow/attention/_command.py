@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
 from qflow.attention._schemas import AttentionConfig
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
@@ -33,6 +32,8 @@ def pruned_dir(out: Path) -> Path:
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
+
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
     run = run_attention(emb, weights, config, digests=digests, progress=progress)
     info = run.plan.result["updated_embeddings"]

@@ -9,20 +9,28 @@ alone) and :func:`decompress_container` (:func:`plan_decompress`);
 :func:`restored_bytes` writes restored tensors of any dtype as a file's bytes.
 """
 
-from qflow.compression._plan import (
-    CompressRun,
-    DecompressRun,
-    compress_tensors,
-    decompress_container,
-    decompress_to_files,
-    load_checkpoint_input,
-    load_container,
-    load_tensors_input,
-    plan_compress,
-    plan_decompress,
-)
-from qflow.compression._schemas import INPUT_SUFFIXES, CompressConfig, DecompressConfig
-from qflow.compression._stream import restored_bytes
+from qflow._lazy import lazy_exports
+
+#: Public name -> the submodule defining it, imported on first use (the CLI lists every
+#: module's command without importing any engine).
+_EXPORTS = {
+    "CompressRun": "qflow.compression._plan",
+    "DecompressRun": "qflow.compression._plan",
+    "compress_tensors": "qflow.compression._plan",
+    "decompress_container": "qflow.compression._plan",
+    "decompress_to_files": "qflow.compression._plan",
+    "load_checkpoint_input": "qflow.compression._plan",
+    "load_container": "qflow.compression._plan",
+    "load_tensors_input": "qflow.compression._plan",
+    "plan_compress": "qflow.compression._plan",
+    "plan_decompress": "qflow.compression._plan",
+    "INPUT_SUFFIXES": "qflow.compression._schemas",
+    "CompressConfig": "qflow.compression._schemas",
+    "DecompressConfig": "qflow.compression._schemas",
+    "restored_bytes": "qflow.compression._stream",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CompressConfig",

@@ -21,17 +21,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from qflow.compression._plan import (
-    compress_tensors,
-    decompress_container,
-    decompress_to_files,
-    load_checkpoint_input,
-    load_container,
-    load_tensors_input,
-    write_restored,
-)
 from qflow.compression._schemas import INPUT_SUFFIXES, CompressConfig, DecompressConfig
-from qflow.compression._stream import restored_bytes
 from qflow.core.commands import ModuleCommand, Progress, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
@@ -68,6 +58,8 @@ def _sha256_of(handle) -> str:
 
 def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
                   progress: Progress | None = None) -> Plan:
+    from qflow.compression._plan import compress_tensors, load_checkpoint_input
+
     checkpoint, digest = load_checkpoint_input(files["input"])
     target = None if out is None else artifact_paths(out, "compress")[0]
     with (target.open("w+b") if target is not None else tempfile.TemporaryFile()) as sink:
@@ -84,6 +76,15 @@ def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path 
 
 def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
                     progress: Progress | None = None) -> Plan:
+    from qflow.compression._plan import (
+        decompress_container,
+        decompress_to_files,
+        load_container,
+        load_tensors_input,
+        write_restored,
+    )
+    from qflow.compression._stream import restored_bytes
+
     data, name, digest = load_container(files["input"])
     target = None if out is None else artifact_paths(out, "decompress")[0]
     plain = not (config.hhl or config.qsvt or config.lstm_enhancer)

@@ -8,7 +8,20 @@ windows by QAOA or greedy flips (``_quantum``) chosen by a meta-controller
 (``_meta``); clock caps from a fitted power-vs-clock model (``_caps``).
 """
 
-from qflow.energy._plan import load_energy_inputs, plan_energy
-from qflow.energy._schemas import EnergyConfig, EnergyInputs, parse_jobs, parse_telemetry, parse_topology
+from qflow._lazy import lazy_exports
+
+#: Public name -> the submodule defining it, imported on first use (the CLI lists every
+#: module's command without importing any engine).
+_EXPORTS = {
+    "load_energy_inputs": "qflow.energy._plan",
+    "plan_energy": "qflow.energy._plan",
+    "EnergyConfig": "qflow.energy._schemas",
+    "EnergyInputs": "qflow.energy._schemas",
+    "parse_jobs": "qflow.energy._schemas",
+    "parse_telemetry": "qflow.energy._schemas",
+    "parse_topology": "qflow.energy._schemas",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["EnergyConfig", "EnergyInputs", "load_energy_inputs", "parse_jobs", "parse_telemetry", "parse_topology", "plan_energy"]

@@ -8,7 +8,6 @@ from pathlib import Path
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
-from qflow.energy._plan import load_energy_inputs, plan_energy
 from qflow.energy._schemas import EnergyConfig
 
 __all__ = ["COMMANDS", "apply_paths", "write_apply_files"]
@@ -37,6 +36,8 @@ def write_apply_files(plan: Plan, out: Path) -> dict[str, dict[str, str]]:
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.energy._plan import load_energy_inputs, plan_energy
+
     inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"], telemetry_options=config)
     plan = plan_energy(inputs, config, digests=digests, progress=progress)
     if out is not None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
-from qflow.hpo._plan import load_hpo_inputs, plan_hpo
 from qflow.hpo._schemas import HpoConfig
 
 __all__ = ["COMMANDS"]
@@ -16,6 +15,8 @@ __all__ = ["COMMANDS"]
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.hpo._plan import load_hpo_inputs, plan_hpo
+
     space, history, dataset, digests = load_hpo_inputs(files.get("space"), files.get("history"), files.get("dataset"))
     return plan_hpo(space, history, config, dataset=dataset, digests=digests, progress=progress)
 

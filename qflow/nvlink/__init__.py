@@ -10,8 +10,24 @@ weighted ECMP or a Q-learning planner (vs shortest paths), and an SVM
 contention classifier trained on simulated logs.
 """
 
-from qflow.nvlink._plan import load_nvlink_inputs, plan_nvlink, read_fabric
-from qflow.nvlink._schemas import Fabric, Job, NvlinkConfig, parse_fabric, parse_jobs, parse_topo_text, pattern_traffic
+from qflow._lazy import lazy_exports
+
+#: Public name -> the submodule defining it, imported on first use (the CLI lists every
+#: module's command without importing any engine).
+_EXPORTS = {
+    "load_nvlink_inputs": "qflow.nvlink._plan",
+    "plan_nvlink": "qflow.nvlink._plan",
+    "read_fabric": "qflow.nvlink._plan",
+    "Fabric": "qflow.nvlink._schemas",
+    "Job": "qflow.nvlink._schemas",
+    "NvlinkConfig": "qflow.nvlink._schemas",
+    "parse_fabric": "qflow.nvlink._schemas",
+    "parse_jobs": "qflow.nvlink._schemas",
+    "parse_topo_text": "qflow.nvlink._schemas",
+    "pattern_traffic": "qflow.nvlink._schemas",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["Fabric", "Job", "NvlinkConfig", "load_nvlink_inputs", "parse_fabric", "parse_jobs", "parse_topo_text",
            "pattern_traffic", "plan_nvlink", "read_fabric"]

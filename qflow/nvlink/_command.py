@@ -8,7 +8,6 @@ from pathlib import Path
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
-from qflow.nvlink._plan import load_nvlink_inputs, plan_nvlink
 from qflow.nvlink._sample import SAMPLE_SCENARIOS
 from qflow.nvlink._schemas import NvlinkConfig
 
@@ -17,6 +16,8 @@ __all__ = ["COMMANDS"]
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.nvlink._plan import load_nvlink_inputs, plan_nvlink
+
     fabric, jobs, logs, digests = load_nvlink_inputs(files["fabric"], files["jobs"], files.get("logs"))
     return plan_nvlink(fabric, jobs, config, logs=logs, digests=digests, progress=progress)
 

@@ -5,9 +5,23 @@ two files; :func:`load_logit_layers` and :func:`plan_routing_layers` take router
 logits tensors (one plan per layer); :func:`capacity_sweep` shows what capacity buys.
 """
 
-from qflow.routing._plan import capacity_sweep, load_routing_inputs, min_capacity_factor, plan_routing, plan_routing_layers
-from qflow.routing._schemas import ModelGraph, RoutingConfig, parse_model_graph
-from qflow.routing._tensors import load_logit_layers
+from qflow._lazy import lazy_exports
+
+#: Public name -> the submodule defining it, imported on first use (the CLI lists every
+#: module's command without importing any engine).
+_EXPORTS = {
+    "capacity_sweep": "qflow.routing._plan",
+    "load_routing_inputs": "qflow.routing._plan",
+    "min_capacity_factor": "qflow.routing._plan",
+    "plan_routing": "qflow.routing._plan",
+    "plan_routing_layers": "qflow.routing._plan",
+    "ModelGraph": "qflow.routing._schemas",
+    "RoutingConfig": "qflow.routing._schemas",
+    "parse_model_graph": "qflow.routing._schemas",
+    "load_logit_layers": "qflow.routing._tensors",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "RoutingConfig",

@@ -11,15 +11,16 @@ from qflow.core.errors import InputError
 from qflow.core.io import load_table, parse_mapping, read_input
 from qflow.core.plan import Plan
 from qflow.routing._placement_plan import PlacementConfig, plan_placement
-from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
 from qflow.routing._schemas import RoutingConfig
-from qflow.routing._tensors import is_tensor_file, load_logit_layers
 
 __all__ = ["COMMANDS"]
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
+    from qflow.routing._tensors import is_tensor_file, load_logit_layers
+
     if is_tensor_file(files["tokens"]):
         frames, digests = load_logit_layers(files["tokens"], files.get("token_metadata"))
         raw_graph = read_input(files["model_graph"])

@@ -1,0 +1,38 @@
+"""The CLI lists every module without importing any engine's heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "pennylane", "sklearn", "scipy", "optuna")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level package names in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_building_the_parser_imports_no_engine_library():
+    loaded = _modules_after("import qflow.cli as cli\ncli._build_parser()")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_package_exports_still_resolve_and_stay_lazy():
+    loaded = _modules_after(
+        "import qflow.routing, qflow.energy, qflow.hpo, qflow.nvlink, qflow.attention, qflow.compression\n"
+        "from qflow.routing import RoutingConfig\nassert RoutingConfig.__name__ == 'RoutingConfig'")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    loaded = _modules_after("from qflow.energy import plan_energy\nassert callable(plan_energy)")
+    assert "sklearn" in loaded  # the engine itself is imported on first use
+
+
+def test_unknown_export_is_an_attribute_error():
+    done = subprocess.run([sys.executable, "-c", "import qflow.routing as r\ntry:\n r.no_such_name\nexcept AttributeError as e:\n print(e)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert "no_such_name" in done.stdout
