@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def read_input(source: Source, name: str | None = None, max_bytes: int | None = 
     else:
         raise InputError(name or "<input>", "(file)", "unsupported input", "a path, bytes or a file object", type(source).__name__)
     _check_size(len(data), limit, max_bytes is None, label)
-    if not data.strip():
+    if not data or data.isspace():  # not ``strip()``: that copies the whole input
         raise InputError(label, "(file)", "file is empty", "a non-empty file")
     return RawInput(label, data)
 
@@ -318,6 +319,10 @@ def parse_mapping(raw: RawInput) -> dict[str, Any]:
     return data
 
 
+#: The first byte that ``bytes.strip`` would keep (ASCII whitespace is what it removes).
+_FIRST_NON_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")
+
+
 def load_table(
     source: Source, name: str | None = None, records_key: str | None = None, text_columns: tuple[str, ...] = ()
 ) -> tuple[pd.DataFrame, RawInput]:
@@ -343,7 +348,8 @@ def load_table(
         The bytes it came from (for the plan's input digest).
     """
     raw = read_input(source, name)
-    head = raw.data.lstrip()[:1]
+    first = _FIRST_NON_SPACE.search(raw.data)  # not ``lstrip()``: that copies the whole input
+    head = raw.data[first.start():first.start() + 1] if first else b""
     if raw.suffix == ".json" or head in (b"[", b"{"):
         data = _parse_json(raw)
         if isinstance(data, dict) and records_key and records_key in data:

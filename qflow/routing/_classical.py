@@ -489,11 +489,17 @@ def hash_experts(token_ids: np.ndarray, n_experts: int) -> np.ndarray:
     >>> hash_experts(np.array(["tok-1", "tok-1"], dtype=object), 64).tolist() == [hash_experts(np.array(["tok-1"], dtype=object), 64)[0]] * 2
     True
     """
-    digests = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(t).encode(), digest_size=8, person=b"qflow-route").digest(), "big") for t in token_ids),
-        dtype=np.uint64,
-        count=len(token_ids),
-    )
+    # One keyed hasher copied per id, digests joined and read as big-endian words: the per-token
+    # Python work is the hash call alone (no int conversion, no generator into fromiter).
+    keyed = hashlib.blake2b(digest_size=8, person=b"qflow-route")
+
+    def digest(text: str) -> bytes:
+        hasher = keyed.copy()
+        hasher.update(text.encode())
+        return hasher.digest()
+
+    raw = b"".join([digest(str(t)) for t in np.asarray(token_ids).tolist()])
+    digests = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
     return (digests % np.uint64(n_experts)).astype(np.int64)
 
 
