@@ -49,14 +49,19 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type[QflowCon
             group.add_argument(flag, dest=f"cfg_{name}", default=None, metavar="VALUE", help=help_text)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(only: ModuleCommand | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, that module's subcommand alone among the modules.
+
+    ``only`` is for a command line that names a module first: its parse is the
+    same, and the other modules' packages are not imported just to be listed.
+    """
     parser = argparse.ArgumentParser(
         prog="qflow",
         description="QuantumFlow: planning engine for GPU clusters. Each module reads its input files and writes a JSON plan.",
     )
     parser.add_argument("--version", action="version", version=f"qflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for spec in available_commands():
+    for spec in [only] if only is not None else available_commands():
         p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
         for input_name in (*spec.inputs, *spec.optional_inputs):
             p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
@@ -271,9 +276,20 @@ def _run_app(host: str, port: int) -> int:
             signal.signal(sig, handler)
 
 
+def _module_named_first(argv: Sequence[str]) -> ModuleCommand | None:
+    """The module command ``argv`` starts with, or ``None`` (an option, ``sample``, a typo: the full parser)."""
+    if not argv or argv[0].startswith("-") or argv[0] in ("sample", "app", "serve"):
+        return None
+    try:
+        return load_command(argv[0])
+    except KeyError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``qflow`` / ``python -m qflow``; returns the exit code."""
-    parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _build_parser(_module_named_first(argv))
     args = parser.parse_args(argv)
     servers = args.command in ("app", "serve")  # long-running: their warnings go to the log as they come
     with nullcontext([]) if servers else _warnings_held() as caught:

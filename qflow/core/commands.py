@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,20 +148,26 @@ class ModuleCommand:
         return dict(self.sample_sets) or {"sample": dict(self.sample_inputs)}
 
 
-def available_commands() -> list[ModuleCommand]:
-    """Every command of every package that has a ``_command`` module, in listing order."""
-    commands: list[ModuleCommand] = []
+def _iter_commands() -> Iterator[ModuleCommand]:
+    """The commands package by package, importing each ``_command`` module only when reached."""
     for package in MODULE_PACKAGES:
         if importlib.util.find_spec(f"qflow.{package}") is None:
             continue
         if importlib.util.find_spec(f"qflow.{package}._command") is not None:
-            commands.extend(importlib.import_module(f"qflow.{package}._command").COMMANDS)
-    return commands
+            yield from importlib.import_module(f"qflow.{package}._command").COMMANDS
+
+
+def available_commands() -> list[ModuleCommand]:
+    """Every command of every package that has a ``_command`` module, in listing order."""
+    return list(_iter_commands())
 
 
 def load_command(name: str) -> ModuleCommand:
-    """The command called ``name`` (``routing``, ``compress``, ...)."""
-    for command in available_commands():
+    """The command called ``name`` (``routing``, ``compress``, ...).
+
+    Stops at the package that defines it, so the packages listed after it are not imported.
+    """
+    for command in _iter_commands():
         if command.name == name:
             return command
     raise KeyError(name)
