@@ -36,3 +36,26 @@ def test_unknown_export_is_an_attribute_error():
     done = subprocess.run([sys.executable, "-c", "import qflow.routing as r\ntry:\n r.no_such_name\nexcept AttributeError as e:\n print(e)"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert "no_such_name" in done.stdout
+
+
+def test_a_command_line_naming_a_module_imports_only_the_packages_up_to_it():
+    loaded = _modules_after_full(
+        "import qflow.cli as cli\nspec = cli._module_named_first(['routing', '--tokens', 't.csv'])\n"
+        "assert spec is not None and spec.name == 'routing'\ncli._build_parser(spec)")
+    assert "qflow.routing._command" in loaded
+    assert not {"qflow.energy", "qflow.hpo", "qflow.nvlink", "qflow.attention", "qflow.compression"} & loaded
+
+
+def test_anything_else_first_gets_the_full_parser():
+    import qflow.cli as cli
+
+    for argv in ([], ["--help"], ["sample"], ["serve"], ["no-such-module"], ["-x", "routing"]):
+        assert cli._module_named_first(argv) is None, argv
+    assert cli._module_named_first(["placement"]).name == "placement"
+
+
+def _modules_after_full(code: str) -> set[str]:
+    """Full module names in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
