@@ -55,7 +55,8 @@ def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
     assert [r["method"] for r in rows] == [f"plan ({ran})", "dense", "random_k"]
     assert rows[0]["relative_error"] < rows[2]["relative_error"]
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download attention.embeddings.npy", "Download plan JSON"]
+    assert labels == ["Download attention.embeddings.npy", "Download pruned_model.safetensors", "Download pruned_config.json",
+                      "Download plan JSON"]  # the pruner ran: its checkpoint is offered
     assert at.metric[4].value == "2 of 4"
 
 
