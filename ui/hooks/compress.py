@@ -35,7 +35,10 @@ def options() -> dict[str, Any]:
     picked = st.selectbox("or a checkpoint from the server data folder (for files over the upload limit)",
                           [NO_DATA_FILE, *names], key="compress_data_file",
                           help="The container is written beside it in that folder, and offered for download below.")
-    return {} if picked == NO_DATA_FILE else {"data_file": picked}
+    if picked == NO_DATA_FILE:
+        return {}
+    stat = resolve_data_file(root, picked).stat()  # size and time in the run's identity: a rewritten file is rerun
+    return {"data_file": picked, "version": [stat.st_size, stat.st_mtime_ns]}
 
 
 def run_in_place(command: ModuleCommand, options: dict[str, Any], config: QflowConfig,
