@@ -37,7 +37,11 @@ def options() -> dict[str, Any]:
                           help="The container is written beside it in that folder, and offered for download below.")
     if picked == NO_DATA_FILE:
         return {}
-    stat = resolve_data_file(root, picked).stat()  # size and time in the run's identity: a rewritten file is rerun
+    try:
+        stat = resolve_data_file(root, picked).stat()  # size and time in the run's identity: a rewritten file is rerun
+    except (QflowError, OSError) as exc:  # gone since the listing
+        st.warning(getattr(exc, "message", str(exc)), icon=":material/folder_off:")
+        return {}
     return {"data_file": picked, "version": [stat.st_size, stat.st_mtime_ns]}
 
 
