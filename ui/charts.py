@@ -13,7 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["capacity_sweep_figure", "expert_load_figure", "node_traffic_figure", "qaoa_convergence_figure"]
+__all__ = ["capacity_sweep_figure", "expert_load_figure", "node_traffic_figure", "placement_load_figure", "qaoa_convergence_figure"]
 
 #: The plan in one strong colour, baselines in muted ones, the same on every chart.
 COLORS = {
@@ -22,6 +22,7 @@ COLORS = {
     "top1_gating": "#e8a33d",
     "greedy_balanced": "#7fb77e",
     "capacity": "#c0392b",
+    "eplb": "#e8a33d",
 }
 #: Legend in one row above the plot, right-aligned under the title, clear of the axis titles.
 LAYOUT = {
@@ -80,6 +81,23 @@ def node_traffic_figure(plan: dict[str, Any]) -> go.Figure:
     fig.update_layout(title=title, xaxis_title="expert node", yaxis_title="source node", **LAYOUT)
     fig.update_yaxes(autorange="reversed")  # first node on top, like a matrix
     fig.update_xaxes(side="bottom")
+    return fig
+
+
+def placement_load_figure(layer: dict[str, Any], ids: Sequence[str], level: str, title: str) -> go.Figure:
+    """Load per GPU or per node (``level`` = ``"gpu"`` or ``"node"``) of one placed layer: the plan against EPLB.
+
+    ``layer`` is one of a placement plan's ``result.layers`` (``<level>_load`` and
+    ``eplb_<level>_load``, expected tokens); a dotted line marks the mean load,
+    the floor every placement shares, so the tallest bar over it is the imbalance.
+    """
+    plan_load, eplb_load = layer[f"{level}_load"], layer[f"eplb_{level}_load"]
+    fig = go.Figure()
+    fig.add_bar(x=list(ids), y=plan_load, name="plan", marker_color=COLORS["plan"])
+    fig.add_bar(x=list(ids), y=eplb_load, name="EPLB baseline", marker_color=COLORS["eplb"], opacity=0.8)
+    fig.add_hline(y=sum(plan_load) / max(len(plan_load), 1), line_dash="dot", line_color="#555",
+                  annotation_text="mean", annotation_position="top left")
+    fig.update_layout(title=title, barmode="group", bargap=0.2, xaxis_title=level, yaxis_title="load (tokens)", **LAYOUT)
     return fig
 
 

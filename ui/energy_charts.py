@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from ui.charts import LAYOUT as _LAYOUT
 
-__all__ = ["caps_figure", "gantt_figure", "gantt_lanes", "power_timeline_figure", "prediction_figure", "windows_figure"]
+__all__ = ["budget_tradeoff_figure", "caps_figure", "gantt_figure", "gantt_lanes", "power_timeline_figure", "prediction_figure", "windows_figure"]
 
 COLORS = {"plan": "#1f5fbf", "asap": "#e8a33d", "per_node": "#7fb77e", "plan_capped": "#6a3d9a", "budget": "#c0392b",
           "lower_bound": "#555555", "measured": "#222222", "persistence": "#b0b0b0", "ridge": "#e8a33d", "gnn": "#1f5fbf",
@@ -135,4 +135,29 @@ def windows_figure(plan: dict[str, Any]) -> go.Figure | None:
     fig.add_hline(y=1.0, line_dash="dash", line_color=COLORS["budget"])
     fig.update_layout(title="Peak-slot windows: ratio to the exact optimum (1 = optimal)", barmode="group",
                       yaxis={"range": [0, 1.15]}, **_LAYOUT)
+    return fig
+
+
+def budget_tradeoff_figure(plan: dict[str, Any]) -> go.Figure | None:
+    """Makespan (slots) against peak power (W) over the plan's budget sweep, with its lower bound; None without a sweep.
+
+    ``result.objective.budget_sweep`` rows: ``budget_w``, ``peak_w`` reached,
+    ``makespan_slots`` and ``makespan_lower_bound_slots``. The plan's own
+    schedule is the star (its budget also got the randomised search).
+    """
+    rows = sorted((plan["result"].get("objective") or {}).get("budget_sweep") or [], key=lambda r: r["peak_w"])
+    if not rows:
+        return None
+    peaks = [r["peak_w"] / 1000 for r in rows]
+    fig = go.Figure()
+    fig.add_scatter(x=peaks, y=[r["makespan_slots"] for r in rows], name="schedule at each budget", mode="lines+markers",
+                    line={"color": COLORS["plan"]}, customdata=[r["budget_w"] for r in rows],
+                    hovertemplate="budget %{customdata:.0f} W: peak %{x:.2f} kW, %{y} slots<extra></extra>")
+    fig.add_scatter(x=peaks, y=[r["makespan_lower_bound_slots"] for r in rows], name="makespan lower bound",
+                    mode="lines", line={"color": COLORS["lower_bound"], "dash": "dot"})
+    metrics = plan["metrics"]
+    fig.add_scatter(x=[metrics["peak_power_w"] / 1000], y=[metrics["makespan_slots"]], name="this plan", mode="markers",
+                    marker={"symbol": "star", "size": 14, "color": COLORS["budget"]})
+    fig.update_layout(title="Budget trade-off: makespan against peak power", xaxis_title="peak power (kW)",
+                      yaxis_title="makespan (slots)", **_LAYOUT)
     return fig

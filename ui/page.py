@@ -11,7 +11,11 @@ Page hooks (a module ``ui.hooks.<name>``; every name optional):
 - ``charts(run)``: its charts (``run`` is a :class:`PageRun`);
 - ``options()`` -> dict: extra choices drawn under the inputs (part of the run's identity);
 - ``out_name(options, uploads)`` -> str: the ``--out`` name the command writes its artifacts beside;
-- ``extras(uploads, config, progress)`` -> dict: more work in the same job (``run.extras``).
+- ``extras(uploads, config, progress)`` -> dict: more work in the same job (``run.extras``);
+- ``artifacts(plan, files)`` -> list of (file name, bytes): the downloads from the files the command wrote
+  (default: every file, by its name), for a module writing more than plain files beside the plan;
+- ``run_in_place(command, options, config, progress)`` -> ``(plan, artifacts)`` or None: run on server-side
+  files the options picked instead of the uploads (None: the uploads are used).
 
 Widget keys: ``{name}_run_button``, ``{name}_{input}_upload``, ``{name}_{field}``;
 the finished run is ``st.session_state[f"{name}_run"]``, the job ``[f"{name}_job"]``.
@@ -67,13 +71,16 @@ def run_module(name: str, uploads: dict[str, Upload | None], config_json: str, o
     """Plan ``name`` on ``uploads`` (a job's work: runs in the pool); bad input becomes ``PageRun(error=...)``."""
     command, hooks = load_command(name), page_hooks(name)
     extras_hook, out_hook = getattr(hooks, "extras", None), getattr(hooks, "out_name", None)
+    artifacts_hook = getattr(hooks, "artifacts", None) or (lambda _plan, files: [(f.name, f.read_bytes()) for f in files])
     share = PLAN_SHARE if extras_hook else 1.0
     try:
         config = command.config_cls.model_validate_json(config_json)
-        plan, artifacts = run_on_uploads_keeping_artifacts(
-            command, uploads, config, lambda plan, files: (plan, [(f.name, f.read_bytes()) for f in files]),
-            out_name=out_hook(options, uploads) if out_hook else f"{name}.json",
-            progress=lambda fraction, message: _progress(share * fraction, message))
+        progress = lambda fraction, message: _progress(share * fraction, message)  # noqa: E731
+        in_place = getattr(hooks, "run_in_place", None)
+        ran = in_place(command, options, config, progress) if in_place else None
+        plan, artifacts = ran or run_on_uploads_keeping_artifacts(
+            command, uploads, config, lambda plan, files: (plan, artifacts_hook(plan, files)),
+            out_name=out_hook(options, uploads) if out_hook else f"{name}.json", progress=progress)
         extras = extras_hook(uploads, config, _progress) if extras_hook else {}
     except QflowError as exc:
         return PageRun(error=exc.message)

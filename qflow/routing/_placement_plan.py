@@ -19,6 +19,8 @@ __all__ = ["PlacementConfig", "plan_placement", "load_matrix", "cluster_shape"]
 
 #: Largest accepted loads table: experts per layer and layers.
 MAX_EXPERTS, MAX_LAYERS = 4096, 1024
+#: Per-GPU and per-node load vectors: kept in ``result.layers``, left out of ``metrics.layers``.
+_LOAD_VECTORS = ("gpu_load", "node_load", "eplb_gpu_load", "eplb_node_load")
 
 
 class PlacementConfig(QflowConfig):
@@ -118,7 +120,7 @@ def plan_placement(
         ``result.layers[i]``: ``physical_to_logical`` (GPU-major slots ->
         expert index into ``result.expert_ids``), ``logical_to_physical``
         (padded with -1), ``logical_replica_count``, ``gpu_load``,
-        ``node_load``. ``metrics``: per layer and summarised; ``baselines``:
+        ``node_load``, and EPLB's baseline ``eplb_gpu_load`` and ``eplb_node_load``. ``metrics``: per layer and summarised; ``baselines``:
         ``eplb`` and ``contiguous`` (no replication; when experts divide over GPUs).
     """
     if not isinstance(config, PlacementConfig):
@@ -146,6 +148,7 @@ def plan_placement(
             m["gap_to_lower_bound"] = float((m["max_gpu_load"] - bound) / max(bound, 1e-12))
             metrics.append(m)
             eplb_metrics.append(placement_metrics(eplb, load, nodes, per_node))
+            m["eplb_gpu_load"], m["eplb_node_load"] = eplb_metrics[-1]["gpu_load"], eplb_metrics[-1]["node_load"]
             flat = contiguous(E, G, slots)
             if flat is not None:
                 flat_metrics.append(placement_metrics(flat, load, nodes, per_node))
@@ -167,7 +170,7 @@ def plan_placement(
         module="placement", inputs=digests, config=config.model_dump(), solver=solver,
         result={"expert_ids": expert_ids, "layer_ids": layer_ids, "gpu_ids": gpu_ids, "node_ids": node_ids,
                 "slots_per_gpu": slots, "layers": layers},
-        metrics={**summary, "starts": starts, "layers": [{k: v for k, v in m.items() if k not in ("gpu_load", "node_load")} for m in metrics]},
+        metrics={**summary, "starts": starts, "layers": [{k: v for k, v in m.items() if k not in _LOAD_VECTORS} for m in metrics]},
         baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics,
     )
 
@@ -196,4 +199,6 @@ def _layer_result(placement: Placement, load: np.ndarray, gpus: int, metrics: di
         "logical_replica_count": placement.replicas.tolist(),
         "gpu_load": metrics["gpu_load"],
         "node_load": metrics["node_load"],
+        "eplb_gpu_load": metrics["eplb_gpu_load"],
+        "eplb_node_load": metrics["eplb_node_load"],
     }

@@ -74,7 +74,7 @@ def test_no_streamlit_internals_and_no_module_lists(script: str) -> None:
 def test_every_hooks_module_belongs_to_a_registered_module_and_names_known_hooks() -> None:
     """Hooks are looked up by module name: one for a name the registry lacks would never be drawn."""
     names = {c.name for c in available_commands()}
-    known = {"METRICS", "summary", "charts", "options", "out_name", "extras"}
+    known = {"METRICS", "summary", "charts", "options", "out_name", "extras", "run_in_place", "artifacts"}
     for path in (ROOT / "ui" / "hooks").glob("[!_]*.py"):
         assert path.stem in names, path.name
         public = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -53,7 +55,8 @@ def test_run_on_the_sample_with_every_toggle(at: AppTest) -> None:
     assert [r["method"] for r in rows] == [f"plan ({ran})", "dense", "random_k"]
     assert rows[0]["relative_error"] < rows[2]["relative_error"]
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download attention.embeddings.npy", "Download plan JSON"]
+    assert labels == ["Download attention.embeddings.npy", "Download pruned_model.safetensors", "Download pruned_config.json",
+                      "Download plan JSON"]  # the pruner ran: its checkpoint is offered
     assert at.metric[4].value == "2 of 4"
 
 
@@ -67,3 +70,27 @@ def test_bad_upload_shows_the_loaders_message(at: AppTest) -> None:
     click_run(at, "attention")
     assert at.error[0].value.startswith("broken.npy: embeddings[1, 1]: not a finite number")
     assert not at.get("plotly_chart")
+
+
+def test_the_pruned_checkpoint_is_offered_when_the_pruner_ran(at: AppTest) -> None:
+    from safetensors.numpy import load
+
+    at.toggle(key="attention_svd_pruner").set_value(True)
+    click_run(at, "attention")
+    assert not at.error
+    run = at.session_state["attention_run"]
+    pruned = run.plan["result"]["pruned_checkpoint"]
+    files = dict(run.artifacts)
+    assert [d.label for d in at.get("download_button")][-3:] == [
+        "Download pruned_model.safetensors", "Download pruned_config.json", "Download plan JSON"]
+    model, config = files["pruned_model.safetensors"], json.loads(files["pruned_config.json"])
+    assert hashlib.sha256(model).hexdigest() == pruned["sha256"] and len(model) == pruned["bytes"]
+    assert config == pruned["config"] and config["pruned_heads"]
+    state = load(model)
+    assert {name: list(state[name].shape) for name in pruned["shapes"]} == pruned["shapes"]
+
+
+def test_no_pruned_checkpoint_without_the_pruner(at: AppTest) -> None:
+    click_run(at, "attention")
+    assert "pruned_checkpoint" not in at.session_state["attention_run"].plan["result"]
+    assert not any("pruned_" in d.label for d in at.get("download_button"))

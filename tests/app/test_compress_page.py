@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from page_helpers import chart_titles, click_run, open_page, upload
 from streamlit.testing.v1 import AppTest
 
 from qflow.compression import CompressConfig
 from ui.widgets import field_bounds
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -24,6 +28,7 @@ def test_widgets_are_the_config_fields_with_their_bounds(at: AppTest) -> None:
         assert widget.value == info.default and widget.max == field_bounds(info)["le"], name
     assert "using the sample `sample_data/compression/checkpoint.safetensors`" in " ".join(c.value for c in at.caption)
     assert "Press **Run**" in at.info[0].value
+    assert "compress_data_file" not in at.session_state  # no data folder picker without QFLOW_DATA_DIR
 
 
 def test_run_on_the_sample_with_pruning_and_denoiser(at: AppTest) -> None:
@@ -49,3 +54,26 @@ def test_pickle_upload_shows_the_loaders_message(at: AppTest) -> None:
     click_run(at, "compress")
     assert at.error[0].value.startswith("evil.pt: (file): not a weights-only torch file")
     assert not at.get("plotly_chart")
+
+
+def test_a_checkpoint_from_the_server_data_folder_is_compressed_in_place(tmp_path, monkeypatch) -> None:
+    data = tmp_path / "data"
+    (data / "models").mkdir(parents=True)
+    checkpoint = data / "models" / "big.safetensors"
+    checkpoint.write_bytes((ROOT / "sample_data" / "compression" / "checkpoint.safetensors").read_bytes())
+    outside = tmp_path / "secret.safetensors"
+    outside.write_bytes(checkpoint.read_bytes())
+    (data / "escape.safetensors").symlink_to(outside)
+    (data / "notes.txt").write_text("not a checkpoint")
+    monkeypatch.setenv("QFLOW_DATA_DIR", str(data))
+    at = open_page("compress")
+    picker = at.selectbox(key="compress_data_file")
+    assert picker.options[1:] == ["models/big.safetensors"]  # no symlink out of the folder, no other suffix
+    picker.set_value("models/big.safetensors").run()
+    click_run(at, "compress")
+    assert not at.error
+    container = data / "models" / "big.qfz"
+    assert container.is_file() and outside.with_suffix(".qfz").exists() is False
+    assert "Download big.qfz" in [d.label for d in at.get("download_button")]
+    assert at.session_state["compress_run"].artifacts == [("big.qfz", container.read_bytes())]
+    assert at.session_state["compress_run"].plan["metrics"]["original_bytes"] > 0

@@ -39,8 +39,8 @@ def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
     plan = at.session_state["energy_run"].plan
     assert plan["solver"]["ran"] == "gnn+list" and plan["metrics"]["budget_respected"]
     specs = chart_specs(at)
-    assert len(specs) == 4
-    timeline, gantt, prediction, caps = specs
+    assert len(specs) == 5
+    timeline, gantt, prediction, caps, tradeoff = specs
     names = [t["name"] for t in timeline["data"]]
     assert names == ["ASAP (before)", "per-node scheduler", "plan (gnn+list)", "plan with clock caps"]
     budget_lines = [s for s in timeline["layout"]["shapes"] if s["y0"] == plan["result"]["power_budget_w"]]
@@ -48,6 +48,13 @@ def test_run_on_the_samples_draws_the_four_charts(at: AppTest) -> None:
     assert len(gantt["data"][0]["base"]) == len(plan["result"]["schedule"])
     assert [t["name"].split(" ")[0] for t in prediction["data"]] == ["measured", "persistence", "ridge", "gnn"]
     assert "Clock caps per node" in caps["layout"]["title"]["text"]
+    sweep = sorted(plan["result"]["objective"]["budget_sweep"], key=lambda r: r["peak_w"])
+    curve, bound, star = tradeoff["data"]
+    assert curve["y"] == [r["makespan_slots"] for r in sweep] and bound["y"] == [r["makespan_lower_bound_slots"] for r in sweep]
+    assert curve["y"] == sorted(curve["y"], reverse=True)  # a higher peak never costs slots on the sample
+    assert star["y"] == [plan["metrics"]["makespan_slots"]] and star["x"] == [plan["metrics"]["peak_power_w"] / 1000]
+    gap = next(m for m in at.metric if m.label == "makespan gap to lower bound")
+    assert gap.value == f"{plan['metrics']['makespan_gap_to_lower_bound']:.1%} (bound {plan['metrics']['makespan_lower_bound_slots']} slots)"
     rows = next(d.value for d in at.dataframe if "peak_power_w" in d.value.columns).to_dict("records")
     assert [r["method"] for r in rows] == ["plan (gnn+list)", "asap", "per_node"]
     assert [d.label for d in at.get("download_button")] == [
@@ -74,7 +81,7 @@ def test_qaoa_windows_add_their_chart_and_table(at: AppTest) -> None:
     plan = at.session_state["energy_run"].plan
     assert plan["solver"]["ran"] == "gnn+list+qaoa"
     specs = chart_specs(at)
-    assert len(specs) == 5 and "ratio to the exact optimum" in specs[4]["layout"]["title"]["text"]
+    assert len(specs) == 6 and "ratio to the exact optimum" in specs[4]["layout"]["title"]["text"]
     windows = next(d.value for d in at.dataframe if "qaoa_ratio" in d.value.columns)
     assert len(windows) == len(plan["result"]["windows"]) and (windows["qubits"] <= 4).all()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -80,3 +82,40 @@ def test_a_dangling_link_shows_the_loader_message(at: AppTest) -> None:
     assert not at.exception
     assert at.error[0].value.startswith("bad.json: links[0].target: dangling link: endpoint is not a node")
     assert not at.get("plotly_chart")
+
+
+def _with_classifier_trusted(plan: dict, trusted: bool) -> dict:
+    """``plan`` as the engine writes it when the classifier does (not) beat the majority class."""
+    plan = copy.deepcopy(plan)
+    classifier = plan["result"]["classifier"]
+    classifier["acted_on"] = trusted
+    for prediction in classifier["predictions"].values():
+        prediction["congested"] = prediction["model_call"] if trusted else None
+    for row in plan["result"]["learned_components"]:
+        if row["component"] == "contention_classifier":
+            row["beats_baseline"] = row["acted_on"] = trusted
+    return plan
+
+
+def test_a_classifier_that_does_not_beat_the_majority_class_makes_no_call(at: AppTest) -> None:
+    at.number_input(key="nvlink_rl_episodes").set_value(10)
+    at.number_input(key="nvlink_classifier_samples").set_value(60)
+    click_run(at, "nvlink")
+    run = at.session_state["nvlink_run"]
+    plan = run.plan
+    assert plan["result"]["classifier"]["acted_on"] == (
+        plan["result"]["classifier"]["held_out_accuracy"] > plan["result"]["classifier"]["majority_class_accuracy"])
+    for trusted in (False, True):
+        at.session_state["nvlink_run"] = dataclasses.replace(run, plan=_with_classifier_trusted(plan, trusted))
+        at.run()
+        assert not at.exception
+        call = next(c.value for c in at.caption if c.value.startswith("Classifier's call"))
+        assert ("no call (classifier does not beat the majority class)" in call) is not trusted
+        learned = next(d.value for d in at.dataframe if "beats_baseline" in d.value.columns)
+        row = learned[learned["component"] == "contention_classifier"].iloc[0]
+        assert bool(row["acted_on"]) is trusted and bool(row["beats_baseline"]) is trusted
+        if trusted:
+            model_call = plan["result"]["classifier"]["predictions"]["plan"]["model_call"]
+            assert f"plan: {'congested' if model_call else 'not congested'}," in call
+        else:
+            assert "not congested" not in call and "plan: no call" in call

@@ -203,3 +203,26 @@ class TestInputs:
         assert not at.exception and not at.error
         inputs = {d["name"]: d for d in at.session_state["routing_run"].plan["inputs"]}
         assert inputs["model_graph"]["source"] == "model_graph.yaml"
+
+
+@pytest.mark.parametrize("node_limit", [1, 2])
+def test_top_k_with_node_limit_draws_charts_sweep_and_downloads(at: AppTest, node_limit: int) -> None:
+    set_settings(at, top_k=2, node_limit=node_limit)
+    click_run(at, "routing")
+    assert not at.error
+    plan = at.session_state["routing_run"].plan
+    assert plan["config"]["top_k"] == 2
+    spans = plan["metrics"]["nodes_per_token_max"]
+    assert any(f"{spans} at most (node_limit={node_limit})" in c.value for c in at.caption)
+    assert (spans > node_limit) == any(f"node_limit={node_limit} not met" in w.value for w in at.warning)
+    load, _, sweep, *_ = chart_specs(at)
+    assert load["data"][0]["y"] == plan["metrics"]["expert_load"]
+    assert set(trace_names(load)[1:-1]) == set(plan["baselines"])
+    rows = at.session_state["routing_run"].extras["sweep"]
+    assert {r["method"] for r in rows} == {"plan", "topk_gating"}
+    sweep_names = trace_names(sweep)
+    assert "qflow router (classical)" in sweep_names and "topk_gating" in sweep_names
+    dropped = [t["y"] for t in sweep["data"] if t["name"] == "qflow router (classical)"][0]
+    assert dropped[0] > dropped[-1] == 0  # the sweep really varies with capacity_factor
+    assert any(d.label == "Download plan JSON" for d in at.get("download_button"))
+    assert json.loads(at.session_state["routing_run"].plan_json)["result"]["combine_weights"]

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from qflow.core.plan import Plan
 from ui import attention_charts as figures
 
 METRICS = ("relative_error", "attention_memory_bytes", "memory_ratio_vs_dense")
+
+
+def artifacts(plan: Plan, files: list[Path]) -> list[tuple[str, bytes]]:
+    """The written files, and the pruned checkpoint and its config.json when the head pruner ran.
+
+    The command writes the pruned model into a folder beside the plan
+    (``<out>.pruned/``, as a model hub stores it), which a page's plain file
+    list leaves out; its two files are offered as ``pruned_<name>``.
+    """
+    written = [(f.name, f.read_bytes()) for f in files]
+    pruned = plan.result.get("pruned_checkpoint")
+    if pruned is None or not files:
+        return written
+    folders = [p for p in files[0].parent.iterdir() if p.is_dir() and (p / pruned["file"]).is_file()]
+    return written + [(f"pruned_{name}", (folder / name).read_bytes())
+                      for folder in folders[:1] for name in (pruned["file"], pruned["config_file"])]
 
 
 def summary(plan: dict[str, Any]) -> None:

@@ -6,10 +6,56 @@ from typing import Any
 
 import streamlit as st
 
-from qflow.core.uploads import Upload
+from qflow.compression import INPUT_SUFFIXES
+from qflow.core.commands import ModuleCommand, Progress
+from qflow.core.config import QflowConfig
+from qflow.core.datadir import data_dir, list_data_files, resolve_data_file
+from qflow.core.errors import QflowError
+from qflow.core.plan import Plan
+from qflow.core.uploads import Upload, run_command
 from ui import compression_charts as figures
 
 METRICS = ("compression_ratio", "relative_l2_error", "max_abs_error", "snr_db", "cosine_similarity", "compress_mb_per_s")
+
+
+#: The data-folder choice that means "use the upload (or the sample)".
+NO_DATA_FILE = "(the upload or the sample above)"
+
+
+def options() -> dict[str, Any]:
+    """With ``QFLOW_DATA_DIR`` set: a checkpoint picked from that server-side folder instead of an upload."""
+    try:
+        root = data_dir()
+    except QflowError as exc:
+        st.warning(exc.message, icon=":material/folder_off:")
+        return {}
+    if root is None:
+        return {}
+    names = list_data_files(root, tuple(f".{s}" for s in INPUT_SUFFIXES))
+    picked = st.selectbox("or a checkpoint from the server data folder (for files over the upload limit)",
+                          [NO_DATA_FILE, *names], key="compress_data_file",
+                          help="The container is written beside it in that folder, and offered for download below.")
+    if picked == NO_DATA_FILE:
+        return {}
+    try:
+        stat = resolve_data_file(root, picked).stat()  # size and time in the run's identity: a rewritten file is rerun
+    except (QflowError, OSError) as exc:  # gone since the listing
+        st.warning(getattr(exc, "message", str(exc)), icon=":material/folder_off:")
+        return {}
+    return {"data_file": picked, "version": [stat.st_size, stat.st_mtime_ns]}
+
+
+def run_in_place(command: ModuleCommand, options: dict[str, Any], config: QflowConfig,
+                 progress: Progress) -> tuple[Plan, list[tuple[str, bytes]]] | None:
+    """Compress the data-folder file ``options["data_file"]`` into ``<stem>.qfz`` beside it; None without one."""
+    name = options.get("data_file")
+    root = data_dir()
+    if not name or root is None:
+        return None
+    source = resolve_data_file(root, name)
+    container = source.with_name(f"{source.stem}.qfz")
+    plan = run_command(command, {"input": source}, config, container, progress)
+    return plan, [(container.name, container.read_bytes())]
 
 
 def out_name(options: dict[str, Any], uploads: dict[str, Upload | None]) -> str:

@@ -9,6 +9,9 @@ import streamlit as st
 from qflow.core.commands import format_value
 from ui import nvlink_charts as figures
 
+#: What the page says where the classifier's held-out accuracy does not beat always answering the majority class.
+NO_CALL = "no call (classifier does not beat the majority class)"
+
 
 def _scaled(value: float | None, scale: float) -> str:
     return format_value(None if value is None else value * scale)
@@ -62,7 +65,17 @@ def charts(run: Any) -> None:
         left.caption("RL planner off.")
     if "classifier" in result:
         right.plotly_chart(figures.confusion_figure(plan), key="nvlink_confusion_chart")
-        flags = {k: ("congested" if v["congested"] else "not congested") for k, v in result["classifier"]["predictions"].items()}
+        flags = {k: _call(v["congested"]) for k, v in result["classifier"]["predictions"].items()}
         right.caption("Classifier's call: " + ", ".join(f"{k}: {v}" for k, v in flags.items()) + ".")
     else:
         right.caption("Classifier off (or its logs held one class only).")
+    if result.get("learned_components"):
+        st.subheader("Learned components against their trivial baselines")
+        st.dataframe(result["learned_components"], hide_index=True, key="nvlink_learned_table")
+
+
+def _call(congested: bool | None) -> str:
+    """The classifier's call for one placement; ``None`` when the plan does not trust it (see ``acted_on``)."""
+    if congested is None:
+        return NO_CALL
+    return "congested" if congested else "not congested"

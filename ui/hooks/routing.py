@@ -41,6 +41,18 @@ def summary(plan: dict[str, Any]) -> None:
                         f"certified bound: {metrics['gap_to_upper_bound']:.2e}")
     if dropped["count"]:
         st.warning(f"{dropped['count']} tokens dropped: {dropped['reason']}", icon=":material/block:")
+    if metrics.get("top_k", 1) > 1:
+        _top_k_caption(metrics)
+
+
+def _top_k_caption(metrics: dict[str, Any]) -> None:
+    """Nodes per token with top_k > 1, and a warning where tokens span more nodes than ``node_limit``."""
+    limit = metrics.get("node_limit") or 0
+    st.caption(f"top_k={metrics['top_k']}: each token's experts span {metrics['nodes_per_token_mean']:.2f} nodes on average, "
+               f"{metrics['nodes_per_token_max']} at most" + (f" (node_limit={limit})." if limit else " (no node_limit)."))
+    if limit and metrics["nodes_per_token_max"] > limit:
+        st.warning(f"node_limit={limit} not met: some tokens' experts span {metrics['nodes_per_token_max']} nodes "
+                   "in this plan's own assignments.", icon=":material/hub:")
 
 
 def charts(run: Any) -> None:

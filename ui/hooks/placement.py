@@ -1,0 +1,46 @@
+"""Placement page hooks: imbalance against EPLB and contiguous placement, the gap to the lower bound, load bars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ui import charts as figures
+
+#: Metrics compared between the plan and each baseline, in table order.
+METRICS = ("max_gpu_imbalance", "mean_gpu_imbalance", "max_node_imbalance", "mean_node_imbalance", "cross_node_dispatch")
+#: Key figures: (metric, label); each shows its change against both baselines.
+KEY_FIGURES = (("max_gpu_imbalance", "max GPU imbalance"), ("mean_gpu_imbalance", "mean GPU imbalance"),
+               ("max_node_imbalance", "max node imbalance"), ("mean_node_imbalance", "mean node imbalance"))
+
+
+def _against(plan: dict[str, Any], metric: str) -> str:
+    """``vs eplb 1.234, contiguous 1.456`` for the baselines the plan has (max/mean load ratios, lower is better)."""
+    return "vs " + ", ".join(f"{name} {base[metric]:.3f}" for name, base in plan["baselines"].items())
+
+
+def summary(plan: dict[str, Any]) -> None:
+    """Imbalance (max/mean load) against EPLB and contiguous, and the worst layer's gap to the lower bound."""
+    metrics, eplb = plan["metrics"], plan["baselines"]["eplb"]
+    cols = st.columns(len(KEY_FIGURES) + 1)
+    for col, (metric, label) in zip(cols, KEY_FIGURES, strict=False):
+        col.metric(label, f"{metrics[metric]:.3f}", delta=f"{metrics[metric] - eplb[metric]:+.3f} vs EPLB",
+                   delta_color="inverse", help=_against(plan, metric))
+    cols[-1].metric("gap to lower bound", f"{metrics['max_gap_to_lower_bound']:.1%}",
+                    help="Worst layer's max GPU load over its lower bound, minus 1 (0 = provably optimal max GPU load).")
+    result = plan["result"]
+    st.caption(f"{len(result['layer_ids'])} layers x {len(result['expert_ids'])} experts on {len(result['gpu_ids'])} GPUs "
+               f"({len(result['node_ids'])} nodes), {result['slots_per_gpu']} slots per GPU.")
+
+
+def charts(run: Any) -> None:
+    """Per-GPU and per-node load of one layer, the plan against EPLB's placement."""
+    result = run.plan["result"]
+    index = st.selectbox("layer", range(len(result["layer_ids"])), format_func=lambda i: str(result["layer_ids"][i]),
+                         key="placement_layer")
+    layer = result["layers"][index]
+    st.plotly_chart(figures.placement_load_figure(layer, result["gpu_ids"], "gpu", "Load per GPU: plan vs EPLB"),
+                    key="placement_gpu_chart")
+    st.plotly_chart(figures.placement_load_figure(layer, result["node_ids"], "node", "Load per node: plan vs EPLB"),
+                    key="placement_node_chart")
