@@ -8,6 +8,7 @@
 from qflow.advisor._engine import plan_advice
 from qflow.advisor._rank import GOALS, rank_candidates
 from qflow.advisor._rules import PRIMARY_METRICS, PROTECTED_FIELDS, RULES, check_rules, primary_metric
+from qflow.advisor._uploads import advise_on_uploads
 
-__all__ = ["GOALS", "PRIMARY_METRICS", "PROTECTED_FIELDS", "RULES", "check_rules", "plan_advice", "primary_metric",
+__all__ = ["GOALS", "advise_on_uploads", "PRIMARY_METRICS", "PROTECTED_FIELDS", "RULES", "check_rules", "plan_advice", "primary_metric",
            "rank_candidates"]

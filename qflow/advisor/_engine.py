@@ -34,6 +34,11 @@ def _measure(command: Any, files: Mapping[str, Path | None], config: QflowConfig
     return plan, {"metrics": scalars, "seconds": seconds, "quality": plan.metrics.get(metric), "error": None}
 
 
+def _at(report: Progress, fraction: float) -> Progress:
+    """The engine's progress reports passed on at the advisor's ``fraction`` (a cancel raised there stops the run)."""
+    return lambda _inner, message: report(fraction, message)
+
+
 def _agreed(expects: Mapping[str, Any], row: Mapping[str, Any], defaults: Mapping[str, Any]) -> bool | None:
     """Whether ``row`` moved ``expects['metric']`` the expected way against the defaults (``None``: not measurable)."""
     name = expects["metric"]
@@ -73,7 +78,7 @@ def plan_advice(command_name: str, files: Mapping[str, Path | None], config: Qfl
     started = time.perf_counter()
     report = progress or (lambda _f, _m: None)
     report(0.0, "running the given configuration")
-    defaults_plan, defaults_row = _measure(command, files, config, metric, None)
+    defaults_plan, defaults_row = _measure(command, files, config, metric, _at(report, 0.0))
     if defaults_plan is None:
         raise InputError("advise", "(given configuration)", "did not run", "inputs the module accepts",
                          defaults_row["error"])
@@ -94,9 +99,10 @@ def plan_advice(command_name: str, files: Mapping[str, Path | None], config: Qfl
             entry["note"] = "skipped: the budget was spent"
             skipped.append(rule["row"])
             continue
-        report(min(0.95, (index + 1) / (len(rules) + 1)), f"measuring: {rule['row']}")
+        fraction = min(0.95, (index + 1) / (len(rules) + 1))
+        report(fraction, f"measuring: {rule['row']}")
         candidate = command.config_cls.from_mapping({**config.model_dump(), **rule["settings"]}, "advisor rule")
-        _, row = _measure(command, files, candidate, metric, None)
+        _, row = _measure(command, files, candidate, metric, _at(report, fraction))
         rows.append({"name": f"rule {index + 1}", "rule": rule["row"], "config": candidate.model_dump(), **row})
         entry["agreed"] = _agreed(rule["expects"], row, defaults_row)
         if row["error"]:
