@@ -157,3 +157,20 @@ def test_api_advise_200_and_422(tmp_path: Path) -> None:
         assert bad_goal.status_code == 422 and "goal" in bad_goal.json()["detail"]
         bad_file = client.post("/v1/routing/advise", files={**uploads, "tokens": ("tokens.csv", b"x,y\n1,2\n")})
         assert bad_file.status_code == 422
+
+
+def test_console_advice_tables_from_a_real_advice(tmp_path: Path) -> None:
+    from ui.advise import advise_job, candidates_frame, rules_frame
+
+    files = _routing_files(tmp_path)
+    uploads = {"tokens": ("tokens.csv", files["tokens"].read_bytes()),
+               "model_graph": ("model_graph.json", files["model_graph"].read_bytes()), "token_metadata": None}
+    config_json = ROUTING.config_cls().model_dump_json()
+    plan = advise_job("routing", uploads, config_json, "quality", 30.0, _progress=lambda f, m: None)
+    candidates = candidates_frame(plan)
+    assert list(candidates["rank"]) == sorted(candidates["rank"]) and candidates.iloc[0]["rank"] == 1
+    assert "total_affinity" in candidates.columns
+    assert len(rules_frame(plan)) == len(RULES["routing"])
+    bad = advise_job("routing", {**uploads, "tokens": ("tokens.csv", b"x\n1\n")}, config_json, "quality", 30.0,
+                     _progress=lambda f, m: None)
+    assert set(bad) == {"error"} and "tokens.csv" in bad["error"]
