@@ -20,7 +20,10 @@ from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload
 from ui.jobs import Job, content_key, job_board, show_progress
 
-__all__ = ["advise_job", "advise_section", "candidates_frame", "rules_frame"]
+#: Budgets offered, seconds (a fixed choice: the page's number inputs are its config fields only).
+BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
+
+__all__ = ["BUDGETS_S", "advise_job", "advise_section", "candidates_frame", "rules_frame"]
 
 
 def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, goal: str, budget_s: float,
@@ -60,7 +63,7 @@ def advise_section(command: ModuleCommand, uploads: dict[str, Upload | None], se
     name = command.name
     with st.expander("Recommend settings (measured on these inputs)"):
         goal = st.segmented_control("Goal", GOALS, default="balanced", key=f"{name}_advise_goal") or "balanced"
-        budget_s = st.number_input("Budget, s", 5.0, 3600.0, 60.0, key=f"{name}_advise_budget")
+        budget_s = st.segmented_control("Budget, s", BUDGETS_S, default=60, key=f"{name}_advise_budget") or 60
         if st.button("Recommend settings", key=f"{name}_advise_button", disabled=disabled):
             try:
                 config_json = command.config_cls.from_mapping(dict(settings), "settings").model_dump_json()
