@@ -39,7 +39,7 @@ def rank_candidates(rows: Sequence[Mapping[str, Any]], better: str, goal: str) -
         within :data:`SPEED_TOLERANCE` of the best metric. ``balanced``: the
         knee of the (seconds, quality) front, taken as the row nearest the
         ideal point (fastest time, best quality) once both axes are scaled to
-        [0, 1].
+        [0, 1]; ties go to the better quality.
 
     >>> rows = [{"quality": 10.0, "seconds": 4.0}, {"quality": 10.0, "seconds": 1.0}, {"quality": 5.0, "seconds": 0.1}]
     >>> rank_candidates(rows, "higher", "quality"), rank_candidates(rows, "higher", "speed")
@@ -61,7 +61,9 @@ def rank_candidates(rows: Sequence[Mapping[str, Any]], better: str, goal: str) -
         slack = max(SPEED_TOLERANCE * abs(best), 1e-12)
         near = sorted((i for i in measured if score[i] >= best - slack), key=lambda i: (seconds[i], -score[i], i))
         return near + [i for i in by_quality if i not in near] + failed
-    return sorted(measured, key=lambda i: (_distance_to_ideal(i, score, seconds), seconds[i], i)) + failed
+    # a tie on the distance (two rows, each best on one axis) goes to the better quality: the safer change
+    return sorted(measured, key=lambda i: (round(_distance_to_ideal(i, score, seconds), 12), -score[i], seconds[i], i)) \
+        + failed
 
 
 def _finite(value: Any) -> bool:

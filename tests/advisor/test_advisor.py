@@ -59,6 +59,13 @@ def test_rank_lower_is_better_and_speed_tolerance_is_one_percent() -> None:
         rank_candidates(rows, "lower", "fastest")
 
 
+def test_balanced_tie_between_two_extremes_goes_to_quality() -> None:
+    # measured on the energy sample: the given config is best on makespan, the GNN-off one on time
+    rows = [{"quality": 43.0, "seconds": 9.3}, {"quality": 51.0, "seconds": 0.2}]
+    assert rank_candidates(rows, "lower", "balanced") == [0, 1]
+    assert rank_candidates(rows, "lower", "speed") == [0, 1]  # 51 is not within 1 % of 43
+
+
 # ---------------------------------------------------------------- rules
 
 def test_no_rule_touches_a_protected_field() -> None:
