@@ -181,3 +181,12 @@ def test_console_advice_tables_from_a_real_advice(tmp_path: Path) -> None:
     bad = advise_job("routing", {**uploads, "tokens": ("tokens.csv", b"x\n1\n")}, config_json, "quality", 30.0,
                      _progress=lambda f, m: None)
     assert set(bad) == {"error"} and "tokens.csv" in bad["error"]
+
+
+def test_every_rule_sets_real_fields_with_valid_values() -> None:
+    for module, rules in RULES.items():
+        config_cls = load_command(module).config_cls
+        for rule in rules:
+            assert set(rule["settings"]) <= set(config_cls.model_fields), rule["row"]
+            config_cls.from_mapping(rule["settings"], rule["row"])  # raises on a value out of bounds
+            assert rule["expects"]["better"] in ("higher", "lower")
