@@ -378,6 +378,52 @@ def _plan_endpoint(command: ModuleCommand, store_of: Callable[[], RunStore], set
     return endpoint
 
 
+def _advise_endpoint(command: ModuleCommand, settings_of: Callable[[], ServerSettings],
+                     runner_of: Callable[[], EngineRunner]) -> Any:
+    """``POST /v1/{name}/advise``: the /plan form plus ``goal`` and ``budget_s``; returns the advice plan (not stored)."""
+    from qflow.advisor import GOALS
+    from qflow.advisor._uploads import advise_on_uploads
+
+    async def endpoint(request: Request, **kwargs: Any) -> JSONResponse:
+        request_s = limit_value("request_seconds")
+        deadline = time.monotonic() + request_s
+        goal, budget_s = kwargs.pop("goal"), kwargs.pop("budget_s")
+        if goal not in GOALS:
+            raise InputError("advise", "goal", "unknown goal", " | ".join(GOALS), goal)
+        if not 0 < budget_s <= request_s:
+            raise InputError("advise", "budget_s", "out of range", f"0 < seconds <= {request_s:g} (the request budget)",
+                             budget_s)
+        limit = settings_of().upload_bytes
+        config = _parse_config(command, kwargs.pop("config", None))
+        uploads: dict[str, tuple[str, bytes] | None] = {}
+        for input_name in (*command.inputs, *command.optional_inputs):
+            upload = kwargs.get(input_name)
+            uploads[input_name] = None if upload is None else await _read_upload(upload, limit)
+
+        def advise(progress: Callable[[float, str], None]) -> Any:
+            return advise_on_uploads(command.name, uploads, config, goal, budget_s, progress)
+
+        ticket = RunTicket()
+        try:
+            future = runner_of().submit(advise, ticket)
+        except RunnerBusy as exc:
+            raise ApiError(429, "server", "(run slots)", f"busy: {exc} (QFLOW_MAX_CONCURRENT_RUNS, QFLOW_MAX_QUEUED_RUNS)",
+                           "a retry in a few seconds", headers={"Retry-After": "5"}) from None
+        plan = await _await_run(request, asyncio.wrap_future(future), ticket, deadline, request_s)
+        return JSONResponse(plan.to_dict())
+
+    endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        *inspect.signature(_plan_endpoint(command, lambda: None, settings_of, runner_of)).parameters.values(),
+        inspect.Parameter("goal", inspect.Parameter.KEYWORD_ONLY, default="balanced",
+                          annotation=Annotated[str, Form(description="quality | speed | balanced")]),
+        inspect.Parameter("budget_s", inspect.Parameter.KEYWORD_ONLY, default=60.0,
+                          annotation=Annotated[float, Form(description="Stop launching candidates after this many "
+                                                                       "seconds")]),
+    ], return_annotation=JSONResponse)
+    endpoint.__name__ = f"advise_{command.name}"
+    return endpoint
+
+
 #: Where FastAPI's validation locations point, for the one-line message.
 _LOCATIONS = {"body": "request body", "query": "query string", "path": "URL path", "header": "headers",
               "cookie": "cookies"}
@@ -507,6 +553,13 @@ def create_app(store: RunStore | None = None, max_upload_mb: float | None = None
                             429: {"description": "Every run slot and queue place taken"},
                             504: {"description": "Over the request time budget; the run was stopped"}},
                  )(_plan_endpoint(command, store_of, settings_of, lambda: runner))
+    from qflow.advisor import PRIMARY_METRICS
+
+    for command in (c for c in commands if c.name in PRIMARY_METRICS):
+        api.post(f"/v1/{command.name}/advise", tags=["advise"], summary=f"Recommend settings for {command.name}",
+                 responses={422: {"description": "Invalid input, goal or budget"},
+                            504: {"description": "Over the request time budget; the run was stopped"}},
+                 )(_advise_endpoint(command, settings_of, lambda: runner))
     _add_run_routes(api, store_of)
     return api
 

@@ -86,7 +86,62 @@ def _build_parser(only: ModuleCommand | None = None) -> argparse.ArgumentParser:
                        help="interface to listen on (default: 127.0.0.1, this machine only; beyond it QFLOW_API_TOKEN "
                             "is required)")
     serve.add_argument("--port", type=int, default=8000)
+    _add_advise_parser(sub)
     return parser
+
+
+def _add_advise_parser(sub: Any) -> None:
+    """``qflow advise MODULE --INPUT FILE ... [--goal G] [--budget-s S]``: one nested subcommand per advised module."""
+    from qflow.advisor._rules import PRIMARY_METRICS
+
+    advise = sub.add_parser("advise", help="recommend settings for a module by measuring candidates on the inputs")
+    modules = advise.add_subparsers(dest="advise_module", metavar="MODULE", required=True)
+    for spec in available_commands():
+        if spec.name not in PRIMARY_METRICS:
+            continue
+        p = modules.add_parser(spec.name, help=spec.help)
+        for input_name in (*spec.inputs, *spec.optional_inputs):
+            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
+                           required=input_name in spec.inputs, help=spec.input_help.get(input_name))
+        p.add_argument("--goal", choices=("quality", "speed", "balanced"), default="balanced")
+        p.add_argument("--budget-s", type=float, default=60.0, metavar="SECONDS",
+                       help="stop launching candidates after this much wall time (default: 60)")
+        p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields (the given config)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("--out", metavar="FILE", help="write the advice plan JSON here")
+        p.add_argument("--json", action="store_true", help="print the advice plan JSON instead of the summary")
+        _add_config_flags(p, spec.config_cls)
+
+
+def _run_advise(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
+    """Measure the candidates, print the recommendation (or the plan JSON); exit codes as for a module."""
+    from qflow.advisor import plan_advice
+
+    spec = load_command(args.advise_module)
+    validate_environment()
+    config = _config_from_args(args, spec)
+    if args.out:
+        _check_out_writable(Path(args.out), spec)
+    files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
+             for name in (*spec.inputs, *spec.optional_inputs)}
+    plan = plan_advice(spec.name, files, config, goal=args.goal, budget_s=args.budget_s)
+    if args.out:
+        Path(args.out).write_text(plan.to_json() + "\n")
+    if args.json:
+        print(plan.to_json())
+    else:
+        result = plan.result
+        print(f"qflow advise {spec.name} (goal {args.goal}): recommended {result['recommended_candidate']}"
+              f" changes {result['changes'] or 'nothing'}")
+        for row in result["candidates"]:
+            print(f"  #{row['rank']} {row['name']}: {result['primary_metric']['metric']} {row['quality']}, "
+                  f"{row['seconds']:.2f} s" + (f" ({row['rule']})" if row["rule"] else ""))
+        for rule in result["rules"]:
+            print(f"  rule {rule['row']!r}: matched {rule['matched']}, agreed {rule['agreed']}")
+        for row in result["skipped"]:
+            print(f"  skipped (budget): {row}")
+    _print_warnings(caught)
+    return 0
 
 
 def _config_from_args(args: argparse.Namespace, spec: ModuleCommand) -> QflowConfig:
@@ -304,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_app(args.host, args.port)
             if args.command == "serve":
                 return _run_serve(args.host, args.port)
+            if args.command == "advise":
+                return _run_advise(args, caught)
             return _run_module(args, caught)
         except QflowError as exc:
             print(f"error: {exc.message}", file=sys.stderr)

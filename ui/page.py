@@ -36,6 +36,7 @@ import streamlit as st
 from qflow.core.commands import ModuleCommand, available_commands, load_command
 from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload, run_on_uploads_keeping_artifacts
+from ui.advise import advise_section
 from ui.inputs import choose_inputs
 from ui.jobs import Job, content_key, job_board, show_progress
 from ui.plan_view import show_downloads, show_solver
@@ -149,6 +150,7 @@ def render(name: str) -> None:
         started = _start(command, inputs.uploads, settings, options)
         st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
         st.session_state[f"{name}_collected"] = None  # a finished job handed back again is shown again
+    advise_section(command, inputs.uploads, settings, disabled=inputs.problem is not None)
     job: Job | None = st.session_state.get(f"{name}_job")
     if job is not None and job.running:
         show_progress(job, f"{name}_cancel")

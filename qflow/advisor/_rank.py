@@ -1,0 +1,79 @@
+"""One ranking of measured candidates by goal (the advisor's and Compare's batch runs).
+
+A pure function over rows ``{"quality": float or None, "seconds": float}``;
+rows without a quality (failed or unmeasured) rank last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+__all__ = ["GOALS", "SPEED_TOLERANCE", "rank_candidates"]
+
+Goal = Literal["quality", "speed", "balanced"]
+#: The goals the advisor accepts.
+GOALS: tuple[str, ...] = ("quality", "speed", "balanced")
+#: ``speed``: a candidate within this share of the best quality counts as equally good.
+SPEED_TOLERANCE = 0.01
+
+
+def _score(quality: float, better: str) -> float:
+    """Quality as "higher is better"."""
+    return quality if better == "higher" else -quality
+
+
+def rank_candidates(rows: Sequence[Mapping[str, Any]], better: str, goal: str) -> list[int]:
+    """Indices of ``rows``, best first, for ``goal``.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Each with ``quality`` (the module's primary metric, or ``None``) and
+        ``seconds`` (wall time of the run).
+    better : ``"higher"`` or ``"lower"``
+        Direction of the primary metric.
+    goal : ``"quality"``, ``"speed"`` or ``"balanced"``
+        ``quality``: best metric, then fastest. ``speed``: fastest among those
+        within :data:`SPEED_TOLERANCE` of the best metric. ``balanced``: the
+        knee of the (seconds, quality) front, taken as the row nearest the
+        ideal point (fastest time, best quality) once both axes are scaled to
+        [0, 1]; ties go to the better quality.
+
+    >>> rows = [{"quality": 10.0, "seconds": 4.0}, {"quality": 10.0, "seconds": 1.0}, {"quality": 5.0, "seconds": 0.1}]
+    >>> rank_candidates(rows, "higher", "quality"), rank_candidates(rows, "higher", "speed")
+    ([1, 0, 2], [1, 0, 2])
+    """
+    if goal not in GOALS:
+        raise ValueError(f"goal {goal!r} not one of {GOALS}")
+    measured = [i for i, row in enumerate(rows) if _finite(row.get("quality"))]
+    failed = [i for i in range(len(rows)) if i not in measured]
+    if not measured:
+        return failed
+    score = {i: _score(float(rows[i]["quality"]), better) for i in measured}
+    seconds = {i: float(rows[i].get("seconds") or 0.0) for i in measured}
+    by_quality = sorted(measured, key=lambda i: (-score[i], seconds[i], i))
+    if goal == "quality":
+        return by_quality + failed
+    best = score[by_quality[0]]
+    if goal == "speed":
+        slack = max(SPEED_TOLERANCE * abs(best), 1e-12)
+        near = sorted((i for i in measured if score[i] >= best - slack), key=lambda i: (seconds[i], -score[i], i))
+        return near + [i for i in by_quality if i not in near] + failed
+    # a tie on the distance (two rows, each best on one axis) goes to the better quality: the safer change
+    return sorted(measured, key=lambda i: (round(_distance_to_ideal(i, score, seconds), 12), -score[i], seconds[i], i)) \
+        + failed
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _distance_to_ideal(index: int, score: Mapping[int, float], seconds: Mapping[int, float]) -> float:
+    """Euclidean distance of ``index`` to (fastest, best) with both axes scaled to [0, 1]."""
+    s_lo, s_hi = min(seconds.values()), max(seconds.values())
+    q_lo, q_hi = min(score.values()), max(score.values())
+    time_part = (seconds[index] - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0
+    quality_part = (q_hi - score[index]) / (q_hi - q_lo) if q_hi > q_lo else 0.0
+    return math.hypot(time_part, quality_part)

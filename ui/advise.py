@@ -1,0 +1,100 @@
+""""Recommend settings" on a module page: the advisor measured on the page's inputs, its verdict as tables.
+
+:func:`advise_section` is the one call the generic page makes; the work runs
+on the job board (:mod:`ui.jobs`) as a page's Run does, so it survives
+clicks elsewhere and can be cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from qflow.advisor import GOALS, PRIMARY_METRICS, advise_on_uploads
+from qflow.core.commands import ModuleCommand, load_command
+from qflow.core.errors import QflowError
+from qflow.core.uploads import Upload
+from ui.jobs import Job, content_key, job_board, show_progress
+
+#: Budgets offered, seconds (a fixed choice: the page's number inputs are its config fields only).
+BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
+
+__all__ = ["BUDGETS_S", "advise_job", "advise_section", "candidates_frame", "rules_frame"]
+
+
+def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, goal: str, budget_s: float,
+               _progress: Callable[[float, str], None]) -> dict[str, Any]:
+    """The advice plan as a dict, or ``{"error": message}`` for bad input (a job's work: runs in the pool)."""
+    command = load_command(name)
+    try:
+        config = command.config_cls.model_validate_json(config_json)
+        return advise_on_uploads(name, uploads, config, goal, budget_s, _progress).to_dict()
+    except QflowError as exc:
+        return {"error": exc.message}
+
+
+def candidates_frame(plan: dict[str, Any]) -> pd.DataFrame:
+    """One row per measured candidate: rank, name, rule, primary metric, seconds, settings changed."""
+    given = plan["result"]["candidates"][0]["config"]
+    return pd.DataFrame([
+        {"rank": row["rank"], "candidate": row["name"], "rule": row["rule"] or "(given settings)",
+         plan["result"]["primary_metric"]["metric"]: row["quality"], "seconds": row["seconds"],
+         "changes": json.dumps({k: v for k, v in row["config"].items() if given.get(k) != v}),
+         "error": row["error"]}
+        for row in plan["result"]["candidates"]
+    ]).sort_values("rank")
+
+
+def rules_frame(plan: dict[str, Any]) -> pd.DataFrame:
+    """One row per rule: its text, whether it matched, whether the measurement agreed, and why not run."""
+    return pd.DataFrame([{"rule": r["row"], "matched": r["matched"], "agreed": r["agreed"], "note": r["note"] or ""}
+                         for r in plan["result"]["rules"]])
+
+
+def advise_section(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
+                   disabled: bool) -> None:
+    """Goal, budget and the "Recommend settings" button; the finished advice as tables."""
+    if command.name not in PRIMARY_METRICS:
+        return
+    name = command.name
+    with st.expander("Recommend settings (measured on these inputs)"):
+        goal = st.segmented_control("Goal", GOALS, default="balanced", key=f"{name}_advise_goal") or "balanced"
+        budget_s = st.segmented_control("Budget, s", BUDGETS_S, default=60, key=f"{name}_advise_budget") or 60
+        if st.button("Recommend settings", key=f"{name}_advise_button", disabled=disabled):
+            try:
+                config_json = command.config_cls.from_mapping(dict(settings), "settings").model_dump_json()
+            except QflowError as exc:
+                st.error(exc.message)
+                return
+            files = [p for key, up in sorted(uploads.items()) for p in (key, *(up or (None, None)))]
+            key = content_key("advise", name, config_json, goal, str(budget_s), *files)
+            st.session_state[f"{name}_advise_job"] = job_board().submit(
+                key, f"{command.page_title} advisor", advise_job, name, uploads, config_json, goal, float(budget_s))
+        job: Job | None = st.session_state.get(f"{name}_advise_job")
+        if job is None:
+            return
+        if job.running:
+            show_progress(job, f"{name}_advise_cancel")
+            return
+        if job.state != "done":
+            st.error(f"The advisor stopped: {job.error or job.state}")
+            return
+        _show_advice(job.result)
+
+
+def _show_advice(plan: dict[str, Any]) -> None:
+    if "error" in plan:
+        st.error(plan["error"])
+        return
+    result = plan["result"]
+    changes = result["changes"]
+    st.success(f"Goal {result['goal']}: {result['recommended_candidate']} "
+               f"({'change ' + json.dumps(changes) if changes else 'keep the given settings'}).")
+    st.dataframe(candidates_frame(plan), hide_index=True)
+    st.dataframe(rules_frame(plan), hide_index=True)
+    for line in plan["diagnostics"]:
+        st.caption(line)
