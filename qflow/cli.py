@@ -63,12 +63,7 @@ def _build_parser(only: ModuleCommand | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in [only] if only is not None else available_commands():
         p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
-        for input_name in (*spec.inputs, *spec.optional_inputs):
-            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
-                           required=input_name in spec.inputs, help=spec.input_help.get(input_name))
-        p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                       help="set one config field (repeatable)")
+        _add_input_flags(p, spec)
         p.add_argument("--out", metavar="FILE", help="write the plan JSON here")
         p.add_argument("--json", action="store_true", help="print the plan JSON on stdout instead of the summary")
         p.add_argument("--save", action="store_true",
@@ -86,8 +81,19 @@ def _build_parser(only: ModuleCommand | None = None) -> argparse.ArgumentParser:
                        help="interface to listen on (default: 127.0.0.1, this machine only; beyond it QFLOW_API_TOKEN "
                             "is required)")
     serve.add_argument("--port", type=int, default=8000)
-    _add_advise_parser(sub)
+    if only is None:
+        _add_advise_parser(sub)
     return parser
+
+
+def _add_input_flags(p: argparse.ArgumentParser, spec: ModuleCommand) -> None:
+    """``--INPUT FILE`` per engine input, then ``--config`` and repeatable ``--set``."""
+    for input_name in (*spec.inputs, *spec.optional_inputs):
+        p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
+                       required=input_name in spec.inputs, help=spec.input_help.get(input_name))
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="set one config field (repeatable)")
 
 
 def _add_advise_parser(sub: Any) -> None:
@@ -100,14 +106,10 @@ def _add_advise_parser(sub: Any) -> None:
         if spec.name not in PRIMARY_METRICS:
             continue
         p = modules.add_parser(spec.name, help=spec.help)
-        for input_name in (*spec.inputs, *spec.optional_inputs):
-            p.add_argument("--" + input_name.replace("_", "-"), dest=f"in_{input_name}", metavar="FILE",
-                           required=input_name in spec.inputs, help=spec.input_help.get(input_name))
+        _add_input_flags(p, spec)
         p.add_argument("--goal", choices=("quality", "speed", "balanced"), default="balanced")
         p.add_argument("--budget-s", type=float, default=60.0, metavar="SECONDS",
                        help="stop launching candidates after this much wall time (default: 60)")
-        p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of config fields (the given config)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
         p.add_argument("--out", metavar="FILE", help="write the advice plan JSON here")
         p.add_argument("--json", action="store_true", help="print the advice plan JSON instead of the summary")
         _add_config_flags(p, spec.config_cls)
