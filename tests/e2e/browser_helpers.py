@@ -23,7 +23,8 @@ def run_page_until_charts(page, url: str, charts: int, screenshot: Path) -> list
     )
     page.wait_for_timeout(1000)  # let Plotly finish its transitions before the screenshot
     page.screenshot(path=str(screenshot), full_page=True)
-    assert page.locator('[data-testid="stException"]').count() == 0
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
     assert screenshot.stat().st_size > 10_000
     nav = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
     return [text.strip().splitlines()[-1] for text in nav]

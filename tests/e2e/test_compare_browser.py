@@ -37,16 +37,10 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
 
     # Configuration 2 differs from configuration 1 by no baselines and its number of suggestions.
     baselines = page.get_by_role("switch", name="baselines")
-    baselines.nth(1).wait_for(timeout=60_000)
-    assert baselines.count() == 2
-    page.get_by_text("baselines", exact=True).nth(1).click()
-    expect(baselines.nth(1)).not_to_be_checked(timeout=30_000)
+    expect(baselines).to_have_count(2, timeout=60_000)  # a rerun in flight may briefly show stale copies
     settings = page.locator('[data-testid="stTextInput"] input')
-    assert settings.count() == 2
-    settings.nth(1).fill("suggest=2")
-    settings.nth(1).press("Enter")  # commits the value (a rerun); the page keeps it
-    page.wait_for_timeout(1500)
-    expect(settings.nth(1)).to_have_value("suggest=2", timeout=30_000)
+    expect(settings).to_have_count(2, timeout=60_000)
+    set_until_kept(page, page.get_by_text("baselines", exact=True).nth(1), baselines.nth(1), settings.nth(1), "suggest=2")
     expect(baselines.nth(0)).to_be_checked()
 
     page.get_by_role("button", name="Run all configurations").click()
@@ -56,7 +50,8 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
         timeout=60_000)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(tmp_path / "compare_after_batch.png"), full_page=True)
-    assert page.locator('[data-testid="stException"]').count() == 0
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
 
     runs = own_history.list(module="hpo")
     assert len(runs) == 2 and own_history.count() == 2
@@ -69,3 +64,26 @@ def test_two_configurations_then_both_on_the_compare_page(own_history: RunStore,
     differs = page.get_by_text("differs in:").inner_text()
     assert "suggest" in differs and "baselines" in differs
     assert "Compare" in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()[-2]
+
+
+def set_until_kept(page, toggle_label, toggle, field, text: str, attempts: int = 4) -> None:
+    """Switch ``toggle`` off and type ``text`` into ``field``, again if a rerun still in flight redrew either.
+
+    On a loaded machine a widget change made while the previous rerun is still
+    running can be drawn over by that rerun's stale state.
+    """
+    for _ in range(attempts):
+        page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+        if toggle.is_checked():
+            toggle_label.click()
+            page.wait_for_timeout(1500)
+            page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+        if field.input_value() != text:
+            field.fill(text)
+            field.press("Enter")  # commits the value (a rerun); the page keeps it
+            page.wait_for_timeout(1500)
+            page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+        if field.input_value() == text and not toggle.is_checked():
+            return
+    expect(toggle).not_to_be_checked(timeout=30_000)
+    expect(field).to_have_value(text, timeout=30_000)
