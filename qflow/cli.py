@@ -115,17 +115,23 @@ def _add_advise_parser(sub: Any) -> None:
         _add_config_flags(p, spec.config_cls)
 
 
-def _run_advise(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
-    """Measure the candidates, print the recommendation (or the plan JSON); exit codes as for a module."""
-    from qflow.advisor import plan_advice
-
-    spec = load_command(args.advise_module)
+def _prepare_run(args: argparse.Namespace, spec: ModuleCommand) -> tuple[QflowConfig, dict[str, Path | None]]:
+    """The config and the input paths of a command line, checked (environment, ``--out``) before any work."""
     validate_environment()
     config = _config_from_args(args, spec)
     if args.out:
         _check_out_writable(Path(args.out), spec)
     files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
              for name in (*spec.inputs, *spec.optional_inputs)}
+    return config, files
+
+
+def _run_advise(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
+    """Measure the candidates, print the recommendation (or the plan JSON); exit codes as for a module."""
+    from qflow.advisor import plan_advice
+
+    spec = load_command(args.advise_module)
+    config, files = _prepare_run(args, spec)
     plan = plan_advice(spec.name, files, config, goal=args.goal, budget_s=args.budget_s)
     if args.out:
         Path(args.out).write_text(plan.to_json() + "\n")
@@ -198,12 +204,7 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 def _run_module(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
     spec = load_command(args.command)
-    validate_environment()
-    config = _config_from_args(args, spec)
-    if args.out:
-        _check_out_writable(Path(args.out), spec)
-    files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None)
-             for name in (*spec.inputs, *spec.optional_inputs)}
+    config, files = _prepare_run(args, spec)
     plan = spec.run(files, config, Path(args.out) if args.out else None)
     text = plan.to_json()
     plan_out = None
