@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from qflow.advisor import GOALS, PRIMARY_METRICS, advise_on_uploads
@@ -23,7 +24,8 @@ from ui.jobs import Job, content_key, job_board, show_progress
 #: Budgets offered, seconds (a fixed choice: the page's number inputs are its config fields only).
 BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
 
-__all__ = ["BUDGETS_S", "advise_job", "advise_section", "candidates_frame", "rules_frame"]
+__all__ = ["BUDGETS_S", "advise_job", "advise_section", "apply_recommendation", "candidates_frame", "rules_frame",
+           "tradeoff_figure"]
 
 
 def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, goal: str, budget_s: float,
@@ -47,6 +49,31 @@ def candidates_frame(plan: dict[str, Any]) -> pd.DataFrame:
          "error": row["error"]}
         for row in plan["result"]["candidates"]
     ]).sort_values("rank")
+
+
+def tradeoff_figure(plan: dict[str, Any]) -> go.Figure:
+    """Each measured candidate as a point: seconds (x) against the primary metric (y), the recommendation marked."""
+    metric = plan["result"]["primary_metric"]["metric"]
+    rows = [row for row in plan["result"]["candidates"] if row["quality"] is not None]
+    chosen = plan["result"]["recommended_candidate"]
+    figure = go.Figure(go.Scatter(
+        x=[row["seconds"] for row in rows], y=[row["quality"] for row in rows], mode="markers+text",
+        text=[row["name"] for row in rows], textposition="top center",
+        marker={"size": [16 if row["name"] == chosen else 9 for row in rows],
+                "symbol": ["star" if row["name"] == chosen else "circle" for row in rows]}))
+    figure.update_layout(title=f"Candidates: {metric} against time (star: recommended)", xaxis_title="seconds",
+                         yaxis_title=metric, height=360, margin={"t": 50, "b": 40})
+    return figure
+
+
+def apply_recommendation(prefix: str, changes: dict[str, Any]) -> None:
+    """Copy the recommended changes into the page's settings widgets (``{prefix}_{field}`` keys).
+
+    Used as a button callback: callbacks run before the page is drawn again,
+    the only time Streamlit lets a widget's value be set from code.
+    """
+    for field, value in changes.items():
+        st.session_state[f"{prefix}_{field}"] = value
 
 
 def rules_frame(plan: dict[str, Any]) -> pd.DataFrame:
@@ -83,10 +110,10 @@ def advise_section(command: ModuleCommand, uploads: dict[str, Upload | None], se
         if job.state != "done":
             st.error(f"The advisor stopped: {job.error or job.state}")
             return
-        _show_advice(job.result)
+        _show_advice(job.result, name)
 
 
-def _show_advice(plan: dict[str, Any]) -> None:
+def _show_advice(plan: dict[str, Any], prefix: str) -> None:
     if "error" in plan:
         st.error(plan["error"])
         return
@@ -94,6 +121,9 @@ def _show_advice(plan: dict[str, Any]) -> None:
     changes = result["changes"]
     st.success(f"Goal {result['goal']}: {result['recommended_candidate']} "
                f"({'change ' + json.dumps(changes) if changes else 'keep the given settings'}).")
+    if changes:
+        st.button("Use these settings", key=f"{prefix}_advise_apply", on_click=apply_recommendation, args=(prefix, changes))
+    st.plotly_chart(tradeoff_figure(plan), key=f"{prefix}_advise_tradeoff")
     st.dataframe(candidates_frame(plan), hide_index=True)
     st.dataframe(rules_frame(plan), hide_index=True)
     for line in plan["diagnostics"]:

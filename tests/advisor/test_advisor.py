@@ -167,7 +167,7 @@ def test_api_advise_200_and_422(tmp_path: Path) -> None:
 
 
 def test_console_advice_tables_from_a_real_advice(tmp_path: Path) -> None:
-    from ui.advise import advise_job, candidates_frame, rules_frame
+    from ui.advise import advise_job, candidates_frame, rules_frame, tradeoff_figure
 
     files = _routing_files(tmp_path)
     uploads = {"tokens": ("tokens.csv", files["tokens"].read_bytes()),
@@ -178,6 +178,11 @@ def test_console_advice_tables_from_a_real_advice(tmp_path: Path) -> None:
     assert list(candidates["rank"]) == sorted(candidates["rank"]) and candidates.iloc[0]["rank"] == 1
     assert "total_affinity" in candidates.columns
     assert len(rules_frame(plan)) == len(RULES["routing"])
+    points = tradeoff_figure(plan).data[0]
+    measured = [row for row in plan["result"]["candidates"] if row["quality"] is not None]
+    assert list(points.y) == [row["quality"] for row in measured] and list(points.x) == [row["seconds"] for row in measured]
+    starred = [name for name, symbol in zip(points.text, points.marker.symbol, strict=True) if symbol == "star"]
+    assert starred == [plan["result"]["recommended_candidate"]]
     bad = advise_job("routing", {**uploads, "tokens": ("tokens.csv", b"x\n1\n")}, config_json, "quality", 30.0,
                      _progress=lambda f, m: None)
     assert set(bad) == {"error"} and "tokens.csv" in bad["error"]
@@ -190,3 +195,22 @@ def test_every_rule_sets_real_fields_with_valid_values() -> None:
             assert set(rule["settings"]) <= set(config_cls.model_fields), rule["row"]
             config_cls.from_mapping(rule["settings"], rule["row"])  # raises on a value out of bounds
             assert rule["expects"]["better"] in ("higher", "lower")
+
+
+def test_use_these_settings_copies_the_changes_into_the_page_widgets() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import streamlit as st
+
+        from ui.advise import apply_recommendation
+
+        st.button("use", on_click=apply_recommendation, args=("routing", {"baselines": False, "qaoa_layers": 3}))
+        st.toggle("baselines", value=True, key="routing_baselines")
+        st.number_input("qaoa_layers", value=2, key="routing_qaoa_layers")
+
+    at = AppTest.from_function(page).run()
+    assert at.toggle[0].value is True and at.number_input[0].value == 2
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.toggle[0].value is False and at.number_input[0].value == 3
