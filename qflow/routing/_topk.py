@@ -158,6 +158,11 @@ def route_topk(
             _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
             prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
     experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
+    # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
+    # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
+    # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
+    worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
+    experts[worthless] = -1
     real_prices = prices[:E]
     if has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
         real_prices = real_prices + (penalty - prices[E])
