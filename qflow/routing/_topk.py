@@ -158,11 +158,16 @@ def route_topk(
             _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
             prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
     experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
+    # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
+    # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
+    # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
+    worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
+    experts[worthless] = -1
     real_prices = prices[:E]
     if has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
         real_prices = real_prices + (penalty - prices[E])
     margin_units = margin_t.numpy().astype(np.float64)
-    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units)
+    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
     experts = _fill_spare_topk(u, wd, capacity, experts, cand_e[:, :K].numpy(), penalty)
     order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
     experts = np.take_along_axis(experts, order, axis=1)
@@ -170,15 +175,18 @@ def route_topk(
 
 
 def _repair_topk(
-    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, margin: np.ndarray
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, margin: np.ndarray, penalty: float
 ) -> tuple[np.ndarray, int]:
     """Enforce capacity exactly, then place dropped slots where room is left.
 
     Overloaded experts (possible after ``max_iter`` or through ties) shed
     their smallest-margin slots. Dropped slots are then offered, in rounds, to
-    the best expert with room that the token does not already use, experts
-    taking them in order of utility while they fit (the greedy of
-    ``greedy_balanced``, per slot).
+    the best expert with room that the token does not already use and that is
+    worth more than dropping the slot (``u > -penalty * w``), experts taking
+    them in order of utility while they fit (the greedy of
+    ``greedy_balanced``, per slot). The drop test is what keeps experts that
+    :func:`masked_utility` ruled out (e.g. off a token's allowed nodes) out of
+    the plan: they have room, their utility is finite but below dropping.
     """
     n, k = experts.shape
     E = capacity.shape[0]
@@ -206,6 +214,7 @@ def _repair_topk(
         rows = np.repeat(np.arange(token.size), k)
         scores[rows[used.ravel() >= 0], used.ravel()[used.ravel() >= 0]] = -np.inf
         scores[:, room < w[token].min() - 1e-9] = -np.inf
+        scores[scores <= -penalty * w[token][:, None]] = -np.inf
         # One slot per token per round: its experts must stay distinct.
         first = np.r_[True, token[1:] != token[:-1]]
         token, slot, scores = token[first], slot[first], scores[first]
