@@ -28,7 +28,7 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
-from qflow.routing._plan_topk import route_and_measure_topk, topk_metrics
+from qflow.routing._plan_topk import cluster_fields, route_and_measure_topk, topk_metrics
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
 from qflow.routing._topk import aux_loss_free_routing, route_topk, topk_gating
@@ -446,11 +446,7 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
         "expert_queues": queues,
         "dropped": dropped,
         "padding_token_ids": problem.padding_ids,
-        "expert_capacity": dict(zip(ids, [round(float(c), 6) for c in capacity], strict=True)),
-        "expert_node": dict(zip(ids, [problem.graph.node_ids[i] for i in problem.graph.expert_node], strict=True)),
-        "node_ids": problem.graph.node_ids,
-        "node_traffic_tokens": traffic.tolist(),
-        "score_kind": problem.score_kind,
+        **cluster_fields(problem, ids, capacity, traffic),
     }
 
 

@@ -214,6 +214,13 @@ def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndar
         "expert_queues": queues,
         "dropped": dropped,
         "padding_token_ids": problem.padding_ids,
+        **cluster_fields(problem, ids, capacity, traffic),
+    }
+
+
+def cluster_fields(problem: RoutingProblem, ids: list[str], capacity: np.ndarray, traffic: np.ndarray) -> dict[str, Any]:
+    """The result fields top-1 and top-k plans share: capacities, expert nodes, node-to-node traffic (tokens)."""
+    return {
         "expert_capacity": dict(zip(ids, [round(float(c), 6) for c in capacity], strict=True)),
         "expert_node": dict(zip(ids, [problem.graph.node_ids[i] for i in problem.graph.expert_node], strict=True)),
         "node_ids": problem.graph.node_ids,
