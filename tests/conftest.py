@@ -32,3 +32,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     else:
         os.environ["QFLOW_HOME"] = previous
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real Dask scheduler and two worker processes on 127.0.0.1, for one test module.
+
+    Tests that kill a worker should start their own (:func:`tests.dask_cluster.start_cluster`).
+    """
+    from tests.dask_cluster import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
