@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.errors import InputError
 from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
 from qflow.nvlink._kernel import compare_kernels
@@ -417,8 +417,7 @@ def _plan_body(fabric: Fabric, table: PathTable, jobs: Sequence[Job], placements
                        routing.policy)
     if quantum_solver is not None:
         metrics["recolouring_moves_from_qaoa"] = quantum_solver.moves_applied
-    result = _result(fabric, table, jobs, rounds.transfers, rounds.colourings, placements, rounds.methods, rounds.recolour,
-                     work, routing.weights, routing.policy, routing.plan_eval, routing.rl_result, classifier)
+    result = _result(fabric, table, jobs, placements, rounds, work, routing, classifier)
     result["learned_components"] = _learned_components(routing.rl_vs_ecmp, classifier)
     if routing.rl_result is not None:
         result["rl"]["adopted"] = routing.policy == "rl_q_learning"
@@ -476,10 +475,7 @@ def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features
     its held-out figures for the plan to use; a refusal of the quantum budget
     (qubits, memory, time) leaves the RBF model in charge, with the reason.
     """
-    try:
-        device = choose_device()
-        budget = QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
-                               heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+    def fit_and_call(device: QuantumDevice, budget: QuantumBudget) -> dict[str, Any]:
         model, kernel, fit_s = compare_kernels(data, config.seed, rbf, device, budget)
         timings["quantum_kernel_fit"] = round(fit_s, 6)
         if kernel["adopted"]:
@@ -489,8 +485,13 @@ def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features
                                            "held_out_balanced_accuracy": q["held_out_balanced_accuracy"],
                                            "confusion_matrix": q["confusion_matrix"]}
         return kernel
-    except QuantumUnavailableError as exc:
-        return {"adopted": False, "unavailable": str(exc)}
+
+    # The plan's own record of the kernel (a fallback from quantum_kernel to rbf_svc) is written by
+    # _record_quantum_kernel, with the other reasons it can lose; this record only carries the reason.
+    record = SolverReport(requested="quantum_kernel", ran="quantum_kernel")
+    budget = quantum_budget(config, heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+    kernel = quantum_step(record, fit_and_call, budget, fallback_to="rbf_svc")
+    return kernel if kernel is not None else {"adopted": False, "unavailable": record.fallbacks[-1].reason}
 
 
 def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
@@ -571,9 +572,10 @@ def _routing_rows(table: PathTable, jobs: Sequence[Job], work: _Workload, weight
     return rows
 
 
-def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers],
-            colourings: Sequence[np.ndarray], placements: Sequence[np.ndarray], methods: list[str], recolour: list[dict[str, int]],
-            work: _Workload, weights: np.ndarray, policy: str, ev: dict[str, Any], rl: Any, classifier: dict[str, Any] | None) -> dict[str, Any]:
+def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], rounds: _Rounds,
+            work: _Workload, routing: _Routing, classifier: dict[str, Any] | None) -> dict[str, Any]:
+    """The plan's ``result``: placement, rounds, round and job times, link utilisation, per-flow routing, RL and classifier."""
+    transfers, colourings, ev, rl = rounds.transfers, rounds.colourings, routing.plan_eval, routing.rl_result
     gpus = fabric.gpus
     result: dict[str, Any] = {
         "fabric": {**fabric.describe(), "graph": fabric.graph_data()},
@@ -582,14 +584,14 @@ def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Se
         "jobs": [{"id": j.id, "ranks": j.ranks, "pattern": j.pattern, "total_bytes": j.total_bytes} for j in jobs],
         "placement": {j.id: [gpus[g] for g in p.tolist()] for j, p in zip(jobs, placements, strict=True)},
         "rounds": {j.id: rounds_of(t, c) for j, t, c in zip(jobs, transfers, colourings, strict=True)},
-        "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, methods, recolour, strict=True)},
+        "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, rounds.methods, rounds.recolour, strict=True)},
         "round_times_s": {j.id: ev["job_round_times_s"][i] if i < len(ev["job_round_times_s"]) else []
                           for i, j in enumerate(jobs)},
         "job_times_s": {j.id: ev["job_times_s"][i] if i < len(ev["job_times_s"]) else 0.0 for i, j in enumerate(jobs)},
         "link_utilisation": _link_rows(table, ev),
-        "routing": {"policy": policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
+        "routing": {"policy": routing.policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
                     "left out), 'weights' the share of the flow's bytes on each ('equal': the same on all)",
-                    "flows": _routing_rows(table, jobs, work, weights)},
+                    "flows": _routing_rows(table, jobs, work, routing.weights)},
     }
     if rl is not None:
         result["rl"] = {"agents": rl.agents, "episodes": len(rl.reward_curve), "reward_curve": [round(v, 6) for v in rl.reward_curve],
