@@ -113,7 +113,7 @@ def route_topk(
     if max_iter is None:
         max_iter = int(np.clip(5e7 / max(n * market.cand_e.shape[1], 1), 30, 2000))
     steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
-    chosen, margin_t, prices, iterations = _auction(market, wd, k, penalty, steps, max_iter)
+    chosen, margin_t, prices, iterations = _topk_auction(market, wd, k, penalty, steps, max_iter)
     experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
     # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
     # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
@@ -187,7 +187,7 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K)
 
 
-def _auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
+def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
              max_iter: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, int]:
     """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
     prices, cap = market.prices, market.cap
