@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,11 @@ from qflow.attention._classical import (
 )
 from qflow.attention._quantum import qaoa_topk, qpe_sweep
 from qflow.attention._schemas import AttentionConfig, AttentionInputs, build_inputs
-from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.errors import InputError
 from qflow.core.io import read_input
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer, digest_bytes
-from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, digest_bytes
+from qflow.core.quantum import QuantumBudget, QuantumDevice
+from qflow.core.skeleton import PlanRun, quantum_step
 from qflow.core.tensors import load_tensors
 
 __all__ = ["AttentionRun", "EMBEDDINGS_FILE", "load_attention_inputs", "npy_bytes", "plan_attention", "run_attention"]
@@ -223,53 +225,68 @@ def run_attention(
     progress: Progress | None = None,
 ) -> AttentionRun:
     """:func:`plan_attention`, also returning the updated embeddings and selected keys as arrays."""
-    if not isinstance(config, AttentionConfig):
-        config = AttentionConfig.from_mapping(config, "config")
-    report = progress or (lambda fraction, message: None)
-    timer = StageTimer()
+    run = PlanRun.start("attention", config, AttentionConfig, requested=lambda c: "+".join(_requested(c)), digests=digests,
+                        progress=progress)
+    config, result, metrics, quantum = run.config, {}, {}, _QuantumLog()
     emb_arrays, w_arrays = _as_arrays(embeddings), _as_arrays(weights)
-    names = {d.name: (d.source or d.name) for d in digests or []}
-    with timer.stage("validate"):
-        inputs = build_inputs(emb_arrays, w_arrays, config, names.get("embeddings", "embeddings"), names.get("weights", "weights"))
-    if digests is None:
-        digests = [_digest_arrays(emb_arrays, "embeddings")]
-        if w_arrays is not None:
-            digests.append(_digest_arrays(w_arrays, "weights"))
+    inputs = _validate(run, emb_arrays, w_arrays, digests)
     torch.manual_seed(config.seed)
-    diagnostics: list[str] = []
-    requested = _requested(config)
-    solver = SolverReport(requested="+".join(requested), ran="+".join(requested))
-    result: dict[str, Any] = {}
-    metrics: dict[str, Any] = {}
-    quantum = _QuantumLog()
-
     q, k, v = inputs.q, inputs.k, inputs.v
     if config.qpe_positions:
-        report(0.05, "QPE position encoding")
-        with timer.stage("qpe"):
-            q, k = _positions(inputs, config, solver, quantum, result, metrics, diagnostics,
-                              heartbeat=lambda: report(0.1, "QPE position encoding"))
+        with run.stage("qpe", 0.05, "QPE position encoding"):
+            q, k = _positions(inputs, config, run.solver, quantum, result, metrics, run.diagnostics,
+                              heartbeat=lambda: run.progress(0.1, "QPE position encoding"))
     if config.contrastive_trainer:
-        report(0.2, "contrastive training (InfoNCE)")
-        with timer.stage("train"):
-            q, k = _train(q, k, inputs, config, result, metrics, report)
-
-    report(0.4, "sparse top-k attention")
-    with timer.stage("sparse_attention"):
+        with run.stage("train", 0.2, "contrastive training (InfoNCE)"):
+            q, k = _train(q, k, inputs, config, result, metrics, run.progress)
+    with run.stage("sparse_attention", 0.4, "sparse top-k attention"):
         out, idx, search = sparse_attention(q, k, v, config.top_k, block=config.key_block,
                                             prune_limit=config.topk_bounds_limit,
-                                            tick=lambda f: report(0.4 + 0.05 * f, "sparse top-k attention"))
-    _record_search(search, config, solver, result, metrics)
+                                            tick=lambda f: run.progress(0.4 + 0.05 * f, "sparse top-k attention"))
+    _record_search(search, config, run.solver, result, metrics)
     if config.qaoa_sparse:
-        report(0.45, "QAOA top-k windows")
-        with timer.stage("qaoa"):
-            out, idx = _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnostics,
-                             heartbeat=lambda: report(0.45, "QAOA top-k windows"))
-    diagnostics += _idle_settings(config, inputs)
-    report(0.5, "dense attention (baseline)")
-    with timer.stage("dense_attention"):
-        dense = dense_attention(q, k, v, tick=lambda f: report(0.5 + 0.05 * f, "dense attention (baseline)"))
-    with timer.stage("random_k_attention"):
+        with run.stage("qaoa", 0.45, "QAOA top-k windows"):
+            out, idx = _qaoa(q, k, v, out, idx, config, run.solver, quantum, result, metrics, run.diagnostics,
+                             heartbeat=lambda: run.progress(0.45, "QAOA top-k windows"))
+    run.diagnostics.extend(_idle_settings(config, inputs))
+    _measure_against_baselines(run, q, k, v, out, idx, metrics)
+    with run.stage("error_vs_k", 0.5, "error against k"):
+        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(int(k.shape[0]), config.top_k), config.seed,
+                                          tick=lambda f: run.progress(0.5 + 0.1 * f, "error against k"))
+    result["error_vs_k_queries"] = min(int(q.shape[0]), ERROR_VS_K_QUERIES)
+    result["attention_map"] = _attention_map(q, k, idx)
+    pruned_bytes, pruned_config = None, None
+    if inputs.weights is not None:
+        with run.stage("svd_prune", 0.85, "SVD of the heads"):
+            keeps = _heads(inputs, config, result, metrics, tick=lambda f: run.progress(0.85 + 0.1 * f, "SVD of the heads"))
+        if keeps is not None:
+            pruned_bytes, pruned_config = _write_pruned(w_arrays, inputs.weights, keeps, result)
+    run.solver.quantum = quantum.report(config)
+    embeddings_out, selected = _output_arrays(out, idx, result)
+    return AttentionRun(plan=run.finish(result, metrics), embeddings=embeddings_out, selected_keys=selected,
+                        pruned_checkpoint=pruned_bytes, pruned_config=pruned_config)
+
+
+def _validate(run: PlanRun, emb_arrays: dict[str, np.ndarray] | None, w_arrays: dict[str, np.ndarray] | None,
+              digests: list[InputDigest] | None) -> AttentionInputs:
+    """Stage ``validate``: the checked inputs; digests of the arrays when the caller gave none."""
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    with run.stage("validate"):
+        inputs = build_inputs(emb_arrays, w_arrays, run.config, names.get("embeddings", "embeddings"),
+                              names.get("weights", "weights"))
+    if digests is None:
+        run.digests = [_digest_arrays(emb_arrays, "embeddings")]
+        if w_arrays is not None:
+            run.digests.append(_digest_arrays(w_arrays, "weights"))
+    return inputs
+
+
+def _measure_against_baselines(run: PlanRun, q, k, v, out: torch.Tensor, idx: torch.Tensor, metrics: dict[str, Any]) -> None:
+    """Stages ``dense_attention`` and ``random_k_attention``: the error and memory of the plan and of both baselines."""
+    config = run.config
+    with run.stage("dense_attention", 0.5, "dense attention (baseline)"):
+        dense = dense_attention(q, k, v, tick=lambda f: run.progress(0.5 + 0.05 * f, "dense attention (baseline)"))
+    with run.stage("random_k_attention"):
         rand_out, _ = random_k_attention(q, k, v, config.top_k, config.seed)
     n_q, n = int(q.shape[0]), int(k.shape[0])
     metrics.update({
@@ -282,32 +299,20 @@ def run_attention(
         "kept_fraction": config.top_k / n,
         "attention_mass_kept": _mass_kept(q, k, idx),
     })
-    baselines = {
+    run.baselines = {
         "dense": {"relative_error": 0.0, "attention_memory_bytes": attention_memory_bytes(n_q, n, None),
                   "memory_ratio_vs_dense": 1.0},
         "random_k": {"relative_error": relative_error(rand_out, dense),
                      "attention_memory_bytes": attention_memory_bytes(n_q, n, config.top_k),
                      "memory_ratio_vs_dense": metrics["memory_ratio_vs_dense"]},
     }
-    report(0.5, "error against k")
-    with timer.stage("error_vs_k"):
-        result["error_vs_k"] = error_vs_k(q, k, v, k_grid(n, config.top_k), config.seed,
-                                          tick=lambda f: report(0.5 + 0.1 * f, "error against k"))
-    result["error_vs_k_queries"] = min(n_q, ERROR_VS_K_QUERIES)
-    result["attention_map"] = _attention_map(q, k, idx)
 
-    pruned_bytes, pruned_config = None, None
-    if inputs.weights is not None:
-        report(0.85, "SVD of the heads")
-        with timer.stage("svd_prune"):
-            keeps = _heads(inputs, config, result, metrics, tick=lambda f: report(0.85 + 0.1 * f, "SVD of the heads"))
-        if keeps is not None:
-            pruned_bytes, pruned_config = _write_pruned(w_arrays, inputs.weights, keeps, result)
-    solver.quantum = quantum.report(config)
 
+def _output_arrays(out: torch.Tensor, idx: torch.Tensor, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The updated embeddings (n_q, d_v) float32 and selected keys (n_q, top_k) int64, described in ``result``."""
     embeddings_out = out.numpy().astype(np.float32)
     selected = idx.numpy().astype(np.int64)
-    listed = min(n_q, LISTED_QUERIES)
+    listed = min(int(selected.shape[0]), LISTED_QUERIES)
     result["updated_embeddings"] = {
         "file": EMBEDDINGS_FILE, "shape": list(embeddings_out.shape), "dtype": "float32",
         "sha256": digest_bytes(npy_bytes(embeddings_out)),
@@ -317,11 +322,7 @@ def run_attention(
         "shape": list(selected.shape), "sha256": digest_bytes(npy_bytes(selected)),
         "queries_listed": listed, "indices": selected[:listed].tolist(),
     }
-    report(1.0, "done")
-    plan = Plan(module="attention", inputs=digests, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
-    return AttentionRun(plan=plan, embeddings=embeddings_out, selected_keys=selected, pruned_checkpoint=pruned_bytes,
-                        pruned_config=pruned_config)
+    return embeddings_out, selected
 
 
 def _write_pruned(arrays, checkpoint, keeps, result) -> tuple[bytes, dict[str, Any]]:
@@ -353,13 +354,10 @@ class _QuantumLog:
         self.device: QuantumDevice | None = None
         self.blocks: list[dict[str, Any]] = []
 
-    def device_or_fall_back(self, solver: SolverReport, part: str) -> QuantumDevice | None:
+    def device_or_fall_back(self, solver: SolverReport, part: str, budget: QuantumBudget) -> QuantumDevice | None:
+        """The device, chosen once; ``None`` with ``part`` dropped from the path that ran when there is none."""
         if self.device is None:
-            try:
-                self.device = choose_device()
-            except QuantumUnavailableError as exc:
-                _fall_back(solver, part, str(exc))
-                return None
+            self.device = quantum_step(solver, lambda device, _: device, budget, fallback_to=_without(solver.ran, part))
         return self.device
 
     def report(self, config: AttentionConfig) -> QuantumReport | None:
@@ -378,11 +376,14 @@ class _QuantumLog:
         )
 
 
+def _without(ran: str, part: str) -> str:
+    """The path ``ran`` with ``part`` replaced by its classical stand-in (``+<part>_classical``, last)."""
+    return "+".join(p for p in ran.split("+") if p != part) + f"+{part}_classical"
+
+
 def _fall_back(solver: SolverReport, part: str, reason: str) -> None:
     """Drop ``part`` from the path that ran, recording why."""
-    before = solver.ran
-    after = "+".join(p for p in before.split("+") if p != part) + f"+{part}_classical"
-    solver.fall_back(before, after, reason)
+    solver.fall_back(solver.ran, _without(solver.ran, part), reason)
 
 
 def _budget(config: AttentionConfig, heartbeat: Callable[[], None] | None = None) -> QuantumBudget:
@@ -416,15 +417,15 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
         diagnostics.append(f"QPE: {n_pos} positions need {needed} counting qubits (2^t >= N) but max_qubits allows "
                            f"{t_max}; recovered positions are approximate")
     recovered, rows = np.arange(n_pos), []
-    device = quantum.device_or_fall_back(solver, "qpe")
+    budget = _budget(config, heartbeat)
+    device = quantum.device_or_fall_back(solver, "qpe", budget)
     if device is not None:
-        try:
-            rows, recovered, circuits = qpe_sweep(n_pos, t_max, device, _budget(config, heartbeat))
+        sweep = quantum_step(solver, lambda device, budget: qpe_sweep(n_pos, t_max, device, budget), budget,
+                             fallback_to=_without(solver.ran, "qpe"), device=device)
+        if sweep is not None:
+            rows, recovered, circuits = sweep
             quantum.blocks.append({"kind": "qpe_positions", "qubits": t_max + 1, "circuits": circuits, "positions": n_pos,
                                    "counting_qubits": t_max})
-        except QuantumUnavailableError as exc:
-            _fall_back(solver, "qpe", str(exc))
-            recovered = np.arange(n_pos)
     standard = sinusoidal_encoding(np.arange(n_pos), d)
     encoded = sinusoidal_encoding(recovered, d)
     result["qpe"] = {"positions": n_pos, "counting_qubits_needed": needed, "accuracy_by_qubits": rows,
@@ -518,7 +519,7 @@ def _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnosti
     qt, kt, vt = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (q, k, v))
     scale = 1.0 / math.sqrt(qt.shape[1])
     out, idx = out.clone(), idx.clone()
-    device = quantum.device_or_fall_back(solver, "qaoa")
+    device = quantum.device_or_fall_back(solver, "qaoa", _budget(config, heartbeat))
     rows = []
     for query in range(min(config.qaoa_queries, qt.shape[0])):
         scores = kt @ qt[query] * scale
@@ -532,11 +533,11 @@ def _qaoa(q, k, v, out, idx, config, solver, quantum, result, metrics, diagnosti
         exact = np.sort(candidates[np.argsort(-cand_scores, kind="stable")[:j]])
         row = {"query": query, "slots": j, "candidates": candidates.tolist(), "exact": exact.tolist()}
         if device is not None:
-            try:
-                found = qaoa_topk(cand_scores, j, config.qaoa_layers, device, _budget(config, heartbeat), config.qaoa_steps,
-                                  config.seed + query)
-            except QuantumUnavailableError as exc:
-                _fall_back(solver, "qaoa", str(exc))
+            window_step = partial(qaoa_topk, cand_scores, j, config.qaoa_layers, max_steps=config.qaoa_steps,
+                                  seed=config.seed + query)
+            found = quantum_step(solver, window_step, _budget(config, heartbeat), fallback_to=_without(solver.ran, "qaoa"),
+                                 device=device)
+            if found is None:
                 device = None
             else:
                 row.update({"qaoa": sorted(candidates[found["qaoa"]].tolist()), "used": sorted(candidates[found["used"]].tolist()),

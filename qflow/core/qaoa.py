@@ -16,7 +16,9 @@ and the budget checks of :mod:`qflow.core.quantum`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -347,18 +349,46 @@ def run_qaoa(
     QuantumUnavailableError
         Over the qubit, memory or time budget, or when the simulator fails.
     """
-    import pennylane as qml
-    from pennylane import numpy as pnp
-
     n = model.n
     scaled, scale = model.scaled()
     coeffs, _ = scaled.terms()
     n_gates = layers * (len(coeffs) + 3 * n) + 2 * n
     budget.check_circuit(n, n_gates, device)
-
     thetas = warm_start_angles(warm_bits) if warm_bits is not None else None
+    evolve = _ansatz(scaled, layers, thetas)
+    try:
+        cost = _expectation(scaled, evolve, device)
+        final_probs = _readout(evolve, n, device)
+        initial = _initial_angles(layers, np.random.default_rng(seed), thetas is not None)
+        fit = _fit_angles(cost, initial, n, device, budget, lambda value: (value + scaled.offset) * scale,
+                          max_steps=max_steps, tol=tol, patience=patience, stepsize=stepsize)
+        probs = np.asarray(final_probs(fit.angles))
+    except QuantumUnavailableError:
+        raise
+    except Exception as exc:  # the simulator itself failed: record, fall back
+        raise QuantumUnavailableError(f"{device.name} failed: {type(exc).__name__}: {exc}") from exc
+    history, steps, angles, circuits = fit.history, fit.steps, fit.angles, fit.circuits + 1
+    idx = int(np.argmax(probs))
+    bits = bits_of(idx, n)
+    return QaoaResult(
+        bits=bits,
+        energy=model.energy(bits),
+        expectation_history=[float(v) for v in history],
+        steps=steps,
+        circuits_run=circuits,
+        probability=float(probs[idx]),
+        angles=np.asarray(angles),
+        n_qubits=n,
+    )
 
-    def prepare_and_evolve(angles):
+
+def _ansatz(scaled: IsingModel, layers: int, thetas: np.ndarray | None) -> Callable[[Any], None]:
+    """``evolve(angles)``: the initial state (Hadamards, or the warm start's RY) then ``layers`` cost and mixer layers."""
+    import pennylane as qml
+
+    n = scaled.n
+
+    def evolve(angles) -> None:
         if thetas is None:
             for i in range(n):
                 qml.Hadamard(wires=i)
@@ -372,78 +402,100 @@ def run_qaoa(
             else:
                 warm_start_mixer_layer(angles[1, layer], thetas)
 
-    try:
-        dev = qml.device(device.name, wires=n)
-        if device.diff_method == "adjoint":
-            hamiltonian = build_cost_hamiltonian(scaled)
+    return evolve
 
-            @qml.qnode(dev, diff_method="adjoint")
-            def expectation(angles):
-                prepare_and_evolve(angles)
-                return qml.expval(hamiltonian)
 
-            def cost(angles):
-                return expectation(angles)
+def _expectation(scaled: IsingModel, evolve: Callable[[Any], None], device: QuantumDevice) -> Callable[[Any], Any]:
+    """``cost(angles)``: the expectation of ``scaled`` less its offset, differentiable.
+
+    On an adjoint device it is ``<H>`` of :func:`build_cost_hamiltonian`; on
+    default.qubit ``probs @ energies`` by backprop (the diagonal cost instead
+    of a dense Hamiltonian matrix).
+    """
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    n = scaled.n
+    dev = qml.device(device.name, wires=n)
+    if device.diff_method == "adjoint":
+        hamiltonian = build_cost_hamiltonian(scaled)
+
+        @qml.qnode(dev, diff_method="adjoint")
+        def expectation(angles):
+            evolve(angles)
+            return qml.expval(hamiltonian)
+
+        return expectation
+    energies = pnp.array(scaled.energies() - scaled.offset, requires_grad=False)
+
+    @qml.qnode(dev, diff_method="backprop")
+    def probabilities(angles):
+        evolve(angles)
+        return qml.probs(wires=range(n))
+
+    def cost(angles):
+        return pnp.dot(probabilities(angles), energies)
+
+    return cost
+
+
+def _readout(evolve: Callable[[Any], None], n: int, device: QuantumDevice) -> Callable[[Any], Any]:
+    """``probs(angles)``: the final state's bitstring probabilities, shape (2**n,), on a device of its own."""
+    import pennylane as qml
+
+    @qml.qnode(qml.device(device.name, wires=n))
+    def final_probs(angles):
+        evolve(angles)
+        return qml.probs(wires=range(n))
+
+    return final_probs
+
+
+@dataclass
+class _AngleFit:
+    """Outcome of :func:`_fit_angles`: the best angles, the expectation per step (model units), steps and circuits."""
+
+    angles: Any
+    history: list[float]
+    steps: int
+    circuits: int
+
+
+def _fit_angles(cost: Callable[[Any], Any], initial: np.ndarray, n: int, device: QuantumDevice, budget: QuantumBudget,
+                to_model_units: Callable[[float], float], *, max_steps: int, tol: float, patience: int,
+                stepsize: float) -> _AngleFit:
+    """Adam on ``cost`` from ``initial`` (2, layers) angles until it stops improving; keeps the best angles seen.
+
+    The time budget is checked before every step; ``to_model_units`` turns a
+    cost value into the model's own energy for the history.
+    """
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    angles = pnp.array(initial, requires_grad=True)
+    opt = qml.AdamOptimizer(stepsize=stepsize)
+    history: list[float] = []
+    circuits = _probe_step_time(cost, angles, n, budget)
+    best_value, best_angles, stale = np.inf, angles, 0
+    steps = 0
+    for steps in range(1, max_steps + 1):  # noqa: B007 - steps is reported
+        budget.check_time()
+        # step_and_cost returns the cost *before* the step: one circuit
+        # evaluation per step serves both the history and the stop rule.
+        new_angles, value = opt.step_and_cost(cost, angles)
+        value = float(value)
+        circuits += 2 if device.diff_method == "adjoint" else 1
+        history.append(to_model_units(value))
+        # Adam overshoots and comes back, so a single worse step is no
+        # reason to stop: stop once the best value has not improved by
+        # `tol` for `patience` steps, and keep the best angles seen.
+        if value < best_value - tol:
+            stale = 0
         else:
-            energies = pnp.array(scaled.energies() - scaled.offset, requires_grad=False)
-
-            @qml.qnode(dev, diff_method="backprop")
-            def probabilities(angles):
-                prepare_and_evolve(angles)
-                return qml.probs(wires=range(n))
-
-            def cost(angles):
-                return pnp.dot(probabilities(angles), energies)
-
-        @qml.qnode(qml.device(device.name, wires=n))
-        def final_probs(angles):
-            prepare_and_evolve(angles)
-            return qml.probs(wires=range(n))
-
-        rng = np.random.default_rng(seed)
-        angles = pnp.array(_initial_angles(layers, rng, thetas is not None), requires_grad=True)
-        opt = qml.AdamOptimizer(stepsize=stepsize)
-        history: list[float] = []
-        circuits = _probe_step_time(cost, angles, n, budget)
-        best_value, best_angles, stale = np.inf, angles, 0
-        steps = 0
-        for steps in range(1, max_steps + 1):  # noqa: B007 - steps is reported
-            budget.check_time()
-            # step_and_cost returns the cost *before* the step: one circuit
-            # evaluation per step serves both the history and the stop rule.
-            new_angles, value = opt.step_and_cost(cost, angles)
-            value = float(value)
-            circuits += 2 if device.diff_method == "adjoint" else 1
-            history.append((value + scaled.offset) * scale)
-            # Adam overshoots and comes back, so a single worse step is no
-            # reason to stop: stop once the best value has not improved by
-            # `tol` for `patience` steps, and keep the best angles seen.
-            if value < best_value - tol:
-                stale = 0
-            else:
-                stale += 1
-            if value < best_value:
-                best_value, best_angles = value, angles
-            if stale >= patience:
-                break
-            angles = new_angles
-        angles = best_angles
-        probs = np.asarray(final_probs(angles))
-        circuits += 1
-    except QuantumUnavailableError:
-        raise
-    except Exception as exc:  # the simulator itself failed: record, fall back
-        raise QuantumUnavailableError(f"{device.name} failed: {type(exc).__name__}: {exc}") from exc
-
-    idx = int(np.argmax(probs))
-    bits = bits_of(idx, n)
-    return QaoaResult(
-        bits=bits,
-        energy=model.energy(bits),
-        expectation_history=[float(v) for v in history],
-        steps=steps,
-        circuits_run=circuits,
-        probability=float(probs[idx]),
-        angles=np.asarray(angles),
-        n_qubits=n,
-    )
+            stale += 1
+        if value < best_value:
+            best_value, best_angles = value, angles
+        if stale >= patience:
+            break
+        angles = new_angles
+    return _AngleFit(best_angles, history, steps, circuits)

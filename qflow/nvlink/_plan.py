@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.errors import InputError
 from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
-from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport, StageTimer
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport
+from qflow.core.quantum import QuantumBudget, QuantumDevice
+from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
 from qflow.nvlink._kernel import compare_kernels
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
@@ -245,119 +246,182 @@ def plan_nvlink(
     >>> plan.metrics["rounds"], plan.metrics["rounds_lower_bound"]
     (4, 4)
     """
-    if not isinstance(config, NvlinkConfig):
-        config = NvlinkConfig.from_mapping(config, "config")
-    report = progress or (lambda fraction, message: None)
-    timer = StageTimer()
+    run = PlanRun.start("nvlink", config, NvlinkConfig, requested=_requested_path, digests=digests, progress=progress)
+    config = run.config
+    run.solver.ran = _requested(config)
+    fabric, job_list = _validate(run, fabric, jobs, digests)
+    with run.stage("paths", 0.05, "path options and pair costs"):
+        table, cost, tie_cost = _pair_costs(fabric, config, run.progress)
+    with run.stage("placement", 0.15, "placement (recursive bisection + swap refinement)"):
+        placements = _place(job_list, tie_cost, table.hosts, config, run.diagnostics)
+    with run.stage("baseline_placements"):
+        rr = round_robin_placement(job_list, table.hosts)
+        rnd = random_placement(job_list, fabric.n_gpus, config.seed)
+    run.progress(0.3, "transfer rounds (edge colouring)")
+    quantum_solver = _qaoa_block_solver(run) if config.qaoa_optimizer else None
+    with run.stage("rounds"):
+        rounds = _schedule_rounds(job_list, config, quantum_solver or solve_block_exactly, run.progress)
+    with run.stage("simulate", 0.45, "flow simulation (weighted ECMP)"):
+        work = _workload(table, rounds.transfers, rounds.colourings, placements)
+        routing = _route_by_ecmp(table, work, config.alpha_us)
+    if config.rl_planner and work.flows.n:
+        with run.stage("rl", 0.55, f"RL path planner ({config.rl_episodes} episodes)"):
+            _route_by_rl(table, work, config, routing, run)
+    classifier_report = None
+    if config.classifier:
+        with run.stage("classifier", 0.7, "contention classifier (SVM)"):
+            classifier_report = _classify(table, work, routing.weights, job_list, rr, rounds.transfers, rounds.colourings, logs,
+                                          config, run.diagnostics, run.progress, run.timer.timings_s)
+    with run.stage("baselines", 0.85, "baselines"):
+        run.baselines = _baselines(table, job_list, rounds.transfers, rounds.colourings, rounds.greedy, rr, rnd, cost, work,
+                                   routing.shortest_eval, config)
+    _report_paths(run, quantum_solver, rounds.recolour, classifier_report, logs is not None, work.flows.n)
+    with run.stage("result"):
+        result, metrics = _plan_body(fabric, table, job_list, placements, cost, rounds, work, routing, quantum_solver,
+                                     classifier_report)
+    return run.finish(result, metrics)
+
+
+def _requested_path(config: NvlinkConfig) -> str:
+    """The requested path: ``qaoa`` or ``classical``, plus ``+quantum_kernel`` when the classifier may use it."""
+    return _requested(config) + ("+quantum_kernel" if config.quantum_kernel and config.classifier else "")
+
+
+def _validate(run: PlanRun, fabric: Fabric | Mapping[str, Any] | str, jobs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+              digests: list[InputDigest] | None) -> tuple[Fabric, list[Job]]:
+    """Stage ``validate``: the parsed fabric and jobs (checked against its GPUs); digests when the caller gave none."""
     names = {d.name: (d.source or d.name) for d in digests or []}
-    diagnostics: list[str] = []
-    with timer.stage("validate"):
+    with run.stage("validate"):
         if not isinstance(fabric, Fabric):
             fabric = parse_fabric(fabric, names.get("fabric", "fabric"))
         job_list = parse_jobs(jobs, names.get("jobs", "jobs"), fabric.n_gpus)
     if digests is None:
-        digests = [digest_mapping({"gpus": list(fabric.gpus), "links": sorted(map(sorted, fabric.graph.edges()))}, "fabric"),
-                   digest_mapping(jobs if isinstance(jobs, Mapping) else {"jobs": list(jobs)}, "jobs")]
-    kernel_requested = "+quantum_kernel" if config.quantum_kernel and config.classifier else ""
-    solver = SolverReport(requested=_requested(config) + kernel_requested, ran=_requested(config))
+        run.digests = [digest_mapping({"gpus": list(fabric.gpus), "links": sorted(map(sorted, fabric.graph.edges()))}, "fabric"),
+                       digest_mapping(jobs if isinstance(jobs, Mapping) else {"jobs": list(jobs)}, "jobs")]
+    return fabric, job_list
 
-    report(0.05, "path options and pair costs")
-    with timer.stage("paths"):
-        table = PathTable(fabric, config.max_paths)
-        all_gpus = np.arange(fabric.n_gpus)
-        cost = table.cost_matrix(all_gpus, heartbeat=lambda a, k: report(0.05 + 0.1 * a / k, f"pair costs: GPU {a + 1}/{k}"))
-        hosts = table.hosts
-        tie_cost = cost * (1.0 + HOST_TIE_BREAK * (hosts[:, None] != hosts[None, :]))
 
-    report(0.15, "placement (recursive bisection + swap refinement)")
-    with timer.stage("placement"):
-        partitioner = config.partitioner
-        if partitioner == "metis" and importlib.util.find_spec("pymetis") is None:
-            diagnostics.append("partitioner metis: pymetis is not installed; Kernighan-Lin bisection was used")
-            partitioner = "kernighan_lin"
-        placements = place_jobs(job_list, tie_cost, hosts, partitioner, config.seed, config.refine_passes)
-    with timer.stage("baseline_placements"):
-        rr = round_robin_placement(job_list, hosts)
-        rnd = random_placement(job_list, fabric.n_gpus, config.seed)
+def _pair_costs(fabric: Fabric, config: NvlinkConfig, report: Progress) -> tuple[PathTable, np.ndarray, np.ndarray]:
+    """Path options, the (G, G) pair cost in seconds per byte, and the same with the cross-host tie-break."""
+    table = PathTable(fabric, config.max_paths)
+    cost = table.cost_matrix(np.arange(fabric.n_gpus),
+                             heartbeat=lambda a, k: report(0.05 + 0.1 * a / k, f"pair costs: GPU {a + 1}/{k}"))
+    hosts = table.hosts
+    tie_cost = cost * (1.0 + HOST_TIE_BREAK * (hosts[:, None] != hosts[None, :]))
+    return table, cost, tie_cost
 
-    report(0.3, "transfer rounds (edge colouring)")
-    quantum_solver: QaoaBlockSolver | None = None
-    if config.qaoa_optimizer:
-        try:
-            quantum_solver = QaoaBlockSolver(choose_device(),
-                                             QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
-                                                           heartbeat=lambda: report(0.3, "transfer rounds (QAOA blocks)")),
-                                             config.qaoa_layers, config.qaoa_steps, config.qaoa_blocks, config.seed)
-        except QuantumUnavailableError as exc:
-            solver.fall_back("qaoa", "classical", str(exc))
-    block_solver = quantum_solver or solve_block_exactly
-    with timer.stage("rounds"):
-        transfers = [transfers_of(j.traffic, config.full_duplex) for j in job_list]
-        colourings, greedy, methods, recolour = [], [], [], []
-        for i, t in enumerate(transfers):
-            report(0.3 + 0.15 * i / len(transfers), f"transfer rounds: job {i + 1}/{len(transfers)}")
-            colour, method = colour_transfers(t, config.seed)
-            before = n_colours(colour)
-            stats = {"blocks": 0, "moved": 0, "rounds_removed": 0}
-            if before > lower_bound(t):
-                colour, stats = empty_last_rounds(t, colour, block_solver, min(config.max_qubits, 20))
-            assert is_proper(t, colour)
-            colourings.append(colour)
-            methods.append(method)
-            recolour.append({**stats, "rounds_before": before, "rounds_after": n_colours(colour)})
-            greedy.append(first_fit(t, np.arange(t.m)))
 
-    report(0.45, "flow simulation (weighted ECMP)")
-    with timer.stage("simulate"):
-        work = _workload(table, transfers, colourings, placements)
-        ecmp = work.paths.ecmp_weights()
-        plan_eval = _evaluate(table, work, ecmp, config.alpha_us)
-        shortest_eval = _evaluate(table, work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int)), config.alpha_us)
-        weights, policy = ecmp, "weighted_ecmp"
+def _place(jobs: Sequence[Job], tie_cost: np.ndarray, hosts: np.ndarray, config: NvlinkConfig,
+           diagnostics: list[str]) -> list[np.ndarray]:
+    """Each job's rank -> GPU index array; metis falls back to Kernighan-Lin (with a diagnostic) without pymetis."""
+    partitioner = config.partitioner
+    if partitioner == "metis" and importlib.util.find_spec("pymetis") is None:
+        diagnostics.append("partitioner metis: pymetis is not installed; Kernighan-Lin bisection was used")
+        partitioner = "kernighan_lin"
+    return place_jobs(jobs, tie_cost, hosts, partitioner, config.seed, config.refine_passes)
 
-    rl_result, rl_vs_ecmp = None, None
-    if config.rl_planner and work.flows.n:
-        report(0.55, f"RL path planner ({config.rl_episodes} episodes)")
-        with timer.stage("rl"):
-            rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us,
-                                    heartbeat=lambda e, n: report(0.55 + 0.15 * e / n, f"RL path planner: episode {e + 1}/{n}"))
-            rl_weights = _one_hot(work.paths, rl_result.choice)
-            rl_eval = _evaluate(table, work, rl_weights, config.alpha_us)
-            rl_vs_ecmp = (rl_eval["estimated_collective_time_s"], plan_eval["estimated_collective_time_s"])
-            if rl_eval["estimated_collective_time_s"] < plan_eval["estimated_collective_time_s"]:
-                weights, policy, plan_eval = rl_weights, "rl_q_learning", rl_eval
-            else:
-                diagnostics.append(f"RL routing ({rl_eval['estimated_collective_time_s']:.4g} s) did not beat weighted ECMP "
-                                   f"({plan_eval['estimated_collective_time_s']:.4g} s): the plan routes by weighted ECMP")
 
-    classifier_report = None
-    if config.classifier:
-        report(0.7, "contention classifier (SVM)")
-        with timer.stage("classifier"):
-            classifier_report = _classify(table, work, weights, job_list, rr, transfers, colourings, logs, config, diagnostics,
-                                          report, timer.timings_s)
+def _qaoa_block_solver(run: PlanRun) -> QaoaBlockSolver | None:
+    """The QAOA recolouring solver on the chosen device, or ``None`` with the fallback recorded."""
+    config = run.config
+    budget = quantum_budget(config, heartbeat=lambda: run.progress(0.3, "transfer rounds (QAOA blocks)"))
+    return quantum_step(
+        run.solver,
+        lambda device, budget: QaoaBlockSolver(device, budget, config.qaoa_layers, config.qaoa_steps, config.qaoa_blocks,
+                                               config.seed),
+        budget, fallback_to="classical",
+    )
 
-    report(0.85, "baselines")
-    with timer.stage("baselines"):
-        baselines = _baselines(table, job_list, transfers, colourings, greedy, rr, rnd, cost, work, shortest_eval, config)
 
-    quantum = _quantum_report(quantum_solver, solver, recolour)
+@dataclass
+class _Rounds:
+    """Per job: its transfers, their round (colour) per transfer, the method that coloured them, the recolouring
+    counts, and first-fit greedy colours (the baseline)."""
+
+    transfers: list[Transfers]
+    colourings: list[np.ndarray]
+    methods: list[str]
+    recolour: list[dict[str, int]]
+    greedy: list[np.ndarray]
+
+
+def _schedule_rounds(jobs: Sequence[Job], config: NvlinkConfig, block_solver: Any, report: Progress) -> _Rounds:
+    """Colour each job's transfers into rounds, then empty the last rounds with ``block_solver`` down to the lower bound."""
+    transfers = [transfers_of(j.traffic, config.full_duplex) for j in jobs]
+    rounds = _Rounds(transfers, [], [], [], [])
+    for i, t in enumerate(transfers):
+        report(0.3 + 0.15 * i / len(transfers), f"transfer rounds: job {i + 1}/{len(transfers)}")
+        colour, method = colour_transfers(t, config.seed)
+        before = n_colours(colour)
+        stats = {"blocks": 0, "moved": 0, "rounds_removed": 0}
+        if before > lower_bound(t):
+            colour, stats = empty_last_rounds(t, colour, block_solver, min(config.max_qubits, 20))
+        assert is_proper(t, colour)
+        rounds.colourings.append(colour)
+        rounds.methods.append(method)
+        rounds.recolour.append({**stats, "rounds_before": before, "rounds_after": n_colours(colour)})
+        rounds.greedy.append(first_fit(t, np.arange(t.m)))
+    return rounds
+
+
+@dataclass
+class _Routing:
+    """The flows' path weights (flows, options), the policy they follow and its evaluation; the RL run when any."""
+
+    weights: np.ndarray
+    policy: str
+    plan_eval: dict[str, Any]
+    shortest_eval: dict[str, Any]
+    rl_result: Any = None
+    rl_vs_ecmp: tuple[float, float] | None = None
+
+
+def _route_by_ecmp(table: PathTable, work: _Workload, alpha_us: float) -> _Routing:
+    """Weighted ECMP (the plan's routing unless RL beats it), evaluated with shortest-path routing beside it."""
+    ecmp = work.paths.ecmp_weights()
+    plan_eval = _evaluate(table, work, ecmp, alpha_us)
+    shortest_eval = _evaluate(table, work, _one_hot(work.paths, np.zeros(work.flows.n, dtype=int)), alpha_us)
+    return _Routing(ecmp, "weighted_ecmp", plan_eval, shortest_eval)
+
+
+def _route_by_rl(table: PathTable, work: _Workload, config: NvlinkConfig, routing: _Routing, run: PlanRun) -> None:
+    """Learn one path per flow; ``routing`` takes it only when its estimated collective time beats weighted ECMP's."""
+    rl_result = learn_paths(table, work.flows, config.rl_episodes, config.seed, config.alpha_us,
+                            heartbeat=lambda e, n: run.progress(0.55 + 0.15 * e / n, f"RL path planner: episode {e + 1}/{n}"))
+    rl_weights = _one_hot(work.paths, rl_result.choice)
+    rl_eval = _evaluate(table, work, rl_weights, config.alpha_us)
+    ecmp_s = routing.plan_eval["estimated_collective_time_s"]
+    routing.rl_result, routing.rl_vs_ecmp = rl_result, (rl_eval["estimated_collective_time_s"], ecmp_s)
+    if rl_eval["estimated_collective_time_s"] < ecmp_s:
+        routing.weights, routing.policy, routing.plan_eval = rl_weights, "rl_q_learning", rl_eval
+    else:
+        run.note(f"RL routing ({rl_eval['estimated_collective_time_s']:.4g} s) did not beat weighted ECMP "
+                 f"({ecmp_s:.4g} s): the plan routes by weighted ECMP")
+
+
+def _report_paths(run: PlanRun, quantum_solver: QaoaBlockSolver | None, recolour: list[dict[str, int]],
+                  classifier: dict[str, Any] | None, logs_given: bool, n_flows: int) -> None:
+    """The solver report's quantum part and kernel record, and the notes on settings that had no effect."""
+    quantum = _quantum_report(quantum_solver, run.solver, recolour)
     if quantum is not None:
-        solver.quantum = quantum
-    _record_quantum_kernel(config, solver, classifier_report)
-    diagnostics.extend(_settings_without_effect(config, logs is not None, work.flows.n))
-    with timer.stage("result"):
-        metrics = _metrics(table, job_list, transfers, colourings, placements, cost, plan_eval, recolour, policy)
-        if quantum_solver is not None:
-            metrics["recolouring_moves_from_qaoa"] = quantum_solver.moves_applied
-        result = _result(fabric, table, job_list, transfers, colourings, placements, methods, recolour, work, weights, policy,
-                         plan_eval, rl_result, classifier_report)
-        result["learned_components"] = _learned_components(rl_vs_ecmp, classifier_report)
-        if rl_result is not None:
-            result["rl"]["adopted"] = policy == "rl_q_learning"
-    report(1.0, "done")
-    return Plan(module="nvlink", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
-                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+        run.solver.quantum = quantum
+    _record_quantum_kernel(run.config, run.solver, classifier)
+    run.diagnostics.extend(_settings_without_effect(run.config, logs_given, n_flows))
+
+
+def _plan_body(fabric: Fabric, table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], cost: np.ndarray,
+               rounds: _Rounds, work: _Workload, routing: _Routing, quantum_solver: QaoaBlockSolver | None,
+               classifier: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage ``result``: the plan's ``(result, metrics)``."""
+    metrics = _metrics(table, jobs, rounds.transfers, rounds.colourings, placements, cost, routing.plan_eval, rounds.recolour,
+                       routing.policy)
+    if quantum_solver is not None:
+        metrics["recolouring_moves_from_qaoa"] = quantum_solver.moves_applied
+    result = _result(fabric, table, jobs, placements, rounds, work, routing, classifier)
+    result["learned_components"] = _learned_components(routing.rl_vs_ecmp, classifier)
+    if routing.rl_result is not None:
+        result["rl"]["adopted"] = routing.policy == "rl_q_learning"
+    return result, metrics
 
 
 def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
@@ -411,10 +475,7 @@ def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features
     its held-out figures for the plan to use; a refusal of the quantum budget
     (qubits, memory, time) leaves the RBF model in charge, with the reason.
     """
-    try:
-        device = choose_device()
-        budget = QuantumBudget(config.max_qubits, config.quantum_time_budget_s,
-                               heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+    def fit_and_call(device: QuantumDevice, budget: QuantumBudget) -> dict[str, Any]:
         model, kernel, fit_s = compare_kernels(data, config.seed, rbf, device, budget)
         timings["quantum_kernel_fit"] = round(fit_s, 6)
         if kernel["adopted"]:
@@ -424,8 +485,13 @@ def _quantum_kernel(data: pd.DataFrame, config: NvlinkConfig, rbf: Any, features
                                            "held_out_balanced_accuracy": q["held_out_balanced_accuracy"],
                                            "confusion_matrix": q["confusion_matrix"]}
         return kernel
-    except QuantumUnavailableError as exc:
-        return {"adopted": False, "unavailable": str(exc)}
+
+    # The plan's own record of the kernel (a fallback from quantum_kernel to rbf_svc) is written by
+    # _record_quantum_kernel, with the other reasons it can lose; this record only carries the reason.
+    record = SolverReport(requested="quantum_kernel", ran="quantum_kernel")
+    budget = quantum_budget(config, heartbeat=lambda: report(0.85, "contention classifier: quantum kernel states"))
+    kernel = quantum_step(record, fit_and_call, budget, fallback_to="rbf_svc")
+    return kernel if kernel is not None else {"adopted": False, "unavailable": record.fallbacks[-1].reason}
 
 
 def _baselines(table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers], colourings: Sequence[np.ndarray],
@@ -506,9 +572,10 @@ def _routing_rows(table: PathTable, jobs: Sequence[Job], work: _Workload, weight
     return rows
 
 
-def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Sequence[Transfers],
-            colourings: Sequence[np.ndarray], placements: Sequence[np.ndarray], methods: list[str], recolour: list[dict[str, int]],
-            work: _Workload, weights: np.ndarray, policy: str, ev: dict[str, Any], rl: Any, classifier: dict[str, Any] | None) -> dict[str, Any]:
+def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], placements: Sequence[np.ndarray], rounds: _Rounds,
+            work: _Workload, routing: _Routing, classifier: dict[str, Any] | None) -> dict[str, Any]:
+    """The plan's ``result``: placement, rounds, round and job times, link utilisation, per-flow routing, RL and classifier."""
+    transfers, colourings, ev, rl = rounds.transfers, rounds.colourings, routing.plan_eval, routing.rl_result
     gpus = fabric.gpus
     result: dict[str, Any] = {
         "fabric": {**fabric.describe(), "graph": fabric.graph_data()},
@@ -517,14 +584,14 @@ def _result(fabric: Fabric, table: PathTable, jobs: Sequence[Job], transfers: Se
         "jobs": [{"id": j.id, "ranks": j.ranks, "pattern": j.pattern, "total_bytes": j.total_bytes} for j in jobs],
         "placement": {j.id: [gpus[g] for g in p.tolist()] for j, p in zip(jobs, placements, strict=True)},
         "rounds": {j.id: rounds_of(t, c) for j, t, c in zip(jobs, transfers, colourings, strict=True)},
-        "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, methods, recolour, strict=True)},
+        "colouring": {j.id: {"method": m, **r} for j, m, r in zip(jobs, rounds.methods, rounds.recolour, strict=True)},
         "round_times_s": {j.id: ev["job_round_times_s"][i] if i < len(ev["job_round_times_s"]) else []
                           for i, j in enumerate(jobs)},
         "job_times_s": {j.id: ev["job_times_s"][i] if i < len(ev["job_times_s"]) else 0.0 for i, j in enumerate(jobs)},
         "link_utilisation": _link_rows(table, ev),
-        "routing": {"policy": policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
+        "routing": {"policy": routing.policy, "format": "per flow: 'via' lists the intermediate nodes of each path (src and dst GPUs "
                     "left out), 'weights' the share of the flow's bytes on each ('equal': the same on all)",
-                    "flows": _routing_rows(table, jobs, work, weights)},
+                    "flows": _routing_rows(table, jobs, work, routing.weights)},
     }
     if rl is not None:
         result["rl"] = {"agents": rl.agents, "episodes": len(rl.reward_curve), "reward_curve": [round(v, 6) for v in rl.reward_curve],

@@ -12,7 +12,8 @@ from pydantic import Field
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.io import digest_frame, digest_mapping
-from qflow.core.plan import InputDigest, Plan, SolverReport, StageTimer
+from qflow.core.plan import InputDigest, Plan
+from qflow.core.skeleton import PlanRun
 from qflow.routing._placement import Placement, contiguous, eplb_greedy, improve, lower_bound, place_layer, placement_metrics
 
 __all__ = ["PlacementConfig", "plan_placement", "load_matrix", "cluster_shape"]
@@ -123,56 +124,61 @@ def plan_placement(
         ``node_load``, and EPLB's baseline ``eplb_gpu_load`` and ``eplb_node_load``. ``metrics``: per layer and summarised; ``baselines``:
         ``eplb`` and ``contiguous`` (no replication; when experts divide over GPUs).
     """
-    if not isinstance(config, PlacementConfig):
-        config = PlacementConfig.from_mapping(config, "config")
+    run = PlanRun.start("placement", config, PlacementConfig, requested="placement", digests=digests)
     names = {d.name: (d.source or d.name) for d in digests or []}
-    timer = StageTimer()
-    with timer.stage("validate"):
+    with run.stage("validate"):
         matrix, expert_ids, layer_ids = load_matrix(loads, names.get("loads", "loads"))
         node_ids, gpu_ids, per_node = cluster_shape(model_graph, names.get("model_graph", "model_graph"))
-        nodes, G, E = len(node_ids), len(gpu_ids), matrix.shape[1]
-        slots = _slots(E, G, config)
+        slots = _slots(matrix.shape[1], len(gpu_ids), run.config)
     if digests is None:
-        digests = [digest_frame(loads, "loads"), digest_mapping(model_graph, "model_graph")]
-    layers, metrics, eplb_metrics, flat_metrics, starts, bounds = [], [], [], [], [], []
-    with timer.stage("place"):
-        for load in matrix:
-            ours = improve(place_layer(load, nodes, per_node, slots), load, G)
-            eplb = eplb_greedy(load, nodes, per_node, slots)
-            from_eplb = improve(_distinct(eplb, G), load, G)
-            best, start = min(((ours, "lpt"), (from_eplb, "eplb")), key=lambda c: c[0].gpu_load(load, G).max() + 0.0)
-            starts.append(start)
-            m = placement_metrics(best, load, nodes, per_node)
-            bound = lower_bound(load, G, slots)
-            m["lower_bound_max_gpu_load"] = bound
-            m["gap_to_lower_bound"] = float((m["max_gpu_load"] - bound) / max(bound, 1e-12))
-            metrics.append(m)
-            eplb_metrics.append(placement_metrics(eplb, load, nodes, per_node))
-            m["eplb_gpu_load"], m["eplb_node_load"] = eplb_metrics[-1]["gpu_load"], eplb_metrics[-1]["node_load"]
-            flat = contiguous(E, G, slots)
-            if flat is not None:
-                flat_metrics.append(placement_metrics(flat, load, nodes, per_node))
-            bounds.append(bound)
-            layers.append(_layer_result(best, load, G, m))
-    solver = SolverReport(requested="placement", ran="placement+swap")
-    diagnostics = []
+        run.digests = [digest_frame(loads, "loads"), digest_mapping(model_graph, "model_graph")]
+    with run.stage("place"):
+        layers, metrics, eplb_metrics, flat_metrics, starts = _place_layers(matrix, len(node_ids), per_node, slots)
+    run.solver.ran = "placement+swap"
     if "eplb" in starts:
-        diagnostics.append(f"{starts.count('eplb')} of {len(starts)} layers: the swap search did better from EPLB's placement "
-                           "(made distinct per GPU) than from the hierarchical longest-first one, and kept it")
-    baselines = {"eplb": _summary(eplb_metrics)}
+        run.note(f"{starts.count('eplb')} of {len(starts)} layers: the swap search did better from EPLB's placement "
+                 "(made distinct per GPU) than from the hierarchical longest-first one, and kept it")
+    run.baselines = {"eplb": _summary(eplb_metrics)}
     if flat_metrics:
-        baselines["contiguous"] = _summary(flat_metrics)
+        run.baselines["contiguous"] = _summary(flat_metrics)
     else:
-        diagnostics.append(f"no contiguous baseline: {E} experts do not divide over {G} GPUs")
+        run.note(f"no contiguous baseline: {matrix.shape[1]} experts do not divide over {len(gpu_ids)} GPUs")
     summary = _summary(metrics)
     summary["max_gap_to_lower_bound"] = float(max(m["gap_to_lower_bound"] for m in metrics))
-    return Plan(
-        module="placement", inputs=digests, config=config.model_dump(), solver=solver,
-        result={"expert_ids": expert_ids, "layer_ids": layer_ids, "gpu_ids": gpu_ids, "node_ids": node_ids,
-                "slots_per_gpu": slots, "layers": layers},
-        metrics={**summary, "starts": starts, "layers": [{k: v for k, v in m.items() if k not in _LOAD_VECTORS} for m in metrics]},
-        baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics,
+    return run.finish(
+        {"expert_ids": expert_ids, "layer_ids": layer_ids, "gpu_ids": gpu_ids, "node_ids": node_ids,
+         "slots_per_gpu": slots, "layers": layers},
+        {**summary, "starts": starts, "layers": [{k: v for k, v in m.items() if k not in _LOAD_VECTORS} for m in metrics]},
     )
+
+
+def _place_layers(matrix: np.ndarray, nodes: int, per_node: int, slots: int) -> tuple[list, list, list, list, list[str]]:
+    """Place every layer of ``matrix`` (layers, experts): our placement and the baselines on each.
+
+    Returns ``(layer results, our metrics, EPLB metrics, contiguous metrics,
+    the start each layer kept: "lpt" or "eplb")``; contiguous metrics are
+    empty when the experts do not divide over the GPUs.
+    """
+    G, E = nodes * per_node, matrix.shape[1]
+    layers, metrics, eplb_metrics, flat_metrics, starts = [], [], [], [], []
+    for load in matrix:
+        ours = improve(place_layer(load, nodes, per_node, slots), load, G)
+        eplb = eplb_greedy(load, nodes, per_node, slots)
+        from_eplb = improve(_distinct(eplb, G), load, G)
+        best, start = min(((ours, "lpt"), (from_eplb, "eplb")), key=lambda c: c[0].gpu_load(load, G).max() + 0.0)
+        starts.append(start)
+        m = placement_metrics(best, load, nodes, per_node)
+        bound = lower_bound(load, G, slots)
+        m["lower_bound_max_gpu_load"] = bound
+        m["gap_to_lower_bound"] = float((m["max_gpu_load"] - bound) / max(bound, 1e-12))
+        metrics.append(m)
+        eplb_metrics.append(placement_metrics(eplb, load, nodes, per_node))
+        m["eplb_gpu_load"], m["eplb_node_load"] = eplb_metrics[-1]["gpu_load"], eplb_metrics[-1]["node_load"]
+        flat = contiguous(E, G, slots)
+        if flat is not None:
+            flat_metrics.append(placement_metrics(flat, load, nodes, per_node))
+        layers.append(_layer_result(best, load, G, m))
+    return layers, metrics, eplb_metrics, flat_metrics, starts
 
 
 def _distinct(placement: Placement, gpus: int) -> Placement:

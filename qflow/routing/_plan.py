@@ -9,11 +9,12 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import InputError, QuantumUnavailableError
+from qflow.core.errors import InputError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import EXACT_MAX_VARIABLES
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.quantum import QuantumBudget, QuantumDevice
+from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
     drop_penalty,
@@ -139,58 +140,78 @@ def plan_routing(
 
 
 def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[InputDigest] | None, progress: Progress | None) -> Plan:
-    """Body of :func:`plan_routing` (validated config)."""
-    report = progress or (lambda fraction, message: None)
-    timer = StageTimer()
+    """Body of :func:`plan_routing` (validated config), as its list of named stages."""
     frame = _as_frame(tokens, "tokens")
-    names = {d.name: (d.source or d.name) for d in digests or []}
-    with timer.stage("validate"):
-        problem = build_problem(frame, model_graph, config, names.get("tokens", "tokens"), names.get("model_graph", "model_graph"))
-    if digests is None:
-        with timer.stage("digest"):
-            graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
-            digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
-    diagnostics = list(problem.notes) + _toggle_notes(config)
+    run = PlanRun.start("routing", config, RoutingConfig, requested=_requested_path, digests=digests, progress=progress)
+    problem = _validate(run, frame, model_graph, digests)
+    run.diagnostics.extend([*problem.notes, *_toggle_notes(config)])
     if config.top_k > 1:
-        return _plan_topk(problem, config, digests, diagnostics, timer, report)
-
-    report(0.05, "building utilities")
+        return _plan_topk(run, problem)
     w = problem.complexity
     capacity = problem.capacity(config.capacity_factor)
-    with timer.stage("utility"):
+    with run.stage("utility", 0.05, "building utilities"):
         u = utility_matrix(problem, config.locality_weight)
         penalty = drop_penalty(u)
-
-    solver = SolverReport(requested=_requested_path(config), ran="classical")
-    report(0.15, "routing")
-    with timer.stage("route"):
-        if config.deterministic_fallback and not config.qaoa:
-            expert = hash_route(problem.token_ids, w, capacity)
-            solver.ran = "hash"
-            prices = None
-            router_iterations = 0
-        else:
-            balanced = route_balanced(u, w, capacity, penalty=penalty)
-            expert, prices, router_iterations = balanced.expert, balanced.prices, balanced.iterations
-
+    run.solver.ran = "classical"
+    with run.stage("route", 0.15, "routing"):
+        expert, prices, router_iterations = _route(run.solver, problem, u, capacity, penalty, config)
     if config.qaoa:
-        report(0.35, "QAOA refinement")
-        with timer.stage("qaoa"):
-            expert, solver = _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics,
-                                          heartbeat=lambda: report(0.35, "QAOA refinement"))
-    report(0.6, "measuring against the optimum")
-
+        with run.stage("qaoa", 0.35, "QAOA refinement"):
+            expert, _ = _run_quantum(problem, u, w, expert, capacity, config, run.solver, run.diagnostics,
+                                     heartbeat=lambda: run.progress(0.35, "QAOA refinement"))
+    run.progress(0.6, "measuring against the optimum")
     metrics = route_metrics(problem, expert, u, capacity, penalty)
+    metrics.update(_optimum_metrics(run, problem, u, expert, capacity, penalty, prices))
+    metrics["router_iterations"] = router_iterations
+    metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
+    metrics.update(_quantum_metrics(run.solver.quantum, config))
+    if config.baselines:
+        with run.stage("baselines", 0.75, "baselines"):
+            run.baselines = _baselines(problem, u, w, capacity, penalty, config)
+    with run.stage("result"):
+        result = _result(problem, expert, capacity, config)
+    return run.finish(result, metrics)
+
+
+def _validate(run: PlanRun, frame: pd.DataFrame, model_graph: Mapping[str, Any] | nx.Graph,
+              digests: list[InputDigest] | None) -> RoutingProblem:
+    """Stages ``validate`` (the checked problem) and, when the caller passed no digests, ``digest``."""
+    names = {d.name: (d.source or d.name) for d in digests or []}
+    with run.stage("validate"):
+        problem = build_problem(frame, model_graph, run.config, names.get("tokens", "tokens"),
+                                names.get("model_graph", "model_graph"))
+    if digests is None:
+        with run.stage("digest"):
+            graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
+            run.digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
+    return problem
+
+
+def _route(solver: SolverReport, problem: RoutingProblem, u: np.ndarray, capacity: np.ndarray, penalty: float,
+           config: RoutingConfig) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Stage ``route``: ``(expert per token, -1 dropped; expert prices or None; router iterations)``.
+
+    The hash router runs only when asked for with qaoa off (``solver.ran`` says so).
+    """
+    if config.deterministic_fallback and not config.qaoa:
+        solver.ran = "hash"
+        return hash_route(problem.token_ids, problem.complexity, capacity), None, 0
+    balanced = route_balanced(u, problem.complexity, capacity, penalty=penalty)
+    return balanced.expert, balanced.prices, balanced.iterations
+
+
+def _optimum_metrics(run: PlanRun, problem: RoutingProblem, u: np.ndarray, expert: np.ndarray, capacity: np.ndarray,
+                     penalty: float, prices: np.ndarray | None) -> dict[str, Any]:
+    """Stages ``bound`` and ``exact``: the plan's objective against a certified upper bound and, when small, the optimum."""
+    config, w = run.config, problem.complexity
     plan_value = objective(u, w, expert, penalty)
-    with timer.stage("bound"):
+    with run.stage("bound"):
         bound_prices = prices if prices is not None else route_balanced(u, w, capacity, penalty=penalty).prices
         bound = dual_bound(u, w, capacity, bound_prices, penalty)
-    metrics["objective_upper_bound"] = bound
-    metrics["gap_to_upper_bound"] = _relative_gap(bound, plan_value)
-    metrics["affinity_gap_to_optimum"] = None
-    metrics["optimum_kind"] = None
+    metrics: dict[str, Any] = {"objective_upper_bound": bound, "gap_to_upper_bound": _relative_gap(bound, plan_value),
+                               "affinity_gap_to_optimum": None, "optimum_kind": None}
     if 0 < problem.n_tokens <= config.exact_max_tokens:
-        with timer.stage("exact"):
+        with run.stage("exact"):
             exact = exact_optimum(u, w, capacity, penalty, prices=bound_prices)
         # The LP optimum is itself an upper bound, and the tightest one.
         metrics["objective_upper_bound"] = min(bound, exact["value"])
@@ -199,56 +220,38 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
         metrics["optimum_kind"] = exact["kind"]
         metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], plan_value)
     elif config.exact_max_tokens:
-        diagnostics.append(
+        run.note(
             f"exact optimum skipped: {problem.n_tokens} tokens > exact_max_tokens={config.exact_max_tokens}; "
             "gap_to_upper_bound is a certified bound instead"
         )
-    metrics["router_iterations"] = router_iterations
-    metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
-    quantum = solver.quantum
-    metrics["qaoa_blocks"] = len(quantum.block_ratios) if quantum else 0
-    metrics["qaoa_mean_ratio"] = float(np.mean([r for r in quantum.block_ratios if r is not None])) if quantum and quantum.block_ratios else None
-    metrics["circuit_evaluations"] = quantum.circuits_run if quantum else 0
+    return metrics
+
+
+def _quantum_metrics(quantum: QuantumReport | None, config: RoutingConfig) -> dict[str, Any]:
+    """QAOA blocks, their mean approximation ratio, circuits run and (qaoa on) the tokens each source moved."""
+    ratios = [r for r in quantum.block_ratios if r is not None] if quantum else []
+    metrics: dict[str, Any] = {
+        "qaoa_blocks": len(quantum.block_ratios) if quantum else 0,
+        "qaoa_mean_ratio": float(np.mean(ratios)) if quantum and quantum.block_ratios else None,
+        "circuit_evaluations": quantum.circuits_run if quantum else 0,
+    }
     if config.qaoa:
         moved = _tokens_moved_by_source(quantum, simulated=config.simulator)
         metrics["tokens_moved_by_qaoa"] = moved["qaoa"]
         metrics["tokens_moved_by_exact_blocks"] = moved["exact"]
-
-    baselines: dict[str, dict[str, Any]] = {}
-    if config.baselines:
-        report(0.75, "baselines")
-        with timer.stage("baselines"):
-            baselines = _baselines(problem, u, w, capacity, penalty, config)
-
-    with timer.stage("result"):
-        result = _result(problem, expert, capacity, config)
-    report(1.0, "done")
-    return Plan(
-        module="routing",
-        inputs=digests,
-        config=config.model_dump(),
-        solver=solver,
-        result=result,
-        metrics=metrics,
-        baselines=baselines,
-        timings_s=timer.timings_s,
-        diagnostics=diagnostics,
-    )
+    return metrics
 
 
-def _plan_topk(problem: RoutingProblem, config: RoutingConfig, digests: list[InputDigest], diagnostics: list[str],
-               timer: StageTimer, report: Progress) -> Plan:
+def _plan_topk(run: PlanRun, problem: RoutingProblem) -> Plan:
     """``top_k > 1``: the top-k router, its bound and baselines (see :mod:`qflow.routing._plan_topk`)."""
-    report(0.05, "building utilities")
-    with timer.stage("utility"):
+    config = run.config
+    with run.stage("utility", 0.05, "building utilities"):
         u = utility_matrix(problem, config.locality_weight)
         penalty = drop_penalty(u)
-    solver = SolverReport(requested=_requested_path(config), ran="classical-topk")
-    report(0.15, "routing")
-    result, metrics, baselines = route_and_measure_topk(problem, u, penalty, config, solver, timer, diagnostics)
-    report(1.0, "done")
-    return Plan(module="routing", inputs=digests, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    run.solver.ran = "classical-topk"
+    run.progress(0.15, "routing")
+    result, metrics, run.baselines = route_and_measure_topk(problem, u, penalty, config, run.solver, run.timer, run.diagnostics)
+    return run.finish(result, metrics)
 
 
 def plan_routing_layers(
@@ -345,32 +348,40 @@ def _relative_gap(reference: float, value: float) -> float:
 
 
 def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, heartbeat=None):
-    """QAOA refinement with fallbacks; returns the (possibly unchanged) assignment.
+    """QAOA refinement with fallbacks; returns ``(assignment, solver)``, the assignment possibly unchanged.
 
     On a quantum failure the classical plan ``expert`` (already computed) is
     kept: it is the best plan at hand, and hash routing is only ever the
     router when asked for with qaoa off. ``heartbeat`` is called between
     optimiser steps (the progress sink: a front end's Cancel takes effect there).
     """
-    try:
-        device = choose_device()
-    except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, "classical", str(exc))
-        return expert, solver
-    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
     kwargs = {"solver": classical_drop_in} if config.simulator else {}
-    try:
+
+    def refine(device: QuantumDevice, budget: QuantumBudget) -> tuple[QuantumDevice, np.ndarray, list[dict[str, Any]]]:
         refined, blocks = refine_with_qaoa(
             u, w, expert, capacity,
             layers=config.qaoa_layers, block_size=min(config.max_qubits, EXACT_MAX_VARIABLES), n_blocks=config.qaoa_blocks,
             warm_start=config.hqc, device=device, budget=budget, max_steps=config.qaoa_steps,
             seed=config.seed, **kwargs,
         )
-    except QuantumUnavailableError as exc:
-        solver.fall_back(solver.requested, "classical", str(exc))
-        return expert, solver
+        return device, refined, blocks
+
+    # A failure is recorded as a fallback from the requested quantum path to the classical plan kept.
     solver.ran = solver.requested
-    if config.simulator:
+    outcome = quantum_step(solver, refine, quantum_budget(config, heartbeat), fallback_to="classical")
+    if outcome is None:
+        return expert, solver
+    device, refined, blocks = outcome
+    _record_adoption(solver, blocks, simulated=config.simulator)
+    solver.quantum = _quantum_report(problem, device, blocks, config)
+    if not blocks:
+        diagnostics.append("QAOA found no expert pair with tokens to exchange")
+    return refined, solver
+
+
+def _record_adoption(solver: SolverReport, blocks: list[dict[str, Any]], *, simulated: bool) -> None:
+    """A fallback record when no circuit answer was used: the ``simulator`` toggle, or QAOA beaten on every block."""
+    if simulated:
         solver.fall_back(solver.requested, "classical-drop-in", "simulator toggle on: each QAOA call replaced by exact enumeration")
     elif blocks and not any(b["applied_from"] == "qaoa" for b in blocks):
         exact_moves = sum(b["tokens_moved"] for b in blocks if b["applied"])
@@ -379,7 +390,12 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, h
             f"QAOA ran on {len(blocks)} blocks and none of its answers was adopted (each was infeasible or no better "
             f"than the exact block solve or the plan as it stood); exact block solves moved {exact_moves} tokens",
         )
-    solver.quantum = QuantumReport(
+
+
+def _quantum_report(problem: RoutingProblem, device: QuantumDevice, blocks: list[dict[str, Any]],
+                    config: RoutingConfig) -> QuantumReport:
+    """``solver.quantum``: device, qubits, circuits, steps and each block's ratio to its exact optimum."""
+    return QuantumReport(
         device="classical-drop-in" if config.simulator else device.name,
         device_reason="simulator toggle on" if config.simulator else device.reason,
         layers=config.qaoa_layers,
@@ -392,9 +408,6 @@ def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, h
         blocks=[{**{k: v for k, v in b.items() if k != "history"}, "experts": [problem.graph.expert_ids[e] for e in b["experts"]]}
                 for b in blocks],
     )
-    if not blocks:
-        diagnostics.append("QAOA found no expert pair with tokens to exchange")
-    return refined, solver
 
 
 def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,

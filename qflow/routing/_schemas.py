@@ -232,6 +232,23 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
     if not isinstance(raw_experts, list) or not raw_experts:
         raise InputError(source, "experts", "wrong type", "a non-empty list of experts", type(raw_experts).__name__)
 
+    node_ids, locator = _parse_nodes(raw_nodes, source)
+    expert_ids, expert_node, limits = _parse_experts(raw_experts, bool(raw_nodes), node_ids, locator, source)
+
+    distance, notes = _node_distances(data.get("links") or [], node_ids, locator, source)
+    return ModelGraph(
+        expert_ids=expert_ids,
+        expert_node=np.asarray(expert_node, dtype=np.int64),
+        expert_capacity_limit=np.asarray(limits, dtype=float),
+        node_ids=node_ids,
+        node_distance=distance,
+        locator=locator,
+        notes=notes,
+    )
+
+
+def _parse_nodes(raw_nodes: Any, source: str) -> tuple[list[str], dict[str, int]]:
+    """Node ids in order, and the locator mapping each node id and each GPU id to its node's index."""
     node_ids: list[str] = []
     locator: dict[str, int] = {}
     if raw_nodes is None:
@@ -252,7 +269,16 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
             raise InputError(source, f"nodes[{i}].gpus", "wrong type", "a list of GPU ids", gpus)
         for gpu in gpus:
             locator.setdefault(str(gpu), locator[nid])
+    return node_ids, locator
 
+
+def _parse_experts(raw_experts: list[Any], nodes_listed: bool, node_ids: list[str], locator: dict[str, int],
+                   source: str) -> tuple[list[str], list[int], list[float]]:
+    """Expert ids, each one's node index and capacity limit (inf when none).
+
+    Without listed nodes, an expert's node is implied by it and added to
+    ``node_ids`` and ``locator`` (which this extends in place).
+    """
     expert_ids: list[str] = []
     expert_node: list[int] = []
     limits: list[float] = []
@@ -269,7 +295,7 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
             raise InputError(source, f"experts[{i}].node", "missing", "the id of the node hosting the expert")
         node = str(node)
         if node not in locator:
-            if raw_nodes:
+            if nodes_listed:
                 raise InputError(source, f"experts[{i}].node", "unknown node", f"one of the {len(node_ids)} listed nodes", node)
             locator[node] = len(node_ids)  # nodes may be implied by the experts alone
             node_ids.append(node)
@@ -277,17 +303,7 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
         limits.append(np.inf if cap is None else _positive_number(cap, source, f"experts[{i}].capacity", "complexity units"))
         expert_ids.append(eid)
         expert_node.append(locator[node])
-
-    distance, notes = _node_distances(data.get("links") or [], node_ids, locator, source)
-    return ModelGraph(
-        expert_ids=expert_ids,
-        expert_node=np.asarray(expert_node, dtype=np.int64),
-        expert_capacity_limit=np.asarray(limits, dtype=float),
-        node_ids=node_ids,
-        node_distance=distance,
-        locator=locator,
-        notes=notes,
-    )
+    return expert_ids, expert_node, limits
 
 
 def _positive_number(
@@ -474,21 +490,7 @@ def build_problem(
 ) -> RoutingProblem:
     """Validate both inputs and build the arrays the solvers use."""
     graph = model_graph if isinstance(model_graph, ModelGraph) else parse_model_graph(model_graph, model_graph_name)
-    if not isinstance(tokens, pd.DataFrame):
-        raise InputError(tokens_name, "(top level)", "wrong type", "a table of tokens", type(tokens).__name__)
-    if "token_id" not in tokens.columns:
-        raise InputError(tokens_name, "token_id", "missing column", "a 'token_id' column", ", ".join(map(str, tokens.columns[:6])))
-    if tokens.empty:
-        raise InputError(tokens_name, "(rows)", "no tokens", "at least one row")
-    ids = _id_text(tokens["token_id"])
-    if ids.isna().any() or (ids == "").any():
-        row = int(np.flatnonzero((ids.isna() | (ids == "")).to_numpy())[0])
-        raise InputError(tokens_name, f"token_id[row {row}]", "empty token id", "a non-empty id")
-    dup = ids.duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(tokens_name, f"token_id[row {row}]", "duplicate token id", "unique ids", ids.iloc[row])
-
+    ids = _token_ids(tokens, tokens_name)
     E = graph.n_experts
     if config.top_k > E:
         raise InputError("config", "top_k", "more experts per token than experts", f"at most {E} (the experts in {model_graph_name})",
@@ -496,48 +498,9 @@ def build_problem(
     _check_node_limit(graph, config, model_graph_name)
     notes: list[str] = []
     padding = _bool_column(tokens["padding"], tokens_name, "padding") if "padding" in tokens.columns else np.zeros(len(tokens), bool)
-    complexity = np.ones(len(tokens))
-    if "complexity" in tokens.columns:
-        complexity = _numeric(tokens["complexity"], tokens_name, "complexity")
-        low, high = COMPLEXITY_RANGE
-        bad = (complexity < low) | (complexity > high)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            problem = "not positive" if complexity[row] <= 0 else "out of range"
-            raise InputError(tokens_name, f"complexity[row {row}]", problem, f"a positive weight in [{low:g}, {high:g}]",
-                             tokens["complexity"].iloc[row])
-
-    scores = _score_matrix(tokens, E, tokens_name)
-    if scores is None:
-        affinity, score_kind = np.full((len(tokens), E), 1.0 / E, dtype=np.float32), "none"
-    else:
-        affinity, score_kind = _as_probabilities(scores)
-        if score_kind == "probabilities":  # may share memory with the caller's frame; hints add in place
-            affinity = affinity.copy()
-
-    hint = np.full(len(tokens), -1, dtype=np.int64)
-    if "hint" in tokens.columns:
-        hint = _resolve_hints(tokens["hint"], graph, tokens_name)
-        has = hint >= 0
-        affinity[np.flatnonzero(has), hint[has]] += config.hint_bonus
-        if score_kind == "none" and not has.any():
-            notes.append("no scores and no hints: affinity is uniform, the plan only balances load and locality")
-
-    source_node = np.full(len(tokens), -1, dtype=np.int64)
-    if "source" in tokens.columns:
-        src = _id_text(tokens["source"])
-        # Factorize first: a handful of distinct sources, looked up once each.
-        codes, uniques = pd.factorize(src.where(src != "", None))
-        lookup = np.array([graph.locator.get(str(name), -2) for name in uniques] + [-1], dtype=np.int64)
-        source_node = lookup[codes]  # code -1 (missing) picks the trailing -1
-        if (source_node == -2).any():
-            row = int(np.flatnonzero(source_node == -2)[0])
-            raise InputError(tokens_name, f"source[row {row}]", "unknown node or GPU",
-                             f"one of the model graph's nodes or GPUs ({', '.join(graph.node_ids[:4])}, ...)", src.iloc[row])
-        missing = int((~padding & (source_node < 0)).sum())
-        if missing:
-            notes.append(f"{missing} tokens have no source: no locality penalty for them")
-
+    complexity = _complexity(tokens, tokens_name)
+    affinity, score_kind, hint = _affinity(tokens, graph, config, tokens_name, notes)
+    source_node = _source_nodes(tokens, graph, padding, tokens_name, notes)
     keep = ~padding
     if not keep.any():
         raise InputError(tokens_name, "padding", "every token is padding", "at least one token to route")
@@ -552,6 +515,81 @@ def build_problem(
         score_kind=score_kind,
         notes=notes + list(graph.notes),
     )
+
+
+def _token_ids(tokens: Any, tokens_name: str) -> pd.Series:
+    """The ``token_id`` column as text; a table with no rows, an empty id or a duplicate is refused."""
+    if not isinstance(tokens, pd.DataFrame):
+        raise InputError(tokens_name, "(top level)", "wrong type", "a table of tokens", type(tokens).__name__)
+    if "token_id" not in tokens.columns:
+        raise InputError(tokens_name, "token_id", "missing column", "a 'token_id' column", ", ".join(map(str, tokens.columns[:6])))
+    if tokens.empty:
+        raise InputError(tokens_name, "(rows)", "no tokens", "at least one row")
+    ids = _id_text(tokens["token_id"])
+    if ids.isna().any() or (ids == "").any():
+        row = int(np.flatnonzero((ids.isna() | (ids == "")).to_numpy())[0])
+        raise InputError(tokens_name, f"token_id[row {row}]", "empty token id", "a non-empty id")
+    dup = ids.duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(tokens_name, f"token_id[row {row}]", "duplicate token id", "unique ids", ids.iloc[row])
+    return ids
+
+
+def _complexity(tokens: pd.DataFrame, tokens_name: str) -> np.ndarray:
+    """Complexity per token, shape (rows,); 1 without the column, each in ``COMPLEXITY_RANGE``."""
+    complexity = np.ones(len(tokens))
+    if "complexity" in tokens.columns:
+        complexity = _numeric(tokens["complexity"], tokens_name, "complexity")
+        low, high = COMPLEXITY_RANGE
+        bad = (complexity < low) | (complexity > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            problem = "not positive" if complexity[row] <= 0 else "out of range"
+            raise InputError(tokens_name, f"complexity[row {row}]", problem, f"a positive weight in [{low:g}, {high:g}]",
+                             tokens["complexity"].iloc[row])
+    return complexity
+
+
+def _affinity(tokens: pd.DataFrame, graph: ModelGraph, config: RoutingConfig, tokens_name: str,
+              notes: list[str]) -> tuple[np.ndarray, str, np.ndarray]:
+    """``(affinity (rows, E) with hint bonuses added, score kind, hinted expert per row or -1)``."""
+    E = graph.n_experts
+    scores = _score_matrix(tokens, E, tokens_name)
+    if scores is None:
+        affinity, score_kind = np.full((len(tokens), E), 1.0 / E, dtype=np.float32), "none"
+    else:
+        affinity, score_kind = _as_probabilities(scores)
+        if score_kind == "probabilities":  # may share memory with the caller's frame; hints add in place
+            affinity = affinity.copy()
+    hint = np.full(len(tokens), -1, dtype=np.int64)
+    if "hint" in tokens.columns:
+        hint = _resolve_hints(tokens["hint"], graph, tokens_name)
+        has = hint >= 0
+        affinity[np.flatnonzero(has), hint[has]] += config.hint_bonus
+        if score_kind == "none" and not has.any():
+            notes.append("no scores and no hints: affinity is uniform, the plan only balances load and locality")
+    return affinity, score_kind, hint
+
+
+def _source_nodes(tokens: pd.DataFrame, graph: ModelGraph, padding: np.ndarray, tokens_name: str,
+                  notes: list[str]) -> np.ndarray:
+    """Index of each token's source node (a node or GPU id resolved), -1 when none given."""
+    source_node = np.full(len(tokens), -1, dtype=np.int64)
+    if "source" in tokens.columns:
+        src = _id_text(tokens["source"])
+        # Factorize first: a handful of distinct sources, looked up once each.
+        codes, uniques = pd.factorize(src.where(src != "", None))
+        lookup = np.array([graph.locator.get(str(name), -2) for name in uniques] + [-1], dtype=np.int64)
+        source_node = lookup[codes]  # code -1 (missing) picks the trailing -1
+        if (source_node == -2).any():
+            row = int(np.flatnonzero(source_node == -2)[0])
+            raise InputError(tokens_name, f"source[row {row}]", "unknown node or GPU",
+                             f"one of the model graph's nodes or GPUs ({', '.join(graph.node_ids[:4])}, ...)", src.iloc[row])
+        missing = int((~padding & (source_node < 0)).sum())
+        if missing:
+            notes.append(f"{missing} tokens have no source: no locality penalty for them")
+    return source_node
 
 
 def _check_node_limit(graph: ModelGraph, config: RoutingConfig, model_graph_name: str) -> None:

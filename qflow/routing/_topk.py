@@ -107,16 +107,69 @@ def route_topk(
     """
     n, E = u.shape
     wd = weight.astype(np.float64)
-    shortfall = float(k * wd.sum() - capacity.sum())
+    if initial_prices is None and n > WARM_START_ABOVE:
+        initial_prices = _sampled_prices(u, weight, capacity, k, penalty)
+    market = _topk_market(u, weight, capacity, k, penalty, initial_prices)
+    if max_iter is None:
+        max_iter = int(np.clip(5e7 / max(n * market.cand_e.shape[1], 1), 30, 2000))
+    steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
+    chosen, margin_t, prices, iterations = _topk_auction(market, wd, k, penalty, steps, max_iter)
+    experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
+    # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
+    # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
+    # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
+    worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
+    experts[worthless] = -1
+    real_prices = prices[:E]
+    if market.has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
+        real_prices = real_prices + (penalty - prices[E])
+    margin_units = margin_t.numpy().astype(np.float64)
+    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
+    experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist].numpy(), penalty)
+    order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
+    experts = np.take_along_axis(experts, order, axis=1)
+    return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
+
+
+@dataclass
+class _TopkMarket:
+    """The auction's candidates: each token's shortlist of experts plus ``k`` drop slots (expert ``E``).
+
+    ``cand_e`` and ``cand_u`` are (n, shortlist + k) expert indices and
+    utilities; ``cap`` (E + 1,) capacities, the drop option's last;
+    ``prices`` (E + 1,) the starting prices; ``w`` (n,) float32 complexities;
+    ``drop_value`` (n,) the value of dropping a slot.
+    """
+
+    cand_e: torch.Tensor
+    cand_u: torch.Tensor
+    cap: np.ndarray
+    prices: np.ndarray
+    w: torch.Tensor
+    drop_value: torch.Tensor
+    has_drop: bool
+    shortlist: int
+
+
+def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float) -> np.ndarray:
+    """Warm-start prices (E,) solved on a random eighth of the tokens, capacities scaled to match, shrunk by 2 %."""
+    n = u.shape[0]
+    wd = weight.astype(np.float64)
+    sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
+    share = wd[sample].sum() / wd.sum()
+    return 0.98 * route_topk(u[sample], weight[sample], capacity * share, k, penalty=penalty).prices
+
+
+def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float,
+                 initial_prices: np.ndarray | None) -> _TopkMarket:
+    """Candidates, capacities and starting prices of :func:`route_topk`'s auction."""
+    n, E = u.shape
+    shortfall = float(k * weight.astype(np.float64).sum() - capacity.sum())
     has_drop = shortfall > 1e-9
     K = min(E, max(16, 2 * k + 8))
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32))
     drop_value = -penalty * w
-    if initial_prices is None and n > WARM_START_ABOVE:
-        sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
-        share = wd[sample].sum() / wd.sum()
-        initial_prices = 0.98 * route_topk(u[sample], weight[sample], capacity * share, k, penalty=penalty).prices
     start = ut if initial_prices is None else ut - w.unsqueeze(1) * torch.from_numpy(np.asarray(initial_prices, np.float32))
     cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E).contiguous()
     del start
@@ -131,9 +184,13 @@ def route_topk(
     if initial_prices is not None:
         # The drop option (utility 0 with a shortfall) priced at the penalty is worth -penalty * w, as it should.
         prices = np.append(initial_prices, penalty if has_drop else 0.0).astype(np.float64)
-    if max_iter is None:
-        max_iter = int(np.clip(5e7 / max(n * cand_e.shape[1], 1), 30, 2000))
-    steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
+    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K)
+
+
+def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
+             max_iter: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, int]:
+    """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
+    prices, cap = market.prices, market.cap
     iterations, previous_eps = 0, 0.0
     for phase, step in enumerate(steps):
         # A phase that settles early hands its unused rounds to the finer ones.
@@ -143,10 +200,10 @@ def route_topk(
         previous_eps = eps
         for _ in range(rounds_per_step):
             iterations += 1
-            charged = torch.from_numpy(prices.astype(np.float32))[cand_e]
-            value = cand_u - w.unsqueeze(1) * charged
-            best_pos, margin_t = _choose(value, k, drop_value)
-            chosen = torch.gather(cand_e, 1, best_pos).numpy()
+            charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
+            value = market.cand_u - market.w.unsqueeze(1) * charged
+            best_pos, margin_t = _choose(value, k, market.drop_value)
+            chosen = torch.gather(market.cand_e, 1, best_pos).numpy()
             flat = chosen.ravel()
             unit_w = np.repeat(wd, k)
             excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
@@ -157,21 +214,7 @@ def route_topk(
             margin = margin_t.numpy().ravel()[members].astype(np.float64) / unit_w[members]
             _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
             prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
-    # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
-    # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
-    # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
-    worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
-    experts[worthless] = -1
-    real_prices = prices[:E]
-    if has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
-        real_prices = real_prices + (penalty - prices[E])
-    margin_units = margin_t.numpy().astype(np.float64)
-    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
-    experts = _fill_spare_topk(u, wd, capacity, experts, cand_e[:, :K].numpy(), penalty)
-    order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
-    experts = np.take_along_axis(experts, order, axis=1)
-    return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
+    return chosen, margin_t, prices, iterations
 
 
 def _repair_topk(

@@ -117,12 +117,10 @@ class TestPlan:
         assert plan.solver.quantum.qubits_per_circuit == [9, 9]  # QPE (8 counting + 1), QAOA window of 9 keys
 
     def test_quantum_unavailable_falls_back_and_says_so(self, monkeypatch):
-        import qflow.attention._plan as planmod
-
         def refuse(*args, **kwargs):
             raise QuantumUnavailableError("pennylane is not installed")
 
-        monkeypatch.setattr(planmod, "choose_device", refuse)
+        monkeypatch.setattr("qflow.core.skeleton.choose_device", refuse)
         plan = plan_attention(qkv(n=16)[0], None, {"top_k": 4, "qaoa_sparse": True, "qpe_positions": True})
         reasons = [(f.from_, f.to, f.reason) for f in plan.solver.fallbacks]
         assert reasons == [

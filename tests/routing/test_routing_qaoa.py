@@ -250,7 +250,7 @@ class TestFallbacks:
         def unavailable(*args, **kwargs):
             raise QuantumUnavailableError("pennylane is not installed")
 
-        monkeypatch.setattr("qflow.routing._plan.choose_device", unavailable)
+        monkeypatch.setattr("qflow.core.skeleton.choose_device", unavailable)
         tokens, graph = instance(3)
         plan = plan_routing(tokens, graph, {**QAOA, "hqc": False, "deterministic_fallback": deterministic})
         assert plan.solver.requested == "qaoa" and plan.solver.ran == "classical"
