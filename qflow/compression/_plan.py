@@ -471,8 +471,10 @@ def _compress_steps(config: CompressConfig, encoded: list[_Encoded]) -> list[dic
     steps.append({"step": "zstd", "detail": "codes packed with zstd (level by a quick trial)"})
     if any(e.denoise and e.denoise["used"] for e in encoded):
         steps.append({"step": "denoiser", "detail": "residual conv net applied on decompression"})
-    if any(e.enc.record["scheme"] == "latent" for e in encoded):
-        steps.append({"step": "latent", "detail": "PCA latents for some tensors"})
+    kinds = {e.enc.record["latent"].get("kind", "pca") for e in encoded if e.enc.record["scheme"] == "latent"}
+    if kinds:
+        steps.append({"step": "latent", "detail": " and ".join(
+            {"pca": "PCA latents", "vqc": "pruned VQC latents"}[k] for k in sorted(kinds)) + " for some tensors"})
     return steps
 
 
@@ -489,11 +491,14 @@ def _ran_compress(config: CompressConfig, encoded: list[_Encoded], solver: Solve
                          "the relative L2 error" + (f" ({effect})" if effect else ""))
     if not config.vqc_autoencoder or "vqc" not in solver.ran.split("+"):
         return
+    if any(e.enc.record["scheme"] == "latent" and e.enc.record["latent"].get("kind") == "vqc" for e in encoded):
+        return  # a pruned VQC latent is in the container
     infos = [e.latent for e in encoded if e.latent]
     won = [i for i in infos if i.get("winner") == "vqc"]
     effect = "; ".join(f"{i['tensor']}: held-out error VQC {i['vqc_relative_error']:.4g} vs PCA "
                        f"{i['pca_relative_error']:.4g}" for i in infos[:4] if "vqc_relative_error" in i)
-    pca_used = any(e.enc.record["scheme"] == "latent" for e in encoded)
+    pca_used = any(e.enc.record["scheme"] == "latent" and e.enc.record["latent"].get("kind", "pca") == "pca"
+                   for e in encoded)
     to = _without(solver.ran, "vqc") + ("+pca_latent" if pca_used else "")
     if pca_used:
         reason = "no VQC latent stored: PCA won on held-out blocks and its latent replaced the codes"

@@ -72,6 +72,10 @@ class CompressConfig(QflowConfig):
     vqc_layers: int = Field(2, ge=1, le=8, description="StronglyEntanglingLayers of the VQC encoder.")
     vqc_blocks: int = Field(24, ge=2, le=512, description="Blocks per tensor the VQC and PCA are trained and compared on.")
     vqc_steps: int = Field(25, ge=1, le=500, description="Adam steps (adjoint/backprop gradients) of the VQC.")
+    vqc_prune_variance: float = Field(
+        0.0, ge=0.0, le=1.0, description="Prune VQC latent qubits whose <Z> varies less than this over the training "
+        "blocks (fixed at their likelier value; the retained qubits are stored) and compare with PCA of the same "
+        "latent size; 0 = no pruning.")
     denoiser_steps: int = Field(150, ge=1, le=5000, description="Adam steps of the denoiser per tensor.")
     dropout_trials: int = Field(48, ge=4, le=2000, description="Monte Carlo trials of the dropout simulator.")
     sensitive_fraction: float = Field(
