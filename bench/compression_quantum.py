@@ -8,7 +8,16 @@
    tensors the decoder was kept on, the container bytes with and without the
    probe, and the decode time against the plain decode's.
 
-Usage: PYTHONPATH=. python bench/compression_quantum.py [--probe 512]
+2. VQC autoencoder qubit pruning (compress ``vqc_prune_variance``) against
+   PCA with the same number of latent reals, on the same held-out blocks:
+   three tensors of the sample checkpoint (0.bias, 2.bias, 4.weight) and a
+   tensor whose 16-value blocks span 4 dimensions, default VQC settings (4
+   qubits, 2 trash, 25 steps; time budget raised to 900 s). Per
+   tensor: each latent qubit's <Z> variance over the training blocks, the
+   qubits kept, the amplitudes stored against unpruned, the pruned VQC's and
+   PCA's held-out relative error, and whether a VQC latent was stored.
+
+Usage: PYTHONPATH=. python bench/compression_quantum.py [--probe 512] [--sections 1,2] [--threshold 0.05]
 """
 
 from __future__ import annotations
@@ -55,11 +64,39 @@ def qft_section(probe: int) -> None:
               f"{qft_s / plain_s:>8.1f}")
 
 
+def pruning_section(threshold: float) -> None:
+    print(f"== VQC latent qubit pruning (vqc_prune_variance {threshold:g}) vs PCA of the same latent size, held-out blocks ==")
+    print(f"{'tensor':<16}{'z_variance':>18}{'kept':>7}{'amps':>6}{'vqc_err':>10}{'pca_err':>10}{'vqc_full_err':>13}"
+          f"{'stored':>8}")
+    arrays, _ = _cases()["checkpoint 8-bit"]
+    rng = np.random.default_rng(0)
+    low_rank = (rng.normal(size=(256, 4)) @ rng.normal(size=(4, 16))).astype(np.float32)
+    picked = {"low_rank": low_rank, **{k: v for k, v in arrays.items() if k in ("0.bias", "2.bias", "4.weight")}}
+    run = compress_tensors(picked, {"vqc_autoencoder": True, "vqc_prune_variance": threshold, "seed": 1,
+                                    "quantum_time_budget_s": 900})
+    for info in run.plan.result.get("autoencoder", []):
+        p = info.get("pruning")
+        if p is None:
+            print(f"{info['tensor']:<16}  {info.get('reason', '')}")
+            continue
+        variances = ",".join(f"{v:.3f}" for v in p["z_variance"])
+        print(f"{info['tensor']:<16}{variances:>18}{str(p['retained_qubits']):>7}"
+              f"{str(p['amplitudes_stored']) + '/' + str(p['amplitudes_unpruned']):>6}{p['vqc_pruned_relative_error']:>10.4f}"
+              f"{p['pca_same_size_relative_error']:>10.4f}{info['vqc_relative_error']:>13.4f}{str(p['stored']):>8}")
+    print(f"  solver.ran: {run.plan.solver.ran}; fallbacks: {[f.reason[:90] for f in run.plan.solver.fallbacks]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--probe", type=int, default=512)
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--sections", default="1,2")
     args = parser.parse_args()
-    qft_section(args.probe)
+    sections = {int(s) for s in args.sections.split(",")}
+    if 1 in sections:
+        qft_section(args.probe)
+    if 2 in sections:
+        pruning_section(args.threshold)
 
 
 if __name__ == "__main__":
