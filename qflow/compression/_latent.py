@@ -45,6 +45,6 @@ def decode_latent(record: dict[str, Any], container: Any, gram_inverse: np.ndarr
     if record["latent"].get("kind") == "vqc":
         from qflow.compression._vqc_latent import decode_vqc
 
-        return decode_vqc(record["latent"], lambda key: container.block(f"{record['name']}/{key}"))[:size]
+        return decode_vqc(record["latent"], lambda key: container.block(f"{record['name']}/{key}"), size)[:size]
     flat = decode_pca(record["latent"], lambda key: container.block(f"{record['name']}/{key}"), gram_inverse)
     return flat[:size]

@@ -126,13 +126,22 @@ def vqc_latent_encoding(name: str, x: np.ndarray, unitary: np.ndarray, trash: in
     return EncodedTensor(record, out, recon.reshape(x.shape).astype(x.dtype))
 
 
-def decode_vqc(latent: dict[str, Any], read: Callable[[str], bytes]) -> np.ndarray:
-    """Flat float64 values of every block of a ``vqc`` latent (numpy only)."""
-    size, n = int(latent["block_size"]), int(latent["blocks"])
+def decode_vqc(latent: dict[str, Any], read: Callable[[str], bytes], values: int | None = None) -> np.ndarray:
+    """Flat float64 values of every block of a ``vqc`` latent (numpy only).
+
+    ``values`` (the tensor's size) bounds what the record may declare: a
+    forged record raises ``ValueError`` before anything of its size is allocated.
+    """
+    size, n, n_latent = int(latent["block_size"]), int(latent["blocks"]), int(latent["latent_qubits"])
+    if size < 2 or size & (size - 1) or size > 4096 or not 1 <= n_latent < int(np.log2(size)) + 1 \
+            or (values is not None and n != -(-values // size)):
+        raise ValueError(f"vqc latent: block_size {size}, {n} blocks, {n_latent} latent qubits do not fit the tensor")
     fixed = {int(k): int(v) for k, v in latent["pruned_qubits"].items()}
-    positions = retained_positions(int(latent["latent_qubits"]), fixed)
+    positions = retained_positions(n_latent, fixed)
     m = len(positions)
     meta = np.frombuffer(read("vqc_meta"), dtype="<f8")
+    if len(meta) != 2 * size * size + 4 * m:
+        raise ValueError(f"vqc latent: {len(meta)} meta values, expected {2 * size * size + 4 * m}")
     unitary = (meta[: size * size] + 1j * meta[size * size: 2 * size * size]).reshape(size, size)
     scales, zps = meta[2 * size * size: 2 * size * size + 2 * m], meta[2 * size * size + 2 * m:]
     norms = np.frombuffer(read("vqc_norms"), dtype="<f4").astype(np.float64)

@@ -92,3 +92,16 @@ class TestStoredLatent:
                                      < pruning["pca_same_size_relative_error"] else "pca")
         restored = decompress_container(run.container).arrays["low_rank"]
         assert restored.shape == x.shape
+
+
+def test_a_forged_vqc_record_is_a_one_line_input_error():
+    from qflow.core.errors import InputError
+
+    unitary = _orthogonal(16, 2)
+    x = np.random.default_rng(5).normal(size=(32, 32)).astype(np.float32)
+    enc = vqc_latent_encoding("w", x, unitary, 1, [0, 2], {1: 1}, "0" * 64)
+    enc.record["latent"]["blocks"] = 10**9  # would size a (1e9, 16) complex array
+    data = write_container({"config": {}, "steps": [], "tensors": [enc.record]}, enc.blocks)
+    with pytest.raises(InputError, match="cannot be decoded") as info:
+        decompress_container(data)
+    assert "\n" not in str(info.value)
