@@ -23,7 +23,7 @@ def summary(plan: dict[str, Any]) -> None:
     st.caption(f"Feature map: {result['feature_map']}; {result['angles']}.")
 
 
-def heatmap_figure(plan: dict[str, Any]) -> go.Figure | None:
+def _heatmap_figure(plan: dict[str, Any]) -> go.Figure | None:
     """The kernel matrix, rows ordered by label when there are labels; None when it is not in the plan."""
     matrix = plan["result"]["matrix"]
     if matrix is None:
@@ -35,7 +35,7 @@ def heatmap_figure(plan: dict[str, Any]) -> go.Figure | None:
 
 def charts(run: Any) -> None:
     """The matrix as a heatmap, or where it was written when it was too large for the plan."""
-    fig = heatmap_figure(run.plan)
+    fig = _heatmap_figure(run.plan)
     if fig is not None:
         st.plotly_chart(fig, key="kernel_matrix_chart")
     else:
