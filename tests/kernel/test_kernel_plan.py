@@ -63,6 +63,13 @@ class TestMatrix:
         assert K[0, 1] == pytest.approx(expected, abs=1e-10)
         assert 0.05 < expected < 0.95  # a non-trivial pair
 
+    def test_angle_map_is_the_nvlink_classifiers_map(self):
+        from qflow.nvlink._kernel import feature_states as nvlink_states
+
+        angles = np.random.default_rng(7).uniform(-1.5, 1.5, (4, 3))
+        budget = QuantumBudget(max_qubits=16, time_budget_s=60)
+        np.testing.assert_allclose(_states(angles), nvlink_states(angles, choose_device(), budget), atol=1e-12)
+
     def test_iqp_differs_from_angle(self):
         angles = np.array([[0.3, -1.1], [1.2, 0.4]])
         assert kernel_matrix(_states(angles, "iqp"))[0, 1] != pytest.approx(kernel_matrix(_states(angles))[0, 1], abs=1e-3)
