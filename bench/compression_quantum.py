@@ -6,7 +6,9 @@
    with ``error_probe`` values. Per case: the relative L2 error against the
    original (the reference) of the plain decode and of the plan, the
    tensors the decoder was kept on, the container bytes with and without the
-   probe, and the decode time against the plain decode's.
+   probe, and the decode time against the plain decode's; then, on the
+   container without a probe, the tensors the self-check kept the decoder on
+   and how many of those the reference reverted (it made them worse).
 
 2. VQC autoencoder qubit pruning (compress ``vqc_prune_variance``) against
    PCA with the same number of latent reals, on the same held-out blocks:
@@ -47,7 +49,7 @@ def _cases() -> dict[str, tuple[dict[str, np.ndarray], dict]]:
 def qft_section(probe: int) -> None:
     print(f"== QFT frequency decoding vs the plain inverse (error_probe {probe}; error against the original) ==")
     print(f"{'case':<18}{'plain_err':>11}{'qft_err':>11}{'change':>11}{'kept_on':>9}{'bytes':>9}{'probe_bytes':>12}"
-          f"{'time_x':>8}")
+          f"{'time_x':>8}{'selfcheck_kept':>15}{'reverted':>9}")
     for name, (arrays, config) in _cases().items():
         bare = compress_tensors(arrays, config).container
         run = compress_tensors(arrays, {**config, "error_probe": probe})
@@ -60,8 +62,10 @@ def qft_section(probe: int) -> None:
         info = qft.plan.result["enhancements"].get("qft", {})
         kept = f"{len(info.get('applied', []))}/{len(info.get('tensors', []))}"
         p, q = plain.plan.metrics["relative_l2_error"], qft.plan.metrics["relative_l2_error"]
+        selfcheck = decompress_container(bare, {"qft": True}, reference=arrays).plan.result["enhancements"].get("qft", {})
+        claimed = len(selfcheck.get("applied", [])) + len(selfcheck.get("reverted", []))
         print(f"{name:<18}{p:>11.6f}{q:>11.6f}{q - p:>+11.2e}{kept:>9}{len(bare):>9}{len(run.container) - len(bare):>12}"
-              f"{qft_s / plain_s:>8.1f}")
+              f"{qft_s / plain_s:>8.1f}{claimed:>15}{len(selfcheck.get('reverted', [])):>9}")
 
 
 def pruning_section(threshold: float) -> None:
