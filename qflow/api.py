@@ -86,6 +86,8 @@ from qflow.core.uploads import run_on_uploads_keeping_artifacts, sweep_stale_upl
 __all__ = ["ApiError", "ServerSettings", "app", "artifact_store", "create_app"]
 
 _READ_CHUNK = 1 << 20
+#: Commands also answered at ``POST /v1/{name}``, the short route a client of that service expects.
+SHORT_ROUTES = frozenset({"kernel"})
 #: How often a waiting request checks its client and its time budget, seconds.
 _POLL_S = 0.1
 #: Longest health waits for the run store, seconds (health must answer within one).
@@ -553,6 +555,12 @@ def create_app(store: RunStore | None = None, max_upload_mb: float | None = None
                             429: {"description": "Every run slot and queue place taken"},
                             504: {"description": "Over the request time budget; the run was stopped"}},
                  )(_plan_endpoint(command, store_of, settings_of, lambda: runner))
+    for command in (c for c in commands if c.name in SHORT_ROUTES):
+        short = _plan_endpoint(command, store_of, settings_of, lambda: runner)
+        short.__name__ = f"{command.name}_short_route"
+        api.post(f"/v1/{command.name}", tags=["plan"], summary=f"{command.help} (the same as /v1/{command.name}/plan)",
+                 responses={413: {"description": "Upload or input over a size limit"},
+                            422: {"description": "Invalid input (the CLI's message)"}})(short)
     from qflow.advisor import PRIMARY_METRICS
 
     for command in (c for c in commands if c.name in PRIMARY_METRICS):

@@ -122,6 +122,12 @@ def _summarize_compress(plan: Plan) -> list[str]:
     for name, b in plan.baselines.items():
         lines.append(f"  baseline {name:<11} ratio {format_value(b['compression_ratio'])}, relative L2 "
                      f"{format_value(b['relative_l2_error'])}, {format_value(b['compress_mb_per_s'])} MB/s")
+    for info in plan.result.get("autoencoder", []):
+        p = info.get("pruning")
+        if p is not None:
+            lines.append(f"  {info['tensor']}: VQC latent qubits kept {p['retained_qubits']} (pruned {p['pruned_qubits']}), "
+                         f"held-out error {format_value(p['vqc_pruned_relative_error'])} vs PCA of the same size "
+                         f"{format_value(p['pca_same_size_relative_error'])}; {'stored' if p['stored'] else 'not stored'}")
     where = plan.result["container"].get("written_to")
     lines.append(f"  container written to {where}" if where else "  container not written (pass --out model.qfz)")
     return lines
@@ -133,6 +139,11 @@ def _summarize_decompress(plan: Plan) -> list[str]:
              f"decompress {format_value(m['decompress_mb_per_s'])} MB/s"]
     if plan.result.get("reference_given"):
         lines.append("  vs reference: " + _error_line(m) + f"; plain path relative L2 {format_value(m['plain_relative_l2_error'])}")
+    qft = plan.result.get("enhancements", {}).get("qft")
+    if qft is not None:
+        tried = [t for t in qft["tensors"] if "error_qft" in t]
+        lines.append(f"  QFT decoding kept on {len(qft['applied'])} of {len(tried)} quantized tensors"
+                     + (f" (measured by {tried[0]['measured_by']})" if tried else ""))
     where = plan.result.get("written_to")
     lines.append(f"  tensors written to {where}" if where else "  tensors not written (pass --out restored.safetensors)")
     return lines

@@ -42,5 +42,9 @@ def decode_pca(latent: dict[str, Any], read: Callable[[str], bytes], gram_invers
 def decode_latent(record: dict[str, Any], container: Any, gram_inverse: np.ndarray | None = None) -> np.ndarray:
     """Plain decoder of a ``latent`` record: flat float64 values (numpy solve unless ``gram_inverse`` is given)."""
     size = int(np.prod(record["shape"], dtype=np.int64))
+    if record["latent"].get("kind") == "vqc":
+        from qflow.compression._vqc_latent import decode_vqc
+
+        return decode_vqc(record["latent"], lambda key: container.block(f"{record['name']}/{key}"), size)[:size]
     flat = decode_pca(record["latent"], lambda key: container.block(f"{record['name']}/{key}"), gram_inverse)
     return flat[:size]

@@ -377,6 +377,10 @@ def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
     else:
         enc = _encode_steps(ref.name, x, i, ctx, timer, out)
     enc.record["sha256"] = sha
+    if reason is None and ctx.config.error_probe and enc.record["scheme"] == "quant":
+        from qflow.compression._probe import attach_probe
+
+        attach_probe(enc, x, ctx.config.error_probe)
     if ref.file:
         enc.record["file"] = ref.file
     enc.blocks = [Block(b.name, replace(b.packed, sha256=hashlib.sha256(b.packed.payload).hexdigest()))
@@ -467,8 +471,10 @@ def _compress_steps(config: CompressConfig, encoded: list[_Encoded]) -> list[dic
     steps.append({"step": "zstd", "detail": "codes packed with zstd (level by a quick trial)"})
     if any(e.denoise and e.denoise["used"] for e in encoded):
         steps.append({"step": "denoiser", "detail": "residual conv net applied on decompression"})
-    if any(e.enc.record["scheme"] == "latent" for e in encoded):
-        steps.append({"step": "latent", "detail": "PCA latents for some tensors"})
+    kinds = {e.enc.record["latent"].get("kind", "pca") for e in encoded if e.enc.record["scheme"] == "latent"}
+    if kinds:
+        steps.append({"step": "latent", "detail": " and ".join(
+            {"pca": "PCA latents", "vqc": "pruned VQC latents"}[k] for k in sorted(kinds)) + " for some tensors"})
     return steps
 
 
@@ -485,11 +491,14 @@ def _ran_compress(config: CompressConfig, encoded: list[_Encoded], solver: Solve
                          "the relative L2 error" + (f" ({effect})" if effect else ""))
     if not config.vqc_autoencoder or "vqc" not in solver.ran.split("+"):
         return
+    if any(e.enc.record["scheme"] == "latent" and e.enc.record["latent"].get("kind") == "vqc" for e in encoded):
+        return  # a pruned VQC latent is in the container
     infos = [e.latent for e in encoded if e.latent]
     won = [i for i in infos if i.get("winner") == "vqc"]
     effect = "; ".join(f"{i['tensor']}: held-out error VQC {i['vqc_relative_error']:.4g} vs PCA "
                        f"{i['pca_relative_error']:.4g}" for i in infos[:4] if "vqc_relative_error" in i)
-    pca_used = any(e.enc.record["scheme"] == "latent" for e in encoded)
+    pca_used = any(e.enc.record["scheme"] == "latent" and e.enc.record["latent"].get("kind", "pca") == "pca"
+                   for e in encoded)
     to = _without(solver.ran, "vqc") + ("+pca_latent" if pca_used else "")
     if pca_used:
         reason = "no VQC latent stored: PCA won on held-out blocks and its latent replaced the codes"
@@ -717,7 +726,7 @@ def decoded_tensors(opened: Any, records: list[dict[str, Any]], workers: int, ch
 
 
 def _requested_decompress(config: DecompressConfig) -> str:
-    parts = ["plain"] + [name for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt),
+    parts = ["plain"] + [name for name, on in (("hhl", config.hhl), ("qft", config.qft), ("qsvt", config.qsvt),
                                                ("lstm", config.lstm_enhancer)) if on]
     return "+".join(parts)
 
@@ -772,26 +781,27 @@ def _quantum_steps(config: DecompressConfig, records: list[dict[str, Any]], open
                    reference: Mapping[str, np.ndarray] | None, solver: SolverReport, timer: StageTimer,
                    report: Progress, diagnostics: list[str]) -> tuple[dict[str, Any], QuantumReport | None,
                                                                       list[tuple[str, dict[str, np.ndarray]]]]:
-    """HHL, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees)."""
+    """HHL, QFT decoding, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees)."""
     steps_report: dict[str, Any] = {}
     snapshots: list[tuple[str, dict[str, np.ndarray]]] = []
     quantum: QuantumReport | None = None
     device = budget = None
-    if config.hhl or config.qsvt:
+    if config.hhl or config.qsvt or config.qft:
         try:
             device = choose_device()
             budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
             quantum = QuantumReport(device=device.name, device_reason=device.reason, layers=0)
         except QuantumUnavailableError as exc:
-            for name, on in (("hhl", config.hhl), ("qsvt", config.qsvt)):
+            for name, on in (("hhl", config.hhl), ("qft", config.qft), ("qsvt", config.qsvt)):
                 if on:
                     solver.fall_back(name, _without(solver.ran, name), str(exc))
     for step, on, fraction in (("hhl", config.hhl and quantum is not None, 0.3),
+                               ("qft", config.qft and quantum is not None, 0.4),
                                ("qsvt", config.qsvt and quantum is not None, 0.5), ("lstm", config.lstm_enhancer, 0.7)):
         if not on:
             continue
         report(fraction, {"hhl": "HHL on the latent decoder's Gram systems", "qsvt": "QSVT spectrum sharpening",
-                          "lstm": "LSTM enhancer"}[step])
+                          "qft": "QFT frequency decoding", "lstm": "LSTM enhancer"}[step])
         with timer.stage({"lstm": "lstm_enhancer"}.get(step, step)):
             try:
                 info, changed = _run_refinement(step, config, records, opened, out, device, budget, quantum)
@@ -814,6 +824,10 @@ def _run_refinement(step: str, config: DecompressConfig, records: list[dict[str,
         from qflow.compression._quantum import hhl_refine
 
         return hhl_refine(records, opened, out, config, device, budget, quantum)
+    if step == "qft":
+        from qflow.compression._qft import qft_decode
+
+        return qft_decode(records, opened, out, config, device, budget, quantum)
     if step == "qsvt":
         from qflow.compression._quantum import qsvt_sharpen
 
@@ -838,6 +852,10 @@ def _not_adopted_reason(step: str, info: dict[str, Any]) -> str:
         measured = "; ".join(f"{t['tensor']}: residual HHL {t['residual_hhl']:.3g} vs numpy {t['residual_numpy']:.3g}"
                              for t in tensors[:3])
         return f"numpy's solve kept on every latent tensor ({measured})"
+    if step == "qft":
+        measured = "; ".join(f"{t['tensor']}: {t['error_plain']:.4g} -> {t['error_qft']:.4g}"
+                             for t in tensors[:3] if "error_qft" in t)
+        return "QFT decoding kept on no tensor: " + (info.get("reason") or f"the measured error did not drop ({measured})")
     if step == "qsvt":
         return "QSVT kept on no tensor: " + (info.get("reason") or "the self-check found no tensor where it helps")
     return "LSTM kept on no tensor: the held-out residual did not improve (or no quantized tensor to enhance)"

@@ -229,6 +229,14 @@ def autoencoder_candidate(name: str, x: np.ndarray, enc: EncodedTensor, config: 
     quant_err = _relative(x.astype(np.float64), enc.reconstruction.astype(np.float64))
     quant_bytes = sum(len(b.packed.payload) for b in enc.blocks)
     info["codes_relative_error"] = quant_err
+    if config.vqc_prune_variance > 0:
+        from qflow.compression._vqc_latent import pruned_candidate
+
+        info["pruning"], vqc_latent = pruned_candidate(name, x, enc, train, held, unitary, t, config.vqc_prune_variance,
+                                                       (quant_err, quant_bytes))
+        if vqc_latent is not None:
+            info.update(used=True, reason="pruned VQC latent stored: " + info["pruning"]["reason"])
+            return info, vqc_latent
     if winner == "vqc":
         info.update(used=False, reason="the VQC beat PCA on held-out blocks, but a VQC latent (complex amplitudes "
                     "and a norm per block) is not smaller than the codes at this error; codes kept")
@@ -321,7 +329,7 @@ def hhl_refine(records: list[dict[str, Any]], container: Container, current: dic
     info: dict[str, Any] = {"tensors": [], "applied": []}
     changed: dict[str, np.ndarray] = {}
     for record in records:
-        if record["scheme"] != "latent":
+        if record["scheme"] != "latent" or record["latent"].get("kind", "pca") != "pca":
             continue
         prefix = record["name"]
         mean, basis, coeffs = pca_parts(record["latent"], lambda key, p=prefix: container.block(f"{p}/{key}"))

@@ -72,10 +72,17 @@ class CompressConfig(QflowConfig):
     vqc_layers: int = Field(2, ge=1, le=8, description="StronglyEntanglingLayers of the VQC encoder.")
     vqc_blocks: int = Field(24, ge=2, le=512, description="Blocks per tensor the VQC and PCA are trained and compared on.")
     vqc_steps: int = Field(25, ge=1, le=500, description="Adam steps (adjoint/backprop gradients) of the VQC.")
+    vqc_prune_variance: float = Field(
+        0.0, ge=0.0, le=1.0, description="Prune VQC latent qubits whose <Z> varies less than this over the training "
+        "blocks (fixed at their likelier value; the retained qubits are stored) and compare with PCA of the same "
+        "latent size; 0 = no pruning.")
     denoiser_steps: int = Field(150, ge=1, le=5000, description="Adam steps of the denoiser per tensor.")
     dropout_trials: int = Field(48, ge=4, le=2000, description="Monte Carlo trials of the dropout simulator.")
     sensitive_fraction: float = Field(
         0.1, ge=0.0, le=0.5, description="Share of channels the dropout simulator keeps at twice the bits.")
+    error_probe: int = Field(
+        0, ge=0, le=65536, description="Original values per quantized tensor stored in the container (float32, at "
+        "positions seeded by the tensor's sha256) so decompress can measure a refinement's error; 0 stores none.")
     quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all circuits of one run, s.")
     n_workers: int = Field(
         0, ge=0, le=1024, description="Threads encoding tensors in parallel; 0 = every core. Capped by the cores and "
@@ -98,11 +105,16 @@ class DecompressConfig(QflowConfig):
     qsvt: bool = Field(
         False, description="Sharpen the singular-value spectrum of small decompressed matrices with qml.qsvt "
         "(odd polynomial); kept per tensor only where a re-quantization self-check says it helps.")
+    qft: bool = Field(
+        False, description="QFT frequency decoding: shrink quantization noise per frequency in the basis of qml.QFT "
+        "(checked against numpy's FFT); kept per tensor only where the measured error (the container's error probe, "
+        "else a re-quantization self-check) drops.")
     lstm_enhancer: bool = Field(
         False, description="Train a torch LSTM on the residuals of re-decompressing the decompressed tensor; applied "
         "only where it lowers the held-out residual.")
     max_qubits: int = Field(10, ge=4, le=HARD_MAX_QUBITS, description="Largest circuit of HHL and QSVT.")
     hhl_clock_qubits: int = Field(6, ge=2, le=10, description="Phase-estimation (clock) qubits of HHL.")
+    qft_qubits: int = Field(6, ge=2, le=12, description="Qubits of the QFT: blocks of 2**qft_qubits values.")
     qsvt_strength: float = Field(
         0.3, ge=0.0, le=1.0, description="Cubic weight g of the QSVT polynomial P(x) = (1 - g) x + g x^3.")
     lstm_steps: int = Field(120, ge=1, le=5000, description="Adam steps of the LSTM enhancer per tensor.")

@@ -25,7 +25,7 @@ __all__ = ["MODULE_PACKAGES", "InputSpec", "ModuleCommand", "Progress", "availab
            "load_command"]
 
 #: Engine packages in the order front ends list them (those present and working).
-MODULE_PACKAGES: tuple[str, ...] = ("routing", "energy", "compression", "hpo", "nvlink", "attention")
+MODULE_PACKAGES: tuple[str, ...] = ("routing", "energy", "compression", "hpo", "nvlink", "attention", "kernel")
 
 #: ``progress(fraction in 0..1, message)``: what an engine reports between stages.
 Progress = Callable[[float, str], None]

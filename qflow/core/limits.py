@@ -77,6 +77,10 @@ LIMITS: dict[str, Limit] = {
         "QFLOW_MAX_ATTENTION_CELLS", 2**35, "count",
         "query-key scores times width one attention plan computes (n_queries * n_keys * (d + d_v))"),
     "worker_processes": Limit("QFLOW_MAX_WORKERS", 0, "count", "worker processes one run may start (0 = the machine's cores)"),
+    "kernel_rows": Limit("QFLOW_MAX_KERNEL_ROWS", 2000, "count",
+                         "rows of one kernel request (one circuit per row, rows^2 overlaps)"),
+    "kernel_features": Limit("QFLOW_MAX_KERNEL_FEATURES", 16, "count",
+                             "feature columns of one kernel request (one qubit each; 2^features amplitudes per row)"),
     "fabric_gpus": Limit("QFLOW_MAX_FABRIC_GPUS", 256, "count", "GPUs of one nvlink fabric (path work grows as GPUs^2 to GPUs^3)"),
 }
 
