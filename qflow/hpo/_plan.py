@@ -16,6 +16,7 @@ from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
 from qflow.hpo._distributed import DaskEvaluator, optimize_on_cluster, trial_evaluator
 from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
+from qflow.hpo._optuna import enqueue_suggestions, merge_rejected, study_as_history, where
 from qflow.hpo._quantum import VQCSurrogate, param_shape
 from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
 
@@ -203,7 +204,10 @@ def plan_hpo(
     diagnostics: list[str] = []
     with timer.stage("validate"):
         user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
+        study, history, study_rejected = study_as_history(config, user_space, history, names.get("history", "history"))
         parsed = parse_history(history, user_space, names.get("history", "history"))
+        if study is not None:
+            merge_rejected(parsed, history, study_rejected)
         work_space, history_applies = _working_space(config, user_space, diagnostics)
         objective = None
         if config.objective != "none":
@@ -214,9 +218,12 @@ def plan_hpo(
         digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
     if space is None:  # the domain searched is part of what the plan answers to
         digests = [digest_mapping(user_space.describe(), "space", source=f"built-in:{config.objective}"), *digests]
+    if study is not None:  # the study's trials as read are the history input
+        digests = [*(d for d in digests if d.name != "history"),
+                   digest_frame(history, "history", source=f"optuna:{config.optuna_study}")]
     if parsed.rejected:
         diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
-                           f"(first: row {parsed.rejected[0]['row']}: {parsed.rejected[0]['reason']})")
+                           f"(first: {where(parsed.rejected[0])}: {parsed.rejected[0]['reason']})")
     if dataset is not None and config.objective != "train":
         diagnostics.append("a dataset was given but the objective is not train: it was not used")
 
@@ -274,6 +281,9 @@ def plan_hpo(
     result["learned_components"] = _learned_components(run, baselines, diagnostics)
     if cluster is not None:
         result["distributed"] = cluster
+    if study is not None:
+        result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
+                            "enqueued": enqueue_suggestions(study, result["suggestions"]) if config.enqueue_suggestions else []}
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
     return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
@@ -463,6 +473,7 @@ def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_giv
         (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
          "batch_size 1 evaluates one trial at a time and the baselines are off"),
         (("warm_start",), not history_given, "no history was given"),
+        (("optuna_storage", "enqueue_suggestions"), not config.optuna_study, "optuna_study is empty"),
         (("vqc_warm_start",), not vqc, "neither vqc_optimizer nor hybrid is on"),
         (("vqc_warm_start",), vqc and not (history_given and config.warm_start),
          "it starts from the history's trials and none are used (no history, or warm_start off)"),
