@@ -64,7 +64,7 @@ class DaskEvaluator:
         self.slots = worker_threads(client)
         self.workers = len(self.workers_at_start)
         # One copy per worker, sent once (a train objective carries its dataset).
-        self._objective = client.scatter(objective, broadcast=True, hash=False)
+        self._objective = client.scatter(objective, broadcast=True, hash=False, direct=False)
         self.keys: dict[int, str] = {}
 
     def submit(self, config: Mapping[str, Any], trial: int, stage: str = "trial") -> Any:
