@@ -9,7 +9,7 @@ from typing import Any
 from qflow.hpo._objectives import Objective, evaluate_one
 
 #: Seconds each trial sleeps: long enough to kill its worker while it runs.
-TRIAL_S = 1.0
+TRIAL_S = 0.5
 
 
 def slow_evaluate(objective: Objective, config: Mapping[str, Any], trial: int) -> float:

@@ -9,8 +9,7 @@ import pytest
 
 from qflow.cli import main
 from qflow.core.errors import InputError
-from qflow.hpo import HpoConfig, plan_hpo
-from qflow.hpo import _distributed
+from qflow.hpo import HpoConfig, _distributed, plan_hpo
 from tests.dask_cluster import start_cluster
 from tests.hpo.slow_objective import slow_evaluate
 
@@ -90,7 +89,7 @@ def test_killed_worker_loses_no_trial(tmp_path, monkeypatch):
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(plan_hpo, None, None, config)
             _wait_for_start_on(victim, cluster.address)
-            cluster.kill_worker(0)  # mid-trial: its trial started and sleeps for a second
+            cluster.kill_worker(0)  # mid-trial: its trial started and sleeps half a second
             plan = running.result(timeout=120)
     finally:
         cluster.close()
