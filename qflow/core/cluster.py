@@ -64,7 +64,8 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
     n_workers : int
         Without an address and above 1 (or with ``local``), a ``LocalCluster``
         of this many single-threaded worker processes (capped by the
-        ``worker_processes`` limit) bound to 127.0.0.1, without a dashboard.
+        ``worker_processes`` limit) bound to 127.0.0.1; its status page (always started by the scheduler)
+        listens on a free loopback port, so it never competes for 8787.
 
     Raises
     ------
@@ -87,7 +88,7 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
         return
     workers = max(1, min(n_workers, max_workers()))
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 

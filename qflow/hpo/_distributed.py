@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from qflow.core.cluster import LOCAL_CLUSTER, dask_client, scheduler_address, tagged_call, worker_addresses, worker_threads
+from qflow.core.errors import QflowError
 from qflow.core.limits import check_limit
 from qflow.hpo._objectives import Evaluator, Objective, evaluate_one
 
@@ -135,6 +136,17 @@ def trial_evaluator(objective: Objective, config: Any, dataset_source: str) -> I
         yield evaluator
 
 
+def _value_of(future: Any, trial: int) -> tuple[float, str]:
+    """The future's ``(value, worker)``; a trial that took down too many workers is a one-line error, not a traceback."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        raise QflowError("config", "dask_scheduler", f"trial {trial} was running on every worker that died while running "
+                         "it (distributed.scheduler.allowed-failures reached)", "workers that survive a trial") from None
+
+
 def optimize_on_cluster(run: Any, evaluator: DaskEvaluator, report: Progress) -> int:
     """Evaluate ``n_trials`` proposals, one future per trial, refilling each slot as it frees up; returns how many ran.
 
@@ -179,7 +191,7 @@ def optimize_on_cluster(run: Any, evaluator: DaskEvaluator, report: Progress) ->
         fill()
         for future in finished:
             row, method, trial, batch = in_flight.pop(future)
-            value, worker = future.result()
+            value, worker = _value_of(future, trial)
             run.add(row[None], [value], method, batch, trial)
             run.trials[-1]["worker"] = worker
             done += 1

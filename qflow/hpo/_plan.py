@@ -468,6 +468,8 @@ def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_giv
          "suggest mode (objective none) evaluates nothing"),
         (("n_jobs",), config.objective in BENCHMARKS and not config.dask_scheduler,
          "the built-in benchmarks are evaluated in this process (closed forms)"),
+        (("n_jobs",), config.dask_scheduler not in ("", "local") and config.objective != "none",
+         "a remote Dask cluster runs one trial per worker thread, whatever n_jobs says"),
         (("batch_size",), bool(config.dask_scheduler) and config.objective != "none",
          "on Dask every worker thread holds one trial and a new one starts as soon as one ends"),
         (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
