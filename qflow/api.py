@@ -29,7 +29,8 @@ Every error body is ``{"detail": "<source>: <field>: <problem>; expected X, got 
 (the CLI's one line, and its fields): 422 invalid input, infeasible instance
 or a malformed request (FastAPI's own validation included); 413 a body over
 ``QFLOW_MAX_UPLOAD_MB`` or an input over a limit (:mod:`qflow.core.limits`);
-400/403/401 a refused Host, Origin or token (:mod:`qflow.core.access`); 429
+400/403/401 a refused Host, Origin or token (:mod:`qflow.core.access`); 403 a
+config that sets a server-only field (:data:`SERVER_ONLY_FIELDS`); 429
 every run slot and queue place taken; 504 the run passed the request time
 budget (``QFLOW_REQUEST_TIME_BUDGET_S``) and was stopped; 503 the run store is
 unusable, the server is stopping or misconfigured; 500 a bug (no traceback,
@@ -51,8 +52,9 @@ import dataclasses
 import inspect
 import ipaddress
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -83,7 +85,7 @@ from qflow.core.runner import EngineRunner, RunCancelled, RunnerBusy, RunTicket
 from qflow.core.runs import RunStore, RunStoreError
 from qflow.core.uploads import run_on_uploads_keeping_artifacts, sweep_stale_upload_folders
 
-__all__ = ["ApiError", "ServerSettings", "app", "artifact_store", "create_app"]
+__all__ = ["SERVER_ONLY_FIELDS", "ApiError", "ServerSettings", "app", "artifact_store", "create_app"]
 
 _READ_CHUNK = 1 << 20
 #: Commands also answered at ``POST /v1/{name}``, the short route a client of that service expects.
@@ -95,6 +97,9 @@ _HEALTH_STORE_WAIT_S = 0.8
 #: Paths answered without a token: a load balancer's probe carries none, and health shows nothing private.
 _OPEN_PATHS = frozenset({"/v1/health"})
 _log = logging.getLogger("qflow.api")
+#: Config fields (of any module) that make the server connect somewhere or open a file: a remote caller may not set
+#: them, except to the value the server's own environment variable (beside each) already gives.
+SERVER_ONLY_FIELDS: dict[str, str] = {"dask_scheduler": "QFLOW_DASK_SCHEDULER", "optuna_storage": "QFLOW_OPTUNA_STORAGE"}
 
 
 class ApiError(QflowError):
@@ -285,7 +290,20 @@ def _parse_config(command: ModuleCommand, text: str | None) -> Any:
         data: Any = {}
     else:
         data = parse_json_text(text, "config", "(form field)")
+    _refuse_server_only(data)
     return command.config_cls.from_mapping(data, "config")
+
+
+def _refuse_server_only(data: Any) -> None:
+    """A 403 naming the first :data:`SERVER_ONLY_FIELDS` entry set to anything but the server's own value."""
+    if not isinstance(data, Mapping):
+        return  # the config class refuses a non-mapping with its own message
+    for field, env in SERVER_ONLY_FIELDS.items():
+        value = data.get(field)
+        if value in (None, "") or value == (os.environ.get(env) or None):
+            continue
+        raise ApiError(403, "config", field, "set by the server only, not by a request",
+                       f"the field left out (the server's {env} applies)", "a value")
 
 
 def artifact_store(store: RunStore) -> ArtifactStore:

@@ -38,6 +38,19 @@ class LocalDaskCluster:
         self.workers[index].send_signal(signal.SIGKILL)
         self.workers[index].wait(10)
 
+    def worker_address(self, index: int, timeout_s: float = 10.0) -> str:
+        """The scheduler's address for worker process ``index`` (matched by process id)."""
+        from distributed import Client
+
+        with Client(self.address, timeout="10s", set_as_default=False) as client:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for address, pid in client.run(os.getpid).items():
+                    if pid == self.workers[index].pid:
+                        return address
+                time.sleep(0.1)
+        raise RuntimeError(f"worker {index} is not known to the scheduler")
+
     def close(self) -> None:
         for proc in [*self.workers, self.scheduler]:
             if proc.poll() is None:

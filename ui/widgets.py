@@ -66,17 +66,20 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
-    Toggles first on one row, then choices, then number (and text) inputs in a grid; widget
-    keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
+    Toggles first on one row, then choices, then text fields (a scheduler
+    address, a storage URL; empty means unset), then number inputs in a grid;
+    widget keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
     """
-    toggles, numbers, choices = [], [], []
+    toggles, numbers, choices, texts = [], [], [], []
     for name, info in ordered_fields(config_cls):
         if info.annotation is bool:
             toggles.append((name, info))
-        elif info.annotation in (int, float, str):
+        elif info.annotation in (int, float):
             numbers.append((name, info))
         elif typing.get_origin(info.annotation) is typing.Literal:
             choices.append((name, info))
+        elif info.annotation is str:
+            texts.append((name, info))
         else:
             raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
 
@@ -88,14 +91,12 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
         options = list(typing.get_args(info.annotation))
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
                                     help=info.description)
+    for name, info in texts:
+        values[name] = st.text_input(name, value=str(info.default), key=f"{key_prefix}_{name}", help=info.description)
     grid = st.columns(columns)
     for index, (name, info) in enumerate(numbers):
         with grid[index % columns]:
-            if info.annotation is str:  # a name (a column to read): free text, validated by the engine
-                values[name] = st.text_input(name, value=str(info.default), key=f"{key_prefix}_{name}",
-                                             help=info.description)
-            else:
-                values[name] = _number_input(name, info, f"{key_prefix}_{name}")
+            values[name] = _number_input(name, info, f"{key_prefix}_{name}")
     return values
 
 

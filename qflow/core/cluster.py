@@ -4,7 +4,8 @@ qflow does not invent a cluster of its own: work that outgrows one machine is
 submitted to Dask (``distributed``), which operators already run. The address
 comes from a module's ``dask_scheduler`` setting or from
 ``QFLOW_DASK_SCHEDULER``; without one, ``n_workers > 1`` starts a
-``LocalCluster`` of worker processes on loopback for the plan's lifetime.
+``LocalCluster`` of worker processes on loopback for the plan's lifetime
+(the address ``local`` asks for one explicitly, even of a single worker).
 
 ``distributed`` is imported only when a cluster is used, so plans that never
 ask for one do not pay for the import.
@@ -21,10 +22,13 @@ from typing import Any
 from qflow.core.errors import InputError
 from qflow.core.limits import max_workers
 
-__all__ = ["SCHEDULER_ENV", "dask_client", "scheduler_address", "tagged_call", "worker_addresses"]
+__all__ = ["LOCAL_CLUSTER", "SCHEDULER_ENV", "dask_client", "scheduler_address", "tagged_call", "worker_addresses",
+           "worker_threads"]
 
 #: Environment variable naming the scheduler when the config does not.
 SCHEDULER_ENV = "QFLOW_DASK_SCHEDULER"
+#: The address that means "a LocalCluster on this machine, for the plan's lifetime".
+LOCAL_CLUSTER = "local"
 
 _ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -32,14 +36,16 @@ _ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 def scheduler_address(configured: str | None, source: str = "config") -> str | None:
     """The scheduler to use: the config's value, else ``QFLOW_DASK_SCHEDULER``, else ``None``.
 
+    ``local`` is returned as it is (see :data:`LOCAL_CLUSTER`).
+
     Raises
     ------
     InputError
-        When the address is not ``tcp://HOST:PORT`` (or ``tls://``).
+        When the address is not ``tcp://HOST:PORT`` (or ``tls://``) or ``local``.
     """
     where, value = (source, configured) if configured else ("(environment)", os.environ.get(SCHEDULER_ENV) or None)
-    if value is None:
-        return None
+    if value is None or value == LOCAL_CLUSTER:
+        return value
     if not _ADDRESS.match(value):
         field = "dask_scheduler" if where == source else SCHEDULER_ENV
         raise InputError(where, field, "not a scheduler address", "tcp://HOST:PORT", value)
@@ -54,11 +60,12 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
     ----------
     address : str or None
         A scheduler address (see :func:`scheduler_address`); connected with a
-        10 s timeout.
+        10 s timeout. ``local``: a ``LocalCluster`` whatever ``n_workers``.
     n_workers : int
-        Without an address and above 1, a ``LocalCluster`` of this many
-        single-threaded worker processes (capped by the ``worker_processes``
-        limit) bound to 127.0.0.1, without a dashboard.
+        Without an address and above 1 (or with ``local``), a ``LocalCluster``
+        of this many single-threaded worker processes (capped by the
+        ``worker_processes`` limit) bound to 127.0.0.1; its status page (always started by the scheduler)
+        listens on a free loopback port, so it never competes for 8787.
 
     Raises
     ------
@@ -70,7 +77,7 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
         return
     from distributed import Client, LocalCluster
 
-    if address is not None:
+    if address is not None and address != LOCAL_CLUSTER:
         try:
             client = Client(address, timeout="10s", set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -79,9 +86,9 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
         with client:
             yield client
         return
-    workers = min(n_workers, max_workers())
+    workers = max(1, min(n_workers, max_workers()))
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 
@@ -104,3 +111,8 @@ def tagged_call(client: Any, fn: Callable[..., Any], *args: Any, key: str | None
 def worker_addresses(client: Any) -> list[str]:
     """Addresses of the workers the scheduler knows now, sorted."""
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def worker_threads(client: Any) -> int:
+    """Task slots of the cluster now: the sum of its workers' threads (at least 1)."""
+    return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values()))

@@ -41,6 +41,10 @@ def _summarize(plan: Plan) -> list[str]:
     lines.append(f"  {len(r['suggestions'])} suggestions ({r['suggestion_method']}):")
     for i, config in enumerate(r["suggestions"], 1):
         lines.append(f"    {i}. {_config_text(config)}")
+    if "distributed" in r:
+        d = r["distributed"]
+        lines.append(f"  Dask {d['scheduler']}: trials on {len(d['workers_used'])} of {len(d['workers_at_start'])} workers, "
+                     f"{d['in_flight']} in flight; {len(d['workers_lost'])} workers lost, {len(d['retried_trials'])} trials rerun")
     if "hybrid" in r:
         h = r["hybrid"]
         lines.append(f"  hybrid: {h['vqc_trials']} VQC trials, then GP from trial {format_value(h['switch_trial'], 6)} ({h['gp_trials']} GP trials)")

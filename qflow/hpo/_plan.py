@@ -14,7 +14,9 @@ from qflow.core.limits import check_limit
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
+from qflow.hpo._distributed import DaskEvaluator, optimize_on_cluster, trial_evaluator
 from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
+from qflow.hpo._optuna import enqueue_suggestions, merge_rejected, study_as_history, where
 from qflow.hpo._quantum import VQCSurrogate, param_shape
 from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
 
@@ -202,7 +204,10 @@ def plan_hpo(
     diagnostics: list[str] = []
     with timer.stage("validate"):
         user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
+        study, history, study_rejected = study_as_history(config, user_space, history, names.get("history", "history"))
         parsed = parse_history(history, user_space, names.get("history", "history"))
+        if study is not None:
+            merge_rejected(parsed, history, study_rejected)
         work_space, history_applies = _working_space(config, user_space, diagnostics)
         objective = None
         if config.objective != "none":
@@ -213,9 +218,12 @@ def plan_hpo(
         digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
     if space is None:  # the domain searched is part of what the plan answers to
         digests = [digest_mapping(user_space.describe(), "space", source=f"built-in:{config.objective}"), *digests]
+    if study is not None:  # the study's trials as read are the history input
+        digests = [*(d for d in digests if d.name != "history"),
+                   digest_frame(history, "history", source=f"optuna:{config.optuna_study}")]
     if parsed.rejected:
         diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
-                           f"(first: row {parsed.rejected[0]['row']}: {parsed.rejected[0]['reason']})")
+                           f"(first: {where(parsed.rejected[0])}: {parsed.rejected[0]['reason']})")
     if dataset is not None and config.objective != "train":
         diagnostics.append("a dataset was given but the objective is not train: it was not used")
 
@@ -234,9 +242,12 @@ def plan_hpo(
 
     n_evaluated = 0
     baselines: dict[str, dict[str, Any]] = {}
+    cluster: dict[str, Any] | None = None
     if objective is not None:
-        with Evaluator(objective, config.n_jobs) as evaluator:  # worker processes end with this block, or a Cancel
-            _check_workers(evaluator, config, names.get("dataset", "dataset"), diagnostics)
+        # Worker processes (or the Dask client and any LocalCluster) end with this block, or a Cancel.
+        with trial_evaluator(objective, config, names.get("dataset", "dataset")) as evaluator:
+            if isinstance(evaluator, Evaluator):
+                _check_workers(evaluator, config, names.get("dataset", "dataset"), diagnostics)
             with timer.stage("optimize"):
                 n_evaluated = _optimize(run, evaluator, report)
             if config.baselines:
@@ -244,6 +255,8 @@ def plan_hpo(
                 with timer.stage("baselines"):
                     baselines = {"random_search": random_search(work_space, objective, config, evaluator),
                                  "optuna_tpe": tpe_search(work_space, objective, config)}
+            if isinstance(evaluator, DaskEvaluator):
+                cluster = evaluator.record(run.trials, diagnostics)
     report(0.9, "next suggestions")
     with timer.stage("suggest"):
         suggestions_U, suggest_method = run.propose(config.suggest, pending)
@@ -266,6 +279,11 @@ def plan_hpo(
     if warm is not None:
         result["vqc_warm_start"] = warm
     result["learned_components"] = _learned_components(run, baselines, diagnostics)
+    if cluster is not None:
+        result["distributed"] = cluster
+    if study is not None:
+        result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
+                            "enqueued": enqueue_suggestions(study, result["suggestions"]) if config.enqueue_suggestions else []}
     metrics = _metrics(run, objective, parsed, n_evaluated, result)
     report(1.0, "done")
     return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
@@ -283,8 +301,10 @@ def _check_workers(evaluator: Evaluator, config: HpoConfig, dataset_source: str,
                     f"(the dataset copied into {evaluator.workers} worker processes)")
 
 
-def _optimize(run: _Run, evaluate_batch: Evaluator, report: Progress) -> int:
-    """Evaluate ``n_trials`` proposals in batches (parallel workers); returns how many ran."""
+def _optimize(run: _Run, evaluate_batch: Evaluator | DaskEvaluator, report: Progress) -> int:
+    """Evaluate ``n_trials`` proposals in batches (parallel workers), or asynchronously on Dask; returns how many ran."""
+    if isinstance(evaluate_batch, DaskEvaluator):
+        return optimize_on_cluster(run, evaluate_batch, report)
     config = run.config
     done, batch = 0, 0
     while done < config.n_trials:
@@ -318,7 +338,8 @@ def _regret(best: float | None, objective: Objective | None, direction: str) -> 
     return float(best - objective.minimum)
 
 
-def random_search(space: Space, objective: Objective, config: HpoConfig, evaluator: Evaluator | None = None) -> dict[str, Any]:
+def random_search(space: Space, objective: Objective, config: HpoConfig,
+                  evaluator: Evaluator | DaskEvaluator | None = None) -> dict[str, Any]:
     """Uniform random search with the same budget (``n_trials``), seeded by ``(seed, 1)``; on ``evaluator``'s workers if given."""
     rng = np.random.default_rng([config.seed, 1])
     configs = space.from_unit(space.sample_unit(rng, config.n_trials))
@@ -443,12 +464,18 @@ def _settings_without_effect(config: HpoConfig, history_given: bool, dataset_giv
         (("model", "cv_folds"), config.objective != "train", "only the train objective fits a model"),
         (("builtin_dataset",), config.objective != "train" or dataset_given,
          "a dataset file was given" if dataset_given else "only the train objective uses a dataset"),
-        (("n_trials", "batch_size", "n_jobs", "baselines"), config.objective == "none",
+        (("n_trials", "batch_size", "n_jobs", "baselines", "dask_scheduler"), config.objective == "none",
          "suggest mode (objective none) evaluates nothing"),
-        (("n_jobs",), config.objective in BENCHMARKS, "the built-in benchmarks are evaluated in this process (closed forms)"),
+        (("n_jobs",), config.objective in BENCHMARKS and not config.dask_scheduler,
+         "the built-in benchmarks are evaluated in this process (closed forms)"),
+        (("n_jobs",), config.dask_scheduler not in ("", "local") and config.objective != "none",
+         "a remote Dask cluster runs one trial per worker thread, whatever n_jobs says"),
+        (("batch_size",), bool(config.dask_scheduler) and config.objective != "none",
+         "on Dask every worker thread holds one trial and a new one starts as soon as one ends"),
         (("n_jobs",), config.objective == "train" and config.batch_size == 1 and not config.baselines,
          "batch_size 1 evaluates one trial at a time and the baselines are off"),
         (("warm_start",), not history_given, "no history was given"),
+        (("optuna_storage", "enqueue_suggestions"), not config.optuna_study, "optuna_study is empty"),
         (("vqc_warm_start",), not vqc, "neither vqc_optimizer nor hybrid is on"),
         (("vqc_warm_start",), vqc and not (history_given and config.warm_start),
          "it starts from the history's trials and none are used (no history, or warm_start off)"),

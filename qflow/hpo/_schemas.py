@@ -41,6 +41,8 @@ MAX_INT_BOUND = 2**53
 MAX_ABS_OBJECTIVE = 1e100
 #: History columns that are carried but not used.
 META_COLUMNS = ("trial", "method")
+#: ``dask_scheduler`` values: empty, ``local``, or a scheduler address (checked again by :mod:`qflow.core.cluster`).
+SCHEDULER_PATTERN = r"^(|local|(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$"
 
 
 class HpoConfig(QflowConfig):
@@ -84,6 +86,17 @@ class HpoConfig(QflowConfig):
     )
     cv_folds: int = Field(3, ge=2, le=10, description="Cross-validation folds of the train objective.")
     n_jobs: int = Field(2, ge=1, le=32, description="Worker processes evaluating one batch (joblib).")
+    dask_scheduler: str = Field(
+        "", max_length=200, pattern=SCHEDULER_PATTERN,
+        description="Dask cluster the trials run on: tcp://HOST:PORT, or local (a LocalCluster of n_jobs worker processes); "
+        "empty: QFLOW_DASK_SCHEDULER when set, else joblib processes on this machine.")
+    optuna_storage: str = Field(
+        "", max_length=1000, description="Optuna storage holding optuna_study: an RDB URL (sqlite:///path.db) or a journal "
+        "file path; empty: QFLOW_OPTUNA_STORAGE.")
+    optuna_study: str = Field(
+        "", max_length=200, description="Optuna study read as the history (completed trials; running and waiting ones "
+        "count as pending); empty: none.")
+    enqueue_suggestions: bool = Field(False, description="Enqueue the plan's suggestions into optuna_study as waiting trials.")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,10 @@ def test_widgets_are_the_config_fields(at: AppTest) -> None:
     assert [t.label for t in at.toggle] == HpoConfig.toggles()
     selects = {s.label for s in at.selectbox}
     numbers = {n.label for n in at.number_input}
-    assert selects | numbers == set(HpoConfig.model_fields) - set(HpoConfig.toggles())
+    texts = {t.label for t in at.text_input}
+    assert texts == {"dask_scheduler", "optuna_storage", "optuna_study"}
+    assert selects | numbers | texts == set(HpoConfig.model_fields) - set(HpoConfig.toggles())
+    assert at.text_input(key="hpo_dask_scheduler").value == ""
     assert at.selectbox(key="hpo_objective").value == "none"
     captions = " ".join(c.value for c in at.caption)
     assert "using the sample `sample_data/hpo/space.yaml`" in captions
