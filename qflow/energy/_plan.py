@@ -18,6 +18,7 @@ import pandas as pd
 from qflow.core.errors import InfeasibleError, QuantumUnavailableError
 from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.limits import check_limit
+from qflow.core.models import ModelArtifact
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
@@ -325,7 +326,7 @@ class _WindowRun:
 
 
 def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | None = None, *,
-                digests: list[InputDigest] | None = None, progress: Progress | None = None) -> Plan:
+                digests: list[InputDigest] | None = None, progress: Progress | None = None, model: ModelArtifact | None = None) -> Plan:
     """Predict power, schedule the jobs under the budget and recommend clock caps.
 
     Parameters
@@ -337,6 +338,9 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         Digests of the files (front ends pass them).
     progress : callable, optional
         ``progress(fraction, message)``.
+    model : ModelArtifact, optional
+        A power model from ``qflow train power-model``: scored instead of
+        training the GNN (``result.trained_model`` says which).
 
     Returns
     -------
@@ -444,9 +448,10 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     beat.stage(0.2, "prediction: training the GNN")
     with timer.stage("predict"):
         series = build_node_series(telemetry, topo)
+        gnn, trained_model = _loaded_power_model(model, config, topo, series, diagnostics)
         prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
                                          use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed,
-                                         heartbeat=beat)
+                                         heartbeat=beat, gnn_model=gnn)
         fits = fit_power_models(telemetry, topo)
         clocks, clock_sources = current_clocks(telemetry, topo)
     if config.gnn_prediction and prediction.best != "gnn":
@@ -541,6 +546,8 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "quantum_accelerators": topo.quantum_accelerators,
         "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
+    if trained_model is not None:
+        result["trained_model"] = trained_model
     result["apply"] = {**apply_commands(caps["per_node"], topo), "schedule_csv": schedule_csv(result["schedule"], slot_h),
                        "files": {key: {"file": None, "written_to": None} for key in ("set_script", "restore_script", "schedule_csv")}}
     if window_run is not None:
@@ -563,6 +570,21 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     report(1.0, "done")
     return Plan(module="energy", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _loaded_power_model(model: ModelArtifact | None, config: EnergyConfig, topo, series, diagnostics: list[str]):
+    """The GNN from a given model (checked against these inputs) and what the plan says about it; (None, None) without one."""
+    if model is None:
+        return None, None
+    from qflow.energy._train import power_model_from_artifact
+
+    described = {**model.describe(), "component": "GraphSAGE power predictor"}
+    if not config.gnn_prediction:
+        diagnostics.append(f"model {model.source} given but gnn_prediction is off: it was checked and not used")
+        return None, {**described, "used": False}
+    gnn = power_model_from_artifact(model, topo, series, config.history_window)
+    diagnostics.append(f"power predictor: trained: no, loaded from {model.source} (card sha256 {model.card_sha256[:12]})")
+    return gnn, {**described, "used": True}
 
 
 class _Heartbeat:
