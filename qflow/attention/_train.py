@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from qflow.attention._schemas import AttentionConfig
 from qflow.core.config import QflowConfig
@@ -42,6 +41,8 @@ def train_contrastive_model(files: dict[str, Path | None], config: QflowConfig) 
 
 def loaded_projections(model: ModelArtifact, q: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """``W_q, W_k`` of a loaded model checked against width ``d``, and the InfoNCE loss on these pairs with and without them."""
+    import torch
+
     from qflow.attention._classical import info_nce_loss
 
     d = int(q.shape[1])
