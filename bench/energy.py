@@ -26,7 +26,7 @@ against two qubits per job choosing one of four clock levels, on the same
 DAGs (peak and energy relative to the schedule before the windows).
 
 Usage: python bench/energy.py [--seeds 5] [--qaoa] [--max-qubits 10] [--sizes 30 60 120 240] [--dag-seeds 3]
-       python bench/energy.py --levels [--seeds 3] [--max-qubits 8] [--max-slowdown 1.3]
+       python bench/energy.py --levels [--seeds 3] [--max-qubits 8] [--max-slowdown 1.3] [--slot-scale 1]
 """
 
 from __future__ import annotations
@@ -169,14 +169,20 @@ def prediction_by_format(seed_steps: int = 300) -> None:
             print(f"    {node}: " + ", ".join(f"{k} {v['mae_w']:.0f} W {100 * v['mape']:.1f} %" for k, v in row.items()))
 
 
-def levels_section(seeds: int, max_qubits: int, max_slowdown: float) -> None:
-    """One-bit (run now / defer) windows against four-level clock windows on the generator's DAGs, same plan otherwise."""
+def levels_section(seeds: int, max_qubits: int, max_slowdown: float, slot_scale: int = 1) -> None:
+    """One-bit (run now / defer) windows against four-level clock windows on the generator's DAGs, same plan otherwise.
+
+    ``slot_scale`` multiplies every duration (finer slots: a slowdown then rounds to fewer extra slots).
+    """
     topo = parse_topology(make_topology())
     telemetry = parse_telemetry(make_telemetry(0), topo)
     base = {"qaoa_scheduling": True, "max_qubits": max_qubits, "gnn_steps": 10, "qaoa_windows": 4, "max_slowdown": max_slowdown}
     rows: dict[int, list[dict]] = {2: [], 4: []}
     for seed in range(1, seeds + 1):
-        jobs = parse_jobs(make_jobs(seed), topo)
+        raw = make_jobs(seed)
+        for job in raw["jobs"]:
+            job["duration"] *= slot_scale
+        jobs = parse_jobs(raw, topo)
         for levels in (2, 4):
             start = time.perf_counter()
             p = plan_energy(EnergyInputs(telemetry, topo, jobs), {**base, "power_levels": levels, "seed": seed})
@@ -190,7 +196,7 @@ def levels_section(seeds: int, max_qubits: int, max_slowdown: float) -> None:
                                  "greedy_optimal": sum(w["greedy_ratio"] >= 1 - 1e-9 for w in ws),
                                  "qubits": max((w["qubits"] for w in ws), default=0), "seconds": time.perf_counter() - start,
                                  "reasons": [w["not_applied_reason"] for w in ws if not w["applied"]]})
-    print(f"== windows: one defer bit vs four clock levels (2 qubits per job, max_slowdown {max_slowdown}); "
+    print(f"== windows: one defer bit vs four clock levels (2 qubits per job, max_slowdown {max_slowdown}, durations x{slot_scale}); "
           f"{seeds} generator DAGs, max {max_qubits} qubits, 4 windows each ==")
     print(f"  {'windows':<14}{'peak/before':>12}{'energy/before':>15}{'+makespan':>11}{'applied':>9}{'QAOA opt':>10}"
           f"{'greedy opt':>12}{'s/plan':>8}")
@@ -217,9 +223,10 @@ def main() -> None:
     parser.add_argument("--milp-seeds", type=int, default=3)
     parser.add_argument("--levels", action="store_true", help="only: one-bit vs four-level QAOA windows (--seeds DAGs)")
     parser.add_argument("--max-slowdown", type=float, default=1.3, help="with --levels: the slowest clock level")
+    parser.add_argument("--slot-scale", type=int, default=1, help="with --levels: multiply every duration (finer slots)")
     args = parser.parse_args()
     if args.levels:
-        levels_section(args.seeds, args.max_qubits, args.max_slowdown)
+        levels_section(args.seeds, args.max_qubits, args.max_slowdown, args.slot_scale)
         return
     toggles = {"qaoa_scheduling": True, "max_qubits": args.max_qubits} if args.qaoa else {}
     objective_section(args.sizes, args.dag_seeds, args.milp_sizes, args.milp_seeds)

@@ -128,7 +128,9 @@ def build_level_window(problem: Problem, schedule: Schedule, slot: int, horizon:
 
     Only jobs still at level 0 (``at_level_zero``, bool of shape (n_jobs,))
     take part, so a level is never applied on top of another; at most
-    ``max_qubits // 2`` jobs, highest power first.
+    ``max_qubits // 2`` jobs, highest power first. Each job taken reserves
+    its node's GPUs for its longest offered run before the next is checked,
+    so every combination of offered levels fits the nodes together.
     """
     slowdowns = level_slowdowns(max_slowdown)
     end = schedule.end(problem)
@@ -140,14 +142,18 @@ def build_level_window(problem: Problem, schedule: Schedule, slot: int, horizon:
     used = gpu_usage(problem, schedule, length)
     running = np.flatnonzero((schedule.start <= slot) & (end > slot) & at_level_zero)
     options = []
-    for j in running:
+    # Highest power first; each chosen job reserves the GPUs of its longest offered run, so any mix of levels fits together.
+    for j in sorted(running.tolist(), key=lambda j: (-problem.power_w[j], j)):
         durations, power, feasible = _level_options(problem, schedule, int(j), idle_w_per_gpu, slowdowns, horizon, int(succ[j]), used)
         if feasible[1:].any():
             options.append((int(j), durations, power, feasible))
+            longest = int(durations[feasible].max())
+            start, d = int(schedule.start[j]), int(problem.duration[j])
+            used[schedule.node[j], start + d:start + longest] += int(problem.gpus[j])
+        if len(options) == max(max_qubits // 2, 1):
+            break
     if len(options) < 2:
         return None
-    options.sort(key=lambda o: (-problem.power_w[o[0]], o[0]))
-    options = options[:max(max_qubits // 2, 1)]
     jobs = np.array([o[0] for o in options])
     duration = np.stack([o[1] for o in options])
     power_w = np.stack([o[2] for o in options])

@@ -122,3 +122,26 @@ def test_a_plan_with_four_levels_applies_only_improvements_and_reports_them() ->
     assert plan.metrics["peak_power_w"] <= before["peak_power_w"] + 1e-6
     assert plan.metrics["jobs_slowed"] == len(plan.result["clock_levels"]["jobs"])
     assert plan.metrics["dependency_violations"] == 0
+
+
+def test_every_mix_of_offered_levels_keeps_the_schedule_valid() -> None:
+    from energy_helpers import random_problem
+
+    from qflow.energy._schedule import asap_schedule
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(25):
+        problem = random_problem(rng, 10, n_nodes=2, gpus=3)
+        schedule = asap_schedule(problem)
+        horizon = schedule.makespan(problem) + 3
+        for slot in range(schedule.makespan(problem)):
+            w = build_level_window(problem, schedule, slot, horizon, 6, np.array([50.0, 80.0]), 1.5, np.ones(10, dtype=bool))
+            if w is None:
+                continue
+            for levels in itertools.product(range(LEVELS), repeat=w.jobs.shape[0]):
+                slowed = apply_levels(problem, w, np.array(levels))
+                assert check_schedule(slowed, schedule) == []
+                assert schedule.makespan(slowed) <= horizon
+                checked += 1
+    assert checked > 100
