@@ -145,3 +145,12 @@ def test_every_mix_of_offered_levels_keeps_the_schedule_valid() -> None:
                 assert schedule.makespan(slowed) <= horizon
                 checked += 1
     assert checked > 100
+
+
+def test_where_the_slots_after_are_free_the_exact_levels_lower_the_peak_and_the_energy() -> None:
+    w = window()
+    bits, _, _ = solve_exact(level_model(w))
+    slowed = apply_levels(PROBLEM, w, decode_levels(bits))
+    assert decode_levels(bits).any()
+    assert power_profile(slowed, SCHEDULE).max() < power_profile(PROBLEM, SCHEDULE).max()
+    assert slowed.energy_w_slots < PROBLEM.energy_w_slots
