@@ -143,3 +143,26 @@ def test_models_are_listed_from_their_cards(tmp_path) -> None:
     rows = list_models(tmp_path)
     assert sorted(r["kind"] for r in rows) == ["contrastive", "power-model"] and all(r["exists"] for r in rows)
     assert list_models(tmp_path / "missing") == []
+
+
+def test_damaged_model_files_are_input_errors_never_crashes(tmp_path) -> None:
+    path, _ = _save(tmp_path)
+    good = path.read_bytes()
+    rng = np.random.default_rng(0)
+    refused = 0
+    for trial in range(300):
+        data = bytearray(good)
+        if trial % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+        try:
+            model = load_model(path, "contrastive")
+        except InputError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith("m.safetensors: model")
+            refused += 1
+        else:  # a change that left everything checked intact (JSON whitespace, say) loads the same weights
+            assert all(model.tensors[k].tobytes() == v.tobytes() for k, v in TENSORS.items())
+    assert refused > 250
