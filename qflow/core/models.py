@@ -42,7 +42,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.io import RawInput, Source, read_input
 
-__all__ = ["FORMAT_VERSION", "MODEL_KINDS", "ModelArtifact", "TrainedModel", "Trainer", "available_trainers", "card_path", "check_spec",
+__all__ = ["FORMAT_VERSION", "MODEL_KINDS", "ModelArtifact", "TrainedModel", "Trainer", "available_trainers", "card_path", "check_spec", "digest_list",
            "list_models", "load_model", "load_trainer", "model_digest", "model_bytes", "models_dir", "save_model", "weights_digest"]
 
 #: Version of the artifact layout; a file of another version is refused.
