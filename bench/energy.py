@@ -21,7 +21,12 @@ planned with both objectives. Prediction quality per node (MAE, MAPE on the
 held-out tail) is printed for both sample formats (qflow CSV, dcgm-exporter
 Prometheus JSON).
 
+With ``--levels`` only the window comparison runs: one defer bit per job
+against two qubits per job choosing one of four clock levels, on the same
+DAGs (peak and energy relative to the schedule before the windows).
+
 Usage: python bench/energy.py [--seeds 5] [--qaoa] [--max-qubits 10] [--sizes 30 60 120 240] [--dag-seeds 3]
+       python bench/energy.py --levels [--seeds 3] [--max-qubits 8] [--max-slowdown 1.3] [--slot-scale 1]
 """
 
 from __future__ import annotations
@@ -164,6 +169,49 @@ def prediction_by_format(seed_steps: int = 300) -> None:
             print(f"    {node}: " + ", ".join(f"{k} {v['mae_w']:.0f} W {100 * v['mape']:.1f} %" for k, v in row.items()))
 
 
+def levels_section(seeds: int, max_qubits: int, max_slowdown: float, slot_scale: int = 1) -> None:
+    """One-bit (run now / defer) windows against four-level clock windows on the generator's DAGs, same plan otherwise.
+
+    ``slot_scale`` multiplies every duration (finer slots: a slowdown then rounds to fewer extra slots).
+    """
+    topo = parse_topology(make_topology())
+    telemetry = parse_telemetry(make_telemetry(0), topo)
+    base = {"qaoa_scheduling": True, "max_qubits": max_qubits, "gnn_steps": 10, "qaoa_windows": 4, "max_slowdown": max_slowdown}
+    rows: dict[int, list[dict]] = {2: [], 4: []}
+    for seed in range(1, seeds + 1):
+        raw = make_jobs(seed)
+        for job in raw["jobs"]:
+            job["duration"] *= slot_scale
+        jobs = parse_jobs(raw, topo)
+        for levels in (2, 4):
+            start = time.perf_counter()
+            p = plan_energy(EnergyInputs(telemetry, topo, jobs), {**base, "power_levels": levels, "seed": seed})
+            ws = p.result["windows"]
+            before = p.baselines["list_before_windows"]
+            rows[levels].append({"peak": p.metrics["peak_power_w"] / before["peak_power_w"],
+                                 "energy": p.metrics["energy_kwh"] / before["energy_kwh"],
+                                 "makespan": p.metrics["makespan_slots"] - before["makespan_slots"],
+                                 "windows": len(ws), "applied": sum(w["applied"] for w in ws),
+                                 "qaoa_optimal": sum(w["qaoa_ratio"] is not None and w["qaoa_ratio"] >= 1 - 1e-9 for w in ws),
+                                 "greedy_optimal": sum(w["greedy_ratio"] >= 1 - 1e-9 for w in ws),
+                                 "qubits": max((w["qubits"] for w in ws), default=0), "seconds": time.perf_counter() - start,
+                                 "reasons": [w["not_applied_reason"] for w in ws if not w["applied"]]})
+    print(f"== windows: one defer bit vs four clock levels (2 qubits per job, max_slowdown {max_slowdown}, durations x{slot_scale}); "
+          f"{seeds} generator DAGs, max {max_qubits} qubits, 4 windows each ==")
+    print(f"  {'windows':<14}{'peak/before':>12}{'energy/before':>15}{'+makespan':>11}{'applied':>9}{'QAOA opt':>10}"
+          f"{'greedy opt':>12}{'s/plan':>8}")
+    for levels, rs in rows.items():
+        total = sum(r["windows"] for r in rs)
+        print(f"  {('one bit' if levels == 2 else 'four levels'):<14}{np.mean([r['peak'] for r in rs]):>12.4f}"
+              f"{np.mean([r['energy'] for r in rs]):>15.4f}{np.mean([r['makespan'] for r in rs]):>11.2f}"
+              f"{sum(r['applied'] for r in rs):>5}/{total:<3}{sum(r['qaoa_optimal'] for r in rs):>6}/{total:<3}"
+              f"{sum(r['greedy_optimal'] for r in rs):>8}/{total:<3}{np.mean([r['seconds'] for r in rs]):>8.1f}")
+        reasons = [x for r in rs for x in r["reasons"]]
+        if reasons:
+            counts = {k: reasons.count(k) for k in sorted(set(reasons))}
+            print("    not applied: " + "; ".join(f"{v}x {k}" for k, v in counts.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -173,7 +221,13 @@ def main() -> None:
     parser.add_argument("--dag-seeds", type=int, default=3)
     parser.add_argument("--milp-sizes", type=int, nargs="+", default=[8, 12])
     parser.add_argument("--milp-seeds", type=int, default=3)
+    parser.add_argument("--levels", action="store_true", help="only: one-bit vs four-level QAOA windows (--seeds DAGs)")
+    parser.add_argument("--max-slowdown", type=float, default=1.3, help="with --levels: the slowest clock level")
+    parser.add_argument("--slot-scale", type=int, default=1, help="with --levels: multiply every duration (finer slots)")
     args = parser.parse_args()
+    if args.levels:
+        levels_section(args.seeds, args.max_qubits, args.max_slowdown, args.slot_scale)
+        return
     toggles = {"qaoa_scheduling": True, "max_qubits": args.max_qubits} if args.qaoa else {}
     objective_section(args.sizes, args.dag_seeds, args.milp_sizes, args.milp_seeds)
 

@@ -83,6 +83,7 @@ def _build_parser(only: ModuleCommand | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     if only is None:
         _add_advise_parser(sub)
+        _add_train_parser(sub)
     return parser
 
 
@@ -113,6 +114,48 @@ def _add_advise_parser(sub: Any) -> None:
         p.add_argument("--out", metavar="FILE", help="write the advice plan JSON here")
         p.add_argument("--json", action="store_true", help="print the advice plan JSON instead of the summary")
         _add_config_flags(p, spec.config_cls)
+
+
+def _add_train_parser(sub: Any) -> None:
+    """``qflow train KIND --INPUT FILE ... [--out model.safetensors]``: one nested subcommand per trainable part."""
+    from qflow.core.models import available_trainers
+
+    train = sub.add_parser("train", help="train a module's learned part on your data and write a reusable model (.safetensors + card)")
+    kinds = train.add_subparsers(dest="train_kind", metavar="KIND", required=True)
+    for trainer in available_trainers():
+        p = kinds.add_parser(trainer.name, help=trainer.help, description=trainer.help)
+        _add_input_flags(p, trainer)  # type: ignore[arg-type]  # a Trainer has the input fields a command has
+        p.add_argument("--out", metavar="FILE", help="the model file (.safetensors; the card goes beside it as .card.json); "
+                                                     "default: $QFLOW_HOME/models/KIND-TIME.safetensors")
+        _add_config_flags(p, trainer.config_cls)
+
+
+def _run_train(args: argparse.Namespace, caught: list[warnings.WarningMessage]) -> int:
+    """Train, write the model and its card, print where and the card's figures."""
+    import datetime as dt
+
+    from qflow.core.models import load_trainer, models_dir
+
+    validate_environment()
+    trainer = load_trainer(args.train_kind)
+    config = _config_from_args(args, trainer)  # type: ignore[arg-type]
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != ".safetensors":
+            raise InputError("--out", str(out), "a model is written as safetensors", "a name ending in .safetensors", out.suffix or "none")
+        _check_out_writable(out, trainer)  # type: ignore[arg-type]
+    else:
+        folder = models_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{trainer.name}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S')}.safetensors"
+    files = {name: (Path(value) if (value := getattr(args, f"in_{name}")) else None) for name in (*trainer.inputs, *trainer.optional_inputs)}
+    card = trainer.train(files, config).save(out, trainer.name)
+    print(f"qflow train {trainer.name}: wrote {out} (card sha256 {card['card_sha256'][:12]}, format {card['format_version']})")
+    for key, value in card["metrics"].items():
+        print(f"  {key}: {value}")
+    print(f"  reuse it: python -m qflow {card['module']} ... --model {out}")
+    _print_warnings(caught)
+    return 0
 
 
 def _prepare_run(args: argparse.Namespace, spec: ModuleCommand) -> tuple[QflowConfig, dict[str, Path | None]]:
@@ -336,7 +379,7 @@ def _run_app(host: str, port: int) -> int:
 
 def _module_named_first(argv: Sequence[str]) -> ModuleCommand | None:
     """The module command ``argv`` starts with, or ``None`` (an option, ``sample``, a typo: the full parser)."""
-    if not argv or argv[0].startswith("-") or argv[0] in ("sample", "app", "serve"):
+    if not argv or argv[0].startswith("-") or argv[0] in ("sample", "app", "serve", "train", "advise"):
         return None
     try:
         return load_command(argv[0])
@@ -364,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_serve(args.host, args.port)
             if args.command == "advise":
                 return _run_advise(args, caught)
+            if args.command == "train":
+                return _run_train(args, caught)
             return _run_module(args, caught)
         except QflowError as exc:
             print(f"error: {exc.message}", file=sys.stderr)

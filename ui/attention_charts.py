@@ -68,9 +68,9 @@ def singular_values_figure(plan: dict[str, Any]) -> go.Figure | None:
 
 
 def loss_curve_figure(plan: dict[str, Any]) -> go.Figure | None:
-    """InfoNCE loss per Adam step (log y); None when the trainer was off."""
+    """InfoNCE loss per Adam step (log y); None when the trainer was off or its projections were loaded (no steps)."""
     training = plan["result"].get("training")
-    if training is None:
+    if training is None or "loss_curve" not in training:
         return None
     curve = training["loss_curve"]
     fig = go.Figure()

@@ -62,17 +62,39 @@ def choose_inputs(command: ModuleCommand, key: str) -> PageInputs:
             file = st.file_uploader(spec.label, type=list(spec.types) or None, key=f"{key}_{spec.name}_upload",
                                     help=spec.help)
             uploaded[spec.name] = None if file is None else (file.name, file.getvalue())
-    if not any(uploaded.values()):
+    if not any(value for name, value in uploaded.items() if name != "model"):
         uploads: dict[str, Upload | None] = {}
         for column, spec in zip(columns, specs, strict=True):
             with column:
-                uploads[spec.name] = _sample_input(spec, samples[chosen_set].get(spec.name), f"{key}_{spec.name}")
+                uploads[spec.name] = uploaded.get(spec.name) if spec.name == "model" else \
+                    _sample_input(spec, samples[chosen_set].get(spec.name), f"{key}_{spec.name}")
+        _offer_trained_models(command, columns, specs, uploads, key)
         missing = [spec.name for spec in specs if not spec.optional and uploads[spec.name] is None]
         return PageInputs(uploads, f"Upload {', '.join(missing)}: no sample for it." if missing else None)
     missing = [spec.name for spec in specs if not spec.optional and uploaded[spec.name] is None]
     for column, spec in zip(columns, specs, strict=True):
-        if uploaded[spec.name] is None:
+        if uploaded[spec.name] is None and spec.name != "model":
             column.caption(f"Upload `{spec.name}` too: samples are used only when nothing is uploaded."
                            if spec.name in missing else "Not uploaded: left out.")
+    _offer_trained_models(command, columns, specs, uploaded, key)
     return PageInputs(uploaded, f"Upload {', '.join(missing)} too, or remove your uploads to run on the samples."
                       if missing else None)
+
+
+def _offer_trained_models(command: ModuleCommand, columns, specs, uploads: dict[str, Upload | None], key: str) -> None:
+    """Under the ``model`` uploader: the trained models of this module in ``$QFLOW_HOME/models`` to pick from (none: nothing shown)."""
+    from qflow.core.models import list_models
+
+    if "model" not in uploads or uploads["model"] is not None:
+        return
+    rows = [r for r in list_models() if r["module"] == command.name and r["exists"]]
+    column = columns[[spec.name for spec in specs].index("model")]
+    with column:
+        if not rows:
+            st.caption("No trained model: the plan trains its own (`python -m qflow train` makes one).")
+            return
+        labels = {f"{Path(r['file']).name} ({r['created_at']})": r["file"] for r in rows}
+        picked = st.selectbox("trained model", ["none: train in the plan", *labels], key=f"{key}_model_pick")
+        if picked in labels:
+            path = Path(labels[picked])
+            uploads["model"] = (path.name, path.read_bytes())

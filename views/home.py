@@ -3,6 +3,7 @@
 import streamlit as st
 
 from qflow.core.commands import available_commands
+from qflow.core.models import list_models, models_dir
 from ui.page import module_pages
 
 st.title("QuantumFlow")
@@ -23,3 +24,13 @@ st.subheader("Modules")
 for page, command in zip(module_pages(), available_commands(), strict=True):
     st.page_link(page, label=command.page_title, icon=command.icon)
     st.caption(command.description)
+
+st.subheader("Trained models")
+models = list_models()
+if models:
+    st.caption(f"In `{models_dir()}`; each module page offers its own under the `model` input.")
+    st.dataframe([{"kind": m["kind"], "module": m["module"], "file": m["file"], "trained": m["created_at"],
+                   "card sha256": (m["card_sha256"] or "")[:12], "qflow": m["qflow_version"]} for m in models], hide_index=True)
+else:
+    st.caption(f"None in `{models_dir()}` yet: `python -m qflow train KIND ...` trains one (power-model, "
+               "contention-classifier, denoiser, contrastive) for its module's plans to reuse.")

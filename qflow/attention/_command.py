@@ -33,9 +33,13 @@ def pruned_dir(out: Path) -> Path:
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
     from qflow.attention._plan import load_attention_inputs, npy_bytes, run_attention
+    from qflow.core.models import load_model, model_digest
 
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
-    run = run_attention(emb, weights, config, digests=digests, progress=progress)
+    model = load_model(files["model"], "contrastive") if files.get("model") else None
+    if model is not None:
+        digests.append(model_digest(files["model"]))
+    run = run_attention(emb, weights, config, digests=digests, progress=progress, model=model)
     info = run.plan.result["updated_embeddings"]
     if out is not None:
         target = embeddings_path(out)
@@ -100,8 +104,9 @@ COMMANDS = (ModuleCommand(
     help="sparse top-k attention vs dense, QAOA top-k, QPE positions, InfoNCE trainer, SVD head pruning",
     config_cls=AttentionConfig,
     inputs=("embeddings",),
-    optional_inputs=("weights",),
+    optional_inputs=("weights", "model"),
     input_help={
+        "model": "contrastive projections from qflow train contrastive (.safetensors): reused instead of training",
         "embeddings": ".npy/.npz/.pt/.safetensors: one (seq, d) array used as Q = K = V, or arrays q, k, v",
         "weights": ".npz/.pt/.safetensors state dict: {q,k,v,o}_proj.weight, BERT encoder.layer.N.attention.* or "
                    "Llama/Mistral model.layers.N.self_attn.{q,k,v,o}_proj (head counts from config.json beside it)",
@@ -113,5 +118,5 @@ COMMANDS = (ModuleCommand(
     icon=":material/center_focus_strong:",
     summary="Sparse top-k attention against dense attention, QPE position encoding, a contrastive trainer "
     "and SVD head pruning on uploaded embeddings and weights.",
-    input_types={"embeddings": TENSOR_SUFFIXES, "weights": TENSOR_SUFFIXES},
+    input_types={"embeddings": TENSOR_SUFFIXES, "weights": TENSOR_SUFFIXES, "model": ("safetensors",)},
 ),)

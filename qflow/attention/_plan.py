@@ -223,6 +223,7 @@ def run_attention(
     *,
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
+    model: Any = None,
 ) -> AttentionRun:
     """:func:`plan_attention`, also returning the updated embeddings and selected keys as arrays."""
     run = PlanRun.start("attention", config, AttentionConfig, requested=lambda c: "+".join(_requested(c)), digests=digests,
@@ -238,7 +239,9 @@ def run_attention(
                               heartbeat=lambda: run.progress(0.1, "QPE position encoding"))
     if config.contrastive_trainer:
         with run.stage("train", 0.2, "contrastive training (InfoNCE)"):
-            q, k = _train(q, k, inputs, config, result, metrics, run.progress)
+            q, k = _train(q, k, inputs, config, result, metrics, run.progress, model, run.diagnostics)
+    elif model is not None:
+        run.note(f"model {model.source} given but contrastive_trainer is off: it was checked and not used")
     with run.stage("sparse_attention", 0.4, "sparse top-k attention"):
         out, idx, search = sparse_attention(q, k, v, config.top_k, block=config.key_block,
                                             prune_limit=config.topk_bounds_limit,
@@ -437,9 +440,28 @@ def _positions(inputs: AttentionInputs, config, solver, quantum, result, metrics
     return q, k
 
 
-def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics, report):
-    """InfoNCE-train W_q, W_k; return the projected Q and K."""
+def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result, metrics, report, model=None, diagnostics=None):
+    """InfoNCE-train W_q, W_k (or take them from a loaded model); return the projected Q and K."""
     q_np, k_np = np.asarray(q), np.asarray(k)
+    if model is not None:
+        from qflow.attention._train import loaded_projections
+
+        wq, wk, figures = loaded_projections(model, q_np, k_np)
+        result["training"] = {**figures, "trained_model": {**model.describe(), "component": "contrastive W_q, W_k", "used": True}}
+        metrics["infonce_initial"], metrics["infonce_final"] = figures["infonce_identity"], figures["infonce_loaded"]
+        if diagnostics is not None:
+            diagnostics.append(f"contrastive trainer: trained: no, loaded from {model.source} (card sha256 {model.card_sha256[:12]})")
+        return q_np @ wq.T, k_np @ wk.T
+    wq, wk, losses, start, rows = contrastive_weights(q_np, k_np, inputs, config, report)
+    result["training"] = {"loss_curve": [round(x, 6) for x in losses], "start": start, "pairs": rows,
+                          "loss": "sum_i -log softmax_j(q_i . k_j)[i]"}
+    metrics["infonce_initial"] = losses[0]
+    metrics["infonce_final"] = losses[-1]
+    return q_np @ wq.T, k_np @ wk.T
+
+
+def contrastive_weights(q_np: np.ndarray, k_np: np.ndarray, inputs: AttentionInputs, config, report):
+    """``(W_q, W_k, losses, start, pairs)``: the InfoNCE training of the plan (also what ``qflow train contrastive`` saves)."""
     d = q_np.shape[1]
     first = inputs.weights.layers[0] if inputs.weights is not None else None
     if first is not None and first.w["q_proj"].shape == first.w["k_proj"].shape == (d, d):
@@ -454,11 +476,7 @@ def _train(q: np.ndarray, k: np.ndarray, inputs: AttentionInputs, config, result
         rows = q_np.shape[0]
     wq, wk, losses = train_contrastive(q_np[:rows], k_np[:rows], wq0, wk0, config.train_steps, config.learning_rate,
                                        config.seed, tick=lambda f: report(0.2 + 0.2 * f, "contrastive training (InfoNCE)"))
-    result["training"] = {"loss_curve": [round(x, 6) for x in losses], "start": start, "pairs": rows,
-                          "loss": "sum_i -log softmax_j(q_i . k_j)[i]"}
-    metrics["infonce_initial"] = losses[0]
-    metrics["infonce_final"] = losses[-1]
-    return q_np @ wq.T, k_np @ wk.T
+    return wq, wk, losses, start, rows
 
 
 def _mass_kept(q, k, idx: torch.Tensor, limit: int = 512) -> float:

@@ -59,12 +59,15 @@ def _sha256_of(handle) -> str:
 def _run_compress(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
                   progress: Progress | None = None) -> Plan:
     from qflow.compression._plan import compress_tensors, load_checkpoint_input
+    from qflow.core.models import load_model, model_digest
 
     checkpoint, digest = load_checkpoint_input(files["input"])
     target = None if out is None else artifact_paths(out, "compress")[0]
     with (target.open("w+b") if target is not None else tempfile.TemporaryFile()) as sink:
-        run = compress_tensors(checkpoint, config, source=digest.source or "input", digests=[digest], sink=sink,
-                               progress=progress)
+        model = load_model(files["model"], "denoiser") if files.get("model") else None
+        digests = [digest] + ([model_digest(files["model"])] if model is not None else [])
+        run = compress_tensors(checkpoint, config, source=digest.source or "input", digests=digests, sink=sink,
+                               progress=progress, model=model)
         info = run.plan.result["container"]
         info["sha256"] = _sha256_of(sink)
     info["written_to"] = None
@@ -155,7 +158,9 @@ COMMANDS = (
         help="compress a checkpoint into a checksummed .qfz container (8/4-bit, pruning, zstd, lossless mode)",
         config_cls=CompressConfig,
         inputs=("input",),
-        input_help={"input": ".safetensors, a sharded checkpoint (its .safetensors.index.json or folder), .pt/.bin "
+        optional_inputs=("model",),
+        input_help={"model": "denoisers from qflow train denoiser (.safetensors): applied instead of training them",
+                    "input": ".safetensors, a sharded checkpoint (its .safetensors.index.json or folder), .pt/.bin "
                     "(weights-only), .npz/.npy/.csv tensors; --out model.qfz writes the container (plan beside it "
                     "as model.qfz.plan.json)"},
         sample_inputs={"input": "sample_data/compression/checkpoint.safetensors"},
@@ -166,7 +171,7 @@ COMMANDS = (
         icon=":material/compress:",
         summary="Shrink checkpoints, gradients and activations into a checksummed container: per-channel "
         "quantization, pruning, entropy packing, or bit-exact lossless mode, against fp16 and zstd.",
-        input_types={"input": INPUT_SUFFIXES},
+        input_types={"input": INPUT_SUFFIXES, "model": ("safetensors",)},
     ),
     ModuleCommand(
         name="decompress",

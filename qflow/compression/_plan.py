@@ -83,6 +83,7 @@ class CompressRun:
 
     plan: Plan
     container: bytes | None
+    denoisers: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,22 +235,32 @@ def _granularity_columns(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfig, seed: int,
-             per_channel: bool) -> dict[str, Any]:
-    """Train the denoiser on this tensor; keep it (block + record) only when it lowers the error."""
-    from qflow.compression._denoise import MAX_DENOISE_VALUES, train_denoiser
+             per_channel: bool, loaded: Mapping[str, bytes] | None = None) -> tuple[dict[str, Any], bytes | None]:
+    """Train the denoiser on this tensor (or take it from a loaded model); keep it (block + record) only when it lowers the error.
+
+    Returns the record and the weights (None when the tensor is too large).
+    """
+    from qflow.compression._denoise import MAX_DENOISE_VALUES, apply_denoiser, train_denoiser
     from qflow.compression._lossless import pack
 
     if x.size > MAX_DENOISE_VALUES:
-        return {"tensor": name, "used": False, "reason": f"over {MAX_DENOISE_VALUES} values"}
+        return {"tensor": name, "used": False, "reason": f"over {MAX_DENOISE_VALUES} values"}, None
     ex = enc.extras
     levels = np.where(ex["hi"], (1 << (2 * config.bits)) - 1, (1 << config.bits) - 1).astype(ex["recon2d"].dtype)
     x2d = channel_matrix(x, per_channel)
-    weights, denoised, losses = train_denoiser(x2d, ex["recon2d"], ex["scales"], ex["zero_points"], levels,
-                                               ex["keep"], config.denoiser_steps, seed)
+    if loaded is not None and name in loaded:
+        weights = loaded[name]
+        denoised = apply_denoiser(weights, ex["recon2d"], ex["scales"], ex["zero_points"], levels, ex["keep"])
+        fit: dict[str, Any] = {"trained": "no, loaded"}
+    else:
+        weights, denoised, losses = train_denoiser(x2d, ex["recon2d"], ex["scales"], ex["zero_points"], levels,
+                                                   ex["keep"], config.denoiser_steps, seed)
+        fit = {"steps": config.denoiser_steps, "loss_first": losses[0], "loss_last": losses[-1]}
+        if loaded is not None:
+            fit["trained"] = "yes: the loaded model has no denoiser for this tensor"
     before = error_sums(x2d, ex["recon2d"]).figures()["relative_l2_error"]
     after = error_sums(x2d, denoised).figures()["relative_l2_error"]
-    info = {"tensor": name, "relative_l2_before": before, "relative_l2_after": after, "steps": config.denoiser_steps,
-            "loss_first": losses[0], "loss_last": losses[-1], "used": bool(after < before)}
+    info = {"tensor": name, "relative_l2_before": before, "relative_l2_after": after, **fit, "used": bool(after < before)}
     if after < before:
         block = Block(f"{name}/denoiser", pack(weights, level=3))
         enc.blocks.append(block)
@@ -259,7 +270,7 @@ def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfi
         enc.reconstruction = denoised.reshape(x.shape).astype(x.dtype, copy=False)
     else:
         info["reason"] = "did not lower the error on this tensor"
-    return info
+    return info, weights
 
 
 def _preview(arrays: Mapping[str, np.ndarray], restored: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
@@ -293,6 +304,7 @@ class _Encoded:
     latent: dict[str, Any] | None = None
     latent_error: str | None = None
     preview: dict[str, Any] | None = None
+    denoiser_weights: bytes | None = None
 
 
 class _MemoryBlocks:
@@ -326,6 +338,7 @@ class _Context:
     quantum: tuple[Any, Any, QuantumReport] | None
     source: str
     preview_tensor: str | None
+    denoisers: Mapping[str, bytes] | None = None  # from a loaded model: tensor name -> denoiser weights
 
 
 def _encode_steps(name: str, x: np.ndarray, i: int, ctx: _Context, timer: StageTimer, out: _Encoded) -> EncodedTensor:
@@ -345,7 +358,7 @@ def _encode_steps(name: str, x: np.ndarray, i: int, ctx: _Context, timer: StageT
         enc.record["quant"]["granularity"] = granularity
     if config.denoiser:
         with timer.stage("denoiser"):
-            out.denoise = _denoise(name, x, enc, config, seed, per_channel)
+            out.denoise, out.denoiser_weights = _denoise(name, x, enc, config, seed, per_channel, ctx.denoisers)
     if ctx.quantum is not None:
         from qflow.compression._quantum import autoencoder_candidate
 
@@ -551,6 +564,7 @@ def compress_tensors(
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
     sink: BinaryIO | None = None,
+    model: Any = None,
 ) -> CompressRun:
     """Compress named tensors into one ``.qfz`` container and measure it.
 
@@ -589,7 +603,12 @@ def compress_tensors(
     solver = SolverReport(requested=_requested_compress(config), ran=_requested_compress(config))
     quantum = _vqc_device(config, solver)
     floats = [r for r in refs if is_float(numpy_dtype(r.dtype)) and math.prod(r.shape)]
-    ctx = _Context(config, quantum, source, max(floats, key=lambda r: math.prod(r.shape)).name if floats else None)
+    loaded = None
+    if model is not None:
+        from qflow.compression._train import loaded_denoisers
+
+        loaded = loaded_denoisers(model)
+    ctx = _Context(config, quantum, source, max(floats, key=lambda r: math.prod(r.shape)).name if floats else None, loaded)
     learned = not config.lossless and (config.denoiser or config.dropout_simulator or quantum is not None)
     workers = _workers(config, learned)
     buffer = io.BytesIO() if sink is None else None
@@ -615,8 +634,23 @@ def compress_tensors(
     original_bytes = sum(r["original_bytes"] for r in rows)
     plan = _compress_plan(config, encoded, solver, timer, steps, layout, source, digests, workers, wall,
                           original_bytes, container_bytes, container, baselines, sample_info)
+    if model is not None:
+        _record_loaded_denoiser(plan, model, config)
     report(1.0, "done")
-    return CompressRun(plan, container)
+    return CompressRun(plan, container, {e.row["name"]: e.denoiser_weights for e in encoded if e.denoiser_weights is not None})
+
+
+def _record_loaded_denoiser(plan: Plan, model: Any, config: CompressConfig) -> None:
+    """Say in the plan which denoiser model was given and whether it was used."""
+    if not config.denoiser:
+        plan.diagnostics.append(f"model {model.source} given but the denoiser is off: it was checked and not used")
+        return
+    rows = plan.result.get("denoiser") or []
+    loaded = sum(1 for r in rows if r.get("trained") == "no, loaded")
+    plan.result["trained_model"] = {**model.describe(), "component": "per-tensor denoisers", "used": loaded > 0,
+                                    "tensors_loaded": loaded, "tensors_trained_here": sum(1 for r in rows if "steps" in r)}
+    plan.diagnostics.append(f"denoiser: trained: no, loaded from {model.source} (card sha256 {model.card_sha256[:12]}) for {loaded} "
+                            f"of {len(rows)} tensors")
 
 
 def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: SolverReport, timer: StageTimer,

@@ -211,22 +211,24 @@ def build_cost_hamiltonian(model: IsingModel):
     import pennylane as qml
 
     coeffs, wires = model.terms()
-    ops = [qml.Z(w[0]) if len(w) == 1 else qml.Z(w[0]) @ qml.Z(w[1]) for w in wires]
+    ops = [qml.Z(w[0]) if len(w) == 1 else qml.prod(*(qml.Z(i) for i in w)) for w in wires]
     if not ops:
         ops, coeffs = [qml.Identity(0)], [0.0]
     return qml.Hamiltonian(coeffs, ops)
 
 
 def cost_layer(gamma, model: IsingModel) -> None:
-    """Apply ``exp(-i gamma H_C)`` with native RZ and IsingZZ gates."""
+    """Apply ``exp(-i gamma H_C)`` with native RZ and IsingZZ gates (MultiRZ for terms on 3 or more wires)."""
     import pennylane as qml
 
     coeffs, wires = model.terms()
     for c, w in zip(coeffs, wires, strict=True):
         if len(w) == 1:
             qml.RZ(2 * gamma * c, wires=w[0])
-        else:
+        elif len(w) == 2:
             qml.IsingZZ(2 * gamma * c, wires=list(w))
+        else:
+            qml.MultiRZ(2 * gamma * c, wires=list(w))
 
 
 def x_mixer_layer(beta, n: int) -> None:

@@ -36,10 +36,14 @@ def write_apply_files(plan: Plan, out: Path) -> dict[str, dict[str, str]]:
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.core.models import load_model, model_digest
     from qflow.energy._plan import load_energy_inputs, plan_energy
 
     inputs, digests = load_energy_inputs(files["telemetry"], files["topology"], files["jobs"], telemetry_options=config)
-    plan = plan_energy(inputs, config, digests=digests, progress=progress)
+    model = load_model(files["model"], "power-model") if files.get("model") else None
+    if model is not None:
+        digests.append(model_digest(files["model"]))
+    plan = plan_energy(inputs, config, digests=digests, progress=progress, model=model)
     if out is not None:
         plan.result["apply"]["files"] = write_apply_files(plan, out)
     return plan
@@ -80,7 +84,9 @@ COMMANDS = (ModuleCommand(
     help="predict node power (GNN vs ridge/persistence), schedule jobs under a power budget, recommend clock caps",
     config_cls=EnergyConfig,
     inputs=("telemetry", "topology", "jobs"),
+    optional_inputs=("model",),
     input_help={
+        "model": "a power model from qflow train power-model (.safetensors): reused instead of training the GNN",
         "telemetry": "CSV or JSON records: timestamp, node, gpu, power_w (+ utilization, sm_clock_mhz, temperature_c, job_id)",
         "topology": "JSON/YAML: nodes (id, gpus, min/max_clock_mhz, gpu_power_limit_w, ...), links, power_budget_w",
         "jobs": 'JSON/YAML: {"jobs": [{"id", "duration" (slots), "power_w"?, "deps"?, "node"?, "gpus"?}]}',
@@ -93,5 +99,6 @@ COMMANDS = (ModuleCommand(
     icon=":material/bolt:",
     summary="Predict per-node power from telemetry, schedule dependent jobs under a power budget and cap "
     "clocks, against ASAP and per-node scheduling and the lower bound on peak power.",
-    input_types={"telemetry": ("csv", "json"), "topology": ("json", "yaml", "yml"), "jobs": ("json", "yaml", "yml")},
+    input_types={"telemetry": ("csv", "json"), "topology": ("json", "yaml", "yml"), "jobs": ("json", "yaml", "yml"),
+                 "model": ("safetensors",)},
 ),)

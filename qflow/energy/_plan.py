@@ -18,11 +18,24 @@ import pandas as pd
 from qflow.core.errors import InfeasibleError, QuantumUnavailableError
 from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.limits import check_limit
+from qflow.core.models import ModelArtifact
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import QuantumBudget, choose_device
 from qflow.energy._apply import apply_commands, schedule_csv
 from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
+from qflow.energy._levels import (
+    LEVELS,
+    LevelWindow,
+    apply_levels,
+    build_level_window,
+    decode_levels,
+    encode_levels,
+    greedy_levels,
+    level_model,
+    level_slowdowns,
+    level_window_cost,
+)
 from qflow.energy._makespan import budget_sweep, flatten_within, makespan_lower_bound, shortest_schedule
 from qflow.energy._meta import WindowController
 from qflow.energy._predict import build_node_series, estimate_job_power, evaluate_predictors
@@ -136,6 +149,22 @@ def _schedule_metrics(problem: Problem, schedule: Schedule, horizon: int, budget
     }
 
 
+def _not_adopted(problem: Problem, schedule: Schedule, new_problem: Problem, new_schedule: Schedule, horizon: int,
+                 budget_w: float | None) -> str | None:
+    """Why a window's answer is not applied (None: it is): it must stay valid and improve (peak, sum of squared power)."""
+    before, after = _score(problem, schedule), _score(new_problem, new_schedule)
+    problems = check_schedule(new_problem, new_schedule)
+    if problems:
+        return f"would break the schedule: {problems[0]}"
+    if new_schedule.makespan(new_problem) > horizon:
+        return "would end after the horizon"
+    if budget_w is not None and after[0] > budget_w * (1 + 1e-9):
+        return "would exceed the budget"
+    if not (after[0] < before[0] - 1e-9 or (after[0] <= before[0] + 1e-9 and after[1] < before[1] - 1e-9)):
+        return "no improvement of (peak, sum of squared power)"
+    return None
+
+
 def _score(problem: Problem, schedule: Schedule) -> tuple[float, float]:
     """(peak W, sum of squared slot power kW^2): lexicographic, lower is better."""
     profile = power_profile(problem, schedule) / 1000.0
@@ -145,8 +174,12 @@ def _score(problem: Problem, schedule: Schedule) -> tuple[float, float]:
 class _WindowRun:
     """State of the window stage: the schedule being improved, the quantum backend, the records."""
 
-    def __init__(self, config: EnergyConfig, problem: Problem, solver: SolverReport, heartbeat: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: EnergyConfig, problem: Problem, solver: SolverReport, heartbeat: Callable[[], None] | None = None,
+                 idle_w_per_gpu: np.ndarray | None = None) -> None:
         self.config, self.problem, self.solver = config, problem, solver
+        # Multi-level windows change durations and powers: self.problem is the problem as planned so far.
+        self.idle_w_per_gpu = np.zeros(problem.n_nodes) if idle_w_per_gpu is None else idle_w_per_gpu
+        self.at_level_zero = np.ones(problem.n_jobs, dtype=bool)
         self.records: list[dict[str, Any]] = []
         self.histories: list[list[float]] = []
         self.steps: list[int] = []
@@ -172,42 +205,97 @@ class _WindowRun:
         tried: set[int] = set()
         done = attempts = 0
         while done < config.qaoa_windows and attempts < 4 * config.qaoa_windows:
-            profile = power_profile(problem, schedule)
+            profile = power_profile(self.problem, schedule)
             slots = [int(t) for t in np.argsort(-profile, kind="stable") if int(t) not in tried and profile[t] > 0]
             if not slots:
                 break
             slot = slots[0]
             tried.add(slot)
             attempts += 1
-            window = build_window(problem, schedule, slot, horizon, config.max_qubits)
+            if config.power_levels == LEVELS:
+                window = build_level_window(self.problem, schedule, slot, horizon, config.max_qubits, self.idle_w_per_gpu,
+                                            config.max_slowdown, self.at_level_zero)
+            else:
+                window = build_window(problem, schedule, slot, horizon, config.max_qubits)
             if window is None:
                 continue
-            progress(0.45 + 0.35 * done / config.qaoa_windows, f"window {done + 1}/{config.qaoa_windows} at slot {slot} ({window.n} jobs)")
-            schedule = self._solve(window, schedule, horizon, budget_w, ids, done)
+            progress(0.45 + 0.35 * done / config.qaoa_windows, f"window {done + 1}/{config.qaoa_windows} at slot {slot} ({window.n} qubits)")
+            if config.power_levels == LEVELS:
+                self._solve_levels(window, schedule, horizon, budget_w, ids, done)
+            else:
+                schedule = self._solve(window, schedule, horizon, budget_w, ids, done)
+            problem = self.problem
             done += 1
         return schedule
 
     def _solve(self, window, schedule: Schedule, horizon: int, budget_w: float | None, ids: list[str], index: int) -> Schedule:
-        config, problem = self.config, self.problem
+        problem = self.problem
         model = window_ising(window)
         exact_bits, best, worst = solve_exact(model)
         greedy = greedy_bits(model)
-        greedy_cost = model.energy(greedy)
+        record = self._record(window, model, ids, best, worst, model.energy(greedy))
+        bits = self._quantum_bits(model, record, greedy, index, best, worst)
+        record["exact_bits"] = exact_bits.astype(int).tolist()
+        record["chosen_bits"] = np.asarray(bits).astype(int).tolist()
+        candidate = apply_window(schedule, window, bits)
+        reason = None if np.asarray(bits).any() else "the answer keeps every job (nothing to apply)"
+        reason = reason or _not_adopted(problem, schedule, problem, candidate, horizon, budget_w)
+        before, after = _score(problem, schedule), _score(problem, candidate)
+        record.update(applied=reason is None, not_applied_reason=reason, deferred=[ids[j] for j in window.jobs[np.asarray(bits, bool)]],
+                      peak_before_w=round(before[0], 3), peak_after_w=round(after[0] if reason is None else before[0], 3))
+        # Sanity: the Ising energies are the direct window cost (checked on the chosen answer).
+        record["cost_check_abs_diff"] = abs(window_cost(window, bits) - model.energy(bits))
+        self.records.append(record)
+        return candidate if reason is None else schedule
+
+    def _solve_levels(self, window: LevelWindow, schedule: Schedule, horizon: int, budget_w: float | None, ids: list[str],
+                      index: int) -> None:
+        """Solve one multi-level window; on adoption ``self.problem`` takes the new durations and powers."""
+        problem = self.problem
+        model = level_model(window)
+        exact_bits, best, worst = solve_exact(model)
+        greedy = encode_levels(greedy_levels(window))
+        record = self._record(window, model, ids, best, worst, model.energy(greedy))
+        bits = self._quantum_bits(model, record, greedy, index, best, worst)
+        levels = window.effective(decode_levels(bits))
+        candidate = apply_levels(problem, window, levels)
+        reason = None if levels.any() else "the answer keeps every job at level 0 (nothing to apply)"
+        reason = reason or _not_adopted(problem, schedule, candidate, schedule, horizon, budget_w)
+        before, after = _score(problem, schedule), _score(candidate, schedule)
+        slowdowns = level_slowdowns(self.config.max_slowdown)
+        record.update(exact_levels=decode_levels(exact_bits).tolist(), chosen_levels=levels.tolist(),
+                      level_slowdowns=[round(float(v), 4) for v in slowdowns], applied=reason is None, not_applied_reason=reason,
+                      slowed=[{"job": ids[j], "level": int(lv), "slowdown": round(float(slowdowns[lv]), 4),
+                               "duration_slots": int(window.duration[i, lv]), "power_w": round(float(window.power_w[i, lv]), 3)}
+                              for i, (j, lv) in enumerate(zip(window.jobs, levels, strict=True)) if lv > 0],
+                      peak_before_w=round(before[0], 3), peak_after_w=round(after[0] if reason is None else before[0], 3),
+                      cost_check_abs_diff=abs(level_window_cost(window, decode_levels(bits)) - model.energy(bits)))
+        self.records.append(record)
+        if reason is None:
+            self.problem = candidate
+            self.at_level_zero[window.jobs[levels > 0]] = False
+
+    def _record(self, window, model, ids: list[str], best: float, worst: float, greedy_cost: float) -> dict[str, Any]:
+        """The window's record before any quantum work: exact, worst, keep-all and greedy costs, the method chosen."""
         greedy_ratio = approximation_ratio(worst, greedy_cost, best)
         if self.controller is not None:
             method, why = self.controller.choose(1.0 - greedy_ratio)
         else:
             method, why = "qaoa", "qaoa_scheduling on: QAOA on every window"
-        record: dict[str, Any] = {
+        return {
             "slot": window.slot, "jobs": [ids[j] for j in window.jobs], "qubits": window.n,
             "exact_cost_kw2": round(best, 6), "worst_cost_kw2": round(worst, 6), "keep_all_cost_kw2": round(model.energy(np.zeros(window.n, int)), 6),
             "greedy_cost_kw2": round(greedy_cost, 6), "greedy_ratio": round(greedy_ratio, 6),
             "qaoa_cost_kw2": None, "qaoa_ratio": None, "choice": method, "why": why,
         }
+
+    def _quantum_bits(self, model, record: dict[str, Any], greedy: np.ndarray, index: int, best: float, worst: float) -> np.ndarray:
+        """QAOA's answer when the record's method is QAOA and it runs, else the greedy bits (the record says which)."""
+        config = self.config
         bits = greedy
-        if method == "qaoa" and self.device is None:
+        if record["choice"] == "qaoa" and self.device is None:
             record["choice"], record["why"] = "heuristic", f"QAOA unavailable ({self.quantum_reason})"
-        elif method == "qaoa":
+        elif record["choice"] == "qaoa":
             try:
                 result = run_qaoa(model, config.qaoa_layers, self.device, self.budget, max_steps=config.qaoa_steps,
                                   seed=config.seed + index)
@@ -224,28 +312,7 @@ class _WindowRun:
                 if self.controller is not None:
                     self.controller.observe_qaoa(1.0 - ratio)
                 bits = result.bits
-        record["exact_bits"] = exact_bits.astype(int).tolist()
-        record["chosen_bits"] = np.asarray(bits).astype(int).tolist()
-        candidate = apply_window(schedule, window, bits)
-        before, after = _score(problem, schedule), _score(problem, candidate)
-        problems = check_schedule(problem, candidate)
-        reason = None
-        if not np.asarray(bits).any():
-            reason = "the answer keeps every job (nothing to apply)"
-        elif problems:
-            reason = f"would break the schedule: {problems[0]}"
-        elif candidate.makespan(problem) > horizon:
-            reason = "would end after the horizon"
-        elif budget_w is not None and after[0] > budget_w * (1 + 1e-9):
-            reason = "would exceed the budget"
-        elif not (after[0] < before[0] - 1e-9 or (after[0] <= before[0] + 1e-9 and after[1] < before[1] - 1e-9)):
-            reason = "no improvement of (peak, sum of squared power)"
-        record.update(applied=reason is None, not_applied_reason=reason, deferred=[ids[j] for j in window.jobs[np.asarray(bits, bool)]],
-                      peak_before_w=round(before[0], 3), peak_after_w=round(after[0] if reason is None else before[0], 3))
-        # Sanity: the Ising energies are the direct window cost (checked on the chosen answer).
-        record["cost_check_abs_diff"] = abs(window_cost(window, bits) - model.energy(bits))
-        self.records.append(record)
-        return candidate if reason is None else schedule
+        return bits
 
     def report(self) -> QuantumReport | None:
         ran = [r for r in self.records if r["qaoa_ratio"] is not None]
@@ -259,7 +326,7 @@ class _WindowRun:
 
 
 def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | None = None, *,
-                digests: list[InputDigest] | None = None, progress: Progress | None = None) -> Plan:
+                digests: list[InputDigest] | None = None, progress: Progress | None = None, model: ModelArtifact | None = None) -> Plan:
     """Predict power, schedule the jobs under the budget and recommend clock caps.
 
     Parameters
@@ -271,6 +338,9 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         Digests of the files (front ends pass them).
     progress : callable, optional
         ``progress(fraction, message)``.
+    model : ModelArtifact, optional
+        A power model from ``qflow train power-model``: scored instead of
+        training the GNN (``result.trained_model`` says which).
 
     Returns
     -------
@@ -378,9 +448,10 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     beat.stage(0.2, "prediction: training the GNN")
     with timer.stage("predict"):
         series = build_node_series(telemetry, topo)
+        gnn, trained_model = _loaded_power_model(model, config, topo, series, diagnostics)
         prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
                                          use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed,
-                                         heartbeat=beat)
+                                         heartbeat=beat, gnn_model=gnn)
         fits = fit_power_models(telemetry, topo)
         clocks, clock_sources = current_clocks(telemetry, topo)
     if config.gnn_prediction and prediction.best != "gnn":
@@ -388,11 +459,13 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
                            f"{prediction.best} {prediction.mae_w[prediction.best]:.1f} W")
 
     before_windows = schedule
+    baseline_problem = problem
     window_run = None
     if config.qaoa_scheduling or config.meta_learning:
         with timer.stage("windows"):
-            window_run = _WindowRun(config, problem, solver, beat)
+            window_run = _WindowRun(config, problem, solver, beat, idle_w_per_gpu=np.array([f.p_idle_w for f in fits]))
             schedule = window_run.run(schedule, horizon, budget, jobs.ids, report)
+            baseline_problem, problem = problem, window_run.problem  # multi-level windows change durations and powers
             quantum = window_run.report()
             if quantum is not None:
                 solver.quantum = quantum
@@ -423,19 +496,19 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "predicted_energy_saving_kwh": caps["saving_kwh"],
         "active_accelerators": caps["active_total"],
     })
-    baselines = {"asap": _schedule_metrics(problem, asap, horizon, budget, slot_h, idle),
-                 "per_node": _schedule_metrics(problem, per_node, horizon, budget, slot_h, idle)}
+    baselines = {"asap": _schedule_metrics(baseline_problem, asap, horizon, budget, slot_h, idle),
+                 "per_node": _schedule_metrics(baseline_problem, per_node, horizon, budget, slot_h, idle)}
     if window_run is not None:
-        baselines["list_before_windows"] = _schedule_metrics(problem, before_windows, horizon, budget, slot_h, idle)
+        baselines["list_before_windows"] = _schedule_metrics(baseline_problem, before_windows, horizon, budget, slot_h, idle)
     asap_peak = baselines["asap"]["peak_power_w"]
     metrics["peak_reduction_vs_asap"] = round(1.0 - metrics["peak_power_w"] / asap_peak, 6) if asap_peak > 0 else None
     if budget is not None and metrics["budget_exceeded_slots"]:
         diagnostics.append(f"the {solver.ran} schedule exceeds the budget in {metrics['budget_exceeded_slots']} slots "
                            "(the per-node scheduler gives each node a fixed share; turn on gnn_prediction for the cluster-wide scheduler)")
-    length = max(schedule.makespan(problem), asap.makespan(problem), per_node.makespan(problem))
+    length = max(schedule.makespan(problem), asap.makespan(baseline_problem), per_node.makespan(baseline_problem))
     result: dict[str, Any] = {
         "schedule": [{"job": jobs.ids[j], "node": topo.node_ids[schedule.node[j]], "start": int(schedule.start[j]),
-                      "end": int(schedule.start[j] + problem.duration[j]), "power_w": round(float(power[j]), 3), "gpus": int(problem.gpus[j])}
+                      "end": int(schedule.start[j] + problem.duration[j]), "power_w": round(float(problem.power_w[j]), 3), "gpus": int(problem.gpus[j])}
                      for j in np.lexsort((np.arange(problem.n_jobs), schedule.start))],
         "slot_hours": slot_h,
         "horizon_slots": horizon,
@@ -448,8 +521,8 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "list_scheduler": list_info,
         "power_timeline_w": {
             "plan": _rounded(power_profile(problem, schedule, length)),
-            "asap": _rounded(power_profile(problem, asap, length)),
-            "per_node": _rounded(power_profile(problem, per_node, length)),
+            "asap": _rounded(power_profile(baseline_problem, asap, length)),
+            "per_node": _rounded(power_profile(baseline_problem, per_node, length)),
             "plan_capped": _rounded(caps["capped_total"], length),
         },
         "frequency_caps": caps["per_node"],
@@ -473,6 +546,8 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
         "quantum_accelerators": topo.quantum_accelerators,
         "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
+    if trained_model is not None:
+        result["trained_model"] = trained_model
     result["apply"] = {**apply_commands(caps["per_node"], topo), "schedule_csv": schedule_csv(result["schedule"], slot_h),
                        "files": {key: {"file": None, "written_to": None} for key in ("set_script", "restore_script", "schedule_csv")}}
     if window_run is not None:
@@ -481,6 +556,12 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
             result["meta"] = {"learner": "online: expected QAOA gap (EWMA of 1 - ratio) vs this window's greedy gap",
                               "choices": [{"slot": r["slot"], "choice": r["choice"], "why": r["why"]} for r in window_run.records]}
         applied = sum(r["applied"] for r in window_run.records)
+        if config.power_levels == LEVELS:
+            result["clock_levels"] = {"slowdowns": [round(float(v), 4) for v in level_slowdowns(config.max_slowdown)],
+                                      "model": "idle part g P_idle kept, dynamic part / slowdown^3, run time x slowdown, "
+                                               "slot-average power on the slot grid (energy kept)",
+                                      "jobs": [row for r in window_run.records if r["applied"] for row in r["slowed"]]}
+            metrics["jobs_slowed"] = len(result["clock_levels"]["jobs"])
         metrics.update(windows=len(window_run.records), windows_applied=applied,
                        qaoa_mean_ratio=_mean([r["qaoa_ratio"] for r in window_run.records]),
                        greedy_mean_ratio=_mean([r["greedy_ratio"] for r in window_run.records]))
@@ -489,6 +570,21 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     report(1.0, "done")
     return Plan(module="energy", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
                 baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+
+
+def _loaded_power_model(model: ModelArtifact | None, config: EnergyConfig, topo, series, diagnostics: list[str]):
+    """The GNN from a given model (checked against these inputs) and what the plan says about it; (None, None) without one."""
+    if model is None:
+        return None, None
+    from qflow.energy._train import power_model_from_artifact
+
+    described = {**model.describe(), "component": "GraphSAGE power predictor"}
+    if not config.gnn_prediction:
+        diagnostics.append(f"model {model.source} given but gnn_prediction is off: it was checked and not used")
+        return None, {**described, "used": False}
+    gnn = power_model_from_artifact(model, topo, series, config.history_window)
+    diagnostics.append(f"power predictor: trained: no, loaded from {model.source} (card sha256 {model.card_sha256[:12]})")
+    return gnn, {**described, "used": True}
 
 
 class _Heartbeat:

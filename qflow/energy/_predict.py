@@ -207,6 +207,7 @@ class PredictionReport:
     mape: dict[str, float] = field(default_factory=dict)
     mape_by_node: dict[str, list[float | None]] = field(default_factory=dict)
     node_ids: list[str] = field(default_factory=list)
+    gnn_model: Any = None
 
     def per_node(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Node -> method -> ``{"mae_w", "mape"}`` on the held-out tail (the figures an operator reads per machine)."""
@@ -237,15 +238,22 @@ class PredictionReport:
         }
 
 
+def effective_window(series: NodeSeries, window: int) -> int:
+    """The history window the predictors use: ``window`` shrunk so at least 2 samples remain."""
+    return max(1, min(window, series.power_w.shape[0] - 3))
+
+
 def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, test_fraction: float, use_gnn: bool,
-                        hidden: int, steps: int, seed: int, heartbeat: Callable[[], None] | None = None) -> PredictionReport:
+                        hidden: int, steps: int, seed: int, heartbeat: Callable[[], None] | None = None,
+                        gnn_model: GraphSage | None = None) -> PredictionReport:
     """Fit ridge (and the GNN) on the head, score all methods walk-forward on the tail.
 
     Needs at least ``window + 3`` intervals; shorter histories shrink the
-    window to fit (the caller validated at least 3 timestamps).
+    window to fit (the caller validated at least 3 timestamps). A given
+    ``gnn_model`` (a trained one, checked against these inputs by the
+    caller) is scored instead of training one.
     """
-    T = series.power_w.shape[0]
-    window = max(1, min(window, T - 3))
+    window = effective_window(series, window)
     scale = np.maximum(topology.gpus * topology.gpu_power_limit_w, 1.0)
     X, y, origins = make_features(series, scale, window)
     S = len(origins)
@@ -263,8 +271,10 @@ def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, 
     forecast = {"persistence": series.power_w[-1].tolist(),
                 "ridge": (series.power_w[-1] + ridge.predict(X_next.reshape(X.shape[1], -1)) * scale).tolist()}
     losses: list[float] = []
-    if use_gnn:
+    model = gnn_model
+    if use_gnn and model is None:
         model, losses = train_gnn(X[:n_train], y[:n_train], neighbour_mean_matrix(topology), hidden, steps, seed, heartbeat=heartbeat)
+    if use_gnn:
         predictions["gnn"] = last[n_train:] + _gnn_predict(model, X[n_train:]) * scale
         forecast["gnn"] = (series.power_w[-1] + _gnn_predict(model, X_next[None])[0] * scale).tolist()
     # Power cannot be negative: clip every method the same way.
@@ -279,7 +289,7 @@ def evaluate_predictors(series: NodeSeries, topology: Topology, *, window: int, 
     return PredictionReport(methods=list(predictions), mae_w=mae, mae_by_node_w=by_node, best=best, tail_timestamps=stamps,
                             tail_measured_w=tail, tail_predicted_w=predictions, forecast_w=forecast, train_samples=n_train,
                             test_samples=n_test, gnn_losses=losses, interval_hours=series.interval_hours, mape=mape,
-                            mape_by_node=mape_by_node, node_ids=list(topology.node_ids))
+                            mape_by_node=mape_by_node, node_ids=list(topology.node_ids), gnn_model=model if use_gnn else None)
 
 
 def _mape(predictions: dict[str, np.ndarray], truth: np.ndarray) -> tuple[dict[str, float], dict[str, list[float | None]]]:

@@ -86,6 +86,7 @@ class EnergyConfig(QflowConfig):
     telemetry_interval_s: float = Field(0.0, ge=0, le=86_400, description="dcgmi dmon only: seconds between samples (its --delay / 1000); required for that format.")
     telemetry_start_s: float = Field(0.0, ge=0, le=9.0e9, description="dcgmi dmon only: time of the first sample, unix seconds (0: 1970-01-01, times then relative).")
     max_slowdown: float = Field(1.15, ge=1.0, le=3.0, description="Clock caps may slow jobs by at most this factor for energy (power limits may need more).")
+    power_levels: Literal[2, 4] = Field(2, description="Peak-slot windows: 2 = one qubit per job (run now or defer one slot); 4 = two qubits per job choosing one of four clock levels (slowdown 1 to max_slowdown, power from the fitted power-vs-clock model).")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ __all__ = ["COMMANDS"]
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    from qflow.core.models import load_model, model_digest
     from qflow.nvlink._plan import load_nvlink_inputs, plan_nvlink
 
     fabric, jobs, logs, digests = load_nvlink_inputs(files["fabric"], files["jobs"], files.get("logs"))
-    return plan_nvlink(fabric, jobs, config, logs=logs, digests=digests, progress=progress)
+    model = load_model(files["model"], "contention-classifier") if files.get("model") else None
+    if model is not None:
+        digests.append(model_digest(files["model"]))
+    return plan_nvlink(fabric, jobs, config, logs=logs, digests=digests, progress=progress, model=model)
 
 
 def _summarize(plan: Plan) -> list[str]:
@@ -70,8 +74,9 @@ COMMANDS = (ModuleCommand(
     "greedy colouring and shortest paths",
     config_cls=NvlinkConfig,
     inputs=("fabric", "jobs"),
-    optional_inputs=("logs",),
+    optional_inputs=("logs", "model"),
     input_help={
+        "model": "a contention classifier from qflow train contention-classifier (.safetensors): reused instead of training",
         "fabric": "NetworkX node-link JSON (gpu / nvswitch / nic / switch nodes; links with bandwidth_gbps, optional "
         "latency_us) or the text of nvidia-smi topo -m",
         "jobs": 'JSON/YAML {"jobs": [{"id", "ranks", "traffic": ranks x ranks bytes | "pattern": all_reduce|all_to_all|'
@@ -85,7 +90,7 @@ COMMANDS = (ModuleCommand(
     icon=":material/lan:",
     summary="Place jobs' ranks on an NVLink/NVSwitch fabric, schedule transfers in conflict-free rounds and "
     "route flows, against round-robin placement, greedy colouring and shortest paths.",
-    input_types={"fabric": ("json", "txt"), "jobs": ("json", "yaml", "yml"), "logs": ("csv",)},
+    input_types={"fabric": ("json", "txt"), "jobs": ("json", "yaml", "yml"), "logs": ("csv",), "model": ("safetensors",)},
     sample_sets={fabric: {"fabric": f"sample_data/nvlink/{fabric}", "jobs": f"sample_data/nvlink/{jobs}"}
                  for fabric, jobs in SAMPLE_SCENARIOS.items()},
 ),)

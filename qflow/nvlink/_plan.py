@@ -13,6 +13,7 @@ import pandas as pd
 
 from qflow.core.errors import InputError
 from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.models import ModelArtifact
 from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
@@ -212,6 +213,7 @@ def plan_nvlink(
     logs: pd.DataFrame | None = None,
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
+    model: ModelArtifact | None = None,
 ) -> Plan:
     """Place jobs' ranks on a fabric, schedule their transfers in rounds and route the flows.
 
@@ -271,7 +273,9 @@ def plan_nvlink(
     if config.classifier:
         with run.stage("classifier", 0.7, "contention classifier (SVM)"):
             classifier_report = _classify(table, work, routing.weights, job_list, rr, rounds.transfers, rounds.colourings, logs,
-                                          config, run.diagnostics, run.progress, run.timer.timings_s)
+                                          config, run.diagnostics, run.progress, run.timer.timings_s, loaded=model)
+    elif model is not None:
+        run.note(f"model {model.source} given but the classifier is off: it was checked and not used")
     with run.stage("baselines", 0.85, "baselines"):
         run.baselines = _baselines(table, job_list, rounds.transfers, rounds.colourings, rounds.greedy, rr, rnd, cost, work,
                                    routing.shortest_eval, config)
@@ -426,14 +430,21 @@ def _plan_body(fabric: Fabric, table: PathTable, jobs: Sequence[Job], placements
 
 def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequence[Job], rr: Sequence[np.ndarray],
               transfers: Sequence[Transfers], colourings: Sequence[np.ndarray], logs: pd.DataFrame | None,
-              config: NvlinkConfig, diagnostics: list[str], report: Progress, timings: dict[str, float]) -> dict[str, Any] | None:
-    source = "uploaded" if logs is not None else "simulated"
-    data = logs if logs is not None else simulate_logs(
-        table, config.classifier_samples, config.seed, [j.traffic for j in jobs],
-        heartbeat=lambda i, n: report(0.7 + 0.15 * i / n, f"contention classifier: simulated run {i + 1}/{n}"))
-    started = time.perf_counter()
-    model = train_classifier(data, config.seed)
-    timings["classifier_rbf_fit"] = round(time.perf_counter() - started, 6)
+              config: NvlinkConfig, diagnostics: list[str], report: Progress, timings: dict[str, float],
+              loaded: ModelArtifact | None = None) -> dict[str, Any] | None:
+    if loaded is not None:
+        from qflow.nvlink._train import classifier_from_artifact
+
+        source, data, model = "loaded model", None, classifier_from_artifact(loaded)
+        diagnostics.append(f"contention classifier: trained: no, loaded from {loaded.source} (card sha256 {loaded.card_sha256[:12]})")
+    else:
+        source = "uploaded" if logs is not None else "simulated"
+        data = logs if logs is not None else simulate_logs(
+            table, config.classifier_samples, config.seed, [j.traffic for j in jobs],
+            heartbeat=lambda i, n: report(0.7 + 0.15 * i / n, f"contention classifier: simulated run {i + 1}/{n}"))
+        started = time.perf_counter()
+        model = train_classifier(data, config.seed)
+        timings["classifier_rbf_fit"] = round(time.perf_counter() - started, 6)
     if model is None:
         diagnostics.append(f"classifier not trained: the {source} logs hold fewer than 2 runs of one class")
         return None
@@ -445,7 +456,9 @@ def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequ
     }
     features = {name: features_of(table, w.flows, w.paths, wt) for name, (w, wt) in cases.items()}
     figures, calls = dict(model.report), {name: model.predict(f) for name, f in features.items()}
-    kernel = _quantum_kernel(data, config, model, features, report, timings) if config.quantum_kernel else None
+    kernel = _quantum_kernel(data, config, model, features, report, timings) if config.quantum_kernel and data is not None else None
+    if config.quantum_kernel and data is None:
+        diagnostics.append("quantum_kernel: the comparison needs the training runs, which a loaded model does not carry: not run")
     if kernel is not None and kernel["adopted"]:
         figures.update(model="SVC on the quantum kernel (precomputed, C=10, balanced)", **kernel.pop("calls_and_figures"))
         calls = figures.pop("calls")
@@ -461,7 +474,10 @@ def _classify(table: PathTable, work: _Workload, weights: np.ndarray, jobs: Sequ
         predictions[name] = {"congested": call["congested"] if trusted else None, "model_call": call["congested"],
                              "score": call["score"], "simulated_congested": bool(congested), "simulated_slowdown": slowdown,
                              "features": features[name]}
-    out = {**figures, "logs": source, "log_rows": int(len(data)), "acted_on": trusted, "predictions": predictions}
+    out = {**figures, "logs": source, "log_rows": int(len(data)) if data is not None else figures.get("log_rows"), "acted_on": trusted,
+           "predictions": predictions}
+    if loaded is not None:
+        out["trained_model"] = {**loaded.describe(), "component": "contention classifier (RBF SVM)", "used": True}
     if kernel is not None:
         out["quantum_kernel"] = kernel
     return out

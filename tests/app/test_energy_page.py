@@ -23,7 +23,7 @@ def at(tmp_path, monkeypatch) -> AppTest:
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
     assert [t.label for t in at.toggle] == EnergyConfig.toggles()
-    choices = {"objective", "telemetry_format"}  # Literal fields: select boxes
+    choices = {"objective", "telemetry_format", "power_levels"}  # Literal fields: select boxes
     assert {s.label for s in at.selectbox} >= choices and at.selectbox(key="energy_objective").value == "min_makespan"
     assert {n.label for n in at.number_input} == set(EnergyConfig.model_fields) - set(EnergyConfig.toggles()) - choices
     assert at.toggle(key="energy_gnn_prediction").value is True and at.toggle(key="energy_qaoa_scheduling").value is False
