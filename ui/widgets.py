@@ -63,16 +63,23 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
                            help=info.description)
 
 
+def _max_length(info: FieldInfo) -> int | None:
+    return next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+
+
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
-    Toggles first on one row, then choices, then number inputs in a grid; widget
-    keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
+    Toggles first on one row, then choices, then text fields, then number inputs
+    in a grid; widget keys are ``f"{key_prefix}_{field}"``. A field type it does
+    not know is a ``TypeError``.
     """
-    toggles, numbers, choices = [], [], []
+    toggles, numbers, choices, texts = [], [], [], []
     for name, info in ordered_fields(config_cls):
         if info.annotation is bool:
             toggles.append((name, info))
+        elif info.annotation is str:
+            texts.append((name, info))
         elif info.annotation in (int, float):
             numbers.append((name, info))
         elif typing.get_origin(info.annotation) is typing.Literal:
@@ -88,6 +95,9 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
         options = list(typing.get_args(info.annotation))
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
                                     help=info.description)
+    for name, info in texts:
+        values[name] = st.text_input(name, value=str(info.default), max_chars=_max_length(info),
+                                     key=f"{key_prefix}_{name}", help=info.description).strip()
     grid = st.columns(columns)
     for index, (name, info) in enumerate(numbers):
         with grid[index % columns]:
