@@ -128,7 +128,7 @@ def main() -> None:
             same = run.container == local and _no_worker(layered.result["layers"]) == plans.result["layers"]
             used = len(run.plan.result["cluster"]["workers_used"]), len(layered.result["cluster"]["workers_used"])
             print(f"  {f'dask, {n} local worker(s)':<28} {c_s:10.1f} {c_local / c_s:8.2f} {r_s:10.1f} "
-                  f"{r_local / r_s:8.2f}  {same} (workers used {used[0]}/{used[1]}; cluster start + imports "
+                  f"{r_local / r_s:8.2f}  {same} (workers used {used[0]}/{used[1]}; cluster start + warm-up "
                   f"{ready:.1f} s, not timed)")
         print(f"  load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
