@@ -138,7 +138,7 @@ def test_killing_a_worker_mid_compress_loses_nothing(tmp_path):
 
     from tests.dask_cluster import start_cluster
 
-    ckpt = _checkpoint(tmp_path / "ckpt", shards=6, rows=3072)
+    ckpt = _checkpoint(tmp_path / "ckpt", shards=6, rows=1024)
     local = compress_tensors(open_checkpoint(ckpt), {"bits": 4}).container
     (tmp_path / "dask").mkdir()
     cluster = start_cluster(tmp_path / "dask", n_workers=2)
