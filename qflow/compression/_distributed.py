@@ -194,16 +194,15 @@ def _file_tasks(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, i
     return tasks
 
 
-def _sized_files(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, int]) -> list[str]:
-    """Create each output file with its header, at its full length (the workers fill in the tensors)."""
-    written = []
+def _sized_files(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, int], written: list[str]) -> None:
+    """Create each output file with its header, at its full length (the workers fill in the tensors); each path
+    goes into ``written`` before the file is created."""
     for path, head, names in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         written.append(str(path))
         with path.open("wb") as handle:
             handle.write(head)
             handle.truncate(len(head) + sum(sizes[n] for n in names))
-    return written
 
 
 def cluster_decode_files(address: str, container: Path, source: str, records: dict[str, dict[str, Any]],
@@ -218,9 +217,10 @@ def cluster_decode_files(address: str, container: Path, source: str, records: di
 
     sizes = {name: tensor_nbytes(r) for name, r in records.items()}
     tasks = _file_tasks(outputs, sizes)
+    written: list[str] = []
     with dask_client(address, source=source) as client:
-        written = _sized_files(outputs, sizes)
         try:
+            _sized_files(outputs, sizes, written)
             workers = _check_workers(client, [str(container.resolve()), *sorted({str(Path(w).resolve()) for w in written})],
                                      source)
             calls = ((_write_group, str(container.resolve()), source, str(Path(t).resolve()), items)

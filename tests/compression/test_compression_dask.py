@@ -115,6 +115,21 @@ def test_one_large_file_is_split_into_tensor_groups(tmp_path, dask_cluster, monk
     assert local["metrics"]["container_bytes"] == remote["metrics"]["container_bytes"]
 
 
+def test_a_damaged_block_found_on_a_worker_is_the_local_error_and_leaves_no_files(tmp_path, dask_cluster, capsys):
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    _compress(ckpt, tmp_path / "model.qfz", "--lossless")
+    data = bytearray((tmp_path / "model.qfz").read_bytes())
+    data[200] ^= 0xFF  # inside the first blocks, past the fixed preamble
+    (tmp_path / "model.qfz").write_bytes(bytes(data))
+    capsys.readouterr()
+    code = main(["decompress", "--input", str(tmp_path / "model.qfz"), "--out", str(tmp_path / "restored"),
+                 "--dask-scheduler", dask_cluster.address])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "checksum mismatch" in err[0] and "Traceback" not in err[0]
+    assert not list((tmp_path / "restored").glob("*.safetensors"))
+
+
 def test_a_path_the_workers_cannot_see_is_one_line_error(tmp_path, dask_cluster):
     ckpt = _checkpoint(tmp_path / "ckpt")
     checkpoint = open_checkpoint(ckpt)
