@@ -574,7 +574,10 @@ def compress_tensors(
         ``decompress_mb_per_s`` (per core: bytes over the CPU time the worker
         threads spent encoding / decoding, so a busy machine does not skew them);
         ``plan.result["tensors"]`` has them per tensor; ``plan.baselines``:
-        ``fp16_cast``, ``zstd_raw``, ``int8_plain`` (on ``result["baseline_sample"]``).
+        ``fp16_cast``, ``zstd_raw``, ``int8_plain`` (on ``result["baseline_sample"]``). With a Dask
+        scheduler (``dask_scheduler`` or ``QFLOW_DASK_SCHEDULER``) and a checkpoint opened from a path,
+        its shards are encoded on the cluster (:mod:`qflow.compression._distributed`), the container is
+        the same bytes, and ``result["cluster"]`` names the worker of each task.
     """
     if not isinstance(config, CompressConfig):
         config = config_from_mapping(CompressConfig, config, "config")
