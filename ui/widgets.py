@@ -63,6 +63,10 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
                            help=info.description)
 
 
+def _max_length(info: FieldInfo) -> int | None:
+    return next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+
+
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
@@ -74,6 +78,8 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
     for name, info in ordered_fields(config_cls):
         if info.annotation is bool:
             toggles.append((name, info))
+        elif info.annotation is str:
+            texts.append((name, info))
         elif info.annotation in (int, float):
             numbers.append((name, info))
         elif typing.get_origin(info.annotation) is typing.Literal:
@@ -92,7 +98,8 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
                                     help=info.description)
     for name, info in texts:
-        values[name] = st.text_input(name, value=str(info.default), key=f"{key_prefix}_{name}", help=info.description)
+        values[name] = st.text_input(name, value=str(info.default), max_chars=_max_length(info),
+                                     key=f"{key_prefix}_{name}", help=info.description).strip()
     grid = st.columns(columns)
     for index, (name, info) in enumerate(numbers):
         with grid[index % columns]:

@@ -89,6 +89,8 @@ class Checkpoint:
     source: str
     tensors: list[TensorRef]
     layout: dict[str, Any]
+    #: The absolute path it was opened from (None for uploaded bytes): cluster workers reopen it there.
+    path: Path | None = None
 
     @property
     def nbytes(self) -> int:
@@ -361,6 +363,14 @@ def _npz(path: Path) -> Checkpoint:
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint | None:
+    """See :func:`_open_checkpoint`; the checkpoint records the absolute path it was opened from."""
+    checkpoint = _open_checkpoint(Path(path))
+    if checkpoint is not None:
+        checkpoint.path = Path(path).resolve()
+    return checkpoint
+
+
+def _open_checkpoint(path: Path) -> Checkpoint | None:
     """Open ``path`` lazily when it is a layout this module reads; None for others (``.npy``, CSV: read whole).
 
     Raises
@@ -368,7 +378,6 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint | None:
     InputError
         One line naming the file and tensor (see the module docstring).
     """
-    path = Path(path)
     if path.is_dir():
         return _folder(path)
     name = path.name.lower()

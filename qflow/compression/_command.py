@@ -92,7 +92,8 @@ def _run_decompress(files: dict[str, Path | None], config: QflowConfig, out: Pat
     target = None if out is None else artifact_paths(out, "decompress")[0]
     plain = not (config.hhl or config.qsvt or config.lstm_enhancer)
     if target is not None and plain and files.get("reference") is None and target.suffix.lower() != ".npz":
-        plan = decompress_to_files(data, target, config, source=name, digests=[digest], progress=progress)
+        path = files["input"] if isinstance(files["input"], str | Path) else None
+        plan = decompress_to_files(data, target, config, source=name, digests=[digest], progress=progress, path=path)
         plan.result["written_to"] = str(target)
         return plan
     reference, digests = None, [digest]

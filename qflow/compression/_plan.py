@@ -24,7 +24,7 @@ import io
 import math
 import mmap
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,6 +55,7 @@ from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, 
 from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
 from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
 from qflow.compression._stream import ordered_map, release_memory, safetensors_outputs, write_safetensors_files
+from qflow.core.cluster import scheduler_address
 from qflow.core.config import config_from_mapping
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import Source, read_input
@@ -536,11 +537,14 @@ def _vqc_device(config: CompressConfig, solver: SolverReport) -> tuple[Any, Any,
 
 
 def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: ContainerWriter, timer: StageTimer,
-                solver: SolverReport, report: Progress) -> list[_Encoded]:
-    """Encode every tensor on ``workers`` threads and write its blocks as it finishes, in order."""
+                solver: SolverReport, report: Progress, outs: Iterator[_Encoded] | None = None) -> list[_Encoded]:
+    """Encode every tensor on ``workers`` threads (or take them from ``outs``, the cluster's) and write its blocks
+    as it finishes, in order."""
     encoded: list[_Encoded] = []
     done_bytes, total_bytes = 0, sum(r.nbytes for r in refs) or 1
-    for out in ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers):
+    if outs is None:
+        outs = ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers)
+    for out in outs:
         for block in out.enc.blocks:
             writer.add(block)
         out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
@@ -593,7 +597,10 @@ def compress_tensors(
         ``decompress_mb_per_s`` (per core: bytes over the CPU time the worker
         threads spent encoding / decoding, so a busy machine does not skew them);
         ``plan.result["tensors"]`` has them per tensor; ``plan.baselines``:
-        ``fp16_cast``, ``zstd_raw``, ``int8_plain`` (on ``result["baseline_sample"]``).
+        ``fp16_cast``, ``zstd_raw``, ``int8_plain`` (on ``result["baseline_sample"]``). With a Dask
+        scheduler (``dask_scheduler`` or ``QFLOW_DASK_SCHEDULER``) and a checkpoint opened from a path,
+        its shards are encoded on the cluster (:mod:`qflow.compression._distributed`), the container is
+        the same bytes, and ``result["cluster"]`` names the worker of each task.
     """
     if not isinstance(config, CompressConfig):
         config = config_from_mapping(CompressConfig, config, "config")
@@ -614,11 +621,15 @@ def compress_tensors(
     buffer = io.BytesIO() if sink is None else None
     writer = ContainerWriter(sink if sink is not None else buffer)
     timer = StageTimer()
-    encoded = _encode_all(refs, ctx, workers, writer, timer, solver, report)
+    cluster: dict[str, Any] = {}
+    outs = _cluster_outs(tensors, refs, ctx, config, source, solver, cluster)
+    encoded = _encode_all(refs, ctx, workers, writer, timer, solver, report, outs)
     _ran_compress(config, encoded, solver)
     report(0.87, "writing the container header")
     steps = _compress_steps(config, encoded)
-    header = {"config": config.model_dump(), "steps": steps, "tensors": [e.enc.record for e in encoded]}
+    # where the work ran is not part of the encoding: a cluster's container is the same bytes as a local one's
+    header = {"config": config.model_dump(exclude={"dask_scheduler"}), "steps": steps,
+              "tensors": [e.enc.record for e in encoded]}
     if layout is not None:
         header["layout"] = layout
     with timer.stage("compress"):
@@ -636,6 +647,9 @@ def compress_tensors(
                           original_bytes, container_bytes, container, baselines, sample_info)
     if model is not None:
         _record_loaded_denoiser(plan, model, config)
+    if cluster:
+        plan.result["cluster"] = cluster
+        plan.metrics["workers"] = len(cluster["workers"])
     report(1.0, "done")
     return CompressRun(plan, container, {e.row["name"]: e.denoiser_weights for e in encoded if e.denoiser_weights is not None})
 
@@ -651,6 +665,22 @@ def _record_loaded_denoiser(plan: Plan, model: Any, config: CompressConfig) -> N
                                     "tensors_loaded": loaded, "tensors_trained_here": sum(1 for r in rows if "steps" in r)}
     plan.diagnostics.append(f"denoiser: trained: no, loaded from {model.source} (card sha256 {model.card_sha256[:12]}) for {loaded} "
                             f"of {len(rows)} tensors")
+
+
+def _cluster_outs(tensors: Any, refs: list[TensorRef], ctx: _Context, config: CompressConfig, source: str,
+                  solver: SolverReport, cluster: dict[str, Any]) -> Iterator[_Encoded] | None:
+    """The cluster's encoded tensors when a Dask scheduler is set and the input allows it (else None, and the
+    reason as a fallback); ``cluster`` receives ``result.cluster`` once they are all consumed."""
+    address = scheduler_address(config.dask_scheduler, source)
+    if address is None:
+        return None
+    from qflow.compression._distributed import cluster_encoded, cluster_unsupported
+
+    reason = cluster_unsupported(tensors, ctx.quantum is not None)
+    if reason is not None:
+        solver.fall_back("dask", "threads", reason)
+        return None
+    return cluster_encoded(address, tensors, refs, ctx, source, cluster)
 
 
 def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: SolverReport, timer: StageTimer,
@@ -932,6 +962,9 @@ def decompress_container(
     timer = StageTimer()
     requested = _requested_decompress(config)
     solver = SolverReport(requested=requested, ran=requested)
+    if scheduler_address(config.dask_scheduler, source) is not None:
+        solver.fall_back("dask", "threads", "the cluster restores plain containers into files (an output folder or "
+                         ".safetensors file, no reference, no refinement step); these tensors are decoded in this process")
     report(0.05, "verifying checksums")
     with timer.stage("decompress"):
         opened = read_container(container, source)
@@ -1022,8 +1055,14 @@ def decompress_to_files(
     source: str = "container.qfz",
     digests: list[InputDigest] | None = None,
     progress: Progress | None = None,
+    path: Path | None = None,
 ) -> Plan:
     """The plain inverse of a container written straight to ``out`` as tensors are decoded (bounded memory).
+
+    With a Dask scheduler (``dask_scheduler`` or ``QFLOW_DASK_SCHEDULER``)
+    and the container's ``path``, the cluster's workers decode and write the
+    files (see :mod:`qflow.compression._distributed`); ``result.cluster``
+    names the worker of each task.
 
     ``out`` ending in ``.safetensors``: one file (a single recorded file is
     written as it was); otherwise a folder receiving the recorded files --
@@ -1045,10 +1084,24 @@ def decompress_to_files(
         outputs, folder = _restore_targets(opened, out)
         order = [records[n] for _, _, names in outputs for n in names]
         workers = max_workers(config.n_workers or None)
-        report(0.05, f"decoding {len(order)} tensors on {workers} threads")
+        solver = SolverReport(requested="plain", ran="plain")
+        address = scheduler_address(config.dask_scheduler, source)
+        cluster = None
         cpu: list[float] = []
-        tensors = decoded_tensors(opened, order, workers, check_sha=False, cpu=cpu)
-        written = write_safetensors_files(outputs, tensors, opened.header.get("layout"), folder)
+        if address is not None and path is not None:
+            from qflow.compression._distributed import cluster_decode_files
+
+            report(0.05, f"decoding {len(order)} tensors on the cluster at {address}")
+            written, cluster = cluster_decode_files(address, Path(path), source, records, outputs,
+                                                    opened.header.get("layout"), folder, cpu, report)
+            workers = len(cluster["workers"])
+        else:
+            if address is not None:
+                solver.fall_back("dask", "threads", "the container was given as bytes, not a path the workers could "
+                                 "read: decoded in this process")
+            report(0.05, f"decoding {len(order)} tensors on {workers} threads")
+            tensors = decoded_tensors(opened, order, workers, check_sha=False, cpu=cpu)
+            written = write_safetensors_files(outputs, tensors, opened.header.get("layout"), folder)
     restored_bytes = sum(tensor_nbytes(r) for r in order)
     seconds, mb = timer.timings_s["decompress"], restored_bytes / 2**20
     metrics = {"tensors": len(order), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
@@ -1060,10 +1113,11 @@ def decompress_to_files(
     result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": {},
               "compressed_with": opened.header.get("config", {}), "reference_given": False,
               "files": [Path(w).name for w in written]}
+    if cluster is not None:
+        result["cluster"] = cluster
     inputs = digests or [InputDigest(name="input", sha256="", source=source)]
-    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(),
-                solver=SolverReport(requested="plain", ran="plain"), result=result, metrics=metrics,
-                timings_s=timer.timings_s)
+    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
+                metrics=metrics, timings_s=timer.timings_s)
     report(1.0, "done")
     return plan
 

@@ -87,6 +87,11 @@ class CompressConfig(QflowConfig):
     n_workers: int = Field(
         0, ge=0, le=1024, description="Threads encoding tensors in parallel; 0 = every core. Capped by the cores and "
         "QFLOW_MAX_WORKERS; 1 when the denoiser, dropout simulator or VQC is on (their training is single-threaded).")
+    dask_scheduler: str = Field(
+        "", max_length=256, description="Dask scheduler (tcp://HOST:PORT; QFLOW_DASK_SCHEDULER when empty) whose "
+        "workers encode the checkpoint's shards, or groups of its tensors, as tasks; the checkpoint must be at the same "
+        "path on a filesystem every worker sees. The container is assembled here, identical to a local run's. Neither: "
+        "threads of this machine.")
 
     @field_validator("bits")
     @classmethod
@@ -121,6 +126,11 @@ class DecompressConfig(QflowConfig):
     quantum_time_budget_s: float = Field(120.0, gt=0, le=3600, description="Wall time for all circuits of one run, s.")
     n_workers: int = Field(0, ge=0, le=1024, description="Threads decoding tensors in parallel; 0 = every core "
                            "(capped by the cores and QFLOW_MAX_WORKERS).")
+    dask_scheduler: str = Field(
+        "", max_length=256, description="Dask scheduler (tcp://HOST:PORT; QFLOW_DASK_SCHEDULER when empty) whose "
+        "workers decode the container's tensors and write the restored shard files, a task per shard or tensor group; "
+        "the container and the output folder must be at the same paths on a filesystem every worker sees. Applies to "
+        "plain restores written to files; neither: threads of this machine.")
 
 
 def _csv_matrix(raw: RawInput) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from qflow.core.cluster import scheduler_address
 from qflow.core.errors import InputError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
@@ -275,10 +276,17 @@ def plan_routing_layers(
         config = RoutingConfig.from_mapping(config, "config")
     if len(frames) == 1:
         return plan_routing(frames[0], model_graph, config, digests=digests, progress=progress)
-    plans = []
-    for i, frame in enumerate(frames):
-        step = (lambda f, m, i=i: progress((i + f) / len(frames), f"layer {i}: {m}")) if progress else None
-        plans.append(plan_routing(frame, model_graph, config, digests=digests, progress=step))
+    address = scheduler_address(config.dask_scheduler)
+    cluster = None
+    if address is not None:
+        from qflow.routing._layers import layer_plans_on_cluster
+
+        plans, cluster = layer_plans_on_cluster(address, frames, model_graph, config, digests, progress=progress)
+    else:
+        plans = []
+        for i, frame in enumerate(frames):
+            step = (lambda f, m, i=i: progress((i + f) / len(frames), f"layer {i}: {m}")) if progress else None
+            plans.append(plan_routing(frame, model_graph, config, digests=digests, progress=step))
     ran = sorted({p.solver.ran for p in plans})
     solver = plans[0].solver.model_copy(update={"ran": "+".join(ran) if len(ran) > 1 else ran[0], "quantum": None})
     metrics: dict[str, Any] = {
@@ -295,9 +303,14 @@ def plan_routing_layers(
     for p in plans:
         for stage, seconds in p.timings_s.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 6)
+    result: dict[str, Any] = {"layers": [{"layer": i, **p.result} for i, p in enumerate(plans)]}
+    if cluster is not None:  # which worker planned each layer
+        for entry, worker in zip(result["layers"], cluster["layer_workers"], strict=True):
+            entry["worker"] = worker
+        result["cluster"] = cluster
     return Plan(
         module="routing", inputs=plans[0].inputs, config=config.model_dump(), solver=solver,
-        result={"layers": [{"layer": i, **p.result} for i, p in enumerate(plans)]},
+        result=result,
         metrics=metrics,
         baselines={f"layer{i}.{name}": b for i, p in enumerate(plans) for name, b in p.baselines.items()},
         timings_s=timings,

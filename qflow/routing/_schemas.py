@@ -68,6 +68,10 @@ class RoutingConfig(QflowConfig):
         description="Experts per token (distinct); capacity = capacity_factor x top_k x total complexity / experts. "
         "Above 1 the top-k router runs (no QAOA, no hash router).",
     )
+    dask_scheduler: str = Field(
+        "", max_length=256, description="Dask scheduler (tcp://HOST:PORT; QFLOW_DASK_SCHEDULER when empty): a "
+        "multi-layer logits tensor is planned one layer per task on its workers, and the plan names each layer's "
+        "worker. Neither, or a single layer: in this process.")
     node_limit: int = Field(
         0, ge=0, le=4096,
         description="Each token's top_k experts lie on at most this many nodes (0 = off); nodes picked by the sum "

@@ -21,7 +21,9 @@ def at() -> AppTest:
 
 def test_widgets_are_the_config_fields(at: AppTest) -> None:
     assert [t.label for t in at.toggle] == DecompressConfig.toggles()
-    assert {n.label for n in at.number_input} == set(DecompressConfig.model_fields) - set(DecompressConfig.toggles())
+    assert {n.label for n in at.number_input} == \
+        set(DecompressConfig.model_fields) - set(DecompressConfig.toggles()) - {"dask_scheduler"}
+    assert at.text_input(key="decompress_dask_scheduler").value == ""
     assert "using the sample `sample_data/compression/checkpoint.qfz`" in " ".join(c.value for c in at.caption)
 
 

@@ -48,7 +48,8 @@ class TestWidgets:
     def test_widgets_are_the_config_fields_with_their_bounds(self, at: AppTest) -> None:
         assert [t.label for t in at.toggle] == RoutingConfig.toggles()
         numbers = {n.label: n for n in at.number_input}
-        assert set(numbers) == set(RoutingConfig.model_fields) - set(RoutingConfig.toggles())
+        assert set(numbers) == set(RoutingConfig.model_fields) - set(RoutingConfig.toggles()) - {"dask_scheduler"}
+        assert at.text_input(key="routing_dask_scheduler").value == ""
         for name, widget in numbers.items():
             info = RoutingConfig.model_fields[name]
             bounds = field_bounds(info)
