@@ -201,10 +201,11 @@ class Container:
                          detail)
 
         return PlaneReader(entry["codec"], payload, entry["raw_length"], buffer_bytes, fail,
-                           lambda: self._release(lo, entry["length"]))
+                           lambda start, end: self._release(lo + start, end - start))
 
     def _release(self, offset: int, length: int) -> None:
-        """Drop a memory-mapped file's pages once read (they would otherwise stay resident for the whole run)."""
+        """Drop a memory-mapped file's pages once read (they would otherwise stay resident for the whole run; a
+        page read again is read from the file again)."""
         if self._mapped is None or length < mmap.PAGESIZE or not hasattr(mmap, "MADV_DONTNEED"):
             return
         start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE

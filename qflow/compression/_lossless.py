@@ -227,7 +227,7 @@ def float_plane_packs(x: np.ndarray) -> list[Packed]:
     scratch = np.empty(min(step, count), np.uint8)
     compressor = zstandard.ZstdCompressor(compression_params=ENTROPY_PARAMS)
     raw: list[np.ndarray | None] = [None] * width
-    frames: list[list[bytes]] = [[] for _ in range(width)]
+    frames = [_FrameBuffer(count, step) for _ in range(width)]
     for lo in range(0, count, step):
         part = u[lo: lo + step]
         r, s = rotated[: part.size], shifted[: part.size]
@@ -244,14 +244,27 @@ def float_plane_packs(x: np.ndarray) -> list[Packed]:
                 raw[i][: part.size] = scratch[: part.size]
             else:
                 frames[i].append(frame)
-    out = []
-    for i in range(width):
-        if raw[i] is not None:
-            out.append(packed("raw", memoryview(raw[i]).toreadonly(), count, None))
-        else:
-            out.append(packed("zstd", frames[i][0] if len(frames[i]) == 1 else b"".join(frames[i]), count, 1))
-            frames[i] = []
-    return out
+    return [packed("raw", memoryview(raw[i]).toreadonly(), count, None) if raw[i] is not None
+            else packed("zstd", frames[i].payload(), count, 1) for i in range(width)]
+
+
+class _FrameBuffer:
+    """zstd frames appended back to back into one array sized for the worst case (pages never written are
+    never resident), so a plane's frames become one payload without joining them into a second copy."""
+
+    def __init__(self, count: int, step: int) -> None:
+        frames = -(-count // step) if count else 0
+        # zstd's bound: input + input/256 + a frame header and block headers, per frame
+        self._data = np.empty(count + (count >> 8) + 64 * (frames + 1) + 3 * (count >> 17), np.uint8)
+        self._size = 0
+
+    def append(self, frame: bytes) -> None:
+        end = self._size + len(frame)
+        self._data[self._size: end] = np.frombuffer(frame, np.uint8)
+        self._size = end
+
+    def payload(self) -> memoryview:
+        return memoryview(self._data[: self._size]).toreadonly()
 
 
 class PlaneReader:
@@ -261,21 +274,28 @@ class PlaneReader:
     streaming decoder into a buffer of up to ``buffer_bytes``, so a
     reader's memory is one step whatever the block's size. ``fail(problem,
     detail)`` makes the exception raised for a damaged block (default
-    ``ValueError``); ``on_close`` runs once the block is read to its end.
+    ``ValueError``); ``release(start, end)`` is told, as the block is read,
+    that its stored bytes ``start:end`` will not be read again (a memory-mapped
+    file's pages can then be dropped), up to the payload's end when closed.
     """
 
     def __init__(self, codec: str, payload: bytes | memoryview, raw_length: int, buffer_bytes: int,
-                 fail: Callable[[str, str], Exception] | None = None, on_close: Callable[[], None] | None = None) -> None:
+                 fail: Callable[[str, str], Exception] | None = None, release: Callable[[int, int], None] | None = None
+                 ) -> None:
         self._fail = fail or (lambda problem, detail: ValueError(f"{problem}: {detail}"))
-        self._on_close = on_close
+        self._release_to = release or (lambda start, end: None)
+        self._released = 0
         self._left = raw_length
         self._offset = 0
+        self._payload = np.frombuffer(payload, dtype=np.uint8)
         if codec == "raw":
-            self._payload, self._stream = np.frombuffer(payload, dtype=np.uint8), None
+            self._stream = None
             if self._payload.size != raw_length:
                 raise self._fail("wrong unpacked length", f"{self._payload.size} bytes, {raw_length} declared")
         else:
-            self._stream = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=True)
+            self._source = _Consumed(self._payload)
+            self._stream = zstandard.ZstdDecompressor().stream_reader(self._source, read_size=1 << 18,
+                                                                      read_across_frames=True)
             self._buffer = np.empty(max(1, min(buffer_bytes, raw_length)), np.uint8)
 
     def read(self, n: int) -> np.ndarray:
@@ -284,6 +304,7 @@ class PlaneReader:
             raise self._fail("wrong unpacked length", f"{n} more bytes asked, {self._left} left")
         self._left -= n
         if self._stream is None:
+            self._release(self._offset)  # the previous step's bytes: the caller is done with them
             self._offset += n
             return self._payload[self._offset - n: self._offset]
         if n > self._buffer.size:
@@ -298,7 +319,13 @@ class PlaneReader:
                 got += more
         except zstandard.ZstdError as exc:
             raise self._fail("cannot be unpacked", str(exc)) from None
+        self._release(self._source.position)  # what zstd has read it holds as its own copy
         return chunk
+
+    def _release(self, end: int) -> None:
+        if end > self._released:
+            self._release_to(self._released, end)
+            self._released = end
 
     def close(self) -> None:
         """Check the block was read exactly to its end (a zstd frame holding more is refused)."""
@@ -310,8 +337,21 @@ class PlaneReader:
             self._stream.close()
             if extra or self._left:
                 raise self._fail("wrong unpacked length", "the frame holds more than the header declares")
-        if self._on_close is not None:
-            self._on_close()
+        self._release(self._payload.size)
+
+
+class _Consumed:
+    """A payload read front to back as ``bytes`` (zstd's stream reader pulls from it), with the position reached."""
+
+    def __init__(self, payload: np.ndarray) -> None:
+        self._payload = payload
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._payload.size if size < 0 else min(self._payload.size, self.position + size)
+        data = self._payload[self.position: end].tobytes()
+        self.position = end
+        return data
 
 
 def join_float_chunks(readers: Sequence[PlaneReader], dtype: np.dtype, count: int, out: np.ndarray | None = None

@@ -406,13 +406,6 @@ def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
     return out
 
 
-def _bytes_of(x: np.ndarray) -> np.ndarray:
-    flat = np.ascontiguousarray(x).reshape(-1)
-    if flat.dtype.byteorder == ">":
-        flat = flat.astype(flat.dtype.newbyteorder("<"))
-    return flat.view(np.uint8)
-
-
 def _workers(config: CompressConfig | DecompressConfig, learned: bool) -> int:
     """Worker threads: ``n_workers`` (0 = every core) capped by :func:`qflow.core.limits.max_workers`; 1 with
     learned or quantum steps (torch and PennyLane training keep their own threads and seeds)."""
