@@ -76,6 +76,9 @@ LAYOUT_SAMPLE_BYTES = 64 << 10
 #: layout pays its entropy tables more (all-MiniLM-L6-v2's fp32 embeddings: planes 0.15 % smaller on the
 #: sample, the float layout 1.1 % smaller on the tensor and twice as fast).
 LAYOUT_MARGIN = 0.02
+#: Float tensors smaller than this take the float layout without the trial (on all-MiniLM-L6-v2's 288 KB
+#: bf16 matrices the trial cost a fifth of the encoding; what a wrong pick could lose there is small).
+LAYOUT_TRIAL_MIN_BYTES = 1 << 20
 
 
 @dataclass
@@ -161,7 +164,9 @@ def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[s
 
     Floats of 2+ bytes: the ``float`` layout against plain byte planes on a
     sample of :data:`LAYOUT_SAMPLE_BYTES` (the sample's stored bytes under
-    each are returned); the winner encodes the whole tensor. Other dtypes:
+    each are returned; planes must win by :data:`LAYOUT_MARGIN`); the winner
+    encodes the whole tensor. Below :data:`LAYOUT_TRIAL_MIN_BYTES` the
+    float layout, untried. Other dtypes:
     both plain layouts up to :data:`BOTH_LAYOUTS_LIMIT` bytes, above it byte
     planes for floats and the whole buffer otherwise. Tensors under
     :data:`SMALL_LOSSLESS_BYTES` use one block (each block costs a table
@@ -176,6 +181,8 @@ def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[s
 
     if x.dtype.itemsize == 1 or x.nbytes < SMALL_LOSSLESS_BYTES:
         return "whole", whole(), None
+    if is_float(x.dtype) and x.nbytes < LAYOUT_TRIAL_MIN_BYTES:
+        return "float", _float_blocks(name, x), None
     if is_float(x.dtype):
         sample = _sample_values(x)
         trial = {"float": _stored(_float_blocks(name, sample)), "planes": _stored(planes(sample, level=1))}
@@ -368,7 +375,7 @@ def _plane_readers(container: Any, names: list[str]) -> list[PlaneReader]:
     else readers over each block unpacked whole."""
     opener = getattr(container, "reader", None)
     if opener is not None:
-        return [opener(name, CHUNK_BYTES) for name in names]
+        return [opener(name, CHUNK_BYTES, slot) for slot, name in enumerate(names)]
     readers = []
     for name in names:
         data = container.block(name)
@@ -386,9 +393,9 @@ class _PackedBlocks:
         p = self._packed[name]
         return p.payload if p.codec == "raw" else unpack(p.codec, p.payload, p.raw_length)
 
-    def reader(self, name: str, buffer_bytes: int) -> PlaneReader:
+    def reader(self, name: str, buffer_bytes: int, slot: int) -> PlaneReader:
         p = self._packed[name]
-        return PlaneReader(p.codec, p.payload, p.raw_length, buffer_bytes)
+        return PlaneReader(p.codec, p.payload, p.raw_length, buffer_bytes, slot=slot)
 
 
 def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:

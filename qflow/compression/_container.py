@@ -191,9 +191,9 @@ class Container:
         self._release(lo, entry["length"])
         return data
 
-    def reader(self, name: str, buffer_bytes: int) -> PlaneReader:
-        """Block ``name`` unpacked a step of up to ``buffer_bytes`` at a time (checked as :meth:`block` is); a
-        damaged frame is an :class:`InputError` naming the block."""
+    def reader(self, name: str, buffer_bytes: int, slot: int = 0) -> PlaneReader:
+        """Block ``name`` unpacked a step of up to ``buffer_bytes`` at a time (checked as :meth:`block` is) into
+        this thread's step buffer ``slot``; a damaged frame is an :class:`InputError` naming the block."""
         entry, lo, payload = self._payload(name)
 
         def fail(problem: str, detail: str) -> InputError:
@@ -201,7 +201,7 @@ class Container:
                          detail)
 
         return PlaneReader(entry["codec"], payload, entry["raw_length"], buffer_bytes, fail,
-                           lambda start, end: self._release(lo + start, end - start))
+                           lambda start, end: self._release(lo + start, end - start), slot)
 
     def _release(self, offset: int, length: int) -> None:
         """Drop a memory-mapped file's pages once read (they would otherwise stay resident for the whole run; a
