@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -25,9 +26,9 @@ def container() -> bytes:
 
 
 def _layout(data: bytes) -> tuple[int, dict]:
-    """(offset of the first block, header) of a version-3 container (header after the blocks)."""
+    """(offset of the first block, header) of a version-3 or -4 container (header after the blocks)."""
     _, version, header_len, _ = struct.unpack_from("<4sHQ32s", data)
-    assert version == 3
+    assert version in (3, 4)
     text = data[len(data) - header_len:]
     return 46, json.loads(zstandard.ZstdDecompressor().decompress(text))
 
@@ -38,7 +39,7 @@ def _blocks(data: bytes) -> bytes:
 
 
 def _with_header(data: bytes, version: int, text: bytes) -> bytes:
-    """``data``'s blocks under header ``text`` (stored as given) and ``version`` (1, 2: header first; 3: last)."""
+    """``data``'s blocks under header ``text`` (stored as given) and ``version`` (1, 2: header first; 3, 4: last)."""
     prefix = struct.pack("<4sHQ32s", MAGIC, version, len(text), hashlib.sha256(text).digest())
     return prefix + _blocks(data) + text if version >= 3 else prefix + text + _blocks(data)
 
@@ -46,8 +47,8 @@ def _with_header(data: bytes, version: int, text: bytes) -> bytes:
 def test_header_describes_every_tensor(container: bytes) -> None:
     assert container[:4] == MAGIC
     _, header = _layout(container)
-    assert header["format"] == "qflow.qfz" and header["version"] == VERSION == 3
-    assert struct.unpack_from("<4sHQ32s", container)[1] == 3
+    assert header["format"] == "qflow.qfz" and header["version"] == VERSION == 4
+    assert struct.unpack_from("<4sHQ32s", container)[1] == 4
     by_name = {t["name"]: t for t in header["tensors"]}
     w = by_name["fc.weight"]
     assert w["dtype"] == "float32" and w["shape"] == [32, 48] and w["scheme"] == "quant" and len(w["sha256"]) == 64
@@ -55,7 +56,26 @@ def test_header_describes_every_tensor(container: bytes) -> None:
     assert w["quant"]["granularity"]["chosen"] == "per channel" and "fc.weight/scales" in w["blocks"]
     assert w["sparse"]["retained"] == 32 * 48 - int(0.3 * 32 * 48)
     assert by_name["steps"]["scheme"] == "lossless"
-    assert all(len(b["sha256"]) == 64 for b in header["blocks"])
+    start, _ = _layout(container)
+    for b in header["blocks"]:  # CRC-32 of the stored bytes
+        assert b["crc32"] == zlib.crc32(container[start + b["offset"]: start + b["offset"] + b["length"]])
+
+
+def test_version_3_with_sha256_block_checksums_is_still_read_and_checked(container: bytes) -> None:
+    start, header = _layout(container)
+    header["version"] = 3
+    for b in header["blocks"]:
+        del b["crc32"]
+        b["sha256"] = hashlib.sha256(container[start + b["offset"]: start + b["offset"] + b["length"]]).hexdigest()
+    old = _with_header(container, 3, zstandard.ZstdCompressor().compress(json.dumps(header).encode()))
+    restored = decompress_container(old, source="old.qfz").arrays
+    for name, x in decompress_container(container).arrays.items():
+        assert restored[name].tobytes() == x.tobytes()
+    block = header["blocks"][-1]
+    tampered = bytearray(old)
+    tampered[start + block["offset"] + block["length"] // 2] ^= 0x40
+    with pytest.raises(InputError, match=rf"block '{block['name']}': checksum mismatch .*expected sha256"):
+        decompress_container(bytes(tampered), source="old.qfz")
 
 
 def test_every_truncation_is_refused_naming_a_block(container: bytes) -> None:
@@ -110,8 +130,8 @@ def test_versions_1_and_2_header_first_are_still_read(container: bytes, version:
 def test_unknown_version_and_bad_compressed_header_are_refused(container: bytes) -> None:
     _, header = _layout(container)
     text = zstandard.ZstdCompressor().compress(json.dumps(header).encode())
-    with pytest.raises(InputError, match=r"model\.qfz: block 'prefix': unsupported container version.*1 or 2 or 3"):
-        read_container(_with_header(container, 4, text), "model.qfz")
+    with pytest.raises(InputError, match=r"model\.qfz: block 'prefix': unsupported container version.*1 or 2 or 3 or 4"):
+        read_container(_with_header(container, 5, text), "model.qfz")
     with pytest.raises(InputError, match=r"block 'header': cannot be unpacked"):
         read_container(_with_header(container, 2, b"not zstd at all"), "model.qfz")
 
