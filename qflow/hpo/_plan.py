@@ -219,8 +219,7 @@ def plan_hpo(
     slices: dict[str, Any] = {}
     if len(run.y) >= 2:
         with plan_run.stage("gp_posterior"):
-            best_U = run.U[int(np.argmin(run.y))]
-            slices = gp_slices(given.work_space, run.U, run.y, best_U, config.gp_kernel, config.seed, run.sign)
+            slices = gp_slices(run.space, run.U, run.y, run.U[int(np.argmin(run.y))], config.gp_kernel, config.seed, run.sign)
     quantum = _quantum_report(run, plan_run.diagnostics)
     if quantum is not None:
         plan_run.solver.quantum = quantum
