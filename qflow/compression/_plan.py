@@ -770,7 +770,11 @@ def _quantum_steps(config: DecompressConfig, records: list[dict[str, Any]], open
                    reference: Mapping[str, np.ndarray] | None, solver: SolverReport, timer: StageTimer,
                    report: Progress, diagnostics: list[str]) -> tuple[dict[str, Any], QuantumReport | None,
                                                                       list[tuple[str, dict[str, np.ndarray]]]]:
-    """HHL, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees)."""
+    """HHL, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees).
+
+    HHL and QSVT run through :func:`~qflow.core.skeleton.quantum_step`: a
+    refusal (no PennyLane, the budget spent) drops that step with its reason.
+    """
     steps_report: dict[str, Any] = {}
     snapshots: list[tuple[str, dict[str, np.ndarray]]] = []
     shared = _SharedQuantum(quantum_budget(config)) if config.hhl or config.qsvt else None
