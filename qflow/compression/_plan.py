@@ -57,12 +57,12 @@ from qflow.compression._quantize import channel_matrix, per_tensor_relative_erro
 from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
 from qflow.compression._stream import ordered_map, release_memory, safetensors_outputs, write_safetensors_files
 from qflow.core.cluster import scheduler_address
-from qflow.core.config import config_from_mapping
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import Source, read_input
 from qflow.core.limits import check_limit, max_workers
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.quantum import QuantumBudget, QuantumDevice
+from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 
 __all__ = ["CompressRun", "DecompressRun", "compress_tensors", "decompress_container", "decompress_to_files",
            "decoded_tensors", "load_checkpoint_input", "load_container", "load_tensors_input", "plan_compress",
@@ -94,10 +94,6 @@ class DecompressRun:
 
     plan: Plan
     arrays: dict[str, np.ndarray]
-
-
-def _ignore(fraction: float, message: str) -> None:
-    """Progress sink when nobody watches."""
 
 
 def load_tensors_input(source: Source, name: str | None = None) -> tuple[dict[str, np.ndarray], InputDigest]:
@@ -519,13 +515,9 @@ def _vqc_device(config: CompressConfig, solver: SolverReport) -> tuple[Any, Any,
     """Device, budget and report of the VQC autoencoder, or None (off, lossless, or unavailable: a fallback)."""
     if not config.vqc_autoencoder or config.lossless:
         return None
-    try:
-        device = choose_device()
-    except QuantumUnavailableError as exc:
-        solver.fall_back("vqc", _without(solver.ran, "vqc"), str(exc))
-        return None
-    budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-    return device, budget, QuantumReport(device=device.name, device_reason=device.reason, layers=config.vqc_layers)
+    return quantum_step(solver, lambda device, budget: (device, budget, QuantumReport(
+        device=device.name, device_reason=device.reason, layers=config.vqc_layers)), quantum_budget(config),
+        fallback_from="vqc", fallback_to=_without(solver.ran, "vqc"))
 
 
 def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: ContainerWriter, timer: StageTimer,
@@ -594,55 +586,50 @@ def compress_tensors(
         its shards are encoded on the cluster (:mod:`qflow.compression._distributed`), the container is
         the same bytes, and ``result["cluster"]`` names the worker of each task.
     """
-    if not isinstance(config, CompressConfig):
-        config = config_from_mapping(CompressConfig, config, "config")
-    report = progress or _ignore
+    run = PlanRun.start("compress", config, CompressConfig, requested=_requested_compress, progress=progress)
+    config = run.config
     refs, layout = _tensor_refs(tensors, source)
     wall = time.perf_counter()
-    solver = SolverReport(requested=_requested_compress(config), ran=_requested_compress(config))
-    quantum = _vqc_device(config, solver)
-    floats = [r for r in refs if is_float(numpy_dtype(r.dtype)) and math.prod(r.shape)]
+    quantum = _vqc_device(config, run.solver)
     loaded = None
     if model is not None:
         from qflow.compression._train import loaded_denoisers
 
         loaded = loaded_denoisers(model)
-    ctx = _Context(config, quantum, source, max(floats, key=lambda r: math.prod(r.shape)).name if floats else None, loaded)
+    ctx = _Context(config, quantum, source, _largest_float(refs), loaded)
     learned = not config.lossless and (config.denoiser or config.dropout_simulator or quantum is not None)
     workers = _workers(config, learned)
     buffer = io.BytesIO() if sink is None else None
     writer = ContainerWriter(sink if sink is not None else buffer)
-    timer = StageTimer()
     cluster: dict[str, Any] = {}
-    outs = _cluster_outs(tensors, refs, ctx, config, source, solver, cluster)
-    encoded = _encode_all(refs, ctx, workers, writer, timer, solver, report, outs)
-    _ran_compress(config, encoded, solver)
-    report(0.87, "writing the container header")
-    steps = _compress_steps(config, encoded)
-    # where the work ran is not part of the encoding: a cluster's container is the same bytes as a local one's
-    header = {"config": config.model_dump(exclude={"dask_scheduler"}), "steps": steps,
-              "tensors": [e.enc.record for e in encoded]}
-    if layout is not None:
-        header["layout"] = layout
-    with timer.stage("compress"):
+    outs = _cluster_outs(tensors, refs, ctx, config, source, run.solver, cluster)
+    encoded = _encode_all(refs, ctx, workers, writer, run.timer, run.solver, run.progress, outs)
+    _ran_compress(config, encoded, run.solver)
+    with run.stage("compress", 0.87, "writing the container header"):
+        steps = _compress_steps(config, encoded)
+        # where the work ran is not part of the encoding: a cluster's container is the same bytes as a local one's
+        header = {"config": config.model_dump(exclude={"dask_scheduler"}), "steps": steps,
+                  "tensors": [e.enc.record for e in encoded]}
+        if layout is not None:
+            header["layout"] = layout
         container_bytes = writer.finish(header)
     wall = time.perf_counter() - wall
-    report(0.9, "measuring baselines")
     rows = [e.row for e in encoded]
-    with timer.stage("baselines"):
-        baselines, sample_info = _baselines(refs, rows)
+    with run.stage("baselines", 0.9, "measuring baselines"):
+        run.baselines, sample_info = _baselines(refs, rows)
     if quantum is not None:
-        solver.quantum = quantum[2]
+        run.solver.quantum = quantum[2]
     container = buffer.getvalue() if buffer is not None else None
-    original_bytes = sum(r["original_bytes"] for r in rows)
-    plan = _compress_plan(config, encoded, solver, timer, steps, layout, source, digests, workers, wall,
-                          original_bytes, container_bytes, container, baselines, sample_info)
+    run.digests = digests or [_digest_records(encoded, source)]
+    run.diagnostics.extend(_compress_diagnostics(config, rows))
+    metrics = _compress_metrics(encoded, workers, wall, container_bytes)
+    result = _compress_result(config, encoded, steps, layout, container_bytes, container, sample_info, metrics)
+    if cluster:
+        result["cluster"] = cluster
+        metrics["workers"] = len(cluster["workers"])
+    plan = run.finish(result, metrics)
     if model is not None:
         _record_loaded_denoiser(plan, model, config)
-    if cluster:
-        plan.result["cluster"] = cluster
-        plan.metrics["workers"] = len(cluster["workers"])
-    report(1.0, "done")
     return CompressRun(plan, container, {e.row["name"]: e.denoiser_weights for e in encoded if e.denoiser_weights is not None})
 
 
@@ -675,20 +662,23 @@ def _cluster_outs(tensors: Any, refs: list[TensorRef], ctx: _Context, config: Co
     return cluster_encoded(address, tensors, refs, ctx, source, cluster)
 
 
-def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: SolverReport, timer: StageTimer,
-                   steps: list[dict[str, str]], layout: dict[str, Any] | None, source: str,
-                   digests: list[InputDigest] | None, workers: int, wall: float, original_bytes: int,
-                   container_bytes: int, container: bytes | None, baselines: dict[str, Any],
-                   sample_info: dict[str, Any]) -> Plan:
-    """The compress plan from the encoded tensors' rows and the run's timings."""
+def _largest_float(refs: list[TensorRef]) -> str | None:
+    """The float tensor with the most values (its histogram goes in the plan), or None."""
+    floats = [r for r in refs if is_float(numpy_dtype(r.dtype)) and math.prod(r.shape)]
+    return max(floats, key=lambda r: math.prod(r.shape)).name if floats else None
+
+
+def _compress_metrics(encoded: list[_Encoded], workers: int, wall: float, container_bytes: int) -> dict[str, Any]:
+    """Ratio, error figures of all tensors together and throughputs (wall, and per core from the workers' CPU seconds)."""
     rows = [e.row for e in encoded]
+    original_bytes = sum(r["original_bytes"] for r in rows)
     total = ErrorSums()
     for e in encoded:
         total = total + e.sums
     encode_s = sum(e.cpu.get("encode", 0.0) for e in encoded)  # CPU seconds of the workers' threads
     decode_s = sum(e.cpu.get("decode", 0.0) for e in encoded)
     mb = original_bytes / 2**20
-    metrics = {
+    return {
         "compression_ratio": original_bytes / container_bytes,
         **total.figures(),
         "original_bytes": original_bytes,
@@ -699,6 +689,10 @@ def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: Solv
         "compress_core_mb_per_s": round(mb / encode_s, 3) if encode_s > 0 else None,
         "decompress_mb_per_s": round(mb / decode_s, 3) if decode_s > 0 else None,
     }
+
+
+def _compress_diagnostics(config: CompressConfig, rows: list[dict[str, Any]]) -> list[str]:
+    """The tensors' notes (first 20), led by the lossy steps lossless mode skipped."""
     diagnostics = [f"{r['name']}: {note}" for r in rows for note in r["notes"]][:20]
     if config.lossless:
         skipped = [name for name, on in (("vqc_autoencoder", config.vqc_autoencoder), ("denoiser", config.denoiser),
@@ -706,10 +700,17 @@ def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: Solv
                                          ("target_sparsity", config.target_sparsity > 0)) if on]
         if skipped:
             diagnostics.insert(0, "lossless mode is bit-exact: lossy steps skipped (" + ", ".join(skipped) + ")")
+    return diagnostics
+
+
+def _compress_result(config: CompressConfig, encoded: list[_Encoded], steps: list[dict[str, str]],
+                     layout: dict[str, Any] | None, container_bytes: int, container: bytes | None,
+                     sample_info: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The container's identity, the steps, per-tensor rows and the learned steps' records (adds their counts to ``metrics``)."""
     info: dict[str, Any] = {"bytes": container_bytes, "format": f"qflow.qfz/{VERSION}"}
     if container is not None:
         info["sha256"] = hashlib.sha256(container).hexdigest()
-    result: dict[str, Any] = {"container": info, "steps": steps, "tensors": rows,
+    result: dict[str, Any] = {"container": info, "steps": steps, "tensors": [e.row for e in encoded],
                               "preview": next((e.preview for e in encoded if e.preview), None),
                               "baseline_sample": sample_info}
     if layout is not None:
@@ -722,9 +723,7 @@ def _compress_plan(config: CompressConfig, encoded: list[_Encoded], solver: Solv
     if config.vqc_autoencoder:
         result["autoencoder"] = [e.latent for e in encoded if e.latent]
         metrics["latent_tensors"] = sum(1 for e in encoded if e.enc.record["scheme"] == "latent")
-    inputs = digests or [_digest_records(encoded, source)]
-    return Plan(module="compress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    return result
 
 
 def _digest_records(encoded: list[_Encoded], source: str) -> InputDigest:
@@ -837,40 +836,51 @@ def _quantum_steps(config: DecompressConfig, records: list[dict[str, Any]], open
                    reference: Mapping[str, np.ndarray] | None, solver: SolverReport, timer: StageTimer,
                    report: Progress, diagnostics: list[str]) -> tuple[dict[str, Any], QuantumReport | None,
                                                                       list[tuple[str, dict[str, np.ndarray]]]]:
-    """HHL, QFT decoding, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees)."""
+    """HHL, QFT decoding, QSVT and the LSTM, each kept only where it changed a tensor (and the reference agrees).
+
+    HHL, QFT and QSVT run through :func:`~qflow.core.skeleton.quantum_step`: a
+    refusal (no PennyLane, the budget spent) drops that step with its reason.
+    """
     steps_report: dict[str, Any] = {}
     snapshots: list[tuple[str, dict[str, np.ndarray]]] = []
-    quantum: QuantumReport | None = None
-    device = budget = None
-    if config.hhl or config.qsvt or config.qft:
-        try:
-            device = choose_device()
-            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-            quantum = QuantumReport(device=device.name, device_reason=device.reason, layers=0)
-        except QuantumUnavailableError as exc:
-            for name, on in (("hhl", config.hhl), ("qft", config.qft), ("qsvt", config.qsvt)):
-                if on:
-                    solver.fall_back(name, _without(solver.ran, name), str(exc))
-    for step, on, fraction in (("hhl", config.hhl and quantum is not None, 0.3),
-                               ("qft", config.qft and quantum is not None, 0.4),
-                               ("qsvt", config.qsvt and quantum is not None, 0.5), ("lstm", config.lstm_enhancer, 0.7)):
+    shared = _SharedQuantum(quantum_budget(config)) if config.hhl or config.qsvt or config.qft else None
+    for step, on, fraction in (("hhl", config.hhl, 0.3), ("qft", config.qft, 0.4), ("qsvt", config.qsvt, 0.5),
+                               ("lstm", config.lstm_enhancer, 0.7)):
         if not on:
             continue
         report(fraction, {"hhl": "HHL on the latent decoder's Gram systems", "qsvt": "QSVT spectrum sharpening",
                           "qft": "QFT frequency decoding", "lstm": "LSTM enhancer"}[step])
         with timer.stage({"lstm": "lstm_enhancer"}.get(step, step)):
-            try:
-                info, changed = _run_refinement(step, config, records, opened, out, device, budget, quantum)
-            except QuantumUnavailableError as exc:
-                solver.fall_back(step, _without(solver.ran, step), str(exc))
-                continue
+            if step == "lstm":
+                info, changed = _run_refinement(step, config, records, opened, out, None, None, None)
+            else:
+                found = quantum_step(solver, lambda device, budget, step=step: _run_refinement(
+                    step, config, records, opened, out, device, budget, shared.report_on(device)),
+                    shared.budget, fallback_from=step, fallback_to=_without(solver.ran, step))
+                if found is None:
+                    continue
+                info, changed = found
             changed = _judge_by_reference(step, info, out, changed, reference, diagnostics)
             out.update(changed)
             steps_report["lstm_enhancer" if step == "lstm" else step] = info
             snapshots.append(("lstm_enhancer" if step == "lstm" else step, dict(out)))
             if not changed:
                 solver.fall_back(step, _without(solver.ran, step), _not_adopted_reason(step, info))
-    return steps_report, quantum, snapshots
+    return steps_report, shared.report if shared is not None else None, snapshots
+
+
+@dataclass
+class _SharedQuantum:
+    """What HHL and QSVT share: one time budget and one quantum report (made when a device is first chosen)."""
+
+    budget: QuantumBudget
+    report: QuantumReport | None = None
+
+    def report_on(self, device: QuantumDevice) -> QuantumReport:
+        """The shared report, started on ``device`` by the first step that gets one."""
+        if self.report is None:
+            self.report = QuantumReport(device=device.name, device_reason=device.reason, layers=0)
+        return self.report
 
 
 def _run_refinement(step: str, config: DecompressConfig, records: list[dict[str, Any]], opened: Any,
@@ -948,47 +958,38 @@ def decompress_container(
         are held in memory) or inconsistent with the header, or a lossless
         tensor whose restored bytes differ from the recorded sha256.
     """
-    if not isinstance(config, DecompressConfig):
-        config = config_from_mapping(DecompressConfig, config, "config")
-    report = progress or _ignore
-    timer = StageTimer()
-    requested = _requested_decompress(config)
-    solver = SolverReport(requested=requested, ran=requested)
+    run = PlanRun.start("decompress", config, DecompressConfig, requested=_requested_decompress, progress=progress)
+    config = run.config
     if scheduler_address(config.dask_scheduler, source) is not None:
-        solver.fall_back("dask", "threads", "the cluster restores plain containers into files (an output folder or "
-                         ".safetensors file, no reference, no refinement step); these tensors are decoded in this process")
-    report(0.05, "verifying checksums")
-    with timer.stage("decompress"):
+        run.solver.fall_back("dask", "threads", "the cluster restores plain containers into files (an output folder or "
+                             ".safetensors file, no reference, no refinement step); these tensors are decoded in this process")
+    with run.stage("decompress", 0.05, "verifying checksums"):
         opened = read_container(container, source)
         records = opened.header["tensors"]
         check_limit(sum(tensor_nbytes(r) for r in records), "decoded_bytes", source, "(all tensors)")
         plain = dict(decoded_tensors(opened, records, max_workers(config.n_workers or None)))
     reference = _check_reference(records, reference)
     restored_bytes = sum(a.nbytes for a in plain.values())
-    decompress_s = timer.timings_s["decompress"]
+    decompress_s = run.timer.timings_s["decompress"]
     out = dict(plain)
-    diagnostics: list[str] = []
-    steps_report, quantum, snapshots = _quantum_steps(config, records, opened, out, reference, solver, timer, report,
-                                                      diagnostics)
+    steps_report, quantum, snapshots = _quantum_steps(config, records, opened, out, reference, run.solver, run.timer,
+                                                      run.progress, run.diagnostics)
     if quantum is not None:
-        solver.quantum = quantum
-    report(0.9, "measuring")
+        run.solver.quantum = quantum
+    run.progress(0.9, "measuring")
     metrics: dict[str, Any] = {
         "tensors": len(out), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
         "compression_ratio": restored_bytes / opened.stored_bytes,
         "decompress_mb_per_s": round(restored_bytes / 2**20 / decompress_s, 1) if decompress_s > 0 else None,
     }
-    rows, baselines = _decompress_rows(records, plain, out, steps_report, reference, snapshots, metrics)
+    rows, run.baselines = _decompress_rows(records, plain, out, steps_report, reference, snapshots, metrics)
     result = {"tensors": rows, "steps": opened.header.get("steps", []), "enhancements": steps_report,
               "compressed_with": opened.header.get("config", {}), "reference_given": reference is not None}
     if opened.header.get("layout"):
         layout = opened.header["layout"]
         result["layout"] = {"kind": layout.get("kind"), "files": [f.get("name") for f in layout.get("files", [])]}
-    inputs = digests or [InputDigest(name="input", sha256=hashlib.sha256(container).hexdigest(), source=source)]
-    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
-    report(1.0, "done")
-    return DecompressRun(plan, out)
+    run.digests = digests or [InputDigest(name="input", sha256=hashlib.sha256(container).hexdigest(), source=source)]
+    return DecompressRun(run.finish(result, metrics), out)
 
 
 def _decompress_rows(records: list[dict[str, Any]], plain: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray],
@@ -1066,36 +1067,34 @@ def decompress_to_files(
     blocks' checksums cover the stored bytes, and compression already
     checked the round trip bit for bit); :func:`decompress_container` does.
     """
-    if not isinstance(config, DecompressConfig):
-        config = config_from_mapping(DecompressConfig, config, "config")
-    report = progress or _ignore
-    timer = StageTimer()
-    with timer.stage("decompress"):
+    run = PlanRun.start("decompress", config, DecompressConfig, requested="plain", progress=progress,
+                        digests=digests or [InputDigest(name="input", sha256="", source=source)])
+    config = run.config
+    with run.stage("decompress"):
         opened = read_container(container, source, verify=False)
         records = {r["name"]: r for r in opened.header["tensors"]}
         outputs, folder = _restore_targets(opened, out)
         order = [records[n] for _, _, names in outputs for n in names]
         workers = max_workers(config.n_workers or None)
-        solver = SolverReport(requested="plain", ran="plain")
         address = scheduler_address(config.dask_scheduler, source)
         cluster = None
         cpu: list[float] = []
         if address is not None and path is not None:
             from qflow.compression._distributed import cluster_decode_files
 
-            report(0.05, f"decoding {len(order)} tensors on the cluster at {address}")
+            run.progress(0.05, f"decoding {len(order)} tensors on the cluster at {address}")
             written, cluster = cluster_decode_files(address, Path(path), source, records, outputs,
-                                                    opened.header.get("layout"), folder, cpu, report)
+                                                    opened.header.get("layout"), folder, cpu, run.progress)
             workers = len(cluster["workers"])
         else:
             if address is not None:
-                solver.fall_back("dask", "threads", "the container was given as bytes, not a path the workers could "
-                                 "read: decoded in this process")
-            report(0.05, f"decoding {len(order)} tensors on {workers} threads")
+                run.solver.fall_back("dask", "threads", "the container was given as bytes, not a path the workers could "
+                                     "read: decoded in this process")
+            run.progress(0.05, f"decoding {len(order)} tensors on {workers} threads")
             tensors = decoded_tensors(opened, order, workers, check_sha=False, cpu=cpu)
             written = write_safetensors_files(outputs, tensors, opened.header.get("layout"), folder)
     restored_bytes = sum(tensor_nbytes(r) for r in order)
-    seconds, mb = timer.timings_s["decompress"], restored_bytes / 2**20
+    seconds, mb = run.timer.timings_s["decompress"], restored_bytes / 2**20
     metrics = {"tensors": len(order), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,
                "compression_ratio": restored_bytes / opened.stored_bytes, "workers": workers,
                "decompress_mb_per_s": round(mb / seconds, 1) if seconds > 0 else None,
@@ -1107,11 +1106,7 @@ def decompress_to_files(
               "files": [Path(w).name for w in written]}
     if cluster is not None:
         result["cluster"] = cluster
-    inputs = digests or [InputDigest(name="input", sha256="", source=source)]
-    plan = Plan(module="decompress", inputs=inputs, config=config.model_dump(), solver=solver, result=result,
-                metrics=metrics, timings_s=timer.timings_s)
-    report(1.0, "done")
-    return plan
+    return run.finish(result, metrics)
 
 
 def plan_decompress(container: bytes, config: DecompressConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> Plan:

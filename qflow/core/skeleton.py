@@ -123,6 +123,7 @@ def quantum_step(
     budget: QuantumBudget,
     *,
     fallback_to: str,
+    fallback_from: str | None = None,
     what: str = "",
     device: QuantumDevice | None = None,
     prefer_lightning: bool = True,
@@ -142,6 +143,9 @@ def quantum_step(
         Shared by every step of one plan, so the time budget is the plan's.
     fallback_to : str
         The path name the plan reports when the step is abandoned.
+    fallback_from : str, optional
+        What the fallback leaves (default: the path that ran); a module whose
+        path joins optional steps (``plain+hhl+qsvt``) names the step dropped.
     what : str, optional
         Prefix of the recorded reason (e.g. ``"window 3"``).
     device : QuantumDevice, optional
@@ -156,5 +160,5 @@ def quantum_step(
         return step(chosen, budget)
     except QuantumUnavailableError as exc:
         reason = f"{what}: {exc}" if what else str(exc)
-        solver.fall_back(solver.ran, fallback_to, reason)
+        solver.fall_back(fallback_from or solver.ran, fallback_to, reason)
         return None

@@ -25,6 +25,7 @@ so both settings always stay inside the device's ranges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,32 @@ def _grid(lo: float, hi: float) -> np.ndarray:
     return np.unique(np.clip(np.append(steps, lo), lo, hi))[::-1]
 
 
+def _lower_to_budget(pick: np.ndarray, binding: list[str], grids: list[np.ndarray], capped: Callable[[int, float], np.ndarray],
+                     current_mhz: np.ndarray, budget_w: float) -> None:
+    """Step clocks down (``pick`` indexes each node's descending grid), in place, until the summed profile fits ``budget_w``.
+
+    Each step lowers the node that saves the most watts in the peak slot per
+    unit of added slowdown; it stops when every node is at its lowest clock.
+    """
+    m = len(grids)
+    while True:
+        total = sum(capped(i, grids[i][pick[i]]) for i in range(m))
+        if total.size == 0 or total.max() <= budget_w * (1 + 1e-9):
+            return
+        t = int(np.argmax(total))
+        gains = np.full(m, -np.inf)
+        for i in range(m):
+            if pick[i] < len(grids[i]) - 1:
+                now, lower = grids[i][pick[i]], grids[i][pick[i] + 1]
+                saved = capped(i, now)[t] - capped(i, lower)[t]
+                gains[i] = saved / (current_mhz[i] / lower - current_mhz[i] / now)
+        if not np.isfinite(gains).any():
+            return
+        i = int(np.argmax(gains))
+        pick[i] += 1
+        binding[i] = "cluster budget"
+
+
 def choose_caps(
     node_profile_w: np.ndarray,
     node_gpus_busy: np.ndarray,
@@ -204,22 +231,7 @@ def choose_caps(
             pick[i] += 1
             binding[i] = "node power limit"
     if budget_w is not None:
-        while True:
-            total = sum(capped(i, grids[i][pick[i]]) for i in range(m))
-            if total.size == 0 or total.max() <= budget_w * (1 + 1e-9):
-                break
-            t = int(np.argmax(total))
-            gains = np.full(m, -np.inf)
-            for i in range(m):
-                if pick[i] < len(grids[i]) - 1:
-                    now, lower = grids[i][pick[i]], grids[i][pick[i] + 1]
-                    saved = capped(i, now)[t] - capped(i, lower)[t]
-                    gains[i] = saved / (current_mhz[i] / lower - current_mhz[i] / now)
-            if not np.isfinite(gains).any():
-                break
-            i = int(np.argmax(gains))
-            pick[i] += 1
-            binding[i] = "cluster budget"
+        _lower_to_budget(pick, binding, grids, capped, current_mhz, budget_w)
     clock = np.array([grids[i][pick[i]] for i in range(m)])
     power_limit = np.array([
         float(np.clip((1 + POWER_LIMIT_HEADROOM) * fits[i].gpu_power_w(clock[i]), topology.gpu_min_power_w[i],

@@ -10,18 +10,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from qflow.core.errors import InfeasibleError, QuantumUnavailableError
+from qflow.core.errors import InfeasibleError
 from qflow.core.io import RawInput, digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.limits import check_limit
 from qflow.core.models import ModelArtifact
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.quantum import choose_device
+from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.energy._apply import apply_commands, schedule_csv
 from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
 from qflow.energy._levels import (
@@ -185,20 +187,13 @@ class _WindowRun:
         self.steps: list[int] = []
         self.circuits = 0
         self.controller = WindowController() if config.meta_learning else None
-        self.device = None
-        self.budget: QuantumBudget | None = None
-        self.quantum_reason: str | None = None
-        try:
-            self.device = choose_device()
-            self.budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s, heartbeat=heartbeat)
-        except QuantumUnavailableError as exc:
-            self._fall_back(str(exc))
+        self.budget = quantum_budget(config, heartbeat)
+        self.device = quantum_step(solver, lambda device, budget: device, self.budget, fallback_to=self._heuristic_path())
+        self.quantum_reason = None if self.device is not None else solver.fallbacks[-1].reason
 
-    def _fall_back(self, reason: str) -> None:
-        self.quantum_reason = reason
-        self.device = None
-        ran = self.solver.ran.replace("+qaoa", "+greedy").replace("+meta", "+greedy")
-        self.solver.fall_back(self.solver.ran, ran, reason)
+    def _heuristic_path(self) -> str:
+        """The path name once QAOA is abandoned: the windows fall back to the greedy answer."""
+        return self.solver.ran.replace("+qaoa", "+greedy").replace("+meta", "+greedy")
 
     def run(self, schedule: Schedule, horizon: int, budget_w: float | None, ids: list[str], progress: Progress) -> Schedule:
         config, problem = self.config, self.problem
@@ -291,28 +286,32 @@ class _WindowRun:
 
     def _quantum_bits(self, model, record: dict[str, Any], greedy: np.ndarray, index: int, best: float, worst: float) -> np.ndarray:
         """QAOA's answer when the record's method is QAOA and it runs, else the greedy bits (the record says which)."""
-        config = self.config
-        bits = greedy
         if record["choice"] == "qaoa" and self.device is None:
             record["choice"], record["why"] = "heuristic", f"QAOA unavailable ({self.quantum_reason})"
-        elif record["choice"] == "qaoa":
-            try:
-                result = run_qaoa(model, config.qaoa_layers, self.device, self.budget, max_steps=config.qaoa_steps,
-                                  seed=config.seed + index)
-            except QuantumUnavailableError as exc:
-                self._fall_back(str(exc))
-                record["choice"], record["why"] = "heuristic", f"QAOA failed: {exc}"
-            else:
-                ratio = approximation_ratio(worst, result.energy, best)
-                record.update(qaoa_cost_kw2=round(result.energy, 6), qaoa_ratio=round(ratio, 6),
-                              qaoa_probability=round(result.probability, 6), qaoa_steps=result.steps)
-                self.histories.append([round(v, 6) for v in result.expectation_history])
-                self.steps.append(result.steps)
-                self.circuits += result.circuits_run
-                if self.controller is not None:
-                    self.controller.observe_qaoa(1.0 - ratio)
-                bits = result.bits
-        return bits
+            return greedy
+        if record["choice"] == "qaoa":
+            return self._qaoa(model, record, worst, best, index, greedy)
+        return greedy
+
+    def _qaoa(self, model, record: dict[str, Any], worst: float, best: float, index: int, greedy: np.ndarray) -> np.ndarray:
+        """QAOA on one window's Ising model; the greedy bits (and a recorded fallback) when it cannot run."""
+        config = self.config
+        result = quantum_step(self.solver, lambda device, budget: run_qaoa(model, config.qaoa_layers, device, budget,
+                                                                          max_steps=config.qaoa_steps, seed=config.seed + index),
+                              self.budget, fallback_to=self._heuristic_path(), device=self.device)
+        if result is None:
+            self.quantum_reason, self.device = self.solver.fallbacks[-1].reason, None
+            record["choice"], record["why"] = "heuristic", f"QAOA failed: {self.quantum_reason}"
+            return greedy
+        ratio = approximation_ratio(worst, result.energy, best)
+        record.update(qaoa_cost_kw2=round(result.energy, 6), qaoa_ratio=round(ratio, 6),
+                      qaoa_probability=round(result.probability, 6), qaoa_steps=result.steps)
+        self.histories.append([round(v, 6) for v in result.expectation_history])
+        self.steps.append(result.steps)
+        self.circuits += result.circuits_run
+        if self.controller is not None:
+            self.controller.observe_qaoa(1.0 - ratio)
+        return result.bits
 
     def report(self) -> QuantumReport | None:
         ran = [r for r in self.records if r["qaoa_ratio"] is not None]
@@ -378,151 +377,262 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     >>> plan.metrics["lower_bound_w"], plan.metrics["horizon_slots"]
     (300.0, 5)
     """
-    if not isinstance(config, EnergyConfig):
-        config = EnergyConfig.from_mapping(config, "config")
-    report = progress or (lambda fraction, message: None)
-    timer = StageTimer()
-    diagnostics: list[str] = []
-    telemetry, topo, jobs = inputs.telemetry, inputs.topology, inputs.jobs
     names = {d.name: (d.source or d.name) for d in digests or []}
-    if digests is None:
-        digests = [digest_frame(telemetry, "telemetry"), digest_mapping(topo.node_ids, "topology"), digest_mapping(jobs.ids, "jobs")]
+    run = PlanRun.start("energy", config, EnergyConfig, requested=_requested, progress=progress,
+                        digests=digests if digests is not None else _input_digests(inputs))
+    config = run.config
+    _check_horizon(inputs, config)
+    beat = _Heartbeat(run.progress)
+    with run.stage("schedule", 0.02, "job power estimates and schedules"):
+        jobs = _job_problem(inputs, config, names)
+        scheduled = _schedule(jobs, inputs.topology, run, beat)
+    beat.stage(0.2, "prediction: training the GNN")
+    with run.stage("predict", 0.2, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else "")):
+        fitted = _predict(inputs, config, beat, model, run.diagnostics)
+    if config.gnn_prediction and fitted.prediction.best != "gnn":
+        mae = fitted.prediction.mae_w
+        run.note(f"the GNN did not win: walk-forward MAE gnn {mae['gnn']:.1f} W vs "
+                 f"{fitted.prediction.best} {mae[fitted.prediction.best]:.1f} W")
+    before_windows, window_run = scheduled.schedule, None
+    if config.qaoa_scheduling or config.meta_learning:
+        with run.stage("windows"):
+            window_run = _windows(run, jobs, scheduled, fitted, inputs.jobs.ids, beat)
+    with run.stage("caps", 0.85, "clock caps"):
+        caps = _caps(jobs.problem, scheduled.schedule, fitted.fits, inputs.topology, fitted.clocks, jobs.budget, config)
+    metrics = _measure(run, jobs, scheduled, fitted, caps, before_windows if window_run is not None else None)
+    result = _result(inputs, config, jobs, scheduled, fitted, caps, metrics, run.baselines["asap"]["peak_power_w"])
+    if window_run is not None:
+        _report_windows(window_run, result, metrics, run)
+    return run.finish(result, metrics)
+
+
+def _input_digests(inputs: EnergyInputs) -> list[InputDigest]:
+    """Digests of parsed inputs (when no front end passed the files' own)."""
+    return [digest_frame(inputs.telemetry, "telemetry"), digest_mapping(inputs.topology.node_ids, "topology"),
+            digest_mapping(inputs.jobs.ids, "jobs")]
+
+
+def _check_horizon(inputs: EnergyInputs, config: EnergyConfig) -> None:
+    """Refuse a job or node count x horizon beyond the limit before any (nodes, horizon) array is allocated."""
+    jobs, topo = inputs.jobs, inputs.topology
     # An explicit horizon sizes the window stage's (nodes, horizon) arrays: bound it like the jobs' slots.
     slots = max(config.horizon, int(jobs.duration.sum()) + 1)
     check_limit(max(jobs.n_jobs, topo.n_nodes) * slots, "energy_job_slots", "config", "horizon (jobs or nodes x horizon slots)")
-    solver = SolverReport(requested=_requested(config), ran=_requested(config))
-    beat = _Heartbeat(report)
+
+
+@dataclass
+class _Jobs:
+    """The scheduling problem: the jobs with every power filled in, and the cluster budget (W, or ``None``)."""
+
+    problem: Problem
+    power: np.ndarray
+    missing: np.ndarray
+    sources: list[str]
+    budget: float | None
+    budget_source: str
+    #: The problem as given, once multi-level windows changed ``problem``'s durations and powers (baselines use it).
+    given: Problem | None = None
+
+    @property
+    def baseline_problem(self) -> Problem:
+        return self.given if self.given is not None else self.problem
+
+
+@dataclass
+class _Scheduled:
+    """The schedule stage's answer and the simple schedules it is measured against."""
+
+    schedule: Schedule
+    horizon: int
+    auto: bool
+    asap: Schedule
+    per_node: Schedule
+    objective: dict[str, Any]
+    list_info: dict[str, Any] | None = None
+
+
+@dataclass
+class _Fitted:
+    """The predict stage's answer: forecasts, per-node power models and current clocks (MHz)."""
+
+    prediction: Any
+    fits: list[Any]
+    clocks: np.ndarray
+    clock_sources: list[str]
+    trained_model: dict[str, Any] | None = None
+
+
+def _job_problem(inputs: EnergyInputs, config: EnergyConfig, names: dict[str, str]) -> _Jobs:
+    """Estimate the missing job powers from telemetry; refuse a budget below the largest job."""
+    telemetry, topo, jobs = inputs.telemetry, inputs.topology, inputs.jobs
+    missing = ~np.isfinite(jobs.power_w)
+    estimates, sources = estimate_job_power(telemetry, jobs.ids, jobs.gpus, jobs.node, topo, missing)
+    power = np.where(missing, estimates, jobs.power_w)
+    problem = Problem(jobs.duration, power, jobs.gpus, jobs.node, jobs.deps, topo.gpus)
+    budget, budget_source = _budget(config, topo, names)
+    if budget is not None and budget < power.max():
+        j = int(np.argmax(power))
+        raise InfeasibleError(budget_source, "power_budget_w", "budget below the largest single job",
+                              f"at least {power[j]:.0f} W (job {jobs.ids[j]})", f"{budget:.0f} W")
+    return _Jobs(problem, power, missing, sources, budget, budget_source)
+
+
+def _schedule(jobs: _Jobs, topo, run: PlanRun, beat: _Heartbeat) -> _Scheduled:
+    """ASAP and per-node baselines, then the plan's schedule: per-node, shortest under the budget, or list-scheduled."""
+    config, problem = run.config, jobs.problem
     objective: dict[str, Any] = {"name": "min_peak", "requested": config.objective}
+    if jobs.budget is None:
+        objective["why"] = "no power budget: the peak is minimised within the horizon"
+    elif config.objective == "min_peak":
+        objective["why"] = "objective min_peak: the lowest peak within the horizon"
+    asap = asap_schedule(problem)
+    auto = config.horizon == 0
+    horizon = math.ceil(AUTO_HORIZON_FACTOR * asap.makespan(problem)) if auto else config.horizon
+    per_node = per_node_schedule(problem, _node_caps(topo, jobs.budget))
+    scheduled = _Scheduled(per_node, horizon, auto, asap, per_node, objective)
+    if run.solver.requested == "per-node":
+        objective["name"] = "per_node"
+        objective["why"] = "all toggles off: the simple per-node scheduler (each node ASAP under its own share of the budget)"
+        if per_node.makespan(problem) > horizon:
+            run.note(f"the per-node schedule needs {per_node.makespan(problem)} slots, beyond the horizon of {horizon}")
+        return scheduled
+    shortest = _shortest_within(jobs, scheduled, run, beat)
+    if shortest is not None:
+        scheduled.schedule, scheduled.objective = shortest["schedule"], shortest["report"]
+        scheduled.horizon = shortest["schedule"].makespan(problem) if auto else horizon
+        return scheduled
+    listed = list_schedule(problem, horizon, jobs.budget, auto, budget_source=jobs.budget_source, heartbeat=beat)
+    scheduled.schedule = listed.schedule
+    scheduled.list_info = {"priority_rule": listed.rule, "probes": listed.probes, "cap_w": round(listed.cap_w, 3)}
+    if listed.horizon_extended:
+        run.note(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
+    scheduled.horizon = listed.horizon
+    return scheduled
 
-    report(0.02, "job power estimates and schedules")
-    with timer.stage("schedule"):
-        missing = ~np.isfinite(jobs.power_w)
-        estimates, sources = estimate_job_power(telemetry, jobs.ids, jobs.gpus, jobs.node, topo, missing)
-        power = np.where(missing, estimates, jobs.power_w)
-        problem = Problem(jobs.duration, power, jobs.gpus, jobs.node, jobs.deps, topo.gpus)
-        budget, budget_source = _budget(config, topo, names)
-        if budget is None:
-            objective["why"] = "no power budget: the peak is minimised within the horizon"
-        elif config.objective == "min_peak":
-            objective["why"] = "objective min_peak: the lowest peak within the horizon"
-        if budget is not None and budget < power.max():
-            j = int(np.argmax(power))
-            raise InfeasibleError(budget_source, "power_budget_w", "budget below the largest single job",
-                                  f"at least {power[j]:.0f} W (job {jobs.ids[j]})", f"{budget:.0f} W")
-        asap = asap_schedule(problem)
-        auto = config.horizon == 0
-        horizon = math.ceil(AUTO_HORIZON_FACTOR * asap.makespan(problem)) if auto else config.horizon
-        node_caps = _node_caps(topo, budget)
-        per_node = per_node_schedule(problem, node_caps)
-        list_info: dict[str, Any] | None = None
-        if solver.requested == "per-node":
-            schedule = per_node
-            objective["name"] = "per_node"
-            objective["why"] = "all toggles off: the simple per-node scheduler (each node ASAP under its own share of the budget)"
-            if per_node.makespan(problem) > horizon:
-                diagnostics.append(f"the per-node schedule needs {per_node.makespan(problem)} slots, beyond the horizon of {horizon}")
-        else:
-            shortest = None
-            if budget is not None and config.objective == "min_makespan":
-                report(0.04, "shortest makespan under the budget")
-                shortest = _shortest(problem, budget, config, beat)
-                if not auto and shortest["schedule"].makespan(problem) > horizon:
-                    why = (f"the min_makespan search needs {shortest['schedule'].makespan(problem)} slots, beyond the "
-                           f"explicit horizon of {horizon}: the min_peak search ran instead")
-                    diagnostics.append(why)
-                    objective.update(why=why, not_adopted={"name": "min_makespan", "makespan_slots": shortest["schedule"].makespan(problem)})
-                    shortest = None
-            if shortest is not None:
-                schedule = shortest["schedule"]
-                objective = shortest["report"]
-                horizon = schedule.makespan(problem) if auto else horizon
-            else:
-                listed = list_schedule(problem, horizon, budget, auto, budget_source=budget_source, heartbeat=beat)
-                schedule = listed.schedule
-                list_info = {"priority_rule": listed.rule, "probes": listed.probes, "cap_w": round(listed.cap_w, 3)}
-                if listed.horizon_extended:
-                    diagnostics.append(f"auto horizon {horizon} slots extended to {listed.horizon} to stay under the budget")
-                horizon = listed.horizon
 
-    report(0.2, "prediction: persistence, ridge" + (", GNN" if config.gnn_prediction else ""))
-    beat.stage(0.2, "prediction: training the GNN")
-    with timer.stage("predict"):
-        series = build_node_series(telemetry, topo)
-        gnn, trained_model = _loaded_power_model(model, config, topo, series, diagnostics)
-        prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
-                                         use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed,
-                                         heartbeat=beat, gnn_model=gnn)
-        fits = fit_power_models(telemetry, topo)
-        clocks, clock_sources = current_clocks(telemetry, topo)
-    if config.gnn_prediction and prediction.best != "gnn":
-        diagnostics.append(f"the GNN did not win: walk-forward MAE gnn {prediction.mae_w['gnn']:.1f} W vs "
-                           f"{prediction.best} {prediction.mae_w[prediction.best]:.1f} W")
+def _shortest_within(jobs: _Jobs, scheduled: _Scheduled, run: PlanRun, beat: _Heartbeat) -> dict[str, Any] | None:
+    """The min_makespan answer when a budget is set and it fits the horizon; otherwise ``None`` (and why, in the objective)."""
+    if jobs.budget is None or run.config.objective != "min_makespan":
+        return None
+    run.progress(0.04, "shortest makespan under the budget")
+    shortest = _shortest(jobs.problem, jobs.budget, run.config, beat)
+    span = shortest["schedule"].makespan(jobs.problem)
+    if not scheduled.auto and span > scheduled.horizon:
+        why = (f"the min_makespan search needs {span} slots, beyond the "
+               f"explicit horizon of {scheduled.horizon}: the min_peak search ran instead")
+        run.note(why)
+        scheduled.objective.update(why=why, not_adopted={"name": "min_makespan", "makespan_slots": span})
+        return None
+    return shortest
 
-    before_windows = schedule
-    baseline_problem = problem
-    window_run = None
-    if config.qaoa_scheduling or config.meta_learning:
-        with timer.stage("windows"):
-            window_run = _WindowRun(config, problem, solver, beat, idle_w_per_gpu=np.array([f.p_idle_w for f in fits]))
-            schedule = window_run.run(schedule, horizon, budget, jobs.ids, report)
-            baseline_problem, problem = problem, window_run.problem  # multi-level windows change durations and powers
-            quantum = window_run.report()
-            if quantum is not None:
-                solver.quantum = quantum
 
-    report(0.85, "clock caps")
-    with timer.stage("caps"):
-        caps = _caps(problem, schedule, fits, topo, clocks, budget, config)
-    slot_h = config.slot_hours
-    idle = np.array([f.p_idle_w for f in fits])
-    metrics = _schedule_metrics(problem, schedule, horizon, budget, slot_h, idle)
+def _predict(inputs: EnergyInputs, config: EnergyConfig, beat: _Heartbeat, model: ModelArtifact | None,
+             diagnostics: list[str]) -> _Fitted:
+    """Walk-forward forecasts of node power (a given power model scored instead of training one), per-node power models
+    and the current clocks."""
+    telemetry, topo = inputs.telemetry, inputs.topology
+    series = build_node_series(telemetry, topo)
+    gnn, trained_model = _loaded_power_model(model, config, topo, series, diagnostics)
+    prediction = evaluate_predictors(series, topo, window=config.history_window, test_fraction=config.test_fraction,
+                                     use_gnn=config.gnn_prediction, hidden=config.gnn_hidden, steps=config.gnn_steps, seed=config.seed,
+                                     heartbeat=beat, gnn_model=gnn)
+    fits = fit_power_models(telemetry, topo)
+    clocks, clock_sources = current_clocks(telemetry, topo)
+    return _Fitted(prediction, fits, clocks, clock_sources, trained_model)
+
+
+def _windows(run: PlanRun, jobs: _Jobs, scheduled: _Scheduled, fitted: _Fitted, ids: list[str], beat: _Heartbeat) -> _WindowRun:
+    """Re-solve the peak slots (QAOA, greedy or the meta-controller's pick); updates ``scheduled.schedule`` (and, with
+    multi-level windows, ``jobs.problem``'s durations and powers, keeping the given problem for the baselines)."""
+    window_run = _WindowRun(run.config, jobs.problem, run.solver, beat, idle_w_per_gpu=np.array([f.p_idle_w for f in fitted.fits]))
+    scheduled.schedule = window_run.run(scheduled.schedule, scheduled.horizon, jobs.budget, ids, run.progress)
+    jobs.given, jobs.problem = jobs.problem, window_run.problem
+    quantum = window_run.report()
+    if quantum is not None:
+        run.solver.quantum = quantum
+    return window_run
+
+
+def _plan_metrics(jobs: _Jobs, scheduled: _Scheduled, fitted: _Fitted, caps: dict[str, Any], idle: np.ndarray,
+                  config: EnergyConfig) -> dict[str, Any]:
+    """The plan's schedule metrics, its makespan against the lower bound (completing the objective record) and the forecasts."""
+    problem, budget, objective = jobs.problem, jobs.budget, scheduled.objective
+    metrics = _schedule_metrics(problem, scheduled.schedule, scheduled.horizon, budget, config.slot_hours, idle)
     if budget is not None and "makespan_lower_bound_slots" not in objective:
         bound = makespan_lower_bound(problem, budget)
         objective.update(makespan_lower_bound_slots=bound["bound"], lower_bound_components=bound)
     if "makespan_lower_bound_slots" in objective:
         objective["makespan_gap_to_lower_bound"] = round(metrics["makespan_slots"] / objective["makespan_lower_bound_slots"] - 1.0, 6)
+    prediction = fitted.prediction
     metrics.update({
         "objective": objective["name"],
         "makespan_lower_bound_slots": objective.get("makespan_lower_bound_slots"),
         "makespan_gap_to_lower_bound": objective.get("makespan_gap_to_lower_bound"),
-        "horizon_slots": horizon,
+        "horizon_slots": scheduled.horizon,
         "power_budget_w": budget,
         "budget_respected": metrics["budget_exceeded_slots"] == 0,
         "peak_reduction_vs_asap": None,
         "prediction_mae_w": {k: round(v, 3) for k, v in prediction.mae_w.items()},
         "prediction_best_method": prediction.best,
         "prediction_mape": {k: round(v, 6) for k, v in prediction.mape.items()},
-        "power_fit_mae_w": [None if f.mae_w is None else round(f.mae_w, 3) for f in fits],
+        "power_fit_mae_w": [None if f.mae_w is None else round(f.mae_w, 3) for f in fitted.fits],
         "predicted_energy_saving_kwh": caps["saving_kwh"],
         "active_accelerators": caps["active_total"],
     })
-    baselines = {"asap": _schedule_metrics(baseline_problem, asap, horizon, budget, slot_h, idle),
-                 "per_node": _schedule_metrics(baseline_problem, per_node, horizon, budget, slot_h, idle)}
-    if window_run is not None:
-        baselines["list_before_windows"] = _schedule_metrics(baseline_problem, before_windows, horizon, budget, slot_h, idle)
-    asap_peak = baselines["asap"]["peak_power_w"]
+    return metrics
+
+
+def _measure(run: PlanRun, jobs: _Jobs, scheduled: _Scheduled, fitted: _Fitted, caps: dict[str, Any],
+             before_windows: Schedule | None) -> dict[str, Any]:
+    """The plan's metrics; fills ``run.baselines`` and says when the schedule exceeds the budget."""
+    idle = np.array([f.p_idle_w for f in fitted.fits])
+    metrics = _plan_metrics(jobs, scheduled, fitted, caps, idle, run.config)
+    run.baselines = _baselines(jobs, scheduled, before_windows, idle, run.config.slot_hours)
+    asap_peak = run.baselines["asap"]["peak_power_w"]
     metrics["peak_reduction_vs_asap"] = round(1.0 - metrics["peak_power_w"] / asap_peak, 6) if asap_peak > 0 else None
-    if budget is not None and metrics["budget_exceeded_slots"]:
-        diagnostics.append(f"the {solver.ran} schedule exceeds the budget in {metrics['budget_exceeded_slots']} slots "
-                           "(the per-node scheduler gives each node a fixed share; turn on gnn_prediction for the cluster-wide scheduler)")
-    length = max(schedule.makespan(problem), asap.makespan(baseline_problem), per_node.makespan(baseline_problem))
+    if jobs.budget is not None and metrics["budget_exceeded_slots"]:
+        run.note(f"the {run.solver.ran} schedule exceeds the budget in {metrics['budget_exceeded_slots']} slots "
+                 "(the per-node scheduler gives each node a fixed share; turn on gnn_prediction for the cluster-wide scheduler)")
+    return metrics
+
+
+def _baselines(jobs: _Jobs, scheduled: _Scheduled, before_windows: Schedule | None, idle: np.ndarray,
+               slot_hours: float) -> dict[str, dict[str, Any]]:
+    """ASAP, per-node and (when windows ran) the list schedule before them, measured like the plan."""
+    def measure(schedule: Schedule) -> dict[str, Any]:
+        return _schedule_metrics(jobs.baseline_problem, schedule, scheduled.horizon, jobs.budget, slot_hours, idle)
+
+    baselines = {"asap": measure(scheduled.asap), "per_node": measure(scheduled.per_node)}
+    if before_windows is not None:
+        baselines["list_before_windows"] = measure(before_windows)
+    return baselines
+
+
+def _result(inputs: EnergyInputs, config: EnergyConfig, jobs: _Jobs, scheduled: _Scheduled, fitted: _Fitted,
+            caps: dict[str, Any], metrics: dict[str, Any], asap_peak: float) -> dict[str, Any]:
+    """The plan's answer: the schedule, timelines, caps, forecasts, savings and the commands that apply them."""
+    problem, topo, ids, power = jobs.problem, inputs.topology, inputs.jobs.ids, jobs.power
+    schedule, asap, per_node, prediction = scheduled.schedule, scheduled.asap, scheduled.per_node, fitted.prediction
+    given = jobs.baseline_problem
+    length = max(schedule.makespan(problem), asap.makespan(given), per_node.makespan(given))
+    slot_h = config.slot_hours
     result: dict[str, Any] = {
-        "schedule": [{"job": jobs.ids[j], "node": topo.node_ids[schedule.node[j]], "start": int(schedule.start[j]),
+        "schedule": [{"job": ids[j], "node": topo.node_ids[schedule.node[j]], "start": int(schedule.start[j]),
                       "end": int(schedule.start[j] + problem.duration[j]), "power_w": round(float(problem.power_w[j]), 3), "gpus": int(problem.gpus[j])}
                      for j in np.lexsort((np.arange(problem.n_jobs), schedule.start))],
         "slot_hours": slot_h,
-        "horizon_slots": horizon,
-        "horizon_source": ("config" if not auto else "auto: the shortest makespan found under the budget"
-                           if objective["name"] == "min_makespan" else "auto (1.5 x ASAP makespan)"),
-        "objective": objective,
-        "power_budget_w": budget,
-        "power_budget_source": budget_source if budget is not None else None,
+        "horizon_slots": scheduled.horizon,
+        "horizon_source": ("config" if not scheduled.auto else "auto: the shortest makespan found under the budget"
+                           if scheduled.objective["name"] == "min_makespan" else "auto (1.5 x ASAP makespan)"),
+        "objective": scheduled.objective,
+        "power_budget_w": jobs.budget,
+        "power_budget_source": jobs.budget_source if jobs.budget is not None else None,
         "node_ids": topo.node_ids,
-        "list_scheduler": list_info,
+        "list_scheduler": scheduled.list_info,
         "power_timeline_w": {
             "plan": _rounded(power_profile(problem, schedule, length)),
-            "asap": _rounded(power_profile(baseline_problem, asap, length)),
-            "per_node": _rounded(power_profile(baseline_problem, per_node, length)),
+            "asap": _rounded(power_profile(given, asap, length)),
+            "per_node": _rounded(power_profile(given, per_node, length)),
             "plan_capped": _rounded(caps["capped_total"], length),
         },
         "frequency_caps": caps["per_node"],
@@ -541,35 +651,39 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
             "peak_reduction_vs_asap_w": round(asap_peak - metrics["peak_power_w"], 3),
         },
         "prediction": prediction.summary(),
-        "estimated_job_power": [{"job": jobs.ids[i], "power_w": round(float(power[i]), 3), "source": sources[i]} for i in np.flatnonzero(missing)],
-        "current_clock_sources": dict(zip(topo.node_ids, clock_sources, strict=True)),
+        "estimated_job_power": [{"job": ids[i], "power_w": round(float(power[i]), 3), "source": jobs.sources[i]}
+                                for i in np.flatnonzero(jobs.missing)],
+        "current_clock_sources": dict(zip(topo.node_ids, fitted.clock_sources, strict=True)),
         "quantum_accelerators": topo.quantum_accelerators,
         "telemetry_format": inputs.telemetry_info or {"format": "qflow", "detected": False, "mapping": "a parsed frame in qflow columns"},
     }
-    if trained_model is not None:
-        result["trained_model"] = trained_model
+    if fitted.trained_model is not None:
+        result["trained_model"] = fitted.trained_model
     result["apply"] = {**apply_commands(caps["per_node"], topo), "schedule_csv": schedule_csv(result["schedule"], slot_h),
                        "files": {key: {"file": None, "written_to": None} for key in ("set_script", "restore_script", "schedule_csv")}}
-    if window_run is not None:
-        result["windows"] = window_run.records
-        if window_run.controller is not None:
-            result["meta"] = {"learner": "online: expected QAOA gap (EWMA of 1 - ratio) vs this window's greedy gap",
-                              "choices": [{"slot": r["slot"], "choice": r["choice"], "why": r["why"]} for r in window_run.records]}
-        applied = sum(r["applied"] for r in window_run.records)
-        if config.power_levels == LEVELS:
-            result["clock_levels"] = {"slowdowns": [round(float(v), 4) for v in level_slowdowns(config.max_slowdown)],
-                                      "model": "idle part g P_idle kept, dynamic part / slowdown^3, run time x slowdown, "
-                                               "slot-average power on the slot grid (energy kept)",
-                                      "jobs": [row for r in window_run.records if r["applied"] for row in r["slowed"]]}
-            metrics["jobs_slowed"] = len(result["clock_levels"]["jobs"])
-        metrics.update(windows=len(window_run.records), windows_applied=applied,
-                       qaoa_mean_ratio=_mean([r["qaoa_ratio"] for r in window_run.records]),
-                       greedy_mean_ratio=_mean([r["greedy_ratio"] for r in window_run.records]))
-        if not window_run.records:
-            diagnostics.append("no peak slot had 2 or more jobs that could be deferred: no window ran")
-    report(1.0, "done")
-    return Plan(module="energy", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
-                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    return result
+
+
+def _report_windows(window_run: _WindowRun, result: dict[str, Any], metrics: dict[str, Any], run: PlanRun) -> None:
+    """Add the window stage's records, the meta-controller's choices and the window metrics to the plan."""
+    records = window_run.records
+    result["windows"] = records
+    if window_run.controller is not None:
+        result["meta"] = {"learner": "online: expected QAOA gap (EWMA of 1 - ratio) vs this window's greedy gap",
+                          "choices": [{"slot": r["slot"], "choice": r["choice"], "why": r["why"]} for r in records]}
+    applied = sum(r["applied"] for r in records)
+    config = run.config
+    if config.power_levels == LEVELS:
+        result["clock_levels"] = {"slowdowns": [round(float(v), 4) for v in level_slowdowns(config.max_slowdown)],
+                                  "model": "idle part g P_idle kept, dynamic part / slowdown^3, run time x slowdown, "
+                                           "slot-average power on the slot grid (energy kept)",
+                                  "jobs": [row for r in records if r["applied"] for row in r["slowed"]]}
+        metrics["jobs_slowed"] = len(result["clock_levels"]["jobs"])
+    metrics.update(windows=len(records), windows_applied=applied,
+                   qaoa_mean_ratio=_mean([r["qaoa_ratio"] for r in records]),
+                   greedy_mean_ratio=_mean([r["greedy_ratio"] for r in records]))
+    if not records:
+        run.note("no peak slot had 2 or more jobs that could be deferred: no window ran")
 
 
 def _loaded_power_model(model: ModelArtifact | None, config: EnergyConfig, topo, series, diagnostics: list[str]):

@@ -348,6 +348,21 @@ class ListResult:
     rule: str
 
 
+def _refuse_explicit_horizon(problem: Problem, shortest: int, horizon: int, budget_w: float | None, horizon_is_auto: bool,
+                             budget_source: str) -> None:
+    """Raise when no rule ends within an explicit ``horizon`` (an auto one is extended to ``shortest`` instead)."""
+    if horizon_is_auto:
+        return
+    if budget_w is None:  # even uncapped the GPUs need longer: only an explicit horizon can be too short
+        raise InfeasibleError("config", "horizon", "too short for the GPUs even with no power cap",
+                              f"at least {shortest} slots", f"{horizon} slots")
+    bound = lower_bound_w(problem, horizon)
+    why = (f"the lower bound for {horizon} slots is {bound:.0f} W" if bound > budget_w
+           else f"the list scheduler needs {shortest} slots under it")
+    raise InfeasibleError(budget_source, "power_budget_w", f"no schedule within the horizon under this budget ({why})",
+                          "a larger power_budget_w or horizon", f"{budget_w:.0f} W, horizon {horizon}")
+
+
 def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizon_is_auto: bool,
                   budget_source: str = "config", rel_tol: float = 0.002, max_probes: int = 30,
                   heartbeat: Callable[[], None] | None = None) -> ListResult:
@@ -398,19 +413,10 @@ def list_schedule(problem: Problem, horizon: int, budget_w: float | None, horizo
                     starts[name] = trial
                     break
     shortest = min(s.makespan(problem) for s in starts.values())
-    extended = False
-    if shortest > horizon:
-        if budget_w is None:  # even uncapped the GPUs need longer: only an explicit horizon can be too short
-            if not horizon_is_auto:
-                raise InfeasibleError("config", "horizon", "too short for the GPUs even with no power cap",
-                                      f"at least {shortest} slots", f"{horizon} slots")
-        elif not horizon_is_auto:
-            bound = lower_bound_w(problem, horizon)
-            why = (f"the lower bound for {horizon} slots is {bound:.0f} W" if bound > budget_w
-                   else f"the list scheduler needs {shortest} slots under it")
-            raise InfeasibleError(budget_source, "power_budget_w", f"no schedule within the horizon under this budget ({why})",
-                                  "a larger power_budget_w or horizon", f"{budget_w:.0f} W, horizon {horizon}")
-        horizon, extended = shortest, True
+    extended = shortest > horizon
+    if extended:
+        _refuse_explicit_horizon(problem, shortest, horizon, budget_w, horizon_is_auto, budget_source)
+        horizon = shortest
     best_rule, best, best_cap = "", asap, np.inf
     for name, order in rules.items():
         found = starts[name]

@@ -277,21 +277,7 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
         locked.append(_locked_clocks(node.get("locked_clocks_mhz"), source, f"{where}.locked_clocks_mhz", lo, hi))
         for key, value in zip(cols, (gpus, lo, hi, cur_value, plim, pmin, nlim, nbud_value, climit), strict=True):
             cols[key].append(value)
-    index = {n: i for i, n in enumerate(ids)}
-    links: list[tuple[int, int]] = []
-    raw_links = data.get("links") or []
-    if not isinstance(raw_links, list):
-        raise InputError(source, "links", "wrong type", "a list of {source, target}", type(raw_links).__name__)
-    for i, link in enumerate(raw_links):
-        if not isinstance(link, Mapping) or "source" not in link or "target" not in link:
-            raise InputError(source, f"links[{i}]", "wrong shape", "an object with source and target", link)
-        ends = [_identifier(link[end], source, f"links[{i}].{end}") for end in ("source", "target")]
-        for end, name in zip(("source", "target"), ends, strict=True):
-            if name not in index:
-                raise InputError(source, f"links[{i}].{end}", "unknown node", "a node id from nodes", name)
-        a, b = index[ends[0]], index[ends[1]]
-        if a != b:
-            links.append((min(a, b), max(a, b)))
+    links = _parse_links(data.get("links") or [], {n: i for i, n in enumerate(ids)}, source)
     budget = data.get("power_budget_w")
     budget_value = None if budget is None else _number(budget, source, "power_budget_w", low=0, strict_low=True, expected="a power > 0 W")
     quantum = bounded_carry(data.get("quantum_accelerators") or [], source, "quantum_accelerators")
@@ -305,6 +291,24 @@ def parse_topology(data: Mapping[str, Any], source: str = "topology") -> Topolog
         links=sorted(set(links)), quantum_accelerators=[dict(q) if isinstance(q, Mapping) else {"name": str(q)} for q in quantum],
         current_power_limit_w=arr["climit"], locked_clocks_mhz=locked,
     )
+
+
+def _parse_links(raw_links: Any, index: Mapping[str, int], source: str) -> list[tuple[int, int]]:
+    """``[{source, target}]`` node ids as ``(low, high)`` node-index pairs; self-links dropped."""
+    if not isinstance(raw_links, list):
+        raise InputError(source, "links", "wrong type", "a list of {source, target}", type(raw_links).__name__)
+    links: list[tuple[int, int]] = []
+    for i, link in enumerate(raw_links):
+        if not isinstance(link, Mapping) or "source" not in link or "target" not in link:
+            raise InputError(source, f"links[{i}]", "wrong shape", "an object with source and target", link)
+        ends = [_identifier(link[end], source, f"links[{i}].{end}") for end in ("source", "target")]
+        for end, name in zip(("source", "target"), ends, strict=True):
+            if name not in index:
+                raise InputError(source, f"links[{i}].{end}", "unknown node", "a node id from nodes", name)
+        a, b = index[ends[0]], index[ends[1]]
+        if a != b:
+            links.append((min(a, b), max(a, b)))
+    return links
 
 
 def _locked_clocks(value: Any, source: str, where: str, lo: float, hi: float) -> tuple[float, float] | None:

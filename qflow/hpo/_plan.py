@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,8 @@ import pandas as pd
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.limits import check_limit
-from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, StageTimer
-from qflow.core.quantum import QuantumBudget, choose_device
+from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
+from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
 from qflow.hpo._distributed import DaskEvaluator, optimize_on_cluster, trial_evaluator
 from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
@@ -23,6 +24,7 @@ from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_s
 __all__ = ["plan_hpo", "load_hpo_inputs", "random_search", "tpe_search"]
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
 
 
 def load_hpo_inputs(
@@ -104,17 +106,20 @@ class _Run:
 
     def _start_vqc(self) -> None:
         config = self.config
-        try:
-            device = choose_device()
-            budget = QuantumBudget(max_qubits=config.max_qubits, time_budget_s=config.quantum_time_budget_s)
-            self.vqc = VQCSurrogate(self.space, config.vqc_layers, config.vqc_steps, config.vqc_shots, config.seed, device, budget)
-        except QuantumUnavailableError as exc:
-            self._fall_back(str(exc))
+        self.vqc = quantum_step(self.solver, lambda device, budget: VQCSurrogate(
+            self.space, config.vqc_layers, config.vqc_steps, config.vqc_shots, config.seed, device, budget),
+            quantum_budget(config), fallback_to="gp-ei")
+        if self.vqc is None:
+            self.path = "gp-ei"
 
-    def _fall_back(self, reason: str) -> None:
-        self.solver.fall_back(self.path, "gp-ei", reason)
-        self.path = "gp-ei"
-        self.vqc = None
+    def vqc_step(self, step: Callable[[VQCSurrogate], T]) -> T | None:
+        """``step(vqc)`` through :func:`quantum_step`; ``None``, the fallback to GP-EI recorded and the VQC dropped, on a refusal."""
+        vqc = self.vqc
+        assert vqc is not None
+        value = quantum_step(self.solver, lambda device, budget: step(vqc), vqc.budget, fallback_to="gp-ei", device=vqc.device)
+        if value is None:
+            self.path, self.vqc = "gp-ei", None
+        return value
 
     def add(self, U: np.ndarray, values: list[float], method: str, batch: int | None, trial0: int | None) -> None:
         configs = self.space.from_unit(U)
@@ -136,13 +141,11 @@ class _Run:
         """``n`` distinct new points (n, d) and the method that proposed them (after any fallback)."""
         method = self.method()
         if method == "vqc" and self.vqc is not None:
-            try:
-                U = self.vqc.propose(self.U, self.y, pending, n, self.rng, self.config.ei_candidates)
+            U = self.vqc_step(lambda vqc: vqc.propose(self.U, self.y, pending, n, self.rng, self.config.ei_candidates))
+            if U is not None:
                 self.vqc_proposed += len(U)
                 return U, "vqc"
-            except QuantumUnavailableError as exc:
-                self._fall_back(str(exc))
-                method = "gp-ei"
+            method = "gp-ei"
         if method == "gp-ei":
             if self.config.hybrid and self.switch_trial is None:
                 self.switch_trial = sum(1 for t in self.trials if t["trial"] is not None) + 1
@@ -196,98 +199,141 @@ def plan_hpo(
     >>> plan.metrics["n_evaluations"], len(plan.result["suggestions"])
     (8, 2)
     """
-    if not isinstance(config, HpoConfig):
-        config = HpoConfig.from_mapping(config, "config")
-    report = progress or (lambda fraction, message: None)
-    timer = StageTimer()
+    plan_run = PlanRun.start("hpo", config, HpoConfig, requested=_requested, progress=progress)
+    config = plan_run.config
     names = {d.name: (d.source or d.name) for d in digests or []}
-    diagnostics: list[str] = []
-    with timer.stage("validate"):
-        user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
-        study, history, study_rejected = study_as_history(config, user_space, history, names.get("history", "history"))
-        parsed = parse_history(history, user_space, names.get("history", "history"))
-        if study is not None:
-            merge_rejected(parsed, history, study_rejected)
-        work_space, history_applies = _working_space(config, user_space, diagnostics)
-        objective = None
-        if config.objective != "none":
-            objective = make_objective(config.objective, config, work_space, dataset, names.get("dataset", "dataset"),
-                                       names.get("space", "space"))
+    with plan_run.stage("validate"):
+        given = _validate(space, history, dataset, config, names, plan_run.diagnostics)
+    plan_run.digests = _input_digests(space, history, dataset, digests, given, config)
+    history = given.history  # an Optuna study's trials, when one is the history
+    _note_unused_inputs(given.parsed, dataset, config, plan_run)
+    run = _Run(config, given.work_space, plan_run.solver, plan_run.diagnostics)
+    pending, usable = _use_history(run, given)
+    warm = None
+    if config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2:
+        with plan_run.stage("vqc_warm_start"):
+            warm = _warm_start(run)
+    n_evaluated, cluster = _evaluate(plan_run, run, given.objective, names.get("dataset", "dataset"))
+    with plan_run.stage("suggest", 0.9, "next suggestions"):
+        suggestions_U, suggest_method = run.propose(config.suggest, pending)
+    if plan_run.solver.ran == "hybrid" and given.objective is None:
+        plan_run.note(f"suggest mode: the hybrid uses the {suggest_method} proposer at {len(run.y)} observations "
+                      f"(VQC until hybrid_switch={config.hybrid_switch} VQC trials)")
+    slices: dict[str, Any] = {}
+    if len(run.y) >= 2:
+        with plan_run.stage("gp_posterior"):
+            slices = gp_slices(run.space, run.U, run.y, run.U[int(np.argmin(run.y))], config.gp_kernel, config.seed, run.sign)
+    quantum = _quantum_report(run, plan_run.diagnostics)
+    if quantum is not None:
+        plan_run.solver.quantum = quantum
+    _record_path_used(run, suggest_method)
+    plan_run.diagnostics.extend(_settings_without_effect(config, history is not None, dataset is not None))
+    result = _result(run, config, given.work_space, given.objective, given.parsed, suggestions_U, suggest_method, slices, usable)
+    if warm is not None:
+        result["vqc_warm_start"] = warm
+    result["learned_components"] = _learned_components(run, plan_run.baselines, plan_run.diagnostics)
+    if cluster is not None:
+        result["distributed"] = cluster
+    if given.study is not None:
+        result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
+                            "enqueued": enqueue_suggestions(given.study, result["suggestions"]) if config.enqueue_suggestions else []}
+    metrics = _metrics(run, given.objective, given.parsed, n_evaluated, result)
+    return plan_run.finish(result, metrics)
+
+
+@dataclass
+class _Given:
+    """The validated inputs: the space as given, its history, the space searched and the objective (``None``: suggest mode).
+
+    ``history`` is the history frame the plan read: the one given, or an Optuna
+    study's trials (``study``) when the config names one.
+    """
+
+    user_space: Space
+    parsed: History
+    work_space: Space
+    history_applies: bool
+    objective: Objective | None
+    history: pd.DataFrame | None = None
+    study: Any = None
+
+
+def _validate(space: Mapping[str, Any] | Space | None, history: pd.DataFrame | None, dataset: pd.DataFrame | None,
+              config: HpoConfig, names: dict[str, str], diagnostics: list[str]) -> _Given:
+    """Parse the space and history, pick the space searched and build the objective (``InputError`` on bad input)."""
+    user_space = _given_or_builtin_space(space, config, names.get("space", "space"))
+    study, history, study_rejected = study_as_history(config, user_space, history, names.get("history", "history"))
+    parsed = parse_history(history, user_space, names.get("history", "history"))
+    if study is not None:
+        merge_rejected(parsed, history, study_rejected)
+    work_space, history_applies = _working_space(config, user_space, diagnostics)
+    objective = None
+    if config.objective != "none":
+        objective = make_objective(config.objective, config, work_space, dataset, names.get("dataset", "dataset"),
+                                   names.get("space", "space"))
+    return _Given(user_space, parsed, work_space, history_applies, objective, history, study)
+
+
+def _input_digests(space: Mapping[str, Any] | Space | None, history: pd.DataFrame | None, dataset: pd.DataFrame | None,
+                   digests: list[InputDigest] | None, given: _Given, config: HpoConfig) -> list[InputDigest]:
+    """The files' digests (or the parsed inputs' when none were passed), led by the built-in domain when no space was
+    given; an Optuna study's trials, as read, stand for the history."""
+    user_space = given.user_space
     if digests is None:
         digests = [] if space is None else [digest_mapping(space.describe() if isinstance(space, Space) else dict(space), "space")]
         digests += [digest_frame(f, n) for f, n in ((history, "history"), (dataset, "dataset")) if f is not None]
     if space is None:  # the domain searched is part of what the plan answers to
         digests = [digest_mapping(user_space.describe(), "space", source=f"built-in:{config.objective}"), *digests]
-    if study is not None:  # the study's trials as read are the history input
+    if given.study is not None:
         digests = [*(d for d in digests if d.name != "history"),
-                   digest_frame(history, "history", source=f"optuna:{config.optuna_study}")]
+                   digest_frame(given.history, "history", source=f"optuna:{config.optuna_study}")]
+    return digests
+
+
+def _note_unused_inputs(parsed: History, dataset: pd.DataFrame | None, config: HpoConfig, plan_run: PlanRun) -> None:
+    """Say which history rows and which dataset the plan could not use."""
     if parsed.rejected:
-        diagnostics.append(f"{len(parsed.rejected)} history rows outside the space were not used "
-                           f"(first: {where(parsed.rejected[0])}: {parsed.rejected[0]['reason']})")
+        plan_run.note(f"{len(parsed.rejected)} history rows outside the space were not used "
+                      f"(first: {where(parsed.rejected[0])}: {parsed.rejected[0]['reason']})")
     if dataset is not None and config.objective != "train":
-        diagnostics.append("a dataset was given but the objective is not train: it was not used")
+        plan_run.note("a dataset was given but the objective is not train: it was not used")
 
-    solver = SolverReport(requested=_requested(config), ran=_requested(config))
-    run = _Run(config, work_space, solver, diagnostics)
-    usable = history_applies and config.warm_start
-    if history_applies and not config.warm_start and (parsed.configs or parsed.pending):
-        diagnostics.append("warm_start is off: the history's trials were not used")
+
+def _use_history(run: _Run, given: _Given) -> tuple[np.ndarray, bool]:
+    """Add the history's finished trials as observations (``warm_start``); returns its pending points (n, d) and whether it was used."""
+    config, parsed, space = run.config, given.parsed, given.work_space
+    usable = given.history_applies and config.warm_start
+    if given.history_applies and not config.warm_start and (parsed.configs or parsed.pending):
+        run.diagnostics.append("warm_start is off: the history's trials were not used")
     if usable and parsed.configs:
-        run.add(work_space.to_unit(parsed.configs), list(parsed.values), "history", None, None)
-    pending = work_space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, work_space.dim))
-    warm = None
-    if config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2:
-        with timer.stage("vqc_warm_start"):
-            warm = _warm_start(run)
+        run.add(space.to_unit(parsed.configs), list(parsed.values), "history", None, None)
+    pending = space.to_unit(parsed.pending) if usable and parsed.pending else np.zeros((0, space.dim))
+    return pending, usable
 
-    n_evaluated = 0
-    baselines: dict[str, dict[str, Any]] = {}
-    cluster: dict[str, Any] | None = None
-    if objective is not None:
-        # Worker processes (or the Dask client and any LocalCluster) end with this block, or a Cancel.
-        with trial_evaluator(objective, config, names.get("dataset", "dataset")) as evaluator:
-            if isinstance(evaluator, Evaluator):
-                _check_workers(evaluator, config, names.get("dataset", "dataset"), diagnostics)
-            with timer.stage("optimize"):
-                n_evaluated = _optimize(run, evaluator, report)
-            if config.baselines:
-                report(0.8, "baselines: random search and Optuna TPE")
-                with timer.stage("baselines"):
-                    baselines = {"random_search": random_search(work_space, objective, config, evaluator),
-                                 "optuna_tpe": tpe_search(work_space, objective, config)}
-            if isinstance(evaluator, DaskEvaluator):
-                cluster = evaluator.record(run.trials, diagnostics)
-    report(0.9, "next suggestions")
-    with timer.stage("suggest"):
-        suggestions_U, suggest_method = run.propose(config.suggest, pending)
-    if solver.ran == "hybrid" and objective is None:
-        diagnostics.append(f"suggest mode: the hybrid uses the {suggest_method} proposer at {len(run.y)} observations "
-                           f"(VQC until hybrid_switch={config.hybrid_switch} VQC trials)")
 
-    slices: dict[str, Any] = {}
-    if len(run.y) >= 2:
-        with timer.stage("gp_posterior"):
-            best_U = run.U[int(np.argmin(run.y))]
-            slices = gp_slices(work_space, run.U, run.y, best_U, config.gp_kernel, config.seed, run.sign)
+def _evaluate(plan_run: PlanRun, run: _Run, objective: Objective | None,
+              dataset_source: str) -> tuple[int, dict[str, Any] | None]:
+    """Optimise the objective (and run the baselines on the same workers).
 
-    quantum = _quantum_report(run, diagnostics)
-    if quantum is not None:
-        solver.quantum = quantum
-    _record_path_used(run, suggest_method)
-    diagnostics.extend(_settings_without_effect(config, history is not None, dataset is not None))
-    result = _result(run, config, work_space, objective, parsed, suggestions_U, suggest_method, slices, usable)
-    if warm is not None:
-        result["vqc_warm_start"] = warm
-    result["learned_components"] = _learned_components(run, baselines, diagnostics)
-    if cluster is not None:
-        result["distributed"] = cluster
-    if study is not None:
-        result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
-                            "enqueued": enqueue_suggestions(study, result["suggestions"]) if config.enqueue_suggestions else []}
-    metrics = _metrics(run, objective, parsed, n_evaluated, result)
-    report(1.0, "done")
-    return Plan(module="hpo", inputs=digests, config=config.model_dump(), solver=solver, result=result, metrics=metrics,
-                baselines=baselines, timings_s=timer.timings_s, diagnostics=diagnostics)
+    Returns how many trials ran (0 in suggest mode) and, on Dask, where they
+    ran (``result.distributed``), else ``None``.
+    """
+    if objective is None:
+        return 0, None
+    config, cluster = run.config, None
+    # Worker processes (or the Dask client and any LocalCluster) end with this block, or a Cancel.
+    with trial_evaluator(objective, config, dataset_source) as evaluator:
+        if isinstance(evaluator, Evaluator):
+            _check_workers(evaluator, config, dataset_source, plan_run.diagnostics)
+        with plan_run.stage("optimize"):
+            n_evaluated = _optimize(run, evaluator, plan_run.progress)
+        if config.baselines:
+            with plan_run.stage("baselines", 0.8, "baselines: random search and Optuna TPE"):
+                plan_run.baselines = {"random_search": random_search(run.space, objective, config, evaluator),
+                                      "optuna_tpe": tpe_search(run.space, objective, config)}
+        if isinstance(evaluator, DaskEvaluator):
+            cluster = evaluator.record(run.trials, plan_run.diagnostics)
+    return n_evaluated, cluster
 
 
 def _check_workers(evaluator: Evaluator, config: HpoConfig, dataset_source: str, diagnostics: list[str]) -> None:
@@ -408,11 +454,8 @@ def _learned_components(run: _Run, baselines: dict[str, dict[str, Any]], diagnos
 
 def _warm_start(run: _Run) -> dict[str, Any] | None:
     """The VQC's warm start from the history (see :meth:`VQCSurrogate.warm_start`); ``None`` after a quantum refusal."""
-    assert run.vqc is not None
-    try:
-        report = run.vqc.warm_start(run.U, run.y)
-    except QuantumUnavailableError as exc:
-        run._fall_back(str(exc))
+    report = run.vqc_step(lambda vqc: vqc.warm_start(run.U, run.y))
+    if report is None:
         return None
     if not report["adopted"]:
         run.diagnostics.append(f"vqc_warm_start: the warm start's first fit (training MSE {report['mean_training_mse_warm']:.4g} "

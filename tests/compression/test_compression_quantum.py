@@ -125,13 +125,13 @@ def test_qsvt_on_a_checkpoint_reports_the_self_check() -> None:
 
 
 def test_missing_quantum_library_falls_back_to_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import qflow.compression._plan as plan_module
+    import qflow.core.skeleton as skeleton  # quantum_step chooses the device for every quantum step
     from qflow.core.errors import QuantumUnavailableError
 
     def missing(*_args, **_kwargs):
         raise QuantumUnavailableError("pennylane is not installed")
 
-    monkeypatch.setattr(plan_module, "choose_device", missing)
+    monkeypatch.setattr(skeleton, "choose_device", missing)
     w = np.random.default_rng(4).normal(size=(16, 32)).astype(np.float32)
     run = compress_tensors({"w": w}, {"vqc_autoencoder": True})
     assert run.plan.solver.requested == "quant8+vqc" and run.plan.solver.ran == "quant8"

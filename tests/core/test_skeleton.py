@@ -55,6 +55,17 @@ def test_quantum_step_records_the_fallback_with_its_reason():
     assert solver.fallbacks[0].reason.startswith("block 2: circuit needs 4 qubits")
 
 
+def test_quantum_step_can_name_the_step_it_drops():
+    solver = SolverReport(requested="plain+hhl+qsvt", ran="plain+hhl+qsvt")
+
+    def too_big(device, budget):
+        budget.check_circuit(budget.max_qubits + 1, 10, device)
+
+    quantum_step(solver, too_big, QuantumBudget(max_qubits=3), fallback_to="plain+qsvt", fallback_from="hhl", device=DEVICE)
+    assert solver.ran == "plain+qsvt"
+    assert (solver.fallbacks[0].from_, solver.fallbacks[0].to) == ("hhl", "plain+qsvt")
+
+
 def test_quantum_step_lets_other_errors_through():
     solver = SolverReport(requested="qaoa", ran="qaoa")
 
