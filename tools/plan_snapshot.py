@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qflow.core.commands import available_commands
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's qflow, not an installed one
+
+from qflow.core.commands import available_commands  # noqa: E402
 
 #: Extra configs per command, beside the default one (the quantum paths, mostly).
 VARIANTS: dict[str, list[dict[str, Any]]] = {

@@ -520,12 +520,16 @@ def _vqc_device(config: CompressConfig, solver: SolverReport) -> tuple[Any, Any,
         fallback_from="vqc", fallback_to=_without(solver.ran, "vqc"))
 
 
+#: Freed tensor bytes after which the heap is handed back to the OS during compress.
+_TRIM_BYTES = 64 * 2**20
+
+
 def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: ContainerWriter, timer: StageTimer,
                 solver: SolverReport, report: Progress, outs: Iterator[_Encoded] | None = None) -> list[_Encoded]:
     """Encode every tensor on ``workers`` threads (or take them from ``outs``, the cluster's) and write its blocks
     as it finishes, in order."""
     encoded: list[_Encoded] = []
-    done_bytes, total_bytes = 0, sum(r.nbytes for r in refs) or 1
+    done_bytes, total_bytes, untrimmed = 0, sum(r.nbytes for r in refs) or 1, 0
     if outs is None:
         outs = ordered_map(lambda item: _encode_one(item, ctx), enumerate(refs), workers)
     for out in outs:
@@ -533,7 +537,11 @@ def _encode_all(refs: list[TensorRef], ctx: _Context, workers: int, writer: Cont
             writer.add(block)
         out.enc.blocks = [Block(b.name, Packed(b.packed.codec, b"", b.packed.raw_length, b.packed.level))
                           for b in out.enc.blocks]  # written: drop the payloads, keep what the plan reports
-        release_memory()
+        untrimmed += out.row["original_bytes"]
+        # Trimming after every small tensor costs more than it returns (the next one pages its buffers in again).
+        if untrimmed >= _TRIM_BYTES:
+            release_memory()
+            untrimmed = 0
         for stage, seconds in out.seconds.items():
             timer.timings_s[stage] = round(timer.timings_s.get(stage, 0.0) + seconds, 6)
         if out.latent_error and "vqc" in solver.ran.split("+"):

@@ -19,7 +19,7 @@ cannot run. The exact check of a QAOA answer lives with the QAOA loop itself
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -86,8 +86,7 @@ class PlanRun:
         that returns it. An invalid config raises :class:`~qflow.core.errors.InputError`.
         """
         if not isinstance(config, config_class):
-            config = config_class.from_mapping(config if isinstance(config, Mapping) or config is None else dict(config),
-                                               "config")
+            config = config_class.from_mapping(config, "config")  # a non-mapping is a one-line InputError there
         path = requested(config) if callable(requested) else requested
         return cls(module=module, config=config, solver=SolverReport(requested=path, ran=path),
                    digests=list(digests or []), progress=progress or _silent)

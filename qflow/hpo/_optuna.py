@@ -15,17 +15,34 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
 from qflow.core.errors import InputError
 from qflow.hpo._schemas import OBJECTIVE_COLUMN, History, Space
 
-__all__ = ["STORAGE_ENV", "enqueue_suggestions", "load_study", "study_history", "merge_rejected", "storage_setting"]
+__all__ = ["STORAGE_ENV", "enqueue_suggestions", "load_study", "redact_storage", "study_history", "merge_rejected",
+           "storage_setting"]
 
 #: Environment variable naming the storage when the config does not.
 STORAGE_ENV = "QFLOW_OPTUNA_STORAGE"
 _SOURCE = "config"
+
+
+def redact_storage(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (plans and the run store keep the config as given).
+
+    >>> redact_storage("postgresql://ops:s3cret@db:5432/hpo")
+    'postgresql://ops:***@db:5432/hpo'
+    >>> redact_storage("sqlite:///studies/hpo.db")
+    'sqlite:///studies/hpo.db'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def storage_setting(configured: str) -> tuple[str, str]:

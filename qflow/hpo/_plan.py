@@ -17,7 +17,7 @@ from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
 from qflow.hpo._distributed import DaskEvaluator, optimize_on_cluster, trial_evaluator
 from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
-from qflow.hpo._optuna import enqueue_suggestions, merge_rejected, study_as_history, where
+from qflow.hpo._optuna import enqueue_suggestions, merge_rejected, redact_storage, study_as_history, where
 from qflow.hpo._quantum import VQCSurrogate, param_shape
 from qflow.hpo._schemas import History, HpoConfig, Space, parse_history, parse_space
 
@@ -238,7 +238,9 @@ def plan_hpo(
         result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
                             "enqueued": enqueue_suggestions(given.study, result["suggestions"]) if config.enqueue_suggestions else []}
     metrics = _metrics(run, given.objective, given.parsed, n_evaluated, result)
-    return plan_run.finish(result, metrics)
+    plan = plan_run.finish(result, metrics)
+    plan.config["optuna_storage"] = redact_storage(config.optuna_storage)  # a database password never reaches a plan
+    return plan
 
 
 @dataclass

@@ -75,3 +75,9 @@ def test_quantum_step_lets_other_errors_through():
     with pytest.raises(ValueError):
         quantum_step(solver, broken, QuantumBudget(), fallback_to="classical", device=DEVICE)
     assert solver.ran == "qaoa" and not solver.fallbacks
+
+
+@pytest.mark.parametrize("bad", ["abc", 3, ["depth", 1]])
+def test_a_config_that_is_not_a_mapping_is_one_line(bad):
+    with pytest.raises(InputError, match="not a mapping"):
+        PlanRun.start("demo", bad, _Config, requested="x")
