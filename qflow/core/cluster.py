@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -87,9 +88,33 @@ def dask_client(address: str | None, n_workers: int = 1, *, source: str = "confi
             yield client
         return
     workers = max(1, min(n_workers, max_workers()))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster, set_as_default=False) as client:
+    with _main_not_rerun():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
+    with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start worker processes without re-running this process's ``__main__`` script in them.
+
+    ``multiprocessing``'s spawn start re-executes the parent's main script by
+    path in every child. Under the console that script is a Streamlit page
+    (run by Streamlit, not importable on its own), and a worker started from
+    it dies before it can serve; the workers need nothing from it, since
+    their tasks are qflow functions.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _run_tagged(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str]:

@@ -37,3 +37,18 @@ def test_tasks_run_on_the_real_workers(dask_cluster):
     assert len(workers) == 2
     assert [value for value, _ in results] == [i * i for i in range(8)]
     assert {where for _, where in results} <= set(workers)
+
+
+def test_local_cluster_starts_under_a_script_that_cannot_be_rerun(tmp_path, monkeypatch):
+    """The console's __main__ is a Streamlit page; spawned workers must not execute it again."""
+    import sys
+    import types
+
+    script = tmp_path / "page.py"
+    script.write_text("raise NameError('a Streamlit page run outside Streamlit')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    with dask_client("local", 1) as client:
+        assert client.gather(tagged_call(client, pow, 3, 2))[0] == 9
+    assert fake_main.__file__ == str(script)
