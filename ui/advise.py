@@ -25,7 +25,7 @@ from ui.jobs import Job, content_key, job_board, show_progress
 BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
 
 __all__ = ["BUDGETS_S", "advise_job", "advise_section", "apply_recommendation", "candidates_frame", "rules_frame",
-           "tradeoff_figure"]
+           "show_ranking", "tradeoff_figure"]
 
 
 def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, goal: str, budget_s: float,
@@ -39,31 +39,37 @@ def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, g
         return {"error": exc.message}
 
 
-def candidates_frame(plan: dict[str, Any]) -> pd.DataFrame:
-    """One row per measured candidate: rank, name, rule, primary metric, seconds, settings changed."""
-    given = plan["result"]["candidates"][0]["config"]
+def candidates_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per measured candidate of a ranking (an advice plan's ``result``, or
+    :func:`qflow.advisor.rank_plans`'): rank, name, rule, primary metric, seconds, settings changed from the first."""
+    first = result["candidates"][0]["config"]
     return pd.DataFrame([
-        {"rank": row["rank"], "candidate": row["name"], "rule": row["rule"] or "(given settings)",
-         plan["result"]["primary_metric"]["metric"]: row["quality"], "seconds": row["seconds"],
-         "changes": json.dumps({k: v for k, v in row["config"].items() if given.get(k) != v}),
-         "error": row["error"]}
-        for row in plan["result"]["candidates"]
+        {"rank": row["rank"], "candidate": row["name"], "rule": row["rule"] or "",
+         result["primary_metric"]["metric"]: row["quality"], "seconds": row["seconds"],
+         "changes": json.dumps({k: v for k, v in row["config"].items() if first.get(k) != v}), "error": row["error"]}
+        for row in result["candidates"]
     ]).sort_values("rank")
 
 
-def tradeoff_figure(plan: dict[str, Any]) -> go.Figure:
-    """Each measured candidate as a point: seconds (x) against the primary metric (y), the recommendation marked."""
-    metric = plan["result"]["primary_metric"]["metric"]
-    rows = [row for row in plan["result"]["candidates"] if row["quality"] is not None]
-    chosen = plan["result"]["recommended_candidate"]
+def tradeoff_figure(result: dict[str, Any]) -> go.Figure:
+    """Each measured candidate of a ranking as a point: seconds (x) against the primary metric (y), the first marked."""
+    metric = result["primary_metric"]["metric"]
+    rows = [row for row in result["candidates"] if row["quality"] is not None]
+    chosen = result["recommended_candidate"]
     figure = go.Figure(go.Scatter(
         x=[row["seconds"] for row in rows], y=[row["quality"] for row in rows], mode="markers+text",
         text=[row["name"] for row in rows], textposition="top center",
         marker={"size": [16 if row["name"] == chosen else 9 for row in rows],
                 "symbol": ["star" if row["name"] == chosen else "circle" for row in rows]}))
-    figure.update_layout(title=f"Candidates: {metric} against time (star: recommended)", xaxis_title="seconds",
-                         yaxis_title=metric, height=360, margin={"t": 50, "b": 40})
+    figure.update_layout(title=f"Candidates: {metric} against time (star: ranked first for {result['goal']})",
+                         xaxis_title="seconds", yaxis_title=metric, height=360, margin={"t": 50, "b": 40})
     return figure
+
+
+def show_ranking(result: dict[str, Any], key: str) -> None:
+    """The trade-off chart and the table of a ranking (the advisor's and Compare's)."""
+    st.plotly_chart(tradeoff_figure(result), key=f"{key}_tradeoff")
+    st.dataframe(candidates_frame(result), hide_index=True, key=f"{key}_candidates")
 
 
 def apply_recommendation(prefix: str, changes: dict[str, Any]) -> None:
@@ -123,8 +129,7 @@ def _show_advice(plan: dict[str, Any], prefix: str) -> None:
                f"({'change ' + json.dumps(changes) if changes else 'keep the given settings'}).")
     if changes:
         st.button("Use these settings", key=f"{prefix}_advise_apply", on_click=apply_recommendation, args=(prefix, changes))
-    st.plotly_chart(tradeoff_figure(plan), key=f"{prefix}_advise_tradeoff")
-    st.dataframe(candidates_frame(plan), hide_index=True)
+    show_ranking(result, f"{prefix}_advise")
     st.dataframe(rules_frame(plan), hide_index=True)
     for line in plan["diagnostics"]:
         st.caption(line)

@@ -1,9 +1,9 @@
 """The Compare page's pieces: stored runs side by side (tables, figures) and a batch of configurations run at once.
 
 Generic over modules: metrics are whatever numeric scalars the plans hold,
-configs whatever fields their module declares, and the batch runner drives a
-module through its :class:`~qflow.core.commands.ModuleCommand`, so a module
-that lands later is compared without changes here. Runs are the dicts of
+configs whatever fields their module declares, and a batch runs each
+configuration as the module page's own Run job (:func:`run_batch`), so a
+module that lands later is compared without changes here. Runs are the dicts of
 :meth:`qflow.core.runs.StoredRun.to_dict` (``id``, ``module``, ``config``,
 ``metrics``, ``timings_s``, ``inputs``, ``plan``...).
 """
@@ -17,13 +17,14 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
 from plotly.subplots import make_subplots
 
-from qflow.core.commands import load_command
+from qflow.core.commands import Progress, load_command
 from qflow.core.errors import InputError, QflowError
 from qflow.core.runs import RunStore
-from qflow.core.uploads import Upload, run_on_uploads
+from qflow.core.uploads import Upload
+from ui.jobs import JobBoard
+from ui.page import PageRun, run_identity, run_module
 
 __all__ = ["MAX_CONFIGURATIONS", "BatchItem", "config_frame", "default_metrics", "differing_fields", "inputs_differ",
            "metrics_figure", "metrics_frame", "numeric_metric_names", "parse_overrides", "plan_json", "run_batch",
@@ -217,50 +218,40 @@ def parse_overrides(text: str, source: str = "settings") -> dict[str, Any]:
     return values
 
 
-def _ignore(fraction: float, message: str) -> None:
-    """Progress sink for cache-filling calls nobody watches."""
+def run_batch(board: JobBoard, items: list[BatchItem], module: str, uploads: Mapping[str, Upload | None],
+              configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Progress) -> list[BatchItem]:
+    """Run each configuration of ``module`` on the same ``uploads`` in turn, as the module page's Run does.
 
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _plan_cached(module: str, uploads: tuple[tuple[str, str, bytes], ...], config_json: str) -> dict[str, Any]:
-    """``{"plan": dict}`` or ``{"error": message}``; keyed on the module, the input bytes and names, the config."""
-    command = load_command(module)
-    try:
-        config = command.config_cls.model_validate_json(config_json)
-        plan = run_on_uploads(command, {name: (file_name, data) for name, file_name, data in uploads}, config)
-    except QflowError as exc:
-        return {"error": exc.message}
-    return {"plan": plan.to_dict()}
-
-
-def run_batch(items: list[BatchItem], module: str, uploads: Mapping[str, Upload | None],
-              configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Any = _ignore) -> list[BatchItem]:
-    """Plan each configuration of ``module`` on the same ``uploads`` in turn, store each plan, append to ``items``.
-
-    Meant for :meth:`ui.jobs.JobBoard.submit` (``_progress`` reports between
-    runs, and raises there once Cancel was pressed). Each outcome lands in
-    ``items`` (``settings``, ``run_id`` or ``None``, ``error`` or ``None``) and
-    each plan in the run store at ``db_path`` as soon as it exists, so a
-    cancelled batch keeps what it finished. Returns ``items``.
+    The work of one :meth:`ui.jobs.JobBoard.submit` job: each configuration
+    is the page's own job (:func:`ui.page.run_module` under
+    :func:`ui.page.run_identity`'s key, run here by
+    :meth:`~ui.jobs.JobBoard.run_here`), so a run the page already made is
+    reused, and Cancel stops the configuration running. Each outcome lands in
+    ``items`` (``settings``, ``plan`` or ``None``, ``run_id``, ``error``) and
+    each plan in the run store at ``db_path`` as it finishes, so a cancelled
+    batch keeps what it finished. Returns ``items``.
     """
-    command, store = load_command(module), RunStore(db_path)
-    files = tuple(sorted((name, up[0], up[1]) for name, up in uploads.items() if up is not None))
-    total = len(configurations)
+    command, store, total = load_command(module), RunStore(db_path), len(configurations)
     for index, settings in enumerate(configurations):
-        _progress(index / total, f"configuration {index + 1} of {total}")
-        item: BatchItem = {"settings": dict(settings), "run_id": None, "error": None}
+        item: BatchItem = {"settings": dict(settings), "plan": None, "run_id": None, "error": None}
         items.append(item)
+        source = f"configuration {index + 1}"
+
+        def report(fraction: float, message: str, index: int = index, source: str = source) -> None:
+            _progress((index + fraction) / total, f"{source} of {total}: {message}")
+
         try:
-            config = command.config_cls.from_mapping(dict(settings), source=f"configuration {index + 1}")
+            key, config_json = run_identity(command, dict(uploads), dict(settings), {}, source=source)
         except QflowError as exc:
             item["error"] = exc.message
             continue
-        outcome = _plan_cached(module, files, config.model_dump_json())
-        item["error"] = outcome.get("error")
+        job = board.run_here(key, command.page_title, report, run_module, module, dict(uploads), config_json, {})
+        report(1.0, job.state)  # raises here once this batch was cancelled
+        run = job.result if job.state == "done" else PageRun(error=f"the run {job.state}: {job.error or ''}")
+        item["plan"], item["error"] = run.plan, run.error
         try:
-            item["run_id"] = store.save(outcome["plan"], origin="app") if "plan" in outcome else None
+            item["run_id"] = None if run.plan is None else store.save(run.plan, origin="app")
         except QflowError as exc:
             item["error"] = f"plan made but not stored: {exc.message}"
     _progress(1.0, f"{total} configurations done")
     return items
-

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import streamlit as st
 
+from qflow.core.commands import Progress
 from qflow.core.limits import max_workers
 
 __all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "show_progress"]
@@ -94,10 +95,12 @@ class Job:
         """Block until the job ends (tests, scripts); returns whether it did."""
         return self._ended.wait(timeout)
 
-    def work(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """Run ``func(*args, _progress=self.report)`` and record how it ended (in a worker thread)."""
+    def work(self, func: Callable[..., Any], args: tuple[Any, ...], watch: Progress | None = None) -> None:
+        """Run ``func(*args, _progress=...)`` and record how it ended; ``watch`` also gets each report (and may cancel)."""
+        report = self.report if watch is None else lambda fraction, message: (watch(fraction, message),
+                                                                                self.report(fraction, message))
         try:
-            self.result = func(*args, _progress=self.report)
+            self.result = func(*args, _progress=report)
             self.fraction, self.message, self.state = 1.0, "done", "done"
         except JobCancelled:
             self.message, self.state = "cancelled", "cancelled"
@@ -116,17 +119,32 @@ class JobBoard:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
 
-    def submit(self, key: str, label: str, func: Callable[..., Any], *args: Any) -> Job:
-        """The job for ``key``: the running or successfully finished one, else a new one running ``func(*args)``."""
+    def _claim(self, key: str, label: str) -> tuple[Job, bool]:
+        """The running or successfully finished job for ``key`` and ``False``, else a new one and ``True``."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state in ("running", "done"):
                 self._jobs.move_to_end(key)
-                return job
-            job = Job(key=key, label=label)
-            self._jobs[key] = job
+                return job, False
+            self._jobs[key] = job = Job(key=key, label=label)
             self._forget_old()
-        self._pool.submit(job.work, func, args)
+            return job, True
+
+    def submit(self, key: str, label: str, func: Callable[..., Any], *args: Any) -> Job:
+        """The job for ``key``: the running or successfully finished one, else a new one running ``func(*args)``."""
+        job, new = self._claim(key, label)
+        if new:
+            self._pool.submit(job.work, func, args)
+        return job
+
+    def run_here(self, key: str, label: str, watch: Progress, func: Callable[..., Any], *args: Any) -> Job:
+        """As :meth:`submit`, but a new job runs in the calling thread (a step of a batch job), and it returns once
+        the job has ended; ``watch`` gets its reports, or a call every half second while it waits on a running one."""
+        job, new = self._claim(key, label)
+        if new:
+            job.work(func, args, watch)
+        while not job.wait(0.5):
+            watch(job.fraction, job.message)
         return job
 
     def get(self, key: str) -> Job | None:

@@ -44,7 +44,7 @@ from ui.store import save_run
 from ui.summary import metrics_table
 from ui.widgets import config_form
 
-__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_module"]
+__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_identity", "run_module"]
 
 #: Share of the progress bar given to the plan when a hook adds ``extras``.
 PLAN_SHARE = 0.85
@@ -89,15 +89,21 @@ def run_module(name: str, uploads: dict[str, Upload | None], config_json: str, o
     return PageRun(plan.to_dict(), plan.to_json(), artifacts, extras)
 
 
+def run_identity(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
+                 options: dict[str, Any], source: str = "settings") -> tuple[str, str]:
+    """``(job key, config JSON)`` of a Run: the same inputs, config and options make the same job (raises QflowError)."""
+    config_json = command.config_cls.from_mapping(dict(settings), source=source).model_dump_json()
+    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
+    return content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files), config_json
+
+
 def _start(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
            options: dict[str, Any]) -> Job | PageRun:
     """Submit the run to the job board (attaching to the same run if it is going on); a bad setting is an error run."""
     try:
-        config_json = command.config_cls.from_mapping(dict(settings), source="settings").model_dump_json()
+        key, config_json = run_identity(command, uploads, settings, options)
     except QflowError as exc:
         return PageRun(error=exc.message)
-    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
-    key = content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files)
     return job_board().submit(key, command.page_title, run_module, command.name, uploads, config_json, options)
 
 

@@ -1,10 +1,12 @@
 """Compare page: stored runs of one module side by side, and a batch of configurations run at once.
 
 Run several configurations of one input (uploads or the samples, as on a
-module page) as one :mod:`ui.jobs` job that stores each plan as it finishes,
-or pick stored runs: metrics, config differences, metric bars, stage times.
-Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``,
-``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``.
+module page) as one :mod:`ui.jobs` job that runs each as the page's Run job
+and stores each plan as it finishes, ranked by the advisor's ranking
+(:func:`qflow.advisor.rank_plans`) for a goal; or pick stored runs: metrics,
+config differences, metric bars, stage times. Widget keys: ``compare_module``,
+``compare_{module}_c{i}_{field}``, ``compare_{module}_c{i}_set``,
+``compare_run_all``, ``compare_goal``, ``compare_runs``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 
 import streamlit as st
 
+from qflow.advisor import GOALS, rank_plans
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import QflowError
 from qflow.core.runs import RunStore
 from ui import compare
+from ui.advise import show_ranking
 from ui.inputs import choose_inputs
 from ui.jobs import Job, job_board, show_progress
 from ui.store import run_store
@@ -76,6 +80,23 @@ def show_batch_outcome(job: Job) -> None:
     for index, item in enumerate(items, 1):
         if item["error"]:
             st.error(f"Configuration {index}: {item['error']}")
+    if plans := [item["plan"] for item in items if item["plan"]]:
+        ranking_section(plans[0]["module"], items)
+
+
+def ranking_section(module: str, items: list[dict[str, Any]]) -> None:
+    """The batch's plans ranked by the advisor's ranking for the chosen goal (primary metric, engine seconds)."""
+    goal = st.segmented_control("rank for", GOALS, default="balanced", key="compare_goal") or "balanced"
+    names = [f"configuration {i}" + (f" (#{item['run_id']})" if item["run_id"] else "") for i, item in enumerate(items, 1)]
+    try:
+        ranking = rank_plans(module, [item["plan"] for item in items], goal, names)
+    except QflowError as exc:
+        st.caption(f"Not ranked: {exc.message}")
+        return
+    metric = ranking["primary_metric"]
+    st.markdown(f"**Ranked for {goal}** on `{metric['metric']}` ({metric['better']} is better) and engine seconds: "
+                f"{ranking['recommended_candidate']} first.")
+    show_ranking(ranking, "compare_ranking")
 
 
 def batch_section(command: ModuleCommand) -> None:
@@ -91,8 +112,9 @@ def batch_section(command: ModuleCommand) -> None:
     if pressed and uploads is not None and configurations is not None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
-        job = job_board().submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations",
-                                 compare.run_batch, items, command.name, uploads, configurations, str(run_store().path))
+        board = job_board()
+        job = board.submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations", compare.run_batch,
+                           board, items, command.name, uploads, configurations, str(run_store().path))
         st.session_state[JOB_KEY] = job
         running = True
     if job is None:

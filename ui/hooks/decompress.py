@@ -21,7 +21,7 @@ def out_name(options: dict[str, Any], uploads: dict[str, Upload | None]) -> str:
     """``checkpoint_restored.npz`` for ``checkpoint.qfz`` and format npz (the plan goes beside it)."""
     upload = uploads.get("input")
     stem = upload[0].rsplit(".", 1)[0] if upload else "restored"
-    return f"{stem}_restored.{options['format']}"
+    return f"{stem}_restored.{options.get('format', FORMATS[0])}"
 
 
 def summary(plan: dict[str, Any]) -> None:
