@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.summary import fallback_messages, not_adopted, not_adopted_messages, path_steps, plan_for_display, step_name
 
-__all__ = ["show_downloads", "show_solver"]
+__all__ = ["show_charts", "show_downloads", "show_solver"]
 
 
 def _badges(steps: list[str], colour: str) -> str:
@@ -42,3 +42,10 @@ def show_downloads(name: str, plan: dict[str, Any], plan_json: str, artifacts: l
                        key=f"{name}_download", on_click="ignore", type="secondary", icon=":material/download:")
     with st.expander("Plan JSON (long lists shortened here; the download has everything)"):
         st.json(plan_for_display(plan), expanded=1)
+
+
+def show_charts(module: str, figures: dict[str, Any]) -> None:
+    """Each figure that is not ``None``, in order, under the key ``{module}_{name}_chart``."""
+    for name, figure in figures.items():
+        if figure is not None:
+            st.plotly_chart(figure, key=f"{module}_{name}_chart")
