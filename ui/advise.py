@@ -1,8 +1,7 @@
 """"Recommend settings" on a module page: the advisor measured on the page's inputs, its verdict as tables.
 
-:func:`advise_section` is the one call the generic page makes; the work runs
-on the job board (:mod:`ui.jobs`) as a page's Run does, so it survives
-clicks elsewhere and can be cancelled.
+:func:`advise_section` is the one call the generic page makes; the work runs on the job board (:mod:`ui.jobs`) as a
+page's Run does, so it survives clicks elsewhere and can be cancelled.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ def advise_job(name: str, uploads: dict[str, Upload | None], config_json: str, g
 
 
 def candidates_frame(result: dict[str, Any]) -> pd.DataFrame:
-    """One row per measured candidate of a ranking (an advice plan's ``result``, or
-    :func:`qflow.advisor.rank_plans`'): rank, name, rule, primary metric, seconds, settings changed from the first."""
+    """One row per measured candidate of a ranking (an advice plan's ``result``, or :func:`qflow.advisor.rank_plans`'):
+    rank, name, rule, primary metric, seconds, settings changed from the first."""
     first = result["candidates"][0]["config"]
     return pd.DataFrame([
         {"rank": row["rank"], "candidate": row["name"], "rule": row["rule"] or "",
@@ -75,8 +74,8 @@ def show_ranking(result: dict[str, Any], key: str) -> None:
 def apply_recommendation(prefix: str, changes: dict[str, Any]) -> None:
     """Copy the recommended changes into the page's settings widgets (``{prefix}_{field}`` keys).
 
-    Used as a button callback: callbacks run before the page is drawn again,
-    the only time Streamlit lets a widget's value be set from code.
+    Used as a button callback: callbacks run before the page is drawn again, the only time Streamlit lets a widget's
+    value be set from code.
     """
     for field, value in changes.items():
         st.session_state[f"{prefix}_{field}"] = value

@@ -1,5 +1,5 @@
-"""What every module's figures share: one palette, the layouts, :func:`styled`. The figures live in ``ui/hooks/<module>.py``,
-as pure functions (plan dict in, Plotly Figure out) tested on real plans.
+"""What every module's figures share: one palette, the layouts, :func:`styled`. The figures live in
+``ui/hooks/<module>.py``, as pure functions (plan dict in, Plotly Figure out) tested on real plans.
 """
 
 from __future__ import annotations

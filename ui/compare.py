@@ -1,11 +1,9 @@
 """The Compare page's pieces: stored runs side by side (tables, figures) and a batch of configurations run at once.
 
-Generic over modules: metrics are whatever numeric scalars the plans hold,
-configs whatever fields their module declares, and a batch runs each
-configuration as the module page's own Run job (:func:`run_batch`), so a
-module that lands later is compared without changes here. Runs are the dicts of
-:meth:`qflow.core.runs.StoredRun.to_dict` (``id``, ``module``, ``config``,
-``metrics``, ``timings_s``, ``inputs``, ``plan``...).
+Generic over modules: metrics are whatever numeric scalars the plans hold, configs whatever fields their module
+declares, and a batch runs each configuration as the module page's own Run job (:func:`run_batch`), so a module that
+lands later is compared without changes here. Runs are the dicts of :meth:`qflow.core.runs.StoredRun.to_dict` (``id``,
+``module``, ``config``, ``metrics``, ``timings_s``, ``inputs``, ``plan``...).
 """
 
 from __future__ import annotations
@@ -147,9 +145,8 @@ _PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#
 def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3) -> go.Figure:
     """Grouped bars: one panel per metric (each on its own scale), one bar per run, same colour per run.
 
-    Where a run's plan holds baselines with that metric, the first run's
-    baseline values are drawn as dashed lines (the simple methods on the same
-    input), so each bar reads against what an operator would otherwise get.
+    Where a run's plan holds baselines with that metric, the first run's baseline values are drawn as dashed lines (the
+    simple methods on the same input), so each bar reads against what an operator would otherwise get.
     """
     metrics = list(metrics)
     rows = max(1, math.ceil(len(metrics) / columns))
@@ -222,14 +219,11 @@ def run_batch(board: JobBoard, items: list[BatchItem], module: str, uploads: Map
               configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Progress) -> list[BatchItem]:
     """Run each configuration of ``module`` on the same ``uploads`` in turn, as the module page's Run does.
 
-    The work of one :meth:`ui.jobs.JobBoard.submit` job: each configuration
-    is the page's own job (:func:`ui.page.run_module` under
-    :func:`ui.page.run_identity`'s key, run here by
-    :meth:`~ui.jobs.JobBoard.run_here`), so a run the page already made is
-    reused, and Cancel stops the configuration running. Each outcome lands in
-    ``items`` (``settings``, ``plan`` or ``None``, ``run_id``, ``error``) and
-    each plan in the run store at ``db_path`` as it finishes, so a cancelled
-    batch keeps what it finished. Returns ``items``.
+    The work of one :meth:`ui.jobs.JobBoard.submit` job: each configuration is the page's own job
+    (:func:`ui.page.run_module` under :func:`ui.page.run_identity`'s key, run here by
+    :meth:`~ui.jobs.JobBoard.run_here`), so a run the page already made is reused, and Cancel stops the configuration
+    running. Each outcome lands in ``items`` (``settings``, ``plan`` or ``None``, ``run_id``, ``error``) and each plan
+    in the run store at ``db_path`` as it finishes, so a cancelled batch keeps what it finished. Returns ``items``.
     """
     command, store, total = load_command(module), RunStore(db_path), len(configurations)
     for index, settings in enumerate(configurations):

@@ -1,15 +1,12 @@
 """Long work outside the script thread: jobs in a worker pool, progress in a fragment, Cancel that stops the engine.
 
-The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource``
-(:func:`job_board`), so a job outlives the script run that started it (any
-click ends that run). A page keeps its job in the session state and shows it
-with :func:`show_progress`, an ``st.fragment`` rerun once a second (every half
-second slowed routing's sample run from 25 to 75 s in the browser: each rerun
-takes the GIL from the worker) that reruns the page once the job has ended.
-Submitting a key that is running attaches to that job; one that finished
-recently returns its result at once.
-Cancel is cooperative: the job's progress callback raises :class:`JobCancelled`
-in the worker at its next report, so the engine stops between stages.
+The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource`` (:func:`job_board`), so a job outlives the
+script run that started it (any click ends that run). A page keeps its job in the session state and shows it with
+:func:`show_progress`, an ``st.fragment`` rerun once a second (every half second slowed routing's sample run from 25 to
+75 s in the browser: each rerun takes the GIL from the worker) that reruns the page once the job has ended. Submitting a
+key that is running attaches to that job; one that finished recently returns its result at once. Cancel is cooperative:
+the job's progress callback raises :class:`JobCancelled` in the worker at its next report, so the engine stops between
+stages.
 """
 
 from __future__ import annotations
@@ -40,8 +37,8 @@ KEEP_FINISHED = 8
 class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
     """Raised inside the worker by the progress callback once :meth:`Job.cancel` was called.
 
-    A ``BaseException`` (like ``KeyboardInterrupt``), so an engine's
-    ``except Exception`` around a step that may fall back does not swallow it.
+    A ``BaseException`` (like ``KeyboardInterrupt``), so an engine's ``except Exception`` around a step that may fall
+    back does not swallow it.
     """
 
 
@@ -49,10 +46,9 @@ class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
 class Job:
     """One piece of work for the pool.
 
-    ``key`` identifies the work (same key, same result); ``fraction`` and
-    ``message`` are the last progress report; ``result`` is the function's
-    value once ``state == "done"``, ``error`` ``"TypeName: message"`` once
-    ``"failed"`` (a bug: input errors are results).
+    ``key`` identifies the work (same key, same result); ``fraction`` and ``message`` are the last progress report;
+    ``result`` is the function's value once ``state == "done"``, ``error`` ``"TypeName: message"`` once ``"failed"`` (a
+    bug: input errors are results).
     """
 
     key: str
@@ -138,8 +134,8 @@ class JobBoard:
         return job
 
     def run_here(self, key: str, label: str, watch: Progress, func: Callable[..., Any], *args: Any) -> Job:
-        """As :meth:`submit`, but a new job runs in the calling thread (a step of a batch job), and it returns once
-        the job has ended; ``watch`` gets its reports, or a call every half second while it waits on a running one."""
+        """As :meth:`submit`, but a new job runs in the calling thread (a step of a batch job), and it returns once the job
+        has ended; ``watch`` gets its reports, or a call every half second while it waits on a running one."""
         job, new = self._claim(key, label)
         if new:
             job.work(func, args, watch)

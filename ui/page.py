@@ -1,8 +1,7 @@
 """The one module page: any module drawn from its registry entry, plus its own charts from ``ui/hooks/<name>.py``.
 
-:func:`render` draws inputs (:mod:`ui.inputs`), the config form, Run with
-progress and Cancel (:mod:`ui.jobs`), then path badges, the module's summary,
-the table against the baselines, the module's charts and the downloads.
+:func:`render` draws inputs (:mod:`ui.inputs`), the config form, Run with progress and Cancel (:mod:`ui.jobs`), then
+path badges, the module's summary, the table against the baselines, the module's charts and the downloads.
 
 Page hooks (a module ``ui.hooks.<name>``; every name optional):
 
@@ -12,13 +11,13 @@ Page hooks (a module ``ui.hooks.<name>``; every name optional):
 - ``options()`` -> dict: extra choices drawn under the inputs (part of the run's identity);
 - ``out_name(options, uploads)`` -> str: the ``--out`` name the command writes its artifacts beside;
 - ``extras(uploads, config, progress)`` -> dict: more work in the same job (``run.extras``);
-- ``artifacts(plan, files)`` -> list of (file name, bytes): the downloads from the files the command wrote
-  (default: every file, by its name), for a module writing more than plain files beside the plan;
-- ``run_in_place(command, options, config, progress)`` -> ``(plan, artifacts)`` or None: run on server-side
-  files the options picked instead of the uploads (None: the uploads are used).
+- ``artifacts(plan, files)`` -> list of (file name, bytes): the downloads from the files the command wrote (default:
+  every file, by its name), for a module writing more than plain files beside the plan;
+- ``run_in_place(command, options, config, progress)`` -> ``(plan, artifacts)`` or None: run on server-side files the
+  options picked instead of the uploads (None: the uploads are used).
 
-Widget keys: ``{name}_run_button``, ``{name}_{input}_upload``, ``{name}_{field}``;
-the finished run is ``st.session_state[f"{name}_run"]``, the job ``[f"{name}_job"]``.
+Widget keys: ``{name}_run_button``, ``{name}_{input}_upload``, ``{name}_{field}``; the finished run is
+``st.session_state[f"{name}_run"]``, the job ``[f"{name}_job"]``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ def _badges(steps: list[str], colour: str) -> str:
 
 
 def show_solver(plan: dict[str, Any]) -> None:
-    """The path requested, each step of ``solver.ran`` as a badge and the steps not adopted struck out;
-    then each fallback and not-adopted step as a warning and the plan's diagnostics as warnings."""
+    """The path requested, each step of ``solver.ran`` as a badge and the steps not adopted struck out; then each fallback
+    and not-adopted step as a warning and the plan's diagnostics as warnings."""
     solver = plan["solver"]
     skipped = [step_name(entry) for entry in not_adopted(plan)]
     st.markdown(f"**Path requested:** `{solver['requested']}` &nbsp;&nbsp; **Path ran:** `{solver['ran']}`")

@@ -1,7 +1,7 @@
 """Plain-data summaries of a plan for display: tables, messages, a shortened copy.
 
-No Streamlit here: every function takes the plan as a dict (``Plan.to_dict()``)
-and returns plain Python, so it is tested without an app.
+No Streamlit here: every function takes the plan as a dict (``Plan.to_dict()``) and returns plain Python, so it is
+tested without an app.
 """
 
 from __future__ import annotations
@@ -69,10 +69,9 @@ def path_steps(ran: str) -> list[str]:
 def plan_for_display(value: Any, list_limit: int = 12, dict_limit: int = 24) -> Any:
     """A copy with long lists cut to ``list_limit`` items and big mappings to ``dict_limit``, for ``st.json``.
 
-    The limits differ because the plan's small mappings (metrics, config) are
-    worth showing whole, while per-token and per-expert ones are not. Cut lists
-    end with a note ``"... N more"``; cut mappings get a ``"..."`` key. The
-    plan itself is not changed (the download keeps everything).
+    The limits differ because the plan's small mappings (metrics, config) are worth showing whole, while per-token and
+    per-expert ones are not. Cut lists end with a note ``"... N more"``; cut mappings get a ``"..."`` key. The plan
+    itself is not changed (the download keeps everything).
 
     >>> plan_for_display({"ids": list(range(5)), "n": 1}, list_limit=2)
     {'ids': [0, 1, '... 3 more (in the download)'], 'n': 1}

@@ -1,5 +1,5 @@
-"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names,
-defaults, bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
+"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names, defaults,
+bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo
 
 
 def _float_step(default: float) -> float:
-    """A step a tenth of the default's order of magnitude (0.05 for 0.1..10, 1 above),
-    so small defaults such as a learning rate of 1e-3 stay reachable."""
+    """A step a tenth of the default's order of magnitude (0.05 for 0.1..10, 1 above), so small defaults such as a learning
+    rate of 1e-3 stay reachable."""
     if default == 0 or 0.1 <= abs(default) < 10:
         return 0.05
     if abs(default) >= 10:
@@ -48,9 +48,8 @@ def _float_step(default: float) -> float:
 def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     """A number input bounded like the field.
 
-    An exclusive lower bound (``gt``) becomes the next allowed step above it,
-    because ``st.number_input`` only has inclusive bounds; the engine still
-    validates, so a bound stated here can only be tighter, never looser.
+    An exclusive lower bound (``gt``) becomes the next allowed step above it, because ``st.number_input`` only has
+    inclusive bounds; the engine still validates, so a bound stated here can only be tighter, never looser.
     """
     bounds = field_bounds(info)
     is_int = info.annotation is int
@@ -66,8 +65,8 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
-    Toggles first on one row, then choices, then number inputs in a grid; widget
-    keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
+    Toggles first on one row, then choices, then number inputs in a grid; widget keys are ``f"{key_prefix}_{field}"``. A
+    field type it does not know is a ``TypeError``.
     """
     toggles, numbers, choices = [], [], []
     for name, info in ordered_fields(config_cls):

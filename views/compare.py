@@ -1,11 +1,9 @@
 """Compare page: stored runs of one module side by side, and a batch of configurations run at once.
 
-Run several configurations of one input (uploads or the samples, as on a
-module page) as one :mod:`ui.jobs` job that runs each as the page's Run job
-and stores each plan as it finishes, ranked by the advisor's ranking
-(:func:`qflow.advisor.rank_plans`) for a goal; or pick stored runs: metrics,
-config differences, metric bars, stage times. Widget keys: ``compare_module``,
-``compare_{module}_c{i}_{field}``, ``compare_{module}_c{i}_set``,
+Run several configurations of one input (uploads or the samples, as on a module page) as one :mod:`ui.jobs` job that
+runs each as the page's Run job and stores each plan as it finishes, ranked by the advisor's ranking
+(:func:`qflow.advisor.rank_plans`) for a goal; or pick stored runs: metrics, config differences, metric bars, stage
+times. Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``, ``compare_{module}_c{i}_set``,
 ``compare_run_all``, ``compare_goal``, ``compare_runs``.
 """
 

@@ -92,9 +92,8 @@ def qpe_accuracy_figure(plan: dict[str, Any]) -> go.Figure | None:
 def artifacts(plan: Plan, files: list[Path]) -> list[tuple[str, bytes]]:
     """The written files, and the pruned checkpoint and its config.json when the head pruner ran.
 
-    The command writes the pruned model into a folder beside the plan
-    (``<out>.pruned/``, as a model hub stores it), which a page's plain file
-    list leaves out; its two files are offered as ``pruned_<name>``.
+    The command writes the pruned model into a folder beside the plan (``<out>.pruned/``, as a model hub stores it),
+    which a page's plain file list leaves out; its two files are offered as ``pruned_<name>``.
     """
     written = [(f.name, f.read_bytes()) for f in files]
     pruned = plan.result.get("pruned_checkpoint")

@@ -134,9 +134,8 @@ def windows_figure(plan: dict[str, Any]) -> go.Figure | None:
 def budget_tradeoff_figure(plan: dict[str, Any]) -> go.Figure | None:
     """Makespan (slots) against peak power (W) over the plan's budget sweep, with its lower bound; None without a sweep.
 
-    ``result.objective.budget_sweep`` rows: ``budget_w``, ``peak_w`` reached,
-    ``makespan_slots`` and ``makespan_lower_bound_slots``. The plan's own
-    schedule is the star (its budget also got the randomised search).
+    ``result.objective.budget_sweep`` rows: ``budget_w``, ``peak_w`` reached, ``makespan_slots`` and
+    ``makespan_lower_bound_slots``. The plan's own schedule is the star (its budget also got the randomised search).
     """
     rows = sorted((plan["result"].get("objective") or {}).get("budget_sweep") or [], key=lambda r: r["peak_w"])
     if not rows:

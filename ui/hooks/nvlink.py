@@ -1,10 +1,9 @@
 """NVLink page hooks: rounds, collective time and utilisation against the baselines, fabric, rounds, RL, classifier.
 
-The fabric is drawn in layers (GPUs at the bottom grouped by host, then NICs,
-NVSwitch/PCIe switches, InfiniBand switches on top); each link is coloured by
-the larger planned utilisation of its two directions (``result.link_utilisation``:
-busy time over the rounds' ideal time, so 1.0 is a link as busy as the
-busiest GPU must be and anything above 1 is a link setting the pace).
+The fabric is drawn in layers (GPUs at the bottom grouped by host, then NICs, NVSwitch/PCIe switches, InfiniBand
+switches on top); each link is coloured by the larger planned utilisation of its two directions
+(``result.link_utilisation``: busy time over the rounds' ideal time, so 1.0 is a link as busy as the busiest GPU must be
+and anything above 1 is a link setting the pace).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ KEY_FIGURES = (("max_gpu_imbalance", "max GPU imbalance"), ("mean_gpu_imbalance"
 
 def load_figure(layer: dict[str, Any], ids: list[str], level: str) -> go.Figure:
     """Load per GPU or per node (``level``) of one of the plan's ``result.layers`` (``<level>_load`` and
-    ``eplb_<level>_load``, expected tokens) against EPLB's; a dotted line marks the mean load, the floor every
-    placement shares, so the tallest bar over it is the imbalance."""
+    ``eplb_<level>_load``, expected tokens) against EPLB's; a dotted line marks the mean load, the floor every placement
+    shares, so the tallest bar over it is the imbalance."""
     plan_load = layer[f"{level}_load"]
     fig = go.Figure()
     fig.add_bar(x=ids, y=plan_load, name="plan", marker_color=COLORS["plan"])

@@ -39,8 +39,8 @@ def extras(uploads: dict[str, Upload | None], config: QflowConfig, progress: Pro
 def expert_load_figure(plan: dict[str, Any]) -> go.Figure:
     """Load per expert (complexity units): the plan as bars, each baseline as markers, capacity as a dashed line.
 
-    Anything above the capacity line is an overloaded expert (plain hash routing has no capacity). Markers
-    rather than grouped bars keep 4 methods x E experts legible.
+    Anything above the capacity line is an overloaded expert (plain hash routing has no capacity). Markers rather than
+    grouped bars keep 4 methods x E experts legible.
     """
     experts = list(plan["result"]["expert_capacity"])
     fig = go.Figure()
@@ -55,8 +55,8 @@ def expert_load_figure(plan: dict[str, Any]) -> go.Figure:
 
 
 def node_traffic_figure(plan: dict[str, Any]) -> go.Figure:
-    """Heatmap of routed tokens from each source node (rows) to the node of their expert (columns); off the
-    diagonal crosses the network."""
+    """Heatmap of routed tokens from each source node (rows) to the node of their expert (columns); off the diagonal
+    crosses the network."""
     nodes, cross = plan["result"]["node_ids"], plan["metrics"].get("cross_node_fraction")
     fig = go.Figure(go.Heatmap(
         z=plan["result"]["node_traffic_tokens"], x=nodes, y=nodes, colorscale="Blues", colorbar={"title": "tokens"},
@@ -70,8 +70,8 @@ def node_traffic_figure(plan: dict[str, Any]) -> go.Figure:
 def capacity_sweep_figure(rows: Sequence[dict[str, Any]], current_factor: float | None = None) -> go.Figure:
     """Dropped tokens and total affinity against ``capacity_factor``, router vs top-1 gating.
 
-    ``rows`` is :func:`qflow.routing.capacity_sweep`'s output. Its ``"plan"`` method is the classical router at
-    each factor whatever path the plan took, so it is labelled as such. A dotted line marks ``current_factor``.
+    ``rows`` is :func:`qflow.routing.capacity_sweep`'s output. Its ``"plan"`` method is the classical router at each
+    factor whatever path the plan took, so it is labelled as such. A dotted line marks ``current_factor``.
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Dropped tokens", "Total affinity"), horizontal_spacing=0.15)
     for method in dict.fromkeys(row["method"] for row in rows):
@@ -89,8 +89,8 @@ def capacity_sweep_figure(rows: Sequence[dict[str, Any]], current_factor: float 
 
 
 def qaoa_convergence_figure(plan: dict[str, Any]) -> go.Figure | None:
-    """QAOA cost expectation per optimizer step for each block, and each block's approximation ratio
-    ((worst - QAOA) / (worst - exact) of the block cost; 1 is optimal). ``None`` when QAOA did not run."""
+    """QAOA cost expectation per optimizer step for each block, and each block's approximation ratio ((worst - QAOA) /
+    (worst - exact) of the block cost; 1 is optimal). ``None`` when QAOA did not run."""
     quantum = plan["solver"].get("quantum")
     if not quantum:
         return None
