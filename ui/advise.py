@@ -18,7 +18,7 @@ from qflow.advisor import GOALS, PRIMARY_METRICS, advise_on_uploads
 from qflow.core.commands import ModuleCommand, load_command
 from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload
-from ui.jobs import Job, content_key, job_board, show_progress
+from ui.jobs import Job, job_board, run_identity, show_progress
 
 #: Budgets offered, seconds (a fixed choice: the page's number inputs are its config fields only).
 BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
@@ -97,13 +97,11 @@ def advise_section(command: ModuleCommand, uploads: dict[str, Upload | None], se
         goal = st.segmented_control("Goal", GOALS, default="balanced", key=f"{name}_advise_goal") or "balanced"
         budget_s = st.segmented_control("Budget, s", BUDGETS_S, default=60, key=f"{name}_advise_budget") or 60
         if st.button("Recommend settings", key=f"{name}_advise_button", disabled=disabled):
-            try:
-                config_json = command.config_cls.from_mapping(dict(settings), "settings").model_dump_json()
+            try:  # the page's Run identity, with the advice's own options: never a page Run's job
+                key, config_json = run_identity(command, uploads, settings, {"advise": goal, "budget_s": budget_s})
             except QflowError as exc:
                 st.error(exc.message)
                 return
-            files = [p for key, up in sorted(uploads.items()) for p in (key, *(up or (None, None)))]
-            key = content_key("advise", name, config_json, goal, str(budget_s), *files)
             st.session_state[f"{name}_advise_job"] = job_board().submit(
                 key, f"{command.page_title} advisor", advise_job, name, uploads, config_json, goal, float(budget_s))
         job: Job | None = st.session_state.get(f"{name}_advise_job")

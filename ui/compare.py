@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -21,8 +22,8 @@ from qflow.core.commands import Progress, load_command
 from qflow.core.errors import InputError, QflowError
 from qflow.core.runs import RunStore
 from qflow.core.uploads import Upload
-from ui.jobs import JobBoard
-from ui.page import PageRun, run_identity, run_module
+from ui.jobs import JobBoard, run_identity
+from ui.page import PageRun, run_module
 
 __all__ = ["MAX_CONFIGURATIONS", "BatchItem", "config_frame", "default_metrics", "differing_fields", "inputs_differ",
            "metrics_figure", "metrics_frame", "numeric_metric_names", "parse_overrides", "plan_json", "run_batch",
@@ -80,6 +81,11 @@ def metrics_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.Index(names, name="metric"), dtype=float)
 
 
+def _keys(runs: Sequence[Run], part: str) -> list[str]:
+    """The keys of ``run[part]`` over all ``runs``, in first-seen order."""
+    return list(dict.fromkeys(key for run in runs for key in run.get(part, {})))
+
+
 def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
 
@@ -90,22 +96,16 @@ def differing_fields(runs: Sequence[Run]) -> list[str]:
     >>> differing_fields([{"config": {"a": 1, "b": 2}}, {"config": {"a": 1, "b": 3, "c": 0}}])
     ['b', 'c']
     """
-    fields: dict[str, None] = {}
-    for run in runs:
-        fields.update(dict.fromkeys(run.get("config", {})))
     missing = object()
-    return [name for name in fields
+    return [name for name in _keys(runs, "config")
             if len({_text(run.get("config", {}).get(name, missing)) for run in runs}) > 1]
 
 
 def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per config field, one column per run; values as text so mixed types line up."""
-    fields: dict[str, None] = {}
-    for run in runs:
-        fields.update(dict.fromkeys(run.get("config", {})))
-    data = {f"#{run['id']}": [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields]
-            for run in runs}
-    return pd.DataFrame(data, index=pd.Index(list(fields), name="field"))
+    fields = _keys(runs, "config")
+    data = {f"#{run['id']}": [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields] for run in runs}
+    return pd.DataFrame(data, index=pd.Index(fields, name="field"))
 
 
 def style_differences(frame: pd.DataFrame, differing: Sequence[str]) -> Any:
@@ -139,7 +139,7 @@ def default_metrics(runs: Sequence[Run], limit: int = DEFAULT_CHART_METRICS) -> 
 
 # -- figures -------------------------------------------------------------------------------------------------------
 
-_PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
+_PALETTE = plotly.colors.qualitative.Plotly
 
 
 def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3) -> go.Figure:
@@ -177,12 +177,9 @@ def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3
 
 def timings_figure(runs: Sequence[Run]) -> go.Figure:
     """Wall time per engine stage, stacked per run (seconds)."""
-    stages: dict[str, None] = {}
-    for run in runs:
-        stages.update(dict.fromkeys(run.get("timings_s", {})))
     labels = [f"#{run['id']}" for run in runs]
     fig = go.Figure([go.Bar(name=stage, x=labels, y=[run.get("timings_s", {}).get(stage) for run in runs])
-                     for stage in stages])
+                     for stage in _keys(runs, "timings_s")])
     fig.update_xaxes(type="category")
     fig.update_layout(barmode="stack", title_text="Engine time per stage", yaxis_title="seconds",
                       height=360, margin={"t": 60, "b": 20, "l": 40, "r": 20})
@@ -220,7 +217,7 @@ def run_batch(board: JobBoard, items: list[BatchItem], module: str, uploads: Map
     """Run each configuration of ``module`` on the same ``uploads`` in turn, as the module page's Run does.
 
     The work of one :meth:`ui.jobs.JobBoard.submit` job: each configuration is the page's own job
-    (:func:`ui.page.run_module` under :func:`ui.page.run_identity`'s key, run here by
+    (:func:`ui.page.run_module` under :func:`ui.jobs.run_identity`'s key, run here by
     :meth:`~ui.jobs.JobBoard.run_here`), so a run the page already made is reused, and Cancel stops the configuration
     running. Each outcome lands in ``items`` (``settings``, ``plan`` or ``None``, ``run_id``, ``error``) and each plan
     in the run store at ``db_path`` as it finishes, so a cancelled batch keeps what it finished. Returns ``items``.

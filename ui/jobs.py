@@ -12,6 +12,7 @@ stages.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -23,10 +24,12 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from qflow.core.commands import Progress
+from qflow.core.commands import ModuleCommand, Progress
 from qflow.core.limits import max_workers
+from qflow.core.uploads import Upload
 
-__all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "show_progress"]
+__all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "run_identity",
+           "show_progress"]
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 
@@ -173,6 +176,14 @@ def content_key(*parts: bytes | str | None) -> str:
         data = part if isinstance(part, bytes) else part.encode()
         digest.update(f"{len(data)}:".encode() + data)
     return digest.hexdigest()[:20]
+
+
+def run_identity(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
+                 options: dict[str, Any], source: str = "settings") -> tuple[str, str]:
+    """``(job key, config JSON)`` of a Run: the same inputs, config and options make the same job (raises QflowError)."""
+    config_json = command.config_cls.from_mapping(dict(settings), source=source).model_dump_json()
+    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
+    return content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files), config_json
 
 
 @st.fragment(run_every=1.0)

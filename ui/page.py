@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -37,13 +36,12 @@ from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload, run_on_uploads_keeping_artifacts
 from ui.advise import advise_section
 from ui.inputs import choose_inputs
-from ui.jobs import Job, content_key, job_board, show_progress
-from ui.plan_view import show_downloads, show_solver
+from ui.jobs import Job, job_board, run_identity, show_progress
+from ui.plan_view import metrics_table, show_downloads, show_solver
 from ui.store import save_run
-from ui.summary import metrics_table
 from ui.widgets import config_form
 
-__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_identity", "run_module"]
+__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_module"]
 
 #: Share of the progress bar given to the plan when a hook adds ``extras``.
 PLAN_SHARE = 0.85
@@ -86,14 +84,6 @@ def run_module(name: str, uploads: dict[str, Upload | None], config_json: str, o
         return PageRun(error=exc.message)
     _progress(1.0, "done")
     return PageRun(plan.to_dict(), plan.to_json(), artifacts, extras)
-
-
-def run_identity(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
-                 options: dict[str, Any], source: str = "settings") -> tuple[str, str]:
-    """``(job key, config JSON)`` of a Run: the same inputs, config and options make the same job (raises QflowError)."""
-    config_json = command.config_cls.from_mapping(dict(settings), source=source).model_dump_json()
-    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
-    return content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files), config_json
 
 
 def _start(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],

@@ -12,7 +12,7 @@ import streamlit as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-__all__ = ["config_form", "field_bounds", "field_table", "ordered_fields"]
+__all__ = ["config_form", "field_bounds", "field_table", "ordered_fields", "toggle_row"]
 
 
 def field_bounds(info: FieldInfo) -> dict[str, float]:
@@ -62,6 +62,14 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
                            help=info.description)
 
 
+def toggle_row(toggles: list[tuple[str, FieldInfo]], key_prefix: str) -> dict[str, bool]:
+    """One toggle per boolean field on one row (keys ``f"{key_prefix}_{field}"``); ``{field: value}``."""
+    values = {}
+    for column, (name, info) in zip(st.columns(max(len(toggles), 1)), toggles, strict=False):
+        values[name] = column.toggle(name, value=bool(info.default), key=f"{key_prefix}_{name}", help=info.description)
+    return values
+
+
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
     """Draw one widget per config field and return ``{field: value}``.
 
@@ -79,10 +87,7 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
         else:
             raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
 
-    values: dict[str, Any] = {}
-    for column, (name, info) in zip(st.columns(max(len(toggles), 1)), toggles, strict=False):
-        with column:
-            values[name] = st.toggle(name, value=bool(info.default), key=f"{key_prefix}_{name}", help=info.description)
+    values = toggle_row(toggles, key_prefix)
     for name, info in choices:
         options = list(typing.get_args(info.annotation))
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",

@@ -23,6 +23,7 @@ from ui.advise import show_ranking
 from ui.inputs import choose_inputs
 from ui.jobs import Job, job_board, show_progress
 from ui.store import run_store
+from ui.widgets import toggle_row
 
 JOB_KEY = "compare_job"
 COLLECTED_KEY = "compare_collected_job"
@@ -35,18 +36,14 @@ RUNS_LISTED = 200
 def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
     """Per configuration: a toggle per boolean field and a ``name=value`` box; ``None`` if a box is malformed."""
     count = int(st.number_input("configurations", 1, compare.MAX_CONFIGURATIONS, 2, key="compare_n_configs"))
-    toggles = command.config_cls.toggles()
     fields = command.config_cls.model_fields
+    toggles = [(name, fields[name]) for name in command.config_cls.toggles()]
     configurations: list[dict[str, Any]] = []
     ok = True
     for index in range(count):
         with st.container(border=True):
             st.markdown(f"**Configuration {index + 1}**")
-            settings: dict[str, Any] = {}
-            for column, name in zip(st.columns(max(1, len(toggles))), toggles, strict=False):
-                with column:
-                    settings[name] = st.toggle(name, value=bool(fields[name].default),
-                                               key=f"compare_{command.name}_c{index}_{name}", help=fields[name].description)
+            settings: dict[str, Any] = toggle_row(toggles, f"compare_{command.name}_c{index}")
             text = st.text_input("other settings (name=value, comma separated)", key=f"compare_{command.name}_c{index}_set",
                                  placeholder="e.g. seed=1", help="Any config field: " + ", ".join(fields))
             try:
