@@ -16,7 +16,6 @@ from ui.plan_view import show_charts
 METRICS = ("relative_error", "attention_memory_bytes", "memory_ratio_vs_dense")
 
 
-
 def attention_map_figure(plan: dict[str, Any]) -> go.Figure:
     """Dense and sparse attention weights side by side (first queries x first keys, same colour scale)."""
     amap = plan["result"]["attention_map"]

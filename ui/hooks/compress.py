@@ -66,7 +66,6 @@ def out_name(options: dict[str, Any], uploads: dict[str, Upload | None]) -> str:
     return f"{upload[0].rsplit('.', 1)[0] if upload else 'checkpoint'}.json"
 
 
-
 def ratio_vs_error_figure(plan: dict[str, Any]) -> go.Figure:
     """Per tensor: compression ratio against relative L2 error, for the plan and each baseline (log error axis)."""
     rows = plan["result"]["tensors"]
@@ -106,6 +105,7 @@ def error_heatmap_figure(plan: dict[str, Any]) -> go.Figure | None:
     fig.update_yaxes(autorange="reversed", title_text="channel (first axis)")
     fig.update_xaxes(title_text="position within channel")
     return styled(fig, f"Absolute error map of {preview['tensor']} (sampled grid)")
+
 
 def summary(plan: dict[str, Any]) -> None:
     """Ratio, relative L2 error, SNR, cosine similarity and throughput."""

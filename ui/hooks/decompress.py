@@ -26,7 +26,6 @@ def out_name(options: dict[str, Any], uploads: dict[str, Upload | None]) -> str:
     return f"{stem}_restored.{options.get('format', FORMATS[0])}"
 
 
-
 def restored_error_figure(plan: dict[str, Any]) -> go.Figure:
     """Decompress plan: per tensor relative error vs the reference (plain path and final), or stored sizes without one."""
     rows = plan["result"]["tensors"]
@@ -41,6 +40,7 @@ def restored_error_figure(plan: dict[str, Any]) -> go.Figure:
                       barmode="group")
     fig.add_bar(x=names, y=[math.prod(row["shape"]) for row in rows], name="values", marker_color=COLORS["final"])
     return styled(fig, "Restored tensors (values per tensor; no reference to measure errors)", "tensor", "values")
+
 
 def summary(plan: dict[str, Any]) -> None:
     """Tensors, throughput and, when a reference was given, its errors."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from typing import Any
 
 import plotly.graph_objects as go
@@ -11,13 +12,6 @@ import streamlit as st
 from qflow.core.commands import format_value
 from ui.charts import COLORS, styled
 from ui.plan_view import show_charts
-
-
-def _running_best(values: list[float], minimize: bool) -> list[float]:
-    out: list[float] = []
-    for v in values:
-        out.append(v if not out else (min(out[-1], v) if minimize else max(out[-1], v)))
-    return out
 
 
 def best_so_far_figure(plan: dict[str, Any]) -> go.Figure:
@@ -35,7 +29,7 @@ def best_so_far_figure(plan: dict[str, Any]) -> go.Figure:
         title = "Best value so far vs trial"
     else:
         values = [t["value"] for t in result["trials"] if t["method"] == "history"]
-        fig.add_scatter(x=list(range(1, len(values) + 1)), y=_running_best(values, minimize), name="history (best so far)",
+        fig.add_scatter(x=list(range(1, len(values) + 1)), y=list(accumulate(values, min if minimize else max)), name="history (best so far)",
                         mode="lines", line={"color": COLORS["history"], "width": 3})
         fig.add_scatter(x=list(range(1, len(values) + 1)), y=values, name="history trials", mode="markers",
                         marker={"color": COLORS["history"], "size": 7})
