@@ -91,6 +91,9 @@ def ranking_section(module: str, items: list[dict[str, Any]]) -> None:
     metric = ranking["primary_metric"]
     st.markdown(f"**Ranked for {goal}** on `{metric['metric']}` ({metric['better']} is better) and engine seconds: "
                 f"{ranking['recommended_candidate']} first.")
+    if ranking["protected_differ"]:
+        st.warning("These configurations differ in what defines the objective or its constraints ("
+                   + ", ".join(ranking["protected_differ"]) + "): the ranking compares different problems.")
     show_ranking(ranking, "compare_ranking")
 
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from qflow.advisor._rules import PRIMARY_METRICS, primary_metric
+from qflow.advisor._rules import PRIMARY_METRICS, PROTECTED_FIELDS, primary_metric
 from qflow.core.errors import InputError
 
 __all__ = ["GOALS", "SPEED_TOLERANCE", "rank_candidates", "rank_plans"]
@@ -92,7 +92,10 @@ def rank_plans(module: str, plans: Sequence[Mapping[str, Any] | None], goal: str
     returned in the shape of an advice plan's result: ``goal``,
     ``primary_metric`` (``metric``, ``better``), ``candidates`` (per plan, in
     the given order: ``name``, ``config``, ``quality``, ``seconds``,
-    ``error``, ``rank`` from 1) and ``recommended_candidate`` (a name). A
+    ``error``, ``rank`` from 1), ``recommended_candidate`` (a name) and
+    ``protected_differ``: the fields defining the objective or its constraints
+    (:data:`~qflow.advisor.PROTECTED_FIELDS`) whose values differ between the
+    plans, where the ranking compares different problems. A
     plan's seconds are its engine time, the sum of its ``timings_s``, so a
     run counts as if it ran alone even where it shared the worker pool.
 
@@ -115,6 +118,8 @@ def rank_plans(module: str, plans: Sequence[Mapping[str, Any] | None], goal: str
             if plan is not None else {"name": name, "rule": None, "config": {}, "error": "no plan", "quality": None,
                                       "seconds": 0.0} for name, plan in zip(names, plans, strict=True)]
     order = rank_candidates(rows, better, goal)
-    return {"goal": goal, "primary_metric": {"metric": metric, "better": better},
+    configs = [row["config"] for row in rows if row["error"] is None]
+    protected = sorted(f for f in PROTECTED_FIELDS[module] if len({repr(c.get(f)) for c in configs}) > 1)
+    return {"goal": goal, "primary_metric": {"metric": metric, "better": better}, "protected_differ": protected,
             "candidates": [{**row, "rank": order.index(index) + 1} for index, row in enumerate(rows)],
             "recommended_candidate": rows[order[0]]["name"] if rows else None}

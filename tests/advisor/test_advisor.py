@@ -240,7 +240,7 @@ def test_advisor_and_compare_batch_rank_the_best_by_construction_first(tmp_path:
         assert advice.result["recommended_candidate"] == "rule 1"
         assert advice.result["recommended"]["deterministic_fallback"] is False
         ranking = rank_plans("routing", plans, goal, names=["hashed", "optimised"])
-        assert ranking["recommended_candidate"] == "optimised"
+        assert ranking["recommended_candidate"] == "optimised" and ranking["protected_differ"] == []
         assert [row["rank"] for row in ranking["candidates"]] == [row["rank"] for row in advice.result["candidates"]]
         assert ranking["primary_metric"] == advice.result["primary_metric"] == {"metric": "total_affinity", "better": "higher"}
     assert RunStore(tmp_path / "runs.db").count("routing") == 2
@@ -257,3 +257,6 @@ def test_rank_plans_refuses_runs_on_different_objectives_and_modules_without_a_m
         rank_plans("placement", [minimise], "quality")
     ranked = rank_plans("hpo", [minimise, {**minimise, "metrics": {"best_value": 0.5}}, None], "quality")
     assert [row["rank"] for row in ranked["candidates"]] == [2, 1, 3] and ranked["candidates"][2]["error"] == "no plan"
+    assert ranked["protected_differ"] == []
+    looser = {**minimise, "config": {"direction": "minimize", "n_trials": 60}}
+    assert rank_plans("hpo", [minimise, looser], "quality")["protected_differ"] == ["n_trials"]
