@@ -18,7 +18,7 @@ from qflow.advisor import GOALS, PRIMARY_METRICS, advise_on_uploads
 from qflow.core.commands import ModuleCommand, load_command
 from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload
-from ui.jobs import Job, job_board, run_identity, show_progress
+from ui.jobs import ended_job, job_board, run_identity
 
 #: Budgets offered, seconds (a fixed choice: the page's number inputs are its config fields only).
 BUDGETS_S: tuple[int, ...] = (15, 30, 60, 120, 300)
@@ -104,11 +104,8 @@ def advise_section(command: ModuleCommand, uploads: dict[str, Upload | None], se
                 return
             st.session_state[f"{name}_advise_job"] = job_board().submit(
                 key, f"{command.page_title} advisor", advise_job, name, uploads, config_json, goal, float(budget_s))
-        job: Job | None = st.session_state.get(f"{name}_advise_job")
+        job = ended_job(f"{name}_advise_job", f"{name}_advise_cancel")
         if job is None:
-            return
-        if job.running:
-            show_progress(job, f"{name}_advise_cancel")
             return
         if job.state != "done":
             st.error(f"The advisor stopped: {job.error or job.state}")

@@ -29,7 +29,7 @@ from qflow.core.limits import max_workers
 from qflow.core.uploads import Upload
 
 __all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "run_identity",
-           "show_progress"]
+           "ended_job", "show_progress"]
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 
@@ -184,6 +184,15 @@ def run_identity(command: ModuleCommand, uploads: dict[str, Upload | None], sett
     config_json = command.config_cls.from_mapping(dict(settings), source=source).model_dump_json()
     files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
     return content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files), config_json
+
+
+def ended_job(state_key: str, cancel_key: str) -> Job | None:
+    """The session's job at ``st.session_state[state_key]`` once it has ended; while it runs, its progress and Cancel."""
+    job: Job | None = st.session_state.get(state_key)
+    if job is not None and job.running:
+        show_progress(job, cancel_key)
+        return None
+    return job
 
 
 @st.fragment(run_every=1.0)

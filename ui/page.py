@@ -36,7 +36,7 @@ from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload, run_on_uploads_keeping_artifacts
 from ui.advise import advise_section
 from ui.inputs import choose_inputs
-from ui.jobs import Job, job_board, run_identity, show_progress
+from ui.jobs import Job, ended_job, job_board, run_identity
 from ui.plan_view import metrics_table, show_downloads, show_solver
 from ui.store import save_run
 from ui.widgets import config_form
@@ -146,10 +146,7 @@ def render(name: str) -> None:
         st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
         st.session_state[f"{name}_collected"] = None  # a finished job handed back again is shown again
     advise_section(command, inputs.uploads, settings, disabled=inputs.problem is not None)
-    job: Job | None = st.session_state.get(f"{name}_job")
-    if job is not None and job.running:
-        show_progress(job, f"{name}_cancel")
-    elif job is not None:
+    if job := ended_job(f"{name}_job", f"{name}_cancel"):
         _collect(name, job)
     run: PageRun | None = st.session_state.get(f"{name}_run")
     if run is None:

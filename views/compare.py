@@ -21,7 +21,7 @@ from qflow.core.runs import RunStore
 from ui import compare
 from ui.advise import show_ranking
 from ui.inputs import choose_inputs
-from ui.jobs import Job, job_board, show_progress
+from ui.jobs import Job, ended_job, job_board
 from ui.store import run_store
 from ui.widgets import toggle_row
 
@@ -104,9 +104,8 @@ def batch_section(command: ModuleCommand) -> None:
     uploads = None if inputs.problem else inputs.uploads
     configurations = configuration_forms(command)
     job: Job | None = st.session_state.get(JOB_KEY)
-    running = job is not None and job.running
     pressed = st.button("Run all configurations", type="primary", key="compare_run_all",
-                        disabled=running or uploads is None or configurations is None)
+                        disabled=(job is not None and job.running) or uploads is None or configurations is None)
     if pressed and uploads is not None and configurations is not None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
@@ -114,12 +113,7 @@ def batch_section(command: ModuleCommand) -> None:
         job = board.submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations", compare.run_batch,
                            board, items, command.name, uploads, configurations, str(run_store().path))
         st.session_state[JOB_KEY] = job
-        running = True
-    if job is None:
-        return
-    if running:
-        show_progress(job, "compare_cancel")
-    else:
+    if job := ended_job(JOB_KEY, "compare_cancel"):
         show_batch_outcome(job)
 
 
