@@ -1,9 +1,8 @@
 """QuantumFlow console: ``streamlit run app.py`` (or ``python -m qflow app``).
 
-Navigation only: Home, one page per module of the registry
-(:func:`qflow.core.commands.available_commands`, drawn by :func:`ui.page.render`),
-Compare (run history), About. Pages compute nothing at import; the engine runs
-when a page's Run button is pressed.
+Navigation only: Home, one page per module of the registry (:func:`qflow.core.commands.available_commands`, drawn by
+:func:`ui.page.render`), Compare (run history), About. Pages compute nothing at import; the engine runs when a page's
+Run button is pressed.
 """
 
 import streamlit as st

@@ -2,16 +2,12 @@
 
 In order:
 
-1. OIDC login settings in Streamlit's secrets (an ``[auth]`` section,
-   ``.streamlit/secrets.toml``): Streamlit's own ``st.login``; the page
-   stops until the visitor is logged in.
-2. A token (``QFLOW_API_TOKEN`` or ``QFLOW_API_TOKEN_FILE``, the API's):
-   a password box; the entered token is compared in constant time and the
-   session remembers a match.
-3. Neither: allowed only while the console listens on loopback (the
-   default, ``server.address = "127.0.0.1"``); bound beyond it, every page
-   stops with one line saying what to configure (``qflow app`` already
-   refuses to start that way).
+1. OIDC login settings in Streamlit's secrets (an ``[auth]`` section, ``.streamlit/secrets.toml``): Streamlit's own
+   ``st.login``; the page stops until the visitor is logged in.
+2. A token (``QFLOW_API_TOKEN`` or ``QFLOW_API_TOKEN_FILE``, the API's): a password box; the entered token is compared
+   in constant time and the session remembers a match.
+3. Neither: allowed only while the console listens on loopback (the default, ``server.address = "127.0.0.1"``); bound
+   beyond it, every page stops with one line saying what to configure (``qflow app`` already refuses to start that way).
 """
 
 from __future__ import annotations

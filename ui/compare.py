@@ -1,11 +1,9 @@
 """The Compare page's pieces: stored runs side by side (tables, figures) and a batch of configurations run at once.
 
-Generic over modules: metrics are whatever numeric scalars the plans hold,
-configs whatever fields their module declares, and the batch runner drives a
-module through its :class:`~qflow.core.commands.ModuleCommand`, so a module
-that lands later is compared without changes here. Runs are the dicts of
-:meth:`qflow.core.runs.StoredRun.to_dict` (``id``, ``module``, ``config``,
-``metrics``, ``timings_s``, ``inputs``, ``plan``...).
+Generic over modules: metrics are whatever numeric scalars the plans hold, configs whatever fields their module
+declares, and a batch runs each configuration as the module page's own Run job (:func:`run_batch`), so a module that
+lands later is compared without changes here. Runs are the dicts of :meth:`qflow.core.runs.StoredRun.to_dict` (``id``,
+``module``, ``config``, ``metrics``, ``timings_s``, ``inputs``, ``plan``...).
 """
 
 from __future__ import annotations
@@ -16,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
-import streamlit as st
 from plotly.subplots import make_subplots
 
-from qflow.core.commands import load_command
+from qflow.core.commands import Progress, load_command
 from qflow.core.errors import InputError, QflowError
 from qflow.core.runs import RunStore
-from qflow.core.uploads import Upload, run_on_uploads
+from qflow.core.uploads import Upload
+from ui.jobs import JobBoard, run_identity
+from ui.page import PageRun, run_module
 
 __all__ = ["MAX_CONFIGURATIONS", "BatchItem", "config_frame", "default_metrics", "differing_fields", "inputs_differ",
            "metrics_figure", "metrics_frame", "numeric_metric_names", "parse_overrides", "plan_json", "run_batch",
@@ -81,6 +81,11 @@ def metrics_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.Index(names, name="metric"), dtype=float)
 
 
+def _keys(runs: Sequence[Run], part: str) -> list[str]:
+    """The keys of ``run[part]`` over all ``runs``, in first-seen order."""
+    return list(dict.fromkeys(key for run in runs for key in run.get(part, {})))
+
+
 def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
 
@@ -91,22 +96,16 @@ def differing_fields(runs: Sequence[Run]) -> list[str]:
     >>> differing_fields([{"config": {"a": 1, "b": 2}}, {"config": {"a": 1, "b": 3, "c": 0}}])
     ['b', 'c']
     """
-    fields: dict[str, None] = {}
-    for run in runs:
-        fields.update(dict.fromkeys(run.get("config", {})))
     missing = object()
-    return [name for name in fields
+    return [name for name in _keys(runs, "config")
             if len({_text(run.get("config", {}).get(name, missing)) for run in runs}) > 1]
 
 
 def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per config field, one column per run; values as text so mixed types line up."""
-    fields: dict[str, None] = {}
-    for run in runs:
-        fields.update(dict.fromkeys(run.get("config", {})))
-    data = {f"#{run['id']}": [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields]
-            for run in runs}
-    return pd.DataFrame(data, index=pd.Index(list(fields), name="field"))
+    fields = _keys(runs, "config")
+    data = {f"#{run['id']}": [_text(run["config"][f]) if f in run.get("config", {}) else "" for f in fields] for run in runs}
+    return pd.DataFrame(data, index=pd.Index(fields, name="field"))
 
 
 def style_differences(frame: pd.DataFrame, differing: Sequence[str]) -> Any:
@@ -140,15 +139,14 @@ def default_metrics(runs: Sequence[Run], limit: int = DEFAULT_CHART_METRICS) -> 
 
 # -- figures -------------------------------------------------------------------------------------------------------
 
-_PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
+_PALETTE = plotly.colors.qualitative.Plotly
 
 
 def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3) -> go.Figure:
     """Grouped bars: one panel per metric (each on its own scale), one bar per run, same colour per run.
 
-    Where a run's plan holds baselines with that metric, the first run's
-    baseline values are drawn as dashed lines (the simple methods on the same
-    input), so each bar reads against what an operator would otherwise get.
+    Where a run's plan holds baselines with that metric, the first run's baseline values are drawn as dashed lines (the
+    simple methods on the same input), so each bar reads against what an operator would otherwise get.
     """
     metrics = list(metrics)
     rows = max(1, math.ceil(len(metrics) / columns))
@@ -179,12 +177,9 @@ def metrics_figure(runs: Sequence[Run], metrics: Sequence[str], columns: int = 3
 
 def timings_figure(runs: Sequence[Run]) -> go.Figure:
     """Wall time per engine stage, stacked per run (seconds)."""
-    stages: dict[str, None] = {}
-    for run in runs:
-        stages.update(dict.fromkeys(run.get("timings_s", {})))
     labels = [f"#{run['id']}" for run in runs]
     fig = go.Figure([go.Bar(name=stage, x=labels, y=[run.get("timings_s", {}).get(stage) for run in runs])
-                     for stage in stages])
+                     for stage in _keys(runs, "timings_s")])
     fig.update_xaxes(type="category")
     fig.update_layout(barmode="stack", title_text="Engine time per stage", yaxis_title="seconds",
                       height=360, margin={"t": 60, "b": 20, "l": 40, "r": 20})
@@ -217,50 +212,37 @@ def parse_overrides(text: str, source: str = "settings") -> dict[str, Any]:
     return values
 
 
-def _ignore(fraction: float, message: str) -> None:
-    """Progress sink for cache-filling calls nobody watches."""
+def run_batch(board: JobBoard, items: list[BatchItem], module: str, uploads: Mapping[str, Upload | None],
+              configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Progress) -> list[BatchItem]:
+    """Run each configuration of ``module`` on the same ``uploads`` in turn, as the module page's Run does.
 
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _plan_cached(module: str, uploads: tuple[tuple[str, str, bytes], ...], config_json: str) -> dict[str, Any]:
-    """``{"plan": dict}`` or ``{"error": message}``; keyed on the module, the input bytes and names, the config."""
-    command = load_command(module)
-    try:
-        config = command.config_cls.model_validate_json(config_json)
-        plan = run_on_uploads(command, {name: (file_name, data) for name, file_name, data in uploads}, config)
-    except QflowError as exc:
-        return {"error": exc.message}
-    return {"plan": plan.to_dict()}
-
-
-def run_batch(items: list[BatchItem], module: str, uploads: Mapping[str, Upload | None],
-              configurations: Sequence[Mapping[str, Any]], db_path: str, _progress: Any = _ignore) -> list[BatchItem]:
-    """Plan each configuration of ``module`` on the same ``uploads`` in turn, store each plan, append to ``items``.
-
-    Meant for :meth:`ui.jobs.JobBoard.submit` (``_progress`` reports between
-    runs, and raises there once Cancel was pressed). Each outcome lands in
-    ``items`` (``settings``, ``run_id`` or ``None``, ``error`` or ``None``) and
-    each plan in the run store at ``db_path`` as soon as it exists, so a
-    cancelled batch keeps what it finished. Returns ``items``.
+    The work of one :meth:`ui.jobs.JobBoard.submit` job: each configuration is the page's own job
+    (:func:`ui.page.run_module` under :func:`ui.jobs.run_identity`'s key, run here by
+    :meth:`~ui.jobs.JobBoard.run_here`), so a run the page already made is reused, and Cancel stops the configuration
+    running. Each outcome lands in ``items`` (``settings``, ``plan`` or ``None``, ``run_id``, ``error``) and each plan
+    in the run store at ``db_path`` as it finishes, so a cancelled batch keeps what it finished. Returns ``items``.
     """
-    command, store = load_command(module), RunStore(db_path)
-    files = tuple(sorted((name, up[0], up[1]) for name, up in uploads.items() if up is not None))
-    total = len(configurations)
+    command, store, total = load_command(module), RunStore(db_path), len(configurations)
     for index, settings in enumerate(configurations):
-        _progress(index / total, f"configuration {index + 1} of {total}")
-        item: BatchItem = {"settings": dict(settings), "run_id": None, "error": None}
+        item: BatchItem = {"settings": dict(settings), "plan": None, "run_id": None, "error": None}
         items.append(item)
+        source = f"configuration {index + 1}"
+
+        def report(fraction: float, message: str, index: int = index, source: str = source) -> None:
+            _progress((index + fraction) / total, f"{source} of {total}: {message}")
+
         try:
-            config = command.config_cls.from_mapping(dict(settings), source=f"configuration {index + 1}")
+            key, config_json = run_identity(command, dict(uploads), dict(settings), {}, source=source)
         except QflowError as exc:
             item["error"] = exc.message
             continue
-        outcome = _plan_cached(module, files, config.model_dump_json())
-        item["error"] = outcome.get("error")
+        job = board.run_here(key, command.page_title, report, run_module, module, dict(uploads), config_json, {})
+        report(1.0, job.state)  # raises here once this batch was cancelled
+        run = job.result if job.state == "done" else PageRun(error=f"the run {job.state}: {job.error or ''}")
+        item["plan"], item["error"] = run.plan, run.error
         try:
-            item["run_id"] = store.save(outcome["plan"], origin="app") if "plan" in outcome else None
+            item["run_id"] = None if run.plan is None else store.save(run.plan, origin="app")
         except QflowError as exc:
             item["error"] = f"plan made but not stored: {exc.message}"
     _progress(1.0, f"{total} configurations done")
     return items
-

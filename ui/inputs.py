@@ -1,9 +1,8 @@
 """A module's input files on a page: your uploads, or the bundled samples, never a mix of both.
 
-Each input of the registry entry (:attr:`ModuleCommand.input_specs`) gets an
-uploader. With nothing uploaded the page runs on a sample set (an optional
-sample can be switched off); once any file is uploaded only uploads are used,
-so your file is never planned with a sample made for another input.
+Each input of the registry entry (:attr:`ModuleCommand.input_specs`) gets an uploader. With nothing uploaded the page
+runs on a sample set (an optional sample can be switched off); once any file is uploaded only uploads are used, so your
+file is never planned with a sample made for another input.
 """
 
 from __future__ import annotations
@@ -46,8 +45,7 @@ def _sample_input(spec: InputSpec, sample: str | None, key: str) -> Upload | Non
 def choose_inputs(command: ModuleCommand, key: str) -> PageInputs:
     """Uploaders for every input (widget keys ``{key}_{input}_upload``); the uploads, else the samples.
 
-    Returns the chosen files and, when a required input is missing, the
-    one-line reason the page cannot run.
+    Returns the chosen files and, when a required input is missing, the one-line reason the page cannot run.
     """
     samples = command.samples
     chosen_set = next(iter(samples))

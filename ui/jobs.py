@@ -1,20 +1,18 @@
 """Long work outside the script thread: jobs in a worker pool, progress in a fragment, Cancel that stops the engine.
 
-The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource``
-(:func:`job_board`), so a job outlives the script run that started it (any
-click ends that run). A page keeps its job in the session state and shows it
-with :func:`show_progress`, an ``st.fragment`` rerun once a second (every half
-second slowed routing's sample run from 25 to 75 s in the browser: each rerun
-takes the GIL from the worker) that reruns the page once the job has ended.
-Submitting a key that is running attaches to that job; one that finished
-recently returns its result at once.
-Cancel is cooperative: the job's progress callback raises :class:`JobCancelled`
-in the worker at its next report, so the engine stops between stages.
+The pool and its jobs are one :class:`JobBoard` held by ``st.cache_resource`` (:func:`job_board`), so a job outlives the
+script run that started it (any click ends that run). A page keeps its job in the session state and shows it with
+:func:`show_progress`, an ``st.fragment`` rerun once a second (every half second slowed routing's sample run from 25 to
+75 s in the browser: each rerun takes the GIL from the worker) that reruns the page once the job has ended. Submitting a
+key that is running attaches to that job; one that finished recently returns its result at once. Cancel is cooperative:
+the job's progress callback raises :class:`JobCancelled` in the worker at its next report, so the engine stops between
+stages.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -26,9 +24,12 @@ from typing import Any, Literal
 
 import streamlit as st
 
+from qflow.core.commands import ModuleCommand, Progress
 from qflow.core.limits import max_workers
+from qflow.core.uploads import Upload
 
-__all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "show_progress"]
+__all__ = ["Job", "JobBoard", "JobCancelled", "JobState", "content_key", "job_board", "run_identity",
+           "ended_job", "show_progress"]
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 
@@ -39,8 +40,8 @@ KEEP_FINISHED = 8
 class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
     """Raised inside the worker by the progress callback once :meth:`Job.cancel` was called.
 
-    A ``BaseException`` (like ``KeyboardInterrupt``), so an engine's
-    ``except Exception`` around a step that may fall back does not swallow it.
+    A ``BaseException`` (like ``KeyboardInterrupt``), so an engine's ``except Exception`` around a step that may fall
+    back does not swallow it.
     """
 
 
@@ -48,10 +49,9 @@ class JobCancelled(BaseException):  # noqa: N818 -- a signal, not an error
 class Job:
     """One piece of work for the pool.
 
-    ``key`` identifies the work (same key, same result); ``fraction`` and
-    ``message`` are the last progress report; ``result`` is the function's
-    value once ``state == "done"``, ``error`` ``"TypeName: message"`` once
-    ``"failed"`` (a bug: input errors are results).
+    ``key`` identifies the work (same key, same result); ``fraction`` and ``message`` are the last progress report;
+    ``result`` is the function's value once ``state == "done"``, ``error`` ``"TypeName: message"`` once ``"failed"`` (a
+    bug: input errors are results).
     """
 
     key: str
@@ -94,10 +94,12 @@ class Job:
         """Block until the job ends (tests, scripts); returns whether it did."""
         return self._ended.wait(timeout)
 
-    def work(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """Run ``func(*args, _progress=self.report)`` and record how it ended (in a worker thread)."""
+    def work(self, func: Callable[..., Any], args: tuple[Any, ...], watch: Progress | None = None) -> None:
+        """Run ``func(*args, _progress=...)`` and record how it ended; ``watch`` also gets each report (and may cancel)."""
+        report = self.report if watch is None else lambda fraction, message: (watch(fraction, message),
+                                                                                self.report(fraction, message))
         try:
-            self.result = func(*args, _progress=self.report)
+            self.result = func(*args, _progress=report)
             self.fraction, self.message, self.state = 1.0, "done", "done"
         except JobCancelled:
             self.message, self.state = "cancelled", "cancelled"
@@ -116,17 +118,32 @@ class JobBoard:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
 
-    def submit(self, key: str, label: str, func: Callable[..., Any], *args: Any) -> Job:
-        """The job for ``key``: the running or successfully finished one, else a new one running ``func(*args)``."""
+    def _claim(self, key: str, label: str) -> tuple[Job, bool]:
+        """The running or successfully finished job for ``key`` and ``False``, else a new one and ``True``."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state in ("running", "done"):
                 self._jobs.move_to_end(key)
-                return job
-            job = Job(key=key, label=label)
-            self._jobs[key] = job
+                return job, False
+            self._jobs[key] = job = Job(key=key, label=label)
             self._forget_old()
-        self._pool.submit(job.work, func, args)
+            return job, True
+
+    def submit(self, key: str, label: str, func: Callable[..., Any], *args: Any) -> Job:
+        """The job for ``key``: the running or successfully finished one, else a new one running ``func(*args)``."""
+        job, new = self._claim(key, label)
+        if new:
+            self._pool.submit(job.work, func, args)
+        return job
+
+    def run_here(self, key: str, label: str, watch: Progress, func: Callable[..., Any], *args: Any) -> Job:
+        """As :meth:`submit`, but a new job runs in the calling thread (a step of a batch job), and it returns once the job
+        has ended; ``watch`` gets its reports, or a call every half second while it waits on a running one."""
+        job, new = self._claim(key, label)
+        if new:
+            job.work(func, args, watch)
+        while not job.wait(0.5):
+            watch(job.fraction, job.message)
         return job
 
     def get(self, key: str) -> Job | None:
@@ -159,6 +176,23 @@ def content_key(*parts: bytes | str | None) -> str:
         data = part if isinstance(part, bytes) else part.encode()
         digest.update(f"{len(data)}:".encode() + data)
     return digest.hexdigest()[:20]
+
+
+def run_identity(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
+                 options: dict[str, Any], source: str = "settings") -> tuple[str, str]:
+    """``(job key, config JSON)`` of a Run: the same inputs, config and options make the same job (raises QflowError)."""
+    config_json = command.config_cls.from_mapping(dict(settings), source=source).model_dump_json()
+    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
+    return content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files), config_json
+
+
+def ended_job(state_key: str, cancel_key: str) -> Job | None:
+    """The session's job at ``st.session_state[state_key]`` once it has ended; while it runs, its progress and Cancel."""
+    job: Job | None = st.session_state.get(state_key)
+    if job is not None and job.running:
+        show_progress(job, cancel_key)
+        return None
+    return job
 
 
 @st.fragment(run_every=1.0)

@@ -1,8 +1,7 @@
 """The one module page: any module drawn from its registry entry, plus its own charts from ``ui/hooks/<name>.py``.
 
-:func:`render` draws inputs (:mod:`ui.inputs`), the config form, Run with
-progress and Cancel (:mod:`ui.jobs`), then path badges, the module's summary,
-the table against the baselines, the module's charts and the downloads.
+:func:`render` draws inputs (:mod:`ui.inputs`), the config form, Run with progress and Cancel (:mod:`ui.jobs`), then
+path badges, the module's summary, the table against the baselines, the module's charts and the downloads.
 
 Page hooks (a module ``ui.hooks.<name>``; every name optional):
 
@@ -12,20 +11,19 @@ Page hooks (a module ``ui.hooks.<name>``; every name optional):
 - ``options()`` -> dict: extra choices drawn under the inputs (part of the run's identity);
 - ``out_name(options, uploads)`` -> str: the ``--out`` name the command writes its artifacts beside;
 - ``extras(uploads, config, progress)`` -> dict: more work in the same job (``run.extras``);
-- ``artifacts(plan, files)`` -> list of (file name, bytes): the downloads from the files the command wrote
-  (default: every file, by its name), for a module writing more than plain files beside the plan;
-- ``run_in_place(command, options, config, progress)`` -> ``(plan, artifacts)`` or None: run on server-side
-  files the options picked instead of the uploads (None: the uploads are used).
+- ``artifacts(plan, files)`` -> list of (file name, bytes): the downloads from the files the command wrote (default:
+  every file, by its name), for a module writing more than plain files beside the plan;
+- ``run_in_place(command, options, config, progress)`` -> ``(plan, artifacts)`` or None: run on server-side files the
+  options picked instead of the uploads (None: the uploads are used).
 
-Widget keys: ``{name}_run_button``, ``{name}_{input}_upload``, ``{name}_{field}``;
-the finished run is ``st.session_state[f"{name}_run"]``, the job ``[f"{name}_job"]``.
+Widget keys: ``{name}_run_button``, ``{name}_{input}_upload``, ``{name}_{field}``; the finished run is
+``st.session_state[f"{name}_run"]``, the job ``[f"{name}_job"]``.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -38,10 +36,9 @@ from qflow.core.errors import QflowError
 from qflow.core.uploads import Upload, run_on_uploads_keeping_artifacts
 from ui.advise import advise_section
 from ui.inputs import choose_inputs
-from ui.jobs import Job, content_key, job_board, show_progress
-from ui.plan_view import show_downloads, show_solver
+from ui.jobs import Job, ended_job, job_board, run_identity
+from ui.plan_view import metrics_table, show_downloads, show_solver
 from ui.store import save_run
-from ui.summary import metrics_table
 from ui.widgets import config_form
 
 __all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_module"]
@@ -93,11 +90,9 @@ def _start(command: ModuleCommand, uploads: dict[str, Upload | None], settings: 
            options: dict[str, Any]) -> Job | PageRun:
     """Submit the run to the job board (attaching to the same run if it is going on); a bad setting is an error run."""
     try:
-        config_json = command.config_cls.from_mapping(dict(settings), source="settings").model_dump_json()
+        key, config_json = run_identity(command, uploads, settings, options)
     except QflowError as exc:
         return PageRun(error=exc.message)
-    files = [part for input_name, upload in sorted(uploads.items()) for part in (input_name, *(upload or (None, None)))]
-    key = content_key(command.name, config_json, json.dumps(options, sort_keys=True), *files)
     return job_board().submit(key, command.page_title, run_module, command.name, uploads, config_json, options)
 
 
@@ -151,10 +146,7 @@ def render(name: str) -> None:
         st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
         st.session_state[f"{name}_collected"] = None  # a finished job handed back again is shown again
     advise_section(command, inputs.uploads, settings, disabled=inputs.problem is not None)
-    job: Job | None = st.session_state.get(f"{name}_job")
-    if job is not None and job.running:
-        show_progress(job, f"{name}_cancel")
-    elif job is not None:
+    if job := ended_job(f"{name}_job", f"{name}_cancel"):
         _collect(name, job)
     run: PageRun | None = st.session_state.get(f"{name}_run")
     if run is None:

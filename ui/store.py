@@ -1,8 +1,7 @@
 """The app's hook into the run store: every plan a page makes is kept for the Compare page.
 
-The module page calls :func:`save_run` on the script thread once per finished
-run. Saving the same plan twice keeps one stored run. A store that cannot be
-written shows a warning and the page carries on.
+The module page calls :func:`save_run` on the script thread once per finished run. Saving the same plan twice keeps one
+stored run. A store that cannot be written shows a warning and the page carries on.
 """
 
 from __future__ import annotations

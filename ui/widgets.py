@@ -1,5 +1,5 @@
-"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names,
-defaults, bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
+"""Config forms from a module's pydantic config class: its fields are the widgets, with the CLI flags' names, defaults,
+bounds and help read from ``model_fields`` (booleans: toggles, numbers: bounded inputs)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import streamlit as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-__all__ = ["config_form", "field_bounds", "field_table", "ordered_fields"]
+__all__ = ["config_form", "field_bounds", "field_table", "ordered_fields", "toggle_row"]
 
 
 def field_bounds(info: FieldInfo) -> dict[str, float]:
@@ -36,8 +36,8 @@ def ordered_fields(config_cls: type[BaseModel]) -> Iterator[tuple[str, FieldInfo
 
 
 def _float_step(default: float) -> float:
-    """A step a tenth of the default's order of magnitude (0.05 for 0.1..10, 1 above),
-    so small defaults such as a learning rate of 1e-3 stay reachable."""
+    """A step a tenth of the default's order of magnitude (0.05 for 0.1..10, 1 above), so small defaults such as a learning
+    rate of 1e-3 stay reachable."""
     if default == 0 or 0.1 <= abs(default) < 10:
         return 0.05
     if abs(default) >= 10:
@@ -48,9 +48,8 @@ def _float_step(default: float) -> float:
 def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
     """A number input bounded like the field.
 
-    An exclusive lower bound (``gt``) becomes the next allowed step above it,
-    because ``st.number_input`` only has inclusive bounds; the engine still
-    validates, so a bound stated here can only be tighter, never looser.
+    An exclusive lower bound (``gt``) becomes the next allowed step above it, because ``st.number_input`` only has
+    inclusive bounds; the engine still validates, so a bound stated here can only be tighter, never looser.
     """
     bounds = field_bounds(info)
     is_int = info.annotation is int
@@ -65,6 +64,14 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
 
 def _max_length(info: FieldInfo) -> int | None:
     return next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+
+
+def toggle_row(toggles: list[tuple[str, FieldInfo]], key_prefix: str) -> dict[str, bool]:
+    """One toggle per boolean field on one row (keys ``f"{key_prefix}_{field}"``); ``{field: value}``."""
+    values = {}
+    for column, (name, info) in zip(st.columns(max(len(toggles), 1)), toggles, strict=False):
+        values[name] = column.toggle(name, value=bool(info.default), key=f"{key_prefix}_{name}", help=info.description)
+    return values
 
 
 def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) -> dict[str, Any]:
@@ -84,15 +91,10 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
             numbers.append((name, info))
         elif typing.get_origin(info.annotation) is typing.Literal:
             choices.append((name, info))
-        elif info.annotation is str:
-            texts.append((name, info))
         else:
             raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
 
-    values: dict[str, Any] = {}
-    for column, (name, info) in zip(st.columns(max(len(toggles), 1)), toggles, strict=False):
-        with column:
-            values[name] = st.toggle(name, value=bool(info.default), key=f"{key_prefix}_{name}", help=info.description)
+    values = toggle_row(toggles, key_prefix)
     for name, info in choices:
         options = list(typing.get_args(info.annotation))
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",

@@ -1,10 +1,10 @@
 """Compare page: stored runs of one module side by side, and a batch of configurations run at once.
 
-Run several configurations of one input (uploads or the samples, as on a
-module page) as one :mod:`ui.jobs` job that stores each plan as it finishes,
-or pick stored runs: metrics, config differences, metric bars, stage times.
-Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``,
-``compare_{module}_c{i}_set``, ``compare_run_all``, ``compare_runs``.
+Run several configurations of one input (uploads or the samples, as on a module page) as one :mod:`ui.jobs` job that
+runs each as the page's Run job and stores each plan as it finishes, ranked by the advisor's ranking
+(:func:`qflow.advisor.rank_plans`) for a goal; or pick stored runs: metrics, config differences, metric bars, stage
+times. Widget keys: ``compare_module``, ``compare_{module}_c{i}_{field}``, ``compare_{module}_c{i}_set``,
+``compare_run_all``, ``compare_goal``, ``compare_runs``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from typing import Any
 
 import streamlit as st
 
+from qflow.advisor import GOALS, rank_plans
 from qflow.core.commands import ModuleCommand, available_commands
 from qflow.core.errors import QflowError
 from qflow.core.runs import RunStore
 from ui import compare
+from ui.advise import show_ranking
 from ui.inputs import choose_inputs
-from ui.jobs import Job, job_board, show_progress
+from ui.jobs import Job, ended_job, job_board
 from ui.store import run_store
+from ui.widgets import toggle_row
 
 JOB_KEY = "compare_job"
 COLLECTED_KEY = "compare_collected_job"
@@ -33,18 +36,14 @@ RUNS_LISTED = 200
 def configuration_forms(command: ModuleCommand) -> list[dict[str, Any]] | None:
     """Per configuration: a toggle per boolean field and a ``name=value`` box; ``None`` if a box is malformed."""
     count = int(st.number_input("configurations", 1, compare.MAX_CONFIGURATIONS, 2, key="compare_n_configs"))
-    toggles = command.config_cls.toggles()
     fields = command.config_cls.model_fields
+    toggles = [(name, fields[name]) for name in command.config_cls.toggles()]
     configurations: list[dict[str, Any]] = []
     ok = True
     for index in range(count):
         with st.container(border=True):
             st.markdown(f"**Configuration {index + 1}**")
-            settings: dict[str, Any] = {}
-            for column, name in zip(st.columns(max(1, len(toggles))), toggles, strict=False):
-                with column:
-                    settings[name] = st.toggle(name, value=bool(fields[name].default),
-                                               key=f"compare_{command.name}_c{index}_{name}", help=fields[name].description)
+            settings: dict[str, Any] = toggle_row(toggles, f"compare_{command.name}_c{index}")
             text = st.text_input("other settings (name=value, comma separated)", key=f"compare_{command.name}_c{index}_set",
                                  placeholder="e.g. seed=1", help="Any config field: " + ", ".join(fields))
             try:
@@ -76,6 +75,26 @@ def show_batch_outcome(job: Job) -> None:
     for index, item in enumerate(items, 1):
         if item["error"]:
             st.error(f"Configuration {index}: {item['error']}")
+    if plans := [item["plan"] for item in items if item["plan"]]:
+        ranking_section(plans[0]["module"], items)
+
+
+def ranking_section(module: str, items: list[dict[str, Any]]) -> None:
+    """The batch's plans ranked by the advisor's ranking for the chosen goal (primary metric, engine seconds)."""
+    goal = st.segmented_control("rank for", GOALS, default="balanced", key="compare_goal") or "balanced"
+    names = [f"configuration {i}" + (f" (#{item['run_id']})" if item["run_id"] else "") for i, item in enumerate(items, 1)]
+    try:
+        ranking = rank_plans(module, [item["plan"] for item in items], goal, names)
+    except QflowError as exc:
+        st.caption(f"Not ranked: {exc.message}")
+        return
+    metric = ranking["primary_metric"]
+    st.markdown(f"**Ranked for {goal}** on `{metric['metric']}` ({metric['better']} is better) and engine seconds: "
+                f"{ranking['recommended_candidate']} first.")
+    if ranking["protected_differ"]:
+        st.warning("These configurations differ in what defines the objective or its constraints ("
+                   + ", ".join(ranking["protected_differ"]) + "): the ranking compares different problems.")
+    show_ranking(ranking, "compare_ranking")
 
 
 def batch_section(command: ModuleCommand) -> None:
@@ -85,21 +104,16 @@ def batch_section(command: ModuleCommand) -> None:
     uploads = None if inputs.problem else inputs.uploads
     configurations = configuration_forms(command)
     job: Job | None = st.session_state.get(JOB_KEY)
-    running = job is not None and job.running
     pressed = st.button("Run all configurations", type="primary", key="compare_run_all",
-                        disabled=running or uploads is None or configurations is None)
+                        disabled=(job is not None and job.running) or uploads is None or configurations is None)
     if pressed and uploads is not None and configurations is not None:
         items: list[dict[str, Any]] = []
         st.session_state[ITEMS_KEY] = items
-        job = job_board().submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations",
-                                 compare.run_batch, items, command.name, uploads, configurations, str(run_store().path))
+        board = job_board()
+        job = board.submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations", compare.run_batch,
+                           board, items, command.name, uploads, configurations, str(run_store().path))
         st.session_state[JOB_KEY] = job
-        running = True
-    if job is None:
-        return
-    if running:
-        show_progress(job, "compare_cancel")
-    else:
+    if job := ended_job(JOB_KEY, "compare_cancel"):
         show_batch_outcome(job)
 
 

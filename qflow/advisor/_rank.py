@@ -1,7 +1,8 @@
 """One ranking of measured candidates by goal (the advisor's and Compare's batch runs).
 
-A pure function over rows ``{"quality": float or None, "seconds": float}``;
-rows without a quality (failed or unmeasured) rank last.
+:func:`rank_candidates` is a pure function over rows ``{"quality": float or
+None, "seconds": float}``; rows without a quality (failed or unmeasured) rank
+last. :func:`rank_plans` applies it to finished plans (Compare's batch runs).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-__all__ = ["GOALS", "SPEED_TOLERANCE", "rank_candidates"]
+from qflow.advisor._rules import PRIMARY_METRICS, PROTECTED_FIELDS, primary_metric
+from qflow.core.errors import InputError
+
+__all__ = ["GOALS", "SPEED_TOLERANCE", "rank_candidates", "rank_plans"]
 
 Goal = Literal["quality", "speed", "balanced"]
 #: The goals the advisor accepts.
@@ -77,3 +81,45 @@ def _distance_to_ideal(index: int, score: Mapping[int, float], seconds: Mapping[
     time_part = (seconds[index] - s_lo) / (s_hi - s_lo) if s_hi > s_lo else 0.0
     quality_part = (q_hi - score[index]) / (q_hi - q_lo) if q_hi > q_lo else 0.0
     return math.hypot(time_part, quality_part)
+
+
+def rank_plans(module: str, plans: Sequence[Mapping[str, Any] | None], goal: str,
+               names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Finished ``plans`` of ``module`` (``Plan.to_dict()``; ``None`` for a run that failed) ranked for ``goal``.
+
+    The advisor's ranking (:func:`rank_candidates`) on the module's primary
+    metric (:func:`~qflow.advisor.primary_metric` under the plans' config),
+    returned in the shape of an advice plan's result: ``goal``,
+    ``primary_metric`` (``metric``, ``better``), ``candidates`` (per plan, in
+    the given order: ``name``, ``config``, ``quality``, ``seconds``,
+    ``error``, ``rank`` from 1), ``recommended_candidate`` (a name) and
+    ``protected_differ``: the fields defining the objective or its constraints
+    (:data:`~qflow.advisor.PROTECTED_FIELDS`) whose values differ between the
+    plans, where the ranking compares different problems. A
+    plan's seconds are its engine time, the sum of its ``timings_s``, so a
+    run counts as if it ran alone even where it shared the worker pool.
+
+    Raises
+    ------
+    InputError
+        The module has no primary metric, or the plans' configs rank on
+        different metrics (energy's ``objective``, hpo's ``direction``).
+    """
+    if module not in PRIMARY_METRICS:
+        raise InputError("ranking", "module", "has no primary metric", f"one of {', '.join(PRIMARY_METRICS)}", module)
+    primaries = {primary_metric(module, plan.get("config") or {}) for plan in plans if plan is not None}
+    if len(primaries) > 1:
+        raise InputError("ranking", "config", "the runs optimise different metrics", "one objective for all runs",
+                         ", ".join(f"{metric} ({better})" for metric, better in sorted(primaries)))
+    metric, better = primaries.pop() if primaries else primary_metric(module, {})
+    names = list(names) if names is not None else [f"run {index + 1}" for index in range(len(plans))]
+    rows = [{"name": name, "rule": None, "config": dict(plan.get("config") or {}), "error": None,
+             "quality": (plan.get("metrics") or {}).get(metric), "seconds": sum((plan.get("timings_s") or {}).values())}
+            if plan is not None else {"name": name, "rule": None, "config": {}, "error": "no plan", "quality": None,
+                                      "seconds": 0.0} for name, plan in zip(names, plans, strict=True)]
+    order = rank_candidates(rows, better, goal)
+    configs = [row["config"] for row in rows if row["error"] is None]
+    protected = sorted(f for f in PROTECTED_FIELDS[module] if len({repr(c.get(f)) for c in configs}) > 1)
+    return {"goal": goal, "primary_metric": {"metric": metric, "better": better}, "protected_differ": protected,
+            "candidates": [{**row, "rank": order.index(index) + 1} for index, row in enumerate(rows)],
+            "recommended_candidate": rows[order[0]]["name"] if rows else None}

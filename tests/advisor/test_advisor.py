@@ -174,11 +174,11 @@ def test_console_advice_tables_from_a_real_advice(tmp_path: Path) -> None:
                "model_graph": ("model_graph.json", files["model_graph"].read_bytes()), "token_metadata": None}
     config_json = ROUTING.config_cls().model_dump_json()
     plan = advise_job("routing", uploads, config_json, "quality", 30.0, _progress=lambda f, m: None)
-    candidates = candidates_frame(plan)
+    candidates = candidates_frame(plan["result"])
     assert list(candidates["rank"]) == sorted(candidates["rank"]) and candidates.iloc[0]["rank"] == 1
     assert "total_affinity" in candidates.columns
     assert len(rules_frame(plan)) == len(RULES["routing"])
-    points = tradeoff_figure(plan).data[0]
+    points = tradeoff_figure(plan["result"]).data[0]
     measured = [row for row in plan["result"]["candidates"] if row["quality"] is not None]
     assert list(points.y) == [row["quality"] for row in measured] and list(points.x) == [row["seconds"] for row in measured]
     starred = [name for name, symbol in zip(points.text, points.marker.symbol, strict=True) if symbol == "star"]
@@ -214,3 +214,49 @@ def test_use_these_settings_copies_the_changes_into_the_page_widgets() -> None:
     at.button[0].click().run()
     assert not at.exception
     assert at.toggle[0].value is False and at.number_input[0].value == 3
+
+
+# ---------------------------------------------------------------- one ranking: the advisor's and Compare's batch runs
+
+def test_advisor_and_compare_batch_rank_the_best_by_construction_first(tmp_path: Path) -> None:
+    """Given hash routing (the deterministic fallback); the optimiser's total affinity is higher by construction
+    and hash routing's is far outside 1 % of it, so the optimiser ranks first for every goal, in both front ends."""
+    from qflow.advisor import rank_plans
+    from ui.compare import run_batch
+    from ui.jobs import JobBoard
+
+    files = _routing_files(tmp_path)
+    uploads = {name: None if path is None else (path.name, path.read_bytes()) for name, path in files.items()}
+    hashed = {**AMPLE, "deterministic_fallback": True}
+    optimise = [{"row": "optimise instead of hashing", "when": lambda d: True, "settings": {"deterministic_fallback": False},
+                 "expects": {"metric": "total_affinity", "better": "higher"}}]
+    items: list[dict] = []
+    run_batch(JobBoard(1), items, "routing", uploads, [hashed, {**AMPLE}], str(tmp_path / "runs.db"), lambda f, m: None)
+    plans = [item["plan"] for item in items]
+    assert [item["error"] for item in items] == [None, None] and plans[0]["solver"]["ran"] == "hash"
+    assert plans[1]["metrics"]["total_affinity"] > 1.01 * plans[0]["metrics"]["total_affinity"]
+    for goal in ("quality", "speed", "balanced"):
+        advice = plan_advice("routing", files, ROUTING.config_cls.from_mapping(hashed, "test"), goal=goal, rules=optimise)
+        assert advice.result["recommended_candidate"] == "rule 1"
+        assert advice.result["recommended"]["deterministic_fallback"] is False
+        ranking = rank_plans("routing", plans, goal, names=["hashed", "optimised"])
+        assert ranking["recommended_candidate"] == "optimised" and ranking["protected_differ"] == []
+        assert [row["rank"] for row in ranking["candidates"]] == [row["rank"] for row in advice.result["candidates"]]
+        assert ranking["primary_metric"] == advice.result["primary_metric"] == {"metric": "total_affinity", "better": "higher"}
+    assert RunStore(tmp_path / "runs.db").count("routing") == 2
+
+
+def test_rank_plans_refuses_runs_on_different_objectives_and_modules_without_a_metric() -> None:
+    from qflow.advisor import rank_plans
+
+    minimise = {"config": {"direction": "minimize"}, "metrics": {"best_value": 1.0}, "timings_s": {"fit": 1.0}}
+    maximise = {"config": {"direction": "maximize"}, "metrics": {"best_value": 2.0}, "timings_s": {"fit": 1.0}}
+    with pytest.raises(InputError, match="different metrics"):
+        rank_plans("hpo", [maximise, minimise], "quality")
+    with pytest.raises(InputError, match="primary metric"):
+        rank_plans("placement", [minimise], "quality")
+    ranked = rank_plans("hpo", [minimise, {**minimise, "metrics": {"best_value": 0.5}}, None], "quality")
+    assert [row["rank"] for row in ranked["candidates"]] == [2, 1, 3] and ranked["candidates"][2]["error"] == "no plan"
+    assert ranked["protected_differ"] == []
+    looser = {**minimise, "config": {"direction": "minimize", "n_trials": 60}}
+    assert rank_plans("hpo", [minimise, looser], "quality")["protected_differ"] == ["n_trials"]

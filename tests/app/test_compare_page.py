@@ -134,7 +134,11 @@ def test_run_two_configurations_at_once_stores_and_compares_them(store: RunStore
     config_md = next(m.value for m in at.markdown if m.value.startswith("**Config**"))
     assert sorted(config_md.split("differs in: ")[1].rstrip(")").replace("`", "").split(", ")) == [
         "baselines", "seed", "suggest"]
-    assert len(at.get("plotly_chart")) == 2
+    # The batch ranked by the advisor's ranking: its trade-off chart, then the two charts of the runs compared.
+    assert [chart.key for chart in at.get("plotly_chart")] == [
+        "compare_ranking_tradeoff", "compare_metrics_chart", "compare_timings_chart"]
+    ranking = next(frame.value for frame in at.dataframe if "best_value" in frame.value.columns)
+    assert sorted(ranking["rank"]) == [1, 2]
 
     # Same configurations again: cached, and stored once (same plans).
     at.button(key="compare_run_all").click().run()
@@ -162,3 +166,36 @@ def test_bad_uploaded_input_is_reported_per_configuration(store: RunStore) -> No
     errors = [e.value for e in at.error]
     assert sum(e.startswith("Configuration ") and "tokens.csv" in e for e in errors) == 2
     assert store.count() == 0
+
+
+def ranking_table(at: AppTest) -> list[dict[str, Any]]:
+    return next(frame.value for frame in at.dataframe if "total_affinity" in frame.value.columns).to_dict("records")
+
+
+def test_batch_is_ranked_by_the_advisors_ranking_and_shares_the_module_pages_jobs(store: RunStore) -> None:
+    """Hash routing (the deterministic fallback) first, the optimiser second: the optimiser's total affinity is
+    higher by construction and hash routing is nowhere near 1 % of it, so it ranks first for every goal."""
+    from page_helpers import click_run
+    from page_helpers import open_page as open_module_page
+
+    at = open_page()
+    at.toggle(key="compare_routing_c0_deterministic_fallback").set_value(True)
+    at.button(key="compare_run_all").click().run()
+    wait_for_batch(at)
+    runs = {r.config["deterministic_fallback"]: r for r in store.list(module="routing")}
+    hashed, optimised = runs[True], runs[False]
+    assert optimised.metrics["total_affinity"] > 1.01 * hashed.metrics["total_affinity"]
+    for goal in ("balanced", "quality", "speed"):
+        at.segmented_control(key="compare_goal").set_value(goal).run()
+        assert not at.exception
+        rows = sorted(ranking_table(at), key=lambda row: row["rank"])
+        assert [row["candidate"] for row in rows] == [f"configuration 2 (#{optimised.id})", f"configuration 1 (#{hashed.id})"]
+        assert [row["total_affinity"] for row in rows] == [optimised.metrics["total_affinity"], hashed.metrics["total_affinity"]]
+        assert rows[0]["seconds"] == pytest.approx(sum(optimised.timings_s.values()))
+        assert any(m.value.startswith(f"**Ranked for {goal}** on `total_affinity` (higher is better)") for m in at.markdown)
+
+    # No second runner: the module page's Run on the same input and settings is the batch's own job, so it hands
+    # back the very plan the batch made (same creation time) instead of planning again.
+    page = click_run(open_module_page("routing"), "routing")
+    assert page.session_state["routing_run"].plan["created_at"] == store.get(optimised.id).plan["created_at"]
+    assert store.count("routing") == 2

@@ -116,6 +116,22 @@ class TestBoard:
         board.submit("last", "demo", counting_work, 1, []).wait(10)
         assert board.get("k0") is None and board.get(f"k{KEEP_FINISHED + 2}") is jobs[-1]
 
+    def test_run_here_runs_in_the_caller_shares_keys_with_submit_and_passes_a_cancel_on(self, board: JobBoard) -> None:
+        seen: list[str] = []
+        here = board.run_here("k", "demo", lambda f, m: seen.append(m), counting_work, 2, [])
+        assert here.state == "done" and here.result == 2 and seen == ["step 0", "step 1"]
+        assert board.submit("k", "demo", counting_work, 99, []) is here  # a page's Run attaches to it
+        pooled = board.submit("p", "demo", counting_work, 3, [])
+        assert board.run_here("p", "demo", lambda f, m: None, counting_work, 99, []) is pooled and pooled.result == 3
+
+        def stop(fraction: float, message: str) -> None:
+            if message == "step 3":
+                raise JobCancelled(message)
+
+        reached: list[int] = []
+        cancelled = board.run_here("c", "demo", stop, counting_work, 10, reached)
+        assert cancelled.state == "cancelled" and reached == [0, 1, 2]
+
 
 def _page_with_a_slow_job() -> None:
     import time

@@ -227,3 +227,22 @@ def test_top_k_with_node_limit_draws_charts_sweep_and_downloads(at: AppTest, nod
     assert dropped[0] > dropped[-1] == 0  # the sweep really varies with capacity_factor
     assert any(d.label == "Download plan JSON" for d in at.get("download_button"))
     assert json.loads(at.session_state["routing_run"].plan_json)["result"]["combine_weights"]
+
+
+def test_recommend_settings_runs_the_advisor_as_a_job_and_shows_its_ranking(at: AppTest) -> None:
+    """The page's "Recommend settings": a job on the board, then the advisor's verdict, ranking chart and tables."""
+    at.segmented_control(key="routing_advise_goal").set_value("quality")
+    at.segmented_control(key="routing_advise_budget").set_value(15)
+    at.button(key="routing_advise_button").click().run()
+    assert not at.exception
+    job = at.session_state["routing_advise_job"]
+    assert job.wait(300) and job.state == "done", job.error
+    at.run()
+    assert not at.exception
+    plan = job.result
+    assert plan["result"]["goal"] == "quality" and plan["config"]["budget_s"] == 15
+    assert any(s.value.startswith(f"Goal quality: {plan['result']['recommended_candidate']}") for s in at.success)
+    assert [chart.key for chart in at.get("plotly_chart")] == ["routing_advise_tradeoff"]
+    ranking = next(frame.value for frame in at.dataframe if "rank" in frame.value.columns)
+    assert list(ranking["rank"]) == list(range(1, len(plan["result"]["candidates"]) + 1))
+    assert ranking.iloc[0]["candidate"] == plan["result"]["recommended_candidate"]

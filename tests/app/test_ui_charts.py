@@ -1,4 +1,4 @@
-"""ui.charts on real plans from the sample data, without Streamlit."""
+"""The routing figures (ui.hooks.routing) on real plans from the sample data, without Streamlit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ui import charts
+from ui.hooks import routing as charts
 from ui.hooks.routing import SWEEP_FACTORS
 
 

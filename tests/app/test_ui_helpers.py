@@ -1,4 +1,4 @@
-"""ui.summary, ui.widgets and ui.page.run_module, called directly."""
+"""ui.plan_view, ui.widgets and ui.page.run_module, called directly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from qflow.compression import DecompressConfig
 from qflow.routing import RoutingConfig
 from ui.hooks.routing import METRICS
 from ui.page import run_module
-from ui.summary import fallback_messages, metrics_table, not_adopted_messages, path_steps, plan_for_display
+from ui.plan_view import fallback_messages, metrics_table, not_adopted_messages, path_steps, plan_for_display
 from ui.widgets import field_bounds, field_table, ordered_fields
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "routing"

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import plotly.graph_objects as go
 import streamlit as st
 
-from ui import charts as figures
+from ui.charts import COLORS, styled
 
 #: Metrics compared between the plan and each baseline, in table order.
 METRICS = ("max_gpu_imbalance", "mean_gpu_imbalance", "max_node_imbalance", "mean_node_imbalance", "cross_node_dispatch")
 #: Key figures: (metric, label); each shows its change against both baselines.
 KEY_FIGURES = (("max_gpu_imbalance", "max GPU imbalance"), ("mean_gpu_imbalance", "mean GPU imbalance"),
                ("max_node_imbalance", "max node imbalance"), ("mean_node_imbalance", "mean node imbalance"))
+
+
+def load_figure(layer: dict[str, Any], ids: list[str], level: str) -> go.Figure:
+    """Load per GPU or per node (``level``) of one of the plan's ``result.layers`` (``<level>_load`` and
+    ``eplb_<level>_load``, expected tokens) against EPLB's; a dotted line marks the mean load, the floor every placement
+    shares, so the tallest bar over it is the imbalance."""
+    plan_load = layer[f"{level}_load"]
+    fig = go.Figure()
+    fig.add_bar(x=ids, y=plan_load, name="plan", marker_color=COLORS["plan"])
+    fig.add_bar(x=ids, y=layer[f"eplb_{level}_load"], name="EPLB baseline", marker_color=COLORS["eplb"], opacity=0.8)
+    fig.add_hline(y=sum(plan_load) / max(len(plan_load), 1), line_dash="dot", line_color="#555",
+                  annotation_text="mean", annotation_position="top left")
+    return styled(fig, f"Load per {level.upper() if level == 'gpu' else level}: plan vs EPLB", level, "load (tokens)",
+                  barmode="group", bargap=0.2)
 
 
 def _against(plan: dict[str, Any], metric: str) -> str:
@@ -39,8 +54,5 @@ def charts(run: Any) -> None:
     result = run.plan["result"]
     index = st.selectbox("layer", range(len(result["layer_ids"])), format_func=lambda i: str(result["layer_ids"][i]),
                          key="placement_layer")
-    layer = result["layers"][index]
-    st.plotly_chart(figures.placement_load_figure(layer, result["gpu_ids"], "gpu", "Load per GPU: plan vs EPLB"),
-                    key="placement_gpu_chart")
-    st.plotly_chart(figures.placement_load_figure(layer, result["node_ids"], "node", "Load per node: plan vs EPLB"),
-                    key="placement_node_chart")
+    for level in ("gpu", "node"):
+        st.plotly_chart(load_figure(result["layers"][index], result[f"{level}_ids"], level), key=f"placement_{level}_chart")
