@@ -219,9 +219,8 @@ def _above_kth_group_max(values: torch.Tensor, cols: torch.Tensor, k: int) -> tu
         return None
     maxima = values.view(t, m // group, group).amax(dim=2)
     threshold = maxima.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    mask = values >= threshold
-    counts = mask.sum(dim=1)
-    rows, at = mask.nonzero(as_tuple=True)
+    rows, at = (values >= threshold).nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=t)  # a bool row sum is many times slower than this
     slot = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows]
     width = int(counts.max())
     packed_v = torch.full((t, width), -math.inf)
