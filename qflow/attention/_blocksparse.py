@@ -14,10 +14,12 @@ so every key that could be in (or tie with) the top k is scored exactly and
 the result is exact top-k (ties broken towards the lower key index).
 
 Where bounds prune too little (flat attention, keys with no positional
-locality) the first tile says so and the rest is scored densely: every score
-computed, selected per tile with a staged exact selection (block maxima
-first, then the few blocks that can hold the top k). Either way scores are
-held for one tile and one key chunk at a time, never ``n_q x n``.
+locality) a few queries scored densely before any tile say so (or the first
+tiles do) and the rest is scored densely: every score computed, selected per
+tile by a threshold (the k-th highest maximum of column groups) that leaves
+about k + k/3 candidates for torch's topk. Either way scores are held for one
+tile and one key chunk at a time, never ``n_q x n``. For decoding,
+:class:`KeyBlockIndex` keeps the blocks' bounds as keys are appended.
 
 Why hand-written: torch and numpy have dense top-k only; Quest's kernels are
 CUDA and approximate (they keep whole pages). This is the exact variant on
