@@ -223,8 +223,20 @@ def _above_kth_group_max(values: torch.Tensor, cols: torch.Tensor, k: int) -> tu
     # (keys with locality) fall in different groups and the k-th maximum stays near the k-th value; and torch
     # reduces over a strided axis much faster than over a short contiguous one.
     maxima = values.view(t, group, m // group).amax(dim=1)
-    threshold = maxima.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    rows, at = (values >= threshold).nonzero(as_tuple=True)
+    if m // group >= 4 * k:
+        top = maxima.topk(k + 1, dim=1)
+        threshold = top.values[:, k - 1:k]
+        if bool((top.values[:, k] < top.values[:, k - 1]).all()) and bool((threshold > -math.inf).all()):
+            return _in_top_groups(values, cols, group, top.indices[:, :k], threshold)
+    else:
+        threshold = maxima.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    return _packed(values >= threshold, values, cols)
+
+
+def _packed(keep: torch.Tensor, values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``keep`` elements of each row packed left, (T, c): rows with fewer padded with ``-inf`` at a column past all."""
+    t = values.shape[0]
+    rows, at = keep.nonzero(as_tuple=True)
     counts = torch.bincount(rows, minlength=t)  # a bool row sum is many times slower than this
     slot = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows]
     width = int(counts.max())
@@ -233,6 +245,26 @@ def _above_kth_group_max(values: torch.Tensor, cols: torch.Tensor, k: int) -> tu
     packed_v[rows, slot] = values[rows, at]
     packed_c[rows, slot] = cols[at] if cols.dim() == 1 else cols[rows, at]
     return packed_v, packed_c
+
+
+def _in_top_groups(values, cols, group: int, top_groups: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_above_kth_group_max` on wide rows: only the k groups whose maxima reach the threshold are read.
+
+    With no tie at the k-th maximum and a finite threshold, every element at or
+    above it lies in one of those k groups (any other group's maximum is
+    below it), so the mask and packing read ``k * group`` elements a row
+    instead of ``m``.
+    """
+    t, m = values.shape
+    n_groups = m // group
+    index = top_groups[:, None, :].expand(t, group, top_groups.shape[1])
+    picked = values.view(t, group, n_groups).gather(2, index).reshape(t, -1)
+    positions = (torch.arange(group)[None, :, None] * n_groups + top_groups[:, None, :]).reshape(t, -1)
+    packed_v, packed_pos = _packed(picked >= threshold, picked, positions)
+    real = packed_v > -math.inf  # the threshold is finite: -inf marks padding only
+    at = torch.where(real, packed_pos, 0)
+    packed_c = cols[at] if cols.dim() == 1 else cols.gather(1, at)
+    return packed_v, torch.where(real, packed_c, torch.iinfo(torch.int64).max)
 
 
 def _sorted_by_value_then_column(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

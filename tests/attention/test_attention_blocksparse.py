@@ -136,17 +136,22 @@ def test_tick_reports_every_tile_and_a_raise_cancels():
         blocksparse_topk(q, k, 4, block=16, tick=cancel)
 
 
-@pytest.mark.parametrize("fill", ["random", "ties", "minus inf"])
+@pytest.mark.parametrize("fill", ["random", "wide random", "wide local", "ties", "minus inf"])
 def test_threshold_selection_equals_plain_selection(fill):
     rng = np.random.default_rng(6)
     if fill == "random":
         values = torch.tensor(rng.normal(size=(50, 1024)), dtype=torch.float32)
+    elif fill.startswith("wide"):  # rows wide enough that only the top groups are read
+        values = torch.tensor(rng.normal(size=(20, 8192)), dtype=torch.float32)
+        if fill == "wide local":  # high scores on neighbouring columns, and one row with a tie at the k-th maximum
+            values[:, 3000:3100] += 6.0
+            values[0, [5, 6]] = 50.0
     else:
         values = small_ints(rng, (50, 1024), values=(-1.0, 0.0, 1.0, 2.0))
     if fill == "minus inf":
         values[:, 40:] = -torch.inf  # fewer finite values than k in no row, many -inf ties after them
         values[0, :] = -torch.inf
-    cols = torch.arange(1024) * 3  # global columns that are not positions
+    cols = torch.arange(values.shape[1]) * 3  # global columns that are not positions
     for k in (1, 7, 32):
         staged_v, staged_c = exact_topk(values, cols, k, stages=True)
         plain_v, plain_c = exact_topk(values, cols, k)
