@@ -14,6 +14,7 @@ from qflow._lazy import lazy_exports
 _EXPORTS = {
     "Checkpoint": "qflow.attention._checkpoint",
     "parse_checkpoint": "qflow.attention._checkpoint",
+    "KeyBlockIndex": "qflow.attention._blocksparse",
     "AttentionRun": "qflow.attention._plan",
     "load_attention_inputs": "qflow.attention._plan",
     "npy_bytes": "qflow.attention._plan",
@@ -36,6 +37,7 @@ __all__ = [
     "AttentionRun",
     "AttentionWeights",
     "Checkpoint",
+    "KeyBlockIndex",
     "TENSOR_SUFFIXES",
     "build_inputs",
     "load_attention_inputs",

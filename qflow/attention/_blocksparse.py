@@ -14,10 +14,12 @@ so every key that could be in (or tie with) the top k is scored exactly and
 the result is exact top-k (ties broken towards the lower key index).
 
 Where bounds prune too little (flat attention, keys with no positional
-locality) the first tile says so and the rest is scored densely: every score
-computed, selected per tile with a staged exact selection (block maxima
-first, then the few blocks that can hold the top k). Either way scores are
-held for one tile and one key chunk at a time, never ``n_q x n``.
+locality) a few queries scored densely before any tile say so (or the first
+tiles do) and the rest is scored densely: every score computed, selected per
+tile by a threshold (the k-th highest maximum of column groups) that leaves
+about k + k/3 candidates for torch's topk. Either way scores are held for one
+tile and one key chunk at a time, never ``n_q x n``. For decoding,
+:class:`KeyBlockIndex` keeps the blocks' bounds as keys are appended.
 
 Why hand-written: torch and numpy have dense top-k only; Quest's kernels are
 CUDA and approximate (they keep whole pages). This is the exact variant on
@@ -34,7 +36,7 @@ import torch
 
 from qflow.core.threads import one_torch_thread
 
-__all__ = ["BLOCK", "PRUNE_LIMIT", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
+__all__ = ["BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
 
 #: Keys per block (a Quest page).
 BLOCK = 32
@@ -47,15 +49,19 @@ MAX_TILE = 1024
 #: Queries per tile on the bounds path: a tile scores the union of its queries' surviving blocks, which grows
 #: with the tile (measured on the bench's local keys at 8,192: 5 % of the blocks for 16 queries, 41 % for 256).
 BOUNDS_TILE = 32
+#: Queries scored densely to decide, before any tile, whether bounds can prune.
+SAMPLE_QUERIES = 16
 #: Tiles whose mean share of blocks scored decides between bounds and dense.
 PROBE_TILES = 4
 #: Column group widths of the staged selection (see :func:`exact_topk`), widest first: each stage keeps
 #: the k groups with the highest maxima, so torch's topk runs on m / group maxima and k * group candidates.
 SELECT_GROUPS = (32, 8)
+#: Group widths (widest first) whose k-th highest maximum is the threshold of :func:`_above_kth_group_max`.
+THRESHOLD_GROUPS = (32, 16, 8)
 #: Up to this many scores (n_q x n), one torch thread: many small ops, where OpenMP spin-waits cost more than they save.
 SMALL_PROBLEM = 1 << 22
-#: Scratch floor (elements, 1 MiB of float32): below it, splitting the work costs more than the memory it saves.
-MIN_SCRATCH = 1 << 18
+#: Scratch floor (elements, 256 KiB of float32): below it, splitting the work costs more than the memory it saves.
+MIN_SCRATCH = 1 << 16
 
 Tick = Callable[[float], None]
 
@@ -165,6 +171,10 @@ def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | No
     [[1, 2]]
     """
     t, m = values.shape
+    if stages and block is None:
+        candidates = _above_kth_group_max(values, cols, k)
+        if candidates is not None:
+            return exact_topk(*candidates, k)
     if block is None:
         block = next((g for g in SELECT_GROUPS if m % g == 0 and m >= 4 * k * g), None) if stages else None
     if block is not None and m % block == 0 and m >= 4 * k * block:
@@ -192,6 +202,69 @@ def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | No
         top_v, top_c = top_v.clone(), top_c.clone()
         top_v[rows], top_c[rows] = _sorted_by_value_then_column(values[rows], cols[rows], k)
     return top_v, top_c
+
+
+def _above_kth_group_max(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Each row's elements at or above its k-th highest group maximum, packed left (T, c), or None where it does not apply.
+
+    The maxima of k disjoint groups are k distinct elements at or above the k-th
+    highest maximum, so the row's k-th value is too: every element of the top
+    k (and every tie with the k-th) is kept. Rows shorter than the widest are
+    padded with ``-inf`` at a column past every real one, which the tie rule
+    ranks last. torch's ``topk`` costs about the same per element at any k, so
+    it runs on ``m / group`` maxima and c (about k + k / 3 on random rows)
+    candidates instead of ``m`` columns; a mask and ``nonzero`` do the packing.
+    """
+    t, m = values.shape
+    group = next((g for g in THRESHOLD_GROUPS if m % g == 0 and m >= 2 * k * g), None)
+    if group is None:
+        return None
+    # Group j is the columns j, j + m/group, j + 2m/group, ...: spread along the row, so neighbouring high scores
+    # (keys with locality) fall in different groups and the k-th maximum stays near the k-th value; and torch
+    # reduces over a strided axis much faster than over a short contiguous one.
+    maxima = values.view(t, group, m // group).amax(dim=1)
+    if m // group >= 4 * k:
+        top = maxima.topk(k + 1, dim=1)
+        threshold = top.values[:, k - 1:k]
+        if bool((top.values[:, k] < top.values[:, k - 1]).all()) and bool((threshold > -math.inf).all()):
+            return _in_top_groups(values, cols, group, top.indices[:, :k], threshold)
+    else:
+        threshold = maxima.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    return _packed(values >= threshold, values, cols)
+
+
+def _packed(keep: torch.Tensor, values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``keep`` elements of each row packed left, (T, c): rows with fewer padded with ``-inf`` at a column past all."""
+    t = values.shape[0]
+    rows, at = keep.nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=t)  # a bool row sum is many times slower than this
+    slot = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows]
+    width = int(counts.max())
+    packed_v = torch.full((t, width), -math.inf)
+    packed_c = torch.full((t, width), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    packed_v[rows, slot] = values[rows, at]
+    packed_c[rows, slot] = cols[at] if cols.dim() == 1 else cols[rows, at]
+    return packed_v, packed_c
+
+
+def _in_top_groups(values, cols, group: int, top_groups: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_above_kth_group_max` on wide rows: only the k groups whose maxima reach the threshold are read.
+
+    With no tie at the k-th maximum and a finite threshold, every element at or
+    above it lies in one of those k groups (any other group's maximum is
+    below it), so the mask and packing read ``k * group`` elements a row
+    instead of ``m``.
+    """
+    t, m = values.shape
+    n_groups = m // group
+    index = top_groups[:, None, :].expand(t, group, top_groups.shape[1])
+    picked = values.view(t, group, n_groups).gather(2, index).reshape(t, -1)
+    positions = (torch.arange(group)[None, :, None] * n_groups + top_groups[:, None, :]).reshape(t, -1)
+    packed_v, packed_pos = _packed(picked >= threshold, picked, positions)
+    real = packed_v > -math.inf  # the threshold is finite: -inf marks padding only
+    at = torch.where(real, packed_pos, 0)
+    packed_c = cols[at] if cols.dim() == 1 else cols.gather(1, at)
+    return packed_v, torch.where(real, packed_c, torch.iinfo(torch.int64).max)
 
 
 def _sorted_by_value_then_column(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,6 +327,24 @@ def _score_blocks(q, keys: _Keys, ids: torch.Tensor, running: _Running, chunk_bl
         stats.scores_computed += q.shape[0] * (scores.shape[1] - int(cols[-1]) - 1 + keys.n if int(cols[-1]) >= keys.n
                                                else scores.shape[1])
         running.merge(scores, cols, keys.block)
+
+
+def _sampled_block_share(q: torch.Tensor, keys: _Keys, top_k: int, chunk_blocks: int, stats: SelectionStats) -> float:
+    """Mean share of key blocks whose bound reaches a query's exact k-th score, over evenly spaced sample queries.
+
+    The cheap early test of whether bounds can prune at all: the sample is
+    scored densely (``SAMPLE_QUERIES x n`` scores, counted in ``stats``), so
+    each sampled query's threshold is its true k-th score, the best any tile
+    of the bounds path can reach. A tile scores the union of its queries'
+    blocks, so the bounds path scores at least this share.
+    """
+    picks = torch.linspace(0, q.shape[0] - 1, min(SAMPLE_QUERIES, q.shape[0])).round().long().unique()
+    sample = q[picks]
+    running = _Running(sample.shape[0], top_k)
+    _score_blocks(sample, keys, torch.arange(keys.nb), running, chunk_blocks, stats)
+    tau = running.values[:, -1] - _rounding_margin(sample, keys.absmax)
+    reach = _bounds(sample, keys.lo, keys.hi) >= tau[:, None]
+    return float(reach.float().mean())
 
 
 def _query_order(q: torch.Tensor, keys: _Keys, tile: int) -> torch.Tensor:
@@ -329,6 +420,12 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tupl
         stats.path, stats.reason = "dense", "bounds not requested (topk_bounds_limit = 0)"
     elif keys.nb < 4:
         stats.path, stats.reason = "dense", f"{keys.nb} key blocks: too few to prune"
+    elif n_q >= 4 * SAMPLE_QUERIES:
+        sample_share = _sampled_block_share(q, keys, top_k, max(1, tile * chunk_blocks // SAMPLE_QUERIES), stats)
+        if sample_share > prune_limit:
+            stats.path = "dense"
+            stats.reason = (f"on a sample of {min(SAMPLE_QUERIES, n_q)} queries the bounds of {sample_share:.0%} of the key "
+                            f"blocks reach a query's k-th score (over {prune_limit:.0%}): scored densely")
     every_block = torch.arange(keys.nb)
     order = _query_order(q, keys, tile) if stats.path == "bounds" else None
     rows_in_order = q if order is None else q[order]
@@ -364,3 +461,95 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tupl
         inverse[order] = torch.arange(n_q)
         values_out, idx_out = values_out[inverse], idx_out[inverse]
     return values_out, idx_out, stats
+
+
+class KeyBlockIndex:
+    """A key cache that keeps its blocks' bounds up to date as keys are appended (decoding).
+
+    What a serving engine does with Quest's pages: appending a key updates
+    the per-dimension min/max of the block it lands in (O(d)), so a decode
+    step costs the append plus the pruned search, never a rebuild of every
+    block's bounds. Storage grows by doubling.
+
+    Parameters
+    ----------
+    dim : int
+        Key width d.
+    block : int
+    capacity : int
+        Keys held before the first growth.
+
+    >>> index = KeyBlockIndex(2, block=2)
+    >>> index.append(torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]))
+    >>> index.topk(torch.tensor([[1.0, 0.0]]), 2)[1].tolist()
+    [[2, 0]]
+    """
+
+    def __init__(self, dim: int, block: int = BLOCK, capacity: int = 1024) -> None:
+        self.dim, self.block, self.n, self.absmax = int(dim), int(block), 0, 0.0
+        self._alloc(max(1, math.ceil(capacity / block)))
+
+    def _alloc(self, n_blocks: int) -> None:
+        """(Re)allocate room for ``n_blocks`` blocks, keeping what is held."""
+        buf = torch.zeros(n_blocks * self.block, self.dim)
+        lo, hi = torch.full((n_blocks, self.dim), math.inf), torch.full((n_blocks, self.dim), -math.inf)
+        if self.n:
+            used = math.ceil(self.n / self.block)
+            buf[:self.n], lo[:used], hi[:used] = self._buf[:self.n], self._lo[:used], self._hi[:used]
+        self._buf, self._lo, self._hi = buf, lo, hi
+
+    def append(self, keys: torch.Tensor) -> None:
+        """Add keys (m, d) after the ones held; only the bounds of the blocks they land in change."""
+        keys = keys.reshape(-1, self.dim).to(torch.float32)
+        m = int(keys.shape[0])
+        if m == 0:
+            return
+        if self.n + m > self._buf.shape[0]:
+            self._alloc(max(2 * self._lo.shape[0], math.ceil((self.n + m) / self.block)))
+        self._buf[self.n:self.n + m] = keys
+        start = 0
+        while start < m:  # one block at a time: the partly filled one, then whole ones, then the rest
+            b = (self.n + start) // self.block
+            stop = min(m, (b + 1) * self.block - self.n)
+            part = keys[start:stop]
+            if stop - start == self.block:
+                whole = (m - start) // self.block
+                span = keys[start:start + whole * self.block].view(whole, self.block, self.dim)
+                self._lo[b:b + whole], self._hi[b:b + whole] = span.amin(dim=1), span.amax(dim=1)
+                stop = start + whole * self.block
+            else:
+                torch.minimum(self._lo[b], part.amin(dim=0), out=self._lo[b])
+                torch.maximum(self._hi[b], part.amax(dim=0), out=self._hi[b])
+            start = stop
+        self.absmax = max(self.absmax, float(keys.abs().max()))
+        self.n += m
+
+    def keys(self) -> torch.Tensor:
+        """The keys held, (n, d) (a view)."""
+        return self._buf[:self.n]
+
+    def _as_keys(self) -> _Keys:
+        """The held keys as the search sees them (views, no copy)."""
+        view = _Keys.__new__(_Keys)
+        nb = math.ceil(self.n / self.block)
+        view.n, view.block, view.nb, view.absmax = self.n, self.block, nb, self.absmax
+        view.flat = self._buf[:nb * self.block]
+        view.blocks = view.flat.view(nb, self.block, self.dim)
+        view.lo, view.hi = self._lo[:nb], self._hi[:nb]
+        return view
+
+    def topk(self, q: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+        """Exact top-k keys of a few queries (n_q, d), already scaled: values, indices (n_q, top_k), stats.
+
+        The queries form one tile (decode: one query per sequence step).
+        """
+        if not 1 <= top_k <= self.n:
+            raise ValueError(f"top_k must be within 1..{self.n}, got {top_k}")
+        keys = self._as_keys()
+        _, chunk_blocks = tile_shape(q.shape[0], self.n, self.block)
+        stats = SelectionStats(scores_total=int(q.shape[0]) * self.n)
+        with one_torch_thread():
+            running, share = _tile_with_bounds(q, keys, top_k, chunk_blocks, stats)
+        stats.tiles, stats.bound_fractions = 1, [share]
+        stats.reason = f"bounds left {stats.fraction_computed:.1%} of the scores to compute"
+        return running.values, running.cols, stats

@@ -49,8 +49,9 @@ class AttentionConfig(QflowConfig):
     top_k: int = Field(32, ge=1, le=MAX_SEQ, description="Keys kept per query by sparse attention (<= number of keys).")
     topk_bounds_limit: float = Field(
         0.5, ge=0, le=1, description="Exact top-k skips key blocks whose per-dimension min/max bound cannot reach a "
-        "query's k-th score; once a tile still has to score more than this share of the blocks, the rest is scored "
-        "densely. 0 scores every key (no bounds). The keys found are the same either way.")
+        "query's k-th score; when the bounds of more than this share of the blocks reach the k-th scores of a sample "
+        "of 16 queries (decided before any tile), or a tile still has to score more, the rest is scored densely. "
+        "0 scores every key (no bounds). The keys found are the same either way.")
     key_block: int = Field(32, ge=4, le=1024, description="Keys per block (consecutive positions) for the top-k bounds.")
     heads: int = Field(4, ge=1, le=256, description="Query heads per layer when the weights file declares none (its "
                        "config.json's num_attention_heads or an n_heads array wins).")

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from qflow.attention._blocksparse import MIN_SCRATCH, SCRATCH_SHARE, blocksparse_topk, exact_topk, tile_shape
+from qflow.attention._blocksparse import (
+    MIN_SCRATCH,
+    SAMPLE_QUERIES,
+    SCRATCH_SHARE,
+    KeyBlockIndex,
+    _Keys,
+    blocksparse_topk,
+    exact_topk,
+    tile_shape,
+)
 
 
 def brute_force(q: torch.Tensor, k: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +80,10 @@ def test_flat_scores_fall_back_to_dense_and_say_why():
     rng = np.random.default_rng(2)
     q, k = torch.tensor(rng.normal(size=(64, 16)), dtype=torch.float32), torch.tensor(rng.normal(size=(512, 16)), dtype=torch.float32)
     values, idx, stats = blocksparse_topk(q, k, 8, block=16)
-    assert stats.path == "dense" and "scored densely" in stats.reason
-    assert stats.scores_computed == stats.scores_total
+    assert stats.path == "dense" and "scored densely" in stats.reason and f"sample of {SAMPLE_QUERIES} queries" in stats.reason
+    # Decided from the sample before any tile: every tile dense, the sample's scores counted on top.
+    assert stats.bound_fractions == [] and stats.tiles == stats.tiles_dense
+    assert stats.scores_computed == stats.scores_total + SAMPLE_QUERIES * k.shape[0]
     ref = (q @ k.T).topk(8, dim=1)
     assert torch.equal(values, ref.values) and torch.equal(torch.sort(idx).values, torch.sort(ref.indices).values)
 
@@ -123,3 +134,69 @@ def test_tick_reports_every_tile_and_a_raise_cancels():
 
     with pytest.raises(Cancelled):
         blocksparse_topk(q, k, 4, block=16, tick=cancel)
+
+
+@pytest.mark.parametrize("fill", ["random", "wide random", "wide local", "ties", "minus inf"])
+def test_threshold_selection_equals_plain_selection(fill):
+    rng = np.random.default_rng(6)
+    if fill == "random":
+        values = torch.tensor(rng.normal(size=(50, 1024)), dtype=torch.float32)
+    elif fill.startswith("wide"):  # rows wide enough that only the top groups are read
+        values = torch.tensor(rng.normal(size=(20, 8192)), dtype=torch.float32)
+        if fill == "wide local":  # high scores on neighbouring columns, and one row with a tie at the k-th maximum
+            values[:, 3000:3100] += 6.0
+            values[0, [5, 6]] = 50.0
+    else:
+        values = small_ints(rng, (50, 1024), values=(-1.0, 0.0, 1.0, 2.0))
+    if fill == "minus inf":
+        values[:, 40:] = -torch.inf  # fewer finite values than k in no row, many -inf ties after them
+        values[0, :] = -torch.inf
+    cols = torch.arange(values.shape[1]) * 3  # global columns that are not positions
+    for k in (1, 7, 32):
+        staged_v, staged_c = exact_topk(values, cols, k, stages=True)
+        plain_v, plain_c = exact_topk(values, cols, k)
+        ref_v, ref_i = brute_force_rows(values, k)
+        assert torch.equal(staged_c, cols[ref_i]) and torch.equal(plain_c, cols[ref_i]), (fill, k)
+        assert torch.equal(staged_v, ref_v) and torch.equal(plain_v, ref_v)
+
+
+def brute_force_rows(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top k by (value descending, position ascending)."""
+    v = values.numpy()
+    positions = np.broadcast_to(np.arange(v.shape[1]), v.shape)
+    idx = np.lexsort((positions, -v), axis=1)[:, :k]
+    return torch.from_numpy(np.take_along_axis(v, idx, axis=1)), torch.from_numpy(idx)
+
+
+@pytest.mark.parametrize("case", ["many ties", "extremes", "local segments"])
+def test_key_index_appended_in_pieces_equals_brute_force_and_a_rebuild(case):
+    q, k = adversarial_cases()[case]
+    index = KeyBlockIndex(k.shape[1], block=8, capacity=10)
+    held = 0
+    for size in (1, 3, 8, 17, 1, 64, 1000):
+        piece = k[held:held + size]
+        if piece.shape[0] == 0:
+            break
+        index.append(piece)
+        held += piece.shape[0]
+        rebuilt = _Keys(k[:held], 8)
+        assert torch.equal(index._lo[:rebuilt.nb], rebuilt.lo) and torch.equal(index._hi[:rebuilt.nb], rebuilt.hi)
+        assert torch.equal(index.keys(), k[:held])
+        for top_k in sorted({1, 5, held} & set(range(1, held + 1))):
+            values, idx, stats = index.topk(q, top_k)
+            ref_values, ref_idx = brute_force(q, k[:held], top_k)
+            assert torch.equal(idx, ref_idx), (case, held, top_k)
+            assert torch.equal(values.double(), ref_values)
+            assert 0 < stats.scores_computed <= stats.scores_total == q.shape[0] * held
+
+
+def test_key_index_prunes_while_decoding():
+    q, k = local_keys(np.random.default_rng(7), n_segments=64, n_q=1)
+    index = KeyBlockIndex(k.shape[1], block=16)
+    for start in range(0, k.shape[0], 1):  # one key per decode step
+        index.append(k[start])
+    values, idx, stats = index.topk(q, 4)
+    assert torch.equal(idx, brute_force(q, k, 4)[1])
+    assert stats.fraction_computed < 0.1, stats.fraction_computed
+    with pytest.raises(ValueError):
+        index.topk(q, k.shape[0] + 1)
