@@ -599,12 +599,7 @@ def compress_tensors(
     refs, layout = _tensor_refs(tensors, source)
     wall = time.perf_counter()
     quantum = _vqc_device(config, run.solver)
-    loaded = None
-    if model is not None:
-        from qflow.compression._train import loaded_denoisers
-
-        loaded = loaded_denoisers(model)
-    ctx = _Context(config, quantum, source, _largest_float(refs), loaded)
+    ctx = _Context(config, quantum, source, _largest_float(refs), _loaded_denoisers(model))
     learned = not config.lossless and (config.denoiser or config.dropout_simulator or quantum is not None)
     workers = _workers(config, learned)
     buffer = io.BytesIO() if sink is None else None
@@ -615,12 +610,7 @@ def compress_tensors(
     _ran_compress(config, encoded, run.solver)
     with run.stage("compress", 0.87, "writing the container header"):
         steps = _compress_steps(config, encoded)
-        # where the work ran is not part of the encoding: a cluster's container is the same bytes as a local one's
-        header = {"config": config.model_dump(exclude={"dask_scheduler"}), "steps": steps,
-                  "tensors": [e.enc.record for e in encoded]}
-        if layout is not None:
-            header["layout"] = layout
-        container_bytes = writer.finish(header)
+        container_bytes = writer.finish(_container_header(config, steps, encoded, layout))
     wall = time.perf_counter() - wall
     rows = [e.row for e in encoded]
     with run.stage("baselines", 0.9, "measuring baselines"):
@@ -639,6 +629,26 @@ def compress_tensors(
     if model is not None:
         _record_loaded_denoiser(plan, model, config)
     return CompressRun(plan, container, {e.row["name"]: e.denoiser_weights for e in encoded if e.denoiser_weights is not None})
+
+
+def _loaded_denoisers(model: Any) -> Any:
+    """The per-tensor denoisers of a ``qflow train denoiser`` model, or ``None`` without one."""
+    if model is None:
+        return None
+    from qflow.compression._train import loaded_denoisers
+
+    return loaded_denoisers(model)
+
+
+def _container_header(config: CompressConfig, steps: list[dict[str, str]], encoded: list[_Encoded],
+                      layout: dict[str, Any] | None) -> dict[str, Any]:
+    """The container's JSON header: config, steps, tensor records and the original layout."""
+    # where the work ran is not part of the encoding: a cluster's container is the same bytes as a local one's
+    header = {"config": config.model_dump(exclude={"dask_scheduler"}), "steps": steps,
+              "tensors": [e.enc.record for e in encoded]}
+    if layout is not None:
+        header["layout"] = layout
+    return header
 
 
 def _record_loaded_denoiser(plan: Plan, model: Any, config: CompressConfig) -> None:

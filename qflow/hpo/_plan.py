@@ -209,10 +209,7 @@ def plan_hpo(
     _note_unused_inputs(given.parsed, dataset, config, plan_run)
     run = _Run(config, given.work_space, plan_run.solver, plan_run.diagnostics)
     pending, usable = _use_history(run, given)
-    warm = None
-    if config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2:
-        with plan_run.stage("vqc_warm_start"):
-            warm = _warm_start(run)
+    warm = _vqc_warm_start(plan_run, run)
     n_evaluated, cluster = _evaluate(plan_run, run, given.objective, names.get("dataset", "dataset"))
     with plan_run.stage("suggest", 0.9, "next suggestions"):
         suggestions_U, suggest_method = run.propose(config.suggest, pending)
@@ -232,15 +229,29 @@ def plan_hpo(
     if warm is not None:
         result["vqc_warm_start"] = warm
     result["learned_components"] = _learned_components(run, plan_run.baselines, plan_run.diagnostics)
-    if cluster is not None:
-        result["distributed"] = cluster
-    if given.study is not None:
-        result["optuna"] = {"study": config.optuna_study, "history_rows": len(history),
-                            "enqueued": enqueue_suggestions(given.study, result["suggestions"]) if config.enqueue_suggestions else []}
+    _record_cluster_and_study(result, cluster, given, config)
     metrics = _metrics(run, given.objective, given.parsed, n_evaluated, result)
     plan = plan_run.finish(result, metrics)
     plan.config["optuna_storage"] = redact_storage(config.optuna_storage)  # a database password never reaches a plan
     return plan
+
+
+def _vqc_warm_start(plan_run: PlanRun, run: _Run) -> dict[str, Any] | None:
+    """Seed the VQC from the best historical trials when asked and possible (``result.vqc_warm_start``), else ``None``."""
+    if not (run.config.vqc_warm_start and run.vqc is not None and len(run.y) >= 2):
+        return None
+    with plan_run.stage("vqc_warm_start"):
+        return _warm_start(run)
+
+
+def _record_cluster_and_study(result: dict[str, Any], cluster: dict[str, Any] | None, given: _Given,
+                              config: HpoConfig) -> None:
+    """Where the trials ran on Dask (``result.distributed``) and the Optuna study read and written (``result.optuna``)."""
+    if cluster is not None:
+        result["distributed"] = cluster
+    if given.study is not None:
+        enqueued = enqueue_suggestions(given.study, result["suggestions"]) if config.enqueue_suggestions else []
+        result["optuna"] = {"study": config.optuna_study, "history_rows": len(given.history), "enqueued": enqueued}
 
 
 @dataclass
