@@ -57,15 +57,15 @@ class TopkRoute:
     repaired: int
 
 
-def _choose(value: torch.Tensor, k: int, drop_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best candidates per row and each one's margin over the best unchosen option.
+def _choose(value: torch.Tensor, k: int, drop_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k best candidates per row, each one's margin over the best unchosen option, and the k-th value.
 
-    ``value`` (n, K) with K > k; returns ``best_k`` (n, k) candidate positions
-    and ``margin`` (n, k) >= 0.
+    ``value`` (n, K) with K > k; returns ``best_k`` (n, k) candidate positions,
+    ``margin`` (n, k) >= 0 and ``kth`` (n,) the value of the worst chosen.
     """
     top_value, top_pos = torch.topk(value, k + 1, dim=1, sorted=True)
     runner_up = torch.maximum(top_value[:, k], drop_value)
-    return top_pos[:, :k], top_value[:, :k] - runner_up.unsqueeze(1)
+    return top_pos[:, :k], top_value[:, :k] - runner_up.unsqueeze(1), top_value[:, k - 1]
 
 
 def route_topk(
@@ -138,7 +138,11 @@ class _TopkMarket:
     ``cand_e`` and ``cand_u`` are (n, shortlist + k) expert indices and
     utilities; ``cap`` (E + 1,) capacities, the drop option's last;
     ``prices`` (E + 1,) the starting prices; ``w`` (n,) float32 complexities;
-    ``drop_value`` (n,) the value of dropping a slot.
+    ``drop_value`` (n,) the value of dropping a slot; ``u`` the full (n, E)
+    float32 utilities; ``ceiling`` (n,) an upper bound on the value
+    ``u - w * price`` of any expert outside a token's shortlist (its
+    shortlist's smallest value when the shortlist was chosen: prices only
+    rise, and price give-backs raise it by what they gave back).
     """
 
     cand_e: torch.Tensor
@@ -149,6 +153,8 @@ class _TopkMarket:
     drop_value: torch.Tensor
     has_drop: bool
     shortlist: int
+    u: torch.Tensor
+    ceiling: torch.Tensor
 
 
 def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float) -> np.ndarray:
@@ -170,9 +176,8 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32))
     drop_value = -penalty * w
-    start = ut if initial_prices is None else ut - w.unsqueeze(1) * torch.from_numpy(np.asarray(initial_prices, np.float32))
-    cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E).contiguous()
-    del start
+    prices0 = np.zeros(E) if initial_prices is None else np.asarray(initial_prices, np.float64)
+    cand_e, ceiling = _shortlist(ut, w, prices0, K)
     cand_u = torch.gather(ut, 1, cand_e)
     # Dropping is expert E, k copies per token. With a shortfall it holds exactly the slots that cannot
     # fit (utility 0, priced like an expert); otherwise it costs the penalty and has no capacity limit.
@@ -184,7 +189,38 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     if initial_prices is not None:
         # The drop option (utility 0 with a shortfall) priced at the penalty is worth -penalty * w, as it should.
         prices = np.append(initial_prices, penalty if has_drop else 0.0).astype(np.float64)
-    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K)
+    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K, ut, ceiling)
+
+
+def _shortlist(ut: torch.Tensor, w: torch.Tensor, prices: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's K best experts by ``u - w * price`` (n, K), and the smallest of those values (n,).
+
+    With K = E every expert is listed and the ceiling is -inf (nothing lies outside).
+    """
+    n, E = ut.shape
+    if K >= E:
+        return torch.arange(E).expand(n, E).contiguous(), torch.full((n,), -torch.inf)
+    start = ut if not prices.any() else ut - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32))
+    top = torch.topk(start, K, dim=1, sorted=False)
+    return top.indices, top.values.amin(dim=1)
+
+
+def _refresh_stale(market: _TopkMarket, prices: np.ndarray, kth_value: torch.Tensor) -> int:
+    """Rebuild the shortlists of tokens whose k-th choice is worth less than an expert outside them could be.
+
+    A token's choice is then possibly wrong on the full problem (column
+    generation per token): its shortlist is re-chosen at the current prices,
+    keeping the drop slots. Returns the number of tokens refreshed.
+    """
+    stale = torch.nonzero(kth_value < market.ceiling).squeeze(1)
+    if stale.numel() == 0:
+        return 0
+    E = market.u.shape[1]
+    rows_e, rows_ceiling = _shortlist(market.u[stale], market.w[stale], prices[:E], market.shortlist)
+    market.cand_e[stale, :market.shortlist] = rows_e
+    market.cand_u[stale, :market.shortlist] = torch.gather(market.u[stale], 1, rows_e)
+    market.ceiling[stale] = rows_ceiling
+    return int(stale.numel())
 
 
 def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
@@ -196,13 +232,20 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
         # A phase that settles early hands its unused rounds to the finer ones.
         rounds_per_step = max(1, (max_iter - iterations) // (len(steps) - phase))
         eps = step * penalty
-        prices = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        lowered = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        # Outside experts gain at most what their price gave back.
+        market.ceiling += market.w * float((prices - lowered)[:-1].max(initial=0.0))
+        prices = lowered
         previous_eps = eps
         for _ in range(rounds_per_step):
             iterations += 1
             charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
             value = market.cand_u - market.w.unsqueeze(1) * charged
-            best_pos, margin_t = _choose(value, k, market.drop_value)
+            best_pos, margin_t, kth = _choose(value, k, market.drop_value)
+            if _refresh_stale(market, prices, kth):
+                charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
+                value = market.cand_u - market.w.unsqueeze(1) * charged
+                best_pos, margin_t, kth = _choose(value, k, market.drop_value)
             chosen = torch.gather(market.cand_e, 1, best_pos).numpy()
             flat = chosen.ravel()
             unit_w = np.repeat(wd, k)
