@@ -125,7 +125,8 @@ def route_topk(
         real_prices = real_prices + (penalty - prices[E])
     margin_units = margin_t.numpy().astype(np.float64)
     experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
-    experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist].numpy(), penalty)
+    experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist].numpy(),
+                               market.cand_u[:, :market.shortlist].numpy(), penalty)
     order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
     experts = np.take_along_axis(experts, order, axis=1)
     return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
@@ -181,9 +182,12 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     cand_u = torch.gather(ut, 1, cand_e)
     # Dropping is expert E, k copies per token. With a shortfall it holds exactly the slots that cannot
     # fit (utility 0, priced like an expert); otherwise it costs the penalty and has no capacity limit.
-    drop_u = torch.zeros(n) if has_drop else drop_value
-    cand_e = torch.cat([cand_e, torch.full((n, k), E, dtype=cand_e.dtype)], dim=1)
-    cand_u = torch.cat([cand_u, drop_u.unsqueeze(1).expand(n, k)], dim=1)
+    # Without a shortfall the drop copies all have the same value (-penalty * w) and no capacity, so they
+    # are left out of the candidates (a third narrower rounds): a chosen slot worth less is dropped instead.
+    if has_drop or K <= k:
+        drop_u = torch.zeros(n) if has_drop else drop_value
+        cand_e = torch.cat([cand_e, torch.full((n, k), E, dtype=cand_e.dtype)], dim=1)
+        cand_u = torch.cat([cand_u, drop_u.unsqueeze(1).expand(n, k)], dim=1)
     cap = np.append(capacity.astype(np.float64), shortfall if has_drop else np.inf)
     prices = np.zeros(cap.shape[0])
     if initial_prices is not None:
@@ -246,7 +250,12 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
                 charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
                 value = market.cand_u - market.w.unsqueeze(1) * charged
                 best_pos, margin_t, kth = _choose(value, k, market.drop_value)
-            chosen = torch.gather(market.cand_e, 1, best_pos).numpy()
+            chosen_t = torch.gather(market.cand_e, 1, best_pos)
+            below = margin_t < 0  # only without drop copies: dropping the slot is worth more
+            if bool(below.any()):
+                chosen_t = torch.where(below, market.u.shape[1], chosen_t)
+                margin_t = margin_t.abs()
+            chosen = chosen_t.numpy()
             flat = chosen.ravel()
             unit_w = np.repeat(wd, k)
             excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
@@ -319,39 +328,46 @@ def _repair_topk(
 
 
 def _fill_spare_topk(
-    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, penalty: float,
-    rounds: int = 16,
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, cand_u: np.ndarray,
+    penalty: float, rounds: int = 16,
 ) -> np.ndarray:
     """Move slots into capacity the auction left unused, where they gain.
 
     Prices only rise, so an expert can end below capacity at a positive
     price (a coarse phase overshot) and no price rise brings tokens back.
-    Each round every token offers to replace its worst slot (a dropped one
-    first) by its best candidate expert that it does not use yet and that
-    has room; experts take the offers in order of gain while they fit.
+    Each round every token with a shortlisted expert that has room offers to
+    replace its worst slot (a dropped one first) by its best such expert that
+    it does not use yet; experts take the offers in order of gain while they
+    fit. ``cand_e``/``cand_u`` (n, K) are the shortlists and their utilities.
     """
     n, k = experts.shape
     E = capacity.shape[0]
     experts = experts.copy()
-    rows = np.arange(n)
+    slot_w = np.repeat(w, k)
     for _ in range(rounds):
         placed = experts >= 0
-        load = np.bincount(experts[placed], weights=np.repeat(w, k)[placed.ravel()], minlength=E)
-        room = capacity - load
-        current = np.where(placed, u[rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
+        room = capacity - np.bincount(experts[placed], weights=slot_w[placed.ravel()], minlength=E)
+        open_expert = room >= w.min() - 1e-9
+        # Only tokens that list an expert with room can move: at a million tokens a small share.
+        rows = np.flatnonzero(open_expert[cand_e].any(axis=1)) if open_expert.any() else np.empty(0, np.int64)
+        if rows.size == 0:
+            break
+        ce, ex, wr = cand_e[rows], experts[rows], w[rows]
+        current = np.where(ex >= 0, u[rows[:, None], np.maximum(ex, 0)], -penalty * wr[:, None])
         worst = np.argmin(current, axis=1)
-        used = (cand_e[:, :, None] == experts[:, None, :]).any(axis=2)
-        value = np.where(~used & (room[cand_e] >= w[:, None] - 1e-9), u[rows[:, None], cand_e], -np.inf)
+        used = (ce[:, :, None] == ex[:, None, :]).any(axis=2)
+        value = np.where(~used & (room[ce] >= wr[:, None] - 1e-9), cand_u[rows], -np.inf)
         best = np.argmax(value, axis=1)
-        gain = value[rows, best] - current[rows, worst]
+        at = np.arange(rows.size)
+        gain = value[at, best] - current[at, worst]
         movers = np.flatnonzero(gain > 1e-7)
         if movers.size == 0:
             break
         movers = movers[np.argsort(-gain[movers], kind="stable")]
-        target = cand_e[movers, best[movers]]
-        took = _accept_in_order(target, w[movers], room.copy())
+        target = ce[movers, best[movers]]
+        took = _accept_in_order(target, wr[movers], room.copy())
         moved = movers[took]
-        experts[moved, worst[moved]] = target[took]
+        experts[rows[moved], worst[moved]] = target[took]
     return experts
 
 
@@ -436,8 +452,12 @@ def node_limited_mask(scores: np.ndarray, expert_node: np.ndarray, k: int, node_
     position = np.zeros(E, dtype=np.int64)
     order = np.argsort(slot, kind="stable")
     position[order] = np.arange(E) - np.repeat(np.cumsum(per_node) - per_node, per_node)
-    grid = torch.full((n, nodes.size, width), -torch.inf)
-    grid[:, slot, position] = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    table = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    if np.array_equal(slot, np.repeat(np.arange(nodes.size), width)):
+        grid = table.view(n, nodes.size, width)  # experts listed node by node, equal counts: no copy
+    else:
+        grid = torch.full((n, nodes.size, width), -torch.inf)
+        grid[:, slot, position] = table
     take = min(best_per_node, width)
     top = torch.topk(grid, take, dim=2).values
     node_score = torch.where(torch.isfinite(top), top, 0.0).sum(dim=2)
@@ -450,7 +470,9 @@ def node_limited_mask(scores: np.ndarray, expert_node: np.ndarray, k: int, node_
 def masked_utility(u: np.ndarray, allowed: np.ndarray, penalty: float, weight_max: float) -> np.ndarray:
     """``u`` where allowed, and below dropping the slot elsewhere (worth ``-penalty * w``), so never chosen."""
     below = float(u.min()) - penalty * (weight_max + 1.0) - 1.0
-    return np.where(allowed, u, np.float32(below)).astype(np.float32)
+    masked = torch.from_numpy(np.array(u, dtype=np.float32, copy=True))
+    masked.masked_fill_(torch.from_numpy(~allowed), below)
+    return masked.numpy()
 
 
 def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
