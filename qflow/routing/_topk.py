@@ -344,16 +344,21 @@ def _fill_spare_topk(
     E = capacity.shape[0]
     experts = experts.copy()
     slot_w = np.repeat(w, k)
+    all_rows = np.arange(n)
+    worth = np.where(experts >= 0, u[all_rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
     for _ in range(rounds):
         placed = experts >= 0
         room = capacity - np.bincount(experts[placed], weights=slot_w[placed.ravel()], minlength=E)
         open_expert = room >= w.min() - 1e-9
-        # Only tokens that list an expert with room can move: at a million tokens a small share.
-        rows = np.flatnonzero(open_expert[cand_e].any(axis=1)) if open_expert.any() else np.empty(0, np.int64)
+        if not open_expert.any():
+            break
+        # Only tokens listing an expert with room worth more than their worst slot can gain.
+        best_open = np.where(open_expert[cand_e], cand_u, -np.inf).max(axis=1)
+        rows = np.flatnonzero(best_open > worth.min(axis=1) + 1e-7)
         if rows.size == 0:
             break
         ce, ex, wr = cand_e[rows], experts[rows], w[rows]
-        current = np.where(ex >= 0, u[rows[:, None], np.maximum(ex, 0)], -penalty * wr[:, None])
+        current = worth[rows]
         worst = np.argmin(current, axis=1)
         used = (ce[:, :, None] == ex[:, None, :]).any(axis=2)
         value = np.where(~used & (room[ce] >= wr[:, None] - 1e-9), cand_u[rows], -np.inf)
@@ -368,6 +373,7 @@ def _fill_spare_topk(
         took = _accept_in_order(target, wr[movers], room.copy())
         moved = movers[took]
         experts[rows[moved], worst[moved]] = target[took]
+        worth[rows[moved], worst[moved]] = cand_u[rows[moved], best[moved]]
     return experts
 
 
@@ -409,19 +415,21 @@ def topk_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray, 
     return np.where(took.reshape(wanted.shape), wanted, -1)
 
 
-def combine_weights(probabilities: np.ndarray, experts: np.ndarray) -> np.ndarray:
+def combine_weights(probabilities: np.ndarray, experts: np.ndarray, *, gathered: bool = False) -> np.ndarray:
     """Router probabilities of each token's placed experts, renormalised to sum 1 (0 for dropped slots).
 
     Parameters
     ----------
-    probabilities : (n, E), experts : (n, k) with -1 for dropped slots
+    probabilities : (n, E), or (n, k) already gathered per slot when ``gathered``
+    experts : (n, k) with -1 for dropped slots
 
     Returns
     -------
     ndarray of shape (n, k), float64
     """
     placed = experts >= 0
-    chosen = np.where(placed, np.take_along_axis(probabilities, np.maximum(experts, 0), axis=1), 0.0).astype(np.float64)
+    per_slot = probabilities if gathered else np.take_along_axis(probabilities, np.maximum(experts, 0), axis=1)
+    chosen = np.where(placed, per_slot, 0.0).astype(np.float64)
     total = chosen.sum(axis=1, keepdims=True)
     uniform = placed / np.maximum(placed.sum(axis=1, keepdims=True), 1)
     return np.where(total > 0, chosen / np.where(total > 0, total, 1.0), uniform)
