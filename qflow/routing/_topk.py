@@ -57,15 +57,29 @@ class TopkRoute:
     repaired: int
 
 
-def _choose(value: torch.Tensor, k: int, drop_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k best candidates per row, each one's margin over the best unchosen option, and the k-th value.
+def _choose(market: _TopkMarket, prices: torch.Tensor, k: int, rows: torch.Tensor | None = None):
+    """Each token's k best candidates at ``prices``: ``(chosen (r, k), margin (r, k), kth (r,), top (r, k + 1))``.
 
-    ``value`` (n, K) with K > k; returns ``best_k`` (n, k) candidate positions,
-    ``margin`` (n, k) >= 0 and ``kth`` (n,) the value of the worst chosen.
+    ``chosen`` are expert indices (E, the drop option, where dropping the slot
+    is worth more); ``margin`` >= 0 is each choice's value over the best
+    unchosen option; ``kth`` the worst chosen value; ``top`` the experts of the
+    k + 1 best values (a price rise on any other candidate changes nothing).
+    ``rows`` restricts the work to those tokens (all when None).
     """
+    cand_e, cand_u, w, drop = market.cand_e, market.cand_u, market.w, market.drop_value
+    if rows is not None:
+        cand_e, cand_u, w, drop = cand_e[rows], cand_u[rows], w[rows], drop[rows]
+    value = cand_u - w.unsqueeze(1) * prices[cand_e]
     top_value, top_pos = torch.topk(value, k + 1, dim=1, sorted=True)
-    runner_up = torch.maximum(top_value[:, k], drop_value)
-    return top_pos[:, :k], top_value[:, :k] - runner_up.unsqueeze(1), top_value[:, k - 1]
+    runner_up = torch.maximum(top_value[:, k], drop)
+    margin = top_value[:, :k] - runner_up.unsqueeze(1)
+    top = torch.gather(cand_e, 1, top_pos)
+    chosen = top[:, :k]
+    below = margin < 0  # only without drop copies: dropping the slot is worth more
+    if bool(below.any()):
+        chosen = torch.where(below, market.u.shape[1], chosen)
+        margin = margin.abs()
+    return chosen, margin, top_value[:, k - 1], top
 
 
 def route_topk(
@@ -209,28 +223,57 @@ def _shortlist(ut: torch.Tensor, w: torch.Tensor, prices: np.ndarray, K: int) ->
     return top.indices, top.values.amin(dim=1)
 
 
-def _refresh_stale(market: _TopkMarket, prices: np.ndarray, kth_value: torch.Tensor) -> int:
+def _refresh_stale(market: _TopkMarket, prices: np.ndarray, rows: torch.Tensor, kth_value: torch.Tensor) -> torch.Tensor:
     """Rebuild the shortlists of tokens whose k-th choice is worth less than an expert outside them could be.
 
     A token's choice is then possibly wrong on the full problem (column
     generation per token): its shortlist is re-chosen at the current prices,
-    keeping the drop slots. Returns the number of tokens refreshed.
+    keeping the drop slots. ``rows`` (r,) are the tokens ``kth_value`` (r,)
+    belongs to; returns the tokens refreshed.
     """
-    stale = torch.nonzero(kth_value < market.ceiling).squeeze(1)
+    stale = rows[kth_value < market.ceiling[rows]]
     if stale.numel() == 0:
-        return 0
+        return stale
     E = market.u.shape[1]
     rows_e, rows_ceiling = _shortlist(market.u[stale], market.w[stale], prices[:E], market.shortlist)
     market.cand_e[stale, :market.shortlist] = rows_e
     market.cand_u[stale, :market.shortlist] = torch.gather(market.u[stale], 1, rows_e)
     market.ceiling[stale] = rows_ceiling
-    return int(stale.numel())
+    return stale
+
+
+@dataclass
+class _Choice:
+    """The auction's current choice per token (see :func:`_choose`), updated row by row."""
+
+    chosen: torch.Tensor
+    margin: torch.Tensor
+    top: torch.Tensor
+
+    def update(self, market: _TopkMarket, prices: np.ndarray, k: int, rows: torch.Tensor) -> None:
+        """Re-choose ``rows`` at ``prices``, first re-listing the stale ones."""
+        charged = torch.from_numpy(prices.astype(np.float32))
+        chosen, margin, kth, top = _choose(market, charged, k, rows)
+        self.chosen[rows], self.margin[rows], self.top[rows] = chosen, margin, top
+        stale = _refresh_stale(market, prices, rows, kth)
+        if stale.numel():
+            chosen, margin, _, top = _choose(market, charged, k, stale)
+            self.chosen[stale], self.margin[stale], self.top[stale] = chosen, margin, top
 
 
 def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
              max_iter: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, int]:
-    """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
+    """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``.
+
+    Within a phase a round re-chooses only the tokens whose k + 1 best
+    candidates include an expert whose price rose (prices only rise there,
+    so no other token's choice or margin can change).
+    """
     prices, cap = market.prices, market.cap
+    n = wd.shape[0]
+    everyone = torch.arange(n)
+    state = _Choice(torch.empty((n, k), dtype=torch.int64), torch.empty((n, k)), torch.empty((n, k + 1), dtype=torch.int64))
+    unit_w = np.repeat(wd, k)
     iterations, previous_eps = 0, 0.0
     for phase, step in enumerate(steps):
         # A phase that settles early hands its unused rounds to the finer ones.
@@ -241,32 +284,22 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
         market.ceiling += market.w * float((prices - lowered)[:-1].max(initial=0.0))
         prices = lowered
         previous_eps = eps
+        rows = everyone
         for _ in range(rounds_per_step):
             iterations += 1
-            charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
-            value = market.cand_u - market.w.unsqueeze(1) * charged
-            best_pos, margin_t, kth = _choose(value, k, market.drop_value)
-            if _refresh_stale(market, prices, kth):
-                charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
-                value = market.cand_u - market.w.unsqueeze(1) * charged
-                best_pos, margin_t, kth = _choose(value, k, market.drop_value)
-            chosen_t = torch.gather(market.cand_e, 1, best_pos)
-            below = margin_t < 0  # only without drop copies: dropping the slot is worth more
-            if bool(below.any()):
-                chosen_t = torch.where(below, market.u.shape[1], chosen_t)
-                margin_t = margin_t.abs()
-            chosen = chosen_t.numpy()
-            flat = chosen.ravel()
-            unit_w = np.repeat(wd, k)
+            state.update(market, prices, k, rows)
+            flat = state.chosen.numpy().ravel()
             excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
             over = excess > 1e-9
             if not over.any():
                 break
             members = np.flatnonzero(over[flat])
-            margin = margin_t.numpy().ravel()[members].astype(np.float64) / unit_w[members]
+            margin = state.margin.numpy().ravel()[members].astype(np.float64) / unit_w[members]
             _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
-            prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    return chosen, margin_t, prices, iterations
+            raised = over & np.isfinite(threshold)
+            prices = prices + np.where(raised, threshold + eps, 0.0)
+            rows = torch.nonzero(torch.from_numpy(raised)[state.top].any(dim=1)).squeeze(1)
+    return state.chosen.numpy(), state.margin, prices, iterations
 
 
 def _repair_topk(
@@ -352,9 +385,12 @@ def _fill_spare_topk(
         open_expert = room >= w.min() - 1e-9
         if not open_expert.any():
             break
-        # Only tokens listing an expert with room worth more than their worst slot can gain.
-        best_open = np.where(open_expert[cand_e], cand_u, -np.inf).max(axis=1)
-        rows = np.flatnonzero(best_open > worth.min(axis=1) + 1e-7)
+        # Only tokens listing more experts with room worth more than their worst slot than they already use can
+        # gain (counting avoids an (n, K, k) membership test on every token).
+        floor = worth.min(axis=1, keepdims=True) + 1e-7
+        listed = (open_expert[cand_e] & (cand_u > floor)).sum(axis=1)
+        in_use = (open_expert[np.maximum(experts, 0)] & (experts >= 0) & (worth > floor)).sum(axis=1)
+        rows = np.flatnonzero(listed > in_use)
         if rows.size == 0:
             break
         ce, ex, wr = cand_e[rows], experts[rows], w[rows]
