@@ -415,12 +415,27 @@ def _fill_spare_topk(
 
 def topk_dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int) -> float:
     """Upper bound on the top-k optimum from any prices ``>= 0`` (weak duality; see module docstring)."""
-    p = np.maximum(prices, 0.0)
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32)).unsqueeze(1)
-    value = torch.maximum(ut - w * torch.from_numpy(p.astype(np.float32)), -penalty * w)
-    best = torch.topk(value, k, dim=1).values
-    return float(best.double().sum()) + float(np.dot(capacity, p))
+    return _bound_at(ut, w, capacity, np.maximum(prices, 0.0).astype(np.float64), penalty, k)[3]
+
+
+def _bound_at(ut: torch.Tensor, w: torch.Tensor, capacity: np.ndarray, p: np.ndarray, penalty: float, k: int):
+    """``g(p)`` with its top-k: ``(values (n, k), experts (n, k), on an expert (n, k) bool, bound)``.
+
+    The values are computed in float32 (the (n, E) table in float64 would be
+    2 GB at a million x 256); the bound adds what that rounding can hide (at
+    most 2^-22 of each chosen term's operands), so it stays an upper bound.
+    Taking the top-k before clamping at the drop value gives the same values
+    (the clamp is monotone) without a second (n, E) table.
+    """
+    price = torch.from_numpy(p.astype(np.float32))
+    top_value, top_e = torch.topk(ut - w * price, k, dim=1)
+    drop = -penalty * w
+    real = (top_value >= drop).numpy()  # slots on an expert, not dropped
+    top_value = torch.maximum(top_value, drop)
+    rounding = 2.0**-22 * (float(top_value.abs().double().sum()) + 2.0 * k * float(w.double().sum()) * float(p.max(initial=0.0)))
+    return top_value, top_e, real, float(top_value.double().sum()) + float(np.dot(capacity, p)) + rounding
 
 
 def topk_objective(u: np.ndarray, weight: np.ndarray, experts: np.ndarray, penalty: float) -> float:
@@ -578,10 +593,7 @@ def tightened_topk_bound(
     p = np.maximum(prices, 0.0).astype(np.float64)
     best_bound, best_p = np.inf, p
     for _ in range(steps + 1):
-        charged = ut - w * torch.from_numpy(p.astype(np.float32))
-        top_value, top_e = torch.topk(torch.maximum(charged, -penalty * w), k, dim=1)
-        real = (charged.gather(1, top_e) >= -penalty * w).numpy()  # slots on an expert, not dropped
-        bound = float(top_value.double().sum()) + float(np.dot(capacity, p))
+        top_value, top_e, real, bound = _bound_at(ut, w, capacity, p, penalty, k)
         if bound < best_bound:
             best_bound, best_p = bound, p.copy()
         if (best_bound - value) <= target_gap * abs(best_bound):
