@@ -21,6 +21,13 @@ token's best unchosen option (the (k+1)-th expert, or dropping the slot);
 an overloaded expert raises its price exactly enough to shed its excess.
 Dropping is a pseudo-expert that holds the capacity shortfall and may take
 several slots of one token (it appears ``k`` times among the candidates).
+
+Each token bids only on a shortlist of its best experts. When the prices of
+its shortlisted experts rise until an expert outside the list could beat its
+k-th choice, its list is re-chosen at the current prices (column generation
+per token). Without that, scores where many experts are popular with every
+token (Dirichlet-like) price the popular ones up against each other while the
+rest sit idle outside every list.
 """
 
 from __future__ import annotations
