@@ -21,7 +21,7 @@ Prints, in one run on this machine:
    contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
-       [--skew-tokens 50000,200000] [--topk-tokens 100000] [--only skew,topk,placement]
+       [--skew-tokens 50000,200000,1000000] [--topk-tokens 1000000] [--only skew,topk,placement]
 """
 
 from __future__ import annotations
@@ -232,11 +232,16 @@ def topk(n: int) -> None:
     config = RoutingConfig(top_k=8, node_limit=4, baselines=False, exact_max_tokens=0)
     for kind in DISTRIBUTIONS:
         frame = skewed_frame(kind, n, 256)
+        cpu = time.process_time()
         plan, seconds = timed(plan_routing, frame, graph, config)
+        cpu = time.process_time() - cpu
+        del frame
         m = plan.metrics
-        print(f"  {kind:<10} {seconds:7.2f} s (route {plan.timings_s['route']:.2f}, result {plan.timings_s['result']:.2f}); "
-              f"certified gap {m['gap_to_upper_bound']:.2e}; {m['router_iterations']} rounds; dropped slots {m['dropped_slots']}; "
+        stages = ", ".join(f"{name} {value:.2f}" for name, value in plan.timings_s.items())
+        print(f"  {kind:<10} {seconds:7.2f} s wall, {cpu:6.2f} s CPU; stages: {stages}\n"
+              f"  {'':<10} certified gap {m['gap_to_upper_bound']:.2e}; {m['router_iterations']} rounds; dropped slots {m['dropped_slots']}; "
               f"nodes/token max {m['nodes_per_token_max']}; imbalance {m['load_imbalance']:.3f}", flush=True)
+        del plan
 
 
 def placement() -> None:
@@ -271,8 +276,8 @@ def main() -> None:
     parser.add_argument("--exact-tokens", type=int, default=20_000)
     parser.add_argument("--parse-tokens", type=int, default=100_000)
     parser.add_argument("--skip-qaoa", action="store_true")
-    parser.add_argument("--skew-tokens", default="50000,200000", help="comma-separated sizes for the skew section")
-    parser.add_argument("--topk-tokens", type=int, default=100_000)
+    parser.add_argument("--skew-tokens", default="50000,200000,1000000", help="comma-separated sizes for the skew section")
+    parser.add_argument("--topk-tokens", type=int, default=1_000_000)
     parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))

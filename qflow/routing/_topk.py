@@ -21,6 +21,13 @@ token's best unchosen option (the (k+1)-th expert, or dropping the slot);
 an overloaded expert raises its price exactly enough to shed its excess.
 Dropping is a pseudo-expert that holds the capacity shortfall and may take
 several slots of one token (it appears ``k`` times among the candidates).
+
+Each token bids only on a shortlist of its best experts. When the prices of
+its shortlisted experts rise until an expert outside the list could beat its
+k-th choice, its list is re-chosen at the current prices (column generation
+per token). Without that, scores where many experts are popular with every
+token (Dirichlet-like) price the popular ones up against each other while the
+rest sit idle outside every list.
 """
 
 from __future__ import annotations
@@ -57,15 +64,29 @@ class TopkRoute:
     repaired: int
 
 
-def _choose(value: torch.Tensor, k: int, drop_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best candidates per row and each one's margin over the best unchosen option.
+def _choose(market: _TopkMarket, prices: torch.Tensor, k: int, rows: torch.Tensor | None = None):
+    """Each token's k best candidates at ``prices``: ``(chosen (r, k), margin (r, k), kth (r,), top (r, k + 1))``.
 
-    ``value`` (n, K) with K > k; returns ``best_k`` (n, k) candidate positions
-    and ``margin`` (n, k) >= 0.
+    ``chosen`` are expert indices (E, the drop option, where dropping the slot
+    is worth more); ``margin`` >= 0 is each choice's value over the best
+    unchosen option; ``kth`` the worst chosen value; ``top`` the experts of the
+    k + 1 best values (a price rise on any other candidate changes nothing).
+    ``rows`` restricts the work to those tokens (all when None).
     """
+    cand_e, cand_u, w, drop = market.cand_e, market.cand_u, market.w, market.drop_value
+    if rows is not None:
+        cand_e, cand_u, w, drop = cand_e[rows], cand_u[rows], w[rows], drop[rows]
+    value = cand_u - w.unsqueeze(1) * prices[cand_e]
     top_value, top_pos = torch.topk(value, k + 1, dim=1, sorted=True)
-    runner_up = torch.maximum(top_value[:, k], drop_value)
-    return top_pos[:, :k], top_value[:, :k] - runner_up.unsqueeze(1)
+    runner_up = torch.maximum(top_value[:, k], drop)
+    margin = top_value[:, :k] - runner_up.unsqueeze(1)
+    top = torch.gather(cand_e, 1, top_pos)
+    chosen = top[:, :k]
+    below = margin < 0  # only without drop copies: dropping the slot is worth more
+    if bool(below.any()):
+        chosen = torch.where(below, market.u.shape[1], chosen)
+        margin = margin.abs()
+    return chosen, margin, top_value[:, k - 1], top
 
 
 def route_topk(
@@ -125,7 +146,8 @@ def route_topk(
         real_prices = real_prices + (penalty - prices[E])
     margin_units = margin_t.numpy().astype(np.float64)
     experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
-    experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist].numpy(), penalty)
+    experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist].numpy(),
+                               market.cand_u[:, :market.shortlist].numpy(), penalty)
     order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
     experts = np.take_along_axis(experts, order, axis=1)
     return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
@@ -138,7 +160,11 @@ class _TopkMarket:
     ``cand_e`` and ``cand_u`` are (n, shortlist + k) expert indices and
     utilities; ``cap`` (E + 1,) capacities, the drop option's last;
     ``prices`` (E + 1,) the starting prices; ``w`` (n,) float32 complexities;
-    ``drop_value`` (n,) the value of dropping a slot.
+    ``drop_value`` (n,) the value of dropping a slot; ``u`` the full (n, E)
+    float32 utilities; ``ceiling`` (n,) an upper bound on the value
+    ``u - w * price`` of any expert outside a token's shortlist (its
+    shortlist's smallest value when the shortlist was chosen: prices only
+    rise, and price give-backs raise it by what they gave back).
     """
 
     cand_e: torch.Tensor
@@ -149,6 +175,8 @@ class _TopkMarket:
     drop_value: torch.Tensor
     has_drop: bool
     shortlist: int
+    u: torch.Tensor
+    ceiling: torch.Tensor
 
 
 def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float) -> np.ndarray:
@@ -170,51 +198,115 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32))
     drop_value = -penalty * w
-    start = ut if initial_prices is None else ut - w.unsqueeze(1) * torch.from_numpy(np.asarray(initial_prices, np.float32))
-    cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E).contiguous()
-    del start
+    prices0 = np.zeros(E) if initial_prices is None else np.asarray(initial_prices, np.float64)
+    cand_e, ceiling = _shortlist(ut, w, prices0, K)
     cand_u = torch.gather(ut, 1, cand_e)
     # Dropping is expert E, k copies per token. With a shortfall it holds exactly the slots that cannot
     # fit (utility 0, priced like an expert); otherwise it costs the penalty and has no capacity limit.
-    drop_u = torch.zeros(n) if has_drop else drop_value
-    cand_e = torch.cat([cand_e, torch.full((n, k), E, dtype=cand_e.dtype)], dim=1)
-    cand_u = torch.cat([cand_u, drop_u.unsqueeze(1).expand(n, k)], dim=1)
+    # Without a shortfall the drop copies all have the same value (-penalty * w) and no capacity, so they
+    # are left out of the candidates (a third narrower rounds): a chosen slot worth less is dropped instead.
+    if has_drop or K <= k:
+        drop_u = torch.zeros(n) if has_drop else drop_value
+        cand_e = torch.cat([cand_e, torch.full((n, k), E, dtype=cand_e.dtype)], dim=1)
+        cand_u = torch.cat([cand_u, drop_u.unsqueeze(1).expand(n, k)], dim=1)
     cap = np.append(capacity.astype(np.float64), shortfall if has_drop else np.inf)
     prices = np.zeros(cap.shape[0])
     if initial_prices is not None:
         # The drop option (utility 0 with a shortfall) priced at the penalty is worth -penalty * w, as it should.
         prices = np.append(initial_prices, penalty if has_drop else 0.0).astype(np.float64)
-    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K)
+    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K, ut, ceiling)
+
+
+def _shortlist(ut: torch.Tensor, w: torch.Tensor, prices: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's K best experts by ``u - w * price`` (n, K), and the smallest of those values (n,).
+
+    With K = E every expert is listed and the ceiling is -inf (nothing lies outside).
+    """
+    n, E = ut.shape
+    if K >= E:
+        return torch.arange(E).expand(n, E).contiguous(), torch.full((n,), -torch.inf)
+    start = ut if not prices.any() else ut - w.unsqueeze(1) * torch.from_numpy(prices.astype(np.float32))
+    top = torch.topk(start, K, dim=1, sorted=False)
+    return top.indices, top.values.amin(dim=1)
+
+
+def _refresh_stale(market: _TopkMarket, prices: np.ndarray, rows: torch.Tensor, kth_value: torch.Tensor) -> torch.Tensor:
+    """Rebuild the shortlists of tokens whose k-th choice is worth less than an expert outside them could be.
+
+    A token's choice is then possibly wrong on the full problem (column
+    generation per token): its shortlist is re-chosen at the current prices,
+    keeping the drop slots. ``rows`` (r,) are the tokens ``kth_value`` (r,)
+    belongs to; returns the tokens refreshed.
+    """
+    stale = rows[kth_value < market.ceiling[rows]]
+    if stale.numel() == 0:
+        return stale
+    E = market.u.shape[1]
+    rows_e, rows_ceiling = _shortlist(market.u[stale], market.w[stale], prices[:E], market.shortlist)
+    market.cand_e[stale, :market.shortlist] = rows_e
+    market.cand_u[stale, :market.shortlist] = torch.gather(market.u[stale], 1, rows_e)
+    market.ceiling[stale] = rows_ceiling
+    return stale
+
+
+@dataclass
+class _Choice:
+    """The auction's current choice per token (see :func:`_choose`), updated row by row."""
+
+    chosen: torch.Tensor
+    margin: torch.Tensor
+    top: torch.Tensor
+
+    def update(self, market: _TopkMarket, prices: np.ndarray, k: int, rows: torch.Tensor) -> None:
+        """Re-choose ``rows`` at ``prices``, first re-listing the stale ones."""
+        charged = torch.from_numpy(prices.astype(np.float32))
+        chosen, margin, kth, top = _choose(market, charged, k, rows)
+        self.chosen[rows], self.margin[rows], self.top[rows] = chosen, margin, top
+        stale = _refresh_stale(market, prices, rows, kth)
+        if stale.numel():
+            chosen, margin, _, top = _choose(market, charged, k, stale)
+            self.chosen[stale], self.margin[stale], self.top[stale] = chosen, margin, top
 
 
 def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, steps: tuple[float, ...],
              max_iter: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, int]:
-    """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
+    """Ascending prices in phases of finer ``eps``: ``(chosen (n, k), margins (n, k), prices (E + 1,), rounds)``.
+
+    Within a phase a round re-chooses only the tokens whose k + 1 best
+    candidates include an expert whose price rose (prices only rise there,
+    so no other token's choice or margin can change).
+    """
     prices, cap = market.prices, market.cap
+    n = wd.shape[0]
+    everyone = torch.arange(n)
+    state = _Choice(torch.empty((n, k), dtype=torch.int64), torch.empty((n, k)), torch.empty((n, k + 1), dtype=torch.int64))
+    unit_w = np.repeat(wd, k)
     iterations, previous_eps = 0, 0.0
     for phase, step in enumerate(steps):
         # A phase that settles early hands its unused rounds to the finer ones.
         rounds_per_step = max(1, (max_iter - iterations) // (len(steps) - phase))
         eps = step * penalty
-        prices = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        lowered = np.maximum(prices - BACKOFF * previous_eps, 0.0)
+        # Outside experts gain at most what their price gave back.
+        market.ceiling += market.w * float((prices - lowered)[:-1].max(initial=0.0))
+        prices = lowered
         previous_eps = eps
+        rows = everyone
         for _ in range(rounds_per_step):
             iterations += 1
-            charged = torch.from_numpy(prices.astype(np.float32))[market.cand_e]
-            value = market.cand_u - market.w.unsqueeze(1) * charged
-            best_pos, margin_t = _choose(value, k, market.drop_value)
-            chosen = torch.gather(market.cand_e, 1, best_pos).numpy()
-            flat = chosen.ravel()
-            unit_w = np.repeat(wd, k)
+            state.update(market, prices, k, rows)
+            flat = state.chosen.numpy().ravel()
             excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
             over = excess > 1e-9
             if not over.any():
                 break
             members = np.flatnonzero(over[flat])
-            margin = margin_t.numpy().ravel()[members].astype(np.float64) / unit_w[members]
+            margin = state.margin.numpy().ravel()[members].astype(np.float64) / unit_w[members]
             _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
-            prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    return chosen, margin_t, prices, iterations
+            raised = over & np.isfinite(threshold)
+            prices = prices + np.where(raised, threshold + eps, 0.0)
+            rows = torch.nonzero(torch.from_numpy(raised)[state.top].any(dim=1)).squeeze(1)
+    return state.chosen.numpy(), state.margin, prices, iterations
 
 
 def _repair_topk(
@@ -276,50 +368,81 @@ def _repair_topk(
 
 
 def _fill_spare_topk(
-    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, penalty: float,
-    rounds: int = 16,
+    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, cand_u: np.ndarray,
+    penalty: float, rounds: int = 16,
 ) -> np.ndarray:
     """Move slots into capacity the auction left unused, where they gain.
 
     Prices only rise, so an expert can end below capacity at a positive
     price (a coarse phase overshot) and no price rise brings tokens back.
-    Each round every token offers to replace its worst slot (a dropped one
-    first) by its best candidate expert that it does not use yet and that
-    has room; experts take the offers in order of gain while they fit.
+    Each round every token with a shortlisted expert that has room offers to
+    replace its worst slot (a dropped one first) by its best such expert that
+    it does not use yet; experts take the offers in order of gain while they
+    fit. ``cand_e``/``cand_u`` (n, K) are the shortlists and their utilities.
     """
     n, k = experts.shape
     E = capacity.shape[0]
     experts = experts.copy()
-    rows = np.arange(n)
+    slot_w = np.repeat(w, k)
+    all_rows = np.arange(n)
+    worth = np.where(experts >= 0, u[all_rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
     for _ in range(rounds):
         placed = experts >= 0
-        load = np.bincount(experts[placed], weights=np.repeat(w, k)[placed.ravel()], minlength=E)
-        room = capacity - load
-        current = np.where(placed, u[rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None])
+        room = capacity - np.bincount(experts[placed], weights=slot_w[placed.ravel()], minlength=E)
+        open_expert = room >= w.min() - 1e-9
+        if not open_expert.any():
+            break
+        # Only tokens listing more experts with room worth more than their worst slot than they already use can
+        # gain (counting avoids an (n, K, k) membership test on every token).
+        floor = worth.min(axis=1, keepdims=True) + 1e-7
+        listed = (open_expert[cand_e] & (cand_u > floor)).sum(axis=1)
+        in_use = (open_expert[np.maximum(experts, 0)] & (experts >= 0) & (worth > floor)).sum(axis=1)
+        rows = np.flatnonzero(listed > in_use)
+        if rows.size == 0:
+            break
+        ce, ex, wr = cand_e[rows], experts[rows], w[rows]
+        current = worth[rows]
         worst = np.argmin(current, axis=1)
-        used = (cand_e[:, :, None] == experts[:, None, :]).any(axis=2)
-        value = np.where(~used & (room[cand_e] >= w[:, None] - 1e-9), u[rows[:, None], cand_e], -np.inf)
+        used = (ce[:, :, None] == ex[:, None, :]).any(axis=2)
+        value = np.where(~used & (room[ce] >= wr[:, None] - 1e-9), cand_u[rows], -np.inf)
         best = np.argmax(value, axis=1)
-        gain = value[rows, best] - current[rows, worst]
+        at = np.arange(rows.size)
+        gain = value[at, best] - current[at, worst]
         movers = np.flatnonzero(gain > 1e-7)
         if movers.size == 0:
             break
         movers = movers[np.argsort(-gain[movers], kind="stable")]
-        target = cand_e[movers, best[movers]]
-        took = _accept_in_order(target, w[movers], room.copy())
+        target = ce[movers, best[movers]]
+        took = _accept_in_order(target, wr[movers], room.copy())
         moved = movers[took]
-        experts[moved, worst[moved]] = target[took]
+        experts[rows[moved], worst[moved]] = target[took]
+        worth[rows[moved], worst[moved]] = cand_u[rows[moved], best[moved]]
     return experts
 
 
 def topk_dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int) -> float:
     """Upper bound on the top-k optimum from any prices ``>= 0`` (weak duality; see module docstring)."""
-    p = np.maximum(prices, 0.0)
     ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
     w = torch.from_numpy(weight.astype(np.float32)).unsqueeze(1)
-    value = torch.maximum(ut - w * torch.from_numpy(p.astype(np.float32)), -penalty * w)
-    best = torch.topk(value, k, dim=1).values
-    return float(best.double().sum()) + float(np.dot(capacity, p))
+    return _bound_at(ut, w, capacity, np.maximum(prices, 0.0).astype(np.float64), penalty, k)[3]
+
+
+def _bound_at(ut: torch.Tensor, w: torch.Tensor, capacity: np.ndarray, p: np.ndarray, penalty: float, k: int):
+    """``g(p)`` with its top-k: ``(values (n, k), experts (n, k), on an expert (n, k) bool, bound)``.
+
+    The values are computed in float32 (the (n, E) table in float64 would be
+    2 GB at a million x 256); the bound adds what that rounding can hide (at
+    most 2^-22 of each chosen term's operands), so it stays an upper bound.
+    Taking the top-k before clamping at the drop value gives the same values
+    (the clamp is monotone) without a second (n, E) table.
+    """
+    price = torch.from_numpy(p.astype(np.float32))
+    top_value, top_e = torch.topk(ut - w * price, k, dim=1)
+    drop = -penalty * w
+    real = (top_value >= drop).numpy()  # slots on an expert, not dropped
+    top_value = torch.maximum(top_value, drop)
+    rounding = 2.0**-22 * (float(top_value.abs().double().sum()) + 2.0 * k * float(w.double().sum()) * float(p.max(initial=0.0)))
+    return top_value, top_e, real, float(top_value.double().sum()) + float(np.dot(capacity, p)) + rounding
 
 
 def topk_objective(u: np.ndarray, weight: np.ndarray, experts: np.ndarray, penalty: float) -> float:
@@ -350,19 +473,21 @@ def topk_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray, 
     return np.where(took.reshape(wanted.shape), wanted, -1)
 
 
-def combine_weights(probabilities: np.ndarray, experts: np.ndarray) -> np.ndarray:
+def combine_weights(probabilities: np.ndarray, experts: np.ndarray, *, gathered: bool = False) -> np.ndarray:
     """Router probabilities of each token's placed experts, renormalised to sum 1 (0 for dropped slots).
 
     Parameters
     ----------
-    probabilities : (n, E), experts : (n, k) with -1 for dropped slots
+    probabilities : (n, E), or (n, k) already gathered per slot when ``gathered``
+    experts : (n, k) with -1 for dropped slots
 
     Returns
     -------
     ndarray of shape (n, k), float64
     """
     placed = experts >= 0
-    chosen = np.where(placed, np.take_along_axis(probabilities, np.maximum(experts, 0), axis=1), 0.0).astype(np.float64)
+    per_slot = probabilities if gathered else np.take_along_axis(probabilities, np.maximum(experts, 0), axis=1)
+    chosen = np.where(placed, per_slot, 0.0).astype(np.float64)
     total = chosen.sum(axis=1, keepdims=True)
     uniform = placed / np.maximum(placed.sum(axis=1, keepdims=True), 1)
     return np.where(total > 0, chosen / np.where(total > 0, total, 1.0), uniform)
@@ -393,8 +518,12 @@ def node_limited_mask(scores: np.ndarray, expert_node: np.ndarray, k: int, node_
     position = np.zeros(E, dtype=np.int64)
     order = np.argsort(slot, kind="stable")
     position[order] = np.arange(E) - np.repeat(np.cumsum(per_node) - per_node, per_node)
-    grid = torch.full((n, nodes.size, width), -torch.inf)
-    grid[:, slot, position] = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    table = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    if np.array_equal(slot, np.repeat(np.arange(nodes.size), width)):
+        grid = table.view(n, nodes.size, width)  # experts listed node by node, equal counts: no copy
+    else:
+        grid = torch.full((n, nodes.size, width), -torch.inf)
+        grid[:, slot, position] = table
     take = min(best_per_node, width)
     top = torch.topk(grid, take, dim=2).values
     node_score = torch.where(torch.isfinite(top), top, 0.0).sum(dim=2)
@@ -407,7 +536,9 @@ def node_limited_mask(scores: np.ndarray, expert_node: np.ndarray, k: int, node_
 def masked_utility(u: np.ndarray, allowed: np.ndarray, penalty: float, weight_max: float) -> np.ndarray:
     """``u`` where allowed, and below dropping the slot elsewhere (worth ``-penalty * w``), so never chosen."""
     below = float(u.min()) - penalty * (weight_max + 1.0) - 1.0
-    return np.where(allowed, u, np.float32(below)).astype(np.float32)
+    masked = torch.from_numpy(np.array(u, dtype=np.float32, copy=True))
+    masked.masked_fill_(torch.from_numpy(~allowed), below)
+    return masked.numpy()
 
 
 def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
@@ -469,10 +600,7 @@ def tightened_topk_bound(
     p = np.maximum(prices, 0.0).astype(np.float64)
     best_bound, best_p = np.inf, p
     for _ in range(steps + 1):
-        charged = ut - w * torch.from_numpy(p.astype(np.float32))
-        top_value, top_e = torch.topk(torch.maximum(charged, -penalty * w), k, dim=1)
-        real = (charged.gather(1, top_e) >= -penalty * w).numpy()  # slots on an expert, not dropped
-        bound = float(top_value.double().sum()) + float(np.dot(capacity, p))
+        top_value, top_e, real, bound = _bound_at(ut, w, capacity, p, penalty, k)
         if bound < best_bound:
             best_bound, best_p = bound, p.copy()
         if (best_bound - value) <= target_gap * abs(best_bound):
