@@ -62,10 +62,6 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
                            help=info.description)
 
 
-def _max_length(info: FieldInfo) -> int | None:
-    return next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
-
-
 def toggle_row(toggles: list[tuple[str, FieldInfo]], key_prefix: str) -> dict[str, bool]:
     """One toggle per boolean field on one row (keys ``f"{key_prefix}_{field}"``); ``{field: value}``."""
     values = {}
@@ -100,7 +96,8 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
                                     help=info.description)
     for name, info in texts:
-        values[name] = st.text_input(name, value=str(info.default), max_chars=_max_length(info),
+        max_chars = next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+        values[name] = st.text_input(name, value=str(info.default), max_chars=max_chars,
                                      key=f"{key_prefix}_{name}", help=info.description).strip()
     grid = st.columns(columns)
     for index, (name, info) in enumerate(numbers):
