@@ -77,19 +77,13 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
     address, a storage URL; empty means unset), then number inputs in a grid;
     widget keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
     """
-    toggles, numbers, choices, texts = [], [], [], []
+    kinds: dict[Any, list[tuple[str, FieldInfo]]] = {bool: [], typing.Literal: [], str: [], int: []}
     for name, info in ordered_fields(config_cls):
-        if info.annotation is bool:
-            toggles.append((name, info))
-        elif info.annotation is str:
-            texts.append((name, info))
-        elif info.annotation in (int, float):
-            numbers.append((name, info))
-        elif typing.get_origin(info.annotation) is typing.Literal:
-            choices.append((name, info))
-        else:
+        kind = int if info.annotation is float else typing.get_origin(info.annotation) or info.annotation
+        if kind not in kinds:
             raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
-
+        kinds[kind].append((name, info))
+    toggles, choices, texts, numbers = kinds.values()
     values = toggle_row(toggles, key_prefix)
     for name, info in choices:
         options = list(typing.get_args(info.annotation))
