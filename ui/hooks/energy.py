@@ -159,7 +159,7 @@ def summary(plan: dict[str, Any]) -> None:
     key_figures(("peak power", f"{m['peak_power_w'] / 1000:.2f} kW", f"ASAP {plan['baselines']['asap']['peak_power_w'] / 1000:.2f} kW"),
                 ("peak gap to lower bound", f"{m['gap_to_lower_bound']:.1%}", f"lower bound {m['lower_bound_w']:.0f} W"),
                 ("makespan", f"{m['makespan_slots']} slots", f"horizon {m['horizon_slots']} slots ({r['horizon_source']})"),
-                ("makespan gap to lower bound", _makespan_gap(m), _makespan_help(r.get("objective") or {})),
+                _makespan_gap(m, r.get("objective") or {}),
                 ("predicted saving (caps)", f"{r['predicted_savings']['caps_energy_kwh']:.1f} kWh"),
                 ("active accelerators", f"{r['active_accelerators']['total']} / {r['active_accelerators']['of']}"))
     budget = "no budget" if r["power_budget_w"] is None else f"budget {r['power_budget_w']:.0f} W from {r['power_budget_source']}"
@@ -169,17 +169,15 @@ def summary(plan: dict[str, Any]) -> None:
                   for k, v in pred["mae_w"].items()], hide_index=True, key="energy_mae_table")
 
 
-def _makespan_gap(metrics: dict[str, Any]) -> str:
-    """``2.4% (bound 42 slots)``, or ``-`` where the plan has no makespan lower bound."""
+def _makespan_gap(metrics: dict[str, Any], objective: dict[str, Any]) -> tuple[str, str, str]:
+    """The key figure: ``2.4% (bound 42 slots)`` (``-`` without a makespan lower bound), its help saying where the bound
+    comes from and whether the plan's makespan is proven optimal."""
     bound = metrics.get("makespan_lower_bound_slots")
-    return "-" if bound is None else f"{metrics['makespan_gap_to_lower_bound']:.1%} (bound {bound} slots)"
-
-
-def _makespan_help(objective: dict[str, Any]) -> str:
-    """Where the makespan lower bound comes from and whether the plan's makespan is proven optimal."""
     parts = objective.get("lower_bound_components") or {}
     named = ", ".join(f"{k} {v}" for k, v in parts.items() if isinstance(v, int | float) and k != "bound")
-    return f"Largest of: {named}. Proven optimal: {objective.get('optimal_proven')}." if named else "No makespan bound."
+    return ("makespan gap to lower bound",
+            "-" if bound is None else f"{metrics['makespan_gap_to_lower_bound']:.1%} (bound {bound} slots)",
+            f"Largest of: {named}. Proven optimal: {objective.get('optimal_proven')}." if named else "No makespan bound.")
 
 
 def charts(run: Any) -> None:
