@@ -1,7 +1,7 @@
 """Session-wide test settings: runs go to a temporary QFLOW_HOME, never to ~/.qflow.
 
 Set at configure time, before any test imports the engine, so the app pages'
-run-history hook (:func:`ui.store.save_run`), the CLI's ``--save``, the API and
+run-history hook (:func:`ui.page.save_run`), the CLI's ``--save``, the API and
 the Streamlit servers the browser tests start (they inherit the environment)
 all write into one throwaway folder.
 """

@@ -31,11 +31,6 @@ def _oidc_configured() -> bool:
         return False
 
 
-def _listening_on_loopback() -> bool:
-    address = st.get_option("server.address")
-    return bool(address) and is_loopback(str(address))
-
-
 def _ask_for_token(token: str) -> None:
     """A password box; stops the script until the session entered ``token``."""
     if st.session_state.get(LOGGED_IN_KEY):
@@ -68,7 +63,8 @@ def require_login() -> None:
     if token is not None:
         _ask_for_token(token)
         return
-    if not _listening_on_loopback():
+    address = st.get_option("server.address")
+    if not (address and is_loopback(str(address))):
         st.error("This console listens beyond this machine without a login: set QFLOW_API_TOKEN "
                  "(or an [auth] section in .streamlit/secrets.toml) and restart it.")
         st.stop()

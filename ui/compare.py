@@ -111,11 +111,7 @@ def config_frame(runs: Sequence[Run]) -> pd.DataFrame:
 def style_differences(frame: pd.DataFrame, differing: Sequence[str]) -> Any:
     """``frame`` as a pandas Styler with the ``differing`` rows highlighted (``st.dataframe`` draws it)."""
     marked = set(differing)
-
-    def highlight(row: pd.Series) -> list[str]:
-        return [HIGHLIGHT if row.name in marked else "" for _ in row]
-
-    return frame.style.apply(highlight, axis=1)
+    return frame.style.apply(lambda row: [HIGHLIGHT if row.name in marked else ""] * len(row), axis=1)
 
 
 def plan_json(run: Run) -> str:

@@ -48,35 +48,30 @@ def choose_inputs(command: ModuleCommand, key: str) -> PageInputs:
     Returns the chosen files and, when a required input is missing, the one-line reason the page cannot run.
     """
     samples = command.samples
-    chosen_set = next(iter(samples))
-    if len(samples) > 1:
-        chosen_set = st.selectbox("bundled samples (used when nothing is uploaded)", list(samples),
-                                  key=f"{key}_sample_set")
+    chosen_set = (st.selectbox("bundled samples (used when nothing is uploaded)", list(samples), key=f"{key}_sample_set")
+                  if len(samples) > 1 else next(iter(samples)))
     specs = command.input_specs
     columns = st.columns(len(specs))
-    uploaded = {}
+    uploads: dict[str, Upload | None] = {}
     for column, spec in zip(columns, specs, strict=True):
+        file = column.file_uploader(spec.label, type=list(spec.types) or None, key=f"{key}_{spec.name}_upload", help=spec.help)
+        uploads[spec.name] = None if file is None else (file.name, file.getvalue())
+    on_samples = not any(value for name, value in uploads.items() if name != "model")  # a trained model is not data
+    for column, spec in zip(columns, specs, strict=True):
+        if spec.name == "model" or uploads[spec.name] is not None:
+            continue
         with column:
-            file = st.file_uploader(spec.label, type=list(spec.types) or None, key=f"{key}_{spec.name}_upload",
-                                    help=spec.help)
-            uploaded[spec.name] = None if file is None else (file.name, file.getvalue())
-    if not any(value for name, value in uploaded.items() if name != "model"):
-        uploads: dict[str, Upload | None] = {}
-        for column, spec in zip(columns, specs, strict=True):
-            with column:
-                uploads[spec.name] = uploaded.get(spec.name) if spec.name == "model" else \
-                    _sample_input(spec, samples[chosen_set].get(spec.name), f"{key}_{spec.name}")
-        _offer_trained_models(command, columns, specs, uploads, key)
-        missing = [spec.name for spec in specs if not spec.optional and uploads[spec.name] is None]
-        return PageInputs(uploads, f"Upload {', '.join(missing)}: no sample for it." if missing else None)
-    missing = [spec.name for spec in specs if not spec.optional and uploaded[spec.name] is None]
-    for column, spec in zip(columns, specs, strict=True):
-        if uploaded[spec.name] is None and spec.name != "model":
-            column.caption(f"Upload `{spec.name}` too: samples are used only when nothing is uploaded."
-                           if spec.name in missing else "Not uploaded: left out.")
-    _offer_trained_models(command, columns, specs, uploaded, key)
-    return PageInputs(uploaded, f"Upload {', '.join(missing)} too, or remove your uploads to run on the samples."
-                      if missing else None)
+            if on_samples:
+                uploads[spec.name] = _sample_input(spec, samples[chosen_set].get(spec.name), f"{key}_{spec.name}")
+            else:
+                st.caption("Not uploaded: left out." if spec.optional
+                           else f"Upload `{spec.name}` too: samples are used only when nothing is uploaded.")
+    _offer_trained_models(command, columns, specs, uploads, key)
+    missing = ", ".join(spec.name for spec in specs if not spec.optional and uploads[spec.name] is None)
+    if not missing:
+        return PageInputs(uploads)
+    return PageInputs(uploads, f"Upload {missing}: no sample for it." if on_samples
+                      else f"Upload {missing} too, or remove your uploads to run on the samples.")
 
 
 def _offer_trained_models(command: ModuleCommand, columns, specs, uploads: dict[str, Upload | None], key: str) -> None:

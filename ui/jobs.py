@@ -170,11 +170,8 @@ def content_key(*parts: bytes | str | None) -> str:
     """
     digest = hashlib.sha256()
     for part in parts:
-        if part is None:
-            digest.update(b"none;")
-            continue
-        data = part if isinstance(part, bytes) else part.encode()
-        digest.update(f"{len(data)}:".encode() + data)
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(b"none;" if data is None else f"{len(data)}:".encode() + data)
     return digest.hexdigest()[:20]
 
 

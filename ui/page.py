@@ -33,18 +33,20 @@ import streamlit as st
 
 from qflow.core.commands import ModuleCommand, available_commands, load_command
 from qflow.core.errors import QflowError
+from qflow.core.runs import RunStore
 from qflow.core.uploads import Upload, run_on_uploads_keeping_artifacts
 from ui.advise import advise_section
 from ui.inputs import choose_inputs
 from ui.jobs import Job, ended_job, job_board, run_identity
 from ui.plan_view import metrics_table, show_downloads, show_solver
-from ui.store import save_run
 from ui.widgets import config_form
 
-__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_module"]
+__all__ = ["PageRun", "module_pages", "page_hooks", "render", "run_module", "save_run"]
 
 #: Share of the progress bar given to the plan when a hook adds ``extras``.
 PLAN_SHARE = 0.85
+#: ``st.session_state`` key holding ``{module: run id}`` of the last run each page stored.
+LAST_SAVED_KEY = "qflow_saved_runs"
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,17 @@ def run_module(name: str, uploads: dict[str, Upload | None], config_json: str, o
     return PageRun(plan.to_dict(), plan.to_json(), artifacts, extras)
 
 
-def _start(command: ModuleCommand, uploads: dict[str, Upload | None], settings: dict[str, Any],
-           options: dict[str, Any]) -> Job | PageRun:
-    """Submit the run to the job board (attaching to the same run if it is going on); a bad setting is an error run."""
+def save_run(plan: dict[str, Any]) -> int | None:
+    """Store ``plan`` as an ``app`` run in ``$QFLOW_HOME/runs.db`` for Compare (the same plan twice is one run) and say so;
+    its run id, or ``None`` with a warning when the store cannot be written (the page carries on)."""
     try:
-        key, config_json = run_identity(command, uploads, settings, options)
+        run_id = RunStore().save(dict(plan), origin="app")
     except QflowError as exc:
-        return PageRun(error=exc.message)
-    return job_board().submit(key, command.page_title, run_module, command.name, uploads, config_json, options)
+        st.warning(f"Run not saved to history: {exc.message}", icon=":material/history:")
+        return None
+    st.session_state[LAST_SAVED_KEY] = {**st.session_state.get(LAST_SAVED_KEY, {}), str(plan.get("module", "")): run_id}
+    st.caption(f"Saved as run #{run_id} in the run history (see **Compare**).")
+    return run_id
 
 
 def _collect(name: str, job: Job) -> None:
@@ -142,8 +147,13 @@ def render(name: str) -> None:
     if inputs.problem:
         st.warning(inputs.problem, icon=":material/upload_file:")
     if st.button("Run", type="primary", key=f"{name}_run_button", disabled=inputs.problem is not None):
-        started = _start(command, inputs.uploads, settings, options)
-        st.session_state[f"{name}_run" if isinstance(started, PageRun) else f"{name}_job"] = started
+        try:  # the same inputs, config and options attach to the job running them; a bad setting is an error run
+            key, config_json = run_identity(command, inputs.uploads, settings, options)
+        except QflowError as exc:
+            st.session_state[f"{name}_run"] = PageRun(error=exc.message)
+        else:
+            st.session_state[f"{name}_job"] = job_board().submit(key, command.page_title, run_module, name, inputs.uploads,
+                                                                 config_json, options)
         st.session_state[f"{name}_collected"] = None  # a finished job handed back again is shown again
     advise_section(command, inputs.uploads, settings, disabled=inputs.problem is not None)
     if job := ended_job(f"{name}_job", f"{name}_cancel"):

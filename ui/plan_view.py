@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["fallback_messages", "metrics_table", "not_adopted", "not_adopted_messages", "path_steps", "plan_for_display",
+__all__ = ["fallback_messages", "key_figures", "metrics_table", "not_adopted", "not_adopted_messages", "path_steps", "plan_for_display",
            "show_charts", "show_downloads", "show_solver", "step_name"]
 
 
@@ -122,6 +122,12 @@ def show_downloads(name: str, plan: dict[str, Any], plan_json: str, artifacts: l
                        key=f"{name}_download", on_click="ignore", type="secondary", icon=":material/download:")
     with st.expander("Plan JSON (long lists shortened here; the download has everything)"):
         st.json(plan_for_display(plan), expanded=1)
+
+
+def key_figures(*figures: tuple[str, Any] | tuple[str, Any, str]) -> None:
+    """A module's key figures side by side: one ``st.metric`` per ``(label, value)`` or ``(label, value, help)``."""
+    for column, (label, value, *help_text) in zip(st.columns(len(figures)), figures, strict=True):
+        column.metric(label, value, help=next(iter(help_text), None))
 
 
 def show_charts(module: str, figures: dict[str, Any]) -> None:

@@ -62,10 +62,6 @@ def _number_input(name: str, info: FieldInfo, key: str) -> int | float:
                            help=info.description)
 
 
-def _max_length(info: FieldInfo) -> int | None:
-    return next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
-
-
 def toggle_row(toggles: list[tuple[str, FieldInfo]], key_prefix: str) -> dict[str, bool]:
     """One toggle per boolean field on one row (keys ``f"{key_prefix}_{field}"``); ``{field: value}``."""
     values = {}
@@ -81,26 +77,21 @@ def config_form(config_cls: type[BaseModel], key_prefix: str, columns: int = 5) 
     address, a storage URL; empty means unset), then number inputs in a grid;
     widget keys are ``f"{key_prefix}_{field}"``. A field type it does not know is a ``TypeError``.
     """
-    toggles, numbers, choices, texts = [], [], [], []
+    kinds: dict[Any, list[tuple[str, FieldInfo]]] = {bool: [], typing.Literal: [], str: [], int: []}
     for name, info in ordered_fields(config_cls):
-        if info.annotation is bool:
-            toggles.append((name, info))
-        elif info.annotation is str:
-            texts.append((name, info))
-        elif info.annotation in (int, float):
-            numbers.append((name, info))
-        elif typing.get_origin(info.annotation) is typing.Literal:
-            choices.append((name, info))
-        else:
+        kind = int if info.annotation is float else typing.get_origin(info.annotation) or info.annotation
+        if kind not in kinds:
             raise TypeError(f"config_form: field {name!r} has unsupported type {info.annotation!r}")
-
+        kinds[kind].append((name, info))
+    toggles, choices, texts, numbers = kinds.values()
     values = toggle_row(toggles, key_prefix)
     for name, info in choices:
         options = list(typing.get_args(info.annotation))
         values[name] = st.selectbox(name, options, index=options.index(info.default), key=f"{key_prefix}_{name}",
                                     help=info.description)
     for name, info in texts:
-        values[name] = st.text_input(name, value=str(info.default), max_chars=_max_length(info),
+        max_chars = next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+        values[name] = st.text_input(name, value=str(info.default), max_chars=max_chars,
                                      key=f"{key_prefix}_{name}", help=info.description).strip()
     grid = st.columns(columns)
     for index, (name, info) in enumerate(numbers):

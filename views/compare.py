@@ -22,7 +22,6 @@ from ui import compare
 from ui.advise import show_ranking
 from ui.inputs import choose_inputs
 from ui.jobs import Job, ended_job, job_board
-from ui.store import run_store
 from ui.widgets import toggle_row
 
 JOB_KEY = "compare_job"
@@ -111,7 +110,7 @@ def batch_section(command: ModuleCommand) -> None:
         st.session_state[ITEMS_KEY] = items
         board = job_board()
         job = board.submit(uuid.uuid4().hex, f"{command.name}: {len(configurations)} configurations", compare.run_batch,
-                           board, items, command.name, uploads, configurations, str(run_store().path))
+                           board, items, command.name, uploads, configurations, str(RunStore().path))
         st.session_state[JOB_KEY] = job
     if job := ended_job(JOB_KEY, "compare_cancel"):
         show_batch_outcome(job)
@@ -159,9 +158,9 @@ def comparison_section(module: str, store: RunStore) -> None:
 
 st.title("Compare runs")
 st.caption("Every plan made in the app, by `python -m qflow MODULE ... --save` or by the HTTP API is stored; put runs "
-           f"of one module side by side, or run several toggle sets on one input at once. History: `{run_store().path}`.")
+           f"of one module side by side, or run several toggle sets on one input at once. History: `{RunStore().path}`.")
 commands = {command.name: command for command in available_commands()}
 module = st.selectbox("module", list(commands), key="compare_module")
 with st.container(border=True):
     batch_section(commands[module])
-comparison_section(module, run_store())
+comparison_section(module, RunStore())

@@ -1,4 +1,4 @@
-"""The app's run-history hook: ui.store.save_run, and the module pages calling it after a Run."""
+"""The app's run-history hook: ui.page.save_run, and the module pages calling it after a Run."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _saving_script() -> None:
     import streamlit as st
 
-    from ui.store import save_run
+    from ui.page import save_run
 
     plan = {"module": "demo", "created_at": "2026-11-25T00:00:00+00:00", "inputs": [], "config": {"seed": 1},
             "solver": {"requested": "classical", "ran": "classical"}, "metrics": {"x": 1.0}, "timings_s": {}}

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from qflow.core.plan import Plan
 from ui.charts import COLORS, styled
-from ui.plan_view import show_charts
+from ui.plan_view import key_figures, show_charts
 
 METRICS = ("relative_error", "attention_memory_bytes", "memory_ratio_vs_dense")
 
@@ -106,14 +106,12 @@ def artifacts(plan: Plan, files: list[Path]) -> list[tuple[str, bytes]]:
 def summary(plan: dict[str, Any]) -> None:
     """Relative error, attention memory, sparse time, softmax mass kept, heads pruned."""
     m, t = plan["metrics"], plan["timings_s"]
-    cols = st.columns(5)
-    cols[0].metric("relative error vs dense", f"{m['relative_error']:.2e}")
-    cols[1].metric("attention memory", f"{m['attention_memory_bytes'] / 2**10:.0f} KiB",
-                   help=f"{m['memory_ratio_vs_dense']:.1%} of dense")
-    cols[2].metric("sparse time", f"{t['sparse_attention'] * 1e3:.1f} ms", help=f"dense SDPA {t['dense_attention'] * 1e3:.1f} ms")
-    cols[3].metric("softmax mass kept", f"{m['attention_mass_kept']:.3f}")
     heads = plan["result"].get("heads")
-    cols[4].metric("heads pruned", "-" if heads is None else f"{len(heads['pruned'])} of {heads['n_heads']}")
+    key_figures(("relative error vs dense", f"{m['relative_error']:.2e}"),
+                ("attention memory", f"{m['attention_memory_bytes'] / 2**10:.0f} KiB", f"{m['memory_ratio_vs_dense']:.1%} of dense"),
+                ("sparse time", f"{t['sparse_attention'] * 1e3:.1f} ms", f"dense SDPA {t['dense_attention'] * 1e3:.1f} ms"),
+                ("softmax mass kept", f"{m['attention_mass_kept']:.3f}"),
+                ("heads pruned", "-" if heads is None else f"{len(heads['pruned'])} of {heads['n_heads']}"))
 
 
 def charts(run: Any) -> None:

@@ -15,7 +15,7 @@ from qflow.core.errors import QflowError
 from qflow.core.plan import Plan
 from qflow.core.uploads import Upload, run_command
 from ui.charts import COLORS, log_floor, styled
-from ui.plan_view import show_charts
+from ui.plan_view import key_figures, show_charts
 
 METRICS = ("compression_ratio", "relative_l2_error", "max_abs_error", "snr_db", "cosine_similarity", "compress_mb_per_s")
 _SYMBOLS = {"plan": "circle", "fp16_cast": "diamond", "zstd_raw": "square", "int8_plain": "triangle-up"}
@@ -110,13 +110,11 @@ def error_heatmap_figure(plan: dict[str, Any]) -> go.Figure | None:
 def summary(plan: dict[str, Any]) -> None:
     """Ratio, relative L2 error, SNR, cosine similarity and throughput."""
     m = plan["metrics"]
-    cols = st.columns(5)
-    cols[0].metric("compression ratio", f"{m['compression_ratio']:.2f}x",
-                   help=f"{m['original_bytes']} -> {m['container_bytes']} bytes")
-    cols[1].metric("relative L2 error", f"{m['relative_l2_error']:.2e}")
-    cols[2].metric("SNR", "exact" if m["snr_db"] is None else f"{m['snr_db']:.1f} dB")
-    cols[3].metric("cosine similarity", f"{m['cosine_similarity']:.6f}")
-    cols[4].metric("compress", f"{m['compress_mb_per_s']:.3g} MB/s", help=f"decompress {m['decompress_mb_per_s']:.3g} MB/s")
+    key_figures(("compression ratio", f"{m['compression_ratio']:.2f}x", f"{m['original_bytes']} -> {m['container_bytes']} bytes"),
+                ("relative L2 error", f"{m['relative_l2_error']:.2e}"),
+                ("SNR", "exact" if m["snr_db"] is None else f"{m['snr_db']:.1f} dB"),
+                ("cosine similarity", f"{m['cosine_similarity']:.6f}"),
+                ("compress", f"{m['compress_mb_per_s']:.3g} MB/s", f"decompress {m['decompress_mb_per_s']:.3g} MB/s"))
 
 
 def charts(run: Any) -> None:

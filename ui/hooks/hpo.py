@@ -11,7 +11,7 @@ import streamlit as st
 
 from qflow.core.commands import format_value
 from ui.charts import COLORS, styled
-from ui.plan_view import show_charts
+from ui.plan_view import key_figures, show_charts
 
 
 def best_so_far_figure(plan: dict[str, Any]) -> go.Figure:
@@ -94,11 +94,10 @@ def gp_posterior_figure(plan: dict[str, Any], parameter: str) -> go.Figure:
 def summary(plan: dict[str, Any]) -> None:
     """Best value, regret, evaluations, history used; the suggestions, rejected history rows, the baselines."""
     result, metrics = plan["result"], plan["metrics"]
-    cols = st.columns(4)
-    cols[0].metric("best value", format_value(metrics["best_value"], 6))
-    cols[1].metric("regret", format_value(metrics["regret"], 6), help="best value - known minimum (built-in benchmarks)")
-    cols[2].metric("evaluations", metrics["n_evaluations"])
-    cols[3].metric("history used / rejected", f"{metrics['n_history_used']} / {metrics['n_history_rejected']}")
+    key_figures(("best value", format_value(metrics["best_value"], 6)),
+                ("regret", format_value(metrics["regret"], 6), "best value - known minimum (built-in benchmarks)"),
+                ("evaluations", metrics["n_evaluations"]),
+                ("history used / rejected", f"{metrics['n_history_used']} / {metrics['n_history_rejected']}"))
     st.caption(f"Objective: {result['objective_detail']}; direction {result['direction']}.")
     st.subheader(f"Next {len(result['suggestions'])} suggestions ({result['suggestion_method']})")
     st.dataframe(result["suggestions"], hide_index=False, key="hpo_suggestions_table")

@@ -15,7 +15,7 @@ import streamlit as st
 
 from qflow.core.commands import format_value
 from ui.charts import styled
-from ui.plan_view import show_charts
+from ui.plan_view import key_figures, show_charts
 
 _LAYER = {"gpu": 0.0, "nic": 1.0, "cpu": 1.0, "pcie_switch": 1.5, "nvswitch": 2.0, "switch": 2.0, "ib_switch": 3.0}
 _SYMBOL = {"gpu": "square", "nvswitch": "diamond", "nic": "circle", "ib_switch": "triangle-up", "switch": "diamond",
@@ -158,14 +158,13 @@ def _row(method: str, values: dict[str, Any], rounds: Any) -> dict[str, Any]:
 def summary(plan: dict[str, Any]) -> None:
     """Rounds against the bound, collective time, utilisation, cross-node bytes; the baselines and the placement."""
     m, b, r = plan["metrics"], plan["baselines"], plan["result"]
-    cols = st.columns(4)
-    cols[0].metric("rounds / lower bound", f"{m['rounds']} / {m['rounds_lower_bound']}",
-                   help="Largest number of rounds of any job vs the largest port degree (no schedule can use fewer)")
-    cols[1].metric("collective time (ms)", _scaled(m["estimated_collective_time_s"], 1e3),
-                   help="Alpha-beta estimate: round r of every job together, summed over the rounds")
-    cols[2].metric("max link utilisation", _scaled(m["max_link_utilisation"], 1),
-                   help="Busy time over the rounds' ideal time; above 1 a link, not the GPUs, sets the pace")
-    cols[3].metric("cross-node GB", _scaled(m["cross_node_bytes"], 1e-9))
+    key_figures(("rounds / lower bound", f"{m['rounds']} / {m['rounds_lower_bound']}",
+                 "Largest number of rounds of any job vs the largest port degree (no schedule can use fewer)"),
+                ("collective time (ms)", _scaled(m["estimated_collective_time_s"], 1e3),
+                 "Alpha-beta estimate: round r of every job together, summed over the rounds"),
+                ("max link utilisation", _scaled(m["max_link_utilisation"], 1),
+                 "Busy time over the rounds' ideal time; above 1 a link, not the GPUs, sets the pace"),
+                ("cross-node GB", _scaled(m["cross_node_bytes"], 1e-9)))
     fab = r["fabric"]
     st.caption(f"Fabric `{fab['name']}` ({fab['format']}): {fab['nodes_by_kind']}, {fab['links']} links, {fab['hosts']} hosts. "
                f"Routing: `{m['routing_policy']}`.")
@@ -190,17 +189,11 @@ def charts(run: Any) -> None:
         left.caption("RL planner off.")
     if "classifier" in result:
         right.plotly_chart(confusion_figure(plan), key="nvlink_confusion_chart")
-        flags = {k: _call(v["congested"]) for k, v in result["classifier"]["predictions"].items()}
-        right.caption("Classifier's call: " + ", ".join(f"{k}: {v}" for k, v in flags.items()) + ".")
+        calls = {None: NO_CALL, True: "congested", False: "not congested"}  # None: the plan does not trust it
+        right.caption("Classifier's call: " + ", ".join(f"{k}: {calls[v['congested']]}"
+                                                        for k, v in result["classifier"]["predictions"].items()) + ".")
     else:
         right.caption("Classifier off (or its logs held one class only).")
     if result.get("learned_components"):
         st.subheader("Learned components against their trivial baselines")
         st.dataframe(result["learned_components"], hide_index=True, key="nvlink_learned_table")
-
-
-def _call(congested: bool | None) -> str:
-    """The classifier's call for one placement; ``None`` when the plan does not trust it (see ``acted_on``)."""
-    if congested is None:
-        return NO_CALL
-    return "congested" if congested else "not congested"

@@ -30,18 +30,13 @@ def load_figure(layer: dict[str, Any], ids: list[str], level: str) -> go.Figure:
                   barmode="group", bargap=0.2)
 
 
-def _against(plan: dict[str, Any], metric: str) -> str:
-    """``vs eplb 1.234, contiguous 1.456`` for the baselines the plan has (max/mean load ratios, lower is better)."""
-    return "vs " + ", ".join(f"{name} {base[metric]:.3f}" for name, base in plan["baselines"].items())
-
-
 def summary(plan: dict[str, Any]) -> None:
     """Imbalance (max/mean load) against EPLB and contiguous, and the worst layer's gap to the lower bound."""
     metrics, eplb = plan["metrics"], plan["baselines"]["eplb"]
     cols = st.columns(len(KEY_FIGURES) + 1)
-    for col, (metric, label) in zip(cols, KEY_FIGURES, strict=False):
-        col.metric(label, f"{metrics[metric]:.3f}", delta=f"{metrics[metric] - eplb[metric]:+.3f} vs EPLB",
-                   delta_color="inverse", help=_against(plan, metric))
+    for col, (metric, label) in zip(cols, KEY_FIGURES, strict=False):  # help: every baseline, e.g. "vs eplb 1.234, ..."
+        col.metric(label, f"{metrics[metric]:.3f}", delta=f"{metrics[metric] - eplb[metric]:+.3f} vs EPLB", delta_color="inverse",
+                   help="vs " + ", ".join(f"{name} {base[metric]:.3f}" for name, base in plan["baselines"].items()))
     cols[-1].metric("gap to lower bound", f"{metrics['max_gap_to_lower_bound']:.1%}",
                     help="Worst layer's max GPU load over its lower bound, minus 1 (0 = provably optimal max GPU load).")
     result = plan["result"]

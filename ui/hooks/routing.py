@@ -17,6 +17,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.uploads import Upload
 from qflow.routing import capacity_sweep, load_routing_inputs
 from ui.charts import COLORS, SUBPLOTS, styled
+from ui.plan_view import key_figures
 
 #: Metrics compared between the plan and each baseline, in table order.
 METRICS = ("tokens_routed", "dropped_tokens", "capacity_violations", "max_overload", "load_imbalance", "total_affinity",
@@ -120,24 +121,17 @@ def _block_label(index: int, block: dict[str, Any]) -> str:
 def summary(plan: dict[str, Any]) -> None:
     """Tokens routed and dropped, imbalance, cross-node share, the gap to the optimum."""
     metrics, dropped = plan["metrics"], plan["result"]["dropped"]
-    cols = st.columns(5)
-    cols[0].metric("tokens routed", metrics["tokens_routed"])
-    cols[1].metric("dropped tokens", metrics["dropped_tokens"])
-    cols[2].metric("load imbalance (max/mean)", f"{metrics['load_imbalance']:.3f}")
-    cols[3].metric("cross-node fraction", f"{metrics['cross_node_fraction']:.1%}")
     gap = metrics.get("affinity_gap_to_optimum")
-    cols[4].metric("gap to optimum", "-" if gap is None else f"{gap:.2e}",
-                   help=f"Relative gap to the exact optimum ({metrics.get('optimum_kind')}); "
-                        f"certified bound: {metrics['gap_to_upper_bound']:.2e}")
+    key_figures(("tokens routed", metrics["tokens_routed"]), ("dropped tokens", metrics["dropped_tokens"]),
+                ("load imbalance (max/mean)", f"{metrics['load_imbalance']:.3f}"),
+                ("cross-node fraction", f"{metrics['cross_node_fraction']:.1%}"),
+                ("gap to optimum", "-" if gap is None else f"{gap:.2e}", f"Relative gap to the exact optimum "
+                 f"({metrics.get('optimum_kind')}); certified bound: {metrics['gap_to_upper_bound']:.2e}"))
     if dropped["count"]:
         st.warning(f"{dropped['count']} tokens dropped: {dropped['reason']}", icon=":material/block:")
-    if metrics.get("top_k", 1) > 1:
-        _top_k_caption(metrics)
-
-
-def _top_k_caption(metrics: dict[str, Any]) -> None:
-    """Nodes per token with top_k > 1, and a warning where tokens span more nodes than ``node_limit``."""
-    limit = metrics.get("node_limit") or 0
+    if metrics.get("top_k", 1) <= 1:
+        return
+    limit = metrics.get("node_limit") or 0  # with top_k > 1: nodes per token, warned where over node_limit
     st.caption(f"top_k={metrics['top_k']}: each token's experts span {metrics['nodes_per_token_mean']:.2f} nodes on average, "
                f"{metrics['nodes_per_token_max']} at most" + (f" (node_limit={limit})." if limit else " (no node_limit)."))
     if limit and metrics["nodes_per_token_max"] > limit:
