@@ -49,7 +49,7 @@ from qflow.core.errors import InputError
 from qflow.core.io import read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport, digest_bytes
 from qflow.core.quantum import QuantumBudget, QuantumDevice
-from qflow.core.skeleton import PlanRun, quantum_step
+from qflow.core.skeleton import PlanRun, input_sources, quantum_step
 from qflow.core.tensors import load_tensors
 
 __all__ = ["AttentionRun", "EMBEDDINGS_FILE", "load_attention_inputs", "npy_bytes", "plan_attention", "run_attention"]
@@ -273,7 +273,7 @@ def run_attention(
 def _validate(run: PlanRun, emb_arrays: dict[str, np.ndarray] | None, w_arrays: dict[str, np.ndarray] | None,
               digests: list[InputDigest] | None) -> AttentionInputs:
     """Stage ``validate``: the checked inputs; digests of the arrays when the caller gave none."""
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     with run.stage("validate"):
         inputs = build_inputs(emb_arrays, w_arrays, run.config, names.get("embeddings", "embeddings"),
                               names.get("weights", "weights"))

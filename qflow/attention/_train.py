@@ -18,6 +18,7 @@ from qflow.attention._schemas import AttentionConfig
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.models import ModelArtifact, TrainedModel, Trainer, check_spec, digest_list
+from qflow.core.skeleton import input_sources
 
 __all__ = ["TRAINERS", "loaded_projections", "train_contrastive_model"]
 
@@ -30,7 +31,7 @@ def train_contrastive_model(files: dict[str, Path | None], config: QflowConfig) 
 
     assert isinstance(config, AttentionConfig)
     emb, weights, digests = load_attention_inputs(files["embeddings"], files.get("weights"))
-    names = {d.name: (d.source or d.name) for d in digests}
+    names = input_sources(digests)
     inputs = build_inputs(_as_arrays(emb), _as_arrays(weights), config, names.get("embeddings", "embeddings"), names.get("weights", "weights"))
     q, k = np.asarray(inputs.q), np.asarray(inputs.k)
     wq, wk, losses, start, rows = contrastive_weights(q, k, inputs, config, lambda fraction, message: None)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from qflow.compression._checkpoint import Checkpoint, TensorRef
+from qflow.compression._stream import write_index
 from qflow.core.cluster import dask_client, tagged_call, worker_addresses
 from qflow.core.errors import InfeasibleError, InputError, QflowError, QuantumUnavailableError
 
@@ -235,9 +236,6 @@ def cluster_decode_files(address: str, container: Path, source: str, records: di
             for path in written:
                 Path(path).unlink(missing_ok=True)
             raise
-    if folder is not None and layout and layout.get("index_text") is not None:
-        index_path = folder / Path(layout["index_name"]).name
-        index_path.write_text(layout["index_text"])
-        written.append(str(index_path))
+    write_index(folder, layout, written)
     return written, cluster_plan(address, workers, done)
 

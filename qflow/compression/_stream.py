@@ -30,7 +30,7 @@ from qflow.compression._dtypes import dtype_info
 from qflow.core.errors import InputError
 
 __all__ = ["ordered_map", "merged_safetensors_header", "release_memory", "restored_bytes", "safetensors_outputs",
-           "write_safetensors_files"]
+           "write_index", "write_safetensors_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -223,8 +223,13 @@ def write_safetensors_files(outputs: list[tuple[Path, bytes, list[str]]], tensor
         for done in written:
             Path(done).unlink(missing_ok=True)
         raise
+    write_index(folder, layout, written)
+    return written
+
+
+def write_index(folder: Path | None, layout: Mapping[str, Any] | None, written: list[str]) -> None:
+    """Write a sharded checkpoint's ``model.safetensors.index.json`` as recorded, into ``folder``; append its path."""
     if folder is not None and layout and layout.get("index_text") is not None:
         index_path = folder / Path(layout["index_name"]).name
         index_path.write_text(layout["index_text"])
         written.append(str(index_path))
-    return written

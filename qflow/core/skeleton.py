@@ -29,7 +29,7 @@ from qflow.core.errors import QuantumUnavailableError
 from qflow.core.plan import InputDigest, Plan, SolverReport, StageTimer
 from qflow.core.quantum import QuantumBudget, QuantumDevice, choose_device
 
-__all__ = ["PlanRun", "Progress", "quantum_step", "quantum_budget"]
+__all__ = ["PlanRun", "Progress", "input_sources", "quantum_step", "quantum_budget"]
 
 #: ``progress(fraction in 0..1, message)``.
 Progress = Callable[[float, str], None]
@@ -109,6 +109,15 @@ class PlanRun:
         return Plan(module=self.module, inputs=self.digests, config=self.config.model_dump(), solver=self.solver,
                     result=result, metrics=metrics, baselines=self.baselines, timings_s=self.timer.timings_s,
                     diagnostics=self.diagnostics)
+
+
+def input_sources(digests: list[InputDigest] | None) -> dict[str, str]:
+    """Input name -> the file it came from (the name itself when no file was given), for error messages.
+
+    >>> input_sources([InputDigest(name="tokens", sha256="", source="trace.csv"), InputDigest(name="graph", sha256="")])
+    {'tokens': 'trace.csv', 'graph': 'graph'}
+    """
+    return {d.name: (d.source or d.name) for d in digests or []}
 
 
 def quantum_budget(config: Any, heartbeat: Callable[[], None] | None = None) -> QuantumBudget:

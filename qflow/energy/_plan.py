@@ -23,7 +23,7 @@ from qflow.core.models import ModelArtifact
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import approximation_ratio, run_qaoa, solve_exact
 from qflow.core.quantum import choose_device
-from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
+from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.energy._apply import apply_commands, schedule_csv
 from qflow.energy._caps import choose_caps, current_clocks, fit_power_models
 from qflow.energy._levels import (
@@ -377,7 +377,7 @@ def plan_energy(inputs: EnergyInputs, config: EnergyConfig | dict[str, Any] | No
     >>> plan.metrics["lower_bound_w"], plan.metrics["horizon_slots"]
     (300.0, 5)
     """
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     run = PlanRun.start("energy", config, EnergyConfig, requested=_requested, progress=progress,
                         digests=digests if digests is not None else _input_digests(inputs))
     config = run.config

@@ -13,7 +13,7 @@ from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
 from qflow.core.limits import check_limit
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
-from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
+from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.hpo._classical import gp_slices, propose_gp, propose_random
 from qflow.hpo._distributed import DaskEvaluator, optimize_on_cluster, trial_evaluator
 from qflow.hpo._objectives import BENCHMARKS, Evaluator, Objective, benchmark_space, evaluate, evaluate_one, make_objective
@@ -201,7 +201,7 @@ def plan_hpo(
     """
     plan_run = PlanRun.start("hpo", config, HpoConfig, requested=_requested, progress=progress)
     config = plan_run.config
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     with plan_run.stage("validate"):
         given = _validate(space, history, dataset, config, names, plan_run.diagnostics)
     plan_run.digests = _input_digests(space, history, dataset, digests, given, config)

@@ -16,7 +16,7 @@ from qflow.core.io import RawInput, digest_mapping, load_table, parse_mapping, r
 from qflow.core.models import ModelArtifact
 from qflow.core.plan import Fallback, InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.quantum import QuantumBudget, QuantumDevice
-from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
+from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.nvlink._classifier import features_of, label_of, parse_logs, simulate_logs, train_classifier
 from qflow.nvlink._kernel import compare_kernels
 from qflow.nvlink._placement import HOST_TIE_BREAK, cut_cost, place_jobs, random_placement, round_robin_placement
@@ -294,7 +294,7 @@ def _requested_path(config: NvlinkConfig) -> str:
 def _validate(run: PlanRun, fabric: Fabric | Mapping[str, Any] | str, jobs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
               digests: list[InputDigest] | None) -> tuple[Fabric, list[Job]]:
     """Stage ``validate``: the parsed fabric and jobs (checked against its GPUs); digests when the caller gave none."""
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     with run.stage("validate"):
         if not isinstance(fabric, Fabric):
             fabric = parse_fabric(fabric, names.get("fabric", "fabric"))

@@ -13,7 +13,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.io import digest_frame, digest_mapping
 from qflow.core.plan import InputDigest, Plan
-from qflow.core.skeleton import PlanRun
+from qflow.core.skeleton import PlanRun, input_sources
 from qflow.routing._placement import Placement, contiguous, eplb_greedy, improve, lower_bound, place_layer, placement_metrics
 
 __all__ = ["PlacementConfig", "plan_placement", "load_matrix", "cluster_shape"]
@@ -125,7 +125,7 @@ def plan_placement(
         ``eplb`` and ``contiguous`` (no replication; when experts divide over GPUs).
     """
     run = PlanRun.start("placement", config, PlacementConfig, requested="placement", digests=digests)
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     with run.stage("validate"):
         matrix, expert_ids, layer_ids = load_matrix(loads, names.get("loads", "loads"))
         node_ids, gpu_ids, per_node = cluster_shape(model_graph, names.get("model_graph", "model_graph"))

@@ -15,7 +15,7 @@ from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mappin
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, QuantumDevice
-from qflow.core.skeleton import PlanRun, quantum_budget, quantum_step
+from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
     drop_penalty,
@@ -177,7 +177,7 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
 def _validate(run: PlanRun, frame: pd.DataFrame, model_graph: Mapping[str, Any] | nx.Graph,
               digests: list[InputDigest] | None) -> RoutingProblem:
     """Stages ``validate`` (the checked problem) and, when the caller passed no digests, ``digest``."""
-    names = {d.name: (d.source or d.name) for d in digests or []}
+    names = input_sources(digests)
     with run.stage("validate"):
         problem = build_problem(frame, model_graph, run.config, names.get("tokens", "tokens"),
                                 names.get("model_graph", "model_graph"))
