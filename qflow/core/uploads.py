@@ -19,7 +19,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from qflow.core.config import QflowConfig
 from qflow.core.plan import Plan
 
 __all__ = ["UPLOAD_PREFIX", "Upload", "run_command", "run_on_uploads", "run_on_uploads_keeping_artifacts",
-           "safe_file_name", "sweep_stale_upload_folders"]
+           "safe_file_name", "sweep_stale_upload_folders", "written_uploads"]
 
 #: Name prefix of every upload folder in the temporary directory.
 UPLOAD_PREFIX = "qflow-upload-"
@@ -104,8 +105,20 @@ def run_on_uploads(command: ModuleCommand, uploads: Mapping[str, Upload | None],
     decides whether that is allowed). Errors are the command's own
     (:class:`~qflow.core.errors.QflowError` for bad input).
     """
+    with written_uploads(command, uploads) as files:
+        return run_command(command, files, config, None, progress)
+
+
+@contextmanager
+def written_uploads(command: ModuleCommand, uploads: Mapping[str, Upload | None]) -> Iterator[dict[str, Path | None]]:
+    """``{input name: path}`` of ``uploads`` written into a private upload folder, removed on exit.
+
+    The files keep their own (sanitised) names, so the loaders' messages name
+    the uploaded file; the folder's name carries this process's id, so the
+    stale-folder sweep knows its owner.
+    """
     with _upload_folder() as tmp:
-        return run_command(command, _write_uploads(command, uploads, Path(tmp)), config, None, progress)
+        yield _write_uploads(command, uploads, Path(tmp))
 
 
 def _write_uploads(command: ModuleCommand, uploads: Mapping[str, Upload | None], tmp: Path) -> dict[str, Path | None]:

@@ -30,7 +30,7 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
-from qflow.routing._plan_topk import cluster_fields, route_and_measure_topk, topk_metrics
+from qflow.routing._plan_topk import cluster_fields, optimum_metrics, route_and_measure_topk, topk_metrics
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
 from qflow.routing._topk import aux_loss_free_routing, route_topk, topk_gating
@@ -209,23 +209,8 @@ def _optimum_metrics(run: PlanRun, problem: RoutingProblem, u: np.ndarray, exper
     with run.stage("bound"):
         bound_prices = prices if prices is not None else route_balanced(u, w, capacity, penalty=penalty).prices
         bound = dual_bound(u, w, capacity, bound_prices, penalty)
-    metrics: dict[str, Any] = {"objective_upper_bound": bound, "gap_to_upper_bound": _relative_gap(bound, plan_value),
-                               "affinity_gap_to_optimum": None, "optimum_kind": None}
-    if 0 < problem.n_tokens <= config.exact_max_tokens:
-        with run.stage("exact"):
-            exact = exact_optimum(u, w, capacity, penalty, prices=bound_prices)
-        # The LP optimum is itself an upper bound, and the tightest one.
-        metrics["objective_upper_bound"] = min(bound, exact["value"])
-        metrics["gap_to_upper_bound"] = _relative_gap(metrics["objective_upper_bound"], plan_value)
-        metrics["objective_optimum"] = exact["value"]
-        metrics["optimum_kind"] = exact["kind"]
-        metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], plan_value)
-    elif config.exact_max_tokens:
-        run.note(
-            f"exact optimum skipped: {problem.n_tokens} tokens > exact_max_tokens={config.exact_max_tokens}; "
-            "gap_to_upper_bound is a certified bound instead"
-        )
-    return metrics
+    return optimum_metrics(bound, plan_value, problem.n_tokens, config.exact_max_tokens, run.stage, run.note,
+                           lambda: exact_optimum(u, w, capacity, penalty, prices=bound_prices))
 
 
 def _quantum_metrics(quantum: QuantumReport | None, config: RoutingConfig) -> dict[str, Any]:
@@ -354,10 +339,6 @@ def _tokens_moved_by_source(quantum: QuantumReport | None, *, simulated: bool) -
             source = "exact" if simulated or block["applied_from"] != "qaoa" else "qaoa"
             moved[source] += int(block["tokens_moved"])
     return moved
-
-
-def _relative_gap(reference: float, value: float) -> float:
-    return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
 
 def _run_quantum(problem, u, w, expert, capacity, config, solver, diagnostics, heartbeat=None):

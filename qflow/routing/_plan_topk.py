@@ -6,6 +6,8 @@ unchanged; see :mod:`qflow.routing._topk` for the solver and the bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -109,21 +111,9 @@ def route_and_measure_topk(
     value = topk_objective(u, w, routed.experts, penalty)
     with timer.stage("bound"):
         bound, _ = tightened_topk_bound(u_route, w, capacity, routed.prices, penalty, k, value)
-    metrics["objective_upper_bound"] = bound
-    metrics["gap_to_upper_bound"] = _relative_gap(bound, value)
-    metrics["affinity_gap_to_optimum"] = None
-    metrics["optimum_kind"] = None
-    if 0 < problem.n_tokens <= config.exact_max_tokens:
-        with timer.stage("exact"):
-            exact = exact_optimum(u_route, w, capacity, penalty, prices=routed.prices, k=k)
-        metrics["objective_upper_bound"] = min(bound, exact["value"])
-        metrics["gap_to_upper_bound"] = _relative_gap(metrics["objective_upper_bound"], value)
-        metrics["objective_optimum"] = exact["value"]
-        metrics["optimum_kind"] = exact["kind"]
-        metrics["affinity_gap_to_optimum"] = _relative_gap(exact["value"], value)
-    elif config.exact_max_tokens:
-        diagnostics.append(f"exact optimum skipped: {problem.n_tokens} tokens > exact_max_tokens={config.exact_max_tokens}; "
-                           "gap_to_upper_bound is a certified bound instead")
+    metrics.update(optimum_metrics(
+        bound, value, problem.n_tokens, config.exact_max_tokens, timer.stage, diagnostics.append,
+        lambda: exact_optimum(u_route, w, capacity, penalty, prices=routed.prices, k=k)))
     metrics["router_iterations"] = routed.iterations
     metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
     metrics["top_k"] = k
@@ -166,7 +156,33 @@ def _node_limit_applies(problem: RoutingProblem, config: RoutingConfig, diagnost
     return True
 
 
-def _relative_gap(reference: float, value: float) -> float:
+def optimum_metrics(bound: float, value: float, n_tokens: int, exact_max_tokens: int,
+                    stage: Callable[[str], AbstractContextManager[None]], note: Callable[[str], None],
+                    solve_exact: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The plan's objective ``value`` against a certified upper ``bound`` and, up to ``exact_max_tokens``, the optimum.
+
+    ``solve_exact()`` (run as stage ``exact``) returns the LP optimum's
+    ``value`` and ``kind``; the optimum is itself an upper bound, and the
+    tightest one. Above the size limit ``note`` says the gap is the bound's.
+    """
+    metrics: dict[str, Any] = {"objective_upper_bound": bound, "gap_to_upper_bound": relative_gap(bound, value),
+                               "affinity_gap_to_optimum": None, "optimum_kind": None}
+    if 0 < n_tokens <= exact_max_tokens:
+        with stage("exact"):
+            exact = solve_exact()
+        metrics["objective_upper_bound"] = min(bound, exact["value"])
+        metrics["gap_to_upper_bound"] = relative_gap(metrics["objective_upper_bound"], value)
+        metrics["objective_optimum"] = exact["value"]
+        metrics["optimum_kind"] = exact["kind"]
+        metrics["affinity_gap_to_optimum"] = relative_gap(exact["value"], value)
+    elif exact_max_tokens:
+        note(f"exact optimum skipped: {n_tokens} tokens > exact_max_tokens={exact_max_tokens}; "
+             "gap_to_upper_bound is a certified bound instead")
+    return metrics
+
+
+def relative_gap(reference: float, value: float) -> float:
+    """``(reference - value) / |reference|``, floored at 0."""
     return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
 
