@@ -55,6 +55,7 @@ import torch
 
 from qflow.attention._blocksparse import KeyBlockIndex, _bounds, _Keys, blocksparse_topk
 from qflow.attention._classical import dense_attention, random_k_attention, relative_error, sparse_attention
+from qflow.attention._kernels import warm_up
 
 D = 64
 SEGMENT = 32
@@ -284,6 +285,8 @@ def main() -> None:
         bench_pruner(args.pruner, args.threshold)
         return
     CLOCK["now"] = make_clock(torch.get_num_threads() == 1)
+    # numba compiles the selection kernels on first use (or loads them from its on-disk cache): done here, untimed.
+    print(f"numba kernels compiled or loaded from cache in {warm_up():.2f} s (before any timed call)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     clock = "thread CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f}, float32, best of "

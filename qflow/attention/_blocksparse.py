@@ -34,12 +34,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qflow.attention._kernels import MAX_GROUPS, MIN_GROUP_WIDTH, NO_KEY, merge_topk
 from qflow.core.threads import one_torch_thread
 
-__all__ = ["BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
+__all__ = ["ATTENTION_MIN_BLOCKS", "BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
 
 #: Keys per block (a Quest page).
 BLOCK = 32
+#: Key blocks below which bounds cannot prune anything worth their cost.
+MIN_BLOCKS = 4
+#: Key blocks below which sparse attention scores every key: the bounds path's work per tile of queries (a bounds
+#: matmul, a top-k, a union of blocks, two merges) costs more than the scores it saves. Measured (bench/attention.py,
+#: one thread, local keys, d = 64): at 1,024 keys (32 blocks) bounds computing 20 % of the scores took 2.2x the
+#: dense path's time; at 4,096 (128 blocks) computing 13 %, 1.15x.
+ATTENTION_MIN_BLOCKS = 64
 #: Share of scores above which a tile's bounds are judged not worth it and the rest goes dense.
 PRUNE_LIMIT = 0.5
 #: Score scratch held at once, as a share of the dense n_q x n matrix (for inputs large enough to matter).
@@ -98,7 +106,7 @@ class SelectionStats:
 
 
 def tile_shape(n_q: int, n: int, block: int = BLOCK) -> tuple[int, int]:
-    """Queries per tile and keys per chunk so a tile's scores stay within the scratch budget.
+    """Queries per tile and keys per chunk so a tile's scores (and their group maxima) stay within the scratch budget.
 
     Returns
     -------
@@ -108,7 +116,8 @@ def tile_shape(n_q: int, n: int, block: int = BLOCK) -> tuple[int, int]:
         Key blocks scored at once (at least 1).
     """
     budget = max(int(SCRATCH_SHARE * n_q * n), MIN_SCRATCH)
-    tile = max(1, min(MAX_TILE, n_q, budget // max(n, 1)))
+    row = n + min(MAX_GROUPS, n // MIN_GROUP_WIDTH)  # a query's scores and its column-group maxima (see _kernels)
+    tile = max(1, min(MAX_TILE, n_q, budget // max(row, 1)))
     chunk_blocks = max(1, min(math.ceil(n / block), budget // (tile * block)))
     return tile, chunk_blocks
 
@@ -276,22 +285,19 @@ def _sorted_by_value_then_column(values: torch.Tensor, cols: torch.Tensor, k: in
 
 
 class _Running:
-    """Each query's best ``k`` (value, key) so far, merged chunk by chunk."""
+    """Each query's best ``k`` (value, key) so far, best first, merged chunk by chunk by the compiled kernel.
+
+    Empty slots are ``(-inf, NO_KEY)``: a real key, even at ``-inf``, ranks before them.
+    """
 
     def __init__(self, t: int, k: int) -> None:
         self.k = k
         self.values = torch.full((t, k), -math.inf)
-        self.cols = torch.full((t, k), -1, dtype=torch.int64)
-        self.empty = True
+        self.cols = torch.full((t, k), NO_KEY, dtype=torch.int64)
 
-    def merge(self, values: torch.Tensor, cols: torch.Tensor, block: int) -> None:
-        values, cols = exact_topk(values, cols, self.k, stages=True)
-        if self.empty:  # already the chunk's exact top k, in order
-            self.values, self.cols = values, cols.expand(values.shape[0], -1) if cols.dim() == 1 else cols
-        else:
-            both_v, both_c = torch.cat([self.values, values], dim=1), torch.cat([self.cols, cols], dim=1)
-            self.values, self.cols = exact_topk(both_v, both_c, self.k)
-        self.empty = False
+    def merge(self, values: torch.Tensor, cols: torch.Tensor) -> int:
+        """Merge scores (T, m) of keys ``cols`` (m,) in; returns the kernel's scratch elements besides ``values``."""
+        return merge_topk(values, cols, self.values, self.cols)
 
 
 class _Keys:
@@ -323,10 +329,10 @@ def _score_blocks(q, keys: _Keys, ids: torch.Tensor, running: _Running, chunk_bl
     for start in range(0, ids.numel(), chunk_blocks):
         part = ids[start:start + chunk_blocks]
         scores, cols = keys.score(q, part)
-        stats.scratch_elements = max(stats.scratch_elements, scores.numel() + running.values.numel())
         stats.scores_computed += q.shape[0] * (scores.shape[1] - int(cols[-1]) - 1 + keys.n if int(cols[-1]) >= keys.n
                                                else scores.shape[1])
-        running.merge(scores, cols, keys.block)
+        kernel_scratch = running.merge(scores, cols)
+        stats.scratch_elements = max(stats.scratch_elements, scores.numel() + running.values.numel() + kernel_scratch)
 
 
 def _sampled_block_share(q: torch.Tensor, keys: _Keys, top_k: int, chunk_blocks: int, stats: SelectionStats) -> float:
@@ -376,7 +382,7 @@ def _tile_with_bounds(q, keys: _Keys, top_k: int, chunk_blocks: int, stats: Sele
 
 def blocksparse_topk(
     q: torch.Tensor, k: torch.Tensor, top_k: int, *, block: int = BLOCK, use_bounds: bool = True,
-    prune_limit: float = PRUNE_LIMIT, tick: Tick | None = None,
+    prune_limit: float = PRUNE_LIMIT, min_blocks: int = MIN_BLOCKS, tick: Tick | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
     """Exact top-k keys of every query, scoring only blocks that can reach its k-th score.
 
@@ -393,6 +399,8 @@ def blocksparse_topk(
     prune_limit : float
         A tile whose bounds leave more than this share of the key blocks to
         score switches the remaining tiles to the dense path.
+    min_blocks : int
+        With fewer key blocks every key is scored (the dense path), bounds unused.
     tick : callable, optional
         ``tick(fraction_done)`` after every tile (a cancel raised there stops the work).
 
@@ -406,11 +414,11 @@ def blocksparse_topk(
     """
     if q.shape[0] * k.shape[0] <= SMALL_PROBLEM:
         with one_torch_thread():
-            return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
-    return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick)
+            return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, min_blocks, tick)
+    return _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, min_blocks, tick)
 
 
-def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
+def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, min_blocks, tick) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
     """:func:`blocksparse_topk` with torch's thread count already chosen."""
     n_q, n = int(q.shape[0]), int(k.shape[0])
     keys = _Keys(k, block)
@@ -418,8 +426,11 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, tick) -> tupl
     stats = SelectionStats(scores_total=n_q * n)
     if not use_bounds or prune_limit <= 0:
         stats.path, stats.reason = "dense", "bounds not requested (topk_bounds_limit = 0)"
-    elif keys.nb < 4:
+    elif keys.nb < MIN_BLOCKS:
         stats.path, stats.reason = "dense", f"{keys.nb} key blocks: too few to prune"
+    elif keys.nb < min_blocks:
+        stats.path, stats.reason = "dense", (f"{keys.nb} key blocks (under {min_blocks}): every key scored densely, which "
+                                             "costs less than the bounds' work per tile of queries at this length")
     elif n_q >= 4 * SAMPLE_QUERIES:
         sample_share = _sampled_block_share(q, keys, top_k, max(1, tile * chunk_blocks // SAMPLE_QUERIES), stats)
         if sample_share > prune_limit:

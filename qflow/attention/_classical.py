@@ -8,14 +8,24 @@ Every function takes already validated float32 arrays/tensors (see
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qflow.attention._blocksparse import BLOCK, PRUNE_LIMIT, SelectionStats, Tick, blocksparse_topk
+from qflow.attention._blocksparse import (
+    ATTENTION_MIN_BLOCKS,
+    BLOCK,
+    PRUNE_LIMIT,
+    SMALL_PROBLEM,
+    SelectionStats,
+    Tick,
+    blocksparse_topk,
+)
 from qflow.attention._checkpoint import PROJECTIONS, AttentionWeights
+from qflow.attention._kernels import attend
 from qflow.core.threads import one_torch_thread
 
 __all__ = [
@@ -105,14 +115,19 @@ def topk_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int =
 
 def sparse_attention(q, k, v, top_k: int, *, use_bounds: bool = True, block: int = BLOCK, prune_limit: float = PRUNE_LIMIT,
                      tick: Tick | None = None) -> tuple[torch.Tensor, torch.Tensor, SelectionStats]:
-    """:func:`topk_attention`, also returning what the selection computed (:class:`SelectionStats`)."""
+    """:func:`topk_attention`, also returning what the selection computed (:class:`SelectionStats`).
+
+    Under ``ATTENTION_MIN_BLOCKS`` key blocks every key is scored (the dense
+    path, recorded in the stats' reason). The softmax over each query's k
+    scores and the weighted sum of its k value rows run in one compiled pass
+    (:func:`~qflow.attention._kernels.attend`).
+    """
     q, k, v = _t(q), _t(k), _t(v)
     scale = 1.0 / math.sqrt(q.shape[1])
     values, idx, stats = blocksparse_topk(q * scale, k, top_k, block=block, use_bounds=use_bounds, prune_limit=prune_limit,
-                                          tick=tick)
-    step = _gather_rows(min(top_k * v.shape[1], v.shape[0]), 1)
-    outs = [_gathered(torch.softmax(values[s:s + step], dim=1), idx[s:s + step], v) for s in range(0, q.shape[0], step)]
-    return torch.cat(outs), idx, stats
+                                          min_blocks=ATTENTION_MIN_BLOCKS, tick=tick)
+    with one_torch_thread() if q.shape[0] * k.shape[0] <= SMALL_PROBLEM else nullcontext():
+        return attend(values, idx, v), idx, stats
 
 
 def _gather_rows(top_k: int, width: int) -> int:

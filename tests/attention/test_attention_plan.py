@@ -103,7 +103,7 @@ class TestPlan:
                                        "train_steps": 10}, digests=digests)
         m, r = plan.metrics, plan.result
         assert plan.solver.requested == "topk_bounds+qaoa+qpe+infonce+svd_prune"
-        # 256 keys in 8 blocks: the bounds of the first tile leave too much to score, so it is dense, and said so.
+        # 256 keys in 8 blocks: too few for bounds to pay for their work, so it is dense, and said so.
         assert plan.solver.ran == "topk_dense+qaoa+qpe+infonce+svd_prune"
         assert plan.solver.fallbacks[0].reason == r["topk_search"]["reason"] and "scored densely" in r["topk_search"]["reason"]
         assert m["qpe_recovery_accuracy"] == 1.0 and m["position_encoding_relative_error"] == 0.0  # 2^8 >= 256
