@@ -31,10 +31,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
-from qflow.attention._kernels import MAX_GROUPS, MIN_GROUP_WIDTH, NO_KEY, merge_topk
+from qflow.attention._kernels import MAX_GROUPS, MAX_KEYS, MIN_GROUP_WIDTH, NO_KEY, merge_topk
 from qflow.core.threads import one_torch_thread
 
 __all__ = ["ATTENTION_MIN_BLOCKS", "BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
@@ -307,30 +308,48 @@ class _Keys:
         self.n, self.block = int(k.shape[0]), block
         self.blocks, self.lo, self.hi = _padded_blocks(k, block)
         self.nb = self.blocks.shape[0]
+        if self.nb * block >= MAX_KEYS:
+            raise ValueError(f"at most {MAX_KEYS - block} keys, got {self.n}")
         self.absmax = float(torch.maximum(self.hi.amax(), -self.lo.amin()))
         self.flat = self.blocks.reshape(self.nb * block, -1)
 
-    def score(self, q: torch.Tensor, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact scores (T, len(block_ids) * block) of queries ``q`` (T, d) against blocks ``block_ids`` (ascending)."""
-        first, count = int(block_ids[0]), block_ids.numel()
-        if int(block_ids[-1]) - first + 1 == count:  # a contiguous run: a view, no copy
+    @cached_property
+    def every(self) -> torch.Tensor:
+        """Every block id (nb,): the dense path's, made once (``score`` knows it by identity)."""
+        return torch.arange(self.nb)
+
+    @cached_property
+    def every_col(self) -> torch.Tensor:
+        """Every column's key index (nb * block,), made once."""
+        return torch.arange(self.nb * self.block)
+
+    def score(self, q: torch.Tensor, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Exact scores (T, len(block_ids) * block) of queries ``q`` (T, d) against blocks ``block_ids`` (ascending).
+
+        Returns the scores, each column's key index, and how many columns are real keys (the rest are the
+        last block's padding, scored ``-inf``).
+        """
+        count = block_ids.numel()
+        first, last = (0, self.nb - 1) if block_ids is self.every else (int(block_ids[0]), int(block_ids[-1]))
+        if last - first + 1 == count:  # a contiguous run: a view, no copy
             keys = self.flat[first * self.block:(first + count) * self.block]
+            cols = self.every_col[first * self.block:(first + count) * self.block]
         else:
             keys = self.blocks[block_ids].reshape(-1, self.blocks.shape[2])
-        cols = (block_ids[:, None] * self.block + torch.arange(self.block)).reshape(-1)
+            cols = (block_ids[:, None] * self.block + torch.arange(self.block)).reshape(-1)
         scores = q @ keys.T
-        if int(block_ids[-1]) == self.nb - 1 and self.n % self.block:
-            scores[:, scores.shape[1] - (self.block - self.n % self.block):] = -math.inf  # padding copies of the last key
-        return scores, cols
+        padding = self.block - self.n % self.block if last == self.nb - 1 and self.n % self.block else 0
+        if padding:
+            scores[:, scores.shape[1] - padding:] = -math.inf  # padding copies of the last key
+        return scores, cols, scores.shape[1] - padding
 
 
 def _score_blocks(q, keys: _Keys, ids: torch.Tensor, running: _Running, chunk_blocks: int, stats: SelectionStats) -> None:
     """Score blocks ``ids`` for the tile ``q`` in chunks and merge them into ``running``."""
     for start in range(0, ids.numel(), chunk_blocks):
-        part = ids[start:start + chunk_blocks]
-        scores, cols = keys.score(q, part)
-        stats.scores_computed += q.shape[0] * (scores.shape[1] - int(cols[-1]) - 1 + keys.n if int(cols[-1]) >= keys.n
-                                               else scores.shape[1])
+        part = ids if start == 0 and ids.numel() <= chunk_blocks else ids[start:start + chunk_blocks]
+        scores, cols, real = keys.score(q, part)
+        stats.scores_computed += q.shape[0] * real
         kernel_scratch = running.merge(scores, cols)
         stats.scratch_elements = max(stats.scratch_elements, scores.numel() + running.values.numel() + kernel_scratch)
 
@@ -347,7 +366,7 @@ def _sampled_block_share(q: torch.Tensor, keys: _Keys, top_k: int, chunk_blocks:
     picks = torch.linspace(0, q.shape[0] - 1, min(SAMPLE_QUERIES, q.shape[0])).round().long().unique()
     sample = q[picks]
     running = _Running(sample.shape[0], top_k)
-    _score_blocks(sample, keys, torch.arange(keys.nb), running, chunk_blocks, stats)
+    _score_blocks(sample, keys, keys.every, running, chunk_blocks, stats)
     tau = running.values[:, -1] - _rounding_margin(sample, keys.absmax)
     reach = _bounds(sample, keys.lo, keys.hi) >= tau[:, None]
     return float(reach.float().mean())
@@ -437,7 +456,6 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, min_blocks, t
             stats.path = "dense"
             stats.reason = (f"on a sample of {min(SAMPLE_QUERIES, n_q)} queries the bounds of {sample_share:.0%} of the key "
                             f"blocks reach a query's k-th score (over {prune_limit:.0%}): scored densely")
-    every_block = torch.arange(keys.nb)
     order = _query_order(q, keys, tile) if stats.path == "bounds" else None
     rows_in_order = q if order is None else q[order]
     values, idx = [], []
@@ -458,7 +476,7 @@ def _blocksparse_topk(q, k, top_k, block, use_bounds, prune_limit, min_blocks, t
         else:
             stats.tiles_dense += 1
             running = _Running(rows.shape[0], top_k)
-            _score_blocks(rows, keys, every_block, running, chunk_blocks, stats)
+            _score_blocks(rows, keys, keys.every, running, chunk_blocks, stats)
         values.append(running.values)
         idx.append(running.cols)
         start += size

@@ -45,6 +45,8 @@ __all__ = ["NO_KEY", "RANK_LIMIT", "attend", "candidate_elements", "groups_for",
 
 #: Key index of an empty slot of a running top k: past every real key, so the tie rule ranks it last.
 NO_KEY = np.iinfo(np.int64).max
+#: Key indices are below this (they fill 32 bits of a candidate's order key, see _order_key).
+MAX_KEYS = (1 << 32) - 1
 #: Candidates up to which ranks are counted (quadratic, vectorised); above it they are inserted one by one.
 RANK_LIMIT = 96
 #: Column groups of the threshold at most (a row of m columns uses at most m / MIN_GROUP_WIDTH of them).
@@ -89,56 +91,55 @@ def _threshold(maxima, k, floor):
     return max(lo, floor)
 
 
-@njit(cache=True, nogil=True)
-def _beats(x, xc, y, yc):
-    """True when (value x, key xc) ranks before (y, yc): higher value, or equal value and lower key."""
-    return x > y or (x == y and xc < yc)
+@njit(cache=True, nogil=True, inline="always")
+def _order_key(x, key):
+    """One int64 that orders (value, key) pairs as the tie rule does: higher value first, then lower key.
+
+    The high 32 bits are the float's bits made order-preserving as a signed
+    integer (negative floats' magnitude bits flipped; -0.0 first made +0.0,
+    which compares equal to it), the low 32 bits ``2**32 - 1 - key`` (keys
+    below ``2**32 - 1``). One integer comparison, which vectorises, replaces
+    a value comparison and a key comparison on ties.
+    """
+    bits = np.int64(np.float32(x + np.float32(0.0)).view(np.int32))
+    if bits < 0:
+        bits = bits ^ 0x7FFFFFFF
+    return (bits << 32) | (0xFFFFFFFF - key)
 
 
 @njit(cache=True, nogil=True)
-def _place_by_rank(buf_v, buf_c, count, run_v, run_c):
-    """The top ``k`` of ``count`` candidates with distinct keys, by counting each one's rank; writes run_v/run_c (k,)."""
+def _place(buf_v, buf_c, buf_u, count, run_v, run_c):
+    """The top k of ``count`` candidates with distinct keys into run_v/run_c (k,), best first.
+
+    A few (up to ``RANK_LIMIT``): each one's rank is the count of candidates
+    that beat it (quadratic, vectorised). Many (ties): inserted one by one
+    into the sorted top k.
+    """
     k = run_v.shape[0]
     for i in range(k):
         run_v[i], run_c[i] = -np.inf, NO_KEY
     for i in range(count):
-        x, key = buf_v[i], buf_c[i]
-        higher = 0
-        ties = 0
-        for j in range(count):  # two branch-free counts; the key order matters only among equal values
-            higher += buf_v[j] > x
-            ties += buf_v[j] == x
-        rank = higher
-        if ties > 1:
-            for j in range(count):
-                rank += buf_v[j] == x and buf_c[j] < key
-        if rank < k:
-            run_v[rank], run_c[rank] = x, key
-
-
-@njit(cache=True, nogil=True)
-def _place_by_insertion(buf_v, buf_c, count, run_v, run_c):
-    """The top ``k`` of ``count`` candidates, inserted one by one into the sorted run_v/run_c (k,); O(count k)."""
-    k = run_v.shape[0]
-    for i in range(k):
-        run_v[i], run_c[i] = -np.inf, NO_KEY
-    for i in range(count):
-        x, key = buf_v[i], buf_c[i]
-        if _beats(x, key, run_v[k - 1], run_c[k - 1]):
-            pos = k - 1
-            while pos > 0 and _beats(x, key, run_v[pos - 1], run_c[pos - 1]):
-                run_v[pos], run_c[pos] = run_v[pos - 1], run_c[pos - 1]
-                pos -= 1
-            run_v[pos], run_c[pos] = x, key
-
-
-@njit(cache=True, nogil=True)
-def _place(buf_v, buf_c, count, run_v, run_c):
-    """The top k of ``count`` candidates into run_v/run_c: by rank for a few, by insertion for many (ties)."""
+        buf_u[i] = _order_key(buf_v[i], buf_c[i])
     if count <= RANK_LIMIT:
-        _place_by_rank(buf_v, buf_c, count, run_v, run_c)
-    else:
-        _place_by_insertion(buf_v, buf_c, count, run_v, run_c)
+        for i in range(count):
+            mine = buf_u[i]
+            rank = 0
+            for j in range(count):
+                rank += buf_u[j] > mine
+            if rank < k:
+                run_v[rank], run_c[rank] = buf_v[i], buf_c[i]
+        return
+    filled = 0
+    for i in range(count):
+        mine = buf_u[i]
+        if filled == k and mine < buf_u[k - 1]:
+            continue
+        pos = min(filled, k - 1)
+        while pos > 0 and mine > buf_u[pos - 1]:  # the sorted top k so far lives in buf_u[:k] (already read)
+            buf_u[pos], run_v[pos], run_c[pos] = buf_u[pos - 1], run_v[pos - 1], run_c[pos - 1]
+            pos -= 1
+        buf_u[pos], run_v[pos], run_c[pos] = mine, buf_v[i], buf_c[i]
+        filled = min(filled + 1, k)
 
 
 @njit(cache=True, nogil=True)
@@ -153,12 +154,12 @@ def _kept_running(run_v, run_c, t, buf_v, buf_c):
 
 
 @njit(cache=True, nogil=True)
-def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c):
+def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c, buf_u):
     """Merge one row of scores (m,) with keys ``cols`` (m,) into its running top k (run_v, run_c: (k,), best first).
 
     ``maxima`` (G,) are the row's maxima over the columns ``g, g + G, ...`` of
     the first ``m - m % G`` columns; the remaining columns are folded in here.
-    ``buf_v``/``buf_c`` hold the candidates (at least ``2 k + 1``); when they
+    ``buf_v``/``buf_c``/``buf_u`` hold the candidates (at least ``2 k + 1``); when they
     fill up (many ties), the top k so far is placed, the threshold rises to
     its k-th value and collection goes on.
     """
@@ -173,12 +174,12 @@ def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c):
     for j in range(m):
         if row[j] >= t:
             if count == cap:
-                _place(buf_v, buf_c, count, run_v, run_c)
+                _place(buf_v, buf_c, buf_u, count, run_v, run_c)
                 t = max(t, run_v[k - 1])
                 count = _kept_running(run_v, run_c, t, buf_v, buf_c)
             buf_v[count], buf_c[count] = row[j], cols[j]
             count += 1
-    _place(buf_v, buf_c, count, run_v, run_c)
+    _place(buf_v, buf_c, buf_u, count, run_v, run_c)
 
 
 @njit(cache=True, nogil=True)
@@ -187,8 +188,9 @@ def _merge_span(scores, maxima, cols, run_v, run_c, first, stop):
     cap = _candidate_cap(run_v.shape[1])
     buf_v = np.empty(cap, np.float32)
     buf_c = np.empty(cap, np.int64)
+    buf_u = np.empty(cap, np.int64)
     for r in range(first, stop):
-        _merge_row(scores[r], maxima[r], cols, run_v[r], run_c[r], buf_v, buf_c)
+        _merge_row(scores[r], maxima[r], cols, run_v[r], run_c[r], buf_v, buf_c, buf_u)
 
 
 @njit(cache=True, nogil=True)
@@ -253,8 +255,8 @@ def groups_for(m: int, k: int) -> int:
 
 
 def candidate_elements(k: int) -> int:
-    """Scratch of one candidate buffer in float32 elements (a float32 value and an int64 key per candidate)."""
-    return 3 * (2 * k + RANK_LIMIT)
+    """Scratch of one candidate buffer in float32 elements (a float32 value and two int64 per candidate)."""
+    return 5 * (2 * k + RANK_LIMIT)
 
 
 def merge_topk(scores: torch.Tensor, cols: torch.Tensor, run_v: torch.Tensor, run_c: torch.Tensor) -> int:
@@ -265,7 +267,7 @@ def merge_topk(scores: torch.Tensor, cols: torch.Tensor, run_v: torch.Tensor, ru
     scores : tensor of shape (T, m), float32
         ``-inf`` allowed (masked keys), NaN not.
     cols : tensor of shape (m,), int64
-        Key index of each column (distinct from the keys already in ``run_c``).
+        Key index of each column, below ``MAX_KEYS`` (distinct from the keys already in ``run_c``).
     run_v, run_c : tensors of shape (T, k), float32 and int64, C-contiguous
         Each row's best k so far, best first (value descending, then key
         ascending); empty slots ``(-inf, NO_KEY)``. Updated in place.
