@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from numba import njit
 
-__all__ = ["NO_KEY", "RANK_LIMIT", "attend", "candidate_elements", "groups_for", "merge_topk", "warm_up"]
+__all__ = ["NO_KEY", "RANK_LIMIT", "attend", "candidate_elements", "groups_for", "merge_topk", "merge_topk_arrays", "threads_for",
+           "warm_up"]
 
 #: Key index of an empty slot of a running top k: past every real key, so the tie rule ranks it last.
 NO_KEY = np.iinfo(np.int64).max
@@ -221,7 +222,7 @@ def _attend_span(values, idx, v, out, first, stop):
             out[r, c] = acc[c] * inverse
 
 
-def _threads(work: int) -> int:
+def threads_for(work: int) -> int:
     """Threads for ``work`` elements: torch's intra-op thread count (1 for small work)."""
     return 1 if work < PARALLEL_MIN else max(1, torch.get_num_threads())
 
@@ -285,10 +286,19 @@ def merge_topk(scores: torch.Tensor, cols: torch.Tensor, run_v: torch.Tensor, ru
         maxima = scores[:, :m - m % groups].view(t, -1, groups).amax(dim=1)
     else:
         maxima = torch.empty(t, 0)
-    args = (scores.numpy(), maxima.numpy(), cols.contiguous().numpy(), run_v.numpy(), run_c.numpy())
-    threads = min(_threads(t * m), t)
-    _split_rows(_merge_span, args, t, threads)
+    threads = min(threads_for(t * m), t)
+    merge_topk_arrays(scores.numpy(), maxima.numpy(), cols.contiguous().numpy(), run_v.numpy(), run_c.numpy(), threads)
     return t * groups + threads * candidate_elements(k)
+
+
+def merge_topk_arrays(scores: np.ndarray, maxima: np.ndarray, cols: np.ndarray, run_v: np.ndarray, run_c: np.ndarray,
+                      threads: int) -> None:
+    """:func:`merge_topk` on C-contiguous numpy arrays with the group maxima (T, G) given, on ``threads`` threads.
+
+    The entry for callers that keep their own buffers (a torch call costs
+    microseconds; a tile of scores is selected in tens of them).
+    """
+    _split_rows(_merge_span, (scores, maxima, cols, run_v, run_c), scores.shape[0], threads)
 
 
 def attend(values: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -299,7 +309,7 @@ def attend(values: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Te
     values, idx, v = values.contiguous(), idx.contiguous(), v.contiguous()
     out = np.empty((values.shape[0], v.shape[1]), np.float32)
     args = (values.numpy(), idx.numpy(), v.numpy(), out)
-    threads = min(_threads(values.numel() * v.shape[1]), max(values.shape[0], 1))
+    threads = min(threads_for(values.numel() * v.shape[1]), max(values.shape[0], 1))
     _split_rows(_attend_span, args, values.shape[0], threads)
     return torch.from_numpy(out)
 

@@ -112,7 +112,7 @@ def test_rows_split_over_threads_give_the_same_result(monkeypatch):
     rows = rng.choice([-1.0, 0.0, 1.0], size=(37, 300)).astype(np.float32)
     cols = np.arange(300, dtype=np.int64)
     one = merged([(rows, cols)], 9)
-    monkeypatch.setattr(_kernels, "_threads", lambda work: 4)
+    monkeypatch.setattr(_kernels, "threads_for", lambda work: 4)
     split = merged([(rows, cols)], 9)
     assert np.array_equal(one[0], split[0]) and np.array_equal(one[1], split[1])
     values = torch.from_numpy(one[0]).contiguous()
@@ -122,7 +122,7 @@ def test_rows_split_over_threads_give_the_same_result(monkeypatch):
 
 def _attend_one_thread(values, idx, v):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_kernels, "_threads", lambda work: 1)
+        patch.setattr(_kernels, "threads_for", lambda work: 1)
         return attend(values, torch.from_numpy(idx), v)
 
 
