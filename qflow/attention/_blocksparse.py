@@ -15,11 +15,13 @@ the result is exact top-k (ties broken towards the lower key index).
 
 Where bounds prune too little (flat attention, keys with no positional
 locality) a few queries scored densely before any tile say so (or the first
-tiles do) and the rest is scored densely: every score computed, selected per
-tile by a threshold (the k-th highest maximum of column groups) that leaves
-about k + k/3 candidates for torch's topk. Either way scores are held for one
-tile and one key chunk at a time, never ``n_q x n``. For decoding,
-:class:`KeyBlockIndex` keeps the blocks' bounds as keys are appended.
+tiles do) and the rest is scored densely: every score computed. Either way
+each chunk of scores is merged into the queries' running top k by the
+compiled kernel of :mod:`qflow.attention._kernels` (a threshold from column
+group maxima, one collecting pass, candidates placed by rank), and scores
+are held for one tile and one key chunk at a time, never ``n_q x n``. For
+decoding, :class:`KeyBlockIndex` keeps the blocks' bounds as keys are
+appended.
 
 Why hand-written: torch and numpy have dense top-k only; Quest's kernels are
 CUDA and approximate (they keep whole pages). This is the exact variant on
@@ -48,7 +50,7 @@ from qflow.attention._kernels import (
 )
 from qflow.core.threads import one_torch_thread
 
-__all__ = ["ATTENTION_MIN_BLOCKS", "BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "exact_topk", "tile_shape"]
+__all__ = ["ATTENTION_MIN_BLOCKS", "BLOCK", "PRUNE_LIMIT", "KeyBlockIndex", "SelectionStats", "blocksparse_topk", "tile_shape"]
 
 #: Keys per block (a Quest page).
 BLOCK = 32
@@ -72,11 +74,6 @@ BOUNDS_TILE = 32
 SAMPLE_QUERIES = 16
 #: Tiles whose mean share of blocks scored decides between bounds and dense.
 PROBE_TILES = 4
-#: Column group widths of the staged selection (see :func:`exact_topk`), widest first: each stage keeps
-#: the k groups with the highest maxima, so torch's topk runs on m / group maxima and k * group candidates.
-SELECT_GROUPS = (32, 8)
-#: Group widths (widest first) whose k-th highest maximum is the threshold of :func:`_above_kth_group_max`.
-THRESHOLD_GROUPS = (32, 16, 8)
 #: Up to this many scores (n_q x n), one torch thread: many small ops, where OpenMP spin-waits cost more than they save.
 SMALL_PROBLEM = 1 << 22
 #: Scratch floor (elements, 256 KiB of float32): below it, splitting the work costs more than the memory it saves.
@@ -159,140 +156,6 @@ def _rounding_margin(q: torch.Tensor, k_absmax: float) -> torch.Tensor:
     u = 2.0 ** -24
     gamma = (d + 2) * u / (1 - (d + 2) * u)
     return 2 * gamma * q.abs().sum(dim=1) * k_absmax + 1e-30
-
-
-def exact_topk(values: torch.Tensor, cols: torch.Tensor, k: int, block: int | None = None,
-               stages: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``k`` of each row, highest first; among equal values the lower column wins.
-
-    Parameters
-    ----------
-    values : tensor of shape (T, m), float32
-    cols : tensor of shape (m,) or (T, m), int64
-        Global key index of each column.
-    k : int
-    block : int, optional
-        Group width of a two-stage selection, used when ``m`` is a multiple of
-        it and at least ``4 k block``: the ``k`` groups of ``block``
-        consecutive columns with the highest maxima hold every element at or
-        above the k-th value (each holds one such element, so the k-th value
-        is at least their smallest maximum). torch's ``topk`` is then run on
-        ``m / block`` maxima and ``k * block`` candidates instead of ``m``.
-    stages : bool
-        Without ``block``, pick the group width from ``SELECT_GROUPS`` at
-        every stage (the candidates of one stage may go through another).
-
-    Returns
-    -------
-    values, cols : tensors of shape (T, k)
-
-    >>> v = torch.tensor([[1.0, 3.0, 3.0, 2.0]])
-    >>> exact_topk(v, torch.arange(4), 2)[1].tolist()
-    [[1, 2]]
-    """
-    t, m = values.shape
-    if stages and block is None:
-        candidates = _above_kth_group_max(values, cols, k)
-        if candidates is not None:
-            return exact_topk(*candidates, k)
-    if block is None:
-        block = next((g for g in SELECT_GROUPS if m % g == 0 and m >= 4 * k * g), None) if stages else None
-    if block is not None and m % block == 0 and m >= 4 * k * block:
-        nb = m // block
-        # Reducing over a strided axis lets torch vectorise along the contiguous one (much faster than amax(dim=2)).
-        maxima = values.view(t, nb, block).transpose(1, 2).amax(dim=1)
-        top_blocks = maxima.topk(min(k + 1, nb), dim=1)
-        no_tie = nb == k or bool((top_blocks.values[:, k] < top_blocks.values[:, k - 1]).all())
-        if no_tie:
-            chosen = top_blocks.indices[:, :k].sort(dim=1).values  # ascending: keeps columns in key order
-            flat = (chosen[:, :, None] * block + torch.arange(block)).reshape(t, k * block)
-            picked_v = values.gather(1, flat)
-            picked_c = cols[flat] if cols.dim() == 1 else cols.gather(1, flat)
-            return exact_topk(picked_v, picked_c, k, stages=stages)
-    cols = cols.expand(t, m) if cols.dim() == 1 else cols
-    if m <= k:
-        return _sorted_by_value_then_column(values, cols, m)
-    top = values.topk(k + 1, dim=1, sorted=True)
-    top_v, top_c = top.values[:, :k], cols.gather(1, top.indices[:, :k])
-    # An equal pair among the first k + 1 values: the plain top-k may have taken a higher
-    # column, or listed equal values out of column order. Those rows are redone exactly.
-    tied = (top.values[:, 1:] == top.values[:, :-1]).any(dim=1)
-    if bool(tied.any()):
-        rows = torch.nonzero(tied).flatten()
-        top_v, top_c = top_v.clone(), top_c.clone()
-        top_v[rows], top_c[rows] = _sorted_by_value_then_column(values[rows], cols[rows], k)
-    return top_v, top_c
-
-
-def _above_kth_group_max(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Each row's elements at or above its k-th highest group maximum, packed left (T, c), or None where it does not apply.
-
-    The maxima of k disjoint groups are k distinct elements at or above the k-th
-    highest maximum, so the row's k-th value is too: every element of the top
-    k (and every tie with the k-th) is kept. Rows shorter than the widest are
-    padded with ``-inf`` at a column past every real one, which the tie rule
-    ranks last. torch's ``topk`` costs about the same per element at any k, so
-    it runs on ``m / group`` maxima and c (about k + k / 3 on random rows)
-    candidates instead of ``m`` columns; a mask and ``nonzero`` do the packing.
-    """
-    t, m = values.shape
-    group = next((g for g in THRESHOLD_GROUPS if m % g == 0 and m >= 2 * k * g), None)
-    if group is None:
-        return None
-    # Group j is the columns j, j + m/group, j + 2m/group, ...: spread along the row, so neighbouring high scores
-    # (keys with locality) fall in different groups and the k-th maximum stays near the k-th value; and torch
-    # reduces over a strided axis much faster than over a short contiguous one.
-    maxima = values.view(t, group, m // group).amax(dim=1)
-    if m // group >= 4 * k:
-        top = maxima.topk(k + 1, dim=1)
-        threshold = top.values[:, k - 1:k]
-        if bool((top.values[:, k] < top.values[:, k - 1]).all()) and bool((threshold > -math.inf).all()):
-            return _in_top_groups(values, cols, group, top.indices[:, :k], threshold)
-    else:
-        threshold = maxima.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    return _packed(values >= threshold, values, cols)
-
-
-def _packed(keep: torch.Tensor, values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``keep`` elements of each row packed left, (T, c): rows with fewer padded with ``-inf`` at a column past all."""
-    t = values.shape[0]
-    rows, at = keep.nonzero(as_tuple=True)
-    counts = torch.bincount(rows, minlength=t)  # a bool row sum is many times slower than this
-    slot = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows]
-    width = int(counts.max())
-    packed_v = torch.full((t, width), -math.inf)
-    packed_c = torch.full((t, width), torch.iinfo(torch.int64).max, dtype=torch.int64)
-    packed_v[rows, slot] = values[rows, at]
-    packed_c[rows, slot] = cols[at] if cols.dim() == 1 else cols[rows, at]
-    return packed_v, packed_c
-
-
-def _in_top_groups(values, cols, group: int, top_groups: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_above_kth_group_max` on wide rows: only the k groups whose maxima reach the threshold are read.
-
-    With no tie at the k-th maximum and a finite threshold, every element at or
-    above it lies in one of those k groups (any other group's maximum is
-    below it), so the mask and packing read ``k * group`` elements a row
-    instead of ``m``.
-    """
-    t, m = values.shape
-    n_groups = m // group
-    index = top_groups[:, None, :].expand(t, group, top_groups.shape[1])
-    picked = values.view(t, group, n_groups).gather(2, index).reshape(t, -1)
-    positions = (torch.arange(group)[None, :, None] * n_groups + top_groups[:, None, :]).reshape(t, -1)
-    packed_v, packed_pos = _packed(picked >= threshold, picked, positions)
-    real = packed_v > -math.inf  # the threshold is finite: -inf marks padding only
-    at = torch.where(real, packed_pos, 0)
-    packed_c = cols[at] if cols.dim() == 1 else cols.gather(1, at)
-    return packed_v, torch.where(real, packed_c, torch.iinfo(torch.int64).max)
-
-
-def _sorted_by_value_then_column(values: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """First ``k`` of each row ordered by value descending, then column ascending (two stable sorts)."""
-    by_col = torch.argsort(cols, dim=1, stable=True)
-    v, c = values.gather(1, by_col), cols.gather(1, by_col)
-    by_value = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
-    return v.gather(1, by_value), c.gather(1, by_value)
 
 
 class _Running:

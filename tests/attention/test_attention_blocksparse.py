@@ -13,7 +13,6 @@ from qflow.attention._blocksparse import (
     KeyBlockIndex,
     _Keys,
     blocksparse_topk,
-    exact_topk,
     tile_shape,
 )
 
@@ -108,17 +107,6 @@ def test_scratch_is_a_small_share_of_dense_scores_at_length():
     assert tile == 1 and chunk_blocks * 32 <= MIN_SCRATCH
 
 
-def test_two_stage_selection_and_its_tie_rule():
-    rng = np.random.default_rng(4)
-    values = torch.tensor(rng.normal(size=(6, 4096)), dtype=torch.float32)
-    values[0, 100:110] = 5.0  # ten equal maxima in neighbouring groups: the lower columns win
-    cols = torch.arange(4096)
-    top_v, top_c = exact_topk(values, cols, 4, block=8)
-    assert top_c[0].tolist() == [100, 101, 102, 103]
-    ref = values.topk(4, dim=1)
-    assert torch.equal(top_v[1:], ref.values[1:]) and torch.equal(top_c[1:], ref.indices[1:])
-
-
 def test_tick_reports_every_tile_and_a_raise_cancels():
     q, k = local_keys(np.random.default_rng(5))
     q = q.repeat(20, 1)  # 800 queries: several tiles
@@ -134,38 +122,6 @@ def test_tick_reports_every_tile_and_a_raise_cancels():
 
     with pytest.raises(Cancelled):
         blocksparse_topk(q, k, 4, block=16, tick=cancel)
-
-
-@pytest.mark.parametrize("fill", ["random", "wide random", "wide local", "ties", "minus inf"])
-def test_threshold_selection_equals_plain_selection(fill):
-    rng = np.random.default_rng(6)
-    if fill == "random":
-        values = torch.tensor(rng.normal(size=(50, 1024)), dtype=torch.float32)
-    elif fill.startswith("wide"):  # rows wide enough that only the top groups are read
-        values = torch.tensor(rng.normal(size=(20, 8192)), dtype=torch.float32)
-        if fill == "wide local":  # high scores on neighbouring columns, and one row with a tie at the k-th maximum
-            values[:, 3000:3100] += 6.0
-            values[0, [5, 6]] = 50.0
-    else:
-        values = small_ints(rng, (50, 1024), values=(-1.0, 0.0, 1.0, 2.0))
-    if fill == "minus inf":
-        values[:, 40:] = -torch.inf  # fewer finite values than k in no row, many -inf ties after them
-        values[0, :] = -torch.inf
-    cols = torch.arange(values.shape[1]) * 3  # global columns that are not positions
-    for k in (1, 7, 32):
-        staged_v, staged_c = exact_topk(values, cols, k, stages=True)
-        plain_v, plain_c = exact_topk(values, cols, k)
-        ref_v, ref_i = brute_force_rows(values, k)
-        assert torch.equal(staged_c, cols[ref_i]) and torch.equal(plain_c, cols[ref_i]), (fill, k)
-        assert torch.equal(staged_v, ref_v) and torch.equal(plain_v, ref_v)
-
-
-def brute_force_rows(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's top k by (value descending, position ascending)."""
-    v = values.numpy()
-    positions = np.broadcast_to(np.arange(v.shape[1]), v.shape)
-    idx = np.lexsort((positions, -v), axis=1)[:, :k]
-    return torch.from_numpy(np.take_along_axis(v, idx, axis=1)), torch.from_numpy(idx)
 
 
 @pytest.mark.parametrize("case", ["many ties", "extremes", "local segments"])
