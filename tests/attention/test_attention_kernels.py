@@ -153,3 +153,16 @@ def test_sparse_attention_scores_short_sequences_densely_and_says_why():
 
 def test_warm_up_reports_seconds():
     assert _kernels.warm_up() >= 0.0
+
+
+def test_sparse_attention_prunes_from_the_block_rule_up_and_matches_the_dense_path():
+    rng = np.random.default_rng(7)
+    block, segments = 8, ATTENTION_MIN_BLOCKS
+    centres = torch.tensor(rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], size=(segments, 8)), dtype=torch.float32)
+    k = centres.repeat_interleave(block, dim=0) + 0.01 * torch.tensor(rng.normal(size=(segments * block, 8)), dtype=torch.float32)
+    q = 4 * centres[torch.as_tensor(rng.integers(0, segments, 300))]
+    v = torch.tensor(rng.normal(size=(segments * block, 5)), dtype=torch.float32)
+    out, idx, stats = sparse_attention(q, k, v, 4, block=block)
+    dense_out, dense_idx, dense_stats = sparse_attention(q, k, v, 4, block=block, use_bounds=False)
+    assert stats.path == "bounds" and stats.fraction_computed < 0.5 and dense_stats.fraction_computed == 1.0
+    assert torch.equal(idx, dense_idx) and torch.allclose(out, dense_out, atol=1e-6)
