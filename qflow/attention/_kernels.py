@@ -22,8 +22,9 @@ computed by a BLAS matmul, so they are in cache) is read once more:
 
 Every step compares with ``>=`` at the threshold, so ties with the k-th value
 are always candidates and the tie rule (lower key index first) decides: the
-result is exactly the brute-force top k, ``-inf`` scores included (never
-NaN scores: inputs are finite). With more than one torch thread, large
+result is exactly the brute-force top k, ``-inf`` scores included (a NaN
+score, which validated inputs never give, ranks above every value, as in
+``torch.topk``). With more than one torch thread, large
 calls split their rows over as many threads as torch uses.
 
 Compiled on first use and cached on disk (``cache=True``, beside this file):
@@ -80,6 +81,8 @@ def _threshold(maxima, k, floor):
         return floor
     lo, hi = maxima[0], maxima[0]
     for g in range(groups):
+        if maxima[g] != maxima[g]:  # a NaN score: no bound from the maxima (NaN ranks above every value)
+            return floor
         lo = min(lo, maxima[g])
         hi = max(hi, maxima[g])
     if lo > -np.inf and hi < np.inf:
@@ -98,12 +101,14 @@ def _order_key(x, key):
 
     The high 32 bits are the float's bits made order-preserving as a signed
     integer (negative floats' magnitude bits flipped; -0.0 first made +0.0,
-    which compares equal to it), the low 32 bits ``2**32 - 1 - key`` (keys
+    which compares equal to it; any NaN above +inf), the low 32 bits ``2**32 - 1 - key`` (keys
     below ``2**32 - 1``). One integer comparison, which vectorises, replaces
     a value comparison and a key comparison on ties.
     """
     bits = np.int64(np.float32(x + np.float32(0.0)).view(np.int32))
-    if bits < 0:
+    if x != x:  # every NaN as the positive quiet NaN: above +inf
+        bits = 0x7FC00000
+    elif bits < 0:
         bits = bits ^ 0x7FFFFFFF
     return (bits << 32) | (0xFFFFFFFF - key)
 
@@ -148,7 +153,7 @@ def _kept_running(run_v, run_c, t, buf_v, buf_c):
     """Copy the running entries at or above ``t`` (empty slots never) to the buffer's start; returns how many."""
     count = 0
     for i in range(run_v.shape[0]):
-        if run_c[i] != NO_KEY and run_v[i] >= t:
+        if run_c[i] != NO_KEY and not run_v[i] < t:  # "not <": NaN is kept
             buf_v[count], buf_c[count] = run_v[i], run_c[i]
             count += 1
     return count
@@ -173,7 +178,7 @@ def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c, buf_u):
     t = _threshold(maxima, k, run_v[k - 1])
     count = _kept_running(run_v, run_c, t, buf_v, buf_c)
     for j in range(m):
-        if row[j] >= t:
+        if not row[j] < t:  # at or above t, or NaN (which ranks above every value, as in torch.topk)
             if count == cap:
                 _place(buf_v, buf_c, buf_u, count, run_v, run_c)
                 t = max(t, run_v[k - 1])
@@ -266,7 +271,7 @@ def merge_topk(scores: torch.Tensor, cols: torch.Tensor, run_v: torch.Tensor, ru
     Parameters
     ----------
     scores : tensor of shape (T, m), float32
-        ``-inf`` allowed (masked keys), NaN not.
+        ``-inf`` allowed (masked keys); NaN ranks above every value.
     cols : tensor of shape (m,), int64
         Key index of each column, below ``MAX_KEYS`` (distinct from the keys already in ``run_c``).
     run_v, run_c : tensors of shape (T, k), float32 and int64, C-contiguous
@@ -307,6 +312,8 @@ def attend(values: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Te
     values : (n_q, k) float32, idx : (n_q, k) int64 (indices into v), v : (n, d_v) float32 -> (n_q, d_v) float32.
     """
     values, idx, v = values.contiguous(), idx.contiguous(), v.contiguous()
+    if idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < v.shape[0]:
+        raise ValueError(f"key indices must be within 0..{v.shape[0] - 1}, got {int(idx.min())}..{int(idx.max())}")
     out = np.empty((values.shape[0], v.shape[1]), np.float32)
     args = (values.numpy(), idx.numpy(), v.numpy(), out)
     threads = min(threads_for(values.numel() * v.shape[1]), max(values.shape[0], 1))

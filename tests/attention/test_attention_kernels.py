@@ -97,6 +97,26 @@ def test_rank_and_insertion_placements_agree_with_brute_force():
     assert RANK_LIMIT < (rows[2] == 1.0).sum() <= cap < (rows[3] == 1.0).sum()
 
 
+def test_nan_scores_rank_first_as_in_torch_topk_and_never_leave_a_slot_empty():
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(6, 300)).astype(np.float32)
+    rows[0, [5, 250, 17]] = np.nan
+    rows[1, ::3] = np.nan  # NaN in every column group: no threshold from the maxima
+    rows[2, 299] = -np.float32(np.nan)  # a NaN with the sign bit set, in the columns past the groups
+    cols = np.arange(300, dtype=np.int64)
+    values, keys = merged([(rows[:, :100].copy(), cols[:100]), (rows[:, 100:].copy(), cols[100:])], 40)
+    ranked = np.where(np.isnan(rows), np.inf, rows)  # no +inf in these rows: inf stands for NaN
+    ref_v, ref_c = brute_force(ranked, np.broadcast_to(cols, rows.shape), 40)
+    assert np.array_equal(keys, ref_c) and (keys != NO_KEY).all()
+    assert np.array_equal(np.isnan(values), np.isinf(ref_v)) and np.array_equal(values[~np.isnan(values)], ref_v[~np.isinf(ref_v)])
+
+
+def test_attend_refuses_key_indices_outside_the_values():
+    v = torch.ones(4, 2)
+    with pytest.raises(ValueError, match="within 0..3"):
+        attend(torch.zeros(1, 2), torch.tensor([[0, NO_KEY]]), v)
+
+
 def test_group_count_and_threshold_bound():
     assert groups_for(1024, 32) == 128 and groups_for(256, 32) == 32 and groups_for(100, 32) == 0
     # The threshold never exceeds the k-th value: k groups reach it, so k distinct elements do.
