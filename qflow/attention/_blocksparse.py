@@ -59,7 +59,7 @@ MIN_BLOCKS = 4
 #: Key blocks below which sparse attention scores every key: the bounds path's work per tile of queries (a bounds
 #: matmul, a top-k, a union of blocks, two merges) costs more than the scores it saves. Measured (bench/attention.py,
 #: one thread, local keys, d = 64): at 1,024 keys (32 blocks) bounds computing 20 % of the scores took 2.2x the
-#: dense path's time; at 4,096 (128 blocks) computing 13 %, 1.24x; at 8,192 (256 blocks) computing 9 %, 0.67x.
+#: dense path's time; at 4,096 (128 blocks) computing 13 %, 1.2-1.25x; at 8,192 (256 blocks) computing 9 %, 0.67-0.77x.
 ATTENTION_MIN_BLOCKS = 64
 #: Share of scores above which a tile's bounds are judged not worth it and the rest goes dense.
 PRUNE_LIMIT = 0.5
