@@ -15,17 +15,18 @@ computed by a BLAS matmul, so they are in cache) is read once more:
 2. one pass collects the elements at or above ``t`` (and the running top k
    from earlier key chunks) into a buffer;
 3. each candidate's rank is counted (how many candidates beat it: higher
-   value, or equal value and lower key index), which places it directly; the
-   count over a few dozen candidates is a vectorised loop. Where many values
-   tie (more than ``RANK_LIMIT`` candidates), candidates are inserted into the
-   sorted top k one at a time instead.
+   value, or equal value and lower key index, both in one int64 order key),
+   which places it directly; the count over a few dozen candidates is a
+   vectorised loop. Where many values tie (more than ``RANK_LIMIT``
+   candidates), candidates are inserted into the sorted top k one at a time
+   instead.
 
-Every step compares with ``>=`` at the threshold, so ties with the k-th value
-are always candidates and the tie rule (lower key index first) decides: the
-result is exactly the brute-force top k, ``-inf`` scores included (a NaN
-score, which validated inputs never give, ranks above every value, as in
-``torch.topk``). With more than one torch thread, large
-calls split their rows over as many threads as torch uses.
+Every step keeps what is at or above the threshold, so ties with the k-th
+value are always candidates and the tie rule (lower key index first)
+decides: the result is exactly the brute-force top k, ``-inf`` scores
+included (a NaN score, which validated inputs never give, ranks above every
+value, as in ``torch.topk``). With more than one torch thread, large calls
+split their rows over as many threads as torch uses.
 
 Compiled on first use and cached on disk (``cache=True``, beside this file):
 :func:`warm_up` compiles (or loads) every kernel on tiny inputs and returns
