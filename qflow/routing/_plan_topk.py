@@ -18,8 +18,8 @@ from qflow.routing._schemas import RoutingConfig, RoutingProblem
 from qflow.routing._topk import (
     aux_loss_free_routing,
     combine_weights,
-    masked_utility,
     node_limited_mask,
+    node_limited_utility,
     route_topk,
     tightened_topk_bound,
     topk_gating,
@@ -104,8 +104,7 @@ def route_and_measure_topk(
     with timer.stage("route"):
         u_route = u
         if limited:
-            allowed = node_limited_mask(u, problem.graph.expert_node, k, config.node_limit)
-            u_route = masked_utility(u, allowed, penalty, float(w.max()))
+            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()))
         routed = route_topk(u_route, w, capacity, k, penalty=penalty)
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
     value = topk_objective(u, w, routed.experts, penalty)
