@@ -39,7 +39,7 @@ import torch
 from numba import get_num_threads
 
 from qflow.routing._classical import BACKOFF, WARM_START_ABOVE, WARM_START_SAMPLE, _accept_in_order, _grouped_shed
-from qflow.routing._topk_kernels import bound_terms, choose_rows, dense_topk, masked_rows, rule_nodes, spare_offers
+from qflow.routing._topk_kernels import bound_terms, choose_rows, dense_topk, masked_rows, rule_nodes, sort_slots, spare_offers
 
 __all__ = ["node_limited_mask", "masked_utility", "node_limited_utility", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
 
@@ -105,29 +105,43 @@ def route_topk(
     """
     n, E = u.shape
     wd = weight.astype(np.float64)
-    if initial_prices is None and n > WARM_START_ABOVE:
-        initial_prices = _sampled_prices(u, weight, capacity, k, penalty)
-    market = _topk_market(u, weight, capacity, k, penalty, initial_prices)
-    if max_iter is None:
-        max_iter = int(np.clip(5e7 / max(n * market.cand_e.shape[1], 1), 30, 2000))
-    steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
-    chosen, margin_t, prices, iterations = _topk_auction(market, wd, k, penalty, steps, max_iter)
+    market, chosen, margin_t, prices, iterations = _priced_market(u, weight, capacity, k, penalty, max_iter, initial_prices)
     experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
     # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
     # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
     # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
     worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
     experts[worthless] = -1
-    real_prices = prices[:E]
-    if market.has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
-        real_prices = real_prices + (penalty - prices[E])
-    margin_units = margin_t
-    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_units, penalty)
+    real_prices = _real_prices(market, prices, penalty)
+    experts, repaired = _repair_topk(u, wd, capacity, experts, margin_t, penalty)
     experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist],
                                market.cand_u[:, :market.shortlist], penalty)
-    order = np.argsort(-np.where(experts >= 0, u[np.arange(n)[:, None], np.maximum(experts, 0)], -np.inf), axis=1, kind="stable")
-    experts = np.take_along_axis(experts, order, axis=1)
-    return TopkRoute(experts=experts, prices=np.maximum(real_prices, 0.0), iterations=iterations, repaired=repaired)
+    experts = np.ascontiguousarray(experts, dtype=np.int64)
+    sort_slots(market.u, experts)
+    return TopkRoute(experts=experts, prices=real_prices, iterations=iterations, repaired=repaired)
+
+
+def _priced_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float, max_iter: int | None,
+                   initial_prices: np.ndarray | None) -> tuple[_TopkMarket, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The auction of :func:`route_topk`: ``(market, chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
+    n = u.shape[0]
+    if initial_prices is None and n > WARM_START_ABOVE:
+        initial_prices = _sampled_prices(u, weight, capacity, k, penalty)
+    market = _topk_market(u, weight, capacity, k, penalty, initial_prices)
+    if max_iter is None:
+        max_iter = int(np.clip(5e7 / max(n * market.cand_e.shape[1], 1), 30, 2000))
+    steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
+    chosen, margin, prices, iterations = _topk_auction(market, weight.astype(np.float64), k, penalty, steps, max_iter)
+    return market, chosen, margin, prices, iterations
+
+
+def _real_prices(market: _TopkMarket, prices: np.ndarray, penalty: float) -> np.ndarray:
+    """The experts' prices (E,) of the penalty formulation, >= 0, from the auction's (E + 1,) (the drop option's last)."""
+    E = market.u.shape[1]
+    real = prices[:E]
+    if market.has_drop:  # shift so the drop option's price is the penalty (as route_balanced does)
+        real = real + (penalty - prices[E])
+    return np.maximum(real, 0.0)
 
 
 @dataclass
@@ -162,7 +176,9 @@ def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: 
     wd = weight.astype(np.float64)
     sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
     share = wd[sample].sum() / wd.sum()
-    return 0.98 * route_topk(u[sample], weight[sample], capacity * share, k, penalty=penalty).prices
+    # Only the prices are wanted: the sample's plan (repair, spare-capacity moves) is never built.
+    market, _, _, prices, _ = _priced_market(u[sample], weight[sample], capacity * share, k, penalty, None, None)
+    return 0.98 * _real_prices(market, prices, penalty)
 
 
 def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float,

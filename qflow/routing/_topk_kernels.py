@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "masked_rows"]
+__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "masked_rows", "spare_offers", "sort_slots"]
 
 
 @njit(cache=True, inline="always")
@@ -268,3 +268,22 @@ def spare_offers(cand_e, cand_u, experts, worth, w, room, open_expert):  # pragm
             slot[t] = worst
             gain[t] = np.float64(best_value) - worth[t, worst]
     return target, slot, gain
+
+
+@njit(parallel=True, cache=True)
+def sort_slots(u, experts):  # pragma: no cover - compiled
+    """Each row of ``experts`` (n, k) int64 in place, best ``u`` (n, E) first; dropped slots (-1) last; ties keep their order."""
+    n, k = experts.shape
+    for t in prange(n):
+        values = np.empty(k)
+        for s in range(k):
+            values[s] = np.float64(u[t, experts[t, s]]) if experts[t, s] >= 0 else -np.inf
+        for s in range(1, k):
+            v, e = values[s], experts[t, s]
+            q = s
+            while q > 0 and values[q - 1] < v:
+                values[q] = values[q - 1]
+                experts[t, q] = experts[t, q - 1]
+                q -= 1
+            values[q] = v
+            experts[t, q] = e
