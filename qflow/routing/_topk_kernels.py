@@ -182,13 +182,13 @@ def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - c
             best[:] = -np.inf
             for e in range(E):
                 v = np.float64(scores[t, e])
-                row = best[slot[e]]
-                if v > row[take - 1]:
+                g = slot[e]
+                if v > best[g, take - 1]:
                     s = take - 1
-                    while s > 0 and row[s - 1] < v:
-                        row[s] = row[s - 1]
+                    while s > 0 and best[g, s - 1] < v:
+                        best[g, s] = best[g, s - 1]
                         s -= 1
-                    row[s] = v
+                    best[g, s] = v
             for g in range(n_nodes):
                 total = 0.0
                 for s in range(take):
