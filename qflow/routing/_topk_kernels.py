@@ -6,9 +6,10 @@ buffer's worst, so a row of 256 experts costs about 256 comparisons).
 ``torch.topk`` sorts a copy of the whole ``u - w * price`` table instead,
 which at a million tokens x 256 experts dominated the router and the bound.
 Rows are independent, so they run in parallel (``prange``) on numba's
-threads. Values are computed in float64 from the float32 utilities, ties go
-to the column met first
-(:func:`dense_topk` starts each row at its own column).
+threads. Values are computed in float64 from the float32 utilities. Exact
+ties go to the column met first, and :func:`dense_topk` starts each row at
+its own column; :func:`choose_rows` breaks them by a pseudo-random key per
+(token, expert) instead (see there why).
 
 Compiled on first use and cached on disk (``cache=True``); see README
 (routing) for the one-off compile time.
