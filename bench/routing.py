@@ -227,7 +227,10 @@ def skew(sizes: list[int]) -> None:
 
 
 def topk(n: int) -> None:
-    print(f"== top-8 of 256 experts on 8 nodes, node limit 4, {n:,} tokens (engine call, no baselines) ==")
+    import numba
+
+    print(f"== top-8 of 256 experts on 8 nodes, node limit 4, {n:,} tokens (engine call, no baselines; "
+          f"compiled kernels on {numba.get_num_threads()} threads, CPU = all threads) ==")
     graph = make_model_graph(8, 32, racks=2)
     config = RoutingConfig(top_k=8, node_limit=4, baselines=False, exact_max_tokens=0)
     for kind in DISTRIBUTIONS:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from qflow._version import __version__
 
@@ -113,6 +113,14 @@ class Plan(BaseModel):
     baselines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     timings_s: dict[str, float] = Field(default_factory=dict)
     diagnostics: list[str] = Field(default_factory=list, description="Soft warnings worth an operator's glance.")
+    #: Arrays too large for the JSON, by name (e.g. a large routing plan's per-token experts); never serialised.
+    #: A module's command writes them beside ``--out`` and its result names the file.
+    _arrays: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def arrays(self) -> dict[str, Any]:
+        """:attr:`_arrays`: empty for most plans; filled in place by the module that made the plan."""
+        return self._arrays
 
     def to_json(self, indent: int | None = 2) -> str:
         """The plan as JSON text (field ``schema``, not ``schema_``)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
@@ -13,11 +16,47 @@ from qflow.core.plan import Plan
 from qflow.routing._placement_plan import PlacementConfig, plan_placement
 from qflow.routing._schemas import RoutingConfig
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "per_token_path", "write_per_token"]
+
+
+def per_token_path(out: Path) -> Path:
+    """``plan.json`` -> ``plan.tokens.npz`` (same folder): a large top-k plan's per-token experts and weights."""
+    return out.with_name(out.stem + ".tokens.npz")
+
+
+def write_per_token(plan: Plan, out: Path | None) -> None:
+    """Write :attr:`Plan.arrays` (a large top-k plan's per-token results) beside ``out`` as one ``.npz``.
+
+    Fills ``file``, ``sha256`` and ``written_to`` in ``result.per_token`` (and in each layer's); without
+    ``out`` they stay ``None`` and a diagnostic says how to get the file. Nothing happens for plans whose
+    per-token results are inline in the JSON. The file loads with ``numpy.load(path, allow_pickle=False)``.
+    """
+    if not plan.arrays:
+        return
+    infos = [entry["per_token"] for entry in [plan.result, *plan.result.get("layers", [])] if entry.get("per_token")]
+    if out is None:
+        plan.diagnostics.append("per-token experts and combine weights of this large plan are not in the JSON; "
+                                "pass --out to write them as <out stem>.tokens.npz")
+        return
+    target = per_token_path(out)
+    with target.open("wb") as handle:
+        np.savez(handle, **plan.arrays)
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    for info in infos:
+        info.update(file=target.name, sha256=digest.hexdigest(), written_to=str(target))
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,
          progress: Callable[[float, str], None] | None = None) -> Plan:
+    plan = _plan(files, config, progress)
+    write_per_token(plan, out)
+    return plan
+
+
+def _plan(files: dict[str, Path | None], config: QflowConfig, progress: Callable[[float, str], None] | None) -> Plan:
     from qflow.routing._plan import load_routing_inputs, plan_routing, plan_routing_layers
     from qflow.routing._tensors import is_tensor_file, load_logit_layers
 
@@ -51,6 +90,9 @@ def _summarize(plan: Plan) -> list[str]:
                      f"ratios [{ratios}] (exact-checked), {quantum.circuits_run} circuit evaluations, "
                      f"moved {m.get('tokens_moved_by_qaoa', 0)} tokens")
     dropped = plan.result.get("dropped", {})
+    per_token = plan.result.get("per_token")
+    if per_token:
+        lines.append(f"  per-token experts and weights: {per_token['written_to'] or 'not written (pass --out)'}")
     if dropped.get("count"):
         lines.append(f"  dropped {dropped['count']} tokens: {dropped.get('reason')}")
     return lines

@@ -236,8 +236,11 @@ def _plan_topk(run: PlanRun, problem: RoutingProblem) -> Plan:
         penalty = drop_penalty(u)
     run.solver.ran = "classical-topk"
     run.progress(0.15, "routing")
-    result, metrics, run.baselines = route_and_measure_topk(problem, u, penalty, config, run.solver, run.timer, run.diagnostics)
-    return run.finish(result, metrics)
+    result, metrics, run.baselines, arrays = route_and_measure_topk(problem, u, penalty, config, run.solver, run.timer,
+                                                                     run.diagnostics)
+    plan = run.finish(result, metrics)
+    plan.arrays.update(arrays)
+    return plan
 
 
 def plan_routing_layers(
@@ -293,7 +296,7 @@ def plan_routing_layers(
         for entry, worker in zip(result["layers"], cluster["layer_workers"], strict=True):
             entry["worker"] = worker
         result["cluster"] = cluster
-    return Plan(
+    plan = Plan(
         module="routing", inputs=plans[0].inputs, config=config.model_dump(), solver=solver,
         result=result,
         metrics=metrics,
@@ -301,6 +304,12 @@ def plan_routing_layers(
         timings_s=timings,
         diagnostics=[f"layer {i}: {d}" for i, p in enumerate(plans) for d in p.diagnostics],
     )
+    # Large layers' per-token arrays, one file for all: layer i's under the prefix its result.per_token names.
+    for i, (entry, p) in enumerate(zip(result["layers"], plans, strict=True)):
+        plan.arrays.update({f"layer{i}_{name}": array for name, array in p.arrays.items()})
+        if p.arrays:
+            entry["per_token"]["prefix"] = f"layer{i}_"
+    return plan
 
 
 def _toggle_notes(config: RoutingConfig) -> list[str]:

@@ -18,8 +18,8 @@ from qflow.routing._schemas import RoutingConfig, RoutingProblem
 from qflow.routing._topk import (
     aux_loss_free_routing,
     combine_weights,
-    masked_utility,
     node_limited_mask,
+    node_limited_utility,
     route_topk,
     tightened_topk_bound,
     topk_gating,
@@ -27,7 +27,7 @@ from qflow.routing._topk import (
     topk_uncapped,
 )
 
-__all__ = ["route_and_measure_topk", "topk_metrics"]
+__all__ = ["INLINE_MAX_SLOTS", "PER_TOKEN_ARRAYS", "route_and_measure_topk", "topk_metrics"]
 
 
 def topk_metrics(
@@ -85,8 +85,8 @@ def chosen_probabilities(problem: RoutingProblem, experts: np.ndarray, hint_bonu
 def route_and_measure_topk(
     problem: RoutingProblem, u: np.ndarray, penalty: float, config: RoutingConfig, solver: SolverReport,
     timer: StageTimer, diagnostics: list[str],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
-    """Top-k plan: returns ``(result, metrics, baselines)``.
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Top-k plan: returns ``(result, metrics, baselines, arrays)`` (``arrays``: see :func:`_topk_result`).
 
     QAOA blocks and the hash router exchange one expert per token, so with
     ``top_k > 1`` they do not run; ``solver`` records that with the reason.
@@ -104,8 +104,7 @@ def route_and_measure_topk(
     with timer.stage("route"):
         u_route = u
         if limited:
-            allowed = node_limited_mask(u, problem.graph.expert_node, k, config.node_limit)
-            u_route = masked_utility(u, allowed, penalty, float(w.max()))
+            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()))
         routed = route_topk(u_route, w, capacity, k, penalty=penalty)
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
     value = topk_objective(u, w, routed.experts, penalty)
@@ -141,8 +140,8 @@ def route_and_measure_topk(
     elif limited:
         diagnostics.append("baselines off: the affinity the node limit costs and the traffic it saves are not measured")
     with timer.stage("result"):
-        result = _topk_result(problem, routed.experts, capacity, config)
-    return result, metrics, baselines
+        result, arrays = _topk_result(problem, routed.experts, capacity, config)
+    return result, metrics, baselines, arrays
 
 
 def _node_limit_applies(problem: RoutingProblem, config: RoutingConfig, diagnostics: list[str]) -> bool:
@@ -186,27 +185,79 @@ def relative_gap(reference: float, value: float) -> float:
     return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
 
 
-def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndarray, config: RoutingConfig) -> dict[str, Any]:
-    """``assignments``: token -> its placed experts (best first); ``combine_weights`` in the same order."""
+#: Above this many slots (tokens x top_k) a plan keeps its per-token experts and combine weights as arrays
+#: (:attr:`Plan.arrays`, written beside ``--out`` as ``<out stem>.tokens.npz``) instead of JSON dicts:
+#: 8 million slots as Python lists took 10-15 s of a million-token call and a JSON of hundreds of MB.
+INLINE_MAX_SLOTS = 1_000_000
+
+#: What each array of a large plan's ``<out stem>.tokens.npz`` holds (also in ``result.per_token.arrays``).
+PER_TOKEN_ARRAYS = {
+    "token_ids": "(n,) str: token ids in input order",
+    "expert_ids": "(E,) str: the experts, in the order expert indices refer to",
+    "experts": "(n, k) int32: each token's expert indices into expert_ids, best first; -1 marks a dropped slot",
+    "combine_weights": "(n, k) float32: router probabilities of those experts renormalised to sum 1; 0 where dropped",
+}
+
+
+def _per_token(problem: RoutingProblem, experts: np.ndarray, weights: np.ndarray, placed: np.ndarray,
+               k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(result fields, arrays)`` for a plan above :data:`INLINE_MAX_SLOTS`: the per-token results as arrays.
+
+    The result names the arrays and their shape; the routing command fills in ``file``, ``sha256`` and
+    ``written_to`` when it writes them (``None`` without ``--out``).
+    """
+    arrays = {
+        "token_ids": problem.token_ids.astype(str),
+        "expert_ids": np.asarray(problem.graph.expert_ids, dtype=str),
+        "experts": np.where(placed, experts, -1).astype(np.int32),
+        "combine_weights": np.where(placed, weights, 0.0).astype(np.float32),
+    }
+    info = {"format": "npz", "file": None, "sha256": None, "written_to": None, "shape": [int(experts.shape[0]), k],
+            "arrays": dict(PER_TOKEN_ARRAYS), "load": "numpy.load(file, allow_pickle=False)"}
+    fields = {"assignments": None, "combine_weights": None, "expert_queues": None, "per_token": info}
+    return fields, arrays
+
+
+def _inline_per_token(problem: RoutingProblem, experts: np.ndarray, weights: np.ndarray, placed: np.ndarray) -> dict[str, Any]:
+    """``assignments``, ``combine_weights`` and ``expert_queues`` as JSON dicts (plans up to :data:`INLINE_MAX_SLOTS`)."""
     ids = problem.graph.expert_ids
     names = np.asarray(ids, dtype=object)
     token_ids = problem.token_ids.tolist()
-    placed = experts >= 0
-    weights = combine_weights(chosen_probabilities(problem, experts, config.hint_bonus), experts, gathered=True)
     expert_lists = names[np.maximum(experts, 0)].tolist()
     weight_lists = np.round(weights, 6).tolist()
     for i in np.flatnonzero(~placed.all(axis=1)):  # only rows with a dropped slot need filtering
         keep = placed[i]
         expert_lists[i] = names[experts[i][keep]].tolist()
         weight_lists[i] = np.round(weights[i][keep], 6).tolist()
-    assignments = dict(zip(token_ids, expert_lists, strict=True))
-    combine = dict(zip(token_ids, weight_lists, strict=True))
     rows, cols = np.nonzero(placed)
     flat = experts[rows, cols]
     order = np.argsort(flat, kind="stable")
     bounds = np.searchsorted(flat[order], np.arange(len(ids) + 1))
     queue_tokens = problem.token_ids[rows[order]]
-    queues = {ids[e]: queue_tokens[bounds[e]:bounds[e + 1]].tolist() for e in range(len(ids))}
+    return {
+        "assignments": dict(zip(token_ids, expert_lists, strict=True)),
+        "combine_weights": dict(zip(token_ids, weight_lists, strict=True)),
+        "expert_queues": {ids[e]: queue_tokens[bounds[e]:bounds[e + 1]].tolist() for e in range(len(ids))},
+    }
+
+
+def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndarray,
+                 config: RoutingConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(result, arrays)``: per token its placed experts (best first) and combine weights in the same order.
+
+    Up to :data:`INLINE_MAX_SLOTS` slots they are ``result.assignments`` and ``result.combine_weights``
+    (token -> list) and ``arrays`` is empty; above, they are ``arrays`` and ``result.per_token`` says so.
+    """
+    ids = problem.graph.expert_ids
+    placed = experts >= 0
+    weights = combine_weights(chosen_probabilities(problem, experts, config.hint_bonus), experts, gathered=True)
+    arrays: dict[str, np.ndarray] = {}
+    if experts.size > INLINE_MAX_SLOTS:
+        per_token, arrays = _per_token(problem, experts, weights, placed, config.top_k)
+    else:
+        per_token = _inline_per_token(problem, experts, weights, placed)
+    rows, cols = np.nonzero(placed)
+    flat = experts[rows, cols]
     short = ~placed.all(axis=1)
     N = len(problem.graph.node_ids)
     known = problem.source_node[rows] >= 0
@@ -224,16 +275,15 @@ def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndar
             f"total capacity {capacity.sum():g} < top_k x total complexity {total:g}" if capacity.sum() < total - 1e-9
             else "capacity left on the experts a token may still use is smaller than its complexity (packing)"
         )
-    return {
+    result = {
         "expert_ids": ids,
         "top_k": config.top_k,
-        "assignments": assignments,
-        "combine_weights": combine,
-        "expert_queues": queues,
+        **per_token,
         "dropped": dropped,
         "padding_token_ids": problem.padding_ids,
         **cluster_fields(problem, ids, capacity, traffic),
     }
+    return result, arrays
 
 
 def cluster_fields(problem: RoutingProblem, ids: list[str], capacity: np.ndarray, traffic: np.ndarray) -> dict[str, Any]:

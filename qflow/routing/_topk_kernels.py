@@ -1,0 +1,290 @@
+"""Compiled row kernels of the top-k router (numba): selection, choice and the dual bound's terms.
+
+Each kernel makes one pass over a token's row and keeps its ``m`` best
+values in a small sorted buffer (a value enters only if it beats the
+buffer's worst, so a row of 256 experts costs about 256 comparisons).
+``torch.topk`` sorts a copy of the whole ``u - w * price`` table instead,
+which at a million tokens x 256 experts dominated the router and the bound.
+Rows are independent, so they run in parallel (``prange``) on numba's
+threads. Values are computed in float64 from the float32 utilities. Exact
+ties go to the column met first, and :func:`dense_topk` starts each row at
+its own column; :func:`choose_rows` breaks them by a pseudo-random key per
+(token, expert) instead (see there why).
+
+Compiled on first use and cached on disk (``cache=True``); see README
+(routing) for the one-off compile time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "masked_rows", "spare_offers", "sort_slots"]
+
+
+@njit(cache=True, inline="always")
+def _insert(values: np.ndarray, index: np.ndarray, m: int, v: float, e: int) -> None:
+    """Put ``v`` (column ``e``) into the descending buffer of ``m`` values, dropping its last; caller checks ``v > values[m-1]``."""
+    s = m - 1
+    while s > 0 and values[s - 1] < v:
+        values[s] = values[s - 1]
+        index[s] = index[s - 1]
+        s -= 1
+    values[s] = v
+    index[s] = e
+
+
+@njit(parallel=True, cache=True)
+def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cover - compiled
+    """For each ``t = rows[j]``: the ``m`` largest ``u[t, e] - w[t] * prices[e]``, descending, into ``out_*[j]``.
+
+    u (n, E) float32; w (n,) float; prices (E,) float64; rows (r,) int64;
+    out_values (r, m) float64 and out_index (r, m) int64 (written).
+    """
+    E = u.shape[1]
+    for j in prange(rows.shape[0]):
+        t = rows[j]
+        wt = np.float64(w[t])
+        values = out_values[j]
+        index = out_index[j]
+        for s in range(m):
+            values[s] = -np.inf
+            index[s] = -1
+        # Scan from a token-dependent column: among tied experts (many near-zero probabilities) each token
+        # then lists a different few, rather than every token the lowest-numbered ones.
+        start = (t * 40503) % E
+        for i in range(E):
+            e = start + i
+            if e >= E:
+                e -= E
+            v = np.float64(u[t, e]) - wt * prices[e]
+            if v > values[m - 1]:
+                _insert(values, index, m, v, e)
+
+
+@njit(cache=True, inline="always")
+def _tie_key(t: int, e: int) -> int:
+    """A pseudo-random order of (token, expert) pairs, used only to break exact ties."""
+    return ((t * 2654435761) ^ (e * 2246822519)) & 0xFFFFFFFF
+
+
+@njit(parallel=True, cache=True)
+def choose_rows(cand_e, cand_u, w, prices, drop_value, rows, k, drop_expert, chosen, margin, top, kth):  # pragma: no cover
+    """Each token's k best candidates at ``prices`` (see ``_topk._Choice``), written in place for ``rows``.
+
+    cand_e (n, c) int64, cand_u (n, c) float32, w (n,), prices (E + 1,)
+    float64, drop_value (n,) float64, rows (r,) int64. Writes chosen (n, k)
+    int64 (``drop_expert`` where dropping the slot is worth more), margin
+    (n, k) float64 (a choice's value over the best unchosen option), top
+    (n, k + 1) int64 (the experts of the k + 1 best values) at those rows,
+    and kth (r,) float64 (each row's k-th best value).
+
+    Exact ties (experts of equal utility and price, common where many
+    probabilities are ~0) go by a pseudo-random key per (token, expert):
+    resolving them the same way for every token sends all of them to one
+    expert, which then sheds them to its twin and back, a round at a time.
+    """
+    c = cand_e.shape[1]
+    m = k + 1
+    r = rows.shape[0]
+    blocks = min(r, 64)
+    for b in prange(blocks):
+        values = np.empty(m)
+        index = np.empty(m, dtype=np.int64)
+        keys = np.empty(m, dtype=np.int64)
+        for j in range(b * r // blocks, (b + 1) * r // blocks):
+            t = rows[j]
+            wt = np.float64(w[t])
+            for s in range(m):
+                values[s] = -np.inf
+                index[s] = 0
+                keys[s] = -1
+            for s in range(c):
+                v = np.float64(cand_u[t, s]) - wt * prices[cand_e[t, s]]
+                if v < values[m - 1]:
+                    continue
+                key = _tie_key(t, cand_e[t, s])
+                if v == values[m - 1] and key <= keys[m - 1]:
+                    continue
+                q = m - 1
+                while q > 0 and (values[q - 1] < v or (values[q - 1] == v and keys[q - 1] < key)):
+                    values[q] = values[q - 1]
+                    index[q] = index[q - 1]
+                    keys[q] = keys[q - 1]
+                    q -= 1
+                values[q] = v
+                index[q] = s
+                keys[q] = key
+            runner_up = max(values[k], drop_value[t])
+            for s in range(m):
+                top[t, s] = cand_e[t, index[s]]
+            for s in range(k):
+                gap = values[s] - runner_up
+                chosen[t, s] = top[t, s] if gap >= 0 else drop_expert
+                margin[t, s] = abs(gap)
+            kth[j] = values[k - 1]
+
+
+@njit(parallel=True, cache=True)
+def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compiled
+    """The dual function's token terms at ``prices``: ``(sum, sum of |terms|, load (E,))``.
+
+    Each token contributes its k best ``max(u[t, e] - w[t] * prices[e],
+    -penalty * w[t])``; ``load`` is the complexity those choices put on each
+    expert (slots worth no more than dropping are dropped, not loaded).
+    ``chunks`` row blocks run in parallel, each with its own load row.
+    """
+    n, E = u.shape
+    sums = np.zeros(chunks)
+    magnitude = np.zeros(chunks)
+    loads = np.zeros((chunks, E))
+    for c in prange(chunks):
+        values = np.empty(k)
+        index = np.empty(k, dtype=np.int64)
+        for t in range(c * n // chunks, (c + 1) * n // chunks):
+            wt = np.float64(w[t])
+            for s in range(k):
+                values[s] = -np.inf
+                index[s] = -1
+            for e in range(E):
+                v = np.float64(u[t, e]) - wt * prices[e]
+                if v > values[k - 1]:
+                    _insert(values, index, k, v, e)
+            drop = -penalty * wt
+            for s in range(k):
+                if values[s] >= drop:
+                    sums[c] += values[s]
+                    magnitude[c] += abs(values[s])
+                    loads[c, index[s]] += wt
+                else:
+                    sums[c] += drop
+                    magnitude[c] += abs(drop)
+    return sums.sum(), magnitude.sum(), loads.sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - compiled
+    """DeepSeek-V3's node choice per token: ``keep`` (n, n_nodes) bool, True on its ``node_limit`` best nodes.
+
+    scores (n, E) float32; slot (E,) int64, the node (0..n_nodes-1) of each
+    expert. A node scores the sum of its ``take`` best expert scores (fewer
+    when it has fewer experts); ties go to the lower node.
+    """
+    n, E = scores.shape
+    keep = np.zeros((n, n_nodes), dtype=np.bool_)
+    blocks = min(n, 64)
+    for b in prange(blocks):
+        best = np.empty((n_nodes, take))
+        node_score = np.empty(n_nodes)
+        ranked = np.empty(node_limit)
+        ranked_node = np.empty(node_limit, dtype=np.int64)
+        for t in range(b * n // blocks, (b + 1) * n // blocks):
+            best[:] = -np.inf
+            for e in range(E):
+                v = np.float64(scores[t, e])
+                g = slot[e]
+                if v > best[g, take - 1]:
+                    s = take - 1
+                    while s > 0 and best[g, s - 1] < v:
+                        best[g, s] = best[g, s - 1]
+                        s -= 1
+                    best[g, s] = v
+            for g in range(n_nodes):
+                total = 0.0
+                for s in range(take):
+                    if np.isfinite(best[g, s]):
+                        total += best[g, s]
+                node_score[g] = total
+            ranked[:] = -np.inf
+            ranked_node[:] = 0
+            for g in range(n_nodes):
+                if node_score[g] > ranked[node_limit - 1]:
+                    _insert(ranked, ranked_node, node_limit, node_score[g], g)
+            for s in range(node_limit):
+                keep[t, ranked_node[s]] = True
+    return keep
+
+
+@njit(parallel=True, cache=True)
+def masked_rows(u, keep, slot, below):  # pragma: no cover - compiled
+    """``u`` (n, E) float32 where the expert's node is kept for the token (keep (n, nodes) bool), else ``below``."""
+    n, E = u.shape
+    out = np.empty((n, E), dtype=np.float32)
+    for t in prange(n):
+        for e in range(E):
+            out[t, e] = u[t, e] if keep[t, slot[e]] else below
+    return out
+
+
+@njit(parallel=True, cache=True)
+def spare_offers(cand_e, cand_u, experts, worth, w, room, open_expert):  # pragma: no cover - compiled
+    """Each token's best move into an expert with room (see ``_topk._fill_spare_topk``).
+
+    cand_e (n, K) int64 and cand_u (n, K) float32, the shortlists; experts
+    (n, k) int64 (-1 dropped) and worth (n, k) float64, the current slots
+    and their values; w (n,); room (E,) float64; open_expert (E,) bool.
+    Returns ``(target (n,) int64, slot (n,) int64, gain (n,) float64)``:
+    the unused listed expert with room for the token worth the most, the
+    token's worst slot it would replace, and the gain (-inf: no move).
+    Tokens listing no more open experts worth more than their worst slot
+    than they already use cannot gain and are skipped cheaply.
+    """
+    n, K = cand_e.shape
+    k = experts.shape[1]
+    target = np.full(n, -1, dtype=np.int64)
+    slot = np.zeros(n, dtype=np.int64)
+    gain = np.full(n, -np.inf)
+    for t in prange(n):
+        worst = 0
+        for s in range(1, k):
+            if worth[t, s] < worth[t, worst]:
+                worst = s
+        floor = worth[t, worst] + 1e-7
+        listed = 0
+        for c in range(K):
+            if open_expert[cand_e[t, c]] and cand_u[t, c] > floor:
+                listed += 1
+        in_use = 0
+        for s in range(k):
+            if experts[t, s] >= 0 and open_expert[experts[t, s]] and worth[t, s] > floor:
+                in_use += 1
+        if listed <= in_use:
+            continue
+        best_value = -np.inf
+        best = -1
+        for c in range(K):
+            e = cand_e[t, c]
+            if room[e] < w[t] - 1e-9:
+                continue
+            used = False
+            for s in range(k):
+                if experts[t, s] == e:
+                    used = True
+            if not used and cand_u[t, c] > best_value:
+                best_value = cand_u[t, c]
+                best = c
+        if best >= 0:
+            target[t] = cand_e[t, best]
+            slot[t] = worst
+            gain[t] = np.float64(best_value) - worth[t, worst]
+    return target, slot, gain
+
+
+@njit(parallel=True, cache=True)
+def sort_slots(u, experts):  # pragma: no cover - compiled
+    """Each row of ``experts`` (n, k) int64 in place, best ``u`` (n, E) first; dropped slots (-1) last; ties keep their order."""
+    n, k = experts.shape
+    for t in prange(n):
+        values = np.empty(k)
+        for s in range(k):
+            values[s] = np.float64(u[t, experts[t, s]]) if experts[t, s] >= 0 else -np.inf
+        for s in range(1, k):
+            v, e = values[s], experts[t, s]
+            q = s
+            while q > 0 and values[q - 1] < v:
+                values[q] = values[q - 1]
+                experts[t, q] = experts[t, q - 1]
+                q -= 1
+            values[q] = v
+            experts[t, q] = e
