@@ -28,7 +28,7 @@ included (a NaN score, which validated inputs never give, ranks above every
 value, as in ``torch.topk``). With more than one torch thread, large calls
 split their rows over as many threads as torch uses.
 
-Compiled on first use and cached on disk (``cache=True``, beside this file):
+Compiled on first use and cached on disk (:func:`qflow.core.compiled.kernel`):
 :func:`warm_up` compiles (or loads) every kernel on tiny inputs and returns
 the seconds it took.
 """
@@ -41,7 +41,8 @@ import time
 
 import numpy as np
 import torch
-from numba import njit
+
+from qflow.core.compiled import kernel
 
 __all__ = ["NO_KEY", "RANK_LIMIT", "attend", "candidate_elements", "groups_for", "merge_topk", "merge_topk_arrays", "threads_for",
            "warm_up"]
@@ -62,7 +63,7 @@ THRESHOLD_STEPS = 8
 PARALLEL_MIN = 1 << 18
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _count_at_least(values, n, t):
     """How many of ``values[:n]`` are >= t (branch-free: vectorised)."""
     count = 0
@@ -71,7 +72,7 @@ def _count_at_least(values, n, t):
     return count
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _threshold(maxima, k, floor):
     """A value at most the row's k-th highest, from its group maxima (G,): at least ``k`` of them reach it.
 
@@ -96,7 +97,7 @@ def _threshold(maxima, k, floor):
     return max(lo, floor)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _order_key(x, key):
     """One int64 that orders (value, key) pairs as the tie rule does: higher value first, then lower key.
 
@@ -114,7 +115,7 @@ def _order_key(x, key):
     return (bits << 32) | (0xFFFFFFFF - key)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _place(buf_v, buf_c, buf_u, count, run_v, run_c):
     """The top k of ``count`` candidates with distinct keys into run_v/run_c (k,), best first.
 
@@ -149,7 +150,7 @@ def _place(buf_v, buf_c, buf_u, count, run_v, run_c):
         filled = min(filled + 1, k)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _kept_running(run_v, run_c, t, buf_v, buf_c):
     """Copy the running entries at or above ``t`` (empty slots never) to the buffer's start; returns how many."""
     count = 0
@@ -160,7 +161,7 @@ def _kept_running(run_v, run_c, t, buf_v, buf_c):
     return count
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c, buf_u):
     """Merge one row of scores (m,) with keys ``cols`` (m,) into its running top k (run_v, run_c: (k,), best first).
 
@@ -189,7 +190,7 @@ def _merge_row(row, maxima, cols, run_v, run_c, buf_v, buf_c, buf_u):
     _place(buf_v, buf_c, buf_u, count, run_v, run_c)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _merge_span(scores, maxima, cols, run_v, run_c, first, stop):
     """:func:`_merge_row` on rows ``first .. stop - 1``, with one candidate buffer."""
     cap = _candidate_cap(run_v.shape[1])
@@ -200,13 +201,13 @@ def _merge_span(scores, maxima, cols, run_v, run_c, first, stop):
         _merge_row(scores[r], maxima[r], cols, run_v[r], run_c[r], buf_v, buf_c, buf_u)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _candidate_cap(k):
     """Candidates a row's buffer holds: the running k, then at least ``k + RANK_LIMIT`` new ones."""
     return 2 * k + RANK_LIMIT
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _attend_span(values, idx, v, out, first, stop):
     """``out[r] = softmax(values[r]) @ v[idx[r]]`` for rows ``first .. stop - 1`` (softmax less its maximum)."""
     k, width = values.shape[1], v.shape[1]

@@ -11,19 +11,21 @@ ties go to the column met first, and :func:`dense_topk` starts each row at
 its own column; :func:`choose_rows` breaks them by a pseudo-random key per
 (token, expert) instead (see there why).
 
-Compiled on first use and cached on disk (``cache=True``); see README
+Compiled on first use and cached on disk (:func:`qflow.core.compiled.kernel`); see README
 (routing) for the one-off compile time.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from qflow.core.compiled import kernel
 
 __all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "masked_rows", "spare_offers", "sort_slots"]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _insert(values: np.ndarray, index: np.ndarray, m: int, v: float, e: int) -> None:
     """Put ``v`` (column ``e``) into the descending buffer of ``m`` values, dropping its last; caller checks ``v > values[m-1]``."""
     s = m - 1
@@ -35,7 +37,7 @@ def _insert(values: np.ndarray, index: np.ndarray, m: int, v: float, e: int) -> 
     index[s] = e
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cover - compiled
     """For each ``t = rows[j]``: the ``m`` largest ``u[t, e] - w[t] * prices[e]``, descending, into ``out_*[j]``.
 
@@ -63,13 +65,13 @@ def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cove
                 _insert(values, index, m, v, e)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _tie_key(t: int, e: int) -> int:
     """A pseudo-random order of (token, expert) pairs, used only to break exact ties."""
     return ((t * 2654435761) ^ (e * 2246822519)) & 0xFFFFFFFF
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def choose_rows(cand_e, cand_u, w, prices, drop_value, rows, k, drop_expert, chosen, margin, top, kth):  # pragma: no cover
     """Each token's k best candidates at ``prices`` (see ``_topk._Choice``), written in place for ``rows``.
 
@@ -126,7 +128,7 @@ def choose_rows(cand_e, cand_u, w, prices, drop_value, rows, k, drop_expert, cho
             kth[j] = values[k - 1]
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compiled
     """The dual function's token terms at ``prices``: ``(sum, sum of |terms|, load (E,))``.
 
@@ -163,7 +165,7 @@ def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compile
     return sums.sum(), magnitude.sum(), loads.sum(axis=0)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - compiled
     """DeepSeek-V3's node choice per token: ``keep`` (n, n_nodes) bool, True on its ``node_limit`` best nodes.
 
@@ -206,7 +208,7 @@ def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - c
     return keep
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def masked_rows(u, keep, slot, below):  # pragma: no cover - compiled
     """``u`` (n, E) float32 where the expert's node is kept for the token (keep (n, nodes) bool), else ``below``."""
     n, E = u.shape
@@ -217,7 +219,7 @@ def masked_rows(u, keep, slot, below):  # pragma: no cover - compiled
     return out
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def spare_offers(cand_e, cand_u, experts, worth, w, room, open_expert):  # pragma: no cover - compiled
     """Each token's best move into an expert with room (see ``_topk._fill_spare_topk``).
 
@@ -271,7 +273,7 @@ def spare_offers(cand_e, cand_u, experts, worth, w, room, open_expert):  # pragm
     return target, slot, gain
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def sort_slots(u, experts):  # pragma: no cover - compiled
     """Each row of ``experts`` (n, k) int64 in place, best ``u`` (n, E) first; dropped slots (-1) last; ties keep their order."""
     n, k = experts.shape
