@@ -23,7 +23,8 @@ from qflow.compression._dtypes import is_float, work_dtype
 
 __all__ = ["ErrorSums", "baseline_fp16", "baseline_int8", "baseline_zstd", "error_sums", "exact_sums"]
 
-_CHUNK = 1 << 21
+#: Values per step of the sums and baselines: float64 temporaries of 2 MB each, whatever the tensor's size.
+_CHUNK = 1 << 18
 
 
 @dataclass
@@ -93,16 +94,15 @@ def _mb_per_s(nbytes: int, seconds: float) -> float | None:
 
 
 Figures = dict[str, float | None]
-#: One baseline codec on one tensor: ``(restored, stored bytes, seconds spent encoding)``.
-Codec = Callable[[np.ndarray], tuple[np.ndarray, int, float]]
+#: One baseline codec on one tensor: ``(error sums of its restore, stored bytes, seconds spent encoding)``.
+Codec = Callable[[np.ndarray], tuple[ErrorSums, int, float]]
 
 
 def _baseline(arrays: dict[str, np.ndarray], codec: Codec) -> tuple[Figures, dict[str, Figures]]:
     """Run ``codec`` on every tensor: overall figures (ratio, errors, encode MB/s) and per-tensor (ratio, errors)."""
     per, sums, stored, original, elapsed = {}, [], 0, 0, 0.0
     for name, x in arrays.items():
-        y, size, seconds = codec(x)
-        s = error_sums(x, y)
+        s, size, seconds = codec(x)
         sums.append(s)
         stored += size
         original += x.nbytes
@@ -112,37 +112,64 @@ def _baseline(arrays: dict[str, np.ndarray], codec: Codec) -> tuple[Figures, dic
             "compress_mb_per_s": _mb_per_s(original, elapsed)}, per
 
 
-def _fp16_cast(x: np.ndarray) -> tuple[np.ndarray, int, float]:
+def _fp16_cast(x: np.ndarray) -> tuple[ErrorSums, int, float]:
+    """float16 a chunk at a time: no restored copy of the tensor is held."""
     if not is_float(x.dtype) or x.dtype.itemsize <= 2:  # bf16 and fp8 are no larger than fp16
-        return x, x.nbytes, 0.0
-    start = time.perf_counter()
-    half = x.astype(np.float16)
-    return half.astype(x.dtype), half.nbytes, time.perf_counter() - start
+        return error_sums(x, x), x.nbytes, 0.0
+    flat, sums, seconds = x.reshape(-1), ErrorSums(), 0.0
+    for i in range(0, flat.size, _CHUNK):
+        start = time.perf_counter()
+        half = flat[i: i + _CHUNK].astype(np.float16)
+        seconds += time.perf_counter() - start
+        sums = sums + error_sums(flat[i: i + _CHUNK], half.astype(x.dtype))
+    return sums, x.size * 2, seconds
 
 
-def _zstd_raw(x: np.ndarray, level: int = 3) -> tuple[np.ndarray, int, float]:
+#: Tensors above this many bytes are fed to the zstd baseline a chunk at a time (its output is counted, not kept).
+ZSTD_STREAM_BYTES = 4 << 20
+
+
+def _zstd_raw(x: np.ndarray, level: int = 3) -> tuple[ErrorSums, int, float]:
     raw = memoryview(np.ascontiguousarray(x).reshape(-1).view(np.uint8))  # the tensor's bytes, not a copy of them
     start = time.perf_counter()
-    size = len(zstandard.ZstdCompressor(level=level, threads=2 if raw.nbytes > 4 << 20 else 0).compress(raw))
-    return x, size, time.perf_counter() - start  # lossless: restored is the input
+    if raw.nbytes <= ZSTD_STREAM_BYTES:
+        size = len(zstandard.ZstdCompressor(level=level).compress(raw))
+    else:  # one thread: zstd's worker threads hold ~60-90 MB of job buffers on a 64 MB tensor
+        counter = _Counter()
+        with zstandard.ZstdCompressor(level=level).stream_writer(counter, size=raw.nbytes, closefd=False) as writer:
+            for i in range(0, raw.nbytes, ZSTD_STREAM_BYTES):
+                writer.write(raw[i: i + ZSTD_STREAM_BYTES])
+        size = counter.size
+    return error_sums(x, x), size, time.perf_counter() - start  # lossless: restored is the input
 
 
-def _int8_per_tensor(x: np.ndarray) -> tuple[np.ndarray, int, float]:
-    """Per-tensor int8 a chunk at a time, so a large tensor's baseline holds one restored copy, not several."""
+class _Counter:
+    """A write-only sink that counts the bytes written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def _int8_per_tensor(x: np.ndarray) -> tuple[ErrorSums, int, float]:
+    """Per-tensor int8 a chunk at a time: no restored copy of the tensor is held."""
     if not is_float(x.dtype) or not x.size or x.dtype.itemsize == 1:
-        return x, x.nbytes, 0.0
+        return error_sums(x, x), x.nbytes, 0.0
     work, flat = work_dtype(x.dtype), x.reshape(-1)
     chunks = range(0, flat.size, _CHUNK)
     start = time.perf_counter()
     peak = max(float(np.abs(flat[i: i + _CHUNK].astype(work)).max()) for i in chunks)
     scale = work(peak / 127 if peak > 0 else 1.0)
-    restored, seconds = np.empty_like(flat), time.perf_counter() - start
+    sums, seconds = ErrorSums(), time.perf_counter() - start
     for i in chunks:
         start = time.perf_counter()
         codes = np.clip(np.rint(flat[i: i + _CHUNK].astype(work) / scale), -127, 127).astype(np.int8)
         seconds += time.perf_counter() - start
-        restored[i: i + _CHUNK] = (codes.astype(work) * scale).astype(x.dtype)
-    return restored.reshape(x.shape), x.size + 4, seconds  # codes + one float32 scale
+        sums = sums + error_sums(flat[i: i + _CHUNK], (codes.astype(work) * scale).astype(x.dtype))
+    return sums, x.size + 4, seconds  # codes + one float32 scale
 
 
 def baseline_fp16(arrays: dict[str, np.ndarray]) -> tuple[Figures, dict[str, Figures]]:
