@@ -1224,7 +1224,10 @@ def decompress_to_files(
     each shard with its header as stored and the sharded index -- or
     ``model.safetensors`` for checkpoints that were not safetensors. Each
     block's checksum is checked as it is read; each tensor's declared size
-    against ``decoded_bytes`` (one tensor at a time is in memory per worker).
+    against ``decoded_bytes``. Each worker thread writes its tensor at its
+    offset in the file as it decodes it: a lossless float tensor a step at
+    a time from one reused buffer (memory: a few steps per worker, whatever
+    the tensor's size), other tensors decoded whole (one per worker).
     The sha256 of each restored lossless tensor is not recomputed here (the
     blocks' checksums cover the stored bytes, and compression already
     checked the round trip bit for bit); :func:`decompress_container` does.

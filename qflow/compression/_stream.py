@@ -3,15 +3,18 @@
 Encoding and decoding a tensor is numpy, zstd and sha256 work, all of which
 release the GIL, so threads use every core without copying tensors between
 processes. :func:`ordered_map` keeps at most ``window`` results in flight
-and yields them in input order, so the container (and each restored file) is
-written as tensors finish and peak memory is bounded by the window, not by
-the checkpoint.
+and yields them in input order, so the container is written as tensors
+finish and peak memory is bounded by the window, not by the checkpoint.
 
-Restores (:func:`write_safetensors_files`): a checkpoint read from
-safetensors files is written back as the same files -- each file's header
-as it was stored, the tensors at the offsets it names, and the sharded
-index as it was -- so a lossless restore is byte-identical; ``--out
-file.safetensors`` merges everything into one file.
+Restores: a checkpoint read from safetensors files is written back as the
+same files -- each file's header as it was stored, the tensors at the
+offsets it names, and the sharded index as it was -- so a lossless restore
+is byte-identical; ``--out file.safetensors`` merges everything into one
+file. :func:`sized_files` creates the files at their full length and
+:func:`tensor_offsets` says where each tensor goes, so worker threads (or a
+cluster's workers) write each tensor at its offset with :func:`pwrite_all`
+as it is decoded, in any order; :func:`write_safetensors_files` writes
+tensors already in memory in file order.
 """
 
 from __future__ import annotations

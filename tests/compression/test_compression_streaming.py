@@ -11,9 +11,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from qflow.compression import compress_tensors, decompress_container
 from qflow.compression import _plan as plan_module
+from qflow.compression import compress_tensors, decompress_container
 from qflow.compression._checkpoint import open_checkpoint
+from qflow.compression._container import read_container
 from qflow.compression._lossless import CHUNK_BYTES
 from qflow.compression._plan import _Context, _encode_one, decompress_to_files
 from qflow.compression._schemas import CompressConfig
@@ -104,12 +105,18 @@ def test_restoring_to_files_holds_a_step_not_the_tensor(tmp_path: Path) -> None:
     assert peak < 4 * CHUNK_BYTES < x.nbytes, f"{peak} bytes traced restoring a {x.nbytes}-byte tensor"
 
 
-def test_a_damaged_block_removes_the_files_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", ["w.bf16/plane0", "w.bf16/plane1"])  # stored as is; entropy-coded
+def test_a_damaged_block_read_a_step_at_a_time_fails_and_removes_the_files_written(tmp_path: Path, block: str) -> None:
     weights = _weights(4)
     _write_safetensors(tmp_path / "model.safetensors", weights)
     container = bytearray(compress_tensors(open_checkpoint(tmp_path / "model.safetensors"),
                                            {"lossless": True}).container)
-    container[100] ^= 0xFF  # inside the first tensor's blocks
-    with pytest.raises(InputError, match="checksum mismatch"):
+    opened = read_container(bytes(container), verify=False)
+    entry = next(b for b in opened.header["blocks"] if b["name"] == block)
+    assert entry["codec"] == ("raw" if block.endswith("0") else "zstd")
+    container[46 + entry["offset"] + entry["length"] // 2] ^= 0x5A  # 46: the prefix before the blocks
+    with pytest.raises(InputError, match=f"block '{block}'.*checksum mismatch"):
         decompress_to_files(bytes(container), tmp_path / "back", {"n_workers": 2})
     assert not list((tmp_path / "back").glob("*"))
+    with pytest.raises(InputError, match=f"block '{block}'.*checksum mismatch"):
+        decompress_container(bytes(container), {"n_workers": 1})
