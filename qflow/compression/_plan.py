@@ -54,7 +54,15 @@ from qflow.compression._codec import (
 from qflow.compression._container import VERSION, Block, ContainerWriter, read_container, tensor_nbytes
 from qflow.compression._dtypes import is_float, numpy_dtype
 from qflow.compression._lossless import CHUNK_BYTES, Packed, join_float_chunks, unpack
-from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums, exact_sums
+from qflow.compression._metrics import (
+    ZSTD_STREAM_BYTES,
+    ErrorSums,
+    baseline_fp16,
+    baseline_int8,
+    baseline_zstd,
+    error_sums,
+    exact_sums,
+)
 from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
 from qflow.compression._schemas import (
     CompressConfig,
@@ -530,9 +538,26 @@ def _baseline_sample(refs: list[TensorRef]) -> tuple[list[TensorRef], dict[str, 
     return picked, {"tensors": len(picked), "of": len(refs), "bytes": size, "rule": rule}
 
 
+class _FileTensor:
+    """A tensor left in its file, for the baselines: ``dtype``, ``shape``, ``size``, ``nbytes``, and its values
+    read a step at a time by :meth:`steps` (a large sampled tensor is then never loaded whole)."""
+
+    def __init__(self, ref: TensorRef) -> None:
+        self._ref = ref
+        self.dtype, self.shape = numpy_dtype(ref.dtype), ref.shape
+        self.size, self.nbytes = math.prod(ref.shape), ref.nbytes
+
+    def steps(self, n: int) -> Iterator[np.ndarray]:
+        """The values, flat, ``n`` at a time (each valid until the next)."""
+        with self._ref.values() as read:  # type: ignore[union-attr]
+            for first in range(0, self.size, n):
+                yield read(first, min(n, self.size - first)).view(self.dtype)
+
+
 def _baselines(refs: list[TensorRef], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     sample, info = _baseline_sample(refs)
-    arrays = {r.name: r.load() for r in sample}
+    arrays = {r.name: _FileTensor(r) if r.span is not None and r.nbytes > ZSTD_STREAM_BYTES else r.load()
+              for r in sample}
     baselines, per_tensor = {}, {}
     for key, func in (("fp16_cast", baseline_fp16), ("zstd_raw", baseline_zstd), ("int8_plain", baseline_int8)):
         baselines[key], per = func(arrays)
@@ -702,6 +727,7 @@ def compress_tensors(
     wall = time.perf_counter() - wall
     rows = [e.row for e in encoded]
     with run.stage("baselines", 0.9, "measuring baselines"):
+        release_memory()  # the last tensors' freed planes, before the sample is loaded on top of them
         run.baselines, sample_info = _baselines(refs, rows)
     if quantum is not None:
         run.solver.quantum = quantum[2]
