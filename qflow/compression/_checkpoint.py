@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 
 from qflow.compression._dtypes import DTYPES, from_safetensors, torch_to_numpy
+from qflow.compression._lossless import step_buffer, unsigned_dtype
 from qflow.core.errors import InputError
 from qflow.core.limits import check_limit
 
-__all__ = ["INDEX_SUFFIX", "TORCH_SUFFIXES", "Checkpoint", "TensorRef", "open_checkpoint",
+__all__ = ["INDEX_SUFFIX", "TORCH_SUFFIXES", "Checkpoint", "FileValues", "TensorRef", "open_checkpoint",
            "parse_safetensors_header", "safetensors_from_buffer", "torch_checkpoint"]
 
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -67,6 +68,9 @@ class TensorRef:
     shape: tuple[int, ...]
     file: str
     loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    #: ``(path, byte offset)`` of the tensor's bytes when it lies in a file as is (safetensors): it can then
+    #: be read a step at a time (:meth:`values`) instead of loaded whole.
+    span: tuple[Path, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -74,6 +78,47 @@ class TensorRef:
 
     def load(self) -> np.ndarray:
         return self.loader()
+
+    def values(self) -> FileValues | None:
+        """A reader of the tensor's values from its file (close it after use), or None when it has no span."""
+        if self.span is None:
+            return None
+        return FileValues(self.span[0], self.span[1], math.prod(self.shape), DTYPES[self.dtype].numpy.itemsize,
+                          self.name)
+
+
+class FileValues:
+    """Values of a tensor stored as is in a file, read a step at a time into this thread's step buffer.
+
+    ``read(first, n)`` (the object is a :data:`~qflow.compression._lossless.ValueReader`) returns values
+    ``first:first + n`` as unsigned integers of the dtype's width, little endian as stored, valid until the
+    next call; memory is one step whatever the tensor's size, and nothing of the file stays mapped.
+    """
+
+    def __init__(self, path: Path, offset: int, count: int, width: int, name: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._path, self._offset, self._width, self._name = path, offset, width, name
+        self.count = count
+
+    def __call__(self, first: int, n: int) -> np.ndarray:
+        out = step_buffer("file", n, unsigned_dtype(self._width))
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], self._offset + first * self._width + done)
+            if not got:
+                raise InputError(self._path.name, self._name, "file shorter than its header says",
+                                 f"{len(view)} bytes at {self._offset + first * self._width}", f"{done} bytes")
+            done += got
+        return out
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> FileValues:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -188,7 +233,8 @@ def safetensors_from_buffer(buffer: Any, file_name: str, source: str, path: Path
             if path is None:
                 return np.frombuffer(buffer, dtype=info.numpy, count=math.prod(shape), offset=start + begin).reshape(shape)
             return _read_range(path, start + begin, end - begin).view(info.numpy).reshape(shape)
-        refs.append(TensorRef(name, info.name, shape, file_name, load))
+        refs.append(TensorRef(name, info.name, shape, file_name, load,
+                              None if path is None else (path, start + begin)))
     return refs, {"name": file_name, "header": text, "metadata": _metadata(text)}
 
 

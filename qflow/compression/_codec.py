@@ -22,6 +22,8 @@ container that :func:`~qflow.compression._container.read_container` verified.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,9 @@ from qflow.compression._lossless import (
     CHUNK_BYTES,
     Packed,
     PlaneReader,
+    ValueReader,
     float_plane_packs,
+    float_plane_packs_from,
     join_float_chunks,
     join_planes,
     pack,
@@ -53,8 +57,8 @@ from qflow.compression._quantize import (
     unpack_codes,
 )
 
-__all__ = ["EncodedTensor", "QuantOptions", "decode_tensor", "encode_lossless", "encode_quant", "lossless_round_trip",
-           "original_sha256", "should_store_losslessly"]
+__all__ = ["EncodedTensor", "QuantOptions", "decode_tensor", "encode_float_stream", "encode_lossless", "encode_quant",
+           "lossless_round_trip", "original_sha256", "should_store_losslessly"]
 
 #: Float tensors with fewer values than this are stored losslessly (scales would cost more than they save).
 MIN_QUANT_SIZE = 64
@@ -123,6 +127,21 @@ def _base_record(name: str, x: np.ndarray, sha: str) -> dict[str, Any]:
     return {"name": name, "dtype": x.dtype.name, "shape": list(x.shape), "sha256": sha, "notes": []}
 
 
+def _lossless_record(base: dict[str, Any], layout: str, blocks: list[Block], trial: dict[str, int] | None,
+                     note: str | None) -> dict[str, Any]:
+    """``base`` (:func:`_base_record`) completed as a lossless record of ``layout`` stored in ``blocks``."""
+    record = {**base, "scheme": "lossless"}
+    codecs = [b.packed.codec if b.packed.level is None else f"{b.packed.codec}-{b.packed.level}" for b in blocks]
+    record["lossless"] = {"layout": layout, "planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
+    if trial is not None:
+        record["lossless"]["sample_stored_bytes"] = trial
+    if note:
+        record["notes"].append(note)
+    if any(b.packed.raw_length for b in blocks) and all(b.packed.codec == "raw" for b in blocks):
+        record["notes"].append("incompressible: every byte plane stored as is (zstd would not shrink it)")
+    return record
+
+
 def should_store_losslessly(x: np.ndarray) -> str | None:
     """Why ``x`` is stored losslessly even in lossy mode, or None when it should be quantized."""
     if not is_float(x.dtype):
@@ -159,6 +178,23 @@ def _sample_values(x: np.ndarray) -> np.ndarray:
     return np.concatenate([flat[i * step: i * step + per_piece] for i in range(4)])
 
 
+def _sample_from(read: ValueReader, count: int, width: int) -> np.ndarray:
+    """:func:`_sample_values` of a tensor read by ``read`` (the same values, as unsigned integers)."""
+    per_piece = LAYOUT_SAMPLE_BYTES // 4 // width
+    if count <= 4 * per_piece:
+        return read(0, count).copy()
+    step = count // 4
+    return np.concatenate([read(i * step, per_piece).copy() for i in range(4)])
+
+
+def _prefers_planes(name: str, sample: np.ndarray) -> tuple[bool, dict[str, int]]:
+    """Whether plain byte planes store ``sample`` smaller than the float layout by :data:`LAYOUT_MARGIN`, and the
+    sample's stored bytes under each."""
+    trial = {"float": _stored(_float_blocks(name, sample)),
+             "planes": _stored([Block(f"{name}/plane{i}", pack(p, 1)) for i, p in enumerate(split_planes(sample))])}
+    return trial["planes"] < (1 - LAYOUT_MARGIN) * trial["float"], trial
+
+
 def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[str, int] | None]:
     """``(layout, blocks, sample sizes)``: ``float``, ``planes`` or ``whole``, whichever stores ``x`` smaller.
 
@@ -184,11 +220,8 @@ def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[s
     if is_float(x.dtype) and x.nbytes < LAYOUT_TRIAL_MIN_BYTES:
         return "float", _float_blocks(name, x), None
     if is_float(x.dtype):
-        sample = _sample_values(x)
-        trial = {"float": _stored(_float_blocks(name, sample)), "planes": _stored(planes(sample, level=1))}
-        if trial["planes"] >= (1 - LAYOUT_MARGIN) * trial["float"]:
-            return "float", _float_blocks(name, x), trial
-        return "planes", planes(x), trial
+        by_planes, trial = _prefers_planes(name, _sample_values(x))
+        return ("planes", planes(x), trial) if by_planes else ("float", _float_blocks(name, x), trial)
     if x.nbytes > BOTH_LAYOUTS_LIMIT:
         return "whole", whole(), None
     by_plane, by_whole = planes(x), whole()
@@ -197,18 +230,38 @@ def _lossless_blocks(name: str, x: np.ndarray) -> tuple[str, list[Block], dict[s
 
 def encode_lossless(name: str, x: np.ndarray, sha: str, note: str | None = None) -> EncodedTensor:
     """Byte planes or the whole buffer (whichever is smaller), packed by :func:`~qflow.compression._lossless.pack`; bit-exact."""
-    record = _base_record(name, x, sha)
-    record["scheme"] = "lossless"
     layout, blocks, trial = _lossless_blocks(name, _little(x))
-    codecs = [b.packed.codec if b.packed.level is None else f"{b.packed.codec}-{b.packed.level}" for b in blocks]
-    record["lossless"] = {"layout": layout, "planes": len(blocks), "codecs": codecs, "blocks": [b.name for b in blocks]}
-    if trial is not None:
-        record["lossless"]["sample_stored_bytes"] = trial
-    if note:
-        record["notes"].append(note)
-    if x.size and all(b.packed.codec == "raw" for b in blocks):
-        record["notes"].append("incompressible: every byte plane stored as is (zstd would not shrink it)")
-    return EncodedTensor(record, blocks, x)
+    return EncodedTensor(_lossless_record(_base_record(name, x, sha), layout, blocks, trial, note), blocks, x)
+
+
+def encode_float_stream(name: str, dtype: np.dtype, shape: tuple[int, ...], read: ValueReader,
+                        visit: Callable[[np.ndarray], None]) -> EncodedTensor | None:
+    """:func:`encode_lossless` of a float tensor read a step at a time by ``read``, never whole in memory.
+
+    The same blocks and record as :func:`encode_lossless` gives the tensor
+    (``sha256`` left empty, ``reconstruction`` None), or None where that
+    would not use the ``float`` layout (narrow or small tensors, or a sample
+    that prefers plain byte planes): the caller then loads the tensor.
+    ``visit`` receives each step's values (unsigned integers of the
+    dtype's width, in order, once each) as they are encoded.
+    """
+    width, count = dtype.itemsize, math.prod(shape)
+    if not is_float(dtype) or width == 1 or count * width < SMALL_LOSSLESS_BYTES:
+        return None
+    trial = None
+    if count * width >= LAYOUT_TRIAL_MIN_BYTES:
+        by_planes, trial = _prefers_planes(name, _sample_from(read, count, width))
+        if by_planes:
+            return None
+
+    def visited(first: int, n: int) -> np.ndarray:
+        values = read(first, n)
+        visit(values)
+        return values
+
+    blocks = [Block(f"{name}/plane{i}", p) for i, p in enumerate(float_plane_packs_from(visited, count, width))]
+    base = {"name": name, "dtype": dtype.name, "shape": list(shape), "sha256": "", "notes": []}
+    return EncodedTensor(_lossless_record(base, "float", blocks, trial, None), blocks, None)  # type: ignore[arg-type]
 
 
 def encode_quant(name: str, x: np.ndarray, sha: str, options: QuantOptions, reconstruct: bool = True) -> EncodedTensor:
@@ -406,20 +459,26 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     return all(np.array_equal(a[i: i + CHUNK_BYTES], b[i: i + CHUNK_BYTES]) for i in range(0, a.size, CHUNK_BYTES))
 
 
-def lossless_round_trip(record: dict[str, Any], blocks: list[Block], x: np.ndarray) -> bool:
+def lossless_round_trip(record: dict[str, Any], blocks: list[Block], x: np.ndarray | ValueReader) -> bool:
     """Whether the lossless ``record`` and its packed ``blocks`` decode to ``x`` bit for bit.
 
-    The float layout is decoded and compared a step at a time (memory: a
-    few steps, not a second tensor); other layouts decode whole.
+    ``x``: the tensor, or (float layout only) a reader of its values. The
+    float layout is decoded and compared a step at a time (memory: a few
+    steps, not a second tensor); other layouts decode whole.
     """
     source = _PackedBlocks(blocks)
     if record["lossless"].get("layout") != "float":
-        return _same_bytes(decode_tensor(record, source), x)
-    values = _little(x).reshape(-1)
-    values = values.view(np.dtype(f"u{values.dtype.itemsize}"))
+        return _same_bytes(decode_tensor(record, source), x)  # type: ignore[arg-type]
+    width = numpy_dtype(record["dtype"]).itemsize
+    count = math.prod(record["shape"])
+    if isinstance(x, np.ndarray):
+        values = _little(x).reshape(-1).view(np.dtype(f"u{width}"))
+        read: ValueReader = lambda lo, n: values[lo: lo + n]  # noqa: E731
+    else:
+        read = x
     readers = _plane_readers(source, record["lossless"]["blocks"])
-    for first, chunk in join_float_chunks(readers, x.dtype, values.size):
-        if not np.array_equal(chunk, values[first: first + chunk.size]):
+    for first, chunk in join_float_chunks(readers, np.dtype(f"u{width}"), count):
+        if not np.array_equal(chunk, read(first, chunk.size)):
             return False
     for reader in readers:
         reader.close()

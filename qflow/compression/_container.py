@@ -46,7 +46,7 @@ import math
 import mmap
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -161,15 +161,15 @@ class Container:
     def stored_bytes(self) -> int:
         return len(self._data)
 
-    def _payload(self, name: str) -> tuple[dict[str, Any], int, memoryview]:
-        """Block ``name``'s table entry, offset and stored bytes, checksum checked (unless verified on opening)
-        and a zstd frame's declared size checked against the header."""
+    def _payload(self, name: str, check: bool = True) -> tuple[dict[str, Any], int, memoryview]:
+        """Block ``name``'s table entry, offset and stored bytes, checksum checked (unless verified on opening,
+        or ``check`` is False: the caller checks it) and a zstd frame's declared size checked against the header."""
         entry = self._blocks.get(name)
         if entry is None:
             raise InputError(self.source, f"block '{name}'", "missing block", "a block the header lists")
         lo = self._start + entry["offset"]
         payload = self._data[lo: lo + entry["length"]]
-        if not self._verified:
+        if check and not self._verified:
             _check_digest(self.source, entry, payload)
         if entry["codec"] == "zstd":
             declared = zstandard.frame_content_size(payload) if len(payload) >= 4 else -1
@@ -194,14 +194,23 @@ class Container:
     def reader(self, name: str, buffer_bytes: int, slot: int = 0) -> PlaneReader:
         """Block ``name`` unpacked a step of up to ``buffer_bytes`` at a time (checked as :meth:`block` is) into
         this thread's step buffer ``slot``; a damaged frame is an :class:`InputError` naming the block."""
-        entry, lo, payload = self._payload(name)
+        entry, lo, payload = self._payload(name, check=False)
 
         def fail(problem: str, detail: str) -> InputError:
+            if not self._verified:  # a damaged block is reported as such, as when it is checked up front
+                _check_digest(self.source, entry, payload)
             return _fail(self.source, name, problem, f"a valid {entry['codec']} block of {entry['raw_length']} bytes",
                          detail)
 
-        return PlaneReader(entry["codec"], payload, entry["raw_length"], buffer_bytes, fail,
-                           lambda start, end: self._release(lo + start, end - start), slot)
+        def release(start: int, end: int) -> None:
+            self._release(lo + start, end - start)
+
+        if not self._verified:
+            if not len(payload):
+                _check_digest(self.source, entry, payload)
+            else:
+                release = _CheckedRelease(self.source, entry, payload, release)
+        return PlaneReader(entry["codec"], payload, entry["raw_length"], buffer_bytes, fail, release, slot)
 
     def _release(self, offset: int, length: int) -> None:
         """Drop a memory-mapped file's pages once read (they would otherwise stay resident for the whole run; a
@@ -212,6 +221,38 @@ class Container:
         end = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
         if end > start:
             self._mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+class _CheckedRelease:
+    """A block's checksum computed over its stored bytes as a :class:`PlaneReader` consumes them, front to back,
+    before each range is released: every page is read once and dropped, instead of the whole block being read
+    (and made resident) up front. Compared once the last byte is consumed, i.e. by the reader's ``close`` at
+    the latest: a damaged block fails before its tensor is returned or its restore completes."""
+
+    def __init__(self, source: str, entry: dict[str, Any], payload: memoryview,
+                 release: Callable[[int, int], None]) -> None:
+        self._source, self._entry, self._payload, self._release = source, entry, payload, release
+        self._crc = 0
+        self._sha = None if "crc32" in entry else hashlib.sha256()
+
+    def __call__(self, start: int, end: int) -> None:
+        piece = self._payload[start:end]
+        if self._sha is None:
+            self._crc = zlib.crc32(piece, self._crc)
+        else:
+            self._sha.update(piece)
+        self._release(start, end)
+        if end == len(self._payload):
+            self._compare()
+
+    def _compare(self) -> None:
+        entry = self._entry
+        if self._sha is None and self._crc != entry["crc32"]:
+            raise _fail(self._source, entry["name"], "checksum mismatch (tampered or corrupted)",
+                        f"crc32 {entry['crc32']:08x}", f"{self._crc:08x}")
+        if self._sha is not None and self._sha.hexdigest() != entry["sha256"]:
+            raise _fail(self._source, entry["name"], "checksum mismatch (tampered or corrupted)",
+                        f"sha256 {entry['sha256'][:16]}", self._sha.hexdigest()[:16])
 
 
 def _fail(source: str, block: str, problem: str, expected: str | None = None, received: object = None) -> InputError:

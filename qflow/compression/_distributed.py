@@ -27,10 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qflow.compression._checkpoint import Checkpoint, TensorRef
-from qflow.compression._stream import write_index
+from qflow.compression._stream import sized_files, tensor_offsets, write_index
 from qflow.core.cluster import dask_client, tagged_call, worker_addresses
 from qflow.core.errors import InfeasibleError, InputError, QflowError, QuantumUnavailableError
 
@@ -169,41 +167,31 @@ def _write_group(container: str, source: str, target: str, items: list[tuple[str
     import time
 
     from qflow.compression._container import read_container
-    from qflow.compression._plan import _decode_checked
+    from qflow.compression._plan import write_decoded
 
     start = time.thread_time()
     with open(container, "rb") as handle:
         data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     opened = read_container(data, source, verify=False)
     records = {r["name"]: r for r in opened.header["tensors"]}
-    with open(target, "r+b") as out:
+    fd = os.open(target, os.O_WRONLY)
+    try:
         for name, offset in items:
-            values = _decode_checked(records[name], opened, source, check_sha=False)
-            out.seek(offset)
-            out.write(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+            write_decoded(records[name], opened, source, fd, offset)
+    finally:
+        os.close(fd)
     return time.thread_time() - start
 
 
 def _file_tasks(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, int]
                 ) -> list[tuple[str, list[tuple[str, int]]]]:
-    """``(file, [(tensor, byte offset)])`` per task: each output file's tensors back to back after its header."""
+    """``(file, [(tensor, byte offset)])`` per task: consecutive tensors of one output file (:func:`tensor_groups`)."""
+    offsets = {(str(path), name): offset for path, name, offset in tensor_offsets(outputs, sizes)}
     tasks = []
-    for path, head, names in outputs:
-        offsets = np.cumsum([len(head)] + [sizes[n] for n in names]).tolist()
+    for path, _, names in outputs:
         for group in tensor_groups([str(path)] * len(names), [sizes[n] for n in names]):
-            tasks.append((str(path), [(names[i], int(offsets[i])) for i in group]))
+            tasks.append((str(path), [(names[i], offsets[str(path), names[i]]) for i in group]))
     return tasks
-
-
-def _sized_files(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, int], written: list[str]) -> None:
-    """Create each output file with its header, at its full length (the workers fill in the tensors); each path
-    goes into ``written`` before the file is created."""
-    for path, head, names in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        written.append(str(path))
-        with path.open("wb") as handle:
-            handle.write(head)
-            handle.truncate(len(head) + sum(sizes[n] for n in names))
 
 
 def cluster_decode_files(address: str, container: Path, source: str, records: dict[str, dict[str, Any]],
@@ -221,7 +209,7 @@ def cluster_decode_files(address: str, container: Path, source: str, records: di
     written: list[str] = []
     with dask_client(address, source=source) as client:
         try:
-            _sized_files(outputs, sizes, written)
+            sized_files(outputs, sizes, written)
             workers = _check_workers(client, [str(container.resolve()), *sorted({str(Path(w).resolve()) for w in written})],
                                      source)
             calls = ((_write_group, str(container.resolve()), source, str(Path(t).resolve()), items)

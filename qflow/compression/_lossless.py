@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-__all__ = ["CHUNK_BYTES", "ENTROPY_PARAMS", "TRIAL_LEVELS", "Packed", "PlaneReader", "choose_level", "float_plane_packs",
-           "float_planes", "join_float_chunks", "join_float_planes", "join_planes", "pack", "pack_entropy", "pack_plane",
-           "packed", "split_planes", "unpack"]
+__all__ = ["CHUNK_BYTES", "ENTROPY_PARAMS", "TRIAL_LEVELS", "Packed", "PlaneReader", "ValueReader", "choose_level",
+           "float_plane_packs", "float_plane_packs_from", "float_planes", "join_float_chunks", "join_float_planes",
+           "join_planes", "pack", "pack_entropy", "pack_plane", "packed", "split_planes", "step_buffer", "unpack",
+           "unsigned_dtype"]
 
 #: zstd levels tried on a sample; the highest one that still pays is used.
 TRIAL_LEVELS = (1, 3, 9)
@@ -181,7 +182,8 @@ def join_planes(planes: list[bytes], dtype: np.dtype, shape: tuple[int, ...]) ->
     return stacked.view(dt).reshape(shape).astype(np.dtype(dtype).newbyteorder("="), copy=False)
 
 
-def _unsigned(itemsize: int) -> type:
+def unsigned_dtype(itemsize: int) -> type:
+    """The unsigned integer type of ``itemsize`` bytes."""
     return {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[itemsize]
 
 
@@ -193,7 +195,7 @@ CHUNK_BYTES = 2 << 20
 _SCRATCH = threading.local()
 
 
-def _scratch(slot: str, count: int, dtype: type) -> np.ndarray:
+def step_buffer(slot: str, count: int, dtype: type) -> np.ndarray:
     """``count`` values of this thread's reusable buffer ``slot`` (grown to at least :data:`CHUNK_BYTES`).
 
     Step buffers are kept per thread instead of allocated per tensor: the
@@ -236,7 +238,7 @@ def float_planes(x: np.ndarray) -> np.ndarray:
     memory: for samples; :func:`float_plane_packs` streams a tensor.
     """
     width = x.dtype.itemsize
-    u = np.ascontiguousarray(x).reshape(-1).view(_unsigned(width))
+    u = np.ascontiguousarray(x).reshape(-1).view(unsigned_dtype(width))
     planes = np.empty((width, u.size), dtype=np.uint8)
     rotated = _rotate_left(u, np.empty_like(u), np.empty_like(u))
     for i in range(width):
@@ -244,29 +246,41 @@ def float_planes(x: np.ndarray) -> np.ndarray:
     return planes
 
 
+#: ``read(first, n)``: values ``first:first + n`` of a tensor as unsigned integers of its width (a view, or a
+#: step buffer valid until the next call); reads come in order, each at most :data:`CHUNK_BYTES`.
+ValueReader = Callable[[int, int], np.ndarray]
+
+
 def float_plane_packs(x: np.ndarray) -> list[Packed]:
-    """:func:`float_planes` of ``x`` packed plane by plane, streamed in :data:`CHUNK_BYTES` steps.
+    """:func:`float_planes` of ``x`` packed plane by plane, streamed in :data:`CHUNK_BYTES` steps (see
+    :func:`float_plane_packs_from`)."""
+    width = x.dtype.itemsize
+    u = np.ascontiguousarray(x).reshape(-1).view(unsigned_dtype(width))
+    return float_plane_packs_from(lambda lo, n: u[lo: lo + n], u.size, width)
+
+
+def float_plane_packs_from(read: ValueReader, count: int, width: int) -> list[Packed]:
+    """The packed planes of ``count`` values of ``width`` bytes, read a step at a time by ``read``.
 
     Each step of a plane is entropy-coded as its own zstd frame
     (:data:`ENTROPY_PARAMS`; the frames of a plane are one block, read back
     across frames) unless the plane's first step does not shrink below
     :data:`INCOMPRESSIBLE`: then the plane is stored as is (that step's
-    frame is the only trial, and no sample is compressed twice). Besides
-    ``x``, memory holds the stored planes (raw planes in their own arrays,
-    frames as they are made) and a few step-sized buffers: no tensor-sized
-    plane array and no copy of a plane into ``bytes``.
+    frame is the only trial, and no sample is compressed twice). Memory
+    holds the stored planes (raw planes in their own arrays, frames as they
+    are made) and a few step-sized buffers: no tensor-sized plane array, no
+    copy of a plane into ``bytes``, and, with ``read`` reading a file, not
+    the tensor itself.
     """
-    width = x.dtype.itemsize
-    u = np.ascontiguousarray(x).reshape(-1).view(_unsigned(width))
-    count = u.size
     step = max(1, CHUNK_BYTES // width)
-    rotated, shifted = _scratch("rotated", min(step, count), u.dtype), _scratch("shifted", min(step, count), u.dtype)
-    scratch = _scratch("plane", min(step, count), np.uint8)
+    kind = unsigned_dtype(width)
+    rotated, shifted = step_buffer("rotated", min(step, count), kind), step_buffer("shifted", min(step, count), kind)
+    scratch = step_buffer("plane", min(step, count), np.uint8)
     compressor = _coder("compress")
     raw: list[np.ndarray | None] = [None] * width
     frames = [_FrameBuffer(count, step) for _ in range(width)]
     for lo in range(0, count, step):
-        part = u[lo: lo + step]
+        part = read(lo, min(step, count - lo))
         r, s = rotated[: part.size], shifted[: part.size]
         _rotate_left(part, r, s)
         for i in range(width):
@@ -342,7 +356,7 @@ class PlaneReader:
         else:
             self._source = _Consumed(self._payload)
             self._stream = _coder(f"read{slot}").stream_reader(self._source, read_size=1 << 18, read_across_frames=True)
-            self._buffer = _scratch(f"read{slot}", max(1, min(buffer_bytes, raw_length)), np.uint8)
+            self._buffer = step_buffer(f"read{slot}", max(1, min(buffer_bytes, raw_length)), np.uint8)
 
     def read(self, n: int) -> np.ndarray:
         """The next ``n`` bytes as a uint8 array (valid until the next read)."""
@@ -410,8 +424,8 @@ def join_float_chunks(readers: Sequence[PlaneReader], dtype: np.dtype, count: in
     """
     width = np.dtype(dtype).itemsize
     step = max(1, CHUNK_BYTES // width)
-    merged = _scratch("merged", min(step, count), _unsigned(width))
-    shifted = _scratch("shifted", min(step, count), _unsigned(width))
+    merged = step_buffer("merged", min(step, count), unsigned_dtype(width))
+    shifted = step_buffer("shifted", min(step, count), unsigned_dtype(width))
     for lo in range(0, count, step):
         n = min(step, count - lo)
         m, s = merged[:n], shifted[:n]
@@ -430,7 +444,7 @@ def join_float_planes(planes: Sequence[bytes | memoryview], dtype: np.dtype, sha
     """Inverse of :func:`float_planes` (``planes`` in the same order, each whole in memory)."""
     dt = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    out = np.empty(count, dtype=_unsigned(dt.itemsize))
+    out = np.empty(count, dtype=unsigned_dtype(dt.itemsize))
     readers = [PlaneReader("raw", plane, count, 0) for plane in planes]
     for _ in join_float_chunks(readers, dt, count, out):
         pass

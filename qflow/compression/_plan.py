@@ -23,6 +23,7 @@ import hashlib
 import io
 import math
 import mmap
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from qflow.compression._codec import (
     EncodedTensor,
     QuantOptions,
     decode_tensor,
+    encode_float_stream,
     encode_lossless,
     encode_quant,
     lossless_round_trip,
@@ -51,11 +53,35 @@ from qflow.compression._codec import (
 )
 from qflow.compression._container import VERSION, Block, ContainerWriter, read_container, tensor_nbytes
 from qflow.compression._dtypes import is_float, numpy_dtype
-from qflow.compression._lossless import Packed, unpack
-from qflow.compression._metrics import ErrorSums, baseline_fp16, baseline_int8, baseline_zstd, error_sums, exact_sums
+from qflow.compression._lossless import CHUNK_BYTES, Packed, join_float_chunks, unpack
+from qflow.compression._metrics import (
+    ZSTD_STREAM_BYTES,
+    ErrorSums,
+    baseline_fp16,
+    baseline_int8,
+    baseline_zstd,
+    error_sums,
+    exact_sums,
+)
 from qflow.compression._quantize import channel_matrix, per_tensor_relative_error
-from qflow.compression._schemas import CompressConfig, DecompressConfig, as_arrays, check_tensors, load_tensor_file
-from qflow.compression._stream import ordered_map, release_memory, safetensors_outputs, write_safetensors_files
+from qflow.compression._schemas import (
+    CompressConfig,
+    DecompressConfig,
+    as_arrays,
+    check_finite_step,
+    check_tensors,
+    load_tensor_file,
+)
+from qflow.compression._stream import (
+    ordered_map,
+    pwrite_all,
+    release_memory,
+    safetensors_outputs,
+    sized_files,
+    tensor_offsets,
+    write_index,
+    write_safetensors_files,
+)
 from qflow.core.cluster import scheduler_address
 from qflow.core.errors import InputError, QuantumUnavailableError
 from qflow.core.io import Source, read_input
@@ -76,7 +102,7 @@ HEATMAP_SIDE = 48
 #: Bytes of tensors the baselines (fp16 cast, zstd, int8) run on; a larger checkpoint uses a stated sample.
 BASELINE_SAMPLE_BYTES = 64 << 20
 #: Bytes hashed per read when digesting checkpoint files.
-HASH_CHUNK = 64 << 20
+HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -107,10 +133,11 @@ def load_tensors_input(source: Source, name: str | None = None) -> tuple[dict[st
 def _hash_files(paths: list[Path]) -> str:
     """sha256 of the files' bytes, one after another (a single file: the sha256 of that file)."""
     h = hashlib.sha256()
+    buffer = memoryview(bytearray(HASH_CHUNK))  # one buffer read into: no chunk-sized allocation per read
     for path in paths:
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                h.update(chunk)
+        with path.open("rb", buffering=0) as handle:
+            while got := handle.readinto(buffer):
+                h.update(buffer[:got])
     return h.hexdigest()
 
 
@@ -271,21 +298,42 @@ def _denoise(name: str, x: np.ndarray, enc: EncodedTensor, config: CompressConfi
     return info, weights
 
 
+def _preview_points(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of the previewed values, and the heatmap's rows and columns (of :func:`channel_matrix`
+    with ``per_channel``)."""
+    size = math.prod(shape)
+    rows_total = shape[0] if len(shape) >= 2 and shape[0] > 0 else 1
+    cols_total = size // rows_total
+    idx = np.linspace(0, size - 1, min(PREVIEW_VALUES, size)).astype(np.int64)
+    rows = np.linspace(0, rows_total - 1, min(HEATMAP_SIDE, rows_total)).astype(np.int64)
+    cols = np.linspace(0, cols_total - 1, min(HEATMAP_SIDE, cols_total)).astype(np.int64)
+    return idx, rows, cols
+
+
 def _preview(arrays: Mapping[str, np.ndarray], restored: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
     """Values and an error map of the largest float tensor, for the page's histogram and heatmap."""
-    floats = [n for n, a in arrays.items() if a.dtype.kind == "f" and a.size]
+    floats = [n for n, a in arrays.items() if is_float(a.dtype) and a.size]  # bf16 and float8 too
     if not floats:
         return None
     name = max(floats, key=lambda n: arrays[n].size)
     x, y = arrays[name].reshape(-1), restored[name].reshape(-1)
-    idx = np.linspace(0, x.size - 1, min(PREVIEW_VALUES, x.size)).astype(np.int64)
-    x2d = channel_matrix(arrays[name], True).astype(np.float64)
-    y2d = channel_matrix(restored[name], True).astype(np.float64)
-    rows = np.linspace(0, x2d.shape[0] - 1, min(HEATMAP_SIDE, x2d.shape[0])).astype(np.int64)
-    cols = np.linspace(0, x2d.shape[1] - 1, min(HEATMAP_SIDE, x2d.shape[1])).astype(np.int64)
-    err = np.abs(y2d[np.ix_(rows, cols)] - x2d[np.ix_(rows, cols)])
+    idx, rows, cols = _preview_points(arrays[name].shape)
+    # the heatmap's points only: a float64 copy of the whole tensor would be 4-8x its size
+    x2d = channel_matrix(arrays[name], True)[np.ix_(rows, cols)].astype(np.float64)
+    y2d = channel_matrix(restored[name], True)[np.ix_(rows, cols)].astype(np.float64)
+    err = np.abs(y2d - x2d)
     return {"tensor": name, "original": x[idx].astype(float).tolist(), "reconstructed": y[idx].astype(float).tolist(),
             "error_map": err.tolist(), "error_map_rows": rows.tolist(), "error_map_cols": cols.tolist()}
+
+
+def _exact_preview(ref: TensorRef, read: Callable[[int, int], np.ndarray]) -> dict[str, Any]:
+    """:func:`_preview` of a bit-exact restore of ``ref``, its values read one at a time from its file."""
+    idx, rows, cols = _preview_points(ref.shape)
+    dtype = numpy_dtype(ref.dtype)
+    values = [float(read(int(i), 1).view(dtype)[0]) for i in idx]
+    return {"tensor": ref.name, "original": values, "reconstructed": list(values),
+            "error_map": np.zeros((rows.size, cols.size)).tolist(), "error_map_rows": rows.tolist(),
+            "error_map_cols": cols.tolist()}
 
 
 @dataclass
@@ -374,6 +422,9 @@ def _encode_steps(name: str, x: np.ndarray, i: int, ctx: _Context, timer: StageT
 def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
     """Load, check, encode, then decode the blocks again and measure: one tensor, start to end, in a worker."""
     i, ref = item
+    streamed = _encode_streamed(ref, ctx)
+    if streamed is not None:
+        return streamed
     timer = StageTimer()
     cpu = time.thread_time()
     with timer.stage("compress"):
@@ -392,8 +443,6 @@ def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
         from qflow.compression._probe import attach_probe
 
         attach_probe(enc, x, ctx.config.error_probe)
-    if ref.file:
-        enc.record["file"] = ref.file
     out.cpu["encode"] = time.thread_time() - cpu  # the blocks' checksums were computed as they were packed
     cpu = time.thread_time()
     with timer.stage("decompress"):
@@ -406,17 +455,64 @@ def _encode_one(item: tuple[int, TensorRef], ctx: _Context) -> _Encoded:
         out.sums = exact_sums(x) if exact else error_sums(x, restored)
         if ref.name == ctx.preview_tensor:
             out.preview = _preview({ref.name: x}, {ref.name: restored})
+    _finish_encoded(out, ref, enc, timer)
+    return out
+
+
+def _finish_encoded(out: _Encoded, ref: TensorRef, enc: EncodedTensor, timer: StageTimer) -> None:
+    """Fill ``out`` with ``enc`` (its values dropped) and the tensor's row of the plan."""
+    if ref.file:
+        enc.record["file"] = ref.file
     stored = sum(len(b.packed.payload) for b in enc.blocks)
     rec = enc.record
     out.enc, out.seconds = enc, timer.timings_s
-    out.row = {"name": ref.name, "shape": list(x.shape), "dtype": x.dtype.name, "scheme": rec["scheme"],
-               "bits": rec.get("quant", {}).get("bits"), **_granularity_columns(rec), "original_bytes": int(x.nbytes),
-               "stored_bytes": stored, "compression_ratio": x.nbytes / max(stored, 1), **out.sums.figures(),
+    nbytes = tensor_nbytes(rec)
+    out.row = {"name": ref.name, "shape": list(rec["shape"]), "dtype": rec["dtype"], "scheme": rec["scheme"],
+               "bits": rec.get("quant", {}).get("bits"), **_granularity_columns(rec), "original_bytes": nbytes,
+               "stored_bytes": stored, "compression_ratio": nbytes / max(stored, 1), **out.sums.figures(),
                "notes": rec["notes"]}
     if rec["scheme"] == "lossless":
         out.row["layout"] = rec["lossless"]["layout"]
     enc.extras = {}
     enc.reconstruction = None  # type: ignore[assignment]
+
+
+def _encode_streamed(ref: TensorRef, ctx: _Context) -> _Encoded | None:
+    """Lossless mode, a float tensor lying as is in a file: checked, hashed, encoded and read back a step at a
+    time from the file, so memory holds its stored planes and a few step buffers, never the tensor. None where
+    this does not apply (no file span, a layout other than ``float``): the caller loads the tensor."""
+    if not ctx.config.lossless or ref.span is None:
+        return None
+    dtype, timer, cpu = numpy_dtype(ref.dtype), StageTimer(), time.thread_time()
+    sha, sums, position = hashlib.sha256(), [ErrorSums(0.0, 0.0, 0.0, 0.0, 0.0)], [0]
+    measuring = [0.0, 0.0]  # wall and CPU seconds of the sums: measurement, timed apart as the loaded path does
+
+    def visit(values: np.ndarray) -> None:  # each step once, in order
+        check_finite_step(values.view(dtype), position[0], ref.shape, ref.name, ctx.source)
+        sha.update(values)
+        wall, start = time.perf_counter(), time.thread_time()
+        sums[0] = sums[0] + exact_sums(values.view(dtype))
+        measuring[0] += time.perf_counter() - wall
+        measuring[1] += time.thread_time() - start
+        position[0] += values.size
+
+    with timer.stage("compress"), ref.values() as read:  # type: ignore[union-attr]
+        enc = encode_float_stream(ref.name, dtype, ref.shape, read, visit)
+    if enc is None:
+        return None
+    enc.record["sha256"] = sha.hexdigest()
+    timer.timings_s["compress"] = round(timer.timings_s["compress"] - measuring[0], 6)
+    timer.timings_s["evaluate"] = round(measuring[0], 6)
+    out = _Encoded(enc, {}, sums[0], {}, {"encode": time.thread_time() - cpu - measuring[1]})
+    cpu = time.thread_time()
+    with timer.stage("decompress"), ref.values() as read:  # type: ignore[union-attr]
+        if not lossless_round_trip(enc.record, enc.blocks, read):
+            raise RuntimeError(f"lossless round trip of {ref.name} is not bit-exact")  # a bug, never input
+    out.cpu["decode"] = time.thread_time() - cpu
+    if ref.name == ctx.preview_tensor:
+        with timer.stage("evaluate"), ref.values() as read:  # type: ignore[union-attr]
+            out.preview = _exact_preview(ref, read)
+    _finish_encoded(out, ref, enc, timer)
     return out
 
 
@@ -442,9 +538,26 @@ def _baseline_sample(refs: list[TensorRef]) -> tuple[list[TensorRef], dict[str, 
     return picked, {"tensors": len(picked), "of": len(refs), "bytes": size, "rule": rule}
 
 
+class _FileTensor:
+    """A tensor left in its file, for the baselines: ``dtype``, ``shape``, ``size``, ``nbytes``, and its values
+    read a step at a time by :meth:`steps` (a large sampled tensor is then never loaded whole)."""
+
+    def __init__(self, ref: TensorRef) -> None:
+        self._ref = ref
+        self.dtype, self.shape = numpy_dtype(ref.dtype), ref.shape
+        self.size, self.nbytes = math.prod(ref.shape), ref.nbytes
+
+    def steps(self, n: int) -> Iterator[np.ndarray]:
+        """The values, flat, ``n`` at a time (each valid until the next)."""
+        with self._ref.values() as read:  # type: ignore[union-attr]
+            for first in range(0, self.size, n):
+                yield read(first, min(n, self.size - first)).view(self.dtype)
+
+
 def _baselines(refs: list[TensorRef], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     sample, info = _baseline_sample(refs)
-    arrays = {r.name: r.load() for r in sample}
+    arrays = {r.name: _FileTensor(r) if r.span is not None and r.nbytes > ZSTD_STREAM_BYTES else r.load()
+              for r in sample}
     baselines, per_tensor = {}, {}
     for key, func in (("fp16_cast", baseline_fp16), ("zstd_raw", baseline_zstd), ("int8_plain", baseline_int8)):
         baselines[key], per = func(arrays)
@@ -614,6 +727,7 @@ def compress_tensors(
     wall = time.perf_counter() - wall
     rows = [e.row for e in encoded]
     with run.stage("baselines", 0.9, "measuring baselines"):
+        release_memory()  # the last tensors' freed planes, before the sample is loaded on top of them
         run.baselines, sample_info = _baselines(refs, rows)
     if quantum is not None:
         run.solver.quantum = quantum[2]
@@ -780,6 +894,32 @@ def _decode_checked(record: dict[str, Any], opened: Any, source: str, check_sha:
         raise InputError(source, f"tensor '{name}'", "restored bytes differ from the recorded sha256",
                          record["sha256"][:16], original_sha256(restored)[:16])
     return restored
+
+
+def write_decoded(record: dict[str, Any], opened: Any, source: str, fd: int, offset: int) -> None:
+    """Decode one tensor into the open file ``fd`` at byte ``offset`` (errors as :func:`_decode_checked`).
+
+    A lossless ``float`` layout is joined a step at a time into this
+    thread's step buffer and written from there: memory holds one step, not
+    the tensor, and no fresh tensor-sized array is paged in. Other records
+    are decoded whole and written.
+    """
+    info = record.get("lossless") if record.get("scheme") == "lossless" else None
+    if not (isinstance(info, dict) and info.get("layout") == "float" and hasattr(opened, "reader")):
+        pwrite_all(fd, _decode_checked(record, opened, source, check_sha=False), offset)
+        return
+    try:
+        dtype = numpy_dtype(record["dtype"])
+        readers = [opened.reader(name, CHUNK_BYTES, slot) for slot, name in enumerate(info["blocks"])]
+        for first, values in join_float_chunks(readers, dtype, math.prod(record["shape"])):
+            pwrite_all(fd, values, offset + first * dtype.itemsize)
+        for reader in readers:
+            reader.close()
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(source, f"tensor '{record.get('name')}'", "cannot be decoded", "a record qflow wrote",
+                         str(exc)[:200]) from None
 
 
 def decoded_tensors(opened: Any, records: list[dict[str, Any]], workers: int, check_sha: bool = True,
@@ -1058,6 +1198,36 @@ def write_restored(container: Any, arrays: Mapping[str, np.ndarray], out: Path, 
     return write_safetensors_files(outputs, ((n, arrays[n]) for n in names), opened.header.get("layout"), folder)
 
 
+def _decode_into_files(opened: Any, outputs: list[tuple[Path, bytes, list[str]]], workers: int, cpu: list[float]
+                       ) -> list[str]:
+    """Create ``outputs`` (headers written, files at full length) and decode every tensor into its place on
+    ``workers`` threads (each tensor's thread CPU seconds go to ``cpu``); returns the paths written. When a
+    tensor fails, the files are removed before the error propagates."""
+    records = {r["name"]: r for r in opened.header["tensors"]}
+    sizes = {name: tensor_nbytes(r) for name, r in records.items()}
+    written: list[str] = []
+    handles: dict[Path, int] = {}
+
+    def one(item: tuple[Path, str, int]) -> None:
+        start = time.thread_time()
+        write_decoded(records[item[1]], opened, opened.source, handles[item[0]], item[2])
+        cpu.append(time.thread_time() - start)
+
+    try:
+        sized_files(outputs, sizes, written)
+        handles.update({path: os.open(path, os.O_WRONLY) for path, _, _ in outputs})
+        for _ in ordered_map(one, tensor_offsets(outputs, sizes), workers):
+            pass
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    return written
+
+
 def decompress_to_files(
     container: Any,
     out: Path,
@@ -1080,7 +1250,10 @@ def decompress_to_files(
     each shard with its header as stored and the sharded index -- or
     ``model.safetensors`` for checkpoints that were not safetensors. Each
     block's checksum is checked as it is read; each tensor's declared size
-    against ``decoded_bytes`` (one tensor at a time is in memory per worker).
+    against ``decoded_bytes``. Each worker thread writes its tensor at its
+    offset in the file as it decodes it: a lossless float tensor a step at
+    a time from one reused buffer (memory: a few steps per worker, whatever
+    the tensor's size), other tensors decoded whole (one per worker).
     The sha256 of each restored lossless tensor is not recomputed here (the
     blocks' checksums cover the stored bytes, and compression already
     checked the round trip bit for bit); :func:`decompress_container` does.
@@ -1109,8 +1282,8 @@ def decompress_to_files(
                 run.solver.fall_back("dask", "threads", "the container was given as bytes, not a path the workers could "
                                      "read: decoded in this process")
             run.progress(0.05, f"decoding {len(order)} tensors on {workers} threads")
-            tensors = decoded_tensors(opened, order, workers, check_sha=False, cpu=cpu)
-            written = write_safetensors_files(outputs, tensors, opened.header.get("layout"), folder)
+            written = _decode_into_files(opened, outputs, workers, cpu)
+            write_index(folder, opened.header.get("layout"), written)
     restored_bytes = sum(tensor_nbytes(r) for r in order)
     seconds, mb = run.timer.timings_s["decompress"], restored_bytes / 2**20
     metrics = {"tensors": len(order), "container_bytes": opened.stored_bytes, "restored_bytes": restored_bytes,

@@ -28,6 +28,7 @@ __all__ = [
     "DecompressConfig",
     "INPUT_SUFFIXES",
     "as_arrays",
+    "check_finite_step",
     "check_tensors",
     "load_tensor_file",
 ]
@@ -201,6 +202,16 @@ def _has_nonfinite(array: np.ndarray) -> bool:
         if part.max() >= lowest:
             return True
     return False
+
+
+def check_finite_step(values: np.ndarray, first: int, shape: tuple[int, ...], name: str, source: str) -> None:
+    """Refuse a NaN or inf among ``values``, the flat positions ``first:first + values.size`` of float tensor
+    ``name`` of ``shape`` read a step at a time; the error names the value's index in the tensor, as
+    :func:`check_tensors` does."""
+    if values.size and _has_nonfinite(values):
+        position = int(np.argwhere(~np.isfinite(values))[0][0])
+        index = ", ".join(str(int(i)) for i in np.unravel_index(first + position, shape))
+        raise InputError(source, f"{name}[{index}]", "not a finite number", "finite values", values[position])
 
 
 def check_tensors(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:

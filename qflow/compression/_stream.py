@@ -3,21 +3,25 @@
 Encoding and decoding a tensor is numpy, zstd and sha256 work, all of which
 release the GIL, so threads use every core without copying tensors between
 processes. :func:`ordered_map` keeps at most ``window`` results in flight
-and yields them in input order, so the container (and each restored file) is
-written as tensors finish and peak memory is bounded by the window, not by
-the checkpoint.
+and yields them in input order, so the container is written as tensors
+finish and peak memory is bounded by the window, not by the checkpoint.
 
-Restores (:func:`write_safetensors_files`): a checkpoint read from
-safetensors files is written back as the same files -- each file's header
-as it was stored, the tensors at the offsets it names, and the sharded
-index as it was -- so a lossless restore is byte-identical; ``--out
-file.safetensors`` merges everything into one file.
+Restores: a checkpoint read from safetensors files is written back as the
+same files -- each file's header as it was stored, the tensors at the
+offsets it names, and the sharded index as it was -- so a lossless restore
+is byte-identical; ``--out file.safetensors`` merges everything into one
+file. :func:`sized_files` creates the files at their full length and
+:func:`tensor_offsets` says where each tensor goes, so worker threads (or a
+cluster's workers) write each tensor at its offset with :func:`pwrite_all`
+as it is decoded, in any order; :func:`write_safetensors_files` writes
+tensors already in memory in file order.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,8 +33,8 @@ import numpy as np
 from qflow.compression._dtypes import dtype_info
 from qflow.core.errors import InputError
 
-__all__ = ["ordered_map", "merged_safetensors_header", "release_memory", "restored_bytes", "safetensors_outputs",
-           "write_index", "write_safetensors_files"]
+__all__ = ["merged_safetensors_header", "ordered_map", "pwrite_all", "release_memory", "restored_bytes",
+           "safetensors_outputs", "sized_files", "tensor_offsets", "write_index", "write_safetensors_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -233,3 +237,35 @@ def write_index(folder: Path | None, layout: Mapping[str, Any] | None, written: 
         index_path = folder / Path(layout["index_name"]).name
         index_path.write_text(layout["index_text"])
         written.append(str(index_path))
+
+
+def tensor_offsets(outputs: list[tuple[Path, bytes, list[str]]], sizes: Mapping[str, int]
+                   ) -> list[tuple[Path, str, int]]:
+    """``(file, tensor, byte offset)`` of every tensor of ``outputs``: each file's tensors back to back after its
+    header."""
+    placed = []
+    for path, head, names in outputs:
+        offset = len(head)
+        for name in names:
+            placed.append((path, name, offset))
+            offset += sizes[name]
+    return placed
+
+
+def sized_files(outputs: list[tuple[Path, bytes, list[str]]], sizes: dict[str, int], written: list[str]) -> None:
+    """Create each output file with its header, at its full length (the workers fill in the tensors); each path
+    goes into ``written`` before the file is created."""
+    for path, head, names in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(str(path))
+        with path.open("wb") as handle:
+            handle.write(head)
+            handle.truncate(len(head) + sum(sizes[n] for n in names))
+
+
+def pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write all of ``data`` (any contiguous array) at byte ``offset`` of the open file ``fd`` (threads may write
+    different ranges of one file at once)."""
+    view, done = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
