@@ -475,14 +475,18 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
 
 
 def _as_probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
-    """Probabilities stay; anything else is treated as logits and softmaxed."""
-    import torch
-
+    """Probabilities stay; anything else is treated as logits and softmaxed (float32, row by row)."""
     sums = scores.sum(axis=1, dtype=np.float64)
     if scores.min() >= 0.0 and scores.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
         return scores, "probabilities"
-    tensor = torch.from_numpy(scores)
-    return torch.softmax(tensor, dim=1).numpy(), "logits"
+    out = np.empty_like(scores)
+    for lo in range(0, scores.shape[0], 16_384):  # by blocks of rows: no full-size temporaries
+        block = scores[lo:lo + 16_384]
+        shifted = block - block.max(axis=1, keepdims=True)  # exp of at most 0: no overflow
+        np.exp(shifted, out=shifted)
+        shifted /= shifted.sum(axis=1, keepdims=True)
+        out[lo:lo + 16_384] = shifted
+    return out, "logits"
 
 
 def build_problem(
