@@ -513,16 +513,15 @@ def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | 
         best = scores.argmax(axis=1)
         value = scores[np.arange(best.shape[0]), best]
         return best, value, np.isfinite(value)
-    columns = np.flatnonzero(open_experts)
-    if columns.size == 0:
+    if not open_experts.any():
         return np.zeros(active.size, dtype=np.int64), np.full(active.size, -np.inf, dtype=ut.dtype), np.zeros(active.size, bool)
-    if columns.size == ut.shape[1]:
-        scores = ut if active.size == ut.shape[0] else ut[active]  # every token active: no copy
-    else:
-        scores = ut[np.ix_(active, columns)]
-    pick = scores.argmax(axis=1)
-    value = scores[np.arange(pick.shape[0]), pick]
-    return columns[pick], value, np.ones(active.size, dtype=bool)
+    if open_experts.all():
+        scores = ut if active.size == ut.shape[0] else np.take(ut, active, axis=0)  # every token active: no copy
+    else:  # closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather
+        scores = np.take(ut, active, axis=0)
+        np.add(scores, np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype), out=scores)
+    best = scores.argmax(axis=1)
+    return best, scores[np.arange(best.shape[0]), best], np.ones(active.size, dtype=bool)
 
 
 def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from qflow.core.cluster import scheduler_address
 from qflow.core.errors import InputError
-from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.io import digest_frame, digest_mapping, load_table_digested, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, QuantumDevice
@@ -50,11 +50,10 @@ def load_routing_inputs(
     recognised by a ``.yaml``/``.yml`` name). The ``*_name`` arguments name
     raw bytes in messages and pick their format.
     """
-    frame, raw_tokens = load_table(tokens, name=tokens_name, records_key="tokens", text_columns=ID_COLUMNS)
+    frame, tokens_digest = load_table_digested(tokens, "tokens", name=tokens_name, records_key="tokens", text_columns=ID_COLUMNS)
     raw_graph = read_input(model_graph, model_graph_name)
     graph = parse_mapping(raw_graph)
-    digests = [raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)), raw_graph.digest("model_graph")]
-    return frame, graph, digests
+    return frame, graph, [tokens_digest, raw_graph.digest("model_graph")]
 
 
 def min_capacity_factor(problem: RoutingProblem) -> float | None:
