@@ -361,9 +361,7 @@ def load_table(
         frame = pd.DataFrame.from_records(data)
     else:
         try:
-            frame = _read_csv_columnar(raw.data, text_columns)
-            if frame is None:
-                frame = pd.read_csv(io.BytesIO(raw.data), skipinitialspace=True, dtype=dict.fromkeys(text_columns, str))
+            frame = pd.read_csv(io.BytesIO(raw.data), skipinitialspace=True, dtype=dict.fromkeys(text_columns, str))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(raw.name, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None
@@ -372,46 +370,6 @@ def load_table(
     if frame.empty:
         raise InputError(raw.name, "(rows)", "no rows", "at least one row")
     return frame, raw
-
-
-#: Files from this size on are parsed by Arrow's CSV reader first (see :func:`_read_csv_columnar`).
-COLUMNAR_CSV_FROM_BYTES = 1 << 20
-#: Arrow column types whose pandas form is what ``pd.read_csv`` gives for the same text.
-_ARROW_SAME_AS_PANDAS = frozenset({"int64", "double", "string", "large_string", "bool"})
-
-
-def _read_csv_columnar(data: bytes, text_columns: tuple[str, ...]) -> pd.DataFrame | None:
-    """A large plain CSV read by Arrow's reader (two threads); ``None`` when pandas must read it.
-
-    On a 200k x 64 score table (117 MB) Arrow took 0.41 s wall and 0.79 s CPU
-    against pandas' 0.67 s (one thread: 0.54 s wall, 0.56 s CPU). It differs
-    from ``pd.read_csv(skipinitialspace=True)`` on some files, so it is only
-    used where it cannot: no byte-order mark, no space or tab after a
-    delimiter or at a line start, a header of distinct non-empty unquoted
-    names, and only column types pandas infers the same way (integers,
-    floats, text, booleans; no dates, no all-blank columns). Any Arrow parse
-    error hands over to pandas, whose message the caller reports.
-    ``text_columns`` are read as text; blanks are missing, as in pandas.
-    """
-    if len(data) < COLUMNAR_CSV_FROM_BYTES or data.startswith(b"\xef\xbb\xbf"):
-        return None
-    if data[:1].isspace() or any(pair in data for pair in (b", ", b",\t", b"\n ", b"\n\t")):
-        return None
-    header = data[: data.find(b"\n")].rstrip(b"\r").split(b",")
-    if len(set(header)) != len(header) or any(not name or b'"' in name for name in header):
-        return None
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    names = {name.decode("utf-8", "replace") for name in header}
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns if c in names}, strings_can_be_null=True)
-    try:
-        table = pacsv.read_csv(pa.py_buffer(data), convert_options=convert)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if any(str(field.type) not in _ARROW_SAME_AS_PANDAS for field in table.schema):
-        return None
-    return table.to_pandas()
 
 
 def load_table_digested(

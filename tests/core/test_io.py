@@ -227,48 +227,6 @@ class TestLoadGraph:
         assert err.source == "g.json" and "invalid JSON" in str(err)
 
 
-class TestColumnarCsv:
-    """Large plain CSVs go through Arrow's reader; the frame must be the one pandas gives."""
-
-    @staticmethod
-    def big_csv(rows: int = 30_000) -> str:
-        lines = ["token_id,source,complexity,score_0,score_1,flag,note"]
-        for i in range(rows):
-            source = "" if i % 97 == 0 else f"node{i % 8}"
-            note = "" if i % 5 else f"n{i}"
-            lines.append(f"{i:07d},{source},{1 + i % 3},{(i % 13) * 0.137 - 0.5:.6g},{-1.5e-3 * i:.6g},{i % 2 == 0},{note}")
-        return "\n".join(lines) + "\n"
-
-    def test_same_frame_as_pandas(self, tmp_path):
-        from qflow.core.io import _read_csv_columnar
-
-        data = self.big_csv().encode()
-        assert len(data) >= 1 << 20
-        columnar = _read_csv_columnar(data, ("token_id", "source", "hint"))
-        assert columnar is not None  # the fast path ran
-        expected = pd.read_csv(io.BytesIO(data), skipinitialspace=True, dtype=dict.fromkeys(("token_id", "source", "hint"), str))
-        pd.testing.assert_frame_equal(columnar, expected)
-        assert columnar["token_id"].iloc[7] == "0000007"  # ids keep their leading zeros
-        frame, _ = load_table(write(tmp_path, "t.csv", data), text_columns=("token_id", "source"))
-        pd.testing.assert_frame_equal(frame, expected)
-
-    @pytest.mark.parametrize("change", [
-        lambda text: text.replace(",node1,", ", node1,"),  # a space after a delimiter
-        lambda text: "\ufeff" + text,  # byte-order mark
-        lambda text: text.replace("flag,note", "flag,flag"),  # duplicate header
-        lambda text: text.replace(",True,", ",2024-01-02,").replace(",False,", ",2024-01-03,"),  # Arrow: dates
-    ])
-    def test_pandas_reads_what_arrow_might_read_differently(self, change):
-        from qflow.core.io import _read_csv_columnar
-
-        assert _read_csv_columnar(change(self.big_csv()).encode(), ("token_id",)) is None
-
-    def test_bad_large_csv_keeps_the_one_line_error(self, tmp_path):
-        text = self.big_csv() + "1,node1,1,0.1,0.2,True,x,extra,fields\n"
-        err = error_of(load_table, write(tmp_path, "t.csv", text))
-        assert (err.source, err.field) == ("t.csv", "(file)") and "invalid CSV" in str(err)
-
-
 class TestDigests:
     def test_frame_digest_tracks_content(self):
         frame = pd.DataFrame({"token_id": ["a", "b"], "scores": [[0.1, 0.9], [0.5, 0.5]]})
