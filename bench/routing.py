@@ -14,14 +14,17 @@ Prints, in one run on this machine:
    whole CLI call and its route stage against a pandas top-1 gating script
    (read CSV, argmax, capacity by arrival, write JSON), both run as fresh
    processes in the same run; and the digest's share of an in-process
-   ``plan_routing(DataFrame)`` call.
+   ``plan_routing(DataFrame)`` call and of the CLI's engine call (the
+   input file's sha256). Above a million tokens the input is a ``.npy``
+   logits tensor with a metadata CSV (ids, sources) instead of one CSV, for
+   the CLI and the script alike (a 4M x 64 CSV is 2.3 GB of text).
 6. Top-k: 256 experts on 8 nodes, top-8, node limit 4, on the same three
    distributions: engine time and certified gap.
 7. Expert placement with replicas against DeepSeek's EPLB greedy and a
    contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
-       [--skew-tokens 50000,200000,1000000] [--topk-tokens 1000000] [--only skew,topk,placement]
+       [--skew-tokens 50000,200000,1000000,4000000] [--topk-tokens 1000000] [--only skew,topk,placement]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from qflow.core.plan import digest_bytes
 from qflow.routing import RoutingConfig, load_routing_inputs, plan_routing
 from qflow.routing._classical import (
     drop_penalty,
@@ -157,6 +161,22 @@ expert = np.where(rank < capacity, best, -1)
 json.dump(dict(zip(frame["token_id"].astype(str), expert.tolist())), open(sys.argv[2], "w"))
 """
 
+#: The same gating on a logits tensor with a metadata CSV (the inputs above ``TENSOR_ABOVE`` tokens).
+GATING_SCRIPT_TENSOR = """
+import json, sys
+import numpy as np, pandas as pd
+logits = np.load(sys.argv[1])
+ids = pd.read_csv(sys.argv[2], dtype=str)["token_id"]
+best = logits.argmax(axis=1)
+capacity = int(np.ceil(1.25 * len(best) / logits.shape[1]))
+rank = pd.Series(best).groupby(best).cumcount().to_numpy()
+expert = np.where(rank < capacity, best, -1)
+json.dump(dict(zip(ids, expert.tolist())), open(sys.argv[3], "w"))
+"""
+
+#: Skew sizes above this many tokens are written as a .npy tensor plus metadata CSV instead of one CSV.
+TENSOR_ABOVE = 1_000_000
+
 
 def skewed_logits(kind: str, n: int, n_experts: int, seed: int = 0) -> np.ndarray:
     """Router logits (n, E), float32, of one skewed family.
@@ -198,32 +218,61 @@ def run_process(args: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def write_skew_input(kind: str, n: int, folder: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """The frame and its files: one CSV up to ``TENSOR_ABOVE`` tokens, else logits .npy + metadata CSV."""
+    frame = skewed_frame(kind, n, 64)
+    if n <= TENSOR_ABOVE:
+        path = folder / f"{kind}-{n}.csv"
+        frame.to_csv(path, index=False, float_format="%.6g")
+        return frame, [path]
+    logits, meta = folder / f"{kind}-{n}.npy", folder / f"{kind}-{n}-meta.csv"
+    np.save(logits, np.ascontiguousarray(frame.iloc[:, 2:].to_numpy(dtype=np.float32)))
+    frame[["token_id", "source"]].to_csv(meta, index=False)
+    return frame, [logits, meta]
+
+
+def skew_processes(files: list[Path], graph_path: Path, folder: Path) -> tuple[float, float, float, float, dict]:
+    """Wall and CPU seconds of the gating script and of the CLI on the same files, and the CLI's plan."""
+    gated, out = folder / "gated.json", folder / "plan.json"
+    if len(files) == 1:
+        script = [sys.executable, "-c", GATING_SCRIPT, str(files[0]), str(gated)]
+        inputs = ["--tokens", str(files[0])]
+    else:
+        script = [sys.executable, "-c", GATING_SCRIPT_TENSOR, str(files[0]), str(files[1]), str(gated)]
+        inputs = ["--tokens", str(files[0]), "--token-metadata", str(files[1])]
+    t_script, c_script = run_process(script)
+    t_cli, c_cli = run_process([sys.executable, "-m", "qflow", "routing", *inputs, "--model-graph", str(graph_path), "--out", str(out)])
+    return t_script, c_script, t_cli, c_cli, json.loads(out.read_text())
+
+
 def skew(sizes: list[int]) -> None:
     print("== skewed distributions x 64 experts x 8 nodes, default config: CLI vs pandas top-1 gating script ==")
-    print("  wall and CPU seconds of each fresh process; route = the CLI plan's route stage; engine = plan_routing(DataFrame) in process")
+    print("  wall and CPU seconds of each fresh process; route = the CLI plan's route stage; engine = plan_routing(DataFrame) in process;")
+    print(f"  digest % = digest stage / engine call (DataFrame), file = sha256 of the input files / the CLI's engine call; "
+          f"above {TENSOR_ABOVE:,} tokens the input is a .npy tensor + metadata CSV")
     print(f"  {'distribution':<10} {'tokens':>9} {'script s':>9} {'CLI s':>8} {'wall x':>7} {'script cpu':>10} {'CLI cpu':>8} "
-          f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'gap':>9} {'top1 max/mean':>13}")
+          f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'file %':>7} {'gap':>9} {'top1 max/mean':>13}")
     graph = make_model_graph(8, 8, racks=2)
     with tempfile.TemporaryDirectory() as tmp:
         graph_path = Path(tmp) / "graph.json"
         graph_path.write_text(json.dumps(graph))
         for n in sizes:
             for kind in DISTRIBUTIONS:
-                frame = skewed_frame(kind, n, 64)
-                path = Path(tmp) / f"{kind}-{n}.csv"
-                frame.to_csv(path, index=False, float_format="%.6g")
-                t_script, c_script = run_process([sys.executable, "-c", GATING_SCRIPT, str(path), str(Path(tmp) / "gated.json")])
-                out = Path(tmp) / "plan.json"
-                t_cli, c_cli = run_process([sys.executable, "-m", "qflow", "routing", "--tokens", str(path), "--model-graph",
-                                     str(graph_path), "--out", str(out)])
-                cli_plan = json.loads(out.read_text())
+                frame, files = write_skew_input(kind, n, Path(tmp))
+                t_script, c_script, t_cli, c_cli, cli_plan = skew_processes(files, graph_path, Path(tmp))
+                _, t_file_digest = timed(lambda paths=files: [digest_bytes(f.read_bytes()) for f in paths])
+                cli_engine = sum(cli_plan["timings_s"].values())
                 plan, t_engine = timed(plan_routing, frame, graph, RoutingConfig())
                 top = np.bincount(frame.iloc[:, 2:].to_numpy().argmax(axis=1), minlength=64)
+                del frame
                 print(f"  {kind:<10} {n:>9,} {t_script:>9.2f} {t_cli:>8.2f} {t_cli / t_script:>7.2f} {c_script:>10.2f} {c_cli:>8.2f} "
                       f"{c_cli / c_script:>6.2f} "
                       f"{cli_plan['timings_s']['route']:>8.2f} {t_engine:>9.2f} {100 * plan.timings_s['digest'] / t_engine:>9.1f} "
+                      f"{100 * t_file_digest / cli_engine:>7.1f} "
                       f"{plan.metrics['gap_to_upper_bound']:>9.2e} {top.max() / top.mean():>13.1f}", flush=True)
-                path.unlink()
+                del plan
+                for f in files:
+                    f.unlink()
 
 
 def topk(n: int) -> None:
@@ -279,7 +328,7 @@ def main() -> None:
     parser.add_argument("--exact-tokens", type=int, default=20_000)
     parser.add_argument("--parse-tokens", type=int, default=100_000)
     parser.add_argument("--skip-qaoa", action="store_true")
-    parser.add_argument("--skew-tokens", default="50000,200000,1000000", help="comma-separated sizes for the skew section")
+    parser.add_argument("--skew-tokens", default="50000,200000,1000000,4000000", help="comma-separated sizes for the skew section")
     parser.add_argument("--topk-tokens", type=int, default=1_000_000)
     parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
     args = parser.parse_args()

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +43,7 @@ __all__ = [
     "max_input_bytes",
     "read_input",
     "load_table",
+    "load_table_digested",
     "load_mapping",
     "parse_json_text",
     "parse_mapping",
@@ -370,6 +372,24 @@ def load_table(
     return frame, raw
 
 
+def load_table_digested(
+    source: Source, input_name: str, name: str | None = None, records_key: str | None = None,
+    text_columns: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, InputDigest]:
+    """:func:`load_table` and the input's digest (``input_name``, sha256 of the file's bytes, rows, shape).
+
+    The sha256 runs on a second thread while the table is parsed: both
+    release the GIL, so on a free core the digest adds no wall time (its CPU
+    time is unchanged: about 60 ms per 100 MB).
+    """
+    raw = read_input(source, name)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sha256 = pool.submit(digest_bytes, raw.data)
+        frame, _ = load_table(raw.data, name=raw.name, records_key=records_key, text_columns=text_columns)
+        digest = sha256.result()
+    return frame, InputDigest(name=input_name, sha256=digest, rows=len(frame), shape=list(frame.shape), source=raw.name)
+
+
 def _refuse_infinite(frame: pd.DataFrame, source: str) -> None:
     """An ``inf`` (or a number like ``1e309`` that overflows to it) in a numeric CSV column is an input error.
 
@@ -436,9 +456,11 @@ def digest_frame(frame: pd.DataFrame, name: str, source: str | None = None) -> I
     Columns are hashed by position (duplicate names are allowed), each with
     its dtype: numeric and boolean columns by their raw bytes, object columns
     of equal-length numeric sequences (a ``scores`` column) by the bytes of
-    the stacked float64 matrix, anything else by pandas' per-value hash of its
-    text form. Printing number arrays as text (the simple way) cost 19 of
-    22.6 s of a 50k-token routing call; bytes cost milliseconds.
+    the stacked float64 matrix, Arrow-backed text columns (pandas' ``str``)
+    by their lengths, missing marks and UTF-8 bytes, anything else by pandas'
+    per-value hash of its text form. Printing number arrays as text (the
+    simple way) cost 19 of 22.6 s of a 50k-token routing call; bytes cost
+    milliseconds.
     """
     hasher = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
     for position in range(frame.shape[1]):
@@ -452,6 +474,9 @@ def _column_bytes(values: pd.Series) -> bytes | memoryview:
     """Canonical bytes of one column (see :func:`digest_frame`)."""
     if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biufcmM":
         return memoryview(np.ascontiguousarray(values.to_numpy())).cast("B")
+    arrow_text = _arrow_text_bytes(values)
+    if arrow_text is not None:
+        return arrow_text
     if pd.api.types.is_object_dtype(values.dtype):
         items = values.tolist()
         if items and all(isinstance(v, (list, tuple, np.ndarray)) for v in items):
@@ -465,6 +490,32 @@ def _column_bytes(values: pd.Series) -> bytes | memoryview:
             return pd.util.hash_array(values.to_numpy(dtype=object), categorize=False).tobytes()
         return pd.util.hash_array(values.astype(str).to_numpy(dtype=object), categorize=False).tobytes()
     return pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
+
+
+def _arrow_text_bytes(values: pd.Series) -> bytes | None:
+    """Canonical bytes of an Arrow-backed text column (lengths, missing marks, UTF-8 data); else ``None``.
+
+    The same strings give the same bytes however Arrow chunked them. Hashing
+    the buffers instead of each value (pandas' per-value hash) took a 200k-id
+    column from 50 ms to under 5. Read through the Arrow array protocol, so
+    pyarrow (pandas' own backend for such columns) is not imported here.
+    """
+    if getattr(values.dtype, "storage", None) != "pyarrow":
+        return None
+    column = values.array.__arrow_array__()
+    if hasattr(column, "combine_chunks"):  # a ChunkedArray
+        column = column.combine_chunks()
+    if str(column.type) not in ("string", "large_string", "utf8", "large_utf8"):
+        return None
+    _, offsets_buffer, data_buffer = column.buffers()
+    if offsets_buffer is None:  # an empty column
+        return b"text0:"
+    offset_type = np.int64 if str(column.type).startswith("large") else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[column.offset:column.offset + len(column) + 1]
+    data = memoryview(data_buffer)[int(offsets[0]):int(offsets[-1])] if data_buffer is not None else b""
+    missing = column.is_null().to_numpy(zero_copy_only=False)
+    return b"".join([b"text%d:" % len(column), np.diff(offsets).astype(np.int64).tobytes(), np.packbits(missing).tobytes(),
+                     bytes(data)])
 
 
 def digest_mapping(data: Any, name: str, source: str | None = None) -> InputDigest:

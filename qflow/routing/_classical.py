@@ -29,10 +29,12 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from qflow.core.threads import one_torch_thread
 from qflow.routing._schemas import RoutingProblem
+
+#: Rows per block where a pass over (tokens, experts) would otherwise allocate a full-size temporary:
+#: at 200k x 64 each one is 51 MB of fresh pages, and the kernel's page zeroing cost as much as the math.
+ROW_BLOCK = 16_384
 
 __all__ = [
     "BalancedRoute",
@@ -55,16 +57,17 @@ def utility_matrix(problem: RoutingProblem, locality_weight: float) -> np.ndarra
     ``u[t, e] = affinity[t, e] - locality_weight * distance(node(t), node(e))``;
     tokens with no known source pay no penalty.
     """
-    u = torch.from_numpy(problem.affinity.astype(np.float32, copy=True))
+    u = problem.affinity.astype(np.float32, copy=True)
     known = problem.source_node >= 0
     if locality_weight > 0 and known.any():
         # Penalty depends only on (source node, expert): an (N + 1, E) table
         # gathered per token, with a zero row for tokens of unknown source.
         table = locality_weight * problem.graph.node_distance[:, problem.graph.expert_node]
-        table = torch.from_numpy(np.vstack([table, np.zeros(table.shape[1])]).astype(np.float32))
-        index = torch.from_numpy(np.where(known, problem.source_node, table.shape[0] - 1))
-        u -= table.index_select(0, index)
-    return u.numpy()
+        table = np.vstack([table, np.zeros(table.shape[1])]).astype(np.float32)
+        index = np.where(known, problem.source_node, table.shape[0] - 1)
+        for lo in range(0, u.shape[0], ROW_BLOCK):  # by blocks: no (n, E) temporary
+            u[lo:lo + ROW_BLOCK] -= table[index[lo:lo + ROW_BLOCK]]
+    return u
 
 
 def drop_penalty(u: np.ndarray) -> float:
@@ -205,11 +208,7 @@ def route_balanced(
     penalty = drop_penalty(u) if penalty is None else penalty
     shortfall = float(weight.sum() - capacity.sum())
     capacity_all = np.append(capacity, shortfall) if shortfall > 1e-9 else capacity.astype(float)
-    # One thread at every size: a round is a dozen short passes over (n, K) arrays, and OpenMP's
-    # barrier waits between them cost more than the split gains; on the shared 2-core machine under
-    # load, 200k tokens x 64 skewed experts took 22.8 s with torch's default threads and 4.1 s on one.
-    with one_torch_thread():
-        state = _auction(u, weight, capacity_all, candidates=candidates, max_iter=max_iter, penalty=penalty)
+    state = _auction(u, weight, capacity_all, candidates=candidates, max_iter=max_iter, penalty=penalty)
     expert = np.where(state.expert >= E, -1, state.expert)
     prices = state.prices[:E]
     if capacity_all.shape[0] > E:
@@ -260,26 +259,20 @@ def _auction(
         share = weight[sample].sum() / weight.sum()
         coarse = _auction(u[sample], weight[sample], capacity_all * share, candidates=candidates, max_iter=None, penalty=penalty)
         prices = 0.98 * coarse.prices
-    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
-    w = torch.from_numpy(weight.astype(np.float32))
+    ut = np.ascontiguousarray(u, dtype=np.float32)
+    w = weight.astype(np.float32)
     unit = bool(np.all(weight == 1.0))  # skip the multiply in the common case
-    real_prices = torch.from_numpy(prices[:E].astype(np.float32))
-    if not prices[:E].any():
-        start = ut
-    else:
-        start = ut - real_prices if unit else ut - w.unsqueeze(1) * real_prices
-    cand_e = torch.topk(start, K, dim=1, sorted=False).indices if K < E else torch.arange(E).expand(n, E)
-    cand_u = torch.gather(ut, 1, cand_e)
-    del start
+    cand_e = _candidates(ut, w, prices[:E].astype(np.float32), K, unit)
+    cand_u = np.take_along_axis(ut, cand_e, axis=1)
+    # Candidate-major (K, n) copies: each round's reductions over a token's candidates become
+    # elementwise passes over K long rows (twice as fast as (n, K) reductions in numpy).
+    cand_e_all, cand_u_all = np.ascontiguousarray(cand_e.T), np.ascontiguousarray(cand_u.T)
     if has_drop:  # every token may go to the drop expert (index E, utility 0)
-        cand_e_all = torch.cat([cand_e, torch.full((n, 1), E, dtype=cand_e.dtype)], dim=1)
-        cand_u_all = torch.cat([cand_u, torch.zeros((n, 1), dtype=cand_u.dtype)], dim=1)
-    else:
-        cand_e_all, cand_u_all = cand_e, cand_u
-    drop_value = -penalty * w
+        cand_e_all = np.vstack([cand_e_all, np.full((1, n), E, dtype=cand_e.dtype)])
+        cand_u_all = np.vstack([cand_u_all, np.zeros((1, n), dtype=cand_u.dtype)])
+    drop_value = np.float32(-penalty) * w
     cap = capacity_all.astype(np.float64)
     wd = weight.astype(np.float64)
-    rows = torch.arange(n)
     # Price steps shrink by phases (Bertsekas' epsilon-scaling): large steps end
     # the "price wars" where two tokens bid for the last slot of full experts
     # in tiny increments, small ones refine. Warm-started prices are already
@@ -296,25 +289,69 @@ def _auction(
         previous_eps = eps
         for _ in range(rounds_per_step):
             iterations += 1
-            charged = torch.from_numpy(prices.astype(np.float32))[cand_e_all]
-            value = cand_u_all - charged if unit else cand_u_all - w.unsqueeze(1) * charged
-            best_value, best_k = value.max(dim=1)
-            value[rows, best_k] = -torch.inf
-            runner_up = torch.maximum(value.amax(dim=1), drop_value)
-            dropped = best_value < drop_value
-            margin_t = torch.where(dropped, drop_value - best_value, best_value - runner_up)
-            expert = torch.where(dropped, -1, cand_e_all[rows, best_k]).numpy()
+            expert, margin_t = _best_choices(cand_u_all, cand_e_all, prices.astype(np.float32), None if unit else w,
+                                             drop_value)
             assigned = expert >= 0
             excess = np.bincount(expert[assigned], weights=wd[assigned], minlength=cap.shape[0]) - cap
             over = excess > 1e-9
             if not over.any():
                 break
             members = np.flatnonzero(assigned & over[np.maximum(expert, 0)])
-            margin = margin_t.numpy()[members].astype(np.float64) / wd[members]
+            margin = margin_t[members].astype(np.float64) / wd[members]
             _, threshold = _grouped_shed(expert[members], margin, wd[members], np.where(over, excess, 0.0))
             prices = prices + np.where(over & np.isfinite(threshold), threshold + eps, 0.0)
-    return _AuctionState(expert=expert.astype(np.int64), prices=prices, margin=margin_t.numpy(),
-                         cand_e=cand_e.numpy(), cand_u=cand_u.numpy(), iterations=iterations)
+    return _AuctionState(expert=expert, prices=prices, margin=margin_t,
+                         cand_e=cand_e, cand_u=cand_u, iterations=iterations)
+
+
+def _candidates(ut: np.ndarray, w: np.ndarray, real_prices: np.ndarray, k: int, unit: bool) -> np.ndarray:
+    """Each token's ``k`` best experts by utility minus starting price, (n, k) int64, in no particular order.
+
+    All experts, in index order, when ``k = E``.
+    """
+    n, E = ut.shape
+    if k >= E:
+        return np.tile(np.arange(E, dtype=np.int64), (n, 1))
+    out = np.empty((n, k), dtype=np.int64)
+    # By blocks of rows: argpartition returns all E indices per row (an (n, E) int64 array at once).
+    for lo in range(0, n, ROW_BLOCK):
+        block = ut[lo:lo + ROW_BLOCK]
+        if real_prices.any():
+            block = block - real_prices if unit else block - w[lo:lo + ROW_BLOCK, None] * real_prices
+        out[lo:lo + ROW_BLOCK] = np.argpartition(block, E - k, axis=1)[:, E - k:]
+    return out
+
+
+def _best_choices(cand_u: np.ndarray, cand_e: np.ndarray, prices: np.ndarray, weight: np.ndarray | None,
+                  drop_value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One price round: each token's best candidate and its margin over the runner-up (or over dropping).
+
+    Parameters
+    ----------
+    cand_u : (K, n) float32, cand_e : (K, n) int64
+        Candidate utilities and experts, candidate-major.
+    prices : (E',) float32
+    weight : (n,) float32, or None for unit complexities
+    drop_value : (n,) float32
+        ``-penalty * w``: the value of dropping the token.
+
+    Returns
+    -------
+    expert : (n,) int64 -- the best candidate's expert, -1 where dropping beats every candidate.
+    margin : (n,) float32 -- the best value over the next best option (ties: first candidate wins, margin 0).
+    """
+    charged = prices[cand_e]
+    value = cand_u - charged if weight is None else cand_u - weight * charged
+    best_value = value.max(axis=0)
+    best_k = np.zeros(value.shape[1], dtype=np.int64)
+    for j in range(value.shape[0] - 1, -1, -1):  # the first candidate reaching the best value
+        best_k[value[j] == best_value] = j
+    cols = np.arange(value.shape[1])
+    value[best_k, cols] = -np.inf
+    runner_up = np.maximum(value.max(axis=0), drop_value)
+    dropped = best_value < drop_value
+    margin = np.where(dropped, drop_value - best_value, best_value - runner_up)
+    return np.where(dropped, -1, cand_e[best_k, cols]), margin
 
 
 def _fill_spare_capacity(
@@ -334,26 +371,26 @@ def _fill_spare_capacity(
     n, E = u.shape
     routed = expert >= 0
     room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
-    cu, ce = torch.from_numpy(cand_u), torch.from_numpy(cand_e)
-    wt = torch.from_numpy(w.astype(np.float32)).unsqueeze(1)
-    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
-    expert_t = torch.from_numpy(expert)
-    current = torch.gather(ut, 1, expert_t.clamp(min=0).unsqueeze(1)).squeeze(1)
-    current[expert_t < 0] = -torch.inf
+    wt = w.astype(np.float32)[:, None]
+    ut = np.ascontiguousarray(u, dtype=np.float32)
+    rows = np.arange(n)
+    current = ut[rows, np.maximum(expert, 0)]
+    current[expert < 0] = -np.inf
     for _ in range(rounds):
-        fits = torch.from_numpy(room.astype(np.float32))[ce] >= wt - 1e-6
-        gain = torch.where(fits & (ce != expert_t.unsqueeze(1)), cu - current.unsqueeze(1), -torch.inf)
-        best_gain, best_k = gain.max(dim=1)
-        movers = torch.nonzero(best_gain > 1e-7).squeeze(1).numpy()
+        fits = room.astype(np.float32)[cand_e] >= wt - np.float32(1e-6)
+        gain = np.where(fits & (cand_e != expert[:, None]), cand_u - current[:, None], np.float32(-np.inf))
+        best_k = gain.argmax(axis=1)
+        best_gain = gain[rows, best_k]
+        movers = np.flatnonzero(best_gain > np.float32(1e-7))
         if movers.size == 0:
             break
-        movers = movers[np.argsort(-best_gain.numpy()[movers], kind="stable")]
-        target = cand_e[movers, best_k.numpy()[movers]]
+        movers = movers[np.argsort(-best_gain[movers], kind="stable")]
+        target = cand_e[movers, best_k[movers]]
         took = _accept_in_order(target, w[movers], room)
         moved, to = movers[took], target[took]
         np.add.at(room, expert[moved][expert[moved] >= 0], w[moved][expert[moved] >= 0])
         expert[moved] = to
-        current[torch.from_numpy(moved)] = cu[torch.from_numpy(moved), best_k[torch.from_numpy(moved)]]
+        current[moved] = cand_u[moved, best_k[moved]]
     return expert
 
 
@@ -437,21 +474,17 @@ def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> 
     n, E = u.shape
     expert = np.full(n, -1, dtype=np.int64)
     room = capacity.astype(np.float64).copy()
-    blocked = torch.zeros((n, E), dtype=torch.bool) if n * E <= 50_000_000 else None
-    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    # With equal complexities a refusal means the expert cannot fit any waiting token (room only
+    # shrinks), so the "too full for the lightest token" rule below already blocks it for everyone.
+    uniform = n == 0 or bool(np.all(weight == weight[0]))
+    blocked = np.zeros((n, E), dtype=bool) if not uniform and n * E <= 50_000_000 else None
+    ut = np.ascontiguousarray(u, dtype=np.float32)
     active = np.arange(n)
     for _ in range(E):
         if active.size == 0:
             break
-        scores = ut[active].clone()
-        if blocked is not None:
-            scores[blocked[active]] = -torch.inf
-        # An expert too full for even the lightest waiting token is out for everyone.
-        scores[:, torch.from_numpy(room < weight[active].min() - 1e-9)] = -torch.inf
-        best_val, best = scores.max(dim=1)
-        best = best.numpy()
-        alive = np.isfinite(best_val.numpy())
-        active, best, value = active[alive], best[alive], best_val.numpy()[alive]
+        best, value, alive = _best_open_expert(ut, active, blocked, room >= weight[active].min() - 1e-9)
+        active, best, value = active[alive], best[alive], value[alive]
         if active.size == 0:
             break
         order = np.argsort(-value, kind="stable")
@@ -460,9 +493,35 @@ def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> 
         expert[toks[took]] = g[took]
         refused = toks[~took]
         if blocked is not None:
-            blocked[torch.from_numpy(refused), torch.from_numpy(g[~took])] = True
+            blocked[refused, g[~took]] = True
         active = np.sort(refused)
     return expert
+
+
+def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | None,
+                      open_experts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each active token's best expert among ``open_experts`` and not ``blocked`` for it (first on ties).
+
+    ut : (n, E) float32, active : (m,) rows, blocked : (n, E) bool or None,
+    open_experts : (E,) bool. Returns ``(expert (m,), utility (m,), alive (m,) bool)``,
+    alive False where no expert is left.
+    """
+    if blocked is not None:
+        scores = ut[active]  # a copy (fancy indexing)
+        np.putmask(scores, blocked[active], -np.inf)
+        scores[:, ~open_experts] = -np.inf
+        best = scores.argmax(axis=1)
+        value = scores[np.arange(best.shape[0]), best]
+        return best, value, np.isfinite(value)
+    if not open_experts.any():
+        return np.zeros(active.size, dtype=np.int64), np.full(active.size, -np.inf, dtype=ut.dtype), np.zeros(active.size, bool)
+    if open_experts.all():
+        scores = ut if active.size == ut.shape[0] else np.take(ut, active, axis=0)  # every token active: no copy
+    else:  # closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather
+        scores = np.take(ut, active, axis=0)
+        np.add(scores, np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype), out=scores)
+    best = scores.argmax(axis=1)
+    return best, scores[np.arange(best.shape[0]), best], np.ones(active.size, dtype=bool)
 
 
 def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> np.ndarray:
@@ -475,7 +534,7 @@ def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) 
     -------
     ndarray of shape (n,), int64 -- expert per token, -1 when dropped.
     """
-    best = torch.from_numpy(np.ascontiguousarray(affinity)).argmax(dim=1).numpy().astype(np.int64)
+    best = np.ascontiguousarray(affinity).argmax(axis=1).astype(np.int64)
     took = _accept_in_order(best, weight, capacity.astype(np.float64).copy())
     return np.where(took, best, -1)
 
@@ -490,15 +549,14 @@ def hash_experts(token_ids: np.ndarray, n_experts: int) -> np.ndarray:
     True
     """
     # One keyed hasher copied per id, digests joined and read as big-endian words: the per-token
-    # Python work is the hash call alone (no int conversion, no generator into fromiter).
-    keyed = hashlib.blake2b(digest_size=8, person=b"qflow-route")
-
-    def digest(text: str) -> bytes:
-        hasher = keyed.copy()
-        hasher.update(text.encode())
-        return hasher.digest()
-
-    raw = b"".join([digest(str(t)) for t in np.asarray(token_ids).tolist()])
+    # Python work is the hash calls alone, inline (a helper function per id doubled the time).
+    copy_keyed = hashlib.blake2b(digest_size=8, person=b"qflow-route").copy
+    parts = []
+    for text in np.asarray(token_ids).tolist():
+        hasher = copy_keyed()
+        hasher.update((text if type(text) is str else str(text)).encode())
+        parts.append(hasher.digest())
+    raw = b"".join(parts)
     digests = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
     return (digests % np.uint64(n_experts)).astype(np.int64)
 
@@ -539,12 +597,14 @@ def dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: 
 
     ``g(p) = sum_t max(max_e(u[t,e] - w[t] p[e]), -penalty w[t]) + sum_e C[e] p[e]``.
     """
-    p = torch.from_numpy(np.maximum(prices, 0.0).astype(np.float32))
-    ut = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
-    w = torch.from_numpy(weight.astype(np.float32))
-    best = (ut - w.unsqueeze(1) * p).amax(dim=1)
-    best = torch.maximum(best, -penalty * w)
-    return float(best.double().sum()) + float(np.dot(capacity, np.maximum(prices, 0.0)))
+    p = np.maximum(prices, 0.0).astype(np.float32)
+    ut = np.ascontiguousarray(u, dtype=np.float32)
+    w = weight.astype(np.float32)
+    best = np.empty(ut.shape[0], dtype=np.float32)
+    for lo in range(0, ut.shape[0], ROW_BLOCK):
+        best[lo:lo + ROW_BLOCK] = (ut[lo:lo + ROW_BLOCK] - w[lo:lo + ROW_BLOCK, None] * p).max(axis=1)
+    best = np.maximum(best, np.float32(-penalty) * w)
+    return float(best.sum(dtype=np.float64)) + float(np.dot(capacity, np.maximum(prices, 0.0)))
 
 
 def objective(u: np.ndarray, weight: np.ndarray, expert: np.ndarray, penalty: float) -> float:

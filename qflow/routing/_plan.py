@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import networkx as nx
@@ -11,7 +12,7 @@ import pandas as pd
 
 from qflow.core.cluster import scheduler_address
 from qflow.core.errors import InputError
-from qflow.core.io import digest_frame, digest_mapping, load_table, parse_mapping, read_input
+from qflow.core.io import digest_frame, digest_mapping, load_table_digested, parse_mapping, read_input
 from qflow.core.plan import InputDigest, Plan, QuantumReport, SolverReport
 from qflow.core.qaoa import EXACT_MAX_VARIABLES
 from qflow.core.quantum import QuantumBudget, QuantumDevice
@@ -30,10 +31,9 @@ from qflow.routing._classical import (
     top1_gating,
     utility_matrix,
 )
-from qflow.routing._plan_topk import cluster_fields, optimum_metrics, route_and_measure_topk, topk_metrics
+from qflow.routing._measure import cluster_fields, optimum_metrics
 from qflow.routing._quantum import classical_drop_in, refine_with_qaoa
 from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, build_problem
-from qflow.routing._topk import aux_loss_free_routing, route_topk, topk_gating
 
 __all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
@@ -50,11 +50,10 @@ def load_routing_inputs(
     recognised by a ``.yaml``/``.yml`` name). The ``*_name`` arguments name
     raw bytes in messages and pick their format.
     """
-    frame, raw_tokens = load_table(tokens, name=tokens_name, records_key="tokens", text_columns=ID_COLUMNS)
+    frame, tokens_digest = load_table_digested(tokens, "tokens", name=tokens_name, records_key="tokens", text_columns=ID_COLUMNS)
     raw_graph = read_input(model_graph, model_graph_name)
     graph = parse_mapping(raw_graph)
-    digests = [raw_tokens.digest("tokens", rows=len(frame), shape=list(frame.shape)), raw_graph.digest("model_graph")]
-    return frame, graph, digests
+    return frame, graph, [tokens_digest, raw_graph.digest("model_graph")]
 
 
 def min_capacity_factor(problem: RoutingProblem) -> float | None:
@@ -135,9 +134,15 @@ def plan_routing(
     """
     if not isinstance(config, RoutingConfig):
         config = RoutingConfig.from_mapping(config, "config")
-    # One torch thread throughout: see route_balanced (OpenMP waits dominate on a busy 2-core machine).
-    with one_torch_thread():
+    # The top-1 router and its baselines are numpy and compiled loops; the top-k solver, the online
+    # baseline and QAOA use torch, on one thread (OpenMP waits dominate on a busy 2-core machine).
+    with one_torch_thread() if _uses_torch(config) else nullcontext():
         return _plan_routing(tokens, model_graph, config, digests, progress)
+
+
+def _uses_torch(config: RoutingConfig) -> bool:
+    """Whether this config reaches torch code (the default top-1 path does not import it)."""
+    return config.top_k > 1 or config.qaoa or bool(config.aux_free_steps and config.baselines)
 
 
 def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[InputDigest] | None, progress: Progress | None) -> Plan:
@@ -234,6 +239,8 @@ def _plan_topk(run: PlanRun, problem: RoutingProblem) -> Plan:
     with run.stage("utility", 0.05, "building utilities"):
         u = utility_matrix(problem, config.locality_weight)
         penalty = drop_penalty(u)
+    from qflow.routing._plan_topk import route_and_measure_topk
+
     run.solver.ran = "classical-topk"
     run.progress(0.15, "routing")
     result, metrics, run.baselines, arrays = route_and_measure_topk(problem, u, penalty, config, run.solver, run.timer,
@@ -423,6 +430,8 @@ def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: 
         "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
     }
     if config.aux_free_steps:
+        from qflow.routing._topk import aux_loss_free_routing
+
         online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
         out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
     return out
@@ -508,6 +517,9 @@ def capacity_sweep(
 def _capacity_sweep_topk(problem: RoutingProblem, u: np.ndarray, penalty: float, k: int,
                          factors: Sequence[float]) -> list[dict[str, float]]:
     """Rows of :func:`capacity_sweep` for ``top_k > 1`` (capacity = factor x k x total / experts)."""
+    from qflow.routing._plan_topk import topk_metrics
+    from qflow.routing._topk import route_topk, topk_gating
+
     rows = []
     for factor in factors:
         cap = problem.capacity(float(factor) * k)

@@ -6,14 +6,13 @@ unchanged; see :mod:`qflow.routing._topk` for the solver and the bound.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from qflow.core.plan import SolverReport, StageTimer
 from qflow.routing._classical import exact_optimum
+from qflow.routing._measure import cluster_fields, optimum_metrics
 from qflow.routing._schemas import RoutingConfig, RoutingProblem
 from qflow.routing._topk import (
     aux_loss_free_routing,
@@ -155,36 +154,6 @@ def _node_limit_applies(problem: RoutingProblem, config: RoutingConfig, diagnost
     return True
 
 
-def optimum_metrics(bound: float, value: float, n_tokens: int, exact_max_tokens: int,
-                    stage: Callable[[str], AbstractContextManager[None]], note: Callable[[str], None],
-                    solve_exact: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The plan's objective ``value`` against a certified upper ``bound`` and, up to ``exact_max_tokens``, the optimum.
-
-    ``solve_exact()`` (run as stage ``exact``) returns the LP optimum's
-    ``value`` and ``kind``; the optimum is itself an upper bound, and the
-    tightest one. Above the size limit ``note`` says the gap is the bound's.
-    """
-    metrics: dict[str, Any] = {"objective_upper_bound": bound, "gap_to_upper_bound": relative_gap(bound, value),
-                               "affinity_gap_to_optimum": None, "optimum_kind": None}
-    if 0 < n_tokens <= exact_max_tokens:
-        with stage("exact"):
-            exact = solve_exact()
-        metrics["objective_upper_bound"] = min(bound, exact["value"])
-        metrics["gap_to_upper_bound"] = relative_gap(metrics["objective_upper_bound"], value)
-        metrics["objective_optimum"] = exact["value"]
-        metrics["optimum_kind"] = exact["kind"]
-        metrics["affinity_gap_to_optimum"] = relative_gap(exact["value"], value)
-    elif exact_max_tokens:
-        note(f"exact optimum skipped: {n_tokens} tokens > exact_max_tokens={exact_max_tokens}; "
-             "gap_to_upper_bound is a certified bound instead")
-    return metrics
-
-
-def relative_gap(reference: float, value: float) -> float:
-    """``(reference - value) / |reference|``, floored at 0."""
-    return float(max(0.0, reference - value) / max(abs(reference), 1e-12))
-
-
 #: Above this many slots (tokens x top_k) a plan keeps its per-token experts and combine weights as arrays
 #: (:attr:`Plan.arrays`, written beside ``--out`` as ``<out stem>.tokens.npz``) instead of JSON dicts:
 #: 8 million slots as Python lists took 10-15 s of a million-token call and a JSON of hundreds of MB.
@@ -285,13 +254,3 @@ def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndar
     }
     return result, arrays
 
-
-def cluster_fields(problem: RoutingProblem, ids: list[str], capacity: np.ndarray, traffic: np.ndarray) -> dict[str, Any]:
-    """The result fields top-1 and top-k plans share: capacities, expert nodes, node-to-node traffic (tokens)."""
-    return {
-        "expert_capacity": dict(zip(ids, [round(float(c), 6) for c in capacity], strict=True)),
-        "expert_node": dict(zip(ids, [problem.graph.node_ids[i] for i in problem.graph.expert_node], strict=True)),
-        "node_ids": problem.graph.node_ids,
-        "node_traffic_tokens": traffic.tolist(),
-        "score_kind": problem.score_kind,
-    }

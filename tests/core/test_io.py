@@ -239,6 +239,17 @@ class TestDigests:
         assert digest_frame(changed, "tokens").sha256 != d.sha256
         assert digest_frame(frame.rename(columns={"scores": "s"}), "tokens").sha256 != d.sha256
 
+    def test_frame_digest_of_text_columns_ignores_chunking(self):
+        whole = pd.DataFrame({"token_id": pd.Series(["t0", "t1", None, "t3"], dtype="str"), "x": [1.0, 2.0, 3.0, 4.0]})
+        halves = pd.concat([whole.iloc[:2], whole.iloc[2:]], ignore_index=True)
+        assert digest_frame(halves, "t").sha256 == digest_frame(whole, "t").sha256
+        blank = whole.copy()
+        blank.loc[2, "token_id"] = ""
+        moved = whole.copy()
+        moved["token_id"] = pd.Series(["t0t", "1", None, "t3"], dtype="str")
+        for other in (blank, moved, whole.iloc[1:]):
+            assert digest_frame(other, "t").sha256 != digest_frame(whole, "t").sha256
+
     def test_frame_with_duplicate_column_names(self):
         frame = pd.DataFrame([[1, "x"], [2, "y"]], columns=["a", "a"])
         assert digest_frame(frame, "t").sha256 != digest_frame(frame.iloc[::-1], "t").sha256
