@@ -256,8 +256,9 @@ def file_digest_share(files: list[Path], graph_path: Path) -> tuple[float, float
     sha256 of the same bytes, validate, plan), with the digest function
     wrapped to time itself where it runs. Returns ``(call wall s, call CPU s,
     digest wall %, digest CPU %)``: digest wall = seconds from the start to
-    the end of the hashing (on its own thread it overlaps the parse, so this
-    is what it would add on one core), digest CPU = that thread's CPU time;
+    the end of the hashing (it overlaps the parse on its own thread, so the
+    call is not that much longer; on a busy machine the span also holds the
+    time the thread waited for a core), digest CPU = that thread's CPU time;
     call CPU = the whole process's CPU time over the call (both threads).
     """
     spent = {"wall": 0.0, "cpu": 0.0}
