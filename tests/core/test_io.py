@@ -93,6 +93,15 @@ class TestLoadTable:
         assert frame["token_id"].tolist() == ["a", "b"] and frame["complexity"].tolist() == [1, 2]
         assert raw.digest("tokens").sha256 == digest_bytes(raw.data)
 
+    @pytest.mark.parametrize("sep", [", ", ",  "])
+    def test_csv_spaced_and_compact_read_alike(self, tmp_path, sep):
+        # Spaces after commas are skipped; without any space or tab in the bytes the parser skips nothing.
+        rows = [["token_id", "source", "score_0"], ["007", "n1", "0.5"], ["b", "n2", "-1e-3"]]
+        spaced, _ = load_table(write(tmp_path, "s.csv", "\n".join(sep.join(r) for r in rows) + "\n"), text_columns=("token_id",))
+        compact, _ = load_table(write(tmp_path, "c.csv", "\n".join(",".join(r) for r in rows) + "\n"), text_columns=("token_id",))
+        assert spaced.to_dict("list") == compact.to_dict("list")
+        assert compact["token_id"].tolist() == ["007", "b"] and compact["score_0"].tolist() == [0.5, -1e-3]
+
     def test_csv_with_utf8_bom(self, tmp_path):
         frame, _ = load_table(write(tmp_path, "t.csv", b"\xef\xbb\xbftoken_id,complexity\na,1\n"))
         assert list(frame.columns) == ["token_id", "complexity"]
