@@ -103,7 +103,10 @@ def route_and_measure_topk(
     with timer.stage("route"):
         u_route = u
         if limited:
-            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()))
+            # Without baselines nothing reads u off the rule nodes again (the plan's slots all lie on them), so
+            # the table is masked in place rather than copied (1 GB of fresh pages at a million tokens x 256).
+            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()),
+                                           in_place=not config.baselines)
         routed = route_topk(u_route, w, capacity, k, penalty=penalty)
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
     value = topk_objective(u, w, routed.experts, penalty)

@@ -39,7 +39,7 @@ import torch
 from numba import get_num_threads
 
 from qflow.routing._classical import BACKOFF, WARM_START_ABOVE, WARM_START_SAMPLE, _accept_in_order, _grouped_shed
-from qflow.routing._topk_kernels import bound_terms, choose_rows, dense_topk, masked_rows, rule_nodes, sort_slots, spare_offers
+from qflow.routing._topk_kernels import bound_terms, choose_rows, dense_topk, rule_masked_rows, rule_nodes, sort_slots, spare_offers
 
 __all__ = ["node_limited_mask", "masked_utility", "node_limited_utility", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
 
@@ -524,14 +524,22 @@ def _below(u: np.ndarray, penalty: float, weight_max: float) -> float:
 
 
 def node_limited_utility(u: np.ndarray, expert_node: np.ndarray, k: int, node_limit: int, penalty: float,
-                         weight_max: float) -> np.ndarray:
-    """``masked_utility(u, node_limited_mask(u, ...), ...)`` in two passes over ``u``, without the (n, E) mask.
+                         weight_max: float, *, in_place: bool = False) -> np.ndarray:
+    """``masked_utility(u, node_limited_mask(u, ...), ...)`` in one pass over ``u``, without the (n, E) mask.
 
-    Returns (n, E) float32: ``u`` on each token's rule nodes (picked by ``u`` itself), below dropping elsewhere.
+    Returns (n, E) float32: ``u`` on each token's rule nodes (picked by ``u``
+    itself), below dropping elsewhere. With ``in_place`` and ``u`` a C-order
+    float32 array, ``u`` itself is overwritten and returned (at a million
+    tokens x 256 experts a new table is 1 GB of fresh pages); the caller must
+    not need the unmasked values afterwards.
     """
     table = np.ascontiguousarray(u, dtype=np.float32)
-    keep, slot = _rule_nodes(table, expert_node, k, node_limit)
-    return masked_rows(table, keep, slot.astype(np.int64), np.float32(_below(table, penalty, weight_max)))
+    nodes, slot = np.unique(expert_node, return_inverse=True)
+    below = np.float32(_below(table, penalty, weight_max))
+    out = table if in_place and table is u else np.empty_like(table)
+    take = int(np.ceil(k / node_limit))
+    rule_masked_rows(table, slot.astype(np.int64), int(nodes.size), take, min(node_limit, int(nodes.size)), below, out)
+    return out
 
 
 def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
