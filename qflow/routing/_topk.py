@@ -51,7 +51,7 @@ from qflow.routing._topk_kernels import (
 
 #: Price rounds at most of the warm-start sample's auction. Its prices are only a start, shrunk by 2 %,
 #: that the full market re-prices: at a million tokens x 256 experts (top-8, node limit 4) the sample's own
-#: sample ran its whole budget of 104 rounds from zero prices, a third of the route stage's CPU. With 20
+#: sample ran its whole budget of 104 rounds from zero prices, about 29 % of the route stage's CPU. With 20
 #: the full market took as many rounds and the certified gaps stayed as small or smaller, at 200k and 1M
 #: tokens on all three bench distributions (bench/routing.py).
 SAMPLE_MAX_ROUNDS = 20
