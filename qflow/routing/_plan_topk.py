@@ -22,7 +22,6 @@ from qflow.routing._topk import (
     route_topk,
     tightened_topk_bound,
     topk_gating,
-    topk_objective,
     topk_uncapped,
 )
 
@@ -103,10 +102,14 @@ def route_and_measure_topk(
     with timer.stage("route"):
         u_route = u
         if limited:
-            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()))
+            # Without baselines nothing reads u off the rule nodes again (the plan's slots all lie on them), so
+            # the table is masked in place rather than copied (1 GB of fresh pages at a million tokens x 256).
+            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()),
+                                           in_place=not config.baselines)
         routed = route_topk(u_route, w, capacity, k, penalty=penalty)
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
-    value = topk_objective(u, w, routed.experts, penalty)
+    # topk_objective(u, w, routed.experts, penalty) from the sums topk_metrics already took (the same ones).
+    value = metrics["objective"] - penalty * metrics["dropped_complexity"]
     with timer.stage("bound"):
         bound, _ = tightened_topk_bound(u_route, w, capacity, routed.prices, penalty, k, value)
     metrics.update(optimum_metrics(
@@ -230,8 +233,9 @@ def _topk_result(problem: RoutingProblem, experts: np.ndarray, capacity: np.ndar
     short = ~placed.all(axis=1)
     N = len(problem.graph.node_ids)
     known = problem.source_node[rows] >= 0
-    traffic = np.zeros((N, N), dtype=np.int64)
-    np.add.at(traffic, (problem.source_node[rows[known]], problem.graph.expert_node[flat[known]]), 1)
+    # One bincount over source x destination pairs (np.add.at: 3x the time at 8 million slots).
+    pair = problem.source_node[rows[known]] * N + problem.graph.expert_node[flat[known]]
+    traffic = np.bincount(pair, minlength=N * N).astype(np.int64).reshape(N, N)
     total = float(problem.complexity.sum()) * config.top_k
     dropped = {
         "count": int(short.sum()),

@@ -39,7 +39,22 @@ import torch
 from numba import get_num_threads
 
 from qflow.routing._classical import BACKOFF, WARM_START_ABOVE, WARM_START_SAMPLE, _accept_in_order, _grouped_shed
-from qflow.routing._topk_kernels import bound_terms, choose_rows, dense_topk, masked_rows, rule_nodes, sort_slots, spare_offers
+from qflow.routing._topk_kernels import (
+    bound_terms,
+    choose_rows,
+    dense_topk,
+    rule_masked_rows,
+    rule_nodes,
+    sort_slots,
+    spare_offers,
+)
+
+#: Price rounds at most of the warm-start sample's auction. Its prices are only a start, shrunk by 2 %,
+#: that the full market re-prices: at a million tokens x 256 experts (top-8, node limit 4) the sample's own
+#: sample ran its whole budget of 104 rounds from zero prices, about 29 % of the route stage's CPU. With 20
+#: the full market took as many rounds and the certified gaps stayed as small or smaller, at 200k and 1M
+#: tokens on all three bench distributions (bench/routing.py).
+SAMPLE_MAX_ROUNDS = 20
 
 __all__ = ["node_limited_mask", "masked_utility", "node_limited_utility", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
 
@@ -122,14 +137,18 @@ def route_topk(
 
 
 def _priced_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float, max_iter: int | None,
-                   initial_prices: np.ndarray | None) -> tuple[_TopkMarket, np.ndarray, np.ndarray, np.ndarray, int]:
-    """The auction of :func:`route_topk`: ``(market, chosen (n, k), margins (n, k), prices (E + 1,), rounds)``."""
+                   initial_prices: np.ndarray | None, round_cap: int = 2000) -> tuple[_TopkMarket, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The auction of :func:`route_topk`: ``(market, chosen (n, k), margins (n, k), prices (E + 1,), rounds)``.
+
+    ``round_cap`` bounds the rounds whatever ``max_iter`` (or its default) says.
+    """
     n = u.shape[0]
     if initial_prices is None and n > WARM_START_ABOVE:
         initial_prices = _sampled_prices(u, weight, capacity, k, penalty)
     market = _topk_market(u, weight, capacity, k, penalty, initial_prices)
     if max_iter is None:
         max_iter = int(np.clip(5e7 / max(n * market.cand_e.shape[1], 1), 30, 2000))
+    max_iter = min(max_iter, round_cap)
     steps = (1e-6,) if initial_prices is not None else (1e-3, 1e-4, 1e-5, 1e-6)
     chosen, margin, prices, iterations = _topk_auction(market, weight.astype(np.float64), k, penalty, steps, max_iter)
     return market, chosen, margin, prices, iterations
@@ -176,8 +195,10 @@ def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: 
     wd = weight.astype(np.float64)
     sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
     share = wd[sample].sum() / wd.sum()
-    # Only the prices are wanted: the sample's plan (repair, spare-capacity moves) is never built.
-    market, _, _, prices, _ = _priced_market(u[sample], weight[sample], capacity * share, k, penalty, None, None)
+    # Only the prices are wanted: the sample's plan (repair, spare-capacity moves) is never built, and its
+    # auction stops after SAMPLE_MAX_ROUNDS (the full market re-prices from these anyway).
+    market, _, _, prices, _ = _priced_market(u[sample], weight[sample], capacity * share, k, penalty, None, None,
+                                             round_cap=SAMPLE_MAX_ROUNDS)
     return 0.98 * _real_prices(market, prices, penalty)
 
 
@@ -524,14 +545,22 @@ def _below(u: np.ndarray, penalty: float, weight_max: float) -> float:
 
 
 def node_limited_utility(u: np.ndarray, expert_node: np.ndarray, k: int, node_limit: int, penalty: float,
-                         weight_max: float) -> np.ndarray:
-    """``masked_utility(u, node_limited_mask(u, ...), ...)`` in two passes over ``u``, without the (n, E) mask.
+                         weight_max: float, *, in_place: bool = False) -> np.ndarray:
+    """``masked_utility(u, node_limited_mask(u, ...), ...)`` in one pass over ``u``, without the (n, E) mask.
 
-    Returns (n, E) float32: ``u`` on each token's rule nodes (picked by ``u`` itself), below dropping elsewhere.
+    Returns (n, E) float32: ``u`` on each token's rule nodes (picked by ``u``
+    itself), below dropping elsewhere. With ``in_place`` and ``u`` a C-order
+    float32 array, ``u`` itself is overwritten and returned (at a million
+    tokens x 256 experts a new table is 1 GB of fresh pages); the caller must
+    not need the unmasked values afterwards.
     """
     table = np.ascontiguousarray(u, dtype=np.float32)
-    keep, slot = _rule_nodes(table, expert_node, k, node_limit)
-    return masked_rows(table, keep, slot.astype(np.int64), np.float32(_below(table, penalty, weight_max)))
+    nodes, slot = np.unique(expert_node, return_inverse=True)
+    below = np.float32(_below(table, penalty, weight_max))
+    out = table if in_place and table is u else np.empty_like(table)
+    take = int(np.ceil(k / node_limit))
+    rule_masked_rows(table, slot.astype(np.int64), int(nodes.size), take, min(node_limit, int(nodes.size)), below, out)
+    return out
 
 
 def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:

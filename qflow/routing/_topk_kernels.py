@@ -22,7 +22,7 @@ from numba import prange
 
 from qflow.core.compiled import kernel
 
-__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "masked_rows", "spare_offers", "sort_slots"]
+__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "spare_offers", "sort_slots"]
 
 
 @kernel(inline="always")
@@ -37,32 +37,62 @@ def _insert(values: np.ndarray, index: np.ndarray, m: int, v: float, e: int) -> 
     index[s] = e
 
 
+@kernel(inline="always")
+def _row_floor(values: np.ndarray, m: int) -> float:
+    """A value the row's ``m``-th largest is at least: the smallest of the maxima of ``m`` disjoint column groups.
+
+    Needs ``m <= values.size``. Anything below it can never be among the
+    row's ``m`` best, so the selection scan skips it without a comparison
+    against its buffer (and the pass that computes ``values`` vectorises).
+    """
+    E = values.shape[0]
+    lowest = np.inf
+    for g in range(m):
+        top = -np.inf
+        for e in range(g * E // m, (g + 1) * E // m):
+            if values[e] > top:
+                top = values[e]
+        if top < lowest:
+            lowest = top
+    return lowest
+
+
 @kernel(parallel=True)
 def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cover - compiled
     """For each ``t = rows[j]``: the ``m`` largest ``u[t, e] - w[t] * prices[e]``, descending, into ``out_*[j]``.
 
     u (n, E) float32; w (n,) float; prices (E,) float64; rows (r,) int64;
-    out_values (r, m) float64 and out_index (r, m) int64 (written).
+    out_values (r, m) float64 and out_index (r, m) int64 (written); ``m <= E``.
+    Each row's values are computed into a buffer first; only those at or
+    above :func:`_row_floor` are offered to the sorted buffer, which leaves
+    the result as the plain scan's (the skipped ones could not stay in it).
     """
     E = u.shape[1]
-    for j in prange(rows.shape[0]):
-        t = rows[j]
-        wt = np.float64(w[t])
-        values = out_values[j]
-        index = out_index[j]
-        for s in range(m):
-            values[s] = -np.inf
-            index[s] = -1
-        # Scan from a token-dependent column: among tied experts (many near-zero probabilities) each token
-        # then lists a different few, rather than every token the lowest-numbered ones.
-        start = (t * 40503) % E
-        for i in range(E):
-            e = start + i
-            if e >= E:
-                e -= E
-            v = np.float64(u[t, e]) - wt * prices[e]
-            if v > values[m - 1]:
-                _insert(values, index, m, v, e)
+    r = rows.shape[0]
+    blocks = min(r, 64)
+    for b in prange(blocks):
+        row = np.empty(E)
+        for j in range(b * r // blocks, (b + 1) * r // blocks):
+            t = rows[j]
+            wt = np.float64(w[t])
+            for e in range(E):
+                row[e] = np.float64(u[t, e]) - wt * prices[e]
+            floor = _row_floor(row, m)
+            values = out_values[j]
+            index = out_index[j]
+            for s in range(m):
+                values[s] = -np.inf
+                index[s] = -1
+            # Scan from a token-dependent column: among tied experts (many near-zero probabilities) each token
+            # then lists a different few, rather than every token the lowest-numbered ones.
+            start = (t * 40503) % E
+            for i in range(E):
+                e = start + i
+                if e >= E:
+                    e -= E
+                v = row[e]
+                if v >= floor and v > values[m - 1]:
+                    _insert(values, index, m, v, e)
 
 
 @kernel(inline="always")
@@ -165,15 +195,45 @@ def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compile
     return sums.sum(), magnitude.sum(), loads.sum(axis=0)
 
 
+@kernel(inline="always")
+def _row_nodes(scores, t, slot, take, best, node_score, ranked, ranked_node):  # pragma: no cover - compiled
+    """DeepSeek-V3's node choice for token ``t``: its ``ranked_node.size`` best nodes into ``ranked_node``.
+
+    scores (n, E) float32; slot (E,) int64, the node (0..nodes-1) of each
+    expert; best (nodes, take), node_score (nodes,) and ranked (node_limit,)
+    are scratch. A node scores the sum of its ``take`` best expert scores
+    (fewer when it has fewer experts); ties go to the lower node.
+    """
+    E = scores.shape[1]
+    n_nodes = node_score.shape[0]
+    node_limit = ranked.shape[0]
+    best[:] = -np.inf
+    for e in range(E):
+        v = np.float64(scores[t, e])
+        g = slot[e]
+        if v > best[g, take - 1]:
+            s = take - 1
+            while s > 0 and best[g, s - 1] < v:
+                best[g, s] = best[g, s - 1]
+                s -= 1
+            best[g, s] = v
+    for g in range(n_nodes):
+        total = 0.0
+        for s in range(take):
+            if np.isfinite(best[g, s]):
+                total += best[g, s]
+        node_score[g] = total
+    ranked[:] = -np.inf
+    ranked_node[:] = 0
+    for g in range(n_nodes):
+        if node_score[g] > ranked[node_limit - 1]:
+            _insert(ranked, ranked_node, node_limit, node_score[g], g)
+
+
 @kernel(parallel=True)
 def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - compiled
-    """DeepSeek-V3's node choice per token: ``keep`` (n, n_nodes) bool, True on its ``node_limit`` best nodes.
-
-    scores (n, E) float32; slot (E,) int64, the node (0..n_nodes-1) of each
-    expert. A node scores the sum of its ``take`` best expert scores (fewer
-    when it has fewer experts); ties go to the lower node.
-    """
-    n, E = scores.shape
+    """Each token's rule nodes (:func:`_row_nodes`): ``keep`` (n, n_nodes) bool, True on its ``node_limit`` best."""
+    n = scores.shape[0]
     keep = np.zeros((n, n_nodes), dtype=np.bool_)
     blocks = min(n, 64)
     for b in prange(blocks):
@@ -182,41 +242,35 @@ def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - c
         ranked = np.empty(node_limit)
         ranked_node = np.empty(node_limit, dtype=np.int64)
         for t in range(b * n // blocks, (b + 1) * n // blocks):
-            best[:] = -np.inf
-            for e in range(E):
-                v = np.float64(scores[t, e])
-                g = slot[e]
-                if v > best[g, take - 1]:
-                    s = take - 1
-                    while s > 0 and best[g, s - 1] < v:
-                        best[g, s] = best[g, s - 1]
-                        s -= 1
-                    best[g, s] = v
-            for g in range(n_nodes):
-                total = 0.0
-                for s in range(take):
-                    if np.isfinite(best[g, s]):
-                        total += best[g, s]
-                node_score[g] = total
-            ranked[:] = -np.inf
-            ranked_node[:] = 0
-            for g in range(n_nodes):
-                if node_score[g] > ranked[node_limit - 1]:
-                    _insert(ranked, ranked_node, node_limit, node_score[g], g)
+            _row_nodes(scores, t, slot, take, best, node_score, ranked, ranked_node)
             for s in range(node_limit):
                 keep[t, ranked_node[s]] = True
     return keep
 
 
 @kernel(parallel=True)
-def masked_rows(u, keep, slot, below):  # pragma: no cover - compiled
-    """``u`` (n, E) float32 where the expert's node is kept for the token (keep (n, nodes) bool), else ``below``."""
+def rule_masked_rows(u, slot, n_nodes, take, node_limit, below, out):  # pragma: no cover - compiled
+    """``out`` (n, E) float32 = ``u`` on each token's rule nodes (:func:`_row_nodes`, picked by ``u``), else ``below``.
+
+    One pass over the table: each row's nodes are picked, then the row is
+    written while it is still in cache. ``out`` may be ``u`` itself (a row is
+    read whole before it is written).
+    """
     n, E = u.shape
-    out = np.empty((n, E), dtype=np.float32)
-    for t in prange(n):
-        for e in range(E):
-            out[t, e] = u[t, e] if keep[t, slot[e]] else below
-    return out
+    blocks = min(n, 64)
+    for b in prange(blocks):
+        best = np.empty((n_nodes, take))
+        node_score = np.empty(n_nodes)
+        ranked = np.empty(node_limit)
+        ranked_node = np.empty(node_limit, dtype=np.int64)
+        kept = np.empty(n_nodes, dtype=np.bool_)
+        for t in range(b * n // blocks, (b + 1) * n // blocks):
+            _row_nodes(u, t, slot, take, best, node_score, ranked, ranked_node)
+            kept[:] = False
+            for s in range(node_limit):
+                kept[ranked_node[s]] = True
+            for e in range(E):
+                out[t, e] = u[t, e] if kept[slot[e]] else below
 
 
 @kernel(parallel=True)
