@@ -45,6 +45,7 @@ from qflow.routing._topk_kernels import (
     dense_topk,
     rule_masked_rows,
     rule_nodes,
+    slot_load,
     sort_slots,
     spare_offers,
 )
@@ -351,19 +352,18 @@ def _repair_topk(
     """
     n, k = experts.shape
     E = capacity.shape[0]
-    experts = experts.copy()
-    flat = experts.ravel()
-    unit_w = np.repeat(w, k)
-    placed = flat >= 0
-    load = np.bincount(flat[placed], weights=unit_w[placed], minlength=E)
+    experts = np.ascontiguousarray(experts, dtype=np.int64).copy()
+    wd = np.ascontiguousarray(w, dtype=np.float64)
+    load = slot_load(experts, wd, E)
     excess = load - capacity
     if (excess > 1e-9).any():
-        members = np.flatnonzero(placed & (excess[np.maximum(flat, 0)] > 1e-9))
+        flat = experts.ravel()
+        unit_w = np.repeat(w, k)
+        members = np.flatnonzero((flat >= 0) & (excess[np.maximum(flat, 0)] > 1e-9))
         shed, _ = _grouped_shed(flat[members], margin.ravel()[members] / unit_w[members], unit_w[members], np.maximum(excess, 0.0))
         flat[members[shed]] = -1
         experts = flat.reshape(n, k)
-        placed = flat >= 0
-        load = np.bincount(flat[placed], weights=unit_w[placed], minlength=E)
+        load = slot_load(experts, wd, E)
     room = capacity - load
     repaired = 0
     for _ in range(E):
@@ -408,14 +408,12 @@ def _fill_spare_topk(
     """
     n, k = experts.shape
     E = capacity.shape[0]
-    experts = experts.copy()
-    slot_w = np.repeat(w, k)
-    all_rows = np.arange(n)
-    worth = np.where(experts >= 0, u[all_rows[:, None], np.maximum(experts, 0)], -penalty * w[:, None]).astype(np.float64)
+    experts = np.ascontiguousarray(experts, dtype=np.int64).copy()
+    wd = np.ascontiguousarray(w, dtype=np.float64)
+    worth = np.where(experts >= 0, np.take_along_axis(u, np.maximum(experts, 0), axis=1), -penalty * w[:, None]).astype(np.float64)
     cand_e, cand_u = np.ascontiguousarray(cand_e, dtype=np.int64), np.ascontiguousarray(cand_u, dtype=np.float32)
     for _ in range(rounds):
-        placed = experts >= 0
-        room = capacity - np.bincount(experts[placed], weights=slot_w[placed.ravel()], minlength=E)
+        room = capacity - slot_load(experts, wd, E)
         open_expert = room >= w.min() - 1e-9
         if not open_expert.any():
             break

@@ -22,7 +22,7 @@ from numba import prange
 
 from qflow.core.compiled import kernel
 
-__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "spare_offers", "sort_slots"]
+__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "spare_offers", "sort_slots", "slot_load"]
 
 
 @kernel(inline="always")
@@ -344,3 +344,23 @@ def sort_slots(u, experts):  # pragma: no cover - compiled
                 q -= 1
             values[q] = v
             experts[t, q] = e
+
+
+@kernel()
+def slot_load(experts, w, n_experts):  # pragma: no cover - compiled
+    """Load (n_experts,) float64 the placed slots of ``experts`` (n, k) int64 (-1 dropped) put on each expert.
+
+    Each slot of token ``t`` weighs ``w[t]``. Summed serially in row-major
+    slot order, the order of ``np.bincount(experts[placed],
+    weights=np.repeat(w, k)[placed.ravel()])``, so the sums are the same to
+    the bit, without that expression's (n * k) masks and copies (fresh pages
+    at a million tokens, every round of the spare-capacity pass).
+    """
+    n, k = experts.shape
+    load = np.zeros(n_experts)
+    for t in range(n):
+        for s in range(k):
+            e = experts[t, s]
+            if e >= 0:
+                load[e] += w[t]
+    return load
