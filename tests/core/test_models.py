@@ -39,6 +39,18 @@ def _rewrite(path, edit) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
 
 
+def _forge_card(path, **changes) -> None:
+    """Change card fields and store the card with a freshly computed ``qflow.card_sha256`` (a forger's edit)."""
+
+    def edit(header):
+        card = json.loads(header["__metadata__"]["qflow.card"])
+        card.update(changes)
+        text = json.dumps(card, sort_keys=True, separators=(",", ":"))
+        header["__metadata__"].update({"qflow.card": text, "qflow.card_sha256": hashlib.sha256(text.encode()).hexdigest()})
+
+    _rewrite(path, edit)
+
+
 def _one_line(exc: pytest.ExceptionInfo, file: str, field: str) -> None:
     message = str(exc.value)
     assert "\n" not in message and message.startswith(f"{file}: {field}"), message
@@ -77,13 +89,7 @@ def test_a_tampered_card_digest_is_refused(tmp_path) -> None:
 def test_an_edited_card_with_a_recomputed_digest_still_fails_on_the_weights_or_the_kind(tmp_path) -> None:
     path, _ = _save(tmp_path)
 
-    def forge(header):
-        card = json.loads(header["__metadata__"]["qflow.card"])
-        card["weights_sha256"] = "f" * 64
-        text = json.dumps(card, sort_keys=True, separators=(",", ":"))
-        header["__metadata__"].update({"qflow.card": text, "qflow.card_sha256": hashlib.sha256(text.encode()).hexdigest()})
-
-    _rewrite(path, forge)
+    _forge_card(path, weights_sha256="f" * 64)
     with pytest.raises(InputError, match="weights do not match") as exc:
         load_model(path, "contrastive")
     _one_line(exc, "m.safetensors", "model.weights_sha256")
@@ -124,13 +130,7 @@ def test_other_suffixes_plain_safetensors_kinds_and_versions_are_refused(tmp_pat
     with pytest.raises(InputError, match="no qflow model card"):
         load_model(plain, "contrastive")
 
-    def bump(header):
-        card = json.loads(header["__metadata__"]["qflow.card"])
-        card["format_version"] = FORMAT_VERSION + 1
-        text = json.dumps(card, sort_keys=True, separators=(",", ":"))
-        header["__metadata__"].update({"qflow.card": text, "qflow.card_sha256": hashlib.sha256(text.encode()).hexdigest()})
-
-    _rewrite(path, bump)
+    _forge_card(path, format_version=FORMAT_VERSION + 1)
     with pytest.raises(InputError, match="unsupported model format") as exc:
         load_model(path, "contrastive")
     _one_line(exc, "m.safetensors", "model.format_version")
