@@ -235,11 +235,13 @@ def _quantum_metrics(quantum: QuantumReport | None, config: RoutingConfig) -> di
 
 def _plan_topk(run: PlanRun, problem: RoutingProblem) -> Plan:
     """``top_k > 1``: the top-k router, its bound and baselines (see :mod:`qflow.routing._plan_topk`)."""
+    from qflow.routing._plan_topk import route_and_measure_topk
+    from qflow.routing._utility import utility_table
+
     config = run.config
     with run.stage("utility", 0.05, "building utilities"):
-        u = utility_matrix(problem, config.locality_weight)
-        penalty = drop_penalty(u)
-    from qflow.routing._plan_topk import route_and_measure_topk
+        u = utility_table(problem, config.locality_weight)  # over problem.affinity: no (n, E) copy
+        penalty = drop_penalty(np.array(u.extremes, dtype=np.float32))  # the same float32 sums as on the whole table
 
     run.solver.ran = "classical-topk"
     run.progress(0.15, "routing")

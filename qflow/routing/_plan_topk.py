@@ -18,18 +18,19 @@ from qflow.routing._topk import (
     aux_loss_free_routing,
     combine_weights,
     node_limited_mask,
-    node_limited_utility,
+    node_limited_table,
     route_topk,
     tightened_topk_bound,
     topk_gating,
     topk_uncapped,
 )
+from qflow.routing._utility import UtilityTable, as_table
 
 __all__ = ["INLINE_MAX_SLOTS", "PER_TOKEN_ARRAYS", "route_and_measure_topk", "topk_metrics"]
 
 
 def topk_metrics(
-    problem: RoutingProblem, experts: np.ndarray, u: np.ndarray, capacity: np.ndarray, penalty: float
+    problem: RoutingProblem, experts: np.ndarray, u: np.ndarray | UtilityTable, capacity: np.ndarray, penalty: float
 ) -> dict[str, Any]:
     """Quality figures of one top-k assignment (plan and baselines alike).
 
@@ -62,7 +63,7 @@ def topk_metrics(
         "max_overload": float(max(0.0, (load - capacity).max())),
         "load_imbalance": float(load.max() / mean_load) if mean_load > 0 else 1.0,
         "total_affinity": float(problem.affinity[rows, cols].astype(np.float64).sum()),
-        "objective": float(u[rows, cols].astype(np.float64).sum()),
+        "objective": float(as_table(u).at(rows, cols).astype(np.float64).sum()),
         "cross_node_fraction": float(cross.mean()) if cross.size else 0.0,
         "nodes_per_token_mean": float(distinct.mean()) if n else 0.0,
         "nodes_per_token_max": int(distinct.max()) if n else 0,
@@ -81,13 +82,16 @@ def chosen_probabilities(problem: RoutingProblem, experts: np.ndarray, hint_bonu
 
 
 def route_and_measure_topk(
-    problem: RoutingProblem, u: np.ndarray, penalty: float, config: RoutingConfig, solver: SolverReport,
+    problem: RoutingProblem, u: UtilityTable, penalty: float, config: RoutingConfig, solver: SolverReport,
     timer: StageTimer, diagnostics: list[str],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Top-k plan: returns ``(result, metrics, baselines, arrays)`` (``arrays``: see :func:`_topk_result`).
 
     QAOA blocks and the hash router exchange one expert per token, so with
     ``top_k > 1`` they do not run; ``solver`` records that with the reason.
+    Without baselines and with a node limit, ``problem.affinity`` (``u``'s
+    values) is masked in place off each token's rule nodes: from then on it
+    is read only at the plan's slots, which all lie on them.
     """
     k = config.top_k
     w = problem.complexity
@@ -102,10 +106,10 @@ def route_and_measure_topk(
     with timer.stage("route"):
         u_route = u
         if limited:
-            # Without baselines nothing reads u off the rule nodes again (the plan's slots all lie on them), so
-            # the table is masked in place rather than copied (1 GB of fresh pages at a million tokens x 256).
-            u_route = node_limited_utility(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()),
-                                           in_place=not config.baselines)
+            # Without baselines nothing reads the affinities off the rule nodes again (the plan's slots all lie
+            # on them), so they are masked in place rather than copied (1 GB of fresh memory at a million x 256).
+            u_route = node_limited_table(u, problem.graph.expert_node, k, config.node_limit, penalty, float(w.max()),
+                                         in_place=not config.baselines)
         routed = route_topk(u_route, w, capacity, k, penalty=penalty)
     metrics = topk_metrics(problem, routed.experts, u, capacity, penalty)
     # topk_objective(u, w, routed.experts, penalty) from the sums topk_metrics already took (the same ones).
@@ -114,7 +118,7 @@ def route_and_measure_topk(
         bound, _ = tightened_topk_bound(u_route, w, capacity, routed.prices, penalty, k, value)
     metrics.update(optimum_metrics(
         bound, value, problem.n_tokens, config.exact_max_tokens, timer.stage, diagnostics.append,
-        lambda: exact_optimum(u_route, w, capacity, penalty, prices=routed.prices, k=k)))
+        lambda: exact_optimum(u_route.to_array(), w, capacity, penalty, prices=routed.prices, k=k)))
     metrics["router_iterations"] = routed.iterations
     metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
     metrics["top_k"] = k

@@ -49,6 +49,7 @@ from qflow.routing._topk_kernels import (
     sort_slots,
     spare_offers,
 )
+from qflow.routing._utility import UtilityTable, as_table
 
 #: Price rounds at most of the warm-start sample's auction. Its prices are only a start, shrunk by 2 %,
 #: that the full market re-prices: at a million tokens x 256 experts (top-8, node limit 4) the sample's own
@@ -57,7 +58,7 @@ from qflow.routing._topk_kernels import (
 #: tokens on all three bench distributions (bench/routing.py).
 SAMPLE_MAX_ROUNDS = 20
 
-__all__ = ["node_limited_mask", "masked_utility", "node_limited_utility", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
+__all__ = ["node_limited_mask", "masked_utility", "node_limited_table", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class TopkRoute:
 
 
 def route_topk(
-    u: np.ndarray,
+    u: np.ndarray | UtilityTable,
     weight: np.ndarray,
     capacity: np.ndarray,
     k: int,
@@ -96,7 +97,7 @@ def route_topk(
 
     Parameters
     ----------
-    u : ndarray of shape (n, E)
+    u : ndarray of shape (n, E), or UtilityTable
         Utility of each token for each expert.
     weight : ndarray of shape (n,)
         Complexity of each token (> 0); one slot on an expert costs it this much load.
@@ -119,6 +120,7 @@ def route_topk(
     TopkRoute
         Loads never exceed ``capacity``; a token's experts are distinct.
     """
+    u = as_table(u)
     n, E = u.shape
     wd = weight.astype(np.float64)
     market, chosen, margin_t, prices, iterations = _priced_market(u, weight, capacity, k, penalty, max_iter, initial_prices)
@@ -126,18 +128,18 @@ def route_topk(
     # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
     # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
     # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
-    worthless = (experts >= 0) & (u[np.arange(n)[:, None], np.maximum(experts, 0)] <= -penalty * wd[:, None])
+    worthless = (experts >= 0) & (u.at(np.arange(n)[:, None], np.maximum(experts, 0)) <= -penalty * wd[:, None])
     experts[worthless] = -1
     real_prices = _real_prices(market, prices, penalty)
     experts, repaired = _repair_topk(u, wd, capacity, experts, margin_t, penalty)
     experts = _fill_spare_topk(u, wd, capacity, experts, market.cand_e[:, :market.shortlist],
                                market.cand_u[:, :market.shortlist], penalty)
     experts = np.ascontiguousarray(experts, dtype=np.int64)
-    sort_slots(market.u, experts)
+    sort_slots(u.values, u.offsets, u.offset_row, experts)
     return TopkRoute(experts=experts, prices=real_prices, iterations=iterations, repaired=repaired)
 
 
-def _priced_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float, max_iter: int | None,
+def _priced_market(u: UtilityTable, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float, max_iter: int | None,
                    initial_prices: np.ndarray | None, round_cap: int = 2000) -> tuple[_TopkMarket, np.ndarray, np.ndarray, np.ndarray, int]:
     """The auction of :func:`route_topk`: ``(market, chosen (n, k), margins (n, k), prices (E + 1,), rounds)``.
 
@@ -172,7 +174,7 @@ class _TopkMarket:
     utilities; ``cap`` (E + 1,) capacities, the drop option's last;
     ``prices`` (E + 1,) the starting prices; ``w`` (n,) float32 complexities;
     ``drop_value`` (n,) the value of dropping a slot; ``u`` the full (n, E)
-    float32 utilities; ``ceiling`` (n,) float64, an upper bound on the value
+    utility table; ``ceiling`` (n,) float64, an upper bound on the value
     ``u - w * price`` of any expert outside a token's shortlist (its
     shortlist's smallest value when the shortlist was chosen: prices only
     rise, and price give-backs raise it by what they gave back).
@@ -186,11 +188,11 @@ class _TopkMarket:
     drop_value: np.ndarray
     has_drop: bool
     shortlist: int
-    u: np.ndarray
+    u: UtilityTable
     ceiling: np.ndarray
 
 
-def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float) -> np.ndarray:
+def _sampled_prices(u: UtilityTable, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float) -> np.ndarray:
     """Warm-start prices (E,) solved on a random eighth of the tokens, capacities scaled to match, shrunk by 2 %."""
     n = u.shape[0]
     wd = weight.astype(np.float64)
@@ -198,24 +200,22 @@ def _sampled_prices(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: 
     share = wd[sample].sum() / wd.sum()
     # Only the prices are wanted: the sample's plan (repair, spare-capacity moves) is never built, and its
     # auction stops after SAMPLE_MAX_ROUNDS (the full market re-prices from these anyway).
-    market, _, _, prices, _ = _priced_market(u[sample], weight[sample], capacity * share, k, penalty, None, None,
+    market, _, _, prices, _ = _priced_market(u.subset(sample), weight[sample], capacity * share, k, penalty, None, None,
                                              round_cap=SAMPLE_MAX_ROUNDS)
     return 0.98 * _real_prices(market, prices, penalty)
 
 
-def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float,
+def _topk_market(u: UtilityTable, weight: np.ndarray, capacity: np.ndarray, k: int, penalty: float,
                  initial_prices: np.ndarray | None) -> _TopkMarket:
     """Candidates, capacities and starting prices of :func:`route_topk`'s auction."""
     n, E = u.shape
     shortfall = float(k * weight.astype(np.float64).sum() - capacity.sum())
     has_drop = shortfall > 1e-9
     K = min(E, max(16, 2 * k + 8))
-    table = np.ascontiguousarray(u, dtype=np.float32)
     w = weight.astype(np.float32)
     drop_value = -penalty * w.astype(np.float64)
     prices0 = np.zeros(E) if initial_prices is None else np.asarray(initial_prices, np.float64)
-    cand_e, ceiling = _shortlist(table, w, prices0, K, np.arange(n))
-    cand_u = np.take_along_axis(table, cand_e, axis=1)
+    cand_e, cand_u, ceiling = _shortlist(u, w, prices0, K, np.arange(n))
     # Dropping is expert E, k copies per token. With a shortfall it holds exactly the slots that cannot
     # fit (utility 0, priced like an expert); otherwise it costs the penalty and has no capacity limit.
     # Without a shortfall the drop copies all have the same value (-penalty * w) and no capacity, so they
@@ -229,21 +229,25 @@ def _topk_market(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, k: int
     if initial_prices is not None:
         # The drop option (utility 0 with a shortfall) priced at the penalty is worth -penalty * w, as it should.
         prices = np.append(initial_prices, penalty if has_drop else 0.0).astype(np.float64)
-    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K, table, ceiling)
+    return _TopkMarket(cand_e, cand_u, cap, prices, w, drop_value, has_drop, K, u, ceiling)
 
 
-def _shortlist(table: np.ndarray, w: np.ndarray, prices: np.ndarray, K: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The K best experts by ``u - w * price`` of each of ``rows`` (r, K), and the smallest of those values (r,).
+def _shortlist(u: UtilityTable, w: np.ndarray, prices: np.ndarray, K: int,
+               rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The K best experts by ``u - w * price`` of each of ``rows``: ``(experts (r, K), their u (r, K) float32,
+    the smallest of those values (r,))``.
 
     With K = E every expert is listed and the ceiling is -inf (nothing lies outside).
     """
-    E = table.shape[1]
+    E = u.shape[1]
     if K >= E:
-        return np.broadcast_to(np.arange(E), (rows.size, E)).copy(), np.full(rows.size, -np.inf)
-    values = np.empty((rows.size, K))
+        return np.broadcast_to(np.arange(E), (rows.size, E)).copy(), u.rows(rows), np.full(rows.size, -np.inf)
     index = np.empty((rows.size, K), dtype=np.int64)
-    dense_topk(table, w, np.ascontiguousarray(prices, dtype=np.float64), rows.astype(np.int64), K, values, index)
-    return index, values[:, K - 1].copy()
+    values = np.empty((rows.size, K), dtype=np.float32)
+    ceiling = np.empty(rows.size)
+    dense_topk(u.values, u.offsets, u.offset_row, w, np.ascontiguousarray(prices, dtype=np.float64), rows.astype(np.int64),
+               K, values, index, ceiling)
+    return index, values, ceiling
 
 
 def _refresh_stale(market: _TopkMarket, prices: np.ndarray, rows: np.ndarray, kth_value: np.ndarray) -> np.ndarray:
@@ -258,9 +262,9 @@ def _refresh_stale(market: _TopkMarket, prices: np.ndarray, rows: np.ndarray, kt
     if stale.size == 0:
         return stale
     E = market.u.shape[1]
-    rows_e, rows_ceiling = _shortlist(market.u, market.w, prices[:E], market.shortlist, stale)
+    rows_e, rows_u, rows_ceiling = _shortlist(market.u, market.w, prices[:E], market.shortlist, stale)
     market.cand_e[stale, :market.shortlist] = rows_e
-    market.cand_u[stale, :market.shortlist] = market.u[stale[:, None], rows_e]
+    market.cand_u[stale, :market.shortlist] = rows_u
     market.ceiling[stale] = rows_ceiling
     return stale
 
@@ -337,7 +341,7 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
 
 
 def _repair_topk(
-    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, margin: np.ndarray, penalty: float
+    u: UtilityTable, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, margin: np.ndarray, penalty: float
 ) -> tuple[np.ndarray, int]:
     """Enforce capacity exactly, then place dropped slots where room is left.
 
@@ -370,7 +374,7 @@ def _repair_topk(
         token, slot = np.nonzero(experts < 0)
         if token.size == 0 or room.max() <= 1e-9:
             break
-        scores = u[token].astype(np.float64).copy()
+        scores = u.rows(token).astype(np.float64)
         used = experts[token]
         rows = np.repeat(np.arange(token.size), k)
         scores[rows[used.ravel() >= 0], used.ravel()[used.ravel() >= 0]] = -np.inf
@@ -394,7 +398,7 @@ def _repair_topk(
 
 
 def _fill_spare_topk(
-    u: np.ndarray, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, cand_u: np.ndarray,
+    u: UtilityTable, w: np.ndarray, capacity: np.ndarray, experts: np.ndarray, cand_e: np.ndarray, cand_u: np.ndarray,
     penalty: float, rounds: int = 16,
 ) -> np.ndarray:
     """Move slots into capacity the auction left unused, where they gain.
@@ -410,7 +414,7 @@ def _fill_spare_topk(
     E = capacity.shape[0]
     experts = np.ascontiguousarray(experts, dtype=np.int64).copy()
     wd = np.ascontiguousarray(w, dtype=np.float64)
-    worth = np.where(experts >= 0, np.take_along_axis(u, np.maximum(experts, 0), axis=1), -penalty * w[:, None]).astype(np.float64)
+    worth = np.where(experts >= 0, u.at(np.arange(n)[:, None], np.maximum(experts, 0)), -penalty * w[:, None]).astype(np.float64)
     cand_e, cand_u = np.ascontiguousarray(cand_e, dtype=np.int64), np.ascontiguousarray(cand_u, dtype=np.float32)
     for _ in range(rounds):
         room = capacity - slot_load(experts, wd, E)
@@ -425,21 +429,22 @@ def _fill_spare_topk(
         took = _accept_in_order(target[movers], w[movers], room.copy())
         moved = movers[took]
         experts[moved, slot[moved]] = target[moved]
-        worth[moved, slot[moved]] = u[moved, target[moved]]
+        worth[moved, slot[moved]] = u.at(moved, target[moved])
     return experts
 
 
-def topk_dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int) -> float:
+def topk_dual_bound(u: np.ndarray | UtilityTable, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float,
+                    k: int) -> float:
     """Upper bound on the top-k optimum from any prices ``>= 0`` (weak duality; see module docstring)."""
-    return _bound_at(np.ascontiguousarray(u, dtype=np.float32), weight, capacity, np.maximum(prices, 0.0), penalty, k)[0]
+    return _bound_at(as_table(u), weight, capacity, np.maximum(prices, 0.0), penalty, k)[0]
 
 
-def _bound_at(table: np.ndarray, weight: np.ndarray, capacity: np.ndarray, p: np.ndarray, penalty: float,
+def _bound_at(table: UtilityTable, weight: np.ndarray, capacity: np.ndarray, p: np.ndarray, penalty: float,
               k: int) -> tuple[float, np.ndarray]:
     """``g(p)`` and the load (E,) the tokens' top-k choices at ``p`` put on each expert (its subgradient's part).
 
-    ``table`` is the (n, E) float32 utility table; each term is computed in
-    float64 from it. The bound still adds 2^-22 of each chosen term's
+    ``table`` is the utility table; each term is computed in float64 from
+    its float32 utilities. The bound still adds 2^-22 of each chosen term's
     operands, a margin for the float32 rounding of ``u`` upstream and of the
     sums, so it stays an upper bound. One pass over the table
     (:func:`~qflow.routing._topk_kernels.bound_terms`), no (n, E) copy.
@@ -447,7 +452,7 @@ def _bound_at(table: np.ndarray, weight: np.ndarray, capacity: np.ndarray, p: np
     p = np.ascontiguousarray(p, dtype=np.float64)
     w = np.ascontiguousarray(weight, dtype=np.float64)
     chunks = 8 * max(1, get_num_threads())
-    total, magnitude, load = bound_terms(table, w, p, float(penalty), int(k), chunks)
+    total, magnitude, load = bound_terms(table.values, table.offsets, table.offset_row, w, p, float(penalty), int(k), chunks)
     rounding = 2.0**-22 * (magnitude + 2.0 * k * float(w.sum()) * float(p.max(initial=0.0)))
     return float(total) + float(np.dot(capacity, p)) + rounding, load
 
@@ -542,23 +547,25 @@ def _below(u: np.ndarray, penalty: float, weight_max: float) -> float:
     return float(u.min()) - penalty * (weight_max + 1.0) - 1.0
 
 
-def node_limited_utility(u: np.ndarray, expert_node: np.ndarray, k: int, node_limit: int, penalty: float,
-                         weight_max: float, *, in_place: bool = False) -> np.ndarray:
+def node_limited_table(u: UtilityTable, expert_node: np.ndarray, k: int, node_limit: int, penalty: float,
+                       weight_max: float, *, in_place: bool = False) -> UtilityTable:
     """``masked_utility(u, node_limited_mask(u, ...), ...)`` in one pass over ``u``, without the (n, E) mask.
 
-    Returns (n, E) float32: ``u`` on each token's rule nodes (picked by ``u``
-    itself), below dropping elsewhere. With ``in_place`` and ``u`` a C-order
-    float32 array, ``u`` itself is overwritten and returned (at a million
-    tokens x 256 experts a new table is 1 GB of fresh pages); the caller must
-    not need the unmasked values afterwards.
+    Returns the table of ``u`` on each token's rule nodes (picked by ``u``
+    itself) and below dropping elsewhere (worth less than ``-penalty * w``
+    for every token, whatever the offsets subtract). With ``in_place``,
+    ``u.values`` itself is overwritten (at a million tokens x 256 experts a
+    new table is 1 GB of fresh memory): the caller must not read it off the
+    rule nodes afterwards. ``u.values`` is usually the problem's affinities.
     """
-    table = np.ascontiguousarray(u, dtype=np.float32)
     nodes, slot = np.unique(expert_node, return_inverse=True)
-    below = np.float32(_below(table, penalty, weight_max))
-    out = table if in_place and table is u else np.empty_like(table)
+    low = u.extremes[0]
+    below = np.float32(low - penalty * (weight_max + 1.0) - 1.0 + min(float(u.offsets.min(initial=0.0)), 0.0))
+    out = u.values if in_place else np.empty_like(u.values)
     take = int(np.ceil(k / node_limit))
-    rule_masked_rows(table, slot.astype(np.int64), int(nodes.size), take, min(node_limit, int(nodes.size)), below, out)
-    return out
+    rule_masked_rows(u.values, u.offsets, u.offset_row, slot.astype(np.int64), int(nodes.size), take,
+                     min(node_limit, int(nodes.size)), below, out)
+    return UtilityTable(out, u.offsets, u.offset_row)
 
 
 def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: float) -> np.ndarray:
@@ -594,7 +601,7 @@ def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: flo
 
 
 def tightened_topk_bound(
-    u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int,
+    u: np.ndarray | UtilityTable, weight: np.ndarray, capacity: np.ndarray, prices: np.ndarray, penalty: float, k: int,
     value: float, *, steps: int = 8, target_gap: float = 1e-3,
 ) -> tuple[float, np.ndarray]:
     """Lower the certified bound by projected subgradient steps on the dual, starting from the auction's prices.
@@ -616,7 +623,7 @@ def tightened_topk_bound(
     bound : float
     prices : ndarray of shape (E,), the prices that gave it
     """
-    table = np.ascontiguousarray(u, dtype=np.float32)
+    table = as_table(u)
     p = np.maximum(prices, 0.0).astype(np.float64)
     best_bound, best_p = np.inf, p
     for _ in range(steps + 1):

@@ -22,7 +22,8 @@ from numba import prange
 
 from qflow.core.compiled import kernel
 
-__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "spare_offers", "sort_slots", "slot_load"]
+__all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "utility_extremes", "spare_offers",
+           "sort_slots", "slot_load"]
 
 
 @kernel(inline="always")
@@ -58,27 +59,32 @@ def _row_floor(values: np.ndarray, m: int) -> float:
 
 
 @kernel(parallel=True)
-def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cover - compiled
+def dense_topk(u, offsets, offset_row, w, prices, rows, m, out_u, out_index, out_floor):  # pragma: no cover - compiled
     """For each ``t = rows[j]``: the ``m`` largest ``u[t, e] - w[t] * prices[e]``, descending, into ``out_*[j]``.
 
-    u (n, E) float32; w (n,) float; prices (E,) float64; rows (r,) int64;
-    out_values (r, m) float64 and out_index (r, m) int64 (written); ``m <= E``.
-    Each row's values are computed into a buffer first; only those at or
-    above :func:`_row_floor` are offered to the sorted buffer, which leaves
-    the result as the plain scan's (the skipped ones could not stay in it).
+    The utility is ``u[t, e] - offsets[offset_row[t], e]`` in float32 (see
+    ``qflow.routing._utility.UtilityTable``): u (n, E) and offsets (R, E)
+    float32, offset_row (n,) int64; w (n,) float; prices (E,) float64; rows
+    (r,) int64; ``m <= E``. Writes out_index (r, m) int64, the experts;
+    out_u (r, m) float32, their utilities; out_floor (r,) float64, each row's
+    m-th value. Each row's values are computed into a buffer first; only
+    those at or above :func:`_row_floor` are offered to the sorted buffer,
+    which leaves the result as the plain scan's (the skipped ones could not
+    stay in it).
     """
     E = u.shape[1]
     r = rows.shape[0]
     blocks = min(r, 64)
     for b in prange(blocks):
         row = np.empty(E)
+        values = np.empty(m)
         for j in range(b * r // blocks, (b + 1) * r // blocks):
             t = rows[j]
             wt = np.float64(w[t])
+            shift = offsets[offset_row[t]]
             for e in range(E):
-                row[e] = np.float64(u[t, e]) - wt * prices[e]
+                row[e] = np.float64(u[t, e] - shift[e]) - wt * prices[e]
             floor = _row_floor(row, m)
-            values = out_values[j]
             index = out_index[j]
             for s in range(m):
                 values[s] = -np.inf
@@ -93,6 +99,10 @@ def dense_topk(u, w, prices, rows, m, out_values, out_index):  # pragma: no cove
                 v = row[e]
                 if v >= floor and v > values[m - 1]:
                     _insert(values, index, m, v, e)
+            for s in range(m):
+                e = index[s]
+                out_u[j, s] = u[t, e] - shift[e] if e >= 0 else -np.inf
+            out_floor[j] = values[m - 1]
 
 
 @kernel(inline="always")
@@ -159,11 +169,11 @@ def choose_rows(cand_e, cand_u, w, prices, drop_value, rows, k, drop_expert, cho
 
 
 @kernel(parallel=True)
-def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compiled
+def bound_terms(u, offsets, offset_row, w, prices, penalty, k, chunks):  # pragma: no cover - compiled
     """The dual function's token terms at ``prices``: ``(sum, sum of |terms|, load (E,))``.
 
     Each token contributes its k best ``max(u[t, e] - w[t] * prices[e],
-    -penalty * w[t])``; ``load`` is the complexity those choices put on each
+    -penalty * w[t])``, the utility read as in :func:`dense_topk`; ``load`` is the complexity those choices put on each
     expert (slots worth no more than dropping are dropped, not loaded).
     ``chunks`` row blocks run in parallel, each with its own load row.
     """
@@ -176,11 +186,12 @@ def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compile
         index = np.empty(k, dtype=np.int64)
         for t in range(c * n // chunks, (c + 1) * n // chunks):
             wt = np.float64(w[t])
+            shift = offsets[offset_row[t]]
             for s in range(k):
                 values[s] = -np.inf
                 index[s] = -1
             for e in range(E):
-                v = np.float64(u[t, e]) - wt * prices[e]
+                v = np.float64(u[t, e] - shift[e]) - wt * prices[e]
                 if v > values[k - 1]:
                     _insert(values, index, k, v, e)
             drop = -penalty * wt
@@ -196,20 +207,20 @@ def bound_terms(u, w, prices, penalty, k, chunks):  # pragma: no cover - compile
 
 
 @kernel(inline="always")
-def _row_nodes(scores, t, slot, take, best, node_score, ranked, ranked_node):  # pragma: no cover - compiled
-    """DeepSeek-V3's node choice for token ``t``: its ``ranked_node.size`` best nodes into ``ranked_node``.
+def _row_nodes(row, slot, take, best, node_score, ranked, ranked_node):  # pragma: no cover - compiled
+    """DeepSeek-V3's node choice for one token: its ``ranked_node.size`` best nodes into ``ranked_node``.
 
-    scores (n, E) float32; slot (E,) int64, the node (0..nodes-1) of each
-    expert; best (nodes, take), node_score (nodes,) and ranked (node_limit,)
-    are scratch. A node scores the sum of its ``take`` best expert scores
-    (fewer when it has fewer experts); ties go to the lower node.
+    row (E,), the token's scores; slot (E,) int64, the node (0..nodes-1) of
+    each expert; best (nodes, take), node_score (nodes,) and ranked
+    (node_limit,) are scratch. A node scores the sum of its ``take`` best
+    expert scores (fewer when it has fewer experts); ties go to the lower node.
     """
-    E = scores.shape[1]
+    E = row.shape[0]
     n_nodes = node_score.shape[0]
     node_limit = ranked.shape[0]
     best[:] = -np.inf
     for e in range(E):
-        v = np.float64(scores[t, e])
+        v = np.float64(row[e])
         g = slot[e]
         if v > best[g, take - 1]:
             s = take - 1
@@ -242,19 +253,22 @@ def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - c
         ranked = np.empty(node_limit)
         ranked_node = np.empty(node_limit, dtype=np.int64)
         for t in range(b * n // blocks, (b + 1) * n // blocks):
-            _row_nodes(scores, t, slot, take, best, node_score, ranked, ranked_node)
+            _row_nodes(scores[t], slot, take, best, node_score, ranked, ranked_node)
             for s in range(node_limit):
                 keep[t, ranked_node[s]] = True
     return keep
 
 
 @kernel(parallel=True)
-def rule_masked_rows(u, slot, n_nodes, take, node_limit, below, out):  # pragma: no cover - compiled
-    """``out`` (n, E) float32 = ``u`` on each token's rule nodes (:func:`_row_nodes`, picked by ``u``), else ``below``.
+def rule_masked_rows(u, offsets, offset_row, slot, n_nodes, take, node_limit, below, out):  # pragma: no cover - compiled
+    """``out`` (n, E) float32 = ``u`` on each token's rule nodes, else ``below``.
 
-    One pass over the table: each row's nodes are picked, then the row is
-    written while it is still in cache. ``out`` may be ``u`` itself (a row is
-    read whole before it is written).
+    Each token's rule nodes (:func:`_row_nodes`) are picked by its utility
+    ``u[t, e] - offsets[offset_row[t], e]`` (float32, as in
+    :func:`dense_topk`); ``out`` keeps ``u`` itself there, so the offsets
+    still apply to it. One pass over the table: each row's nodes are picked,
+    then the row is written while it is still in cache. ``out`` may be ``u``
+    itself (a row is read whole before it is written).
     """
     n, E = u.shape
     blocks = min(n, 64)
@@ -264,13 +278,37 @@ def rule_masked_rows(u, slot, n_nodes, take, node_limit, below, out):  # pragma:
         ranked = np.empty(node_limit)
         ranked_node = np.empty(node_limit, dtype=np.int64)
         kept = np.empty(n_nodes, dtype=np.bool_)
+        row = np.empty(E, dtype=np.float32)
         for t in range(b * n // blocks, (b + 1) * n // blocks):
-            _row_nodes(u, t, slot, take, best, node_score, ranked, ranked_node)
+            shift = offsets[offset_row[t]]
+            for e in range(E):
+                row[e] = u[t, e] - shift[e]
+            _row_nodes(row, slot, take, best, node_score, ranked, ranked_node)
             kept[:] = False
             for s in range(node_limit):
                 kept[ranked_node[s]] = True
             for e in range(E):
                 out[t, e] = u[t, e] if kept[slot[e]] else below
+
+
+@kernel(parallel=True)
+def utility_extremes(u, offsets, offset_row):  # pragma: no cover - compiled
+    """``(min, max)`` over all ``u[t, e] - offsets[offset_row[t], e]`` (float32, as in :func:`dense_topk`)."""
+    n, E = u.shape
+    blocks = max(1, min(n, 64))
+    lows = np.full(blocks, np.inf)
+    highs = np.full(blocks, -np.inf)
+    for b in prange(blocks):
+        low, high = np.inf, -np.inf
+        for t in range(b * n // blocks, (b + 1) * n // blocks):
+            shift = offsets[offset_row[t]]
+            for e in range(E):
+                v = np.float64(u[t, e] - shift[e])
+                low = min(low, v)
+                high = max(high, v)
+        lows[b] = low
+        highs[b] = high
+    return lows.min(), highs.max()
 
 
 @kernel(parallel=True)
@@ -328,13 +366,15 @@ def spare_offers(cand_e, cand_u, experts, worth, w, room, open_expert):  # pragm
 
 
 @kernel(parallel=True)
-def sort_slots(u, experts):  # pragma: no cover - compiled
-    """Each row of ``experts`` (n, k) int64 in place, best ``u`` (n, E) first; dropped slots (-1) last; ties keep their order."""
+def sort_slots(u, offsets, offset_row, experts):  # pragma: no cover - compiled
+    """Each row of ``experts`` (n, k) int64 in place, best utility first (read as in :func:`dense_topk`); dropped slots (-1) last; ties keep their order."""
     n, k = experts.shape
     for t in prange(n):
         values = np.empty(k)
+        shift = offsets[offset_row[t]]
         for s in range(k):
-            values[s] = np.float64(u[t, experts[t, s]]) if experts[t, s] >= 0 else -np.inf
+            e = experts[t, s]
+            values[s] = np.float64(u[t, e] - shift[e]) if e >= 0 else -np.inf
         for s in range(1, k):
             v, e = values[s], experts[t, s]
             q = s
