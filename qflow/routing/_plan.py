@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -181,15 +182,26 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
 
 def _validate(run: PlanRun, frame: pd.DataFrame, model_graph: Mapping[str, Any] | nx.Graph,
               digests: list[InputDigest] | None) -> RoutingProblem:
-    """Stages ``validate`` (the checked problem) and, when the caller passed no digests, ``digest``."""
+    """Stages ``validate`` (the checked problem) and, when the caller passed no digests, ``digest``.
+
+    The frame's digest is taken on a second thread while the frame is
+    validated (hashing releases the GIL; neither writes to the frame), so
+    ``digest`` is the time the call still waited for it afterwards.
+    """
     names = input_sources(digests)
-    with run.stage("validate"):
-        problem = build_problem(frame, model_graph, run.config, names.get("tokens", "tokens"),
-                                names.get("model_graph", "model_graph"))
-    if digests is None:
-        with run.stage("digest"):
-            graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
-            run.digests = [digest_frame(frame, "tokens"), digest_mapping(graph_data, "model_graph")]
+    pool = ThreadPoolExecutor(1, thread_name_prefix="qflow-digest") if digests is None else None
+    try:
+        pending = pool.submit(digest_frame, frame, "tokens") if pool else None
+        with run.stage("validate"):
+            problem = build_problem(frame, model_graph, run.config, names.get("tokens", "tokens"),
+                                    names.get("model_graph", "model_graph"))
+        if pending is not None:
+            with run.stage("digest"):
+                graph_data = model_graph if isinstance(model_graph, Mapping) else nx.node_link_data(model_graph, edges="links")
+                run.digests = [pending.result(), digest_mapping(graph_data, "model_graph")]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False)  # a rejected input is reported at once, not after the hash
     return problem
 
 

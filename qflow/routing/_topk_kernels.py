@@ -39,23 +39,53 @@ def _insert(values: np.ndarray, index: np.ndarray, m: int, v: float, e: int) -> 
 
 
 @kernel(inline="always")
-def _row_floor(values: np.ndarray, m: int) -> float:
-    """A value the row's ``m``-th largest is at least: the smallest of the maxima of ``m`` disjoint column groups.
+def _kth_largest(buffer: np.ndarray, kth: int) -> float:
+    """The ``kth`` largest value of ``buffer`` (1-based), by quickselect; ``buffer`` is reordered."""
+    lo, hi = 0, buffer.shape[0] - 1
+    target = kth - 1
+    while lo < hi:
+        a, b, c = buffer[lo], buffer[(lo + hi) >> 1], buffer[hi]
+        pivot = max(min(a, b), min(max(a, b), c))  # median of three
+        i, j = lo, hi
+        while i <= j:
+            while buffer[i] > pivot:
+                i += 1
+            while buffer[j] < pivot:
+                j -= 1
+            if i <= j:
+                buffer[i], buffer[j] = buffer[j], buffer[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return buffer[target]
+    return buffer[target]
 
-    Needs ``m <= values.size``. Anything below it can never be among the
-    row's ``m`` best, so the selection scan skips it without a comparison
-    against its buffer (and the pass that computes ``values`` vectorises).
+
+@kernel(inline="always")
+def _row_floor(values: np.ndarray, m: int, groups: np.ndarray) -> float:
+    """A value the row's ``m``-th largest is at least: the ``m``-th largest of the maxima of ``groups.size`` column groups.
+
+    Needs ``m <= groups.size <= values.size``; ``groups`` is scratch. At
+    least ``m`` groups reach it, so at least ``m`` values do. Anything below
+    it can never be among the row's ``m`` best, so the selection scan skips it
+    without a comparison against its buffer. Groups are strided (column
+    ``e`` in group ``e % groups.size``), so each spans every node: with a
+    node limit, whole nodes sit at the masked value, and contiguous groups
+    there would pull the floor down to it.
     """
     E = values.shape[0]
-    lowest = np.inf
-    for g in range(m):
+    G = groups.shape[0]
+    for g in range(G):
         top = -np.inf
-        for e in range(g * E // m, (g + 1) * E // m):
+        for e in range(g, E, G):
             if values[e] > top:
                 top = values[e]
-        if top < lowest:
-            lowest = top
-    return lowest
+        groups[g] = top
+    return _kth_largest(groups, m)
 
 
 @kernel(parallel=True)
@@ -78,13 +108,14 @@ def dense_topk(u, offsets, offset_row, w, prices, rows, m, out_u, out_index, out
     for b in prange(blocks):
         row = np.empty(E)
         values = np.empty(m)
+        groups = np.empty(min(E, max(m, 32)))
         for j in range(b * r // blocks, (b + 1) * r // blocks):
             t = rows[j]
             wt = np.float64(w[t])
             shift = offsets[offset_row[t]]
             for e in range(E):
                 row[e] = np.float64(u[t, e] - shift[e]) - wt * prices[e]
-            floor = _row_floor(row, m)
+            floor = _row_floor(row, m, groups)
             index = out_index[j]
             for s in range(m):
                 values[s] = -np.inf
