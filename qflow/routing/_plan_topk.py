@@ -24,6 +24,7 @@ from qflow.routing._topk import (
     topk_gating,
     topk_uncapped,
 )
+from qflow.routing._topk_kernels import slot_counts, slot_load, slot_utilities
 from qflow.routing._utility import UtilityTable, as_table
 
 __all__ = ["INLINE_MAX_SLOTS", "PER_TOKEN_ARRAYS", "route_and_measure_topk", "topk_metrics"]
@@ -38,35 +39,34 @@ def topk_metrics(
     tokens with all k slots placed, ``dropped_tokens`` those with at least
     one dropped, ``dropped_slots`` the slots; loads, imbalance and
     ``cross_node_fraction`` (over placed slots of tokens of known source)
-    are as for k = 1.
+    are as for k = 1. Compiled passes over the slots, no (n, k) index
+    arrays; the sums are numpy's over the placed slots in row order.
     """
     n, k = experts.shape
     E = problem.graph.n_experts
     w = problem.complexity
+    experts = np.ascontiguousarray(experts, dtype=np.int64)
     placed = experts >= 0
-    rows = np.nonzero(placed)[0]
-    cols = experts[placed]
-    load = np.bincount(cols, weights=w[rows], minlength=E)
-    known = problem.source_node[rows] >= 0
-    cross = problem.graph.expert_node[cols[known]] != problem.source_node[rows[known]]
-    full = placed.all(axis=1)
-    node_of = np.where(placed, problem.graph.expert_node[np.maximum(experts, 0)], -1)
-    sorted_nodes = np.sort(node_of, axis=1)
-    distinct = ((sorted_nodes[:, 1:] != sorted_nodes[:, :-1]) & (sorted_nodes[:, 1:] >= 0)).sum(axis=1) + (sorted_nodes[:, 0] >= 0)
+    load = slot_load(experts, np.ascontiguousarray(w, dtype=np.float64), E)
+    full, dropped, known, cross, distinct_sum, distinct_max = slot_counts(
+        experts, np.ascontiguousarray(problem.source_node, dtype=np.int64),
+        np.ascontiguousarray(problem.graph.expert_node, dtype=np.int64))
+    table, zero = as_table(u), np.zeros(n)
+    affinity = UtilityTable.dense(problem.affinity)
     mean_load = load.mean() if E else 0.0
     return {
-        "tokens_routed": int(full.sum()),
-        "dropped_tokens": int((~full).sum()),
-        "dropped_slots": int((~placed).sum()),
+        "tokens_routed": int(full),
+        "dropped_tokens": int(n - full),
+        "dropped_slots": int(dropped),
         "dropped_complexity": float((w[:, None] * ~placed).sum()),
         "capacity_violations": int((load > capacity + 1e-9).sum()),
         "max_overload": float(max(0.0, (load - capacity).max())),
         "load_imbalance": float(load.max() / mean_load) if mean_load > 0 else 1.0,
-        "total_affinity": float(problem.affinity[rows, cols].astype(np.float64).sum()),
-        "objective": float(as_table(u).at(rows, cols).astype(np.float64).sum()),
-        "cross_node_fraction": float(cross.mean()) if cross.size else 0.0,
-        "nodes_per_token_mean": float(distinct.mean()) if n else 0.0,
-        "nodes_per_token_max": int(distinct.max()) if n else 0,
+        "total_affinity": float(slot_utilities(affinity.values, affinity.offsets, affinity.offset_row, experts, zero)[placed].sum()),
+        "objective": float(slot_utilities(table.values, table.offsets, table.offset_row, experts, zero)[placed].sum()),
+        "cross_node_fraction": float(cross / known) if known else 0.0,
+        "nodes_per_token_mean": float(distinct_sum / n) if n else 0.0,
+        "nodes_per_token_max": int(distinct_max) if n else 0,
         "expert_load": [round(float(x), 6) for x in load],
     }
 
@@ -74,9 +74,12 @@ def topk_metrics(
 def chosen_probabilities(problem: RoutingProblem, experts: np.ndarray, hint_bonus: float) -> np.ndarray:
     """The router's own probabilities (affinity without the hint bonus) of each token's experts, shape (n, k).
 
-    Gathered per chosen expert: a float64 copy of the whole (n, E) table is 2 GB at a million x 256.
+    Gathered per chosen expert (0 at dropped slots): a float64 copy of the whole (n, E) table is 2 GB at a
+    million x 256.
     """
-    chosen = np.take_along_axis(problem.affinity, np.maximum(experts, 0), axis=1).astype(np.float64)
+    affinity = UtilityTable.dense(problem.affinity)
+    experts = np.ascontiguousarray(experts, dtype=np.int64)
+    chosen = slot_utilities(affinity.values, affinity.offsets, affinity.offset_row, experts, np.zeros(experts.shape[0]))
     chosen -= hint_bonus * ((experts == problem.hint[:, None]) & (problem.hint[:, None] >= 0))
     return chosen
 

@@ -46,6 +46,7 @@ from qflow.routing._topk_kernels import (
     rule_masked_rows,
     rule_nodes,
     slot_load,
+    slot_utilities,
     sort_slots,
     spare_offers,
 )
@@ -128,7 +129,8 @@ def route_topk(
     # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
     # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
     # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
-    worthless = (experts >= 0) & (u.at(np.arange(n)[:, None], np.maximum(experts, 0)) <= -penalty * wd[:, None])
+    worthless = (experts >= 0) & (slot_utilities(u.values, u.offsets, u.offset_row, experts, np.full(n, -np.inf))
+                                  <= -penalty * wd[:, None])
     experts[worthless] = -1
     real_prices = _real_prices(market, prices, penalty)
     experts, repaired = _repair_topk(u, wd, capacity, experts, margin_t, penalty)
@@ -414,7 +416,7 @@ def _fill_spare_topk(
     E = capacity.shape[0]
     experts = np.ascontiguousarray(experts, dtype=np.int64).copy()
     wd = np.ascontiguousarray(w, dtype=np.float64)
-    worth = np.where(experts >= 0, u.at(np.arange(n)[:, None], np.maximum(experts, 0)), -penalty * w[:, None]).astype(np.float64)
+    worth = slot_utilities(u.values, u.offsets, u.offset_row, experts, -penalty * wd)
     cand_e, cand_u = np.ascontiguousarray(cand_e, dtype=np.int64), np.ascontiguousarray(cand_u, dtype=np.float32)
     for _ in range(rounds):
         room = capacity - slot_load(experts, wd, E)

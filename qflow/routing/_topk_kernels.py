@@ -23,7 +23,7 @@ from numba import prange
 from qflow.core.compiled import kernel
 
 __all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "utility_extremes", "spare_offers",
-           "sort_slots", "slot_load"]
+           "sort_slots", "slot_load", "slot_utilities", "slot_counts"]
 
 
 @kernel(inline="always")
@@ -435,3 +435,57 @@ def slot_load(experts, w, n_experts):  # pragma: no cover - compiled
             if e >= 0:
                 load[e] += w[t]
     return load
+
+
+@kernel(parallel=True)
+def slot_utilities(u, offsets, offset_row, experts, dropped):  # pragma: no cover - compiled
+    """(n, k) float64: each slot's utility (read as in :func:`dense_topk`), ``dropped[t]`` where the slot is -1.
+
+    u (n, E) and offsets (R, E) float32, offset_row (n,) int64, experts (n, k)
+    int64, dropped (n,) float64. The same values as gathering ``u`` at the
+    slots and casting to float64, without the (n, k) index arrays.
+    """
+    n, k = experts.shape
+    out = np.empty((n, k))
+    for t in prange(n):
+        shift = offsets[offset_row[t]]
+        for s in range(k):
+            e = experts[t, s]
+            out[t, s] = np.float64(u[t, e] - shift[e]) if e >= 0 else dropped[t]
+    return out
+
+
+@kernel()
+def slot_counts(experts, source_node, expert_node):  # pragma: no cover - compiled
+    """Integer figures of a top-k assignment: ``(tokens with every slot placed, dropped slots, placed slots of
+    tokens of known source, the cross-node ones among those, sum and max over tokens of the nodes they use)``.
+
+    experts (n, k) int64 (-1 dropped); source_node (n,) int64 (-1 unknown);
+    expert_node (E,) int64.
+    """
+    n, k = experts.shape
+    nodes = np.empty(k, dtype=np.int64)
+    full = dropped = known = cross = distinct_sum = distinct_max = 0
+    for t in range(n):
+        used = 0
+        short = False
+        for s in range(k):
+            e = experts[t, s]
+            if e < 0:
+                short = True
+                dropped += 1
+                continue
+            node = expert_node[e]
+            if source_node[t] >= 0:
+                known += 1
+                cross += node != source_node[t]
+            seen = False
+            for q in range(used):
+                seen = seen or nodes[q] == node
+            if not seen:
+                nodes[used] = node
+                used += 1
+        full += not short
+        distinct_sum += used
+        distinct_max = max(distinct_max, used)
+    return full, dropped, known, cross, distinct_sum, distinct_max
