@@ -1,0 +1,154 @@
+"""The top-k router's utility table (affinities plus per-source offsets) and the compiled passes that read it.
+
+Every reader must see exactly the float32 utilities ``utility_matrix`` would
+have stored: the router's plans must not depend on whether the table was
+copied. The selection and measuring kernels are checked against plain numpy
+references written here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from routing_helpers import make_graph, make_tokens
+
+from qflow.routing import RoutingConfig
+from qflow.routing._classical import utility_matrix
+from qflow.routing._plan_topk import topk_metrics
+from qflow.routing._schemas import build_problem
+from qflow.routing._topk import _shortlist, node_limited_table, route_topk, tightened_topk_bound
+from qflow.routing._topk_kernels import slot_utilities
+from qflow.routing._utility import UtilityTable, utility_table
+
+
+def problem_of(n: int = 300, nodes: int = 4, per_node: int = 4, seed: int = 0, unknown: float = 0.2):
+    tokens = make_tokens(n, nodes * per_node, nodes, seed=seed, heavy=0.3)
+    tokens.loc[np.random.default_rng(seed).random(n) < unknown, "source"] = None  # some tokens of unknown source
+    return build_problem(tokens, make_graph(nodes, per_node, links=True), RoutingConfig(top_k=2))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.1, 0.7])
+def test_table_reads_back_utility_matrix_to_the_bit(weight):
+    problem = problem_of()
+    dense = utility_matrix(problem, weight)
+    table = utility_table(problem, weight)
+    assert table.values is problem.affinity or np.shares_memory(table.values, problem.affinity)  # no copy
+    assert np.array_equal(table.to_array(), dense)
+    rows = np.array([5, 0, 299, 5])
+    assert np.array_equal(table.rows(rows), dense[rows])
+    assert np.array_equal(table.at(rows, np.array([3, 1, 15, 0])), dense[rows, [3, 1, 15, 0]])
+    assert table.extremes == (float(dense.min()), float(dense.max()))
+    experts = np.random.default_rng(1).integers(-1, 16, size=(300, 3))
+    got = slot_utilities(table.values, table.offsets, table.offset_row, experts, np.full(300, -7.0))
+    want = np.where(experts >= 0, dense[np.arange(300)[:, None], np.maximum(experts, 0)].astype(np.float64), -7.0)
+    assert np.array_equal(got, want)
+
+
+def test_compiled_subtraction_rounds_as_numpy_float32():
+    """Operands far apart in size: the difference must round once, in float32, as numpy's does."""
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((64, 32)) * 10.0 ** rng.integers(-30, 30, (64, 32))).astype(np.float32)
+    offsets = (rng.standard_normal((5, 32)) * 10.0 ** rng.integers(-30, 30, (5, 32))).astype(np.float32)
+    table = UtilityTable(values, offsets, rng.integers(0, 5, 64))
+    experts = np.tile(np.arange(32), (64, 1))
+    got = slot_utilities(table.values, table.offsets, table.offset_row, experts, np.zeros(64))
+    assert np.array_equal(got, table.to_array().astype(np.float64))
+
+
+def reference_shortlist(u: np.ndarray, w: np.ndarray, prices: np.ndarray, K: int, rows: np.ndarray):
+    """Each row's K best ``u - w * price`` (float64), ties to the first column met scanning from the row's start."""
+    E = u.shape[1]
+    index = np.empty((rows.size, K), dtype=np.int64)
+    for j, t in enumerate(rows):
+        value = u[t].astype(np.float64) - float(w[t]) * prices
+        start = (t * 40503) % E
+        scan = (start + np.arange(E)) % E
+        order = scan[np.argsort(-value[scan], kind="stable")]
+        index[j] = order[:K]
+    return index
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "equal rows", "masked nodes"])
+def test_shortlist_matches_a_full_sort(kind):
+    rng = np.random.default_rng(4)
+    n, E, K = 400, 64, 24
+    u = rng.random((n, E)).astype(np.float32)
+    if kind == "ties":
+        u = np.round(u * 4).astype(np.float32) / 4  # five distinct values per row
+    elif kind == "equal rows":
+        u[:] = 0.5
+    elif kind == "masked nodes":
+        u[:, 16:48] = -5.0  # two whole nodes far below, as node_limited_table leaves them
+    w = rng.choice([1.0, 2.0], n).astype(np.float32)
+    prices = rng.random(E) * 0.1 if kind != "equal rows" else np.zeros(E)
+    rows = rng.permutation(n)[:300]
+    index, values, ceiling = _shortlist(UtilityTable.dense(u), w, prices, K, rows)
+    assert np.array_equal(index, reference_shortlist(u, w, prices, K, rows))
+    assert np.array_equal(values, u[rows[:, None], index])
+    worth = u[rows[:, None], index].astype(np.float64) - w[rows, None] * prices[index]
+    assert np.array_equal(ceiling, worth[:, K - 1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_router_plans_the_same_on_the_table_and_on_its_copy(seed):
+    problem = problem_of(n=500, seed=seed)
+    dense = utility_matrix(problem, 0.3)
+    table = utility_table(problem, 0.3)
+    capacity = problem.capacity(1.1 * 3)
+    penalty = 2.0 * float(dense.max() - dense.min()) + 1.0
+    on_copy = route_topk(dense, problem.complexity, capacity, 3, penalty=penalty)
+    on_table = route_topk(table, problem.complexity, capacity, 3, penalty=penalty)
+    assert np.array_equal(on_copy.experts, on_table.experts)
+    assert np.array_equal(on_copy.prices, on_table.prices)
+    bound_copy = tightened_topk_bound(dense, problem.complexity, capacity, on_copy.prices, penalty, 3, 0.0)[0]
+    bound_table = tightened_topk_bound(table, problem.complexity, capacity, on_table.prices, penalty, 3, 0.0)[0]
+    assert bound_copy == bound_table
+
+
+def test_node_limit_in_place_equals_a_copy_and_sits_below_dropping():
+    problem = problem_of(n=300, nodes=4, per_node=4)
+    penalty, w_max = 3.0, float(problem.complexity.max())
+    fresh = utility_table(problem, 0.5)
+    copied = node_limited_table(fresh, problem.graph.expert_node, 2, 2, penalty, w_max)
+    assert copied.values is not fresh.values
+    before = fresh.to_array()
+    in_place = node_limited_table(fresh, problem.graph.expert_node, 2, 2, penalty, w_max, in_place=True)
+    assert in_place.values is problem.affinity  # written over the affinities
+    assert np.array_equal(in_place.values, copied.values)
+    masked = in_place.to_array()
+    off_rule = masked != before
+    assert off_rule.any()
+    nodes_used = [np.unique(problem.graph.expert_node[~row]).size for row in off_rule]
+    assert max(nodes_used) == 2  # each token keeps exactly its two rule nodes
+    assert (masked[off_rule] < (-penalty * problem.complexity[:, None] * np.ones_like(masked))[off_rule]).all()
+
+
+def reference_metrics(problem, experts, u):
+    """The measures of topk_metrics, the plain numpy way (fancy indexing, bincount, a sort per row)."""
+    placed = experts >= 0
+    rows, cols = np.nonzero(placed)[0], experts[placed]
+    known = problem.source_node[rows] >= 0
+    cross = problem.graph.expert_node[cols[known]] != problem.source_node[rows[known]]
+    node_of = np.sort(np.where(placed, problem.graph.expert_node[np.maximum(experts, 0)], -1), axis=1)
+    distinct = ((node_of[:, 1:] != node_of[:, :-1]) & (node_of[:, 1:] >= 0)).sum(axis=1) + (node_of[:, 0] >= 0)
+    return {
+        "tokens_routed": int(placed.all(axis=1).sum()),
+        "dropped_slots": int((~placed).sum()),
+        "total_affinity": float(problem.affinity[rows, cols].astype(np.float64).sum()),
+        "objective": float(u[rows, cols].astype(np.float64).sum()),
+        "cross_node_fraction": float(cross.mean()),
+        "nodes_per_token_mean": float(distinct.mean()),
+        "nodes_per_token_max": int(distinct.max()),
+        "expert_load": [round(float(x), 6) for x in np.bincount(cols, weights=problem.complexity[rows], minlength=16)],
+    }
+
+
+def test_metrics_match_the_numpy_reference():
+    problem = problem_of(n=400)
+    u = utility_matrix(problem, 0.2)
+    rng = np.random.default_rng(5)
+    experts = np.stack([rng.permutation(16)[:3] for _ in range(400)])
+    experts[rng.random((400, 3)) < 0.15] = -1
+    got = topk_metrics(problem, experts, utility_table(problem, 0.2), problem.capacity(3.0), 2.0)
+    for name, value in reference_metrics(problem, experts, u).items():
+        assert got[name] == value, name
