@@ -43,6 +43,8 @@ from qflow.routing._topk_kernels import (
     bound_terms,
     choose_rows,
     dense_topk,
+    overloaded_slots,
+    rows_touching,
     rule_masked_rows,
     rule_nodes,
     slot_load,
@@ -313,7 +315,6 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
     n = wd.shape[0]
     everyone = np.arange(n)
     state = _Choice(np.empty((n, k), dtype=np.int64), np.empty((n, k)), np.empty((n, k + 1), dtype=np.int64))
-    unit_w = np.repeat(wd, k)
     iterations, previous_eps = 0, 0.0
     for phase, step in enumerate(steps):
         # A phase that settles early hands its unused rounds to the finer ones.
@@ -328,17 +329,15 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
         for _ in range(rounds_per_step):
             iterations += 1
             state.update(market, prices, k, rows)
-            flat = state.chosen.ravel()
-            excess = np.bincount(flat, weights=unit_w, minlength=cap.shape[0]) - cap
+            excess = slot_load(state.chosen, wd, cap.shape[0]) - cap
             over = excess > 1e-9
             if not over.any():
                 break
-            members = np.flatnonzero(over[flat])
-            margin = state.margin.ravel()[members] / unit_w[members]
-            _, threshold = _grouped_shed(flat[members], margin, unit_w[members], np.where(over, excess, 0.0))
+            _, expert, margin, weight = overloaded_slots(state.chosen, state.margin, wd, over)
+            _, threshold = _grouped_shed(expert, margin, weight, np.where(over, excess, 0.0))
             raised = over & np.isfinite(threshold)
             prices = prices + np.where(raised, threshold + eps, 0.0)
-            rows = np.flatnonzero(raised[state.top].any(axis=1))
+            rows = rows_touching(state.top, raised)
     return state.chosen, state.margin, prices, iterations
 
 

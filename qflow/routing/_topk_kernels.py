@@ -23,7 +23,7 @@ from numba import prange
 from qflow.core.compiled import kernel
 
 __all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "utility_extremes", "spare_offers",
-           "sort_slots", "slot_load", "slot_utilities", "slot_counts"]
+           "sort_slots", "slot_load", "slot_utilities", "slot_counts", "overloaded_slots", "rows_touching"]
 
 
 @kernel(inline="always")
@@ -489,3 +489,55 @@ def slot_counts(experts, source_node, expert_node):  # pragma: no cover - compil
         distinct_sum += used
         distinct_max = max(distinct_max, used)
     return full, dropped, known, cross, distinct_sum, distinct_max
+
+
+@kernel()
+def overloaded_slots(chosen, margin, w, over):  # pragma: no cover - compiled
+    """The slots of ``chosen`` (n, k) on an expert where ``over`` (E + 1,) is True, in row-major order.
+
+    Returns ``(slot (m,) int64 flat index, expert (m,) int64, margin per unit weight (m,) float64,
+    weight (m,) float64)``; ``margin`` (n, k) float64 and ``w`` (n,) float64. The same arrays as
+    ``members = flatnonzero(over[chosen.ravel()])`` and gathers by ``members``, in two passes and
+    without the (n * k) temporaries.
+    """
+    n, k = chosen.shape
+    m = 0
+    for t in range(n):
+        for s in range(k):
+            m += over[chosen[t, s]]
+    slot = np.empty(m, dtype=np.int64)
+    expert = np.empty(m, dtype=np.int64)
+    per_weight = np.empty(m)
+    weight = np.empty(m)
+    j = 0
+    for t in range(n):
+        for s in range(k):
+            e = chosen[t, s]
+            if over[e]:
+                slot[j] = t * k + s
+                expert[j] = e
+                per_weight[j] = margin[t, s] / w[t]
+                weight[j] = w[t]
+                j += 1
+    return slot, expert, per_weight, weight
+
+
+@kernel()
+def rows_touching(top, raised):  # pragma: no cover - compiled
+    """Rows of ``top`` (n, c) int64 holding an expert whose ``raised`` (E + 1,) flag is set, ascending."""
+    n, c = top.shape
+    hit = np.zeros(n, dtype=np.bool_)
+    count = 0
+    for t in range(n):
+        for s in range(c):
+            if raised[top[t, s]]:
+                hit[t] = True
+                count += 1
+                break
+    rows = np.empty(count, dtype=np.int64)
+    j = 0
+    for t in range(n):
+        if hit[t]:
+            rows[j] = t
+            j += 1
+    return rows
