@@ -206,7 +206,8 @@ def bound_terms(u, offsets, offset_row, w, prices, penalty, k, chunks):  # pragm
     Each token contributes its k best ``max(u[t, e] - w[t] * prices[e],
     -penalty * w[t])``, the utility read as in :func:`dense_topk`; ``load`` is the complexity those choices put on each
     expert (slots worth no more than dropping are dropped, not loaded).
-    ``chunks`` row blocks run in parallel, each with its own load row.
+    ``chunks`` row blocks run in parallel, each with its own load row. Only
+    values at or above :func:`_row_floor` are offered to the sorted buffer.
     """
     n, E = u.shape
     sums = np.zeros(chunks)
@@ -215,6 +216,8 @@ def bound_terms(u, offsets, offset_row, w, prices, penalty, k, chunks):  # pragm
     for c in prange(chunks):
         values = np.empty(k)
         index = np.empty(k, dtype=np.int64)
+        row = np.empty(E)
+        groups = np.empty(min(E, max(k, 32)))
         for t in range(c * n // chunks, (c + 1) * n // chunks):
             wt = np.float64(w[t])
             shift = offsets[offset_row[t]]
@@ -222,8 +225,11 @@ def bound_terms(u, offsets, offset_row, w, prices, penalty, k, chunks):  # pragm
                 values[s] = -np.inf
                 index[s] = -1
             for e in range(E):
-                v = np.float64(u[t, e] - shift[e]) - wt * prices[e]
-                if v > values[k - 1]:
+                row[e] = np.float64(u[t, e] - shift[e]) - wt * prices[e]
+            floor = _row_floor(row, k, groups)
+            for e in range(E):
+                v = row[e]
+                if v >= floor and v > values[k - 1]:
                     _insert(values, index, k, v, e)
             drop = -penalty * wt
             for s in range(k):

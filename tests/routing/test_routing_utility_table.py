@@ -152,3 +152,27 @@ def test_metrics_match_the_numpy_reference():
     got = topk_metrics(problem, experts, utility_table(problem, 0.2), problem.capacity(3.0), 2.0)
     for name, value in reference_metrics(problem, experts, u).items():
         assert got[name] == value, name
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_dual_bound_terms_match_a_full_sort(masked):
+    """g(p)'s token terms and the load of each token's k best choices, against numpy sorting every row."""
+    from qflow.routing._topk import _bound_at
+
+    problem = problem_of(n=500, seed=2)
+    table = utility_table(problem, 0.4)
+    if masked:
+        table = node_limited_table(table, problem.graph.expert_node, 3, 2, 3.0, float(problem.complexity.max()))
+    u, w, k, penalty = table.to_array().astype(np.float64), problem.complexity, 3, 3.0
+    prices = np.random.default_rng(6).random(16) * 0.05
+    capacity = problem.capacity(1.2 * k)
+    value = u - w[:, None] * prices
+    best = -np.sort(-value, axis=1, kind="stable")[:, :k]
+    terms = np.maximum(best, -penalty * w[:, None])
+    chosen = np.argsort(-value, axis=1, kind="stable")[:, :k]
+    kept = best >= -penalty * w[:, None]
+    load = np.bincount(chosen[kept], weights=np.broadcast_to(w[:, None], chosen.shape)[kept], minlength=16)
+    bound, got_load = _bound_at(table, w, capacity, prices, penalty, k)
+    assert np.array_equal(got_load, load)
+    assert bound == pytest.approx(terms.sum() + capacity @ prices, rel=1e-6)
+    assert bound >= terms.sum() + capacity @ prices  # the rounding margin only ever adds
