@@ -135,15 +135,15 @@ def plan_routing(
     """
     if not isinstance(config, RoutingConfig):
         config = RoutingConfig.from_mapping(config, "config")
-    # The top-1 router and its baselines are numpy and compiled loops; the top-k solver, the online
-    # baseline and QAOA use torch, on one thread (OpenMP waits dominate on a busy 2-core machine).
+    # The routers are numpy and compiled loops; the top-k baselines, the online baseline and QAOA use
+    # torch, on one thread (OpenMP waits dominate on a busy 2-core machine).
     with one_torch_thread() if _uses_torch(config) else nullcontext():
         return _plan_routing(tokens, model_graph, config, digests, progress)
 
 
 def _uses_torch(config: RoutingConfig) -> bool:
-    """Whether this config reaches torch code (the default top-1 path does not import it)."""
-    return config.top_k > 1 or config.qaoa or bool(config.aux_free_steps and config.baselines)
+    """Whether this config reaches torch code (the routers themselves never import it; some baselines and QAOA do)."""
+    return config.qaoa or bool(config.baselines and (config.top_k > 1 or config.aux_free_steps))
 
 
 def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[InputDigest] | None, progress: Progress | None) -> Plan:

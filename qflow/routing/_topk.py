@@ -35,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from numba import get_num_threads
 
 from qflow.routing._classical import BACKOFF, WARM_START_ABOVE, WARM_START_SAMPLE, _accept_in_order, _grouped_shed
@@ -61,7 +60,7 @@ from qflow.routing._utility import UtilityTable, as_table
 #: tokens on all three bench distributions (bench/routing.py).
 SAMPLE_MAX_ROUNDS = 20
 
-__all__ = ["node_limited_mask", "masked_utility", "node_limited_table", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
+__all__ = ["node_limited_mask", "node_limited_table", "TopkRoute", "route_topk", "topk_dual_bound", "topk_objective", "topk_gating", "topk_uncapped", "combine_weights"]
 
 
 @dataclass
@@ -130,7 +129,7 @@ def route_topk(
     experts = np.where(chosen >= E, -1, chosen).astype(np.int64)
     # A slot worth no more than dropping it is dropped, whatever the prices did: with a shortfall the drop
     # option is priced, and a drop price far above the penalty would let the auction prefer an expert that
-    # masked_utility ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
+    # node_limited_table ruled out. Not seen on random instances; this makes "never chosen" hold by construction.
     worthless = (experts >= 0) & (slot_utilities(u.values, u.offsets, u.offset_row, experts, np.full(n, -np.inf))
                                   <= -penalty * wd[:, None])
     experts[worthless] = -1
@@ -352,7 +351,7 @@ def _repair_topk(
     worth more than dropping the slot (``u > -penalty * w``), experts taking
     them in order of utility while they fit (the greedy of
     ``greedy_balanced``, per slot). The drop test is what keeps experts that
-    :func:`masked_utility` ruled out (e.g. off a token's allowed nodes) out of
+    :func:`node_limited_table` ruled out (off a token's allowed nodes) out of
     the plan: they have room, their utility is finite but below dropping.
     """
     n, k = experts.shape
@@ -468,6 +467,8 @@ def topk_objective(u: np.ndarray, weight: np.ndarray, experts: np.ndarray, penal
 
 def topk_uncapped(affinity: np.ndarray, k: int) -> np.ndarray:
     """Each token's k highest-affinity experts, no capacity (plain top-k gating), shape (n, k)."""
+    import torch  # baselines only: the router itself never imports torch
+
     return torch.topk(torch.from_numpy(np.ascontiguousarray(affinity)), k, dim=1).indices.numpy().astype(np.int64)
 
 
@@ -536,21 +537,9 @@ def _rule_nodes(scores: np.ndarray, expert_node: np.ndarray, k: int, node_limit:
     return keep, slot
 
 
-def masked_utility(u: np.ndarray, allowed: np.ndarray, penalty: float, weight_max: float) -> np.ndarray:
-    """``u`` where allowed, and below dropping the slot elsewhere (worth ``-penalty * w``), so never chosen."""
-    masked = torch.from_numpy(np.array(u, dtype=np.float32, copy=True))
-    masked.masked_fill_(torch.from_numpy(~allowed), _below(u, penalty, weight_max))
-    return masked.numpy()
-
-
-def _below(u: np.ndarray, penalty: float, weight_max: float) -> float:
-    """A utility below dropping the slot for every token: ``u.min() - penalty * (weight_max + 1) - 1``."""
-    return float(u.min()) - penalty * (weight_max + 1.0) - 1.0
-
-
 def node_limited_table(u: UtilityTable, expert_node: np.ndarray, k: int, node_limit: int, penalty: float,
                        weight_max: float, *, in_place: bool = False) -> UtilityTable:
-    """``masked_utility(u, node_limited_mask(u, ...), ...)`` in one pass over ``u``, without the (n, E) mask.
+    """``u`` limited to each token's rule nodes (DeepSeek-V3's rule, as :func:`node_limited_mask`), in one pass.
 
     Returns the table of ``u`` on each token's rule nodes (picked by ``u``
     itself) and below dropping elsewhere (worth less than ``-penalty * w``
@@ -589,6 +578,8 @@ def aux_loss_free_routing(scores: np.ndarray, k: int, steps: int, step_size: flo
     -------
     ndarray of shape (n, k), int64
     """
+    import torch
+
     n, E = scores.shape
     bias = np.zeros(E, dtype=np.float32)
     experts = np.empty((n, k), dtype=np.int64)

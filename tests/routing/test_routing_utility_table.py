@@ -176,3 +176,24 @@ def test_dual_bound_terms_match_a_full_sort(masked):
     assert np.array_equal(got_load, load)
     assert bound == pytest.approx(terms.sum() + capacity @ prices, rel=1e-6)
     assert bound >= terms.sum() + capacity @ prices  # the rounding margin only ever adds
+
+
+def test_topk_plan_without_baselines_never_imports_torch():
+    """Only the top-k baselines use torch; the router, its bound and the node rule are numpy and numba."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests/routing')\n"
+        "from routing_helpers import make_graph, make_tokens\n"
+        "from qflow.routing import plan_routing\n"
+        "plan = plan_routing(make_tokens(200, 8, 4, seed=1), make_graph(4, 2),\n"
+        "                    {'top_k': 3, 'node_limit': 2, 'baselines': False, 'exact_max_tokens': 0})\n"
+        "assert plan.metrics['nodes_per_token_max'] <= 2 and plan.solver.ran == 'classical-topk'\n"
+        "print('torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
