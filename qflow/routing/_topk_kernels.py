@@ -23,7 +23,8 @@ from numba import prange
 from qflow.core.compiled import kernel
 
 __all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "utility_extremes", "spare_offers",
-           "sort_slots", "slot_load", "slot_utilities", "slot_counts", "overloaded_slots", "rows_touching"]
+           "sort_slots", "slot_load", "slot_utilities", "slot_counts", "overloaded_slots", "rows_touching",
+           "slot_traffic"]
 
 
 @kernel(inline="always")
@@ -547,3 +548,19 @@ def rows_touching(top, raised):  # pragma: no cover - compiled
             rows[j] = t
             j += 1
     return rows
+
+
+@kernel()
+def slot_traffic(experts, source_node, expert_node, n_nodes):  # pragma: no cover - compiled
+    """(n_nodes, n_nodes) int64: placed slots from each source node (tokens of known source) to each expert's node."""
+    n, k = experts.shape
+    traffic = np.zeros((n_nodes, n_nodes), dtype=np.int64)
+    for t in range(n):
+        source = source_node[t]
+        if source < 0:
+            continue
+        for s in range(k):
+            e = experts[t, s]
+            if e >= 0:
+                traffic[source, expert_node[e]] += 1
+    return traffic

@@ -197,3 +197,20 @@ def test_topk_plan_without_baselines_never_imports_torch():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_topk_node_traffic_counts_each_placed_slot_once():
+    from qflow.routing import plan_routing
+
+    tokens = make_tokens(240, 8, 4, seed=7)
+    tokens.loc[::5, "source"] = None  # unknown sources send no counted traffic
+    plan = plan_routing(tokens, make_graph(4, 2), {"top_k": 3, "capacity_factor": 0.9, "exact_max_tokens": 0})
+    node_of = {f"e{e}": e // 2 for e in range(8)}
+    want = np.zeros((4, 4), dtype=int)
+    sources = dict(zip(tokens["token_id"], tokens["source"], strict=True))
+    for token, experts in plan.result["assignments"].items():
+        if isinstance(sources[token], str):
+            for expert in experts:
+                want[int(sources[token][1:]), node_of[expert]] += 1
+    assert plan.metrics["dropped_slots"] > 0  # capacity 0.9 drops some: those must not count
+    assert plan.result["node_traffic_tokens"] == want.tolist()
