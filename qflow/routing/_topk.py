@@ -42,10 +42,10 @@ from qflow.routing._topk_kernels import (
     bound_terms,
     choose_rows,
     dense_topk,
-    overloaded_slots,
     rows_touching,
     rule_masked_rows,
     rule_nodes,
+    shed_thresholds,
     slot_load,
     slot_utilities,
     sort_slots,
@@ -314,6 +314,8 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
     n = wd.shape[0]
     everyone = np.arange(n)
     state = _Choice(np.empty((n, k), dtype=np.int64), np.empty((n, k)), np.empty((n, k + 1), dtype=np.int64))
+    # The overloaded slots' margins, reused by every round (fresh (n * k) arrays each round were most of its time).
+    scratch_values, scratch_weights = np.empty(n * k), np.empty(n * k)
     iterations, previous_eps = 0, 0.0
     for phase, step in enumerate(steps):
         # A phase that settles early hands its unused rounds to the finer ones.
@@ -332,8 +334,7 @@ def _topk_auction(market: _TopkMarket, wd: np.ndarray, k: int, penalty: float, s
             over = excess > 1e-9
             if not over.any():
                 break
-            _, expert, margin, weight = overloaded_slots(state.chosen, state.margin, wd, over)
-            _, threshold = _grouped_shed(expert, margin, weight, np.where(over, excess, 0.0))
+            threshold = shed_thresholds(state.chosen, state.margin, wd, over, excess, scratch_values, scratch_weights)
             raised = over & np.isfinite(threshold)
             prices = prices + np.where(raised, threshold + eps, 0.0)
             rows = rows_touching(state.top, raised)

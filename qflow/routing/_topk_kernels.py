@@ -23,8 +23,8 @@ from numba import prange
 from qflow.core.compiled import kernel
 
 __all__ = ["dense_topk", "choose_rows", "bound_terms", "rule_nodes", "rule_masked_rows", "utility_extremes", "spare_offers",
-           "sort_slots", "slot_load", "slot_utilities", "slot_counts", "overloaded_slots", "rows_touching",
-           "slot_traffic"]
+           "sort_slots", "slot_load", "slot_utilities", "slot_counts", "rows_touching", "slot_traffic",
+           "shed_thresholds"]
 
 
 @kernel(inline="always")
@@ -499,37 +499,6 @@ def slot_counts(experts, source_node, expert_node):  # pragma: no cover - compil
 
 
 @kernel()
-def overloaded_slots(chosen, margin, w, over):  # pragma: no cover - compiled
-    """The slots of ``chosen`` (n, k) on an expert where ``over`` (E + 1,) is True, in row-major order.
-
-    Returns ``(slot (m,) int64 flat index, expert (m,) int64, margin per unit weight (m,) float64,
-    weight (m,) float64)``; ``margin`` (n, k) float64 and ``w`` (n,) float64. The same arrays as
-    ``members = flatnonzero(over[chosen.ravel()])`` and gathers by ``members``, in two passes and
-    without the (n * k) temporaries.
-    """
-    n, k = chosen.shape
-    m = 0
-    for t in range(n):
-        for s in range(k):
-            m += over[chosen[t, s]]
-    slot = np.empty(m, dtype=np.int64)
-    expert = np.empty(m, dtype=np.int64)
-    per_weight = np.empty(m)
-    weight = np.empty(m)
-    j = 0
-    for t in range(n):
-        for s in range(k):
-            e = chosen[t, s]
-            if over[e]:
-                slot[j] = t * k + s
-                expert[j] = e
-                per_weight[j] = margin[t, s] / w[t]
-                weight[j] = w[t]
-                j += 1
-    return slot, expert, per_weight, weight
-
-
-@kernel()
 def rows_touching(top, raised):  # pragma: no cover - compiled
     """Rows of ``top`` (n, c) int64 holding an expert whose ``raised`` (E + 1,) flag is set, ascending."""
     n, c = top.shape
@@ -564,3 +533,78 @@ def slot_traffic(experts, source_node, expert_node, n_nodes):  # pragma: no cove
             if e >= 0:
                 traffic[source, expert_node[e]] += 1
     return traffic
+
+
+@kernel(inline="always")
+def _weighted_select(values, weights, lo, hi, target):  # pragma: no cover - compiled
+    """The value ``v`` of ``values[lo:hi]`` with weight below ``v`` < ``target`` <= weight at or below ``v``.
+
+    (The value at which the running weight of the ascending order first
+    reaches ``target``; needs ``0 < target <= weights[lo:hi].sum()``.)
+    Quickselect with a three-way partition; reorders both arrays in the range.
+    """
+    while True:
+        a, b, c = values[lo], values[(lo + hi - 1) >> 1], values[hi - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        less, i, more = lo, lo, hi  # [lo, less) < pivot, [less, i) == pivot, [more, hi) > pivot
+        below = 0.0
+        equal = 0.0
+        while i < more:
+            v = values[i]
+            if v < pivot:
+                values[i], values[less] = values[less], v
+                weights[i], weights[less] = weights[less], weights[i]
+                below += weights[less]
+                less += 1
+                i += 1
+            elif v > pivot:
+                more -= 1
+                values[i], values[more] = values[more], v
+                weights[i], weights[more] = weights[more], weights[i]
+            else:
+                equal += weights[i]
+                i += 1
+        if target <= below:
+            hi = less
+        elif target <= below + equal or more >= hi:
+            return pivot
+        else:
+            target -= below + equal
+            lo = more
+
+
+@kernel(parallel=True)
+def shed_thresholds(chosen, margin, w, over, excess, values, weights):  # pragma: no cover - compiled
+    """Per overloaded expert, the margin per unit weight up to which its smallest-margin slots cover its excess.
+
+    chosen (n, k) int64 and margin (n, k) float64, the auction's choices;
+    w (n,) float64; over (E + 1,) bool and excess (E + 1,) float64; values
+    and weights (n * k,) float64, scratch reused across rounds. Returns
+    (E + 1,) float64: for an overloaded expert, the margin per weight of the
+    last slot to shed when its slots leave in ascending margin order until
+    the weight gone reaches ``excess - 1e-9`` (the rule of
+    ``_classical._grouped_shed``, found by selection instead of a sort); NaN
+    elsewhere.
+    """
+    n, k = chosen.shape
+    E1 = over.shape[0]
+    start = np.zeros(E1 + 1, dtype=np.int64)
+    for t in range(n):
+        for s in range(k):
+            if over[chosen[t, s]]:
+                start[chosen[t, s] + 1] += 1
+    for e in range(E1):
+        start[e + 1] += start[e]
+    fill = start[:-1].copy()
+    for t in range(n):
+        for s in range(k):
+            e = chosen[t, s]
+            if over[e]:
+                values[fill[e]] = margin[t, s] / w[t]
+                weights[fill[e]] = w[t]
+                fill[e] += 1
+    threshold = np.full(E1, np.nan)
+    for e in prange(E1):
+        if over[e] and start[e + 1] > start[e]:
+            threshold[e] = _weighted_select(values, weights, start[e], start[e + 1], excess[e] - 1e-9)
+    return threshold

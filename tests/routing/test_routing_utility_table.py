@@ -214,3 +214,27 @@ def test_topk_node_traffic_counts_each_placed_slot_once():
                 want[int(sources[token][1:]), node_of[expert]] += 1
     assert plan.metrics["dropped_slots"] > 0  # capacity 0.9 drops some: those must not count
     assert plan.result["node_traffic_tokens"] == want.tolist()
+
+
+@pytest.mark.parametrize(("seed", "heavy"), [(0, False), (1, True), (2, True)])
+def test_shed_thresholds_equal_the_sorting_rule(seed, heavy):
+    """The selection kernel against ``_grouped_shed`` (a sort per round) on whole-number weights: the same thresholds."""
+    from qflow.routing._classical import _grouped_shed
+    from qflow.routing._topk_kernels import shed_thresholds
+
+    rng = np.random.default_rng(seed)
+    n, k, E1 = 60_000, 4, 13  # above _grouped_shed's 50k-member cut-off, so its histogram prefilter runs too
+    chosen = np.stack([rng.permutation(E1)[:k] for _ in range(n)])
+    margin = np.round(rng.exponential(size=(n, k)), 2)  # many exact ties
+    w = rng.choice([1.0, 2.0, 3.0], n) if heavy else np.ones(n)
+    load = np.bincount(chosen.ravel(), weights=np.repeat(w, k), minlength=E1)
+    excess = load - np.quantile(load, 0.5)
+    excess[-1] = 1.5e-9  # barely over: one slot sheds
+    over = excess > 1e-9
+    got = shed_thresholds(chosen, margin, w, over, excess, np.empty(n * k), np.empty(n * k))
+    flat = chosen.ravel()
+    members = np.flatnonzero(over[flat])
+    unit = np.repeat(w, k)
+    _, want = _grouped_shed(flat[members], margin.ravel()[members] / unit[members], unit[members], np.where(over, excess, 0.0))
+    assert np.isnan(got[~over]).all()
+    assert np.array_equal(got[over], want[over])
