@@ -588,21 +588,30 @@ def shed_thresholds(chosen, margin, w, over, excess, values, weights):  # pragma
     """
     n, k = chosen.shape
     E1 = over.shape[0]
+    chunks = 16
+    # Counted, then copied, by row chunks in parallel; chunk c's slots of expert e go after chunk c - 1's,
+    # so each expert's segment holds its slots in row order.
+    count = np.zeros((chunks, E1), dtype=np.int64)
+    for c in prange(chunks):
+        for t in range(c * n // chunks, (c + 1) * n // chunks):
+            for s in range(k):
+                if over[chosen[t, s]]:
+                    count[c, chosen[t, s]] += 1
     start = np.zeros(E1 + 1, dtype=np.int64)
-    for t in range(n):
-        for s in range(k):
-            if over[chosen[t, s]]:
-                start[chosen[t, s] + 1] += 1
+    fill = np.empty((chunks, E1), dtype=np.int64)
     for e in range(E1):
-        start[e + 1] += start[e]
-    fill = start[:-1].copy()
-    for t in range(n):
-        for s in range(k):
-            e = chosen[t, s]
-            if over[e]:
-                values[fill[e]] = margin[t, s] / w[t]
-                weights[fill[e]] = w[t]
-                fill[e] += 1
+        start[e + 1] = start[e]
+        for c in range(chunks):
+            fill[c, e] = start[e + 1]
+            start[e + 1] += count[c, e]
+    for c in prange(chunks):
+        for t in range(c * n // chunks, (c + 1) * n // chunks):
+            for s in range(k):
+                e = chosen[t, s]
+                if over[e]:
+                    values[fill[c, e]] = margin[t, s] / w[t]
+                    weights[fill[c, e]] = w[t]
+                    fill[c, e] += 1
     threshold = np.full(E1, np.nan)
     for e in prange(E1):
         if over[e] and start[e + 1] > start[e]:
