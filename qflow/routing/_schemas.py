@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -425,7 +426,8 @@ def _numeric(values: pd.Series, source: str, name: str) -> np.ndarray:
     return numbers
 
 
-def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None:
+def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> tuple[np.ndarray, float, float] | None:
+    """The scores as a new (rows, E) float32 array with its min and max; ``None`` when the table has none."""
     numbered = {int(m.group(1)): c for c in frame.columns if (m := _SCORE_COLUMN.match(str(c)))}
     if numbered and "scores" in frame.columns:
         raise InputError(source, "scores", "ambiguous scores", "either a 'scores' column or score_0..score_{E-1}, not both")
@@ -438,15 +440,15 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
             )
         block = frame[[numbered[i] for i in range(E)]]
         try:
-            scores = _row_major_float32(block)
+            scores, low, high = _row_major_float32(block)
         except (TypeError, ValueError, OverflowError):
             for i in range(E):
                 _numeric(block.iloc[:, i], source, f"score_{i}")
             raise
-        if not np.isfinite(scores).all():
+        if not (np.isfinite(low) and np.isfinite(high)):  # NaN propagates through min and max
             row, col = np.argwhere(~np.isfinite(scores))[0]
             raise InputError(source, f"score_{col}[row {row}]", "not a finite number", "a finite score", block.iat[row, col])
-        return scores
+        return scores, low, high
     if "scores" in frame.columns:
         rows = []
         for i, value in enumerate(frame["scores"].tolist()):
@@ -468,37 +470,71 @@ def _score_matrix(frame: pd.DataFrame, E: int, source: str) -> np.ndarray | None
         if not np.isfinite(scores).all():
             row = int(np.argwhere(~np.isfinite(scores))[0][0])
             raise InputError(source, f"scores[row {row}]", "not finite", "finite numbers", rows[row])
-        return scores
+        return scores, float(scores.min()), float(scores.max())
     return None
 
 
-def _row_major_float32(block: pd.DataFrame, rows_per_block: int = 16_384) -> np.ndarray:
-    """The frame's values as a new C-order float32 array, (rows, columns).
+#: Bytes of one block of score rows converted or softmaxed at a time (about a cache's worth).
+_BLOCK_BYTES = 4 << 20
+
+
+def _row_blocks(shape: tuple[int, int]) -> range:
+    """Starts of the blocks of rows :func:`_row_major_float32` and :func:`_as_probabilities` work in."""
+    return range(0, shape[0], _rows_per_block(shape))
+
+
+def _rows_per_block(shape: tuple[int, int]) -> int:
+    return max(256, _BLOCK_BYTES // (4 * max(shape[1], 1)))
+
+
+def _on_threads(work: Any, starts: range) -> list[Any]:
+    """``[work(start) for start in starts]`` on up to two threads: numpy's casts, copies and ufuncs release the GIL."""
+    if len(starts) < 4:
+        return [work(start) for start in starts]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qflow-scores") as pool:
+        return list(pool.map(work, starts))
+
+
+def _row_major_float32(block: pd.DataFrame) -> tuple[np.ndarray, float, float]:
+    """The frame's values as a new C-order float32 array (rows, columns), with its min and max.
 
     C order: DataFrame columns come out column-major, and every solver step
     works row by row (a 5x difference at a million tokens). Converted a block
-    of rows at a time, so the column-major intermediate stays small instead of
-    a second full-size array.
+    of rows at a time (so the column-major intermediate stays small instead of
+    a second full-size array), each block's min and max taken while it is in
+    cache; a NaN makes both NaN, an infinity shows in one of them.
     """
     out = np.empty(block.shape, dtype=np.float32)
-    for lo in range(0, block.shape[0], rows_per_block):
-        out[lo:lo + rows_per_block] = block.iloc[lo:lo + rows_per_block].to_numpy(dtype=np.float32)
-    return out
+    rows = _rows_per_block(block.shape)
+
+    def convert(lo: int) -> tuple[float, float]:
+        part = out[lo:lo + rows]
+        part[...] = block.iloc[lo:lo + rows].to_numpy(dtype=np.float32)
+        return (float(part.min()), float(part.max())) if part.size else (np.inf, -np.inf)
+
+    extremes = _on_threads(convert, _row_blocks(block.shape))
+    lows, highs = np.array([e[0] for e in extremes]), np.array([e[1] for e in extremes])
+    return out, float(lows.min(initial=np.inf)), float(highs.max(initial=-np.inf))
 
 
-def _as_probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
+def _as_probabilities(scores: np.ndarray, low: float, high: float) -> tuple[np.ndarray, str]:
     """Probabilities stay; anything else is treated as logits and softmaxed in place (float32, row by row).
 
-    ``scores`` is the array :func:`_score_matrix` built (never the caller's).
+    ``scores`` is the array :func:`_score_matrix` built (never the caller's);
+    ``low`` and ``high`` its min and max.
     """
-    sums = scores.sum(axis=1, dtype=np.float64)
-    if scores.min() >= 0.0 and scores.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+    # Row sums (a float64 pass over the whole matrix) only once the values could be probabilities at all.
+    if low >= 0.0 and high <= 1.0 and np.allclose(scores.sum(axis=1, dtype=np.float64), 1.0, atol=1e-3):
         return scores, "probabilities"
-    for lo in range(0, scores.shape[0], 16_384):  # by blocks of rows: no full-size temporaries
-        block = scores[lo:lo + 16_384]
+    rows = _rows_per_block(scores.shape)
+
+    def softmax(lo: int) -> None:  # each row on its own: the block size changes no value
+        block = scores[lo:lo + rows]
         block -= block.max(axis=1, keepdims=True)  # exp of at most 0: no overflow
         np.exp(block, out=block)
         block /= block.sum(axis=1, keepdims=True)
+
+    _on_threads(softmax, _row_blocks(scores.shape))
     return scores, "logits"
 
 
@@ -576,13 +612,11 @@ def _affinity(tokens: pd.DataFrame, graph: ModelGraph, config: RoutingConfig, to
               notes: list[str]) -> tuple[np.ndarray, str, np.ndarray]:
     """``(affinity (rows, E) with hint bonuses added, score kind, hinted expert per row or -1)``."""
     E = graph.n_experts
-    scores = _score_matrix(tokens, E, tokens_name)
-    if scores is None:
+    scored = _score_matrix(tokens, E, tokens_name)
+    if scored is None:
         affinity, score_kind = np.full((len(tokens), E), 1.0 / E, dtype=np.float32), "none"
     else:
-        affinity, score_kind = _as_probabilities(scores)
-        if score_kind == "probabilities":  # may share memory with the caller's frame; hints add in place
-            affinity = affinity.copy()
+        affinity, score_kind = _as_probabilities(*scored)  # a new array, never the caller's: hints add in place
     hint = np.full(len(tokens), -1, dtype=np.int64)
     if "hint" in tokens.columns:
         hint = _resolve_hints(tokens["hint"], graph, tokens_name)

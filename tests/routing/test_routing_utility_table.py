@@ -9,6 +9,7 @@ references written here.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from routing_helpers import make_graph, make_tokens
 
@@ -238,3 +239,29 @@ def test_shed_thresholds_equal_the_sorting_rule(seed, heavy):
     _, want = _grouped_shed(flat[members], margin.ravel()[members] / unit[members], unit[members], np.where(over, excess, 0.0))
     assert np.isnan(got[~over]).all()
     assert np.array_equal(got[over], want[over])
+
+
+def test_scores_converted_in_threaded_blocks_as_one_array():
+    """Score frames large enough for several blocks on two threads: softmax, the NaN check and the caller's frame."""
+    from qflow.core.errors import InputError
+
+    rng = np.random.default_rng(8)
+    n, E = 20_000, 256  # five blocks of 4,096 rows
+    logits = rng.normal(size=(n, E)).astype(np.float32) * 3
+    frame = pd.DataFrame(logits.astype(np.float64), columns=[f"score_{e}" for e in range(E)])
+    frame.insert(0, "token_id", np.arange(n).astype(str))
+    graph = make_graph(8, 32)
+    problem = build_problem(frame, graph, RoutingConfig())
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    want = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    assert problem.score_kind == "logits"
+    np.testing.assert_allclose(problem.affinity, want, rtol=2e-6, atol=1e-9)
+    probabilities = frame.copy()
+    probabilities.iloc[:, 1:] = want.astype(np.float64)
+    probabilities["hint"] = "e3"
+    before = probabilities.copy()
+    assert build_problem(probabilities, graph, RoutingConfig()).score_kind == "probabilities"
+    pd.testing.assert_frame_equal(probabilities, before)  # hints were added to a copy, not the caller's frame
+    frame.iat[17_000, 1 + 200] = np.nan
+    with pytest.raises(InputError, match=r"score_200\[row 17000\]"):
+        build_problem(frame, graph, RoutingConfig())
