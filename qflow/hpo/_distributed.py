@@ -66,15 +66,25 @@ class DaskEvaluator:
         self.workers = len(self.workers_at_start)
         # One copy per worker, sent once (a train objective carries its dataset).
         self._objective = client.scatter(objective, broadcast=True, hash=False, direct=False)
-        self.keys: dict[int, str] = {}
+        self.keys: dict[int, list[str]] = {}  # trial -> its task keys, one per submission
 
     def submit(self, config: Mapping[str, Any], trial: int, stage: str = "trial") -> Any:
         """One trial as a future whose result is ``(value, worker address)``."""
         key = f"qflow-hpo-{self.run_id}-{stage}-{trial}"
         if stage == "trial":
-            self.keys[trial] = key
+            attempts = self.keys.setdefault(trial, [])
+            key += f"-again{len(attempts)}" if attempts else ""
+            attempts.append(key)
         return tagged_call(self.client, _run_trial, self.trial_fn, self._objective, dict(config), trial, self.run_id, key,
                            key=key)
+
+    def resubmit(self, config: Mapping[str, Any], trial: int) -> Any:
+        """Submit a trial again after Dask cancelled its future: when its worker left, the scheduler may forget
+        the task (``FutureCancelledError: ... already forgotten``) instead of rerunning it. The objective is
+        scattered again first if its copies went with that worker."""
+        if self._objective.status != "finished":
+            self._objective = self.client.scatter(self.objective, broadcast=True, hash=False, direct=False)
+        return self.submit(config, trial)
 
     def __call__(self, configs: Sequence[Mapping[str, Any]], trials: Sequence[int]) -> list[float]:
         """A whole batch (the random-search baseline): values in order."""
@@ -99,7 +109,7 @@ class DaskEvaluator:
             if t.get("trial") is None or t["trial"] not in self.keys:
                 continue
             per_worker[t["worker"]] = per_worker.get(t["worker"], 0) + 1
-            began = starts.get(self.keys[t["trial"]], [])
+            began = [worker for key in self.keys[t["trial"]] for worker in starts.get(key, [])]
             t["retried"] = len(began) > 1
             if t["retried"]:
                 retried.append(t["trial"])
@@ -136,8 +146,17 @@ def trial_evaluator(objective: Objective, config: Any, dataset_source: str) -> I
         yield evaluator
 
 
-def _value_of(future: Any, trial: int) -> tuple[float, str]:
-    """The future's ``(value, worker)``; a trial that took down too many workers is a one-line error, not a traceback."""
+#: Times a trial is submitted again after Dask cancelled it (see :meth:`DaskEvaluator.resubmit`).
+RESUBMITS = 3
+
+
+def _value_of(future: Any, trial: int) -> tuple[float, str] | None:
+    """The future's ``(value, worker)``, or ``None`` when Dask cancelled it (its worker left and the scheduler forgot it).
+
+    A trial that took down too many workers is a one-line error, not a traceback.
+    """
+    from concurrent.futures import CancelledError
+
     from distributed import KilledWorker
 
     try:
@@ -145,6 +164,8 @@ def _value_of(future: Any, trial: int) -> tuple[float, str]:
     except KilledWorker:
         raise QflowError("config", "dask_scheduler", f"trial {trial} was running on every worker that died while running "
                          "it (distributed.scheduler.allowed-failures reached)", "workers that survive a trial") from None
+    except CancelledError:  # distributed's FutureCancelledError; our own cancels happen only after this loop
+        return None
 
 
 def optimize_on_cluster(run: Any, evaluator: DaskEvaluator, report: Progress) -> int:
@@ -191,7 +212,16 @@ def optimize_on_cluster(run: Any, evaluator: DaskEvaluator, report: Progress) ->
         fill()
         for future in finished:
             row, method, trial, batch = in_flight.pop(future)
-            value, worker = _value_of(future, trial)
+            outcome = _value_of(future, trial)
+            if outcome is None:
+                if len(evaluator.keys[trial]) > RESUBMITS:
+                    raise QflowError("config", "dask_scheduler", f"Dask cancelled trial {trial} {RESUBMITS + 1} times (its "
+                                     "workers left the cluster)", "workers that stay while a trial runs")
+                again = evaluator.resubmit(run.space.from_unit(row[None])[0], trial)
+                in_flight[again] = (row, method, trial, batch)
+                finished.add(again)
+                continue
+            value, worker = outcome
             run.add(row[None], [value], method, batch, trial)
             run.trials[-1]["worker"] = worker
             done += 1

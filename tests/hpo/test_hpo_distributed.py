@@ -102,3 +102,25 @@ def test_killed_worker_loses_no_trial(tmp_path, monkeypatch):
     assert report["workers_lost"] == [victim] and report["retried_trials"] == [retried[0]["trial"]]
     assert victim not in report["workers_at_end"]
     assert any("left the cluster" in d and "no trial was lost" in d for d in plan.diagnostics)
+
+
+def test_trial_cancelled_by_dask_is_submitted_again(dask_cluster, monkeypatch):
+    """When a worker leaves, the scheduler may forget a trial's task and cancel its future instead of rerunning it
+    (seen under load: FutureCancelledError "already forgotten"); the plan submits that trial again."""
+    from distributed import Client, Future
+
+    monkeypatch.setattr(_distributed, "evaluate_one", slow_evaluate)
+    config = {**QUICK, "n_trials": 4, "dask_scheduler": dask_cluster.address}
+    with ThreadPoolExecutor(1) as pool, Client(dask_cluster.address, timeout="10s", set_as_default=False) as other:
+        earlier = {msg["key"] for _, msg in other.get_events(_distributed.TRIAL_TOPIC)}  # other tests' runs
+        running = pool.submit(plan_hpo, None, None, config)
+        deadline, started = time.monotonic() + 30, []
+        while not started and time.monotonic() < deadline:
+            started = [msg["key"] for _, msg in other.get_events(_distributed.TRIAL_TOPIC)
+                       if msg["key"].endswith("-trial-1") and msg["key"] not in earlier]
+            time.sleep(0.05)
+        assert started, "trial 1 never started"
+        other.cancel([Future(started[0], other)], force=True)  # the scheduler forgets the task: the plan's future is cancelled
+        plan = running.result(timeout=120)
+    assert _trial_numbers(plan) == [1, 2, 3, 4]  # none lost, none doubled
+    assert plan.result["distributed"]["retried_trials"] == [1]
