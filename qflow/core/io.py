@@ -26,16 +26,17 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
-import yaml
 
 from qflow.core.errors import InputError
 from qflow.core.limits import check_limit, limit_value
 from qflow.core.plan import InputDigest, digest_bytes
+
+if TYPE_CHECKING:  # networkx is imported where a graph is read, not with this module
+    import networkx as nx
 
 __all__ = [
     "RawInput",
@@ -208,80 +209,18 @@ def parse_json_text(text: str, source: str, field: str = "(file)") -> Any:
     return data
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose integers over Python's digit limit become markers, not a ValueError."""
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _Unreadable:
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:
-            return _Unreadable(str(node.value))
-
-
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
-
-
-def _alias_expansion(root: yaml.Node, source: str) -> int:
-    """Nodes the document gains by expanding its aliases (expanded size minus distinct nodes).
-
-    An alias is a reference to an already-built node, so PyYAML's output
-    shares objects; expanded (by ``json.dumps`` of a plan, for one) 2.6 KB of
-    nested aliases become hundreds of megabytes. Iterative post-order walk
-    with memoised subtree sizes; a node reached from inside itself is a
-    recursive alias, refused (no plan could be written from it).
-    """
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if children_done:
-            on_path.discard(key)
-            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
-            continue
-        if key in sizes:
-            continue
-        if key in on_path:
-            raise InputError(source, "(file)", "recursive YAML alias", "a document without self-referencing anchors")
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
-    return sizes[id(root)] - len(sizes)
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
 def _parse_yaml(raw: RawInput) -> Any:
     return parse_yaml_text(_decode(raw), raw.name)
 
 
 def parse_yaml_text(text: str, source: str) -> Any:
-    """Parse one YAML document safely: no objects, bounded alias expansion, qflow's number rules."""
-    loader: _BoundedLoader | None = None
-    try:
-        loader = _BoundedLoader(text)  # the reader refuses unprintable characters here already
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        check_limit(_alias_expansion(node, source), "yaml_aliases", source, "(aliases)")
-        data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"(line {mark.line + 1})" if mark is not None else "(file)"
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
-        raise InputError(source, where, "invalid YAML", "a YAML document", problem) from None
-    except RecursionError:
-        raise InputError(source, "(file)", "YAML nested too deeply", "a YAML document") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
+    """Parse one YAML document safely: no objects, bounded alias expansion, qflow's number rules.
+
+    PyYAML is imported here, on first use, not with this module: most commands read only CSV and JSON.
+    """
+    from qflow.core._yaml import parse_yaml_document
+
+    data = parse_yaml_document(text, source)
     _check_numbers(data, source)
     return data
 
@@ -444,6 +383,8 @@ def graph_from_node_link(data: Any, source: str) -> nx.Graph:
     """Build a graph from node-link data, with a clear error on bad shape."""
     if not isinstance(data, Mapping) or "nodes" not in data:
         raise InputError(source, "nodes", "not node-link data", "an object with 'nodes' and 'links'")
+    import networkx as nx
+
     edges_key = "links" if "links" in data else "edges"
     if not isinstance(data["nodes"], list) or not all(isinstance(n, Mapping) and "id" in n for n in data["nodes"]):
         raise InputError(source, "nodes", "wrong shape", "a list of objects each with an 'id'")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -38,6 +37,25 @@ from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, bu
 __all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
 Progress = Callable[[float, str], None]
+
+
+class _NetworkxOnUse:
+    """The ``networkx`` module, imported on first attribute use.
+
+    Only a caller passing an ``nx.Graph`` reaches it (and has imported
+    networkx already); the CLI and API read JSON graphs and skip its 0.1 s import.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        import networkx
+
+        return getattr(networkx, name)
+
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    nx = _NetworkxOnUse()
 
 
 def load_routing_inputs(

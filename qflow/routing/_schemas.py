@@ -9,13 +9,14 @@ assume it is valid.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 from pydantic import Field
@@ -23,6 +24,9 @@ from pydantic import Field
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
 from qflow.core.quantum import HARD_MAX_QUBITS
+
+if TYPE_CHECKING:  # a graph object comes only from callers that imported networkx themselves
+    import networkx as nx
 
 __all__ = ["RoutingConfig", "RoutingProblem", "ModelGraph", "build_problem", "parse_model_graph"]
 
@@ -222,8 +226,8 @@ def parse_model_graph(data: Mapping[str, Any] | nx.Graph, source: str = "model_g
     ``capacity`` and ``links`` are optional; without links every pair of
     distinct nodes is one unit apart.
     """
-    if isinstance(data, nx.Graph):
-        data = nx.node_link_data(data, edges="links")
+    if _is_networkx_graph(data):
+        data = sys.modules["networkx"].node_link_data(data, edges="links")
     if not isinstance(data, Mapping):
         raise InputError(source, "(top level)", "wrong type", "a JSON object with 'experts' and 'nodes'", type(data).__name__)
     if "experts" not in data:
@@ -327,6 +331,38 @@ def _positive_number(
     return number
 
 
+def _is_networkx_graph(data: Any) -> bool:
+    """Whether ``data`` is a networkx graph, without importing networkx (a caller holding one has imported it)."""
+    nx_module = sys.modules.get("networkx")
+    return nx_module is not None and isinstance(data, nx_module.Graph)
+
+
+def _dijkstra_lengths(costs: list[dict[int, float]], source: int) -> dict[int, float]:
+    """Shortest-path cost from ``source`` to each reachable node (``costs[v][u]``: cost of the link v-u).
+
+    The textbook heap Dijkstra in networkx's order (neighbours in link order,
+    ties by push order), so every length is the same float sum networkx's
+    ``all_pairs_dijkstra_path_length`` gives: plans stay bit-identical, and
+    networkx (0.1 s to import) is not needed to read a model graph.
+    """
+    dist: dict[int, float] = {}
+    seen: dict[int, float] = {source: 0}
+    pushes = 0
+    fringe: list[tuple[float, int, int]] = [(0, pushes, source)]
+    while fringe:
+        d, _, v = heapq.heappop(fringe)
+        if v in dist:
+            continue
+        dist[v] = d
+        for u, cost in costs[v].items():
+            through_v = d + cost
+            if u not in dist and (u not in seen or through_v < seen[u]):
+                seen[u] = through_v
+                pushes += 1
+                heapq.heappush(fringe, (through_v, pushes, u))
+    return dist
+
+
 def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], source: str) -> tuple[np.ndarray, list[str]]:
     """Shortest-path cost between nodes (link cost 1 / bandwidth), scaled so the farthest pair is 1."""
     N = len(node_ids)
@@ -334,8 +370,7 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
         raise InputError(source, "links", "wrong type", "a list of {source, target, bandwidth_gbps}", type(links).__name__)
     if not links:
         return (1.0 - np.eye(N)), []
-    graph = nx.Graph()
-    graph.add_nodes_from(range(N))
+    adjacency: list[dict[int, float]] = [{} for _ in range(N)]  # node -> {neighbour: bandwidth}, in link order
     bandwidths = []
     for i, link in enumerate(links):
         if not isinstance(link, Mapping):
@@ -346,11 +381,12 @@ def _node_distances(links: Any, node_ids: list[str], locator: dict[str, int], so
                 raise InputError(source, f"links[{i}].{name}", "unknown node", "a listed node id", end)
         bw = _positive_number(link.get("bandwidth_gbps", 1.0), source, f"links[{i}].bandwidth_gbps", "Gb/s", BANDWIDTH_GBPS)
         bandwidths.append(bw)
-        graph.add_edge(locator[str(a)], locator[str(b)], bandwidth_gbps=bw)
+        # A repeated pair keeps its first position and its last bandwidth (as a graph's edge update does).
+        adjacency[locator[str(a)]][locator[str(b)]] = bw
+        adjacency[locator[str(b)]][locator[str(a)]] = bw
     fastest = max(bandwidths)
-    for _, _, attrs in graph.edges(data=True):
-        attrs["cost"] = fastest / attrs["bandwidth_gbps"]
-    lengths = dict(nx.all_pairs_dijkstra_path_length(graph, weight="cost"))
+    costs = [{v: fastest / bw for v, bw in neighbours.items()} for neighbours in adjacency]
+    lengths = {i: _dijkstra_lengths(costs, i) for i in range(N)}
     distance = np.zeros((N, N))
     notes = []
     finite_max = max((d for row in lengths.values() for d in row.values()), default=1.0) or 1.0
