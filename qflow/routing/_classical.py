@@ -384,7 +384,7 @@ def _fill_spare_capacity(
         movers = np.flatnonzero(best_gain > np.float32(1e-7))
         if movers.size == 0:
             break
-        movers = movers[np.argsort(-best_gain[movers], kind="stable")]
+        movers = movers[_descending_order(best_gain[movers])]
         target = cand_e[movers, best_k[movers]]
         took = _accept_in_order(target, w[movers], room)
         moved, to = movers[took], target[took]
@@ -444,7 +444,7 @@ def _accept_in_order(group: np.ndarray, weight: np.ndarray, room: np.ndarray) ->
     accepted : (m,) bool
     """
     accepted = np.zeros(group.shape[0], dtype=bool)
-    pending = np.argsort(group, kind="stable")
+    pending = _stable_order(group)
     while pending.size:
         g, w = group[pending], weight[pending]
         cum = np.cumsum(w)
@@ -487,15 +487,50 @@ def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> 
         active, best, value = active[alive], best[alive], value[alive]
         if active.size == 0:
             break
-        order = np.argsort(-value, kind="stable")
+        order = _descending_order(value)
         toks, g = active[order], best[order]
         took = _accept_in_order(g, weight[toks], room)
         expert[toks[took]] = g[took]
         refused = toks[~took]
         if blocked is not None:
             blocked[refused, g[~took]] = True
-        active = np.sort(refused)
+        active = _ascending_unique(refused, n)
     return expert
+
+
+def _ascending_unique(rows: np.ndarray, n: int) -> np.ndarray:
+    """``np.sort(rows)`` for distinct rows in ``[0, n)``: a mask scan, linear instead of a sort."""
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return np.flatnonzero(mask)
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for integer keys (m,); int64 (m,).
+
+    Keys in ``[0, 65536)`` (expert indices) are sorted as uint16, for which
+    numpy's stable sort is a radix sort (several times faster than its merge sort).
+    """
+    if keys.size and keys.dtype.kind in "iu" and keys.min() >= 0 and keys.max() < 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
+def _descending_order(value: np.ndarray) -> np.ndarray:
+    """``np.argsort(-value, kind="stable")`` for float32 values (m,) without NaN; int64 (m,).
+
+    The negated values become order-preserving uint32 keys (the IEEE bits with
+    the sign bit set for non-negatives, all bits flipped for negatives; ``+ 0.0``
+    first so that -0.0 and 0.0 tie as they do in a float sort), sorted by two
+    stable uint16 radix passes: low half, then high half. Other dtypes, or NaN,
+    take numpy's float sort.
+    """
+    if value.dtype != np.float32 or np.isnan(value).any():
+        return np.argsort(-value, kind="stable")
+    bits = (np.negative(value) + np.float32(0.0)).view(np.uint32)
+    key = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000))
+    order = np.argsort((key & np.uint32(0xFFFF)).astype(np.uint16), kind="stable")
+    return order[np.argsort((key[order] >> np.uint32(16)).astype(np.uint16), kind="stable")]
 
 
 def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | None,
@@ -515,13 +550,24 @@ def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | 
         return best, value, np.isfinite(value)
     if not open_experts.any():
         return np.zeros(active.size, dtype=np.int64), np.full(active.size, -np.inf, dtype=ut.dtype), np.zeros(active.size, bool)
-    if open_experts.all():
-        scores = ut if active.size == ut.shape[0] else np.take(ut, active, axis=0)  # every token active: no copy
-    else:  # closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather
-        scores = np.take(ut, active, axis=0)
-        np.add(scores, np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype), out=scores)
-    best = scores.argmax(axis=1)
-    return best, scores[np.arange(best.shape[0]), best], np.ones(active.size, dtype=bool)
+    if open_experts.all() and active.size == ut.shape[0]:  # every token active, every expert open: no copy
+        best = ut.argmax(axis=1)
+        return best, ut[np.arange(best.shape[0]), best], np.ones(active.size, dtype=bool)
+    # Closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather. By blocks of
+    # rows through one buffer: a full (m, E) copy per round was fresh pages each time, faulted in at a
+    # higher cost than the gather itself.
+    closed = None if open_experts.all() else np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype)
+    best = np.empty(active.size, dtype=np.int64)
+    value = np.empty(active.size, dtype=ut.dtype)
+    buffer = np.empty((min(active.size, ROW_BLOCK), ut.shape[1]), dtype=ut.dtype)
+    for lo in range(0, active.size, ROW_BLOCK):
+        rows = active[lo:lo + ROW_BLOCK]
+        scores = np.take(ut, rows, axis=0, out=buffer[:rows.size])
+        if closed is not None:
+            np.add(scores, closed, out=scores)
+        best[lo:lo + rows.size] = scores.argmax(axis=1)
+        value[lo:lo + rows.size] = scores[np.arange(rows.size), best[lo:lo + rows.size]]
+    return best, value, np.ones(active.size, dtype=bool)
 
 
 def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> np.ndarray:
