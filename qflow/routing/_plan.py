@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +177,7 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     with run.stage("utility", 0.05, "building utilities"):
         u = utility_matrix(problem, config.locality_weight)
         penalty = drop_penalty(u)
+    baselines = _start_baselines(problem, u, w, capacity, penalty, config) if config.baselines else None
     run.solver.ran = "classical"
     with run.stage("route", 0.15, "routing"):
         expert, prices, router_iterations = _route(run.solver, problem, u, capacity, penalty, config)
@@ -189,9 +191,9 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     metrics["router_iterations"] = router_iterations
     metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
     metrics.update(_quantum_metrics(run.solver.quantum, config))
-    if config.baselines:
+    if baselines is not None:
         with run.stage("baselines", 0.75, "baselines"):
-            run.baselines = _baselines(problem, u, w, capacity, penalty, config)
+            run.baselines = baselines()
     with run.stage("result"):
         result = _result(problem, expert, capacity, config)
     return run.finish(result, metrics)
@@ -438,21 +440,41 @@ def _quantum_report(problem: RoutingProblem, device: QuantumDevice, blocks: list
     )
 
 
-def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
-               config: RoutingConfig) -> dict[str, dict[str, Any]]:
-    E = problem.graph.n_experts
-    plain_hash = hash_experts(problem.token_ids, E)
-    out = {
-        "hash": route_metrics(problem, plain_hash, u, capacity, penalty),
+def _start_baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
+                     config: RoutingConfig) -> Callable[[], dict[str, dict[str, Any]]]:
+    """Start the baselines; returns the call that waits for them (``{name: route_metrics}``, hash first).
+
+    The hash router (a Python loop over token ids) runs here, first; top-1
+    gating, greedy balancing and their metrics (large numpy passes that
+    release the GIL) run on a second thread while the caller routes, so on
+    two cores they add little wall time. The online baseline (torch) runs in
+    the returned call, on the caller's thread.
+    """
+    hashed = hash_experts(problem.token_ids, problem.graph.n_experts)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qflow-baselines")
+    future = pool.submit(_array_baselines, problem, hashed, u, w, capacity, penalty)
+    pool.shutdown(wait=False)  # the submitted work still runs; the thread ends with it
+
+    def finish() -> dict[str, dict[str, Any]]:
+        out = future.result()
+        if config.aux_free_steps:
+            from qflow.routing._topk import aux_loss_free_routing
+
+            online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
+            out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
+        return out
+
+    return finish
+
+
+def _array_baselines(problem: RoutingProblem, hashed: np.ndarray, u: np.ndarray, w: np.ndarray, capacity: np.ndarray,
+                     penalty: float) -> dict[str, dict[str, Any]]:
+    """Metrics of hash routing (given), top-1 gating and greedy balancing on the same utilities."""
+    return {
+        "hash": route_metrics(problem, hashed, u, capacity, penalty),
         "top1_gating": route_metrics(problem, top1_gating(problem.affinity, w, capacity), u, capacity, penalty),
         "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
     }
-    if config.aux_free_steps:
-        from qflow.routing._topk import aux_loss_free_routing
-
-        online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
-        out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
-    return out
 
 
 def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, config: RoutingConfig) -> dict[str, Any]:
