@@ -378,26 +378,30 @@ def _fill_spare_capacity(
     n, E = u.shape
     routed = expert >= 0
     room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
-    wt = w.astype(np.float32)[:, None]
     ut = np.ascontiguousarray(u, dtype=np.float32)
-    rows = np.arange(n)
-    current = ut[rows, np.maximum(expert, 0)]
+    current = ut[np.arange(n), np.maximum(expert, 0)]
     current[expert < 0] = -np.inf
+    # Only tokens with a candidate above their current utility can ever gain (a move only raises it): the
+    # rounds look at those rows alone, typically a seventh to a third of the tokens, with the same outcome.
+    rows = np.flatnonzero(((cand_u - current[:, None]) > np.float32(1e-7)).any(axis=1))
+    cand_u, cand_e = cand_u[rows], cand_e[rows]
+    wt = w[rows].astype(np.float32)[:, None] - np.float32(1e-6)
+    local = np.arange(rows.size)
     for _ in range(rounds):
-        fits = room.astype(np.float32)[cand_e] >= wt - np.float32(1e-6)
-        gain = np.where(fits & (cand_e != expert[:, None]), cand_u - current[:, None], np.float32(-np.inf))
+        fits = np.take(room.astype(np.float32), cand_e) >= wt
+        gain = np.where(fits & (cand_e != expert[rows][:, None]), cand_u - current[rows][:, None], np.float32(-np.inf))
         best_k = gain.argmax(axis=1)
-        best_gain = gain[rows, best_k]
-        movers = np.flatnonzero(best_gain > np.float32(1e-7))
-        if movers.size == 0:
+        best_gain = gain[local, best_k]
+        found = np.flatnonzero(best_gain > np.float32(1e-7))
+        if found.size == 0:
             break
-        movers = movers[_descending_order(best_gain[movers])]
-        target = cand_e[movers, best_k[movers]]
-        took = _accept_in_order(target, w[movers], room)
-        moved, to = movers[took], target[took]
+        found = found[_descending_order(best_gain[found])]
+        target = cand_e[found, best_k[found]]
+        took = _accept_in_order(target, w[rows[found]], room)
+        moved, to, from_k = rows[found[took]], target[took], best_k[found[took]]
         np.add.at(room, expert[moved][expert[moved] >= 0], w[moved][expert[moved] >= 0])
         expert[moved] = to
-        current[moved] = cand_u[moved, best_k[moved]]
+        current[moved] = cand_u[found[took], from_k]
     return expert
 
 
