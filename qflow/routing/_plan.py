@@ -19,6 +19,7 @@ from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
+    _stable_order,
     drop_penalty,
     dual_bound,
     exact_optimum,
@@ -484,7 +485,7 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
     routed = expert >= 0
     assigned = np.where(routed, names[np.maximum(expert, 0)], None)
     assignments = dict(zip(token_ids, assigned.tolist(), strict=True))
-    order = np.argsort(expert, kind="stable")
+    order = _stable_order(expert + 1)  # dropped (-1) first, then by expert; token order within each
     bounds = np.searchsorted(expert[order], np.arange(len(ids) + 1))
     tokens_arr = problem.token_ids
     queues = {ids[e]: tokens_arr[order[bounds[e]:bounds[e + 1]]].tolist() for e in range(len(ids))}
@@ -503,8 +504,8 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
             dropped["reason"] = "capacity left on experts is smaller than the remaining tokens' complexity (packing)"
     N = len(problem.graph.node_ids)
     known = routed & (problem.source_node >= 0)
-    traffic = np.zeros((N, N), dtype=np.int64)
-    np.add.at(traffic, (problem.source_node[known], problem.graph.expert_node[expert[known]]), 1)
+    pairs = problem.source_node[known] * N + problem.graph.expert_node[expert[known]]
+    traffic = np.bincount(pairs, minlength=N * N).reshape(N, N).astype(np.int64)
     return {
         "expert_ids": ids,  # the order of metrics.expert_load and expert_capacity
         "assignments": assignments,
