@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -289,6 +290,11 @@ def load_table(
         The bytes it came from (for the plan's input digest).
     """
     raw = read_input(source, name)
+    return _parse_table(raw, records_key, text_columns), raw
+
+
+def _parse_table(raw: RawInput, records_key: str | None, text_columns: tuple[str, ...], path: Path | None = None) -> pd.DataFrame:
+    """The table in ``raw`` (see :func:`load_table`); a CSV whose bytes are ``path``'s is parsed from that path."""
     first = _FIRST_NON_SPACE.search(raw.data)  # not ``lstrip()``: that copies the whole input
     head = raw.data[first.start():first.start() + 1] if first else b""
     if raw.suffix == ".json" or head in (b"[", b"{"):
@@ -302,8 +308,11 @@ def load_table(
         # Skipping spaces after a comma costs pandas' tokenizer a quarter of its time on every field; where the
         # bytes hold no space or tab (machine-written CSV) it can skip nothing, so it is off (two memchr scans).
         spaced = b" " in raw.data or b"\t" in raw.data
+        # From a local file pandas parses large CSV in parallel, by byte ranges on several threads (from
+        # bytes in memory it cannot): a 115 MB file took 0.5 s instead of 0.7 on two cores.
+        target = str(path) if path is not None and len(raw.data) >= PARALLEL_CSV_BYTES else io.BytesIO(raw.data)
         try:
-            frame = pd.read_csv(io.BytesIO(raw.data), skipinitialspace=spaced, dtype=dict.fromkeys(text_columns, str))
+            frame = pd.read_csv(target, skipinitialspace=spaced, dtype=dict.fromkeys(text_columns, str))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(raw.name, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None
@@ -311,7 +320,11 @@ def load_table(
         _refuse_infinite(frame, raw.name)
     if frame.empty:
         raise InputError(raw.name, "(rows)", "no rows", "at least one row")
-    return frame, raw
+    return frame
+
+
+#: CSV inputs at least this large, given as a file path, are parsed from the file (pandas' parallel reader).
+PARALLEL_CSV_BYTES = 8 * 2**20
 
 
 def load_table_digested(
@@ -322,14 +335,32 @@ def load_table_digested(
 
     The sha256 runs on a second thread while the table is parsed: both
     release the GIL, so on a free core the digest adds no wall time (its CPU
-    time is unchanged: about 60 ms per 100 MB).
+    time is unchanged: about 60 ms per 100 MB). A large CSV file is parsed
+    from its path (in parallel) when the file is unchanged from before it
+    was read to after it was parsed; otherwise, and for bytes or uploads,
+    from the bytes hashed.
     """
+    path = Path(source) if isinstance(source, str | os.PathLike) else None
+    stamp = _file_stamp(path)
     raw = read_input(source, name)
     with ThreadPoolExecutor(max_workers=1) as pool:
         sha256 = pool.submit(digest_bytes, raw.data)
-        frame, _ = load_table(raw.data, name=raw.name, records_key=records_key, text_columns=text_columns)
+        frame = _parse_table(raw, records_key, text_columns, path if stamp is not None else None)
+        if stamp is not None and _file_stamp(path) != stamp:  # changed meanwhile: parse what was hashed
+            frame = _parse_table(raw, records_key, text_columns)
         digest = sha256.result()
     return frame, InputDigest(name=input_name, sha256=digest, rows=len(frame), shape=list(frame.shape), source=raw.name)
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int, int, int] | None:
+    """``(device, inode, size, mtime ns)`` of a regular file, else ``None`` (no path, or not a plain file)."""
+    try:
+        info = path.stat() if path is not None else None
+    except OSError:
+        return None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _refuse_infinite(frame: pd.DataFrame, source: str) -> None:
