@@ -527,8 +527,8 @@ def _as_probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
 
     ``scores`` is the array :func:`_score_matrix` built (never the caller's).
     """
-    sums = scores.sum(axis=1, dtype=np.float64)
-    if scores.min() >= 0.0 and scores.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+    # Row sums (a float64 pass over the whole matrix) only once the values could be probabilities at all.
+    if scores.min() >= 0.0 and scores.max() <= 1.0 and np.allclose(scores.sum(axis=1, dtype=np.float64), 1.0, atol=1e-3):
         return scores, "probabilities"
     for lo in range(0, scores.shape[0], 16_384):  # by blocks of rows: no full-size temporaries
         block = scores[lo:lo + 16_384]
