@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -296,6 +297,7 @@ def skew(sizes: list[int]) -> None:
           f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'load+plan s':>11} {'file wall %':>11} "
           f"{'file cpu %':>10} {'gap':>9} {'top1 max/mean':>13}")
     graph = make_model_graph(8, 8, racks=2)
+    print(f"  load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         graph_path = Path(tmp) / "graph.json"
         graph_path.write_text(json.dumps(graph))
@@ -315,6 +317,7 @@ def skew(sizes: list[int]) -> None:
                 del plan
                 for f in files:
                     f.unlink()
+    print(f"  load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 def topk(n: int) -> None:
