@@ -293,8 +293,8 @@ def load_table(
     return _parse_table(raw, records_key, text_columns), raw
 
 
-def _parse_table(raw: RawInput, records_key: str | None, text_columns: tuple[str, ...], path: Path | None = None) -> pd.DataFrame:
-    """The table in ``raw`` (see :func:`load_table`); a CSV whose bytes are ``path``'s is parsed from that path."""
+def _parse_table(raw: RawInput, records_key: str | None, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """The table in ``raw`` (see :func:`load_table`)."""
     first = _FIRST_NON_SPACE.search(raw.data)  # not ``lstrip()``: that copies the whole input
     head = raw.data[first.start():first.start() + 1] if first else b""
     if raw.suffix == ".json" or head in (b"[", b"{"):
@@ -304,27 +304,33 @@ def _parse_table(raw: RawInput, records_key: str | None, text_columns: tuple[str
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(raw.name, records_key or "(top level)", "wrong shape", "a JSON list of objects", type(data).__name__)
         frame = pd.DataFrame.from_records(data)
-    else:
-        # Skipping spaces after a comma costs pandas' tokenizer a quarter of its time on every field; where the
-        # bytes hold no space or tab (machine-written CSV) it can skip nothing, so it is off (two memchr scans).
-        spaced = b" " in raw.data or b"\t" in raw.data
-        # From a local file pandas parses large CSV in parallel, by byte ranges on several threads (from
-        # bytes in memory it cannot): a 115 MB file took 0.5 s instead of 0.7 on two cores.
-        target = str(path) if path is not None and len(raw.data) >= PARALLEL_CSV_BYTES else io.BytesIO(raw.data)
-        try:
-            frame = pd.read_csv(target, skipinitialspace=spaced, dtype=dict.fromkeys(text_columns, str))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(raw.name, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None
-        frame.columns = [str(c).strip() for c in frame.columns]
-        _refuse_infinite(frame, raw.name)
+        if frame.empty:
+            raise InputError(raw.name, "(rows)", "no rows", "at least one row")
+        return frame
+    # Skipping spaces after a comma costs pandas' tokenizer a quarter of its time on every field; where the
+    # bytes hold no space or tab (machine-written CSV) it can skip nothing, so it is off (two memchr scans).
+    spaced = b" " in raw.data or b"\t" in raw.data
+    return _parse_csv(io.BytesIO(raw.data), spaced, raw.name, text_columns)
+
+
+def _parse_csv(target: str | IO[bytes], spaced: bool, source: str, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """CSV rows under a header line, ``text_columns`` as text; an :class:`InputError` naming ``source`` otherwise."""
+    try:
+        frame = pd.read_csv(target, skipinitialspace=spaced, dtype=dict.fromkeys(text_columns, str))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(source, "(file)", "invalid CSV", "comma-separated rows under a header line", first) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _refuse_infinite(frame, source)
     if frame.empty:
-        raise InputError(raw.name, "(rows)", "no rows", "at least one row")
+        raise InputError(source, "(rows)", "no rows", "at least one row")
     return frame
 
 
-#: CSV inputs at least this large, given as a file path, are parsed from the file (pandas' parallel reader).
+#: CSV files at least this large are read from their path (see :func:`load_table_digested`).
 PARALLEL_CSV_BYTES = 8 * 2**20
+#: Read size of the streaming passes over such a file (scan, sha256).
+_READ_CHUNK = 2**20
 
 
 def load_table_digested(
@@ -335,21 +341,66 @@ def load_table_digested(
 
     The sha256 runs on a second thread while the table is parsed: both
     release the GIL, so on a free core the digest adds no wall time (its CPU
-    time is unchanged: about 60 ms per 100 MB). A large CSV file is parsed
-    from its path (in parallel) when the file is unchanged from before it
-    was read to after it was parsed; otherwise, and for bytes or uploads,
-    from the bytes hashed.
+    time is unchanged: about 60 ms per 100 MB). A CSV file of at least
+    ``PARALLEL_CSV_BYTES`` is not copied into memory: pandas parses it from
+    its path (in parallel, by byte ranges, as it cannot from bytes) while the
+    sha256 streams the same file; if the file changed from before the first
+    read to after the parse, it is read again whole, as bytes.
     """
     path = Path(source) if isinstance(source, str | os.PathLike) else None
     stamp = _file_stamp(path)
+    if path is not None and stamp is not None and stamp[2] >= PARALLEL_CSV_BYTES:
+        label = name or path.name
+        streamed = _load_csv_file(path, stamp, label, text_columns)
+        if streamed is not None:
+            frame, digest = streamed
+            return frame, InputDigest(name=input_name, sha256=digest, rows=len(frame), shape=list(frame.shape), source=label)
     raw = read_input(source, name)
     with ThreadPoolExecutor(max_workers=1) as pool:
         sha256 = pool.submit(digest_bytes, raw.data)
-        frame = _parse_table(raw, records_key, text_columns, path if stamp is not None else None)
-        if stamp is not None and _file_stamp(path) != stamp:  # changed meanwhile: parse what was hashed
-            frame = _parse_table(raw, records_key, text_columns)
+        frame = _parse_table(raw, records_key, text_columns)
         digest = sha256.result()
     return frame, InputDigest(name=input_name, sha256=digest, rows=len(frame), shape=list(frame.shape), source=raw.name)
+
+
+def _load_csv_file(path: Path, stamp: tuple[int, int, int, int], label: str,
+                   text_columns: tuple[str, ...]) -> tuple[pd.DataFrame, str] | None:
+    """``(table, sha256)`` of a large CSV file read from its path, or ``None`` to read it as bytes instead.
+
+    ``None`` for a ``.json`` name, a blank file or JSON text (the bytes path
+    parses or refuses those) and for a file that changed while it was read.
+    Reading 115 MB into memory first cost 75 ms of CPU (fresh pages), the
+    two streaming passes 20 ms beside the hash itself.
+    """
+    check_limit(stamp[2], "input_bytes", label, "(file)")
+    if Path(label).suffix.lower() == ".json":
+        return None
+    head, spaced = _scan_text(path)
+    if head in (b"", b"[", b"{"):
+        return None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sha256 = pool.submit(digest_file, path)
+        frame = _parse_csv(str(path), spaced, label, text_columns)
+        digest = sha256.result()
+    return (frame, digest) if _file_stamp(path) == stamp else None
+
+
+def _scan_text(path: Path) -> tuple[bytes, bool]:
+    """The file's first non-space byte (``b""`` when none) and whether it holds a space or a tab, read by chunks."""
+    head, spaced = b"", False
+    buffer = bytearray(_READ_CHUNK)
+    with path.open("rb", buffering=0) as handle:
+        while (not head or not spaced) and (count := handle.readinto(buffer)):
+            if not head and (first := _FIRST_NON_SPACE.search(buffer, 0, count)):
+                head = bytes(buffer[first.start():first.start() + 1])
+            spaced = spaced or buffer.find(b" ", 0, count) >= 0 or buffer.find(b"\t", 0, count) >= 0
+    return head, spaced
+
+
+def digest_file(path: Path) -> str:
+    """sha256 hex digest of a file's bytes (the same as :func:`digest_bytes` of them), streamed by chunks."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _file_stamp(path: Path | None) -> tuple[int, int, int, int] | None:

@@ -226,19 +226,37 @@ def test_a_large_csv_path_is_parsed_from_the_file_to_the_same_frame(tmp_path, mo
     assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.rows == 2_000
 
 
-def test_a_csv_changed_while_read_is_parsed_from_the_bytes_hashed(tmp_path, monkeypatch):
+def test_a_csv_changed_while_read_is_read_again_whole(tmp_path, monkeypatch):
     first, second = _tokens_csv(2_000, 1), _tokens_csv(1_500, 2)
     path = tmp_path / "tokens.csv"
     path.write_bytes(first)
     monkeypatch.setattr(qio, "PARALLEL_CSV_BYTES", 1_000)
-    read_input = qio.read_input
+    digest_file = qio.digest_file
 
-    def read_then_rewrite(source, name=None, max_bytes=None):
-        raw = read_input(source, name, max_bytes)
-        path.write_bytes(second)  # another writer, after our read and before the parse
-        return raw
+    def hash_then_rewrite(target):
+        digest = digest_file(target)
+        path.write_bytes(second)  # another writer, while the table is parsed
+        return digest
 
-    monkeypatch.setattr(qio, "read_input", read_then_rewrite)
+    monkeypatch.setattr(qio, "digest_file", hash_then_rewrite)
     frame, digest = qio.load_table_digested(path, "tokens", text_columns=("token_id", "source", "hint"))
-    assert digest.sha256 == hashlib.sha256(first).hexdigest()
-    assert len(frame) == 2_000 and digest.rows == 2_000
+    assert digest.sha256 == hashlib.sha256(second).hexdigest()  # the table and its digest from one read
+    assert len(frame) == 1_500 and digest.rows == 1_500
+
+
+@pytest.mark.parametrize("text", [b" token_id, source\n a, n0\n b ,n1\n", b'[{"token_id": "a"}, {"token_id": "b"}]', b"\n \n"])
+def test_a_large_file_read_from_its_path_parses_or_fails_as_its_bytes_do(tmp_path, monkeypatch, text):
+    """Spaces after commas, JSON text under a .csv name, a blank file: the same table or error either way."""
+    path = tmp_path / "tokens.csv"
+    path.write_bytes(text)
+    monkeypatch.setattr(qio, "PARALLEL_CSV_BYTES", 1)
+
+    def outcome(load):
+        try:
+            return load()[0].to_dict("list")
+        except qio.InputError as exc:
+            return str(exc)
+
+    by_path = outcome(lambda: qio.load_table_digested(path, "tokens", records_key="tokens", text_columns=("token_id",)))
+    by_bytes = outcome(lambda: qio.load_table(text, name="tokens.csv", records_key="tokens", text_columns=("token_id",)))
+    assert by_path == by_bytes
