@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -253,9 +254,10 @@ def file_digest_share(files: list[Path], graph_path: Path) -> tuple[float, float
     """The routing command's load + plan call on the files, in process, and the input digest's share of it.
 
     Runs what ``qflow routing`` runs between parsing its arguments and writing
-    the plan (read each file once, parse it while a second thread takes the
-    sha256 of the same bytes, validate, plan), with the digest function
-    wrapped to time itself where it runs. Returns ``(call wall s, call CPU s,
+    the plan (parse each file while a second thread takes the sha256 of its
+    bytes: a large CSV file streamed from its path, other inputs read once;
+    validate, plan), with the digest functions (of bytes, of a file) wrapped
+    to time themselves where they run. Returns ``(call wall s, call CPU s,
     digest wall %, digest CPU %)``: digest wall = seconds from the start to
     the end of the hashing (it overlaps the parse on its own thread, so the
     call is not that much longer; on a busy machine the span also holds the
@@ -263,25 +265,29 @@ def file_digest_share(files: list[Path], graph_path: Path) -> tuple[float, float
     call CPU = the whole process's CPU time over the call (both threads).
     """
     spent = {"wall": 0.0, "cpu": 0.0}
-    digest = qflow.core.io.digest_bytes
+    digests = {name: getattr(qflow.core.io, name) for name in ("digest_bytes", "digest_file")}  # bytes, or a file streamed
 
-    def timed_digest(data: bytes) -> str:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            return digest(data)
-        finally:
-            spent["wall"] += time.perf_counter() - wall
-            spent["cpu"] += time.thread_time() - cpu
+    def timed(digest):
+        def timed_digest(data):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return digest(data)
+            finally:
+                spent["wall"] += time.perf_counter() - wall
+                spent["cpu"] += time.thread_time() - cpu
+        return timed_digest
 
     inputs = {"tokens": files[0], "token_metadata": files[1] if len(files) > 1 else None, "model_graph": graph_path}
     command = load_command("routing")
-    qflow.core.io.digest_bytes = timed_digest
+    for name, digest in digests.items():
+        setattr(qflow.core.io, name, timed(digest))
     try:
         wall, cpu = time.perf_counter(), time.process_time()
         command.run(inputs, RoutingConfig(), None)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        qflow.core.io.digest_bytes = digest
+        for name, digest in digests.items():
+            setattr(qflow.core.io, name, digest)
     return wall, cpu, 100 * spent["wall"] / wall, 100 * spent["cpu"] / cpu
 
 
@@ -320,7 +326,7 @@ def skew(sizes: list[int]) -> None:
     print("  wall and CPU seconds of each fresh process; route = the CLI plan's route stage; engine = plan_routing(DataFrame) in process;")
     print("  digest % = plan_routing(DataFrame)'s digest stage (the wait for the digest thread after validation) / that call (wall);")
     print("  dgst cpu % = that digest thread's CPU / the process's CPU over the call; load+plan = the routing command's load + plan")
-    print("  call on the files in process (read once, sha256 on a second thread while pandas parses, validate, plan), wall s;")
+    print("  call on the files in process (sha256 on a second thread while pandas parses, validate, plan), wall s;")
     print("  file wall % / file cpu % = the sha256 of the files timed inside that call (its wall span / its thread's CPU)")
     print(f"  over the call's wall / the process's CPU during the call; above {TENSOR_ABOVE:,} tokens the input is a .npy tensor "
           "+ metadata CSV")
@@ -328,6 +334,7 @@ def skew(sizes: list[int]) -> None:
           f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'dgst cpu %':>10} {'load+plan s':>11} {'file wall %':>11} "
           f"{'file cpu %':>10} {'gap':>9} {'top1 max/mean':>13}")
     graph = make_model_graph(8, 8, racks=2)
+    print(f"  load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         graph_path = Path(tmp) / "graph.json"
         graph_path.write_text(json.dumps(graph))
@@ -347,6 +354,7 @@ def skew(sizes: list[int]) -> None:
                 del plan
                 for f in files:
                     f.unlink()
+    print(f"  load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 def topk(n: int) -> None:

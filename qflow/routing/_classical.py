@@ -97,6 +97,16 @@ class BalancedRoute:
     repaired: int
 
 
+def _pick(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows, cols]`` (one value per row, (m,)), by a flat ``np.take`` on a C-ordered matrix.
+
+    The same values as the 2-D fancy index at about 40 % of its time (5 ms -> 2 ms for 200k of 64).
+    """
+    if not matrix.flags.c_contiguous:
+        return matrix[rows, cols]
+    return np.take(matrix.reshape(-1), rows * matrix.shape[1] + cols)
+
+
 def _grouped_shed(group: np.ndarray, margin: np.ndarray, weight: np.ndarray, excess: np.ndarray):
     """For each group, the smallest-margin members whose weight covers its excess.
 
@@ -138,8 +148,14 @@ def _small_margin_subset(group: np.ndarray, margin: np.ndarray, weight: np.ndarr
     bin where the cumulative weight first covers the excess; only members at
     or below that bin need the exact sort. At a million tokens this turns a
     0.2 s lexsort per round into a few bincounts.
+
+    With whole-number weights every sum is exact, so the members shed (and
+    their margins) are the same as from the full sort at any size: the
+    histogram then pays from a few thousand members (the 25k-token warm-start
+    rounds, half their shedding time). Other weights keep it above 50k
+    members, where it has always been used.
     """
-    if group.shape[0] < 50_000:
+    if group.shape[0] < 4096 or (group.shape[0] < 50_000 and not np.array_equal(weight, np.round(weight))):
         return np.arange(group.shape[0])
     bins = 128
     logm = np.log2(margin + 1e-12)
@@ -340,18 +356,25 @@ def _best_choices(cand_u: np.ndarray, cand_e: np.ndarray, prices: np.ndarray, we
     expert : (n,) int64 -- the best candidate's expert, -1 where dropping beats every candidate.
     margin : (n,) float32 -- the best value over the next best option (ties: first candidate wins, margin 0).
     """
-    charged = prices[cand_e]
-    value = cand_u - charged if weight is None else cand_u - weight * charged
+    K, n = cand_u.shape
+    # Gathers by np.take and flat positions, the round's (K, n) temporary reused in place: a third less
+    # time than fancy indexing at 25k-200k tokens (same values).
+    value = np.take(prices, cand_e)
+    if weight is not None:
+        np.multiply(weight, value, out=value)
+    np.subtract(cand_u, value, out=value)
     best_value = value.max(axis=0)
-    best_k = np.zeros(value.shape[1], dtype=np.int64)
-    for j in range(value.shape[0] - 1, -1, -1):  # the first candidate reaching the best value
-        best_k[value[j] == best_value] = j
-    cols = np.arange(value.shape[1])
-    value[best_k, cols] = -np.inf
+    best_k = np.zeros(n, dtype=np.int64)
+    reaches = np.empty(n, dtype=bool)
+    for j in range(K - 1, -1, -1):  # the first candidate reaching the best value
+        np.equal(value[j], best_value, out=reaches)
+        np.copyto(best_k, j, where=reaches)
+    best_at = best_k * n + np.arange(n)
+    np.put(value, best_at, -np.inf)
     runner_up = np.maximum(value.max(axis=0), drop_value)
     dropped = best_value < drop_value
     margin = np.where(dropped, drop_value - best_value, best_value - runner_up)
-    return np.where(dropped, -1, cand_e[best_k, cols]), margin
+    return np.where(dropped, -1, np.take(cand_e, best_at)), margin
 
 
 def _fill_spare_capacity(
@@ -371,26 +394,30 @@ def _fill_spare_capacity(
     n, E = u.shape
     routed = expert >= 0
     room = capacity - np.bincount(expert[routed], weights=w[routed], minlength=E)
-    wt = w.astype(np.float32)[:, None]
     ut = np.ascontiguousarray(u, dtype=np.float32)
-    rows = np.arange(n)
-    current = ut[rows, np.maximum(expert, 0)]
+    current = _pick(ut, np.arange(n), np.maximum(expert, 0))
     current[expert < 0] = -np.inf
+    # Only tokens with a candidate above their current utility can ever gain (a move only raises it): the
+    # rounds look at those rows alone, typically a seventh to a third of the tokens, with the same outcome.
+    rows = np.flatnonzero(((cand_u - current[:, None]) > np.float32(1e-7)).any(axis=1))
+    cand_u, cand_e = cand_u[rows], cand_e[rows]
+    wt = w[rows].astype(np.float32)[:, None] - np.float32(1e-6)
+    local = np.arange(rows.size)
     for _ in range(rounds):
-        fits = room.astype(np.float32)[cand_e] >= wt - np.float32(1e-6)
-        gain = np.where(fits & (cand_e != expert[:, None]), cand_u - current[:, None], np.float32(-np.inf))
+        fits = np.take(room.astype(np.float32), cand_e) >= wt
+        gain = np.where(fits & (cand_e != expert[rows][:, None]), cand_u - current[rows][:, None], np.float32(-np.inf))
         best_k = gain.argmax(axis=1)
-        best_gain = gain[rows, best_k]
-        movers = np.flatnonzero(best_gain > np.float32(1e-7))
-        if movers.size == 0:
+        best_gain = _pick(gain, local, best_k)
+        found = np.flatnonzero(best_gain > np.float32(1e-7))
+        if found.size == 0:
             break
-        movers = movers[np.argsort(-best_gain[movers], kind="stable")]
-        target = cand_e[movers, best_k[movers]]
-        took = _accept_in_order(target, w[movers], room)
-        moved, to = movers[took], target[took]
+        found = found[_descending_order(best_gain[found])]
+        target = cand_e[found, best_k[found]]
+        took = _accept_in_order(target, w[rows[found]], room)
+        moved, to, from_k = rows[found[took]], target[took], best_k[found[took]]
         np.add.at(room, expert[moved][expert[moved] >= 0], w[moved][expert[moved] >= 0])
         expert[moved] = to
-        current[moved] = cand_u[moved, best_k[moved]]
+        current[moved] = cand_u[found[took], from_k]
     return expert
 
 
@@ -444,7 +471,7 @@ def _accept_in_order(group: np.ndarray, weight: np.ndarray, room: np.ndarray) ->
     accepted : (m,) bool
     """
     accepted = np.zeros(group.shape[0], dtype=bool)
-    pending = np.argsort(group, kind="stable")
+    pending = _stable_order(group)
     while pending.size:
         g, w = group[pending], weight[pending]
         cum = np.cumsum(w)
@@ -487,15 +514,50 @@ def greedy_balanced(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> 
         active, best, value = active[alive], best[alive], value[alive]
         if active.size == 0:
             break
-        order = np.argsort(-value, kind="stable")
+        order = _descending_order(value)
         toks, g = active[order], best[order]
         took = _accept_in_order(g, weight[toks], room)
         expert[toks[took]] = g[took]
         refused = toks[~took]
         if blocked is not None:
             blocked[refused, g[~took]] = True
-        active = np.sort(refused)
+        active = _ascending_unique(refused, n)
     return expert
+
+
+def _ascending_unique(rows: np.ndarray, n: int) -> np.ndarray:
+    """``np.sort(rows)`` for distinct rows in ``[0, n)``: a mask scan, linear instead of a sort."""
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return np.flatnonzero(mask)
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for integer keys (m,); int64 (m,).
+
+    Keys in ``[0, 65536)`` (expert indices) are sorted as uint16, for which
+    numpy's stable sort is a radix sort (several times faster than its merge sort).
+    """
+    if keys.size and keys.dtype.kind in "iu" and keys.min() >= 0 and keys.max() < 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
+def _descending_order(value: np.ndarray) -> np.ndarray:
+    """``np.argsort(-value, kind="stable")`` for float32 values (m,) without NaN; int64 (m,).
+
+    The negated values become order-preserving uint32 keys (the IEEE bits with
+    the sign bit set for non-negatives, all bits flipped for negatives; ``+ 0.0``
+    first so that -0.0 and 0.0 tie as they do in a float sort), sorted by two
+    stable uint16 radix passes: low half, then high half. Other dtypes, or NaN,
+    take numpy's float sort.
+    """
+    if value.dtype != np.float32 or np.isnan(value).any():
+        return np.argsort(-value, kind="stable")
+    bits = (np.negative(value) + np.float32(0.0)).view(np.uint32)
+    key = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000))
+    order = np.argsort((key & np.uint32(0xFFFF)).astype(np.uint16), kind="stable")
+    return order[np.argsort((key[order] >> np.uint32(16)).astype(np.uint16), kind="stable")]
 
 
 def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | None,
@@ -515,13 +577,24 @@ def _best_open_expert(ut: np.ndarray, active: np.ndarray, blocked: np.ndarray | 
         return best, value, np.isfinite(value)
     if not open_experts.any():
         return np.zeros(active.size, dtype=np.int64), np.full(active.size, -np.inf, dtype=ut.dtype), np.zeros(active.size, bool)
-    if open_experts.all():
-        scores = ut if active.size == ut.shape[0] else np.take(ut, active, axis=0)  # every token active: no copy
-    else:  # closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather
-        scores = np.take(ut, active, axis=0)
-        np.add(scores, np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype), out=scores)
-    best = scores.argmax(axis=1)
-    return best, scores[np.arange(best.shape[0]), best], np.ones(active.size, dtype=bool)
+    if open_experts.all() and active.size == ut.shape[0]:  # every token active, every expert open: no copy
+        best = ut.argmax(axis=1)
+        return best, _pick(ut, np.arange(best.shape[0]), best), np.ones(active.size, dtype=bool)
+    # Closed experts get -inf added (open ones + 0, unchanged): half the time of a 2-D gather. By blocks of
+    # rows through one buffer: a full (m, E) copy per round was fresh pages each time, faulted in at a
+    # higher cost than the gather itself.
+    closed = None if open_experts.all() else np.where(open_experts, np.float32(0), np.float32(-np.inf)).astype(ut.dtype)
+    best = np.empty(active.size, dtype=np.int64)
+    value = np.empty(active.size, dtype=ut.dtype)
+    buffer = np.empty((min(active.size, ROW_BLOCK), ut.shape[1]), dtype=ut.dtype)
+    for lo in range(0, active.size, ROW_BLOCK):
+        rows = active[lo:lo + ROW_BLOCK]
+        scores = np.take(ut, rows, axis=0, out=buffer[:rows.size])
+        if closed is not None:
+            np.add(scores, closed, out=scores)
+        best[lo:lo + rows.size] = scores.argmax(axis=1)
+        value[lo:lo + rows.size] = _pick(scores, np.arange(rows.size), best[lo:lo + rows.size])
+    return best, value, np.ones(active.size, dtype=bool)
 
 
 def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) -> np.ndarray:
@@ -610,7 +683,7 @@ def dual_bound(u: np.ndarray, weight: np.ndarray, capacity: np.ndarray, prices: 
 def objective(u: np.ndarray, weight: np.ndarray, expert: np.ndarray, penalty: float) -> float:
     """``sum u[t, e(t)]`` over routed tokens minus ``penalty * w`` per dropped one."""
     routed = expert >= 0
-    gained = float(u[np.flatnonzero(routed), expert[routed]].astype(np.float64).sum())
+    gained = float(_pick(u, np.flatnonzero(routed), expert[routed]).astype(np.float64).sum())
     return gained - penalty * float(weight[~routed].sum())
 
 
@@ -703,8 +776,8 @@ def route_metrics(
         "capacity_violations": int((load > capacity + 1e-9).sum()),
         "max_overload": float(max(0.0, (load - capacity).max())),
         "load_imbalance": float(load.max() / mean_load) if mean_load > 0 else 1.0,
-        "total_affinity": float(problem.affinity[rows, expert[routed]].astype(np.float64).sum()),
-        "objective": float(u[rows, expert[routed]].astype(np.float64).sum()),
+        "total_affinity": float(_pick(problem.affinity, rows, expert[routed]).astype(np.float64).sum()),
+        "objective": float(_pick(u, rows, expert[routed]).astype(np.float64).sum()),
         "cross_node_fraction": float(cross.mean()) if cross.size else 0.0,
         "expert_load": [round(float(x), 6) for x in load],
     }

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -20,6 +19,7 @@ from qflow.core.quantum import QuantumBudget, QuantumDevice
 from qflow.core.skeleton import PlanRun, input_sources, quantum_budget, quantum_step
 from qflow.core.threads import one_torch_thread
 from qflow.routing._classical import (
+    _stable_order,
     drop_penalty,
     dual_bound,
     exact_optimum,
@@ -39,6 +39,25 @@ from qflow.routing._schemas import ID_COLUMNS, RoutingConfig, RoutingProblem, bu
 __all__ = ["plan_routing", "plan_routing_layers", "load_routing_inputs", "capacity_sweep", "min_capacity_factor"]
 
 Progress = Callable[[float, str], None]
+
+
+class _NetworkxOnUse:
+    """The ``networkx`` module, imported on first attribute use.
+
+    Only a caller passing an ``nx.Graph`` reaches it (and has imported
+    networkx already); the CLI and API read JSON graphs and skip its 0.1 s import.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        import networkx
+
+        return getattr(networkx, name)
+
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    nx = _NetworkxOnUse()
 
 
 def load_routing_inputs(
@@ -159,6 +178,7 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     with run.stage("utility", 0.05, "building utilities"):
         u = utility_matrix(problem, config.locality_weight)
         penalty = drop_penalty(u)
+    baselines = _start_baselines(problem, u, w, capacity, penalty, config) if config.baselines else None
     run.solver.ran = "classical"
     with run.stage("route", 0.15, "routing"):
         expert, prices, router_iterations = _route(run.solver, problem, u, capacity, penalty, config)
@@ -172,9 +192,9 @@ def _plan_routing(tokens, model_graph, config: RoutingConfig, digests: list[Inpu
     metrics["router_iterations"] = router_iterations
     metrics["expert_capacity"] = [round(float(c), 6) for c in capacity]
     metrics.update(_quantum_metrics(run.solver.quantum, config))
-    if config.baselines:
+    if baselines is not None:
         with run.stage("baselines", 0.75, "baselines"):
-            run.baselines = _baselines(problem, u, w, capacity, penalty, config)
+            run.baselines = baselines()
     with run.stage("result"):
         result = _result(problem, expert, capacity, config)
     return run.finish(result, metrics)
@@ -434,21 +454,41 @@ def _quantum_report(problem: RoutingProblem, device: QuantumDevice, blocks: list
     )
 
 
-def _baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
-               config: RoutingConfig) -> dict[str, dict[str, Any]]:
-    E = problem.graph.n_experts
-    plain_hash = hash_experts(problem.token_ids, E)
-    out = {
-        "hash": route_metrics(problem, plain_hash, u, capacity, penalty),
+def _start_baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capacity: np.ndarray, penalty: float,
+                     config: RoutingConfig) -> Callable[[], dict[str, dict[str, Any]]]:
+    """Start the baselines; returns the call that waits for them (``{name: route_metrics}``, hash first).
+
+    The hash router (a Python loop over token ids) runs here, first; top-1
+    gating, greedy balancing and their metrics (large numpy passes that
+    release the GIL) run on a second thread while the caller routes, so on
+    two cores they add little wall time. The online baseline (torch) runs in
+    the returned call, on the caller's thread.
+    """
+    hashed = hash_experts(problem.token_ids, problem.graph.n_experts)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qflow-baselines")
+    future = pool.submit(_array_baselines, problem, hashed, u, w, capacity, penalty)
+    pool.shutdown(wait=False)  # the submitted work still runs; the thread ends with it
+
+    def finish() -> dict[str, dict[str, Any]]:
+        out = future.result()
+        if config.aux_free_steps:
+            from qflow.routing._topk import aux_loss_free_routing
+
+            online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
+            out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
+        return out
+
+    return finish
+
+
+def _array_baselines(problem: RoutingProblem, hashed: np.ndarray, u: np.ndarray, w: np.ndarray, capacity: np.ndarray,
+                     penalty: float) -> dict[str, dict[str, Any]]:
+    """Metrics of hash routing (given), top-1 gating and greedy balancing on the same utilities."""
+    return {
+        "hash": route_metrics(problem, hashed, u, capacity, penalty),
         "top1_gating": route_metrics(problem, top1_gating(problem.affinity, w, capacity), u, capacity, penalty),
         "greedy_balanced": route_metrics(problem, greedy_balanced(u, w, capacity), u, capacity, penalty),
     }
-    if config.aux_free_steps:
-        from qflow.routing._topk import aux_loss_free_routing
-
-        online = aux_loss_free_routing(problem.affinity, 1, config.aux_free_steps, config.aux_free_step_size)[:, 0]
-        out["aux_loss_free"] = route_metrics(problem, online, u, capacity, penalty)
-    return out
 
 
 def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, config: RoutingConfig) -> dict[str, Any]:
@@ -458,7 +498,7 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
     routed = expert >= 0
     assigned = np.where(routed, names[np.maximum(expert, 0)], None)
     assignments = dict(zip(token_ids, assigned.tolist(), strict=True))
-    order = np.argsort(expert, kind="stable")
+    order = _stable_order(expert + 1)  # dropped (-1) first, then by expert; token order within each
     bounds = np.searchsorted(expert[order], np.arange(len(ids) + 1))
     tokens_arr = problem.token_ids
     queues = {ids[e]: tokens_arr[order[bounds[e]:bounds[e + 1]]].tolist() for e in range(len(ids))}
@@ -477,8 +517,8 @@ def _result(problem: RoutingProblem, expert: np.ndarray, capacity: np.ndarray, c
             dropped["reason"] = "capacity left on experts is smaller than the remaining tokens' complexity (packing)"
     N = len(problem.graph.node_ids)
     known = routed & (problem.source_node >= 0)
-    traffic = np.zeros((N, N), dtype=np.int64)
-    np.add.at(traffic, (problem.source_node[known], problem.graph.expert_node[expert[known]]), 1)
+    pairs = problem.source_node[known] * N + problem.graph.expert_node[expert[known]]
+    traffic = np.bincount(pairs, minlength=N * N).reshape(N, N).astype(np.int64)
     return {
         "expert_ids": ids,  # the order of metrics.expert_load and expert_capacity
         "assignments": assignments,
