@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 from qflow.core.commands import ModuleCommand, format_value
 from qflow.core.config import QflowConfig
 from qflow.core.errors import InputError
-from qflow.core.io import load_table, parse_mapping, read_input
+from qflow.core.io import digest_file, load_table, parse_mapping, read_input
 from qflow.core.plan import Plan
 from qflow.routing._placement_plan import PlacementConfig, plan_placement
 from qflow.routing._schemas import RoutingConfig
@@ -41,12 +40,9 @@ def write_per_token(plan: Plan, out: Path | None) -> None:
     target = per_token_path(out)
     with target.open("wb") as handle:
         np.savez(handle, **plan.arrays)
-    digest = hashlib.sha256()
-    with target.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+    sha256 = digest_file(target)
     for info in infos:
-        info.update(file=target.name, sha256=digest.hexdigest(), written_to=str(target))
+        info.update(file=target.name, sha256=sha256, written_to=str(target))
 
 
 def _run(files: dict[str, Path | None], config: QflowConfig, out: Path | None = None,

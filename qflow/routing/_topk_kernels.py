@@ -279,6 +279,12 @@ def _row_nodes(row, slot, take, best, node_score, ranked, ranked_node):  # pragm
             _insert(ranked, ranked_node, node_limit, node_score[g], g)
 
 
+@kernel(inline="always")
+def _node_scratch(n_nodes, take, node_limit):  # pragma: no cover - compiled
+    """Per-thread scratch of :func:`_row_nodes`: ``(best, node_score, ranked, ranked_node)``."""
+    return np.empty((n_nodes, take)), np.empty(n_nodes), np.empty(node_limit), np.empty(node_limit, dtype=np.int64)
+
+
 @kernel(parallel=True)
 def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - compiled
     """Each token's rule nodes (:func:`_row_nodes`): ``keep`` (n, n_nodes) bool, True on its ``node_limit`` best."""
@@ -286,10 +292,7 @@ def rule_nodes(scores, slot, n_nodes, take, node_limit):  # pragma: no cover - c
     keep = np.zeros((n, n_nodes), dtype=np.bool_)
     blocks = min(n, 64)
     for b in prange(blocks):
-        best = np.empty((n_nodes, take))
-        node_score = np.empty(n_nodes)
-        ranked = np.empty(node_limit)
-        ranked_node = np.empty(node_limit, dtype=np.int64)
+        best, node_score, ranked, ranked_node = _node_scratch(n_nodes, take, node_limit)
         for t in range(b * n // blocks, (b + 1) * n // blocks):
             _row_nodes(scores[t], slot, take, best, node_score, ranked, ranked_node)
             for s in range(node_limit):
@@ -311,10 +314,7 @@ def rule_masked_rows(u, offsets, offset_row, slot, n_nodes, take, node_limit, be
     n, E = u.shape
     blocks = min(n, 64)
     for b in prange(blocks):
-        best = np.empty((n_nodes, take))
-        node_score = np.empty(n_nodes)
-        ranked = np.empty(node_limit)
-        ranked_node = np.empty(node_limit, dtype=np.int64)
+        best, node_score, ranked, ranked_node = _node_scratch(n_nodes, take, node_limit)
         kept = np.empty(n_nodes, dtype=np.bool_)
         row = np.empty(E, dtype=np.float32)
         for t in range(b * n // blocks, (b + 1) * n // blocks):
