@@ -26,7 +26,8 @@ Prints, in one run on this machine:
    contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
-       [--skew-tokens 50000,200000,1000000,4000000] [--topk-tokens 1000000] [--only skew,topk,placement]
+       [--skew-tokens 50000,200000,1000000,4000000] [--skew-repeats 3] [--topk-tokens 1000000]
+       [--only skew,topk,placement]
 """
 
 from __future__ import annotations
@@ -236,8 +237,15 @@ def write_skew_input(kind: str, n: int, folder: Path) -> tuple[pd.DataFrame, lis
     return frame, [logits, meta]
 
 
-def skew_processes(files: list[Path], graph_path: Path, folder: Path) -> tuple[float, float, float, float, dict]:
-    """Wall and CPU seconds of the gating script and of the CLI on the same files, and the CLI's plan."""
+def skew_processes(files: list[Path], graph_path: Path, folder: Path, repeats: int) -> tuple[dict[str, float], dict]:
+    """The gating script and the CLI on the same files, ``repeats`` times each, alternating; medians, and the CLI's plan.
+
+    Alternating pairs, so that a slow minute of this shared machine lands on
+    both; the median of each, because a single run of either varies by a
+    third here. Returns ``({script, cli, script_cpu, cli_cpu, wall_x, cpu_x,
+    wall_x_low, wall_x_high}, plan)``: seconds, the median ratios, and the
+    lowest and highest ratio of one pair.
+    """
     gated, out = folder / "gated.json", folder / "plan.json"
     if len(files) == 1:
         script = [sys.executable, "-c", GATING_SCRIPT, str(files[0]), str(gated)]
@@ -245,9 +253,13 @@ def skew_processes(files: list[Path], graph_path: Path, folder: Path) -> tuple[f
     else:
         script = [sys.executable, "-c", GATING_SCRIPT_TENSOR, str(files[0]), str(files[1]), str(gated)]
         inputs = ["--tokens", str(files[0]), "--token-metadata", str(files[1])]
-    t_script, c_script = run_process(script)
-    t_cli, c_cli = run_process([sys.executable, "-m", "qflow", "routing", *inputs, "--model-graph", str(graph_path), "--out", str(out)])
-    return t_script, c_script, t_cli, c_cli, json.loads(out.read_text())
+    cli = [sys.executable, "-m", "qflow", "routing", *inputs, "--model-graph", str(graph_path), "--out", str(out)]
+    pairs = np.array([[*run_process(script), *run_process(cli)] for _ in range(repeats)])  # (repeats, 4)
+    t_script, c_script, t_cli, c_cli = np.median(pairs, axis=0)
+    ratios = pairs[:, 2] / pairs[:, 0]
+    times = {"script": t_script, "cli": t_cli, "script_cpu": c_script, "cli_cpu": c_cli, "wall_x": t_cli / t_script,
+             "cpu_x": c_cli / c_script, "wall_x_low": ratios.min(), "wall_x_high": ratios.max()}
+    return times, json.loads(out.read_text())
 
 
 def file_digest_share(files: list[Path], graph_path: Path) -> tuple[float, float, float, float]:
@@ -321,9 +333,11 @@ def frame_digest_share(frame: pd.DataFrame, graph: dict) -> tuple[Any, float, fl
     return plan, wall, 100 * plan.timings_s["digest"] / wall, 100 * spent["cpu"] / cpu
 
 
-def skew(sizes: list[int]) -> None:
+def skew(sizes: list[int], repeats: int) -> None:
     print("== skewed distributions x 64 experts x 8 nodes, default config: CLI vs pandas top-1 gating script ==")
-    print("  wall and CPU seconds of each fresh process; route = the CLI plan's route stage; engine = plan_routing(DataFrame) in process;")
+    print(f"  wall and CPU seconds of each fresh process, median of {repeats} alternating runs of each; wall x / cpu x = ratio of")
+    print("  those medians; pairs x = the lowest-highest wall ratio of one pair; route = the CLI plan's route stage; engine =")
+    print("  plan_routing(DataFrame) in process;")
     print("  digest % = plan_routing(DataFrame)'s digest stage (the wait for the digest thread after validation) / that call (wall);")
     print("  dgst cpu % = that digest thread's CPU / the process's CPU over the call; load+plan = the routing command's load + plan")
     print("  call on the files in process (sha256 on a second thread while pandas parses, validate, plan), wall s;")
@@ -331,7 +345,7 @@ def skew(sizes: list[int]) -> None:
     print(f"  over the call's wall / the process's CPU during the call; above {TENSOR_ABOVE:,} tokens the input is a .npy tensor "
           "+ metadata CSV")
     print(f"  {'distribution':<10} {'tokens':>9} {'script s':>9} {'CLI s':>8} {'wall x':>7} {'script cpu':>10} {'CLI cpu':>8} "
-          f"{'cpu x':>6} {'route s':>8} {'engine s':>9} {'digest %':>9} {'dgst cpu %':>10} {'load+plan s':>11} {'file wall %':>11} "
+          f"{'cpu x':>6} {'pairs x':>10} {'route s':>8} {'engine s':>9} {'digest %':>9} {'dgst cpu %':>10} {'load+plan s':>11} {'file wall %':>11} "
           f"{'file cpu %':>10} {'gap':>9} {'top1 max/mean':>13}")
     graph = make_model_graph(8, 8, racks=2)
     print(f"  load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -341,13 +355,14 @@ def skew(sizes: list[int]) -> None:
         for n in sizes:
             for kind in DISTRIBUTIONS:
                 frame, files = write_skew_input(kind, n, Path(tmp))
-                t_script, c_script, t_cli, c_cli, cli_plan = skew_processes(files, graph_path, Path(tmp))
+                times, cli_plan = skew_processes(files, graph_path, Path(tmp), repeats)
                 t_command, _, file_wall, file_cpu = file_digest_share(files, graph_path)
                 plan, t_engine, digest_wait, digest_cpu = frame_digest_share(frame, graph)
                 top = np.bincount(frame.iloc[:, 2:].to_numpy().argmax(axis=1), minlength=64)
                 del frame
-                print(f"  {kind:<10} {n:>9,} {t_script:>9.2f} {t_cli:>8.2f} {t_cli / t_script:>7.2f} {c_script:>10.2f} {c_cli:>8.2f} "
-                      f"{c_cli / c_script:>6.2f} "
+                pair_range = f"{times['wall_x_low']:.2f}-{times['wall_x_high']:.2f}"
+                print(f"  {kind:<10} {n:>9,} {times['script']:>9.2f} {times['cli']:>8.2f} {times['wall_x']:>7.2f} "
+                      f"{times['script_cpu']:>10.2f} {times['cli_cpu']:>8.2f} {times['cpu_x']:>6.2f} {pair_range:>10} "
                       f"{cli_plan['timings_s']['route']:>8.2f} {t_engine:>9.2f} {digest_wait:>9.1f} {digest_cpu:>10.1f} "
                       f"{t_command:>11.2f} {file_wall:>11.1f} {file_cpu:>10.1f} "
                       f"{plan.metrics['gap_to_upper_bound']:>9.2e} {top.max() / top.mean():>13.1f}", flush=True)
@@ -414,6 +429,7 @@ def main() -> None:
     parser.add_argument("--parse-tokens", type=int, default=100_000)
     parser.add_argument("--skip-qaoa", action="store_true")
     parser.add_argument("--skew-tokens", default="50000,200000,1000000,4000000", help="comma-separated sizes for the skew section")
+    parser.add_argument("--skew-repeats", type=int, default=3, help="alternating runs of the script and the CLI per skew row")
     parser.add_argument("--topk-tokens", type=int, default=1_000_000)
     parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
     args = parser.parse_args()
@@ -429,7 +445,7 @@ def main() -> None:
     if wanted("qaoa") and not args.skip_qaoa:
         qaoa()
     if wanted("skew"):
-        skew([int(x) for x in args.skew_tokens.split(",")])
+        skew([int(x) for x in args.skew_tokens.split(",")], args.skew_repeats)
     if wanted("topk"):
         topk(args.topk_tokens)
     if wanted("placement"):

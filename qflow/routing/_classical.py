@@ -25,10 +25,10 @@ capacitated assignment at this scale in well under a second; the exact LP
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from qflow.routing._schemas import RoutingProblem
 
@@ -218,7 +218,9 @@ def route_balanced(
     tokens (at least 20k; recursively) with capacities scaled to match (a
     sample-average approximation of the dual) and shrunk by 2 % so they stay
     below the full problem's; the full auction then only corrects the
-    sampling error, in a few rounds instead of dozens.
+    sampling error, in a few rounds instead of dozens. The sample's own
+    auction gets ``WARM_START_ROUNDS`` rounds: more would refine prices
+    finer than the sampling error.
     """
     n, E = u.shape
     penalty = drop_penalty(u) if penalty is None else penalty
@@ -250,6 +252,9 @@ class _AuctionState:
 #: Above this many tokens the auction is first solved on a sample (at least ``WARM_START_SAMPLE`` tokens).
 WARM_START_ABOVE = 60_000
 WARM_START_SAMPLE = 20_000
+#: Price rounds of a sample's auction from zero prices (a quarter per epsilon phase). Its prices carry the sampling error
+#: anyway, so rounds past a few per phase refine noise (see README, routing, for the measurements).
+WARM_START_ROUNDS = 20
 BACKOFF = 10.0  # price give-back between epsilon phases, in units of the coarser step
 
 
@@ -273,7 +278,9 @@ def _auction(
     if initial_prices is None and n > WARM_START_ABOVE:
         sample = np.sort(np.random.default_rng(0).choice(n, max(n // 8, WARM_START_SAMPLE), replace=False))
         share = weight[sample].sum() / weight.sum()
-        coarse = _auction(u[sample], weight[sample], capacity_all * share, candidates=candidates, max_iter=None, penalty=penalty)
+        cold = sample.size <= WARM_START_ABOVE  # the sample's own auction starts from zero prices
+        coarse = _auction(u[sample], weight[sample], capacity_all * share, candidates=candidates,
+                          max_iter=WARM_START_ROUNDS if cold else None, penalty=penalty)
         prices = 0.98 * coarse.prices
     ut = np.ascontiguousarray(u, dtype=np.float32)
     w = weight.astype(np.float32)
@@ -613,25 +620,19 @@ def top1_gating(affinity: np.ndarray, weight: np.ndarray, capacity: np.ndarray) 
 
 
 def hash_experts(token_ids: np.ndarray, n_experts: int) -> np.ndarray:
-    """Stable expert index per token id: blake2b of the UTF-8 id, mod experts.
+    """Stable expert index per token id: a 64-bit hash of the UTF-8 id, mod experts.
 
-    The same id maps to the same expert on every run and machine (Python's
-    ``hash`` is salted per process; blake2b is not).
+    The hash is ``pandas.util.hash_array``: SipHash-2-4 under pandas' fixed
+    key, then a SplitMix64 finaliser, in compiled code (a quarter of the
+    time of a blake2b call per id from Python). The same id maps to the same
+    expert on every run and machine (Python's ``hash`` is salted per
+    process). Ids that are not text are hashed as ``str(id)``.
 
     >>> hash_experts(np.array(["tok-1", "tok-1"], dtype=object), 64).tolist() == [hash_experts(np.array(["tok-1"], dtype=object), 64)[0]] * 2
     True
     """
-    # One keyed hasher copied per id, digests joined and read as big-endian words: the per-token
-    # Python work is the hash calls alone, inline (a helper function per id doubled the time).
-    copy_keyed = hashlib.blake2b(digest_size=8, person=b"qflow-route").copy
-    parts = []
-    for text in np.asarray(token_ids).tolist():
-        hasher = copy_keyed()
-        hasher.update((text if type(text) is str else str(text)).encode())
-        parts.append(hasher.digest())
-    raw = b"".join(parts)
-    digests = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-    return (digests % np.uint64(n_experts)).astype(np.int64)
+    hashed = pd.util.hash_array(np.asarray(token_ids, dtype=object), categorize=False)
+    return (hashed % np.uint64(n_experts)).astype(np.int64)
 
 
 def hash_route(token_ids: np.ndarray, weight: np.ndarray, capacity: np.ndarray | None) -> np.ndarray:

@@ -458,10 +458,10 @@ def _start_baselines(problem: RoutingProblem, u: np.ndarray, w: np.ndarray, capa
                      config: RoutingConfig) -> Callable[[], dict[str, dict[str, Any]]]:
     """Start the baselines; returns the call that waits for them (``{name: route_metrics}``, hash first).
 
-    The hash router (a Python loop over token ids) runs here, first; top-1
-    gating, greedy balancing and their metrics (large numpy passes that
-    release the GIL) run on a second thread while the caller routes, so on
-    two cores they add little wall time. The online baseline (torch) runs in
+    The token ids are hashed here, first (one compiled pass that holds the
+    GIL); top-1 gating, greedy balancing and their metrics (large numpy
+    passes that release the GIL) run on a second thread while the caller
+    routes, so on two cores they add little wall time. The online baseline (torch) runs in
     the returned call, on the caller's thread.
     """
     hashed = hash_experts(problem.token_ids, problem.graph.n_experts)

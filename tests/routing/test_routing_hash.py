@@ -1,8 +1,7 @@
-"""Hash routing: a stable blake2b of the token id, bounded loads, no dependence on row order or process."""
+"""Hash routing: a stable SipHash of the token id, bounded loads, no dependence on row order or process."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,9 +18,48 @@ from qflow.routing._classical import hash_experts
 HASH = {"deterministic_fallback": True, "baselines": False, "exact_max_tokens": 0}
 
 
-def blake_home(token_id: object, n_experts: int) -> int:
-    digest = hashlib.blake2b(str(token_id).encode("utf-8"), digest_size=8, person=b"qflow-route").digest()
-    return int.from_bytes(digest, "big") % n_experts
+MASK = 2**64 - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & MASK
+
+
+def siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 (Aumasson & Bernstein), written from the paper: the reference the engine's hash must match."""
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D, k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
+
+    def rounds(count: int) -> None:
+        for _ in range(count):
+            v[0] = (v[0] + v[1]) & MASK; v[1] = _rotl(v[1], 13) ^ v[0]; v[0] = _rotl(v[0], 32)  # noqa: E702
+            v[2] = (v[2] + v[3]) & MASK; v[3] = _rotl(v[3], 16) ^ v[2]  # noqa: E702
+            v[0] = (v[0] + v[3]) & MASK; v[3] = _rotl(v[3], 21) ^ v[0]  # noqa: E702
+            v[2] = (v[2] + v[1]) & MASK; v[1] = _rotl(v[1], 17) ^ v[2]; v[2] = _rotl(v[2], 32)  # noqa: E702
+
+    tail = len(data) % 8
+    blocks = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data) - tail, 8)]
+    blocks.append(int.from_bytes(data[len(data) - tail:], "little") | ((len(data) & 0xFF) << 56))
+    for m in blocks:
+        v[3] ^= m
+        rounds(2)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    rounds(4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def splitmix_finish(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def stable_home(token_id: object, n_experts: int) -> int:
+    """The documented hash: SipHash-2-4 of the UTF-8 id under pandas' fixed key, SplitMix64-finished, mod experts."""
+    return splitmix_finish(siphash24(b"0123456789123456", str(token_id).encode("utf-8"))) % n_experts
 
 
 def ring_violations(plan, tokens, n_experts: int) -> list[str]:
@@ -36,7 +74,7 @@ def ring_violations(plan, tokens, n_experts: int) -> list[str]:
     room = {e: capacity[e] - load for e, load in zip(capacity, plan.metrics["expert_load"], strict=True)}
     bad = []
     for token, weight in zip(tokens["token_id"], tokens["complexity"], strict=True):
-        home = blake_home(token, n_experts)
+        home = stable_home(token, n_experts)
         expert = plan.result["assignments"][token]
         steps = (int(expert[1:]) - home) % n_experts if expert is not None else n_experts
         bad += [f"{token} skipped e{(home + j) % n_experts}" for j in range(steps) if room[f"e{(home + j) % n_experts}"] >= weight]
@@ -44,10 +82,14 @@ def ring_violations(plan, tokens, n_experts: int) -> list[str]:
 
 
 class TestHashExperts:
+    def test_reference_siphash_matches_the_papers_vector(self):
+        # Appendix A of the SipHash paper: key 00..0f, message 00..0e -> a129ca6149be45e5.
+        assert siphash24(bytes(range(16)), bytes(range(15))) == 0xA129CA6149BE45E5
+
     @pytest.mark.parametrize("n_experts", [1, 3, 64, 1000])
-    def test_equals_independent_blake2b(self, n_experts):
+    def test_equals_independent_siphash(self, n_experts):
         ids = np.array(["tok-1", "tok-2", "", "ünïcødé", "7", 7, 3.5, "a" * 300], dtype=object)
-        expected = [blake_home(t, n_experts) for t in ids]
+        expected = [stable_home(t, n_experts) for t in ids]
         assert hash_experts(ids, n_experts).tolist() == expected
 
     def test_spreads_ids_over_experts(self):
@@ -84,7 +126,7 @@ class TestHashPlan:
         tokens = make_tokens(50, 4, seed=3, heavy=0.3)
         plan = plan_routing(tokens, make_graph(2, 2), {**HASH, "capacity_factor": 8.0})
         assert plan.solver.ran == "hash" and plan.solver.requested == "hash"
-        assert plan.result["assignments"] == {t: f"e{blake_home(t, 4)}" for t in tokens["token_id"]}
+        assert plan.result["assignments"] == {t: f"e{stable_home(t, 4)}" for t in tokens["token_id"]}
 
     def test_ignores_scores(self):
         tokens = make_tokens(30, 4, seed=4)
