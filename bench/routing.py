@@ -20,14 +20,18 @@ Prints, in one run on this machine:
    :func:`file_digest_share`). Above a million tokens the input is a ``.npy``
    logits tensor with a metadata CSV (ids, sources) instead of one CSV, for
    the CLI and the script alike (a 4M x 64 CSV is 2.3 GB of text).
-6. Top-k: 256 experts on 8 nodes, top-8, node limit 4, on the same three
+6. Warm start: the router's plans with the warm-start sample's auction at
+   ``WARM_START_ROUNDS`` price rounds and at the work-based default, on four
+   score families (the three above and plain normal logits) x four configs:
+   route time and certified gap of each.
+7. Top-k: 256 experts on 8 nodes, top-8, node limit 4, on the same three
    distributions: engine time and certified gap.
-7. Expert placement with replicas against DeepSeek's EPLB greedy and a
+8. Expert placement with replicas against DeepSeek's EPLB greedy and a
    contiguous placement, on loads of the same three families.
 
 Usage: python bench/routing.py [--tokens 1000000] [--exact-tokens 20000] [--skip-qaoa]
        [--skew-tokens 50000,200000,1000000,4000000] [--skew-repeats 3] [--topk-tokens 1000000]
-       [--only skew,topk,placement]
+       [--warm-start-tokens 100000,400000] [--only skew,warmstart,topk,placement]
 """
 
 from __future__ import annotations
@@ -372,6 +376,43 @@ def skew(sizes: list[int], repeats: int) -> None:
     print(f"  load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
+def warm_start(sizes: list[int]) -> None:
+    """The sample's auction at ``WARM_START_ROUNDS`` price rounds against the work-based default, on the same plans."""
+    import qflow.routing._classical as classical
+
+    rounds = classical.WARM_START_ROUNDS
+    print(f"== warm start: the sample's auction at {rounds} rounds vs the work-based default (125 at 20-25k sample tokens) ==")
+    print("  route s = the plan's route stage, best of 2; gap = certified gap to the optimum; four score families x four configs")
+    print(f"  {'tokens':>9} {'family':<10} {'config':<13} {'default s':>9} {f'{rounds} s':>7} {'default gap':>11} "
+          f"{f'{rounds} gap':>9} {'affinity change':>15}")
+    graph = make_model_graph(8, 8, racks=2)
+    configs = {"default": {}, "capacity 0.9": {"capacity_factor": 0.9}, "locality 0.3": {"locality_weight": 0.3}}
+    totals = {"faster": 0, "gap_not_worse": 0, "cases": 0}
+    for n in sizes:
+        for kind in (*DISTRIBUTIONS, "normal"):
+            frame = skewed_frame("gamma" if kind == "normal" else kind, n, 64)
+            if kind == "normal":  # no expert bias: every expert about as popular
+                frame.iloc[:, 2:] = np.random.default_rng(1).normal(size=(n, 64)).astype(np.float32)
+            weights = frame.assign(complexity=np.random.default_rng(2).integers(1, 5, n).astype(float))
+            for label, frame_used, overrides in [*((k, frame, v) for k, v in configs.items()), ("complexity 1-4", weights, {})]:
+                config = RoutingConfig(baselines=False, exact_max_tokens=0, **overrides)
+                runs = {}
+                for setting in (None, rounds):
+                    classical.WARM_START_ROUNDS = setting
+                    plans = [plan_routing(frame_used, graph, config) for _ in range(2)]
+                    runs[setting] = (min(p.timings_s["route"] for p in plans), plans[0].metrics)
+                classical.WARM_START_ROUNDS = rounds
+                (t_default, m_default), (t_new, m_new) = runs[None], runs[rounds]
+                change = m_new["total_affinity"] / m_default["total_affinity"] - 1
+                totals["cases"] += 1
+                totals["faster"] += t_new < t_default
+                totals["gap_not_worse"] += m_new["gap_to_upper_bound"] <= m_default["gap_to_upper_bound"]
+                print(f"  {n:>9,} {kind:<10} {label:<13} {t_default:>9.3f} {t_new:>7.3f} {m_default['gap_to_upper_bound']:>11.2e} "
+                      f"{m_new['gap_to_upper_bound']:>9.2e} {change:>+15.2e}", flush=True)
+    print(f"  {rounds} rounds faster in {totals['faster']} of {totals['cases']} cases; gap no larger in "
+          f"{totals['gap_not_worse']} of {totals['cases']}")
+
+
 def topk(n: int) -> None:
     import numba
 
@@ -430,8 +471,9 @@ def main() -> None:
     parser.add_argument("--skip-qaoa", action="store_true")
     parser.add_argument("--skew-tokens", default="50000,200000,1000000,4000000", help="comma-separated sizes for the skew section")
     parser.add_argument("--skew-repeats", type=int, default=3, help="alternating runs of the script and the CLI per skew row")
+    parser.add_argument("--warm-start-tokens", default="100000,400000", help="comma-separated sizes for the warm-start section")
     parser.add_argument("--topk-tokens", type=int, default=1_000_000)
-    parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, topk, placement")
+    parser.add_argument("--only", default="", help="comma-separated sections: large, exact, parse, qaoa, skew, warmstart, topk, placement")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     wanted = lambda name: not only or name in only  # noqa: E731
@@ -446,6 +488,8 @@ def main() -> None:
         qaoa()
     if wanted("skew"):
         skew([int(x) for x in args.skew_tokens.split(",")], args.skew_repeats)
+    if wanted("warmstart"):
+        warm_start([int(x) for x in args.warm_start_tokens.split(",")])
     if wanted("topk"):
         topk(args.topk_tokens)
     if wanted("placement"):
