@@ -15,8 +15,8 @@ Prints, in one run on this machine:
    (read CSV, argmax, capacity by arrival, write JSON), both run as fresh
    processes in the same run; and the digest's share of an in-process
    ``plan_routing(DataFrame)`` call (its ``digest`` stage) and of the
-   routing command's own load + plan call on the same files (the sha256 of
-   the input files' bytes, timed inside that call, wall and CPU; see
+   routing command's own load + plan call on the same files (the wall time
+   the sha256 of the input files' bytes adds to that call, and its CPU; see
    :func:`file_digest_share`). Above a million tokens the input is a ``.npy``
    logits tensor with a metadata CSV (ids, sources) instead of one CSV, for
    the CLI and the script alike (a 4M x 64 CSV is 2.3 GB of text).
@@ -266,45 +266,51 @@ def skew_processes(files: list[Path], graph_path: Path, folder: Path, repeats: i
     return times, json.loads(out.read_text())
 
 
-def file_digest_share(files: list[Path], graph_path: Path) -> tuple[float, float, float, float]:
-    """The routing command's load + plan call on the files, in process, and the input digest's share of it.
+def file_digest_share(files: list[Path], graph_path: Path, repeats: int) -> tuple[float, float, float]:
+    """The routing command's load + plan call on the files, in process, and what the input digest adds to it.
 
     Runs what ``qflow routing`` runs between parsing its arguments and writing
     the plan (parse each file while a second thread takes the sha256 of its
     bytes: a large CSV file streamed from its path, other inputs read once;
-    validate, plan), with the digest functions (of bytes, of a file) wrapped
-    to time themselves where they run. Returns ``(call wall s, call CPU s,
-    digest wall %, digest CPU %)``: digest wall = seconds from the start to
-    the end of the hashing (it overlaps the parse on its own thread, so the
-    call is not that much longer; on a busy machine the span also holds the
-    time the thread waited for a core), digest CPU = that thread's CPU time;
-    call CPU = the whole process's CPU time over the call (both threads).
+    validate, plan) ``repeats`` times with the digest functions (of bytes, of
+    a file) wrapped to time their thread's CPU, alternating with as many
+    calls where they return a constant instead of hashing. Returns ``(call
+    wall s, added wall %, digest CPU %)``, medians: call wall with the
+    digest; added wall = (with - without) / without; digest CPU = the hashing
+    thread's CPU time over the whole process's CPU time during the call.
     """
-    spent = {"wall": 0.0, "cpu": 0.0}
     digests = {name: getattr(qflow.core.io, name) for name in ("digest_bytes", "digest_file")}  # bytes, or a file streamed
-
-    def timed(digest):
-        def timed_digest(data):
-            wall, cpu = time.perf_counter(), time.thread_time()
-            try:
-                return digest(data)
-            finally:
-                spent["wall"] += time.perf_counter() - wall
-                spent["cpu"] += time.thread_time() - cpu
-        return timed_digest
-
     inputs = {"tokens": files[0], "token_metadata": files[1] if len(files) > 1 else None, "model_graph": graph_path}
     command = load_command("routing")
-    for name, digest in digests.items():
-        setattr(qflow.core.io, name, timed(digest))
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        command.run(inputs, RoutingConfig(), None)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        for name, digest in digests.items():
-            setattr(qflow.core.io, name, digest)
-    return wall, cpu, 100 * spent["wall"] / wall, 100 * spent["cpu"] / cpu
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    shares = []
+    for _ in range(repeats):
+        for hashing in (True, False):
+            spent = [0.0]
+
+            def timed(digest, hashing=hashing, spent=spent):
+                def timed_digest(data):
+                    cpu = time.thread_time()
+                    try:
+                        return digest(data) if hashing else "0" * 64
+                    finally:
+                        spent[0] += time.thread_time() - cpu
+                return timed_digest
+
+            for name, digest in digests.items():
+                setattr(qflow.core.io, name, timed(digest))
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                command.run(inputs, RoutingConfig(), None)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            finally:
+                for name, digest in digests.items():
+                    setattr(qflow.core.io, name, digest)
+            walls[hashing].append(wall)
+            if hashing:
+                shares.append(100 * spent[0] / cpu)
+    with_digest, without = float(np.median(walls[True])), float(np.median(walls[False]))
+    return with_digest, 100 * (with_digest - without) / without, float(np.median(shares))
 
 
 def frame_digest_share(frame: pd.DataFrame, graph: dict) -> tuple[Any, float, float, float]:
@@ -344,12 +350,12 @@ def skew(sizes: list[int], repeats: int) -> None:
     print("  plan_routing(DataFrame) in process;")
     print("  digest % = plan_routing(DataFrame)'s digest stage (the wait for the digest thread after validation) / that call (wall);")
     print("  dgst cpu % = that digest thread's CPU / the process's CPU over the call; load+plan = the routing command's load + plan")
-    print("  call on the files in process (sha256 on a second thread while pandas parses, validate, plan), wall s;")
-    print("  file wall % / file cpu % = the sha256 of the files timed inside that call (its wall span / its thread's CPU)")
-    print(f"  over the call's wall / the process's CPU during the call; above {TENSOR_ABOVE:,} tokens the input is a .npy tensor "
-          "+ metadata CSV")
+    print("  call on the files in process (sha256 on a second thread while pandas parses, validate, plan), wall s, median;")
+    print("  file +wall % = what the sha256 adds to that call's wall (medians of calls with and without it, alternating);")
+    print("  file cpu % = the hashing thread's CPU / the process's CPU during the call; above "
+          f"{TENSOR_ABOVE:,} tokens the input is a .npy tensor + metadata CSV")
     print(f"  {'distribution':<10} {'tokens':>9} {'script s':>9} {'CLI s':>8} {'wall x':>7} {'script cpu':>10} {'CLI cpu':>8} "
-          f"{'cpu x':>6} {'pairs x':>10} {'route s':>8} {'engine s':>9} {'digest %':>9} {'dgst cpu %':>10} {'load+plan s':>11} {'file wall %':>11} "
+          f"{'cpu x':>6} {'pairs x':>10} {'route s':>8} {'engine s':>9} {'digest %':>9} {'dgst cpu %':>10} {'load+plan s':>11} {'file +wall %':>12} "
           f"{'file cpu %':>10} {'gap':>9} {'top1 max/mean':>13}")
     graph = make_model_graph(8, 8, racks=2)
     print(f"  load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -360,7 +366,7 @@ def skew(sizes: list[int], repeats: int) -> None:
             for kind in DISTRIBUTIONS:
                 frame, files = write_skew_input(kind, n, Path(tmp))
                 times, cli_plan = skew_processes(files, graph_path, Path(tmp), repeats)
-                t_command, _, file_wall, file_cpu = file_digest_share(files, graph_path)
+                t_command, file_added, file_cpu = file_digest_share(files, graph_path, repeats)
                 plan, t_engine, digest_wait, digest_cpu = frame_digest_share(frame, graph)
                 top = np.bincount(frame.iloc[:, 2:].to_numpy().argmax(axis=1), minlength=64)
                 del frame
@@ -368,7 +374,7 @@ def skew(sizes: list[int], repeats: int) -> None:
                 print(f"  {kind:<10} {n:>9,} {times['script']:>9.2f} {times['cli']:>8.2f} {times['wall_x']:>7.2f} "
                       f"{times['script_cpu']:>10.2f} {times['cli_cpu']:>8.2f} {times['cpu_x']:>6.2f} {pair_range:>10} "
                       f"{cli_plan['timings_s']['route']:>8.2f} {t_engine:>9.2f} {digest_wait:>9.1f} {digest_cpu:>10.1f} "
-                      f"{t_command:>11.2f} {file_wall:>11.1f} {file_cpu:>10.1f} "
+                      f"{t_command:>11.2f} {file_added:>12.1f} {file_cpu:>10.1f} "
                       f"{plan.metrics['gap_to_upper_bound']:>9.2e} {top.max() / top.mean():>13.1f}", flush=True)
                 del plan
                 for f in files:
