@@ -626,7 +626,7 @@ def hash_experts(token_ids: np.ndarray, n_experts: int) -> np.ndarray:
     key, then a SplitMix64 finaliser, in compiled code (a quarter of the
     time of a blake2b call per id from Python). The same id maps to the same
     expert on every run and machine (Python's ``hash`` is salted per
-    process). Ids that are not text are hashed as ``str(id)``.
+    process). Numeric ids are hashed as ``str(id)``.
 
     >>> hash_experts(np.array(["tok-1", "tok-1"], dtype=object), 64).tolist() == [hash_experts(np.array(["tok-1"], dtype=object), 64)[0]] * 2
     True
