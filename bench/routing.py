@@ -387,7 +387,7 @@ def warm_start(sizes: list[int]) -> None:
     import qflow.routing._classical as classical
 
     rounds = classical.WARM_START_ROUNDS
-    print(f"== warm start: the sample's auction at {rounds} rounds vs the work-based default (125 at 20-25k sample tokens) ==")
+    print(f"== warm start: the sample's auction at {rounds} rounds vs the work-based default (125-156 at 25k-20k sample tokens) ==")
     print("  route s = the plan's route stage, best of 2; gap = certified gap to the optimum; four score families x four configs")
     print(f"  {'tokens':>9} {'family':<10} {'config':<13} {'default s':>9} {f'{rounds} s':>7} {'default gap':>11} "
           f"{f'{rounds} gap':>9} {'affinity change':>15}")
@@ -405,9 +405,11 @@ def warm_start(sizes: list[int]) -> None:
                 runs = {}
                 for setting in (None, rounds):
                     classical.WARM_START_ROUNDS = setting
-                    plans = [plan_routing(frame_used, graph, config) for _ in range(2)]
+                    try:
+                        plans = [plan_routing(frame_used, graph, config) for _ in range(2)]
+                    finally:
+                        classical.WARM_START_ROUNDS = rounds
                     runs[setting] = (min(p.timings_s["route"] for p in plans), plans[0].metrics)
-                classical.WARM_START_ROUNDS = rounds
                 (t_default, m_default), (t_new, m_new) = runs[None], runs[rounds]
                 change = m_new["total_affinity"] / m_default["total_affinity"] - 1
                 totals["cases"] += 1
