@@ -253,7 +253,8 @@ class _AuctionState:
 WARM_START_ABOVE = 60_000
 WARM_START_SAMPLE = 20_000
 #: Price rounds of a sample's auction from zero prices (a quarter per epsilon phase). Its prices carry the sampling error
-#: anyway, so rounds past a few per phase refine noise (see README, routing, for the measurements).
+#: anyway, so rounds past a few per phase refine noise (see README, routing, for the measurements). The top-k
+#: router caps its sample's auction the same way (``_topk.SAMPLE_MAX_ROUNDS``).
 WARM_START_ROUNDS = 20
 BACKOFF = 10.0  # price give-back between epsilon phases, in units of the coarser step
 
