@@ -329,7 +329,7 @@ def _parse_csv(target: str | IO[bytes], spaced: bool, source: str, text_columns:
 
 #: CSV files at least this large are read from their path (see :func:`load_table_digested`).
 PARALLEL_CSV_BYTES = 8 * 2**20
-#: Read size of the streaming passes over such a file (scan, sha256).
+#: Read size of the scan over such a file for its first byte and for spaces (:func:`_scan_text`).
 _READ_CHUNK = 2**20
 
 

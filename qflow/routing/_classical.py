@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from qflow.routing._schemas import RoutingProblem
+from qflow.routing._utility import utility_table
 
 #: Rows per block where a pass over (tokens, experts) would otherwise allocate a full-size temporary:
 #: at 200k x 64 each one is 51 MB of fresh pages, and the kernel's page zeroing cost as much as the math.
@@ -55,18 +56,14 @@ def utility_matrix(problem: RoutingProblem, locality_weight: float) -> np.ndarra
     """Affinity minus locality penalty, shape (n_tokens, n_experts), float32.
 
     ``u[t, e] = affinity[t, e] - locality_weight * distance(node(t), node(e))``;
-    tokens with no known source pay no penalty.
+    tokens with no known source pay no penalty. The
+    :func:`~qflow.routing._utility.utility_table` written out as a new array.
     """
-    u = problem.affinity.astype(np.float32, copy=True)
-    known = problem.source_node >= 0
-    if locality_weight > 0 and known.any():
-        # Penalty depends only on (source node, expert): an (N + 1, E) table
-        # gathered per token, with a zero row for tokens of unknown source.
-        table = locality_weight * problem.graph.node_distance[:, problem.graph.expert_node]
-        table = np.vstack([table, np.zeros(table.shape[1])]).astype(np.float32)
-        index = np.where(known, problem.source_node, table.shape[0] - 1)
+    table = utility_table(problem, locality_weight)
+    u = table.values.copy()
+    if table.offsets.any():
         for lo in range(0, u.shape[0], ROW_BLOCK):  # by blocks: no (n, E) temporary
-            u[lo:lo + ROW_BLOCK] -= table[index[lo:lo + ROW_BLOCK]]
+            u[lo:lo + ROW_BLOCK] -= table.offsets[table.offset_row[lo:lo + ROW_BLOCK]]
     return u
 
 

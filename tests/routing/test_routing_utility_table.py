@@ -28,10 +28,19 @@ def problem_of(n: int = 300, nodes: int = 4, per_node: int = 4, seed: int = 0, u
     return build_problem(tokens, make_graph(nodes, per_node, links=True), RoutingConfig(top_k=2))
 
 
+def reference_utility(problem, weight: float) -> np.ndarray:
+    """The definition, token by token: affinity minus float32(weight x distance), nothing for unknown sources."""
+    penalty = (weight * problem.graph.node_distance[:, problem.graph.expert_node]).astype(np.float32)
+    known = problem.source_node >= 0
+    per_token = np.where(known[:, None], penalty[np.maximum(problem.source_node, 0)], np.float32(0.0))
+    return problem.affinity.astype(np.float32) - per_token
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.1, 0.7])
 def test_table_reads_back_utility_matrix_to_the_bit(weight):
     problem = problem_of()
     dense = utility_matrix(problem, weight)
+    assert np.array_equal(dense, reference_utility(problem, weight))  # both are built from the table's offsets
     table = utility_table(problem, weight)
     assert table.values is problem.affinity or np.shares_memory(table.values, problem.affinity)  # no copy
     assert np.array_equal(table.to_array(), dense)
